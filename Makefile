@@ -1,0 +1,27 @@
+# nsdml: `make run` trains on the default config, `make test` runs the tests.
+# Both create .venv and install the pinned dependencies on first use.
+
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+CONFIG ?= experiments/configs/default.toml
+
+.PHONY: setup run test clean-cache
+
+setup: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(VENV)/bin/nsdml run $(CONFIG)
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+clean-cache:
+	rm -rf .cache/traces

@@ -1,0 +1,28 @@
+"""The registry of aggregation algorithms: name -> hyperparameter dataclass."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from typing import Any
+
+from learner.algorithms.base import Algorithm, GradFn, Links
+from learner.algorithms.dpsgd import DPSGD
+
+REGISTRY: dict[str, type] = {
+    "dpsgd": DPSGD,
+}
+
+
+def build_algorithm(name: str, **hyperparameters: Any) -> Algorithm:
+    """Instantiate a registered algorithm; unknown names or hyperparameters raise ValueError naming them."""
+    if name not in REGISTRY:
+        raise ValueError(f"algorithm.name: unknown algorithm {name!r}; allowed: {', '.join(sorted(REGISTRY))}")
+    cls = REGISTRY[name]
+    allowed = {f.name for f in fields(cls)} - {"name"}
+    for key in hyperparameters:
+        if key not in allowed:
+            raise ValueError(f"algorithm.{key}: not a hyperparameter of {name}; allowed: {', '.join(sorted(allowed))}")
+    return cls(**hyperparameters)
+
+
+__all__ = ["REGISTRY", "Algorithm", "GradFn", "Links", "build_algorithm"]

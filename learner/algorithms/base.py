@@ -1,0 +1,50 @@
+"""The uniform interface every aggregation algorithm implements.
+
+An algorithm is a frozen dataclass of hyperparameters (checked in
+``__post_init__``) with
+
+- ``exchange_payloads(dim) -> tuple[int, ...]``: bytes each device sends in each
+  exchange of a round (one entry per exchange), so the bridge can simulate the
+  real traffic;
+- ``init(x) -> state``: the algorithm's extra state for parameters x (N, d);
+- ``step(x, state, grad_fn, links) -> (x_new, state_new)``: one round. It draws
+  gradients through ``grad_fn(x) -> (N, d)`` and learns who heard whom only
+  through ``links.exchange(payload_bytes)``, called once per exchange, in order.
+
+``step`` keeps no hidden state on ``self``: everything that carries over
+between rounds lives in ``state``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Protocol
+
+import torch
+
+GradFn = Callable[[torch.Tensor], torch.Tensor]
+FLOAT32_BYTES = 4
+
+
+class Links(Protocol):
+    """Who received whom in one round, one exchange at a time."""
+
+    def exchange(self, payload_bytes: int) -> torch.Tensor:
+        """Bool (N, N) mask of the next exchange: mask[i, j] = j received i's complete message."""
+
+
+class Algorithm(Protocol):
+    name: str
+
+    def exchange_payloads(self, dim: int) -> tuple[int, ...]: ...
+
+    def init(self, x: torch.Tensor) -> Any: ...
+
+    def step(self, x: torch.Tensor, state: Any, grad_fn: GradFn, links: Links) -> tuple[torch.Tensor, Any]: ...
+
+
+def check_range(field: str, value: float, low: float, high: float, *, low_open: bool = True) -> None:
+    """Raise ValueError naming ``field`` unless value lies in (low, high] (or [low, high])."""
+    below = value <= low if low_open else value < low
+    if below or value > high:
+        bracket = "(" if low_open else "["
+        raise ValueError(f"{field}: {value!r} is outside {bracket}{low}, {high}]")

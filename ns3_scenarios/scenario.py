@@ -1,0 +1,96 @@
+"""The 802.11a ad-hoc broadcast scenario: its parameters and its geometry.
+
+Pure Python (no ns-3 import), so configs can be validated and traces looked up
+without starting ns-3.
+
+Placement: N devices uniform at random in a square. The square's side is
+chosen so that the fraction of ordered device pairs closer than the radio
+range equals the target density, where the range is the distance at which the
+received power falls to the preamble-detection threshold under ns-3's default
+LogDistance model (exponent 3, 46.6777 dB at 1 m; -82 dBm threshold):
+r = 10 ** ((tx_power_dbm + 82 - 46.6777) / 30), 51.4 m at the default 16.02 dBm.
+The worker also *measures* the idle density in ns-3 (each device sends one
+probe datagram on a quiet channel) and reports it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+PHY_MODES = tuple(f"OfdmRate{rate}Mbps" for rate in (6, 9, 12, 18, 24, 36, 48, 54))
+REFERENCE_LOSS_DB = 46.6777  # LogDistancePropagationLossModel default at 1 m (5.15 GHz)
+PATH_LOSS_EXPONENT = 3.0
+PREAMBLE_THRESHOLD_DBM = -82.0  # ThresholdPreambleDetectionModel::MinimumRssi default
+MAX_UDP_PAYLOAD = 1472  # 1500-byte MTU minus IP and UDP headers
+
+
+@dataclass(frozen=True)
+class ScenarioConfig:
+    """Parameters of the broadcast scenario (units in the names)."""
+
+    devices: int = 20
+    density: float = 0.5
+    phy_mode: str = "OfdmRate24Mbps"
+    tx_power_dbm: float = 16.0206
+    datagram_bytes: int = 1400
+    deadline_s: float = 1.5
+    drain_s: float = 0.1
+    start_jitter_s: float = 1.0
+    datagram_interval_s: float = 0.005
+
+    def __post_init__(self) -> None:
+        _check(isinstance(self.devices, int) and 2 <= self.devices <= 1000, "devices", self.devices,
+               "an integer in [2, 1000]")
+        _check(0.0 < self.density <= 1.0, "network.density", self.density, "a number in (0, 1]")
+        _check(self.phy_mode in PHY_MODES, "network.phy_mode", self.phy_mode, "one of " + ", ".join(PHY_MODES))
+        _check(-10.0 <= self.tx_power_dbm <= 30.0, "network.tx_power_dbm", self.tx_power_dbm, "a number in [-10, 30]")
+        _check(isinstance(self.datagram_bytes, int) and 64 <= self.datagram_bytes <= MAX_UDP_PAYLOAD,
+               "network.datagram_bytes", self.datagram_bytes, f"an integer in [64, {MAX_UDP_PAYLOAD}]")
+        _check(0.0 < self.deadline_s <= 60.0, "network.deadline_s", self.deadline_s, "a number in (0, 60]")
+        _check(0.0 <= self.drain_s <= 10.0, "network.drain_s", self.drain_s, "a number in [0, 10]")
+        _check(0.0 <= self.start_jitter_s < self.deadline_s, "network.start_jitter_s", self.start_jitter_s,
+               "a number in [0, deadline_s)")
+        _check(0.0 <= self.datagram_interval_s <= 1.0, "network.datagram_interval_s", self.datagram_interval_s,
+               "a number in [0, 1]")
+
+    @property
+    def range_m(self) -> float:
+        return 10 ** ((self.tx_power_dbm - PREAMBLE_THRESHOLD_DBM - REFERENCE_LOSS_DB) / (10 * PATH_LOSS_EXPONENT))
+
+    @property
+    def slot_period_s(self) -> float:
+        """Simulated spacing between consecutive exchanges: the deadline plus a drain for late frames."""
+        return self.deadline_s + self.drain_s
+
+
+def _check(ok: bool, field: str, value: object, allowed: str) -> None:
+    if not ok:
+        raise ValueError(f"{field}: {value!r} is not allowed; expected {allowed}")
+
+
+@dataclass(frozen=True)
+class Placement:
+    positions_m: np.ndarray  # (N, 2)
+    side_m: float
+    geometric_density: float  # fraction of ordered pairs closer than the range
+
+
+def place_devices(config: ScenarioConfig, seed: int) -> Placement:
+    """Uniform random positions in a square sized so the in-range pair fraction matches the target."""
+    rng = np.random.default_rng([seed, 0x5CE7])
+    unit = rng.random((config.devices, 2))
+    upper = np.triu_indices(config.devices, k=1)
+    distances = np.sort(np.linalg.norm(unit[:, None] - unit[None], axis=-1)[upper])
+    in_range = int(round(config.density * len(distances)))
+    if in_range >= len(distances):
+        scale = distances[-1] * 1.001  # every pair strictly inside the range
+    elif in_range == 0:
+        scale = distances[0] * 0.999
+    else:
+        scale = 0.5 * (distances[in_range - 1] + distances[in_range])
+    side = config.range_m / scale
+    positions = unit * side
+    geometric = float(np.mean(distances * side < config.range_m))
+    return Placement(positions, float(side), geometric)

@@ -1,0 +1,136 @@
+"""The batched engine and D-PSGD against a plain per-device loop of nn.Modules."""
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from learner.algorithms import REGISTRY, build_algorithm
+from learner.data import Dataset
+from learner.devices import Devices, batch_gradients
+from learner.models import build_model
+
+N, FEATURES, CLASSES, BATCH = 5, 12, 4, 8
+
+
+class FixedLinks:
+    """Links with a fixed mask for every exchange (unit tests only)."""
+
+    def __init__(self, mask):
+        self.mask = mask
+        self.payloads = []
+
+    def exchange(self, payload_bytes):
+        self.payloads.append(payload_bytes)
+        return self.mask
+
+
+def _module_for(model, flat):
+    """An nn.Sequential holding one device's parameters, built layer by layer."""
+    layers, start = [], 0
+    for index, layer in enumerate(model.layers):
+        linear = nn.Linear(layer.fan_in, layer.fan_out)
+        w_end = start + layer.fan_in * layer.fan_out
+        with torch.no_grad():
+            linear.weight.copy_(flat[start:w_end].view(layer.fan_out, layer.fan_in))
+            linear.bias.copy_(flat[w_end:w_end + layer.fan_out])
+        start = w_end + layer.fan_out
+        layers.append(linear)
+        if index < len(model.layers) - 1:
+            layers.append(nn.ReLU())
+    return nn.Sequential(*layers)
+
+
+def _flat_grad(module):
+    return torch.cat([torch.cat([m.weight.grad.flatten(), m.bias.grad]) for m in module if isinstance(m, nn.Linear)])
+
+
+@pytest.mark.parametrize("name", ["logreg", "mlp"])
+def test_batched_gradients_equal_per_device_modules(name):
+    model = build_model(name, FEATURES, CLASSES, hidden=7)
+    generator = torch.Generator().manual_seed(0)
+    params = torch.randn(N, model.dim, generator=generator)
+    inputs = torch.randn(N, BATCH, FEATURES, generator=generator)
+    labels = torch.randint(0, CLASSES, (N, BATCH), generator=generator)
+    grads, losses = batch_gradients(model, params, inputs, labels)
+    for i in range(N):
+        module = _module_for(model, params[i])
+        loss = nn.functional.cross_entropy(module(inputs[i]), labels[i])
+        loss.backward()
+        assert torch.allclose(grads[i], _flat_grad(module), atol=1e-6)
+        assert torch.isclose(losses[i], loss.detach(), atol=1e-6)
+
+
+def test_shared_inputs_forward_equals_per_device_forward():
+    model = build_model("mlp", FEATURES, CLASSES, hidden=9)
+    params = torch.randn(N, model.dim, generator=torch.Generator().manual_seed(1))
+    inputs = torch.randn(30, FEATURES)
+    logits = model.forward(params, inputs)
+    for i in range(N):
+        assert torch.allclose(logits[i], _module_for(model, params[i])(inputs), atol=1e-5)
+
+
+def test_dpsgd_step_equals_a_per_device_loop():
+    model = build_model("logreg", FEATURES, CLASSES)
+    generator = torch.Generator().manual_seed(2)
+    params = torch.randn(N, model.dim, generator=generator)
+    inputs = torch.randn(N, BATCH, FEATURES, generator=generator)
+    labels = torch.randint(0, CLASSES, (N, BATCH), generator=generator)
+    mask = torch.rand(N, N, generator=generator) < 0.6
+    algorithm = build_algorithm("dpsgd", lr=0.05)
+    links = FixedLinks(mask)
+
+    new, _ = algorithm.step(params, algorithm.init(params),
+                            lambda x: batch_gradients(model, x, inputs, labels)[0], links)
+
+    # Per device: an optimizer step on its own module, then Metropolis-Hastings
+    # averaging with the neighbours it exchanged with both ways.
+    two_way = [[bool(mask[i, j] and mask[j, i]) and i != j for j in range(N)] for i in range(N)]
+    degree = [sum(row) for row in two_way]
+    for j in range(N):
+        combined = torch.zeros(model.dim)
+        own_weight = 1.0
+        for i in range(N):
+            if two_way[i][j]:
+                w = 1.0 / (1 + max(degree[i], degree[j]))
+                combined += w * params[i]
+                own_weight -= w
+        combined += own_weight * params[j]
+        module = _module_for(model, params[j])
+        nn.functional.cross_entropy(module(inputs[j]), labels[j]).backward()
+        expected = combined - 0.05 * _flat_grad(module)
+        assert torch.allclose(new[j], expected, atol=1e-5)
+    assert links.payloads == [model.dim * 4]
+
+
+def test_isolated_device_takes_only_its_local_step():
+    model = build_model("logreg", FEATURES, CLASSES)
+    params = torch.randn(N, model.dim)
+    grad = torch.randn(N, model.dim)
+    mask = torch.ones(N, N, dtype=torch.bool)
+    mask[3, :] = False  # nobody heard device 3, so it has no two-way link
+    new, _ = build_algorithm("dpsgd", lr=0.1).step(params, None, lambda x: grad, FixedLinks(mask))
+    assert torch.allclose(new[3], params[3] - 0.1 * grad[3])
+
+
+def test_devices_sample_only_from_their_own_shard():
+    x = np.arange(40, dtype=np.float32).reshape(40, 1).repeat(FEATURES, 1)
+    y = np.arange(40) % CLASSES
+    data = Dataset(x, y, x[:4], y[:4], CLASSES)
+    shards = [np.arange(0, 10), np.arange(10, 15), np.arange(15, 40)]
+    devices = Devices(build_model("logreg", FEATURES, CLASSES), data, shards, batch_size=400, seed=0)
+    inputs, _ = devices.sample_batch()
+    for device, shard in enumerate(shards):
+        rows = set(inputs[device, :, 0].long().tolist())
+        assert rows <= set(shard.tolist())
+        assert len(rows) == len(shard)  # 400 draws cover a shard of <= 25 samples (miss chance ~1e-6)
+
+
+def test_registry_rejects_unknown_names_and_bad_hyperparameters():
+    assert "dpsgd" in REGISTRY
+    with pytest.raises(ValueError, match="algorithm.name"):
+        build_algorithm("nope")
+    with pytest.raises(ValueError, match="algorithm.lr"):
+        build_algorithm("dpsgd", lr=-1.0)
+    with pytest.raises(ValueError, match="algorithm.momentum"):
+        build_algorithm("dpsgd", momentum=0.9)
