@@ -14,6 +14,7 @@ import json
 import subprocess
 import sys
 import tempfile
+import zipfile
 from dataclasses import asdict
 from pathlib import Path
 
@@ -80,7 +81,7 @@ def run_ns3_worker(scenario: ScenarioConfig, payload_bytes: tuple[int, ...], rou
             stats = json.loads((scratch_path / "out" / "worker.json").read_text())
             with np.load(scratch_path / "out" / "arrays.npz", allow_pickle=False) as arrays:
                 raw = {name: arrays[name] for name in arrays.files}
-        except (OSError, ValueError) as error:
+        except (OSError, ValueError, zipfile.BadZipFile) as error:
             raise WorkerError(f"{where} exited cleanly but wrote no readable result: {error}") from error
     n, exchanges = scenario.devices, len(payload_bytes)
     return LinkTrace(

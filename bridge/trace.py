@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import tempfile
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -88,7 +89,7 @@ class LinkTrace:
             meta = json.loads((directory / "meta.json").read_text())
             with np.load(directory / "trace.npz", allow_pickle=False) as arrays:
                 loaded = {name: arrays[name] for name in ARRAYS}
-        except (OSError, ValueError, KeyError, EOFError) as error:
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
             raise TraceFormatError(f"unreadable trace in {directory}: {error}") from error
         if meta.get("schema_version") != SCHEMA_VERSION:
             raise TraceFormatError(f"trace in {directory} has schema {meta.get('schema_version')}, "

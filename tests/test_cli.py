@@ -1,0 +1,109 @@
+"""The command line: bad input exits 2 naming the field, a good run writes its files deterministically.
+
+Runs here use the explicitly named ``synthetic`` link model; the real ns-3
+path is covered in test_ns3.py.
+"""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from experiments.cli import main
+from experiments.config import load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT = ROOT / "experiments" / "configs" / "default.toml"
+
+SMALL = """
+name = "small"
+seed = 3
+rounds = 8
+devices = 6
+
+[data]
+dataset = "digits"
+alpha = 0.5
+
+[algorithm]
+name = "dpsgd"
+lr = 0.2
+
+[network]
+link_model = "synthetic"
+density = 0.6
+"""
+
+
+def _write(tmp_path, text, name="config.toml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def _run(tmp_path, config_path, results="results"):
+    return main(["run", str(config_path), "--results", str(tmp_path / results), "--cache", str(tmp_path / "cache")])
+
+
+@pytest.mark.parametrize("text, field", [
+    ("devices = -3", "devices"),
+    ("devices = 2.5", "devices"),
+    ('colour = "red"', "colour"),
+    ("[network]\ndensity = 1.5", "network.density"),
+    ("[network]\ndensity = 0.0", "network.density"),
+    ("[network]\nspeed = 3", "network.speed"),
+    ('[network]\nlink_model = "random"', "network.link_model"),
+    ('[network]\nphy_mode = "OfdmRate7Mbps"', "network.phy_mode"),
+    ('[algorithm]\nname = "magic"', "algorithm.name"),
+    ('[algorithm]\nlr = "fast"', "algorithm.lr"),
+    ("[algorithm]\nlr = -0.1", "algorithm.lr"),
+    ("[data]\nalpha = 0", "data.alpha"),
+    ('[data]\ndataset = "cifar"', "data.dataset"),
+    ('[model]\nname = "resnet"', "model.name"),
+    ("rounds = 0", "rounds"),
+    ("rounds = [", "not valid TOML"),
+])
+def test_bad_config_exits_2_naming_the_field_and_writes_nothing(tmp_path, capsys, text, field):
+    code = _run(tmp_path, _write(tmp_path, text))
+    assert code == 2
+    message = capsys.readouterr().err
+    assert "config error" in message and field in message
+    assert not (tmp_path / "results").exists() and not (tmp_path / "cache").exists()
+
+
+def test_missing_config_file_exits_2(tmp_path, capsys):
+    assert _run(tmp_path, tmp_path / "absent.toml") == 2
+    assert "cannot be read" in capsys.readouterr().err
+
+
+def test_default_config_is_valid_and_uses_real_ns3():
+    config = load_config(DEFAULT)
+    assert config.network.link_model == "ns3"
+    assert config.devices == 20 and config.scenario.density == 0.5 and config.data.alpha == 0.1
+
+
+def test_run_writes_all_files_and_a_rerun_reuses_the_trace_with_identical_metrics(tmp_path, capsys):
+    path = _write(tmp_path, SMALL)
+    assert _run(tmp_path, path) == 0
+    run_dir = next((tmp_path / "results").iterdir())
+    for name in ("config.toml", "metrics.csv", "links.csv", "devices.csv", "accuracy.png", "run.json"):
+        assert (run_dir / name).stat().st_size > 0
+    first = (run_dir / "metrics.csv").read_text()
+    assert len(first.splitlines()) == 1 + 9  # header + round 0 + 8 rounds
+    assert "simulated new trace" in capsys.readouterr().err
+
+    assert _run(tmp_path, path) == 0
+    assert "reused cached trace" in capsys.readouterr().err
+    assert (run_dir / "metrics.csv").read_text() == first
+    # The written config reproduces the run id: it is the resolved config.
+    assert load_config(run_dir / "config.toml").run_id == run_dir.name
+
+
+def test_console_script_module_runs_as_a_process(tmp_path):
+    path = _write(tmp_path, SMALL.replace("rounds = 8", "rounds = 2"))
+    done = subprocess.run([sys.executable, "-m", "experiments.cli", "run", str(path), "--results",
+                           str(tmp_path / "r"), "--cache", str(tmp_path / "c")], capture_output=True, text=True,
+                          cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert "final mean test accuracy" in done.stdout

@@ -1,0 +1,128 @@
+"""Real ns-3: the masks come from simulated 802.11a packets, end to end.
+
+Each worker process imports the ns-3 bindings (about 6-10 s), so these tests
+keep scenarios small.
+"""
+
+import numpy as np
+import pytest
+
+import bridge.link_source
+from bridge import WorkerError, obtain_trace
+from experiments.cli import main
+from ns3_scenarios.scenario import ScenarioConfig
+
+pytestmark = pytest.mark.ns3
+
+DATAGRAM = 1400
+
+
+def _delivered(trace, exchange=0):
+    return sum(int(trace.delivered(r, exchange).sum()) for r in range(trace.rounds))
+
+
+@pytest.fixture(scope="module")
+def dense_trace(tmp_path_factory):
+    """8 devices at density 0.9, each round one 1-datagram and one 40-datagram message.
+
+    At 5 ms pacing the 40 datagrams take 0.2 s to send, so under a 0.4 s deadline
+    the large message competes with the deadline and with more collisions.
+    """
+    scenario = ScenarioConfig(devices=8, density=0.9, deadline_s=0.4, start_jitter_s=0.3)
+    trace, reused = obtain_trace("ns3", scenario, (DATAGRAM, 40 * DATAGRAM), rounds=3, seed=0,
+                                 cache_dir=tmp_path_factory.mktemp("cache"))
+    assert not reused
+    return scenario, trace
+
+
+def test_idle_density_is_measured_in_ns3_and_matches_the_target(dense_trace):
+    scenario, trace = dense_trace
+    n = scenario.devices
+    measured = trace.idle_delivered.sum() / (n * (n - 1))
+    assert trace.meta["idle_density"] == pytest.approx(measured)
+    assert abs(measured - 0.9) <= 1 / (n * (n - 1)) * 2 + 1e-9
+    assert trace.meta["events"] > 0 and trace.meta["ns3_version"].startswith("3.")
+
+
+def test_out_of_range_pairs_never_deliver_and_delivered_pairs_got_every_byte(dense_trace):
+    scenario, trace = dense_trace
+    positions = trace.positions[0]
+    distance = np.linalg.norm(positions[:, None] - positions[None], axis=-1)
+    for r in range(trace.rounds):
+        for e, payload in enumerate(trace.payload_bytes):
+            delivered = trace.delivered(r, e)
+            assert not (delivered & (distance > scenario.range_m * 1.001)).any()
+            assert (trace.rx_bytes[r, e][delivered] >= payload).all()
+            assert (trace.done_s[r, e][delivered] <= scenario.deadline_s).all()
+
+
+def test_a_smaller_payload_yields_more_delivered_links(dense_trace):
+    _, trace = dense_trace
+    small, large = _delivered(trace, 0), _delivered(trace, 1)
+    assert small > large
+    assert small >= 0.8 * trace.idle_delivered.sum() * trace.rounds  # one datagram rarely collides
+
+
+def test_a_denser_scenario_yields_more_delivered_links(tmp_path):
+    sparse, _ = obtain_trace("ns3", ScenarioConfig(devices=8, density=0.3), (5 * DATAGRAM,), 3, 0, tmp_path)
+    dense, _ = obtain_trace("ns3", ScenarioConfig(devices=8, density=0.9), (5 * DATAGRAM,), 3, 0, tmp_path)
+    assert _delivered(dense) > _delivered(sparse) > 0
+
+
+def test_same_scenario_payload_and_seed_give_an_identical_trace_in_another_process(dense_trace, tmp_path):
+    scenario, trace = dense_trace
+    again, reused = obtain_trace("ns3", scenario, trace.payload_bytes, 3, 0, tmp_path)
+    assert not reused
+    assert np.array_equal(again.done_s, trace.done_s, equal_nan=True)
+    assert np.array_equal(again.rx_bytes, trace.rx_bytes)
+
+
+def test_a_failing_worker_raises_a_clear_error_and_caches_nothing(tmp_path):
+    broken = ScenarioConfig(devices=4)
+    object.__setattr__(broken, "phy_mode", "OfdmRate7Mbps")  # bypass validation to make the worker fail
+    with pytest.raises(WorkerError, match="phy_mode") as error:
+        obtain_trace("ns3", broken, (DATAGRAM,), 1, 0, tmp_path)
+    assert "exited with code" in str(error.value)
+    assert not any(tmp_path.iterdir())
+
+
+def test_end_to_end_run_on_real_ns3_then_replay_from_cache(tmp_path, monkeypatch, capsys):
+    config = tmp_path / "e2e.toml"
+    config.write_text("""
+name = "e2e"
+seed = 1
+rounds = 3
+devices = 5
+
+[data]
+dataset = "digits"
+alpha = 1.0
+
+[algorithm]
+name = "dpsgd"
+lr = 0.2
+
+[network]
+link_model = "ns3"
+density = 0.8
+deadline_s = 0.5
+start_jitter_s = 0.3
+""")
+    args = ["run", str(config), "--results", str(tmp_path / "results"), "--cache", str(tmp_path / "cache")]
+    assert main(args) == 0
+    run_dir = next((tmp_path / "results").iterdir())
+    metrics = (run_dir / "metrics.csv").read_text()
+    links = (run_dir / "links.csv").read_text().splitlines()
+    assert links[0].split(",")[:6] == ["round", "exchange", "payload_bytes", "intended_pairs", "in_range_pairs",
+                                       "delivered_pairs"]
+    assert len(links) == 1 + 3
+    assert sum(int(row.split(",")[5]) for row in links[1:]) > 0  # some links really delivered
+    assert "simulated new trace" in capsys.readouterr().err
+
+    def no_ns3(*args, **kwargs):
+        raise AssertionError("ns-3 must not start when the trace is cached")
+
+    monkeypatch.setattr(bridge.link_source, "run_ns3_worker", no_ns3)
+    assert main(args) == 0
+    assert "reused cached trace" in capsys.readouterr().err
+    assert (run_dir / "metrics.csv").read_text() == metrics

@@ -1,0 +1,95 @@
+import json
+
+import numpy as np
+import pytest
+
+from bridge import LinkTrace, TraceFormatError, obtain_trace, trace_key
+from ns3_scenarios.scenario import ScenarioConfig
+
+
+def _trace(rounds=3, exchanges=2, n=4, seed=0):
+    rng = np.random.default_rng(seed)
+    shape = (rounds, exchanges, n, n)
+    delivered = rng.random(shape) < 0.5
+    return LinkTrace(
+        done_s=np.where(delivered, rng.random(shape), np.nan).astype(np.float32),
+        rx_bytes=rng.integers(0, 5000, shape),
+        positions=rng.random((rounds, n, 2)).astype(np.float32),
+        idle_delivered=rng.random((n, n)) < 0.7,
+        payload_bytes=(3000, 1200)[:exchanges],
+        deadline_s=1.0,
+        meta={"seed": seed, "idle_density": 0.5},
+    )
+
+
+def test_round_trip_preserves_every_array_and_field(tmp_path):
+    trace = _trace()
+    trace.save(tmp_path / "t")
+    loaded = LinkTrace.load(tmp_path / "t")
+    for name in ("done_s", "rx_bytes", "positions", "idle_delivered"):
+        assert np.array_equal(getattr(loaded, name), getattr(trace, name), equal_nan=name == "done_s")
+        assert getattr(loaded, name).dtype == getattr(trace, name).dtype
+    assert loaded.payload_bytes == trace.payload_bytes and loaded.deadline_s == trace.deadline_s
+    assert loaded.meta["idle_density"] == 0.5
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging left behind
+
+
+def test_truncated_or_foreign_trace_is_rejected(tmp_path):
+    trace = _trace()
+    trace.save(tmp_path / "t")
+    data = (tmp_path / "t" / "trace.npz").read_bytes()
+    (tmp_path / "t" / "trace.npz").write_bytes(data[: len(data) // 2])
+    with pytest.raises(TraceFormatError):
+        LinkTrace.load(tmp_path / "t")
+    trace.save(tmp_path / "u")
+    meta = json.loads((tmp_path / "u" / "meta.json").read_text())
+    (tmp_path / "u" / "meta.json").write_text(json.dumps(dict(meta, schema_version=999)))
+    with pytest.raises(TraceFormatError, match="schema"):
+        LinkTrace.load(tmp_path / "u")
+
+
+def test_round_links_hand_out_exchanges_in_order_and_check_payloads():
+    trace = _trace()
+    links = trace.round_links(1)
+    assert np.array_equal(links.exchange(3000).numpy(), trace.delivered(1, 0))
+    with pytest.raises(RuntimeError, match="simulated for 1200"):
+        links.exchange(999)
+    assert np.array_equal(links.exchange(1200).numpy(), trace.delivered(1, 1))
+    with pytest.raises(RuntimeError, match="exchange 3"):
+        links.exchange(1200)
+
+
+def test_exchange_duration_is_the_deadline_unless_every_pair_delivered():
+    trace = _trace(rounds=2, exchanges=1, n=3)
+    trace.done_s[0, 0] = np.array([[np.nan, 0.2, 0.3], [0.1, np.nan, 0.4], [0.5, 0.25, np.nan]])
+    trace.done_s[1, 0] = trace.done_s[0, 0]
+    trace.done_s[1, 0, 0, 1] = np.nan
+    links = trace.round_links(0)
+    links.exchange(3000)
+    assert links.duration_s == pytest.approx(0.5)
+    links = trace.round_links(1)
+    links.exchange(3000)
+    assert links.duration_s == pytest.approx(1.0)
+
+
+def test_cache_key_changes_with_payload_seed_and_scenario():
+    scenario = ScenarioConfig(devices=6)
+    base = trace_key("ns3", scenario, (100,), 5, 0)
+    assert base == trace_key("ns3", ScenarioConfig(devices=6), (100,), 5, 0)
+    assert base != trace_key("ns3", scenario, (101,), 5, 0)
+    assert base != trace_key("ns3", scenario, (100,), 5, 1)
+    assert base != trace_key("ns3", ScenarioConfig(devices=6, density=0.6), (100,), 5, 0)
+    assert base != trace_key("synthetic", scenario, (100,), 5, 0)
+
+
+def test_damaged_cache_entry_is_regenerated(tmp_path):
+    scenario = ScenarioConfig(devices=6)
+    first, reused = obtain_trace("synthetic", scenario, (100,), 4, 0, tmp_path)
+    assert not reused
+    entry = tmp_path / trace_key("synthetic", scenario, (100,), 4, 0)
+    (entry / "trace.npz").write_bytes(b"not a zip")
+    again, reused = obtain_trace("synthetic", scenario, (100,), 4, 0, tmp_path)
+    assert not reused
+    assert np.array_equal(again.done_s, first.done_s, equal_nan=True)
+    _, reused = obtain_trace("synthetic", scenario, (100,), 4, 0, tmp_path)
+    assert reused
