@@ -60,7 +60,7 @@ def run_experiment(config: RunConfig, results_root: Path, cache_dir: Path,
         f"{trace.meta.get('idle_density', float('nan')):.3f}")
 
     x = model.init(config.devices, config.seed)
-    state = algorithm.init(x)
+    state = algorithm.init(x, seed=config.seed, model=model)
     clock_s = 0.0
     status = "done"
     metric_rows = [metrics_row(0, clock_s, devices.evaluate(x), train_loss=float("nan"), delivered=0)]

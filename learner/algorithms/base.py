@@ -6,7 +6,12 @@ An algorithm is a frozen dataclass of hyperparameters (checked in
 - ``exchange_payloads(dim) -> tuple[int, ...]``: bytes each device sends in each
   exchange of a round (one entry per exchange), so the bridge can simulate the
   real traffic;
-- ``init(x) -> state``: the algorithm's extra state for parameters x (N, d);
+- ``init(x, seed=0, model=None) -> state``: the algorithm's extra state for
+  parameters x (N, d). An algorithm that draws random numbers keeps its own
+  generator, seeded from ``seed``, in the state, so a run is reproducible and
+  tests can reset it. ``model`` (a ``learner.models.BatchedModel``) is given by
+  the runner for algorithms that treat layers differently (``model.part_mask``);
+  others ignore it;
 - ``step(x, state, grad_fn, links) -> (x_new, state_new)``: one round. It draws
   gradients through ``grad_fn(x) -> (N, d)`` and learns who heard whom only
   through ``links.exchange(payload_bytes)``, called once per exchange, in order.
@@ -37,7 +42,7 @@ class Algorithm(Protocol):
 
     def exchange_payloads(self, dim: int) -> tuple[int, ...]: ...
 
-    def init(self, x: torch.Tensor) -> Any: ...
+    def init(self, x: torch.Tensor, seed: int = 0, model: Any = None) -> Any: ...
 
     def step(self, x: torch.Tensor, state: Any, grad_fn: GradFn, links: Links) -> tuple[torch.Tensor, Any]: ...
 

@@ -32,7 +32,7 @@ class DPSGD:
     def exchange_payloads(self, dim: int) -> tuple[int, ...]:
         return (dim * FLOAT32_BYTES,)
 
-    def init(self, x: torch.Tensor) -> None:
+    def init(self, x: torch.Tensor, seed: int = 0, model: object = None) -> None:
         return None
 
     def step(self, x: torch.Tensor, state: None, grad_fn: GradFn, links: Links) -> tuple[torch.Tensor, None]:

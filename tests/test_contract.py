@@ -1,0 +1,109 @@
+"""Contract tests every registered algorithm must pass.
+
+Gradients come from a fixed per-device quadratic, f_i(x) = 0.5 ||x - c_i||^2 * a_i,
+so they are exact and the same for every call: differences between runs can
+only come from the algorithm and the masks it was given.
+"""
+
+import pytest
+import torch
+
+from learner.algorithms import REGISTRY, build_algorithm
+from learner.models import build_model
+
+N = 6
+MODEL = build_model("mlp", num_features=5, num_classes=3, hidden=4)  # gives algorithms a layer split
+D = MODEL.dim
+ROUNDS = 3
+
+
+class MaskLinks:
+    """Hands out the same fixed mask for every exchange (unit tests only)."""
+
+    def __init__(self, mask):
+        self.mask = mask
+        self.payloads = []
+
+    def exchange(self, payload_bytes):
+        self.payloads.append(payload_bytes)
+        return self.mask.clone()
+
+
+def quadratic(scales, centres):
+    def grad_fn(x):
+        return scales[:, None] * (x - centres)
+
+    return grad_fn
+
+
+def _problem(seed=0, n=N):
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, D, generator=generator) * 0.1
+    centres = torch.randn(n, D, generator=generator)
+    scales = 0.5 + torch.rand(n, generator=generator)
+    return x, centres, scales
+
+
+def _run(algorithm, x, grad_fn, mask, rounds=ROUNDS, seed=0):
+    state = algorithm.init(x, seed=seed, model=MODEL)
+    payloads = []
+    for _ in range(rounds):
+        links = MaskLinks(mask)
+        x, state = algorithm.step(x, state, grad_fn, links)
+        payloads.append(links.payloads)
+    return x, payloads
+
+
+def _random_mask(seed, n=N, p=0.6):
+    generator = torch.Generator().manual_seed(seed)
+    mask = torch.rand(n, n, generator=generator) < p
+    mask.fill_diagonal_(False)
+    return mask
+
+
+@pytest.fixture(params=sorted(REGISTRY))
+def algorithm(request):
+    return build_algorithm(request.param)
+
+
+def test_shapes_finiteness_and_declared_payloads(algorithm):
+    x, centres, scales = _problem()
+    out, payloads = _run(algorithm, x, quadratic(scales, centres), _random_mask(1))
+    assert out.shape == (N, D) and out.dtype == x.dtype
+    assert torch.isfinite(out).all()
+    declared = list(algorithm.exchange_payloads(D))
+    for used in payloads:  # every exchange carries a declared payload, in order
+        assert used == declared[:len(used)]
+
+
+def test_all_false_mask_means_no_neighbour_influence(algorithm):
+    x, centres, scales = _problem()
+    mask = torch.zeros(N, N, dtype=torch.bool)
+    together, _ = _run(algorithm, x, quadratic(scales, centres), mask)
+    # The same devices, each run alone: the batched step must equal this per-device loop.
+    for i in range(N):
+        alone, _ = _run(algorithm, x[i:i + 1], quadratic(scales[i:i + 1], centres[i:i + 1]),
+                        torch.zeros(1, 1, dtype=torch.bool))
+        assert torch.allclose(together[i], alone[0], atol=1e-5), f"device {i} was influenced with no links"
+
+
+def test_perturbing_an_undelivered_neighbour_changes_nothing(algorithm):
+    x, centres, scales = _problem()
+    mask = _random_mask(2)
+    silent = 4
+    mask[silent, :] = False  # nobody ever receives device 4
+    base, _ = _run(algorithm, x, quadratic(scales, centres), mask)
+    moved_x = x.clone()
+    moved_x[silent] += 10.0
+    moved_centres = centres.clone()
+    moved_centres[silent] -= 5.0
+    moved, _ = _run(algorithm, moved_x, quadratic(scales, moved_centres), mask)
+    others = [i for i in range(N) if i != silent]
+    assert torch.allclose(base[others], moved[others], atol=1e-5)
+
+
+def test_the_same_seed_gives_the_same_step(algorithm):
+    x, centres, scales = _problem()
+    first, _ = _run(algorithm, x, quadratic(scales, centres), _random_mask(3), seed=5)
+    second, _ = _run(algorithm, x, quadratic(scales, centres), _random_mask(3), seed=5)
+    assert torch.equal(first, second)
