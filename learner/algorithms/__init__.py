@@ -6,10 +6,20 @@ from dataclasses import fields
 from typing import Any
 
 from learner.algorithms.base import Algorithm, GradFn, Links
+from learner.algorithms.d2 import D2
+from learner.algorithms.defacto import DeFacto
+from learner.algorithms.detag import DeTAG
 from learner.algorithms.dpsgd import DPSGD
+from learner.algorithms.dsgt import DSGT
+from learner.algorithms.sgp import SGP
 
 REGISTRY: dict[str, type] = {
     "dpsgd": DPSGD,
+    "dsgt": DSGT,
+    "detag": DeTAG,
+    "d2": D2,
+    "sgp": SGP,
+    "defacto": DeFacto,
 }
 
 
