@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 CONFIG ?= experiments/configs/default.toml
 
-.PHONY: setup run test clean-cache
+.PHONY: setup run test sweep table clean-cache
 
 setup: $(STAMP)
 
@@ -22,6 +22,14 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# make sweep SWEEP=path/to/sweep.toml: run the missing runs, then the summary, table and plots.
+sweep: $(STAMP)
+	$(VENV)/bin/nsdml sweep $(SWEEP)
+
+# make table SWEEP=...: rebuild the summary, table and plots from the run CSVs only.
+table: $(STAMP)
+	$(VENV)/bin/nsdml table $(SWEEP)
 
 clean-cache:
 	rm -rf .cache/traces

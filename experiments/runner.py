@@ -7,10 +7,7 @@ aggregate (inside ``algorithm.step``), advance the simulated clock, evaluate.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +18,7 @@ import pandas as pd
 import torch
 
 from bridge import LinkTrace, obtain_trace
+from experiments.atomic import staged_directory
 from experiments.config import RunConfig
 from experiments.plots import plot_accuracy
 from learner.data import dirichlet_partition, load_dataset
@@ -91,7 +89,7 @@ def run_experiment(config: RunConfig, results_root: Path, cache_dir: Path,
     metrics = pd.DataFrame(metric_rows)
     final = devices.evaluate(x) if status == "done" else None
     run_dir = Path(results_root) / config.run_id
-    with _staging(run_dir) as staging:
+    with staged_directory(run_dir) as staging:
         (staging / "config.toml").write_text(config.to_toml())
         metrics.to_csv(staging / "metrics.csv", index=False, float_format=CSV_FLOAT_FORMAT)
         pd.DataFrame(link_rows).to_csv(staging / "links.csv", index=False, float_format=CSV_FLOAT_FORMAT)
@@ -150,27 +148,3 @@ def device_table(shards: list[np.ndarray], labels: np.ndarray, final: Evaluation
         "classes": [len(np.unique(labels[s])) for s in shards],
         "final_accuracy": final.accuracy.numpy() if final is not None else np.nan,
     })
-
-
-class _staging:
-    """Write a run into a hidden sibling directory, then swap it into place in one rename."""
-
-    def __init__(self, run_dir: Path):
-        self.run_dir = run_dir
-
-    def __enter__(self) -> Path:
-        self.run_dir.parent.mkdir(parents=True, exist_ok=True)
-        self.path = Path(tempfile.mkdtemp(prefix=f".{self.run_dir.name}.", dir=self.run_dir.parent))
-        return self.path
-
-    def __exit__(self, kind, value, traceback) -> None:
-        if kind is not None:
-            shutil.rmtree(self.path, ignore_errors=True)
-            return
-        if self.run_dir.exists():
-            retired = Path(tempfile.mkdtemp(prefix=f".{self.run_dir.name}.old.", dir=self.run_dir.parent))
-            os.replace(self.run_dir, retired / "run")
-            os.replace(self.path, self.run_dir)
-            shutil.rmtree(retired, ignore_errors=True)
-        else:
-            os.replace(self.path, self.run_dir)
