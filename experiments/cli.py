@@ -5,7 +5,8 @@
     nsdml table SWEEP.toml [--results DIR]                 summary, tables and plots from the CSVs only
 
 Exit codes: 0 done, 1 a run failed (e.g. the ns-3 worker died),
-2 bad input (the message names the field and what is allowed; nothing is written).
+2 bad input (the message names the field and what is allowed; nothing is written),
+130 interrupted (finished runs are kept; the same command completes the rest).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from experiments.config import ConfigError, load_config
 
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -32,6 +34,12 @@ def _parser() -> argparse.ArgumentParser:
         command.add_argument("--results", type=Path, default=Path("results"), help="results root (default: results)")
         command.add_argument("--cache", type=Path, default=Path(os.environ.get("NSDML_CACHE_DIR", ".cache/traces")),
                              help="link-trace cache (default: $NSDML_CACHE_DIR or .cache/traces)")
+        command.add_argument("--quiet", action="store_true", help="no progress bars (for CI and logs)")
+        if name == "sweep":
+            command.add_argument("--workers", type=int, default=None,
+                                 help="local processes running runs in parallel (default: the CPU cores)")
+            command.add_argument("--ray-address", default=None,
+                                 help="run the runs as Ray tasks on this cluster ('auto' = the local one)")
     return parser
 
 
@@ -47,21 +55,33 @@ def main(argv: list[str] | None = None) -> int:
 
     from bridge import WorkerError  # imported after validation: a bad config exits fast
     from experiments.runner import run_experiment
+    from experiments.execution import default_workers
     from experiments.sweep import run_sweep, write_summary
 
     try:
         if args.command == "run":
-            result = run_experiment(loaded, args.results, args.cache)
+            result = run_experiment(loaded, args.results, args.cache, progress=not args.quiet)
             print(f"run {loaded.run_id}: {result.status} after {len(result.metrics) - 1} rounds; "
                   f"final mean test accuracy {result.final_accuracy:.4f}")
             print(f"results in {result.run_dir}/ (config.toml, metrics.csv, links.csv, devices.csv, accuracy.png, "
                   f"run.json)")
             return 0
-        summary = run_sweep(loaded, args.results, args.cache) if args.command == "sweep" \
-            else write_summary(loaded, args.results)
+        if args.command == "sweep":
+            workers = args.workers if args.workers is not None else default_workers()
+            if workers < 1:
+                print(f"nsdml: --workers: {workers} is not allowed; expected an integer >= 1", file=sys.stderr)
+                return EXIT_BAD_INPUT
+            summary = run_sweep(loaded, args.results, args.cache, workers=workers, ray_address=args.ray_address,
+                                quiet=args.quiet)
+        else:
+            summary = write_summary(loaded, args.results)
     except WorkerError as error:
         print(f"nsdml: {error}", file=sys.stderr)
         return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("nsdml: interrupted; finished runs are kept, run the same command again to complete the rest",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
     out = loaded.summary_dir(args.results)
     counts = summary["status"].value_counts().to_dict()
     print(f"sweep {loaded.name}: {len(summary)} runs {counts}")

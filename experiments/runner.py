@@ -9,21 +9,24 @@ from __future__ import annotations
 import json
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import pandas as pd
 import torch
+from tqdm import tqdm
 
 from bridge import LinkTrace, obtain_trace
 from experiments.atomic import staged_directory
 from experiments.config import RunConfig
 from experiments.plots import plot_accuracy
-from learner.data import dirichlet_partition, load_dataset
+from learner.algorithms import Algorithm
+from learner.data import Dataset, dirichlet_partition, load_dataset
 from learner.devices import Devices, Evaluation
-from learner.models import build_model
+from learner.models import BatchedModel, build_model
 
 CSV_FLOAT_FORMAT = "%.8g"
 
@@ -40,16 +43,59 @@ class RunResult:
         return float(self.metrics["mean_accuracy"].iloc[-1])
 
 
-def run_experiment(config: RunConfig, results_root: Path, cache_dir: Path,
-                   log: Callable[[str], None] = lambda message: print(message, file=sys.stderr)) -> RunResult:
-    started = time.perf_counter()
+@dataclass(frozen=True)
+class Setup:
+    """Everything a run builds from its config before the first round."""
+
+    dataset: Dataset
+    shards: list[np.ndarray]
+    model: BatchedModel
+    devices: Devices
+    algorithm: Algorithm
+
+    @property
+    def payloads(self) -> tuple[int, ...]:
+        return tuple(self.algorithm.exchange_payloads(self.model.dim))
+
+
+def prepare(config: RunConfig) -> Setup:
     dataset = load_dataset(config.data.dataset, config.data.test_fraction, config.seed)
     shards = dirichlet_partition(dataset.y_train, config.devices, config.data.alpha, config.seed)
     model = build_model(config.model.name, dataset.num_features, dataset.num_classes, config.model.hidden)
     devices = Devices(model, dataset, shards, config.data.batch_size, config.seed)
-    algorithm = config.algorithm.build()
+    return Setup(dataset, shards, model, devices, config.algorithm.build())
 
-    payloads = algorithm.exchange_payloads(model.dim)
+
+def trace_request(config: RunConfig) -> tuple:
+    """The arguments of ``obtain_trace`` this run needs (runs with equal requests share one trace)."""
+    return (config.network.link_model, config.scenario, prepare(config).payloads, config.rounds, config.seed)
+
+
+@contextmanager
+def single_threaded() -> Iterator[None]:
+    """Compute with one intra-op thread: results then do not depend on the machine's core count or on
+    how many runs share it (a sweep parallelises across runs instead)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def run_experiment(config: RunConfig, results_root: Path, cache_dir: Path,
+                   log: Callable[[str], None] = lambda message: print(message, file=sys.stderr),
+                   progress: bool = False) -> RunResult:
+    with single_threaded():
+        return _run(config, Path(results_root), Path(cache_dir), log, progress)
+
+
+def _run(config: RunConfig, results_root: Path, cache_dir: Path, log: Callable[[str], None],
+         progress: bool) -> RunResult:
+    started = time.perf_counter()
+    setup = prepare(config)
+    model, devices, algorithm = setup.model, setup.devices, setup.algorithm
+    payloads = setup.payloads
     log(f"[nsdml] link trace: {config.network.link_model}, {config.devices} devices, density "
         f"{config.scenario.density}, {config.rounds} rounds x {len(payloads)} exchange(s) of {payloads} bytes")
     trace, reused = obtain_trace(config.network.link_model, config.scenario, payloads, config.rounds, config.seed,
@@ -63,6 +109,7 @@ def run_experiment(config: RunConfig, results_root: Path, cache_dir: Path,
     status = "done"
     metric_rows = [metrics_row(0, clock_s, devices.evaluate(x), train_loss=float("nan"), delivered=0)]
     link_rows = []
+    bar = tqdm(total=config.rounds, desc=config.run_id, unit="round", disable=not progress, file=sys.stderr)
     for round_index in range(config.rounds):
         losses: list[torch.Tensor] = []
 
@@ -82,9 +129,9 @@ def run_experiment(config: RunConfig, results_root: Path, cache_dir: Path,
         train_loss = float(torch.stack(losses).mean()) if losses else float("nan")
         metric_rows.append(metrics_row(round_index + 1, clock_s, devices.evaluate(x), train_loss, delivered))
         link_rows.extend(link_stats(trace, round_index, links.used))
-        if (round_index + 1) % max(1, config.rounds // 10) == 0:
-            log(f"[nsdml] round {round_index + 1}/{config.rounds}: mean accuracy "
-                f"{metric_rows[-1]['mean_accuracy']:.4f}")
+        bar.update()
+        bar.set_postfix(accuracy=f"{metric_rows[-1]['mean_accuracy']:.4f}")
+    bar.close()
 
     metrics = pd.DataFrame(metric_rows)
     final = devices.evaluate(x) if status == "done" else None
@@ -93,7 +140,7 @@ def run_experiment(config: RunConfig, results_root: Path, cache_dir: Path,
         (staging / "config.toml").write_text(config.to_toml())
         metrics.to_csv(staging / "metrics.csv", index=False, float_format=CSV_FLOAT_FORMAT)
         pd.DataFrame(link_rows).to_csv(staging / "links.csv", index=False, float_format=CSV_FLOAT_FORMAT)
-        device_table(shards, dataset.y_train, final).to_csv(staging / "devices.csv", index=False,
+        device_table(setup.shards, setup.dataset.y_train, final).to_csv(staging / "devices.csv", index=False,
                                                             float_format=CSV_FLOAT_FORMAT)
         plot_accuracy(metrics, staging / "accuracy.png", title=f"{config.algorithm.name}: {config.run_id}")
         (staging / "run.json").write_text(json.dumps({

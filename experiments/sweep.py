@@ -25,14 +25,16 @@ import copy
 import itertools
 import json
 import math
+import shutil
 import sys
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
+from tqdm import tqdm
 
 from experiments.atomic import write_atomically
 from experiments.config import ConfigError, RunConfig, parse_config
@@ -123,21 +125,61 @@ def run_status(run_dir: Path) -> str | None:
         return None
 
 
-def run_sweep(sweep: Sweep, results_root: Path, cache_dir: Path,
-              log: Callable[[str], None] = lambda message: print(message, file=sys.stderr)) -> pd.DataFrame:
-    """Run every missing run in order, then write the summary, table and plots."""
-    from experiments.runner import run_experiment
+def failure_record(results_root: Path, run_id: str) -> Path:
+    return Path(results_root) / "failed" / f"{run_id}.json"
 
-    total = len(sweep.runs)
-    for index, (point, config) in enumerate(sweep.runs, start=1):
-        run_dir = Path(results_root) / config.run_id
-        label = ", ".join(f"{k}={v}" for k, v in point.items())
-        if run_status(run_dir) in FINISHED:
-            log(f"[sweep {sweep.name}] {index}/{total} {label}: already finished, skipped")
-            continue
-        log(f"[sweep {sweep.name}] {index}/{total} {label}: running {config.run_id}")
-        run_experiment(config, results_root, cache_dir, log=lambda message: None)
+
+def run_sweep(sweep: Sweep, results_root: Path, cache_dir: Path, workers: int = 1, ray_address: str | None = None,
+              quiet: bool = False) -> pd.DataFrame:
+    """Run every missing run, then write the summary, table and plots.
+
+    Traces that several runs share are made first, once each; then the runs
+    go to the executor (this process, a local pool, or Ray). A run that fails
+    is recorded under ``results/failed/`` and retried by the next call; a
+    finished run is never recomputed, so an interrupted sweep resumes.
+    """
+    from experiments.execution import execute, run_task, trace_task, unique_by
+    from experiments.runner import trace_request
+
+    results_root, cache_dir = Path(results_root), Path(cache_dir)
+    pending = [config for _, config in sweep.runs if run_status(results_root / config.run_id) not in FINISHED]
+    _remove_stale_staging(results_root, pending)
+    bar = tqdm(total=len(sweep.runs), initial=len(sweep.runs) - len(pending), desc=f"sweep {sweep.name}",
+               unit="run", disable=quiet, file=sys.stderr)
+    shared = unique_by(pending, key=lambda config: _trace_identity(trace_request(config)))
+    if len(shared) < len(pending):  # several runs share traces: make each once, before those runs
+        bar.set_postfix_str(f"making {len(shared)} link traces")
+        for key, error in execute([(trace_task, (c.to_dict(), str(cache_dir))) for c in shared], workers,
+                                  ray_address):
+            if error:
+                bar.write(f"[sweep {sweep.name}] trace {key} failed: {error.splitlines()[-1]}")
+    failed = 0
+    tasks = [(run_task, (config.to_dict(), str(results_root), str(cache_dir))) for config in pending]
+    for run_id, status, error in execute(tasks, workers, ray_address):
+        record = failure_record(results_root, run_id)
+        if error:
+            failed += 1
+            write_atomically(record, json.dumps({"run_id": run_id, "error": error}, indent=2))
+            bar.write(f"[sweep {sweep.name}] run {run_id} failed: {error.strip().splitlines()[-1]}")
+        else:
+            record.unlink(missing_ok=True)
+        bar.update()
+        bar.set_postfix(failed=failed)
+    bar.close()
     return write_summary(sweep, results_root)
+
+
+def _trace_identity(request: tuple) -> str:
+    from bridge import trace_key
+
+    return trace_key(*request)
+
+
+def _remove_stale_staging(results_root: Path, pending: list[RunConfig]) -> None:
+    """Drop half-written staging directories that an interrupted earlier call left for these runs."""
+    for config in pending:
+        for leftover in results_root.glob(f".{config.run_id}.*"):
+            shutil.rmtree(leftover, ignore_errors=True)
 
 
 def summarize_run(run_dir: Path, target_accuracy: float) -> dict[str, Any]:
@@ -158,22 +200,36 @@ def summarize_run(run_dir: Path, target_accuracy: float) -> dict[str, Any]:
         "sim_time_s": float(metrics["sim_time_s"].iloc[-1]),
         "bytes_sent": int((links["payload_bytes"] * devices).sum()) if len(links) else 0,
         "bytes_received": int(links["bytes_received"].sum()) if len(links) else 0,
+        "bytes_on_air": int(links["bytes_on_air"].sum()) if "bytes_on_air" in links else math.nan,
         "wall_s": float(info["wall_seconds"]),
     }
 
 
 def collect(sweep: Sweep, results_root: Path) -> pd.DataFrame:
-    """One row per run of the sweep: axis values, run id, and its summary (status 'missing' if not run)."""
+    """One row per run: every config field (dotted names), run id, status and the run's summary figures.
+
+    Status is done/diverged for a finished run, failed when the last attempt raised, missing otherwise.
+    """
     rows = []
-    for point, config in sweep.runs:
+    for _, config in sweep.runs:
         run_dir = Path(results_root) / config.run_id
-        row = {**point, "run_id": config.run_id}
+        row = {**flatten(config.to_dict()), "run_id": config.run_id}
         if run_status(run_dir) in FINISHED:
             row.update(summarize_run(run_dir, sweep.target_accuracy))
         else:
-            row["status"] = "missing"
+            row["status"] = "failed" if failure_record(results_root, config.run_id).exists() else "missing"
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 def group_axes(sweep: Sweep) -> list[str]:

@@ -83,12 +83,12 @@ density = [0.4, 0.9]
     real = experiments.runner.run_experiment
     monkeypatch.setattr(experiments.runner, "run_experiment", lambda config, *a, **k: calls.append(config) or
                         real(config, *a, **k))
-    summary = run_sweep(sweep, tmp_path / "results", tmp_path / "cache", log=lambda m: None)
+    summary = run_sweep(sweep, tmp_path / "results", tmp_path / "cache", quiet=True)
     assert len(calls) == 3 and sweep.runs[0][1] not in calls
     assert list(summary["status"]) == ["done"] * 4
     out = tmp_path / "results" / "sweeps" / "t"
     for name in ("summary.csv", "table.csv", "table.md", "accuracy_rounds.png", "accuracy_time.png"):
         assert (out / name).stat().st_size > 0
     calls.clear()
-    run_sweep(sweep, tmp_path / "results", tmp_path / "cache", log=lambda m: None)
+    run_sweep(sweep, tmp_path / "results", tmp_path / "cache", quiet=True)
     assert calls == []  # everything finished: nothing recomputed
