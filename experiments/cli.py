@@ -75,8 +75,15 @@ def main(argv: list[str] | None = None) -> int:
                                 quiet=args.quiet)
         else:
             summary = write_summary(loaded, args.results)
+    except ConfigError as error:  # a setting only the data can refute (e.g. more devices than samples)
+        print(f"nsdml: config error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     except WorkerError as error:
         print(f"nsdml: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    except OSError as error:
+        print(f"nsdml: cannot write results under {args.results}: {error.strerror or error} "
+              f"({error.filename or args.results})", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
         print("nsdml: interrupted; finished runs are kept, run the same command again to complete the rest",

@@ -68,3 +68,59 @@ def plot_sweep_accuracy(summary: pd.DataFrame, curves: dict[str, Path], by: list
         figure.tight_layout()
         figure.savefig(Path(out_dir) / filename, dpi=100)
         plt.close(figure)
+
+
+def plot_against_axis(summary: pd.DataFrame, x_axis: str, out_dir: Path) -> None:
+    """Conv. Rds and Max Acc against one swept setting, one line per algorithm (mean over the rest)."""
+    done = summary[summary["status"].isin(("done", "diverged"))]
+    if done.empty:
+        return
+    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    for algorithm, group in done.groupby("algorithm.name", sort=False):
+        means = group.groupby(x_axis)[["conv_rounds", "max_acc"]].mean()
+        left.plot(means.index, means["conv_rounds"], marker="o", label=str(algorithm))
+        right.plot(means.index, means["max_acc"], marker="o", label=str(algorithm))
+    left.set_ylabel("Conv. Rds (rounds to target; gap = not reached)")
+    right.set_ylabel("Max Acc")
+    for axis in (left, right):
+        axis.set_xlabel(x_axis)
+        axis.grid(alpha=0.3)
+    left.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(Path(out_dir) / f"conv_rounds_vs_{x_axis.split('.')[-1]}.png", dpi=100)
+    plt.close(figure)
+
+
+def plot_link_density(summary: pd.DataFrame, links: dict[str, Path], out_dir: Path) -> None:
+    """Measured link density (delivered / intended pairs) per round, mean over the runs of each target."""
+    done = summary[summary["status"].isin(("done", "diverged"))]
+    if done.empty:
+        return
+    figure, axis = plt.subplots(figsize=(6, 4))
+    for (target, devices), group in done.groupby(["network.density", "devices"], sort=True):
+        frames = [pd.read_csv(links[run_id]) for run_id in group["run_id"]]
+        first = pd.concat([f[f["exchange"] == 0].set_index("round")["measured_density"] for f in frames], axis=1)
+        axis.plot(first.index, first.mean(axis=1), label=f"target {target}, {devices} devices")
+    axis.set_xlabel("round")
+    axis.set_ylabel("measured link density (first exchange)")
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(Path(out_dir) / "link_density.png", dpi=100)
+    plt.close(figure)
+
+
+def plot_bytes_per_algorithm(summary: pd.DataFrame, out_dir: Path) -> None:
+    """Traffic per run by algorithm: bytes on air where ns-3 measured it, else application bytes sent."""
+    done = summary[summary["status"].isin(("done", "diverged"))]
+    if done.empty:
+        return
+    column = "bytes_on_air" if "bytes_on_air" in done and done["bytes_on_air"].notna().any() else "bytes_sent"
+    means = done.groupby("algorithm.name", sort=False)[column].mean() / 1e6
+    figure, axis = plt.subplots(figsize=(max(4, 1.2 * len(means)), 4))
+    axis.bar([str(name) for name in means.index], means.values)
+    axis.set_ylabel(f"{column.replace('_', ' ')} per run (MB)")
+    axis.grid(alpha=0.3, axis="y")
+    figure.tight_layout()
+    figure.savefig(Path(out_dir) / "bytes_per_algorithm.png", dpi=100)
+    plt.close(figure)

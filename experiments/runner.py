@@ -6,7 +6,6 @@ aggregate (inside ``algorithm.step``), advance the simulated clock, evaluate.
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from contextlib import contextmanager
@@ -20,9 +19,9 @@ import torch
 from tqdm import tqdm
 
 from bridge import LinkTrace, obtain_trace
-from experiments.atomic import staged_directory
-from experiments.config import RunConfig
+from experiments.config import ConfigError, RunConfig
 from experiments.plots import plot_accuracy
+from experiments.run_writer import RunWriter
 from learner.algorithms import Algorithm
 from learner.data import Dataset, dirichlet_partition, load_dataset
 from learner.devices import Devices, Evaluation
@@ -93,7 +92,10 @@ def run_experiment(config: RunConfig, results_root: Path, cache_dir: Path,
 def _run(config: RunConfig, results_root: Path, cache_dir: Path, log: Callable[[str], None],
          progress: bool) -> RunResult:
     started = time.perf_counter()
-    setup = prepare(config)
+    try:
+        setup = prepare(config)
+    except ValueError as error:  # settings that only the data can refute, e.g. more devices than samples
+        raise ConfigError(str(error)) from error
     model, devices, algorithm = setup.model, setup.devices, setup.algorithm
     payloads = setup.payloads
     log(f"[nsdml] link trace: {config.network.link_model}, {config.devices} devices, density "
@@ -103,52 +105,51 @@ def _run(config: RunConfig, results_root: Path, cache_dir: Path, log: Callable[[
     log(f"[nsdml] {'reused cached trace' if reused else 'simulated new trace'}: idle density "
         f"{trace.meta.get('idle_density', float('nan')):.3f}")
 
+    writer = RunWriter(results_root / config.run_id, config.to_toml(), {
+        "trace_reused": reused, "trace_meta": {k: v for k, v in trace.meta.items() if not isinstance(v, dict)}})
     x = model.init(config.devices, config.seed)
     state = algorithm.init(x, seed=config.seed, model=model)
     clock_s = 0.0
     status = "done"
     metric_rows = [metrics_row(0, clock_s, devices.evaluate(x), train_loss=float("nan"), delivered=0)]
-    link_rows = []
+    writer.add_round(metric_rows[0], [])
     bar = tqdm(total=config.rounds, desc=config.run_id, unit="round", disable=not progress, file=sys.stderr)
-    for round_index in range(config.rounds):
-        losses: list[torch.Tensor] = []
+    try:
+        for round_index in range(config.rounds):
+            losses: list[torch.Tensor] = []
 
-        def grad_fn(params: torch.Tensor) -> torch.Tensor:
-            grad, loss = devices.gradients(params)
-            losses.append(loss)
-            return grad
+            def grad_fn(params: torch.Tensor) -> torch.Tensor:
+                grad, loss = devices.gradients(params)
+                losses.append(loss)
+                return grad
 
-        links = trace.round_links(round_index)
-        x, state = algorithm.step(x, state, grad_fn, links)
-        clock_s += len(losses) * config.network.compute_s_per_step + links.duration_s
-        if not torch.isfinite(x).all():
-            status = "diverged"
-            log(f"[nsdml] diverged at round {round_index + 1}: non-finite parameters")
-            break
-        delivered = sum(int(trace.delivered(round_index, e).sum()) for e in range(links.used))
-        train_loss = float(torch.stack(losses).mean()) if losses else float("nan")
-        metric_rows.append(metrics_row(round_index + 1, clock_s, devices.evaluate(x), train_loss, delivered))
-        link_rows.extend(link_stats(trace, round_index, links.used))
-        bar.update()
-        bar.set_postfix(accuracy=f"{metric_rows[-1]['mean_accuracy']:.4f}")
-    bar.close()
+            links = trace.round_links(round_index)
+            x, state = algorithm.step(x, state, grad_fn, links)
+            clock_s += len(losses) * config.network.compute_s_per_step + links.duration_s
+            if not torch.isfinite(x).all():
+                status = "diverged"
+                log(f"[nsdml] diverged at round {round_index + 1}: non-finite parameters")
+                break
+            delivered = sum(int(trace.delivered(round_index, e).sum()) for e in range(links.used))
+            train_loss = float(torch.stack(losses).mean()) if losses else float("nan")
+            metric_rows.append(metrics_row(round_index + 1, clock_s, devices.evaluate(x), train_loss, delivered))
+            writer.add_round(metric_rows[-1], link_stats(trace, round_index, links.used))
+            bar.update()
+            bar.set_postfix(accuracy=f"{metric_rows[-1]['mean_accuracy']:.4f}")
+    except KeyboardInterrupt:
+        writer.finish("interrupted", wall_seconds=round(time.perf_counter() - started, 3))
+        raise
+    finally:
+        bar.close()
 
     metrics = pd.DataFrame(metric_rows)
     final = devices.evaluate(x) if status == "done" else None
-    run_dir = Path(results_root) / config.run_id
-    with staged_directory(run_dir) as staging:
-        (staging / "config.toml").write_text(config.to_toml())
-        metrics.to_csv(staging / "metrics.csv", index=False, float_format=CSV_FLOAT_FORMAT)
-        pd.DataFrame(link_rows).to_csv(staging / "links.csv", index=False, float_format=CSV_FLOAT_FORMAT)
-        device_table(setup.shards, setup.dataset.y_train, final).to_csv(staging / "devices.csv", index=False,
-                                                            float_format=CSV_FLOAT_FORMAT)
-        plot_accuracy(metrics, staging / "accuracy.png", title=f"{config.algorithm.name}: {config.run_id}")
-        (staging / "run.json").write_text(json.dumps({
-            "status": status, "rounds_completed": len(metric_rows) - 1, "trace_reused": reused,
-            "trace_meta": {k: v for k, v in trace.meta.items() if not isinstance(v, dict)},
-            "wall_seconds": round(time.perf_counter() - started, 3),
-        }, indent=2, sort_keys=True))
-    return RunResult(run_dir, metrics, status, reused)
+    writer.write_text("devices.csv", device_table(setup.shards, setup.dataset.y_train, final).to_csv(
+        index=False, float_format=CSV_FLOAT_FORMAT))
+    plot_accuracy(metrics, writer.run_dir / "accuracy.png", title=f"{config.algorithm.name}: {config.run_id}")
+    details = {"diverged_at_round": writer.rounds_completed + 1} if status == "diverged" else {}
+    writer.finish(status, wall_seconds=round(time.perf_counter() - started, 3), **details)
+    return RunResult(writer.run_dir, metrics, status, reused)
 
 
 def metrics_row(round_index: int, clock_s: float, evaluation: Evaluation, train_loss: float, delivered: int) -> dict:

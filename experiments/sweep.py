@@ -25,7 +25,6 @@ import copy
 import itertools
 import json
 import math
-import shutil
 import sys
 import tomllib
 from dataclasses import dataclass
@@ -38,8 +37,8 @@ from tqdm import tqdm
 
 from experiments.atomic import write_atomically
 from experiments.config import ConfigError, RunConfig, parse_config
+from experiments.run_writer import FINISHED, run_status
 
-FINISHED = ("done", "diverged")
 
 
 @dataclass(frozen=True)
@@ -117,14 +116,6 @@ def _set(raw: dict[str, Any], path: str, value: Any) -> None:
     raw[leaf] = value
 
 
-def run_status(run_dir: Path) -> str | None:
-    """The recorded status of a run directory, or None if it holds no finished run."""
-    try:
-        return json.loads((run_dir / "run.json").read_text()).get("status")
-    except (OSError, ValueError):
-        return None
-
-
 def failure_record(results_root: Path, run_id: str) -> Path:
     return Path(results_root) / "failed" / f"{run_id}.json"
 
@@ -143,7 +134,6 @@ def run_sweep(sweep: Sweep, results_root: Path, cache_dir: Path, workers: int = 
 
     results_root, cache_dir = Path(results_root), Path(cache_dir)
     pending = [config for _, config in sweep.runs if run_status(results_root / config.run_id) not in FINISHED]
-    _remove_stale_staging(results_root, pending)
     bar = tqdm(total=len(sweep.runs), initial=len(sweep.runs) - len(pending), desc=f"sweep {sweep.name}",
                unit="run", disable=quiet, file=sys.stderr)
     shared = unique_by(pending, key=lambda config: _trace_identity(trace_request(config)))
@@ -173,13 +163,6 @@ def _trace_identity(request: tuple) -> str:
     from bridge import trace_key
 
     return trace_key(*request)
-
-
-def _remove_stale_staging(results_root: Path, pending: list[RunConfig]) -> None:
-    """Drop half-written staging directories that an interrupted earlier call left for these runs."""
-    for config in pending:
-        for leftover in results_root.glob(f".{config.run_id}.*"):
-            shutil.rmtree(leftover, ignore_errors=True)
 
 
 def summarize_run(run_dir: Path, target_accuracy: float) -> dict[str, Any]:
@@ -272,7 +255,8 @@ def markdown_table(table: pd.DataFrame, by: list[str], target_accuracy: float) -
 
 def write_summary(sweep: Sweep, results_root: Path) -> pd.DataFrame:
     """Write summary.csv, table.csv, table.md and the plots of a sweep, from the run CSVs only."""
-    from experiments.plots import plot_sweep_accuracy
+    from experiments.plots import (plot_against_axis, plot_bytes_per_algorithm, plot_link_density,
+                                   plot_sweep_accuracy)
     from experiments.runner import CSV_FLOAT_FORMAT
 
     out = sweep.summary_dir(results_root)
@@ -283,6 +267,11 @@ def write_summary(sweep: Sweep, results_root: Path) -> pd.DataFrame:
     write_atomically(out / "summary.csv", summary.to_csv(index=False, float_format=CSV_FLOAT_FORMAT))
     write_atomically(out / "table.csv", table.to_csv(index=False, float_format=CSV_FLOAT_FORMAT))
     write_atomically(out / "table.md", markdown_table(table, by, sweep.target_accuracy))
-    curves = {config.run_id: Path(results_root) / config.run_id / "metrics.csv" for _, config in sweep.runs}
-    plot_sweep_accuracy(summary, curves, by, out)
+    run_dirs = {config.run_id: Path(results_root) / config.run_id for _, config in sweep.runs}
+    plot_sweep_accuracy(summary, {run: d / "metrics.csv" for run, d in run_dirs.items()}, by, out)
+    for axis in ("network.density", "devices", "data.alpha"):
+        if axis in sweep.axes:
+            plot_against_axis(summary, axis, out)
+    plot_link_density(summary, {run: d / "links.csv" for run, d in run_dirs.items()}, out)
+    plot_bytes_per_algorithm(summary, out)
     return summary

@@ -92,3 +92,15 @@ density = [0.4, 0.9]
     calls.clear()
     run_sweep(sweep, tmp_path / "results", tmp_path / "cache", quiet=True)
     assert calls == []  # everything finished: nothing recomputed
+
+
+def test_every_campaign_file_is_valid_and_its_quick_preset_is_smaller():
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parents[1] / "experiments" / "sweeps"
+    for campaign in ("density", "devices", "alpha"):
+        full, quick = load_sweep(folder / f"{campaign}.toml"), load_sweep(folder / f"{campaign}-quick.toml")
+        assert full.name == campaign and quick.name == f"{campaign}-quick"
+        assert all(config.network.link_model == "ns3" for _, config in full.runs + quick.runs)
+        work = lambda sweep: sum(c.rounds * c.devices for _, c in sweep.runs)  # noqa: E731
+        assert work(quick) < work(full)

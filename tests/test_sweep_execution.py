@@ -4,6 +4,7 @@ The runs use the named ``synthetic`` link model: what is tested here is the
 execution machinery, not the network.
 """
 
+import json
 import os
 import shutil
 import signal
@@ -77,8 +78,13 @@ def test_a_local_process_pool_gives_identical_csvs(reference, tmp_path):
     assert _outputs(tmp_path / "results", sweep) == expected
 
 
+def _statuses(results: Path) -> dict[str, str]:
+    return {p.parent.name: json.loads(p.read_text())["status"] for p in results.glob("*/run.json")}
+
+
 def _finished(results: Path) -> dict[str, float]:
-    return {p.parent.name: p.stat().st_mtime_ns for p in results.glob("*/run.json")}
+    return {run: (results / run / "metrics.csv").stat().st_mtime_ns
+            for run, status in _statuses(results).items() if status in ("done", "diverged")}
 
 
 @pytest.mark.parametrize("signal_number", [signal.SIGINT, signal.SIGKILL])
@@ -97,6 +103,11 @@ def test_an_interrupted_sweep_resumes_only_the_missing_runs(reference, tmp_path,
     assert 3 <= len(before) < 8, "the interruption must land mid-sweep"
     if signal_number == signal.SIGINT:
         assert process.returncode == 130 and b"run the same command again" in stderr
+    unfinished = {run: status for run, status in _statuses(tmp_path / "results").items() if run not in before}
+    for run, status in unfinished.items():  # the run cut short keeps its rows, readable, and says so
+        assert status == ("interrupted" if signal_number == signal.SIGINT else "running")
+        rows = pd.read_csv(tmp_path / "results" / run / "metrics.csv")
+        assert list(rows["round"]) == list(range(len(rows)))
 
     resumed = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
