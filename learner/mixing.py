@@ -39,9 +39,8 @@ def push_sum_weights(mask: torch.Tensor, dtype: torch.dtype = torch.float32) -> 
     never lost; it stays with the sender (the sender is assumed to learn who
     received). Applied like every mixing matrix: ``x_new = P.T @ x``.
     """
-    out = mask & ~torch.eye(mask.shape[0], dtype=torch.bool, device=mask.device)
-    out = out | torch.eye(mask.shape[0], dtype=torch.bool, device=mask.device)
-    return out.to(dtype) / out.sum(1, keepdim=True).to(dtype)
+    kept_or_sent = mask | torch.eye(mask.shape[0], dtype=torch.bool, device=mask.device)
+    return kept_or_sent.to(dtype) / kept_or_sent.sum(1, keepdim=True).to(dtype)
 
 
 def connected_components(links: torch.Tensor) -> torch.Tensor:
