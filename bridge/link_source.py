@@ -99,4 +99,7 @@ def _tail(text: str | bytes | None) -> str:
     if isinstance(text, bytes):
         text = text.decode(errors="replace")
     lines = (text or "").strip().splitlines()
-    return "\n".join(lines[-STDERR_TAIL_LINES:]) or "(no stderr)"
+    # cppyy answers a fatal signal with "*** Break ***" and a long thread backtrace that would bury
+    # ns-3's own message (msg=..., NS_FATAL): quote what came before it.
+    cut = next((i for i, line in enumerate(lines) if "*** Break ***" in line), len(lines))
+    return "\n".join(lines[:cut][-STDERR_TAIL_LINES:]) or "(no stderr)"

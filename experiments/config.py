@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import tomllib
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -69,12 +70,15 @@ class AlgorithmConfig:
 class NetworkConfig:
     link_model: str = "ns3"  # "synthetic" is a named option for fast tests only
     compute_s_per_step: float = 0.05  # simulated seconds of one local step on a device
+    worker_timeout_s: float = 3600.0  # an ns-3 worker silent for longer is killed and reported as hung
 
     def __post_init__(self) -> None:
         _require(self.link_model in LINK_MODELS, "network.link_model", self.link_model,
                  "one of " + ", ".join(LINK_MODELS))
         _require(0.0 <= self.compute_s_per_step <= 3600.0, "network.compute_s_per_step", self.compute_s_per_step,
                  "a number in [0, 3600]")
+        _require(1.0 <= self.worker_timeout_s <= 7 * 86400, "network.worker_timeout_s", self.worker_timeout_s,
+                 "a number of seconds in [1, 604800]")
 
 
 @dataclass(frozen=True)
@@ -127,7 +131,7 @@ def _typed(section: str, key: str, value: Any, default: Any) -> Any:
     elif isinstance(default, int):
         _require(isinstance(value, int), name, value, "an integer")
     elif isinstance(default, float):
-        _require(isinstance(value, (int, float)), name, value, "a number")
+        _require(isinstance(value, (int, float)) and math.isfinite(value), name, value, "a finite number")
         value = float(value)
     elif isinstance(default, str):
         _require(isinstance(value, str), name, value, "a string")

@@ -101,7 +101,7 @@ def _run(config: RunConfig, results_root: Path, cache_dir: Path, log: Callable[[
     log(f"[nsdml] link trace: {config.network.link_model}, {config.devices} devices, density "
         f"{config.scenario.density}, {config.rounds} rounds x {len(payloads)} exchange(s) of {payloads} bytes")
     trace, reused = obtain_trace(config.network.link_model, config.scenario, payloads, config.rounds, config.seed,
-                                 cache_dir)
+                                 cache_dir, timeout_s=config.network.worker_timeout_s)
     log(f"[nsdml] {'reused cached trace' if reused else 'simulated new trace'}: idle density "
         f"{trace.meta.get('idle_density', float('nan')):.3f}")
 

@@ -13,6 +13,8 @@ imports ns-3: a fatal ns-3 error kills it, not the learner.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sys
 import time
 from dataclasses import asdict
@@ -79,10 +81,31 @@ def simulate(config: ScenarioConfig, seed: int, slot_payloads: list[int]) -> tup
     return arrays, stats
 
 
+def inject_fault(fault: str) -> None:
+    """Fault injection for the tests (environment NSDML_WORKER_FAULT); a real run never sets it.
+
+    crash: the process is killed outright; hang: it never answers;
+    fatal: a real ns-3 fatal error (an unknown attribute), which ends the process with code 133.
+    """
+    print(f"worker: injecting fault {fault!r}", file=sys.stderr, flush=True)
+    if fault == "crash":
+        os.kill(os.getpid(), signal.SIGKILL)
+    elif fault == "hang":
+        time.sleep(10**6)
+    elif fault == "fatal":
+        from ns3_scenarios import ns3_loader
+
+        cpp = ns3_loader.load()
+        cpp.ns3.Config.SetDefault("ns3::WifiPhy::NoSuchAttribute", cpp.ns3.StringValue("1"))
+    raise SystemExit(f"worker: unknown fault {fault!r}")
+
+
 def main(argv: list[str]) -> int:
     if len(argv) != 2:
         print("usage: python -m ns3_scenarios.worker REQUEST.json OUT_DIR", file=sys.stderr)
         return 2
+    if os.environ.get("NSDML_WORKER_FAULT"):
+        inject_fault(os.environ["NSDML_WORKER_FAULT"])
     request = json.loads(Path(argv[0]).read_text())
     config = ScenarioConfig(**request["scenario"])
     arrays, stats = simulate(config, int(request["seed"]), list(request["slot_payloads"]))

@@ -122,6 +122,13 @@ start_jitter_s = 0.3
     def no_ns3(*args, **kwargs):
         raise AssertionError("ns-3 must not start when the trace is cached")
 
+    # The same config and seed from scratch (fresh cache, fresh results): byte-identical trace and metrics.
+    fresh = ["run", str(config), "--results", str(tmp_path / "again"), "--cache", str(tmp_path / "cache2")]
+    assert main(fresh) == 0
+    assert (tmp_path / "again" / run_dir.name / "metrics.csv").read_text() == metrics
+    (first_trace,), (second_trace,) = (list((tmp_path / c).glob("*/trace.npz")) for c in ("cache", "cache2"))
+    assert first_trace.read_bytes() == second_trace.read_bytes()
+
     monkeypatch.setattr(bridge.link_source, "run_ns3_worker", no_ns3)
     assert main(args) == 0
     assert "reused cached trace" in capsys.readouterr().err

@@ -93,3 +93,15 @@ def test_damaged_cache_entry_is_regenerated(tmp_path):
     assert np.array_equal(again.done_s, first.done_s, equal_nan=True)
     _, reused = obtain_trace("synthetic", scenario, (100,), 4, 0, tmp_path)
     assert reused
+
+
+def test_saving_the_same_trace_twice_gives_identical_bytes(tmp_path, monkeypatch):
+    import time
+
+    trace = _trace()
+    trace.save(tmp_path / "a")
+    later = time.time() + 86400  # a day later: archive timestamps must not leak into the bytes
+    monkeypatch.setattr(time, "time", lambda: later)
+    trace.save(tmp_path / "b")
+    for name in ("trace.npz", "meta.json"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
