@@ -107,14 +107,14 @@ def _run(config: RunConfig, results_root: Path, cache_dir: Path, log: Callable[[
 
     writer = RunWriter(results_root / config.run_id, config.to_toml(), {
         "trace_reused": reused, "trace_meta": {k: v for k, v in trace.meta.items() if not isinstance(v, dict)}})
-    x = model.init(config.devices, config.seed)
-    state = algorithm.init(x, seed=config.seed, model=model)
-    clock_s = 0.0
-    status = "done"
-    metric_rows = [metrics_row(0, clock_s, devices.evaluate(x), train_loss=float("nan"), delivered=0)]
-    writer.add_round(metric_rows[0], [])
     bar = tqdm(total=config.rounds, desc=config.run_id, unit="round", disable=not progress, file=sys.stderr)
     try:
+        x = model.init(config.devices, config.seed)
+        state = algorithm.init(x, seed=config.seed, model=model)
+        clock_s = 0.0
+        status = "done"
+        metric_rows = [metrics_row(0, clock_s, devices.evaluate(x), train_loss=float("nan"), delivered=0)]
+        writer.add_round(metric_rows[0], [])
         for round_index in range(config.rounds):
             losses: list[torch.Tensor] = []
 
