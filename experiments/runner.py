@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from bridge import LinkTrace, obtain_trace
+from bridge import link_stats, open_links
 from experiments.atomic import staged_directory
 from experiments.config import RunConfig
 from experiments.plots import plot_accuracy
@@ -52,10 +52,10 @@ def run_experiment(config: RunConfig, results_root: Path, cache_dir: Path,
     payloads = algorithm.exchange_payloads(model.dim)
     log(f"[nsdml] link trace: {config.network.link_model}, {config.devices} devices, density "
         f"{config.scenario.density}, {config.rounds} rounds x {len(payloads)} exchange(s) of {payloads} bytes")
-    trace, reused = obtain_trace(config.network.link_model, config.scenario, payloads, config.rounds, config.seed,
-                                 cache_dir)
-    log(f"[nsdml] {'reused cached trace' if reused else 'simulated new trace'}: idle density "
-        f"{trace.meta.get('idle_density', float('nan')):.3f}")
+    source = open_links(config.network.mode, config.network.link_model, config.scenario, payloads, config.rounds,
+                        config.seed, cache_dir, config.network.worker_timeout_s)
+    trace = source.trace
+    log(f"[nsdml] {source.describe()}: idle density {trace.meta.get('idle_density', float('nan')):.3f}")
 
     x = model.init(config.devices, config.seed)
     state = algorithm.init(x, seed=config.seed, model=model)
@@ -71,7 +71,7 @@ def run_experiment(config: RunConfig, results_root: Path, cache_dir: Path,
             losses.append(loss)
             return grad
 
-        links = trace.round_links(round_index)
+        links = source.round_links(round_index)
         x, state = algorithm.step(x, state, grad_fn, links)
         clock_s += len(losses) * config.network.compute_s_per_step + links.duration_s
         if not torch.isfinite(x).all():
@@ -86,6 +86,7 @@ def run_experiment(config: RunConfig, results_root: Path, cache_dir: Path,
             log(f"[nsdml] round {round_index + 1}/{config.rounds}: mean accuracy "
                 f"{metric_rows[-1]['mean_accuracy']:.4f}")
 
+    reused = source.finish()
     metrics = pd.DataFrame(metric_rows)
     final = devices.evaluate(x) if status == "done" else None
     run_dir = Path(results_root) / config.run_id
@@ -116,29 +117,6 @@ def metrics_row(round_index: int, clock_s: float, evaluation: Evaluation, train_
         "consensus_distance": evaluation.consensus_distance,
         "delivered_links": delivered,
     }
-
-
-def link_stats(trace: LinkTrace, round_index: int, exchanges: int) -> list[dict]:
-    """Per-exchange link statistics of one round, measured from the trace."""
-    n = trace.devices
-    intended = n * (n - 1)
-    rows = []
-    for e in range(exchanges):
-        done = trace.done_s[round_index, e]
-        delivered = ~np.isnan(done)
-        np.fill_diagonal(delivered, False)
-        rows.append({
-            "round": round_index + 1,
-            "exchange": e,
-            "payload_bytes": trace.payload_bytes[e],
-            "intended_pairs": intended,
-            "in_range_pairs": int(trace.idle_delivered.sum()),
-            "delivered_pairs": int(delivered.sum()),
-            "measured_density": delivered.sum() / intended,
-            "mean_completion_s": float(done[delivered].mean()) if delivered.any() else float("nan"),
-            "bytes_received": int(trace.rx_bytes[round_index, e].sum()),
-        })
-    return rows
 
 
 def device_table(shards: list[np.ndarray], labels: np.ndarray, final: Evaluation | None) -> pd.DataFrame:

@@ -5,6 +5,7 @@ keep scenarios small.
 """
 
 import numpy as np
+import pandas as pd
 import pytest
 
 import bridge.link_source
@@ -42,6 +43,16 @@ def test_idle_density_is_measured_in_ns3_and_matches_the_target(dense_trace):
     assert trace.meta["idle_density"] == pytest.approx(measured)
     assert abs(measured - 0.9) <= 1 / (n * (n - 1)) * 2 + 1e-9
     assert trace.meta["events"] > 0 and trace.meta["ns3_version"].startswith("3.")
+
+
+def test_without_fading_idle_delivery_is_a_disc_of_the_radio_range(dense_trace):
+    scenario, trace = dense_trace
+    distance = np.linalg.norm(trace.positions[0][:, None] - trace.positions[0][None], axis=-1)
+    pairs = ~np.eye(scenario.devices, dtype=bool)
+    assert (trace.idle_rate[pairs & (distance < scenario.range_m * 0.999)] == 1).all()
+    assert (trace.idle_rate[pairs & (distance > scenario.range_m * 1.001)] == 0).all()
+    assert trace.meta["calibration"] == "geometric"
+    assert trace.meta["idle_density"] == pytest.approx(trace.meta["geometric_density"])
 
 
 def test_out_of_range_pairs_never_deliver_and_delivered_pairs_got_every_byte(dense_trace):
@@ -126,3 +137,15 @@ start_jitter_s = 0.3
     assert main(args) == 0
     assert "reused cached trace" in capsys.readouterr().err
     assert (run_dir / "metrics.csv").read_text() == metrics
+
+    # Another algorithm configuration with the same payload replays the same trace: identical masks.
+    config.write_text(config.read_text().replace("lr = 0.2", "lr = 0.05"))
+    assert main(args) == 0
+    other_dir = next(p for p in (tmp_path / "results").iterdir() if p != run_dir)
+    assert "reused cached trace" in capsys.readouterr().err
+    delivered = ["intended_pairs", "delivered_pairs", "mean_completion_s", "bytes_on_air", "packets_lost"]
+    first, other = (pd.read_csv(d / "links.csv") for d in (run_dir, other_dir))
+    assert first[delivered].equals(other[delivered])
+    # Broadcast: every datagram goes on the air once, headers included, however many devices receive it.
+    assert (first["bytes_on_air"] > first["payload_bytes"] * 5).all() and (first["packets_lost"] >= 0).all()
+    assert not pd.read_csv(run_dir / "metrics.csv")["sim_time_s"].isna().any()
