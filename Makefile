@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 CONFIG ?= experiments/configs/default.toml
 
-.PHONY: setup run test sweep table clean-cache
+.PHONY: setup run test sweep table bench-ns3 density-table clean-cache
 
 setup: $(STAMP)
 
@@ -30,6 +30,15 @@ sweep: $(STAMP)
 # make table SWEEP=...: rebuild the summary, table and plots from the run CSVs only.
 table: $(STAMP)
 	$(VENV)/bin/nsdml table $(SWEEP)
+
+# Wall seconds per simulated round and events/s for N in {20, 50, 100} and two payloads,
+# stepping one simulation vs rebuilding it every round (a few minutes; results/bench_ns3.csv).
+bench-ns3: $(STAMP)
+	$(PY) -m ns3_scenarios.bench
+
+# Target vs measured idle density for N in {20, 50, 100} x {0.2, 0.5, 0.8}, without and with fading.
+density-table: $(STAMP)
+	$(PY) -m ns3_scenarios.bench --density
 
 clean-cache:
 	rm -rf .cache/traces

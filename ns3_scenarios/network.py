@@ -43,21 +43,21 @@ def idle_neighbours(counts: np.ndarray, probes: int) -> np.ndarray:
     return (counts > 0) & (2 * counts >= probes)
 
 
-def _vector(cpp, kind: str, values) -> object:
+def to_vector(cpp, kind: str, values) -> object:
     convert = float if kind == "double" else int
     return cpp.std.vector[kind]([convert(v) for v in values])
 
 
-def _numpy(flat) -> np.ndarray:
+def to_numpy(flat) -> np.ndarray:
     view = flat.data()
     view.reshape((flat.size(),))
     return np.frombuffer(view, dtype=np.float64, count=flat.size()).copy()
 
 
-def _build(cpp, config: ScenarioConfig, seed: int, positions: np.ndarray, side_m: float) -> object:
+def build_network(cpp, config: ScenarioConfig, seed: int, positions: np.ndarray, side_m: float) -> object:
     params = cpp.nsdml.NetworkParams()
-    params.x = _vector(cpp, "double", positions[:, 0])
-    params.y = _vector(cpp, "double", positions[:, 1])
+    params.x = to_vector(cpp, "double", positions[:, 0])
+    params.y = to_vector(cpp, "double", positions[:, 1])
     params.sideM = side_m
     params.phyMode = config.phy_mode
     params.txPowerDbm = config.tx_power_dbm
@@ -81,9 +81,9 @@ def _build(cpp, config: ScenarioConfig, seed: int, positions: np.ndarray, side_m
 
 def measure_idle_density(cpp, config: ScenarioConfig, seed: int, positions: np.ndarray, side_m: float) -> float:
     """Idle density of a static network at these positions: a fresh simulation, probed, destroyed."""
-    network = _build(cpp, replace(config, mobility="static"), seed, positions, side_m)
+    network = build_network(cpp, replace(config, mobility="static"), seed, positions, side_m)
     try:
-        counts = _numpy(network.Probe(config.idle_probes)).reshape(config.devices, config.devices)
+        counts = to_numpy(network.Probe(config.idle_probes)).reshape(config.devices, config.devices)
     finally:
         network.Destroy()
     n = config.devices
@@ -124,12 +124,12 @@ class Network:
         self.config = config
         self._cpp = ns3_loader.load()
         self.placement, calibration = calibrated_placement(self._cpp, config, seed)
-        self._network = _build(self._cpp, config, seed, self.placement.positions_m, self.placement.side_m)
+        self._network = build_network(self._cpp, config, seed, self.placement.positions_m, self.placement.side_m)
         n = config.devices
-        counts = _numpy(self._network.Probe(config.idle_probes)).reshape(n, n)
+        counts = to_numpy(self._network.Probe(config.idle_probes)).reshape(n, n)
         self.idle_rate = (counts / config.idle_probes).astype(np.float32)
         self.idle_delivered = idle_neighbours(counts, config.idle_probes)
-        self._network.SetNeighbours(_vector(self._cpp, "int", self.idle_delivered.ravel()))
+        self._network.SetNeighbours(to_vector(self._cpp, "int", self.idle_delivered.ravel()))
         self.stats = {
             "ns3_version": ns3_loader.ns3_version(),
             "area_side_m": self.placement.side_m,
@@ -143,7 +143,7 @@ class Network:
     def run_slot(self, slot: int, payloads) -> SlotResult:
         n = self.config.devices
         nn = n * n
-        values = _numpy(self._network.RunSlot(slot, _vector(self._cpp, "uint32_t", payloads)))
+        values = to_numpy(self._network.RunSlot(slot, to_vector(self._cpp, "uint32_t", payloads)))
         done = values[nn:2 * nn].reshape(n, n)
         done = np.where((done >= 0) & (done <= self.config.deadline_s), done, np.nan).astype(np.float32)
         air_bytes, frames, events = values[-3:]

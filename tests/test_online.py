@@ -3,10 +3,12 @@
 Real ns-3 in online mode is covered by tests/test_ns3_physics.py.
 """
 
+import json
 import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 import bridge.link_source
@@ -119,3 +121,32 @@ def test_exchanges_must_go_forward_and_payloads_must_be_valid(tmp_path, fake_wor
 def test_online_mode_needs_ns3():
     with pytest.raises(ValueError, match="online"):
         open_links("online", "synthetic", SCENARIO, (100,), 1, 0, Path("unused"))
+
+
+def test_a_run_in_online_mode_writes_links_csv_and_a_rerun_replays_without_a_worker(tmp_path, fake_worker, capsys):
+    from experiments.cli import main
+
+    config = tmp_path / "online.toml"
+    config.write_text("""
+name = "online"
+rounds = 3
+devices = 4
+
+[data]
+dataset = "digits"
+
+[network]
+mode = "online"
+""")
+    args = ["run", str(config), "--results", str(tmp_path / "results"), "--cache", str(tmp_path / "cache")]
+    assert main(args) == 0
+    assert "ns-3 worker started" in capsys.readouterr().err
+    run_dir = next((tmp_path / "results").iterdir())
+    links = pd.read_csv(run_dir / "links.csv")
+    assert len(links) == 3 and (links["delivered_pairs"] == 12).all()
+    payload = links["payload_bytes"].iloc[0]
+    assert links["mean_completion_s"].iloc[0] == pytest.approx(payload / 1e5)  # the stand-in's slot 0
+    assert main(args) == 0
+    assert "replaying while the payloads match" in capsys.readouterr().err
+    assert len(fake_worker) == 1
+    assert json.loads((run_dir / "run.json").read_text())["trace_reused"] is True
