@@ -104,6 +104,15 @@ def test_a_hung_offline_worker_raises_after_the_timeout(tmp_path, monkeypatch):
     assert not any(tmp_path.iterdir())
 
 
+@pytest.mark.parametrize("mode", ["offline", "online"])
+def test_a_worker_that_cannot_start_raises_a_clear_error(tmp_path, monkeypatch, mode):
+    monkeypatch.setattr(bridge.link_source, "worker_command", lambda *args: [str(tmp_path / "no-such-python")])
+    with pytest.raises(WorkerError, match="failed to start") as error:
+        open_links(mode, "ns3", SCENARIO, (100,), 1, 0, tmp_path / "cache")
+    assert "ns-3 worker for 4 devices" in str(error.value)
+    assert not (tmp_path / "cache").exists() or not list((tmp_path / "cache").rglob("meta.json"))
+
+
 def test_exchanges_must_go_forward_and_payloads_must_be_valid(tmp_path, fake_worker):
     source = open_links("online", "ns3", SCENARIO, (100,), 2, 0, tmp_path)
     assert isinstance(source, OnlineLinks)
