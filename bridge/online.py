@@ -26,6 +26,7 @@ import select
 import subprocess
 import tempfile
 import time
+import zipfile
 from dataclasses import asdict
 from pathlib import Path
 from typing import Sequence
@@ -121,7 +122,7 @@ class _Candidate:
 
     def __init__(self, directory: Path, sent: np.ndarray):
         self.directory = directory
-        self.sent = sent  # (slots, N)
+        self.sent = sent  # (slots, N); the whole trace is loaded only when it is replayed
         self._trace: LinkTrace | None = None
 
     @property
@@ -132,14 +133,16 @@ class _Candidate:
 
 
 def _candidates(family: Path, devices: int) -> list[_Candidate]:
+    """Cached online traces of this scenario whose payload record loads."""
     found = []
     for directory in sorted(family.glob("[!.]*")):
         try:
             with np.load(directory / "trace.npz", allow_pickle=False) as arrays:
                 sent = arrays["sender_bytes"]
-        except (OSError, ValueError, KeyError, EOFError):
+            candidate = _Candidate(directory, sent.reshape(-1, devices))
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
             continue
-        found.append(_Candidate(directory, sent.reshape(-1, devices)))
+        found.append(candidate)
     return found
 
 
@@ -159,8 +162,8 @@ class OnlineLinks:
         self.simulated = 0
         self.replayed = 0
         n, shape = scenario.devices, (rounds, self._exchanges)
-        if self._candidates:
-            first = self._candidates[0].trace  # same scenario and seed: same placement and idle probe
+        first = self._replayable()
+        if first is not None:  # same scenario and seed: same placement and idle probe
             idle_delivered, idle_rate = first.idle_delivered, first.idle_rate
             meta = {k: v for k, v in first.meta.items() if k not in ("simulated", "replayed")}
         else:
@@ -201,8 +204,8 @@ class OnlineLinks:
         window = slice(self._next_slot, slot + 1)
         self._candidates = [c for c in self._candidates
                             if c.sent.shape[0] > slot and np.array_equal(c.sent[window], flat_sent[window])]
-        if self._candidates:
-            cached = self._candidates[0].trace
+        cached = self._replayable()
+        if cached is not None:
             self._fill(slot, {name: getattr(cached, name)[round_index, exchange] for name in SLOT_FIELDS},
                        cached.positions[round_index])
             self.replayed += 1
@@ -211,6 +214,15 @@ class OnlineLinks:
             self._fill(slot, self._ask(worker, slot, sent), None)
             self.simulated += 1
         self._next_slot = slot + 1
+
+    def _replayable(self) -> LinkTrace | None:
+        """The first matching cached trace that loads; damaged entries are dropped (a new run overwrites them)."""
+        while self._candidates:
+            try:
+                return self._candidates[0].trace
+            except TraceFormatError:
+                self._candidates.pop(0)
+        return None
 
     def finish(self) -> bool:
         """Stop the worker and cache what it simulated; returns True when ns-3 did not run at all."""

@@ -159,3 +159,14 @@ mode = "online"
     assert "replaying while the payloads match" in capsys.readouterr().err
     assert len(fake_worker) == 1
     assert json.loads((run_dir / "run.json").read_text())["trace_reused"] is True
+
+
+def test_a_damaged_online_cache_entry_is_simulated_again(tmp_path, fake_worker):
+    plan = [(100, 2000), (300, 400)]
+    _run(tmp_path, plan)
+    entry = next(tmp_path.rglob("meta.json")).parent
+    (entry / "meta.json").write_text("{not json")
+    source, reused = _run(tmp_path, plan)
+    assert not reused and len(fake_worker) == 2 and source.simulated == 4
+    _, reused = _run(tmp_path, plan)
+    assert reused
