@@ -117,10 +117,15 @@ def _run(config: RunConfig, results_root: Path, cache_dir: Path, log: Callable[[
         for round_index in range(config.rounds):
             losses: list[torch.Tensor] = []
 
-            def grad_fn(params: torch.Tensor) -> torch.Tensor:
+            def grad_with_loss(params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
                 grad, loss = devices.gradients(params)
                 losses.append(loss)
-                return grad
+                return grad, loss
+
+            def grad_fn(params: torch.Tensor) -> torch.Tensor:
+                return grad_with_loss(params)[0]
+
+            grad_fn.with_loss = grad_with_loss  # type: ignore[attr-defined]  # for gradients_and_losses
 
             links = source.round_links(round_index)
             x, state = algorithm.step(x, state, grad_fn, links)
