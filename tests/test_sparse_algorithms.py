@@ -165,3 +165,23 @@ def test_choco_reaches_consensus_on_a_lossless_network():
 def test_hyperparameters_are_checked(name, field):
     with pytest.raises(ValueError, match=f"algorithm.{field}"):
         build_algorithm(name, **{field: -1.0})
+
+
+def test_esgd_table_sweep_sends_the_encoded_size_of_each_k(tmp_path):
+    """End to end on the synthetic link model: each k's payload reaches the trace and the table."""
+    from experiments import esgd_table
+    from experiments.sweep import load_sweep, run_sweep
+
+    sweep_file = tmp_path / "sweep.toml"
+    sweep_file.write_text('rounds = 3\ndevices = 4\n[sweep]\nname = "t"\n[data]\ndataset = "digits"\nalpha = 1.0\n'
+                          '[algorithm]\nname = ["esgd", "dgc"]\nkeep_ratio = [1.0, 0.25]\n'
+                          '[network]\nlink_model = "synthetic"\n')
+    sweep = load_sweep(sweep_file)
+    run_sweep(sweep, tmp_path / "results", tmp_path / "cache", workers=1)
+    assert esgd_table.main([str(sweep_file), "--results", str(tmp_path / "results")]) == 0
+    table = __import__("pandas").read_csv(tmp_path / "results" / "sweeps" / "t" / "esgd_table.csv")
+    dim = 64 * 10 + 10  # logreg on 8x8 digits
+    expected = {100.0: encoded_bytes(dim, dim), 25.0: encoded_bytes(keep_count(dim, 0.25), dim)}
+    assert len(table) == 4
+    for _, row in table.iterrows():
+        assert row["payload B"] == expected[row["keep %"]]
