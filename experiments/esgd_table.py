@@ -50,6 +50,7 @@ def build_table(summary: pd.DataFrame, results_root: Path) -> pd.DataFrame:
             "status": run["status"],
             "sim s": run["sim_time_s"],
             "sim s / round": run["sim_time_s"] / max(rounds, 1),
+            "delivered pairs / round": float(metrics["delivered_links"].iloc[1:].mean()),
             "final consensus dist": float(metrics["consensus_distance"].iloc[-1]),
         })
     return pd.DataFrame(rows).sort_values(["algorithm", "keep %"], ascending=[True, False])
