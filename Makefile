@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 CONFIG ?= experiments/configs/default.toml
 
-.PHONY: setup run test bench sweep table sweep-density sweep-devices sweep-alpha tables plots bench-ns3 density-table clean-cache
+.PHONY: setup run test bench sweep table table-esgd sweep-density sweep-devices sweep-alpha tables plots bench-ns3 density-table clean-cache
 
 setup: $(STAMP)
 
@@ -30,6 +30,16 @@ sweep: $(STAMP)
 # make table SWEEP=...: rebuild the summary, table and plots from the run CSVs only.
 table: $(STAMP)
 	$(VENV)/bin/nsdml table $(SWEEP)
+
+# Issue 6: eSGD / DGC / CHOCO-SGD at keep ratio k in {100, 50, 25, 12.5, 10} % over ns-3, dense SGD
+# (offline) and threshold SGD (online), then the table beside eSGD's reported MNIST accuracies
+# (results/sweeps/esgd-table/esgd_table.md, accuracy_rounds.png, accuracy_time.png).
+table-esgd: $(STAMP)
+	$(VENV)/bin/nsdml sweep experiments/configs/esgd_table.toml $(SWEEP_FLAGS)
+	$(VENV)/bin/nsdml sweep experiments/configs/esgd_table_dense.toml $(SWEEP_FLAGS)
+	$(VENV)/bin/nsdml sweep experiments/configs/esgd_table_threshold.toml $(SWEEP_FLAGS)
+	$(PY) -m experiments.esgd_table experiments/configs/esgd_table.toml \
+	  experiments/configs/esgd_table_dense.toml experiments/configs/esgd_table_threshold.toml
 
 # The standard campaigns; QUICK=1 picks the preset that finishes in minutes.
 sweep-density sweep-devices sweep-alpha: sweep-%: $(STAMP)

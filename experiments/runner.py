@@ -122,11 +122,16 @@ def _run(config: RunConfig, results_root: Path, cache_dir: Path, log: Callable[[
         for round_index in range(config.rounds):
             losses: list[torch.Tensor] = []
 
-            def grad_fn(params: torch.Tensor) -> torch.Tensor:
+            def grad_with_loss(params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
                 with clock("training"):
                     grad, loss = devices.gradients(params)
                 losses.append(loss)
-                return grad
+                return grad, loss
+
+            def grad_fn(params: torch.Tensor) -> torch.Tensor:
+                return grad_with_loss(params)[0]
+
+            grad_fn.with_loss = grad_with_loss  # type: ignore[attr-defined]  # for gradients_and_losses
 
             links = source.round_links(round_index)
             with clock("step"):  # training (inside grad_fn), exchanges and aggregation

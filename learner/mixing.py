@@ -28,3 +28,10 @@ def metropolis_hastings(mask: torch.Tensor, dtype: torch.dtype = torch.float32) 
     degree = links.sum(1).to(dtype)
     weights = torch.where(links, 1.0 / (1.0 + torch.maximum(degree[:, None], degree[None, :])), 0.0)
     return weights + torch.diag(1.0 - weights.sum(1))
+
+
+def receiver_mean(mask: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """Row j: the mean of values[i] over {j} and {i : mask[i, j]} (what device j holds after an exchange)."""
+    held = mask | torch.eye(mask.shape[0], dtype=torch.bool, device=mask.device)
+    weights = held.to(values.dtype)
+    return (weights.T @ values) / weights.sum(0)[:, None]

@@ -6,10 +6,20 @@ from dataclasses import fields
 from typing import Any
 
 from learner.algorithms.base import Algorithm, GradFn, Links
+from learner.algorithms.choco_sgd import ChocoSGD
+from learner.algorithms.dense_sgd import DenseSGD
+from learner.algorithms.dgc import DGC
 from learner.algorithms.dpsgd import DPSGD
+from learner.algorithms.esgd import ESGD
+from learner.algorithms.threshold_sgd import ThresholdSGD
 
 REGISTRY: dict[str, type] = {
+    "choco_sgd": ChocoSGD,
+    "dense_sgd": DenseSGD,
+    "dgc": DGC,
     "dpsgd": DPSGD,
+    "esgd": ESGD,
+    "threshold_sgd": ThresholdSGD,
 }
 
 
