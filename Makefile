@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 CONFIG ?= experiments/configs/default.toml
 
-.PHONY: setup run test sweep table sweep-density sweep-devices sweep-alpha table-detag tables plots clean-cache
+.PHONY: setup run test bench sweep table table-esgd table-detag sweep-density sweep-devices sweep-alpha tables plots bench-ns3 density-table clean-cache
 
 setup: $(STAMP)
 
@@ -31,6 +31,16 @@ sweep: $(STAMP)
 table: $(STAMP)
 	$(VENV)/bin/nsdml table $(SWEEP)
 
+# Issue 6: eSGD / DGC / CHOCO-SGD at keep ratio k in {100, 50, 25, 12.5, 10} % over ns-3, dense SGD
+# (offline) and threshold SGD (online), then the table beside eSGD's reported MNIST accuracies
+# (results/sweeps/esgd-table/esgd_table.md, accuracy_rounds.png, accuracy_time.png).
+table-esgd: $(STAMP)
+	$(VENV)/bin/nsdml sweep experiments/configs/esgd_table.toml $(SWEEP_FLAGS)
+	$(VENV)/bin/nsdml sweep experiments/configs/esgd_table_dense.toml $(SWEEP_FLAGS)
+	$(VENV)/bin/nsdml sweep experiments/configs/esgd_table_threshold.toml $(SWEEP_FLAGS)
+	$(PY) -m experiments.esgd_table experiments/configs/esgd_table.toml \
+	  experiments/configs/esgd_table_dense.toml experiments/configs/esgd_table_threshold.toml
+
 # The standard campaigns; QUICK=1 picks the preset that finishes in minutes.
 sweep-density sweep-devices sweep-alpha: sweep-%: $(STAMP)
 	$(VENV)/bin/nsdml sweep experiments/sweeps/$*$(if $(QUICK),-quick,).toml $(SWEEP_FLAGS)
@@ -45,6 +55,21 @@ tables plots: $(STAMP)
 	@for file in experiments/sweeps/*.toml; do \
 	  if [ -d results/sweeps/$$(basename $$file .toml) ]; then $(VENV)/bin/nsdml table $$file --quiet; fi; \
 	done
+
+# Learner, aggregation, replay, worker start-up and end-to-end figures beside their references
+# (results/bench.csv), then the ns-3 bench. BENCH_FLAGS=--quick for a short version.
+bench: $(STAMP)
+	$(PY) -m experiments.bench $(BENCH_FLAGS)
+	$(PY) -m ns3_scenarios.bench
+
+# Wall seconds per simulated round and events/s for N in {20, 50, 100} and two payloads,
+# stepping one simulation vs rebuilding it every round (a few minutes; results/bench_ns3.csv).
+bench-ns3: $(STAMP)
+	$(PY) -m ns3_scenarios.bench
+
+# Target vs measured idle density for N in {20, 50, 100} x {0.2, 0.5, 0.8}, without and with fading.
+density-table: $(STAMP)
+	$(PY) -m ns3_scenarios.bench --density
 
 clean-cache:
 	rm -rf .cache/traces

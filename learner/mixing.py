@@ -93,3 +93,10 @@ def accelerated_gossip(z: torch.Tensor, weights: list[torch.Tensor], momentum: f
     for w in weights:
         previous, current = current, (1.0 + momentum) * (w.T @ current) - momentum * previous
     return current
+
+
+def receiver_mean(mask: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """Row j: the mean of values[i] over {j} and {i : mask[i, j]} (what device j holds after an exchange)."""
+    held = mask | torch.eye(mask.shape[0], dtype=torch.bool, device=mask.device)
+    weights = held.to(values.dtype)
+    return (weights.T @ values) / weights.sum(0)[:, None]

@@ -15,6 +15,10 @@ An algorithm is a frozen dataclass of hyperparameters (checked in
 - ``step(x, state, grad_fn, links) -> (x_new, state_new)``: one round. It draws
   gradients through ``grad_fn(x) -> (N, d)`` and learns who heard whom only
   through ``links.exchange(payload_bytes)``, called once per exchange, in order.
+  An algorithm that also needs each device's mini-batch loss (eSGD) calls
+  ``gradients_and_losses(grad_fn, x)``: the runner's ``grad_fn`` carries a
+  ``with_loss(x) -> (grad (N, d), loss (N,))`` attribute; a plain ``grad_fn``
+  (tests, other callers) gives ``None`` for the loss.
 
 ``step`` keeps no hidden state on ``self``: everything that carries over
 between rounds lives in ``state``.
@@ -22,7 +26,7 @@ between rounds lives in ``state``.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Protocol, Sequence
 
 import torch
 
@@ -33,8 +37,11 @@ FLOAT32_BYTES = 4
 class Links(Protocol):
     """Who received whom in one round, one exchange at a time."""
 
-    def exchange(self, payload_bytes: int) -> torch.Tensor:
-        """Bool (N, N) mask of the next exchange: mask[i, j] = j received i's complete message."""
+    def exchange(self, payload_bytes: int | Sequence[int]) -> torch.Tensor:
+        """Bool (N, N) mask of the next exchange: mask[i, j] = j received i's complete message.
+
+        ``payload_bytes``: what every device sends, or one size per sender (sizes that
+        change between rounds or senders need ``network.mode = "online"``)."""
 
 
 class Algorithm(Protocol):
@@ -45,6 +52,14 @@ class Algorithm(Protocol):
     def init(self, x: torch.Tensor, seed: int = 0, model: Any = None) -> Any: ...
 
     def step(self, x: torch.Tensor, state: Any, grad_fn: GradFn, links: Links) -> tuple[torch.Tensor, Any]: ...
+
+
+def gradients_and_losses(grad_fn: GradFn, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(grad (N, d), per-device mini-batch loss (N,) or None when ``grad_fn`` cannot report losses)."""
+    with_loss = getattr(grad_fn, "with_loss", None)
+    if with_loss is None:
+        return grad_fn(x), None
+    return with_loss(x)
 
 
 def check_range(field: str, value: float, low: float, high: float, *, low_open: bool = True) -> None:

@@ -1,0 +1,69 @@
+"""CHOCO-SGD (Koloskova, Stich & Jaggi, ICML 2019): consensus with compressed differences.
+
+Each device keeps a public estimate x̂_i of its model and sends only the
+top-k compressed difference q_i = top_k(x_i^{+1/2} - x̂_i)::
+
+    x_i^{+1/2} = x_i - lr g_i(x_i)
+    q_i = top_k(x_i^{+1/2} - x̂_i);  x̂_i <- x̂_i + q_i
+    V[j, i] <- V[j, i] + q_i         only if mask[i, j] (j received i's q)
+    x_j <- x_j^{+1/2} + gamma sum_{i != j} W_ij (V[j, i] - x̂_j)
+
+V[j, i] is receiver j's copy of i's public estimate (per-link state, N x N x d).
+The paper assumes every q arrives, so all copies equal x̂_i; on a lossy network
+a lost q leaves V[j, i] = x̂_i minus the lost differences *for good* (later q_i
+are differences against x̂_i, not against j's copy): copies desynchronise and
+the error is never repaired. W is Metropolis-Hastings on the symmetric part of
+this exchange's delivered mask (``mask & mask.T``); a copy is still updated by
+a one-way delivery. Payload: ``encoded_bytes(k, d)``, constant (offline works).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from learner.algorithms.base import GradFn, Links, check_range
+from learner.compress import encoded_bytes, keep_count, split, topk_mask
+from learner.mixing import metropolis_hastings
+
+
+@dataclass(frozen=True)
+class ChocoState:
+    estimate: torch.Tensor  # (N, d) x̂_i, each device's own public estimate
+    copies: torch.Tensor    # (N, N, d) copies[j, i]: j's view of x̂_i
+
+
+@dataclass(frozen=True)
+class ChocoSGD:
+    lr: float = 0.1
+    gamma: float = 0.3
+    keep_ratio: float = 0.1
+    name: str = "choco_sgd"
+
+    def __post_init__(self) -> None:
+        check_range("algorithm.lr", self.lr, 0.0, 100.0)
+        check_range("algorithm.gamma", self.gamma, 0.0, 1.0)
+        check_range("algorithm.keep_ratio", self.keep_ratio, 0.0, 1.0)
+
+    def exchange_payloads(self, dim: int) -> tuple[int, ...]:
+        return (encoded_bytes(keep_count(dim, self.keep_ratio), dim),)
+
+    def init(self, x: torch.Tensor, seed: int = 0, model: object = None) -> ChocoState:
+        n, d = x.shape
+        return ChocoState(torch.zeros_like(x), torch.zeros(n, n, d, dtype=x.dtype))
+
+    def step(self, x: torch.Tensor, state: ChocoState, grad_fn: GradFn,
+             links: Links) -> tuple[torch.Tensor, ChocoState]:
+        dim = x.shape[1]
+        k = keep_count(dim, self.keep_ratio)
+        half = x - self.lr * grad_fn(x)
+        difference = half - state.estimate
+        q, _ = split(difference, topk_mask(difference, k))
+        mask = links.exchange(encoded_bytes(k, dim))
+        estimate = state.estimate + q
+        copies = state.copies + mask.T.to(x.dtype)[:, :, None] * q[None, :, :]
+        weights = metropolis_hastings(mask, x.dtype)
+        weights = weights - torch.diag(torch.diag(weights))  # off-diagonal: w_ij, i != j
+        pull = torch.einsum("ij,jid->jd", weights, copies) - weights.sum(0)[:, None] * estimate
+        return half + self.gamma * pull, ChocoState(estimate, copies)
