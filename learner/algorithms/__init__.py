@@ -6,10 +6,19 @@ from dataclasses import fields
 from typing import Any
 
 from learner.algorithms.base import Algorithm, GradFn, Links
+from learner.algorithms.adom import ADOM
 from learner.algorithms.dpsgd import DPSGD
+from learner.algorithms.hyperprism import HyperPrism, HyperPrismFixed
+from learner.algorithms.mudag import Mudag
+from learner.algorithms.swarmsgd import SwarmSGD
 
 REGISTRY: dict[str, type] = {
     "dpsgd": DPSGD,
+    "hyperprism": HyperPrism,  # exponents from per-device hypernetworks
+    "hyperprism-fixed": HyperPrismFixed,  # one fixed exponent p
+    "swarmsgd": SwarmSGD,
+    "mudag": Mudag,
+    "adom": ADOM,  # the primal form ADOM+
 }
 
 
