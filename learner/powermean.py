@@ -10,20 +10,24 @@ phi_p is strictly increasing, so M_j is a quasi-arithmetic (Kolmogorov) mean:
 it lies between the smallest and the largest x_i it averaged, equals x when all
 inputs equal x, and is the plain weighted mean for p = 1.
 
-Numerics: |x|^p under- and overflows float32 long before p = 9. Everything is
-computed in float64 *and* scaled per receiver and coordinate by
-s = max |x_i| over the senders with W_ij > 0, so every |x_i / s|^p lies in
-[0, 1] and cannot overflow for any p; then M = s * M(x / s). Senders with
-W_ij = 0 are masked out before any arithmetic, so an undelivered value (even
-inf or NaN) has no influence. Receivers are processed in chunks so the
-(receivers, senders, d) intermediate stays small.
+Numerics: |x|^p under- and overflows float32 long before p = 9 (|x|^9 > 3e38
+for |x| > 2e4, and 0 for |x| < 1e-5). The maps are computed in the log domain
+on values scaled per receiver and coordinate by s = max |x_i| over the senders
+it weights: |x_i / s|^p = exp(p ln|x_i / s|) lies in [0, 1] for every p, so
+nothing can overflow, and M = s * M(x / s). A term that underflows is below
+2^-126 of the largest one and could not change u in float32 anyway, so the
+computation runs in the input's precision (float32 for models, float64 for
+float64 inputs). Each receiver reads only the senders it weights, gathered and
+padded to the largest in-degree, in chunks of receivers so the (receivers,
+senders, d) intermediate stays small; an undelivered value (even inf or NaN)
+is never read.
 """
 
 from __future__ import annotations
 
 import torch
 
-CHUNK_ELEMENTS = 1 << 22  # float64 elements of one (receivers, senders, d) intermediate (32 MiB)
+CHUNK_ELEMENTS = 1 << 18  # elements of one (receivers, senders, d) intermediate: small enough to stay in cache
 
 
 def power_mean(x: torch.Tensor, weights: torch.Tensor, p: torch.Tensor | float,
@@ -37,14 +41,21 @@ def power_mean(x: torch.Tensor, weights: torch.Tensor, p: torch.Tensor | float,
     hypernetwork through it).
     """
     n, d = x.shape
-    values = x.detach().to(torch.float64)
-    weights = weights.to(torch.float64)
-    exponents = torch.as_tensor(p, dtype=torch.float64).expand(n, d)
-    chunk = max(1, CHUNK_ELEMENTS // max(1, n * d))
+    dtype = torch.promote_types(x.dtype, torch.float32)
+    weights = weights.to(dtype).T  # (receiver, sender)
+    exponents = torch.as_tensor(p, dtype=dtype).expand(n, d)
+    # Each receiver reads only the senders it gives weight to, gathered and padded to the largest in-degree;
+    # padding points at an extra all-zero row, so an undelivered value (even inf or NaN) is never read.
+    values = torch.cat([x.detach().to(dtype), torch.zeros(1, d, dtype=dtype)])
+    width = max(1, int((weights > 0).sum(1).max()))
+    senders = torch.topk((weights > 0).to(torch.float32), width, dim=1, sorted=False).indices  # (N, width)
+    sender_weights = weights.gather(1, senders).clamp(min=0.0)
+    senders = torch.where(sender_weights > 0, senders, n)
+    chunk = max(1, CHUNK_ELEMENTS // max(1, width * d))
     means, slopes = [], []
     for start in range(0, n, chunk):
-        mean, slope = _power_mean_chunk(values, weights[:, start:start + chunk].T, exponents[start:start + chunk],
-                                        with_dp)
+        rows = slice(start, start + chunk)
+        mean, slope = _power_mean_chunk(values[senders[rows]], sender_weights[rows], exponents[rows], with_dp)
         means.append(mean)
         slopes.append(slope)
     mean = torch.cat(means).to(x.dtype)
@@ -55,24 +66,21 @@ def power_mean(x: torch.Tensor, weights: torch.Tensor, p: torch.Tensor | float,
 
 def _power_mean_chunk(values: torch.Tensor, weights: torch.Tensor, p: torch.Tensor,
                       with_dp: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Receivers of one chunk: weights (J, N) [receiver, sender], p (J, d)."""
-    active = (weights > 0)[:, :, None]  # (J, N, 1)
-    magnitude = torch.where(active, values.abs()[None], 0.0)  # (J, N, d); masked senders are exactly 0
+    """Receivers of one chunk: the values they read (J, K, d; 0 for padding), their weights (J, K), exponents (J, d)."""
+    magnitude = values.abs()
     scale = magnitude.amax(1)  # (J, d)
     safe_scale = torch.where(scale > 0, scale, 1.0)
-    ratio = magnitude / safe_scale[:, None, :]  # in [0, 1]
-    powered = ratio ** p[:, None, :]
-    signed = torch.where(active, torch.sign(values)[None], 0.0) * powered
-    w = torch.where(active, weights[:, :, None], 0.0)
-    u = (w * signed).sum(1)  # (J, d), |u| <= 1
+    log_ratio = torch.log(magnitude / safe_scale[:, None, :])  # <= 0; -inf for a zero
+    powered = torch.exp(log_ratio * p[:, None, :])  # |x_i / s|^p in [0, 1]
+    signed = torch.sign(values) * powered * weights[:, :, None]
+    u = signed.sum(1)  # (J, d), |u| <= 1
     inverse = 1.0 / p
     unit_mean = torch.sign(u) * u.abs() ** inverse
     mean = scale * unit_mean
     if not with_dp:
         return mean, None
     # d/dp of sign(u)|u|^(1/p): M * (u'/(u p) - ln|u| / p^2), u' = sum_i w_i sign(x_i) r_i^p ln r_i.
-    log_ratio = torch.where(ratio > 0, torch.log(torch.where(ratio > 0, ratio, 1.0)), 0.0)
-    du = (w * signed * log_ratio).sum(1)
+    du = (signed * torch.where(powered > 0, log_ratio, 0.0)).sum(1)
     nonzero = u != 0
     safe_u = torch.where(nonzero, u, 1.0)
     slope = torch.where(nonzero, unit_mean * (du / (safe_u * p) - torch.log(safe_u.abs()) * inverse ** 2), 0.0)
