@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 CONFIG ?= experiments/configs/default.toml
 
-.PHONY: setup run test clean-cache
+.PHONY: setup run test sweep table sweep-density sweep-devices sweep-alpha tables plots clean-cache
 
 setup: $(STAMP)
 
@@ -22,6 +22,24 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# make sweep SWEEP=path/to/sweep.toml: run the missing runs, then the summary, table and plots.
+sweep: $(STAMP)
+	$(VENV)/bin/nsdml sweep $(SWEEP)
+
+# make table SWEEP=...: rebuild the summary, table and plots from the run CSVs only.
+table: $(STAMP)
+	$(VENV)/bin/nsdml table $(SWEEP)
+
+# The standard campaigns; QUICK=1 picks the preset that finishes in minutes.
+sweep-density sweep-devices sweep-alpha: sweep-%: $(STAMP)
+	$(VENV)/bin/nsdml sweep experiments/sweeps/$*$(if $(QUICK),-quick,).toml $(SWEEP_FLAGS)
+
+# Redraw every table and plot of the campaigns that have results, from their CSVs.
+tables plots: $(STAMP)
+	@for file in experiments/sweeps/*.toml; do \
+	  if [ -d results/sweeps/$$(basename $$file .toml) ]; then $(VENV)/bin/nsdml table $$file --quiet; fi; \
+	done
 
 clean-cache:
 	rm -rf .cache/traces

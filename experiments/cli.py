@@ -1,9 +1,12 @@
 """The ``nsdml`` command line.
 
-    nsdml run CONFIG.toml [--results DIR] [--cache DIR]
+    nsdml run CONFIG.toml  [--results DIR] [--cache DIR]   one run -> results/<run-id>/
+    nsdml sweep SWEEP.toml [--results DIR] [--cache DIR]   every missing run, then the summary
+    nsdml table SWEEP.toml [--results DIR]                 summary, tables and plots from the CSVs only
 
-Exit codes: 0 done, 1 the run failed (e.g. the ns-3 worker died),
-2 bad input (the message names the field and what is allowed; nothing is written).
+Exit codes: 0 done, 1 a run failed (e.g. the ns-3 worker died),
+2 bad input (the message names the field and what is allowed; nothing is written),
+130 interrupted (finished runs are kept; the same command completes the rest).
 """
 
 from __future__ import annotations
@@ -17,35 +20,80 @@ from experiments.config import ConfigError, load_config
 
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nsdml", description="Decentralized learning over simulated 802.11a links.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    for name, text in (("run", "run one config and write results/<run-id>/"),
+                       ("sweep", "run every missing run of a sweep file, then write its summary"),
+                       ("table", "rebuild a sweep's summary, tables and plots from the run CSVs")):
+        command = commands.add_parser(name, help=text)
+        command.add_argument("config", type=Path, help="TOML run config" if name == "run" else "TOML sweep file")
+        command.add_argument("--results", type=Path, default=Path("results"), help="results root (default: results)")
+        command.add_argument("--cache", type=Path, default=Path(os.environ.get("NSDML_CACHE_DIR", ".cache/traces")),
+                             help="link-trace cache (default: $NSDML_CACHE_DIR or .cache/traces)")
+        command.add_argument("--quiet", action="store_true", help="no progress bars (for CI and logs)")
+        if name == "sweep":
+            command.add_argument("--workers", type=int, default=None,
+                                 help="local processes running runs in parallel (default: the CPU cores)")
+            command.add_argument("--ray-address", default=None,
+                                 help="run the runs as Ray tasks on this cluster ('auto' = the local one)")
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="nsdml", description="Decentralized learning over simulated 802.11a links.")
-    commands = parser.add_subparsers(dest="command", required=True)
-    run = commands.add_parser("run", help="run one config and write results/<run-id>/")
-    run.add_argument("config", type=Path, help="TOML run config")
-    run.add_argument("--results", type=Path, default=Path("results"), help="results root (default: results)")
-    run.add_argument("--cache", type=Path, default=Path(os.environ.get("NSDML_CACHE_DIR", ".cache/traces")),
-                     help="link-trace cache (default: $NSDML_CACHE_DIR or .cache/traces)")
-    args = parser.parse_args(argv)
+    args = _parser().parse_args(argv)
+    from experiments.sweep import load_sweep
 
     try:
-        config = load_config(args.config)
+        loaded = load_config(args.config) if args.command == "run" else load_sweep(args.config)
     except ConfigError as error:
         print(f"nsdml: config error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
 
     from bridge import WorkerError  # imported after validation: a bad config exits fast
     from experiments.runner import run_experiment
+    from experiments.execution import default_workers
+    from experiments.sweep import run_sweep, write_summary
 
     try:
-        result = run_experiment(config, args.results, args.cache)
+        if args.command == "run":
+            result = run_experiment(loaded, args.results, args.cache, progress=not args.quiet)
+            print(f"run {loaded.run_id}: {result.status} after {len(result.metrics) - 1} rounds; "
+                  f"final mean test accuracy {result.final_accuracy:.4f}")
+            print(f"results in {result.run_dir}/ (config.toml, metrics.csv, links.csv, devices.csv, accuracy.png, "
+                  f"run.json)")
+            return 0
+        if args.command == "sweep":
+            workers = args.workers if args.workers is not None else default_workers()
+            if workers < 1:
+                print(f"nsdml: --workers: {workers} is not allowed; expected an integer >= 1", file=sys.stderr)
+                return EXIT_BAD_INPUT
+            summary = run_sweep(loaded, args.results, args.cache, workers=workers, ray_address=args.ray_address,
+                                quiet=args.quiet)
+        else:
+            summary = write_summary(loaded, args.results)
+    except ConfigError as error:  # a setting only the data can refute (e.g. more devices than samples)
+        print(f"nsdml: config error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     except WorkerError as error:
         print(f"nsdml: {error}", file=sys.stderr)
         return EXIT_FAILED
-    print(f"run {config.run_id}: {result.status} after {len(result.metrics) - 1} rounds; "
-          f"final mean test accuracy {result.final_accuracy:.4f}")
-    print(f"results in {result.run_dir}/ (config.toml, metrics.csv, links.csv, devices.csv, accuracy.png, run.json)")
+    except OSError as error:
+        print(f"nsdml: cannot write results under {args.results}: {error.strerror or error} "
+              f"({error.filename or args.results})", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("nsdml: interrupted; finished runs are kept, run the same command again to complete the rest",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
+    out = loaded.summary_dir(args.results)
+    counts = summary["status"].value_counts().to_dict()
+    print(f"sweep {loaded.name}: {len(summary)} runs {counts}")
+    print(f"summary in {out}/ (summary.csv, table.csv, table.md, accuracy_rounds.png, accuracy_time.png)")
+    print((out / "table.md").read_text())
     return 0
 
 

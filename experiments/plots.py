@@ -27,3 +27,100 @@ def plot_accuracy(metrics: pd.DataFrame, path: Path, title: str = "") -> None:
     figure.savefig(path, dpi=100)
     plt.close(figure)
 
+
+
+def plot_sweep_accuracy(summary: pd.DataFrame, curves: dict[str, Path], by: list[str], out_dir: Path) -> None:
+    """Mean accuracy ± std over seeds, one line per algorithm (or group), one panel per other setting.
+
+    Writes accuracy_rounds.png and accuracy_time.png into ``out_dir``.
+    """
+    done = summary[summary["status"].isin(("done", "diverged"))]
+    if done.empty:
+        return
+    line_axis = "algorithm.name" if "algorithm.name" in by else (by[0] if by else None)
+    panel_axes = [axis for axis in by if axis != line_axis]
+    panels = list(done.groupby(panel_axes, sort=False)) if panel_axes else [((), done)]
+    for x_column, x_label, filename in (("round", "round", "accuracy_rounds.png"),
+                                        ("sim_time_s", "simulated seconds", "accuracy_time.png")):
+        columns = min(3, len(panels))
+        rows = -(-len(panels) // columns)
+        figure, axes = plt.subplots(rows, columns, figsize=(5 * columns, 3.6 * rows), squeeze=False, sharey=True)
+        for axis, (panel_key, panel) in zip(axes.flat, panels):
+            lines = panel.groupby(line_axis, sort=False) if line_axis else [("all", panel)]
+            for line_key, group in lines:
+                frames = [pd.read_csv(curves[run_id]) for run_id in group["run_id"]]
+                length = min(len(frame) for frame in frames)
+                accuracy = pd.concat([frame["mean_accuracy"].iloc[:length].reset_index(drop=True) for frame in frames],
+                                     axis=1)
+                x = pd.concat([frame[x_column].iloc[:length].reset_index(drop=True) for frame in frames],
+                              axis=1).mean(axis=1)
+                mean, std = accuracy.mean(axis=1), accuracy.std(axis=1).fillna(0.0)
+                axis.plot(x, mean, label=f"{line_axis}={line_key}" if line_axis else "all")
+                axis.fill_between(x, mean - std, mean + std, alpha=0.2)
+            key = panel_key if isinstance(panel_key, tuple) else (panel_key,)
+            axis.set_title(", ".join(f"{a}={v}" for a, v in zip(panel_axes, key)), fontsize=9)
+            axis.set_xlabel(x_label)
+            axis.grid(alpha=0.3)
+        for axis in axes.flat[len(panels):]:
+            axis.set_visible(False)
+        axes[0, 0].set_ylabel("mean test accuracy")
+        axes[0, 0].legend(fontsize=8, loc="lower right")
+        figure.tight_layout()
+        figure.savefig(Path(out_dir) / filename, dpi=100)
+        plt.close(figure)
+
+
+def plot_against_axis(summary: pd.DataFrame, x_axis: str, out_dir: Path) -> None:
+    """Conv. Rds and Max Acc against one swept setting, one line per algorithm (mean over the rest)."""
+    done = summary[summary["status"].isin(("done", "diverged"))]
+    if done.empty:
+        return
+    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    for algorithm, group in done.groupby("algorithm.name", sort=False):
+        means = group.groupby(x_axis)[["conv_rounds", "max_acc"]].mean()
+        left.plot(means.index, means["conv_rounds"], marker="o", label=str(algorithm))
+        right.plot(means.index, means["max_acc"], marker="o", label=str(algorithm))
+    left.set_ylabel("Conv. Rds (rounds to target; gap = not reached)")
+    right.set_ylabel("Max Acc")
+    for axis in (left, right):
+        axis.set_xlabel(x_axis)
+        axis.grid(alpha=0.3)
+    left.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(Path(out_dir) / f"conv_rounds_vs_{x_axis.split('.')[-1]}.png", dpi=100)
+    plt.close(figure)
+
+
+def plot_link_density(summary: pd.DataFrame, links: dict[str, Path], out_dir: Path) -> None:
+    """Measured link density (delivered / intended pairs) per round, mean over the runs of each target."""
+    done = summary[summary["status"].isin(("done", "diverged"))]
+    if done.empty:
+        return
+    figure, axis = plt.subplots(figsize=(6, 4))
+    for (target, devices), group in done.groupby(["network.density", "devices"], sort=True):
+        frames = [pd.read_csv(links[run_id]) for run_id in group["run_id"]]
+        first = pd.concat([f[f["exchange"] == 0].set_index("round")["measured_density"] for f in frames], axis=1)
+        axis.plot(first.index, first.mean(axis=1), label=f"target {target}, {devices} devices")
+    axis.set_xlabel("round")
+    axis.set_ylabel("measured link density (first exchange)")
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(Path(out_dir) / "link_density.png", dpi=100)
+    plt.close(figure)
+
+
+def plot_bytes_per_algorithm(summary: pd.DataFrame, out_dir: Path) -> None:
+    """Traffic per run by algorithm: bytes on air where ns-3 measured it, else application bytes sent."""
+    done = summary[summary["status"].isin(("done", "diverged"))]
+    if done.empty:
+        return
+    column = "bytes_on_air" if "bytes_on_air" in done and done["bytes_on_air"].notna().any() else "bytes_sent"
+    means = done.groupby("algorithm.name", sort=False)[column].mean() / 1e6
+    figure, axis = plt.subplots(figsize=(max(4, 1.2 * len(means)), 4))
+    axis.bar([str(name) for name in means.index], means.values)
+    axis.set_ylabel(f"{column.replace('_', ' ')} per run (MB)")
+    axis.grid(alpha=0.3, axis="y")
+    figure.tight_layout()
+    figure.savefig(Path(out_dir) / "bytes_per_algorithm.png", dpi=100)
+    plt.close(figure)

@@ -1,0 +1,277 @@
+"""Sweeps: a TOML file whose list-valued fields expand to the cartesian product of runs.
+
+    seed = [0, 1]              # any run-config field; a list is an axis
+    rounds = 100               # (top-level keys come before the first [table], as TOML requires)
+
+    [sweep]
+    name = "density"           # summary goes to results/sweeps/<name>/
+    target_accuracy = 0.8      # Conv. Rds = first round whose mean test accuracy reaches this
+    [network]
+    density = [0.2, 0.5, 0.8]
+    [algorithm]
+    name = ["dpsgd", "dsgt"]
+    [algorithm_overrides.dsgt] # merged into [algorithm] for runs of that algorithm only
+    lr = 0.05
+
+Every expanded config is validated before anything runs. Each run is a normal
+run directory ``results/<run-id>/`` (the id hashes the resolved config), so a
+finished run is never recomputed and any sweep sharing it reuses it. Tables and
+plots are built from the run CSVs only.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+import math
+import sys
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from experiments.atomic import write_atomically
+from experiments.config import ConfigError, RunConfig, parse_config
+from experiments.run_writer import FINISHED, run_status
+
+
+
+@dataclass(frozen=True)
+class Sweep:
+    name: str
+    target_accuracy: float
+    axes: tuple[str, ...]  # dotted field names that vary, e.g. "network.density"
+    runs: tuple[tuple[dict[str, Any], RunConfig], ...]  # (axis values, config) per run
+
+    def summary_dir(self, results_root: Path) -> Path:
+        return Path(results_root) / "sweeps" / self.name
+
+
+def load_sweep(path: Path) -> Sweep:
+    """Read, expand and validate a sweep file; every problem is a ConfigError naming the field."""
+    try:
+        raw = tomllib.loads(Path(path).read_text())
+    except OSError as error:
+        raise ConfigError(f"sweep file {path}: cannot be read ({error.strerror})") from error
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"sweep file {path}: not valid TOML ({error})") from error
+    return expand_sweep(raw, default_name=Path(path).stem)
+
+
+def expand_sweep(raw: dict[str, Any], default_name: str = "sweep") -> Sweep:
+    raw = copy.deepcopy(raw)
+    settings = raw.pop("sweep", {})
+    overrides = raw.pop("algorithm_overrides", {})
+    unknown = set(settings) - {"name", "target_accuracy"}
+    if unknown:
+        raise ConfigError(f"sweep.{sorted(unknown)[0]}: unknown field; allowed: name, target_accuracy")
+    name = settings.get("name", default_name)
+    target = settings.get("target_accuracy", 0.8)
+    if not isinstance(target, (int, float)) or not 0.0 < target <= 1.0:
+        raise ConfigError(f"sweep.target_accuracy: {target!r} is not allowed; expected a number in (0, 1]")
+    if not isinstance(overrides, dict) or not all(isinstance(v, dict) for v in overrides.values()):
+        raise ConfigError("algorithm_overrides: expected tables [algorithm_overrides.<algorithm name>]")
+
+    axes = _list_fields(raw)
+    runs = []
+    for values in itertools.product(*(axis_values for _, axis_values in axes)):
+        point = dict(zip((path for path, _ in axes), values))
+        concrete = copy.deepcopy(raw)
+        for path, value in point.items():
+            _set(concrete, path, value)
+        algorithm = concrete.setdefault("algorithm", {})
+        algorithm.update(overrides.get(algorithm.get("name", "dpsgd"), {}))
+        concrete.setdefault("name", name)
+        try:
+            config = parse_config(concrete)
+        except ConfigError as error:
+            where = ", ".join(f"{k}={v!r}" for k, v in point.items()) or "the base config"
+            raise ConfigError(f"{error} (in the run with {where})") from error
+        runs.append((point, config))
+    return Sweep(str(name), float(target), tuple(path for path, _ in axes), tuple(runs))
+
+
+def _list_fields(raw: dict[str, Any], prefix: str = "") -> list[tuple[str, list]]:
+    found = []
+    for key in sorted(raw):
+        value, path = raw[key], f"{prefix}{key}"
+        if isinstance(value, dict):
+            found.extend(_list_fields(value, path + "."))
+        elif isinstance(value, list):
+            if not value:
+                raise ConfigError(f"{path}: an empty list gives no runs")
+            found.append((path, value))
+    return found
+
+
+def _set(raw: dict[str, Any], path: str, value: Any) -> None:
+    *parents, leaf = path.split(".")
+    for parent in parents:
+        raw = raw.setdefault(parent, {})
+    raw[leaf] = value
+
+
+def failure_record(results_root: Path, run_id: str) -> Path:
+    return Path(results_root) / "failed" / f"{run_id}.json"
+
+
+def run_sweep(sweep: Sweep, results_root: Path, cache_dir: Path, workers: int = 1, ray_address: str | None = None,
+              quiet: bool = False) -> pd.DataFrame:
+    """Run every missing run, then write the summary, table and plots.
+
+    Traces that several runs share are made first, once each; then the runs
+    go to the executor (this process, a local pool, or Ray). A run that fails
+    is recorded under ``results/failed/`` and retried by the next call; a
+    finished run is never recomputed, so an interrupted sweep resumes.
+    """
+    from experiments.execution import execute, run_task, trace_task, unique_by
+    from experiments.runner import trace_request
+
+    results_root, cache_dir = Path(results_root), Path(cache_dir)
+    pending = [config for _, config in sweep.runs if run_status(results_root / config.run_id) not in FINISHED]
+    bar = tqdm(total=len(sweep.runs), initial=len(sweep.runs) - len(pending), desc=f"sweep {sweep.name}",
+               unit="run", disable=quiet, file=sys.stderr)
+    shared = unique_by(pending, key=lambda config: _trace_identity(trace_request(config)))
+    if len(shared) < len(pending):  # several runs share traces: make each once, before those runs
+        bar.set_postfix_str(f"making {len(shared)} link traces")
+        for key, error in execute([(trace_task, (c.to_dict(), str(cache_dir))) for c in shared], workers,
+                                  ray_address):
+            if error:
+                bar.write(f"[sweep {sweep.name}] trace {key} failed: {error.splitlines()[-1]}")
+    failed = 0
+    tasks = [(run_task, (config.to_dict(), str(results_root), str(cache_dir))) for config in pending]
+    for run_id, status, error in execute(tasks, workers, ray_address):
+        record = failure_record(results_root, run_id)
+        if error:
+            failed += 1
+            write_atomically(record, json.dumps({"run_id": run_id, "error": error}, indent=2))
+            bar.write(f"[sweep {sweep.name}] run {run_id} failed: {error.strip().splitlines()[-1]}")
+        else:
+            record.unlink(missing_ok=True)
+        bar.update()
+        bar.set_postfix(failed=failed)
+    bar.close()
+    return write_summary(sweep, results_root)
+
+
+def _trace_identity(request: tuple) -> str:
+    from bridge import trace_key
+
+    return trace_key(*request)
+
+
+def summarize_run(run_dir: Path, target_accuracy: float) -> dict[str, Any]:
+    """Max Acc, Conv. Rds, time to target, traffic and wall time of one finished run, from its files."""
+    metrics = pd.read_csv(run_dir / "metrics.csv")
+    links = pd.read_csv(run_dir / "links.csv")
+    info = json.loads((run_dir / "run.json").read_text())
+    reached = metrics.index[metrics["mean_accuracy"] >= target_accuracy]
+    first = metrics.loc[reached[0]] if len(reached) else None
+    devices = int(pd.read_csv(run_dir / "devices.csv")["device"].count())
+    return {
+        "status": info["status"],
+        "rounds_completed": info["rounds_completed"],
+        "max_acc": float(metrics["mean_accuracy"].max()),
+        "final_acc": float(metrics["mean_accuracy"].iloc[-1]),
+        "conv_rounds": int(first["round"]) if first is not None else math.nan,
+        "time_to_target_s": float(first["sim_time_s"]) if first is not None else math.nan,
+        "sim_time_s": float(metrics["sim_time_s"].iloc[-1]),
+        "bytes_sent": int((links["payload_bytes"] * devices).sum()) if len(links) else 0,
+        "bytes_received": int(links["bytes_received"].sum()) if len(links) else 0,
+        "bytes_on_air": int(links["bytes_on_air"].sum()) if "bytes_on_air" in links else math.nan,
+        "wall_s": float(info["wall_seconds"]),
+    }
+
+
+def collect(sweep: Sweep, results_root: Path) -> pd.DataFrame:
+    """One row per run: every config field (dotted names), run id, status and the run's summary figures.
+
+    Status is done/diverged for a finished run, failed when the last attempt raised, missing otherwise.
+    """
+    rows = []
+    for _, config in sweep.runs:
+        run_dir = Path(results_root) / config.run_id
+        row = {**flatten(config.to_dict()), "run_id": config.run_id}
+        if run_status(run_dir) in FINISHED:
+            row.update(summarize_run(run_dir, sweep.target_accuracy))
+        else:
+            row["status"] = "failed" if failure_record(results_root, config.run_id).exists() else "missing"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def group_axes(sweep: Sweep) -> list[str]:
+    """The axes that define a table row: every axis but the seed."""
+    return [axis for axis in sweep.axes if axis != "seed"]
+
+
+def aggregate(summary: pd.DataFrame, by: list[str]) -> pd.DataFrame:
+    """Mean and std over seeds of each group; Conv. Rds averaged over the seeds that reached the target."""
+    done = summary[summary["status"].isin(FINISHED)]
+    if not by:
+        done = done.assign(_all="all")
+        by = ["_all"]
+    grouped = done.groupby(by, sort=False, dropna=False)
+    table = grouped.agg(
+        runs=("run_id", "count"),
+        max_acc_mean=("max_acc", "mean"), max_acc_std=("max_acc", "std"),
+        final_acc_mean=("final_acc", "mean"),
+        conv_rounds_mean=("conv_rounds", "mean"), reached=("conv_rounds", "count"),
+        time_to_target_s_mean=("time_to_target_s", "mean"),
+        bytes_sent_mean=("bytes_sent", "mean"),
+    ).reset_index()
+    return table.drop(columns=["_all"], errors="ignore")
+
+
+def markdown_table(table: pd.DataFrame, by: list[str], target_accuracy: float) -> str:
+    """Max Acc (mean ± std over seeds) and Conv. Rds (rounds to the target; '—' if never reached)."""
+    header = [*by, "runs", "Max Acc", f"Conv. Rds (≥{target_accuracy:.2f})", "time to target (sim s)", "MB sent"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for _, row in table.iterrows():
+        std = 0.0 if np.isnan(row["max_acc_std"]) else row["max_acc_std"]
+        runs, reached = int(row["runs"]), int(row["reached"])
+        conv = "—" if np.isnan(row["conv_rounds_mean"]) else f"{row['conv_rounds_mean']:.1f} ({reached}/{runs})"
+        tta = "—" if np.isnan(row["time_to_target_s_mean"]) else f"{row['time_to_target_s_mean']:.1f}"
+        cells = [str(row[axis]) for axis in by] + [str(runs), f"{row['max_acc_mean']:.4f} ± {std:.4f}", conv,
+                                                   tta, f"{row['bytes_sent_mean'] / 1e6:.1f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_summary(sweep: Sweep, results_root: Path) -> pd.DataFrame:
+    """Write summary.csv, table.csv, table.md and the plots of a sweep, from the run CSVs only."""
+    from experiments.plots import (plot_against_axis, plot_bytes_per_algorithm, plot_link_density,
+                                   plot_sweep_accuracy)
+    from experiments.runner import CSV_FLOAT_FORMAT
+
+    out = sweep.summary_dir(results_root)
+    out.mkdir(parents=True, exist_ok=True)
+    summary = collect(sweep, results_root)
+    by = group_axes(sweep)
+    table = aggregate(summary, by)
+    write_atomically(out / "summary.csv", summary.to_csv(index=False, float_format=CSV_FLOAT_FORMAT))
+    write_atomically(out / "table.csv", table.to_csv(index=False, float_format=CSV_FLOAT_FORMAT))
+    write_atomically(out / "table.md", markdown_table(table, by, sweep.target_accuracy))
+    run_dirs = {config.run_id: Path(results_root) / config.run_id for _, config in sweep.runs}
+    plot_sweep_accuracy(summary, {run: d / "metrics.csv" for run, d in run_dirs.items()}, by, out)
+    for axis in ("network.density", "devices", "data.alpha"):
+        if axis in sweep.axes:
+            plot_against_axis(summary, axis, out)
+    plot_link_density(summary, {run: d / "links.csv" for run, d in run_dirs.items()}, out)
+    plot_bytes_per_algorithm(summary, out)
+    return summary

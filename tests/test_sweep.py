@@ -1,0 +1,106 @@
+import json
+
+import pandas as pd
+import pytest
+
+import experiments.runner
+from experiments.config import ConfigError
+from experiments.sweep import aggregate, expand_sweep, load_sweep, run_sweep, summarize_run
+
+BASE = {"rounds": 4, "devices": 5, "data": {"dataset": "digits", "alpha": 1.0},
+        "network": {"link_model": "synthetic"}}
+
+
+def test_lists_expand_to_the_cartesian_product_with_overrides_per_algorithm():
+    raw = {**BASE, "seed": [0, 1, 2], "sweep": {"name": "s"},
+           "network": {"link_model": "synthetic", "density": [0.2, 0.8]},
+           "algorithm": {"name": ["dpsgd"], "lr": 0.1},
+           "algorithm_overrides": {"dpsgd": {"lr": 0.3}, "other": {"lr": 9.0}}}
+    sweep = expand_sweep(raw)
+    assert sweep.axes == ("algorithm.name", "network.density", "seed")
+    assert len(sweep.runs) == 1 * 2 * 3
+    assert len({config.run_id for _, config in sweep.runs}) == 6
+    assert {config.scenario.density for _, config in sweep.runs} == {0.2, 0.8}
+    assert all(dict(config.algorithm.hyperparameters)["lr"] == 0.3 for _, config in sweep.runs)
+
+
+def test_a_bad_value_in_any_run_is_reported_before_anything_runs(tmp_path):
+    raw = {**BASE, "network": {"link_model": "synthetic", "density": [0.5, 1.5]}}
+    with pytest.raises(ConfigError, match=r"network.density.*1.5.*network.density=1.5"):
+        expand_sweep(raw)
+    with pytest.raises(ConfigError, match="sweep.colour"):
+        expand_sweep({**BASE, "sweep": {"colour": 1}})
+    with pytest.raises(ConfigError, match="seed: an empty list"):
+        expand_sweep({**BASE, "seed": []})
+
+
+def test_summary_figures_are_computed_from_the_run_files(tmp_path):
+    run = tmp_path / "r"
+    run.mkdir()
+    pd.DataFrame({"round": [0, 1, 2, 3], "sim_time_s": [0.0, 1.5, 3.0, 4.5],
+                  "mean_accuracy": [0.1, 0.5, 0.85, 0.8]}).to_csv(run / "metrics.csv", index=False)
+    pd.DataFrame({"payload_bytes": [100, 100, 100], "bytes_received": [10, 20, 30]}).to_csv(run / "links.csv",
+                                                                                        index=False)
+    pd.DataFrame({"device": [0, 1]}).to_csv(run / "devices.csv", index=False)
+    (run / "run.json").write_text(json.dumps({"status": "done", "rounds_completed": 3, "wall_seconds": 2.0}))
+    row = summarize_run(run, target_accuracy=0.8)
+    assert row["max_acc"] == 0.85 and row["final_acc"] == 0.8
+    assert row["conv_rounds"] == 2 and row["time_to_target_s"] == 3.0
+    assert row["bytes_sent"] == 3 * 100 * 2 and row["bytes_received"] == 60
+    assert pd.isna(summarize_run(run, target_accuracy=0.9)["conv_rounds"])
+
+
+def test_aggregate_averages_over_seeds_and_counts_runs_that_reached_the_target():
+    summary = pd.DataFrame({"algorithm.name": ["a", "a", "b"], "seed": [0, 1, 0], "run_id": ["x", "y", "z"],
+                            "status": ["done"] * 3, "max_acc": [0.8, 0.9, 0.7], "final_acc": [0.8, 0.9, 0.7],
+                            "conv_rounds": [10.0, float("nan"), 5.0], "time_to_target_s": [1.0, float("nan"), 2.0],
+                            "bytes_sent": [1, 1, 1]})
+    table = aggregate(summary, ["algorithm.name"]).set_index("algorithm.name")
+    assert table.loc["a", "max_acc_mean"] == pytest.approx(0.85)
+    assert table.loc["a", "conv_rounds_mean"] == 10.0 and table.loc["a", "reached"] == 1
+    assert table.loc["a", "runs"] == 2 and table.loc["b", "runs"] == 1
+
+
+def test_sweep_runs_missing_runs_only_and_writes_summary_files(tmp_path, monkeypatch):
+    path = tmp_path / "sweep.toml"
+    path.write_text("""
+seed = [0, 1]
+rounds = 3
+devices = 5
+[sweep]
+name = "t"
+target_accuracy = 0.3
+[data]
+dataset = "digits"
+[network]
+link_model = "synthetic"
+density = [0.4, 0.9]
+""")
+    sweep = load_sweep(path)
+    # Run one of the four by hand first: the sweep must skip it.
+    experiments.runner.run_experiment(sweep.runs[0][1], tmp_path / "results", tmp_path / "cache", log=lambda m: None)
+    calls = []
+    real = experiments.runner.run_experiment
+    monkeypatch.setattr(experiments.runner, "run_experiment", lambda config, *a, **k: calls.append(config) or
+                        real(config, *a, **k))
+    summary = run_sweep(sweep, tmp_path / "results", tmp_path / "cache", quiet=True)
+    assert len(calls) == 3 and sweep.runs[0][1] not in calls
+    assert list(summary["status"]) == ["done"] * 4
+    out = tmp_path / "results" / "sweeps" / "t"
+    for name in ("summary.csv", "table.csv", "table.md", "accuracy_rounds.png", "accuracy_time.png"):
+        assert (out / name).stat().st_size > 0
+    calls.clear()
+    run_sweep(sweep, tmp_path / "results", tmp_path / "cache", quiet=True)
+    assert calls == []  # everything finished: nothing recomputed
+
+
+def test_every_campaign_file_is_valid_and_its_quick_preset_is_smaller():
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parents[1] / "experiments" / "sweeps"
+    for campaign in ("density", "devices", "alpha"):
+        full, quick = load_sweep(folder / f"{campaign}.toml"), load_sweep(folder / f"{campaign}-quick.toml")
+        assert full.name == campaign and quick.name == f"{campaign}-quick"
+        assert all(config.network.link_model == "ns3" for _, config in full.runs + quick.runs)
+        work = lambda sweep: sum(c.rounds * c.devices for _, c in sweep.runs)  # noqa: E731
+        assert work(quick) < work(full)
