@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 CONFIG ?= experiments/configs/default.toml
 
-.PHONY: setup run test sweep table sweep-density sweep-devices sweep-alpha tables plots clean-cache
+.PHONY: setup run test sweep table sweep-density sweep-devices sweep-alpha tables plots table-hyperprism clean-cache
 
 setup: $(STAMP)
 
@@ -40,6 +40,13 @@ tables plots: $(STAMP)
 	@for file in experiments/sweeps/*.toml; do \
 	  if [ -d results/sweeps/$$(basename $$file .toml) ]; then $(VENV)/bin/nsdml table $$file --quiet; fi; \
 	done
+
+# HyperPrism's base-setting table: every algorithm of seed 000 over real ns-3 links, then Max Acc and
+# Conv. Rds with HyperPrism's % change (results/sweeps/hyperprism_table/paper_table.{csv,md}).
+HYPERPRISM_TABLE := experiments/configs/hyperprism_table.toml
+table-hyperprism: $(STAMP)
+	$(VENV)/bin/nsdml sweep $(HYPERPRISM_TABLE) $(SWEEP_FLAGS)
+	$(PY) -m experiments.paper_table $(HYPERPRISM_TABLE)
 
 clean-cache:
 	rm -rf .cache/traces

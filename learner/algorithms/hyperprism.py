@@ -113,7 +113,7 @@ class HyperPrism:
 
     lr: float = 0.01
     p_max: int = 9  # candidate exponents 1, 3, ..., p_max
-    hn_lr: float = 0.01  # gradient-descent step of the hypernetworks and embeddings
+    hn_lr: float = 50.0  # gradient-descent step of the hypernetworks and embeddings (hypergradients are ~1e-3)
     embedding_dim: int = 8
     hn_hidden: int = 16
     name: str = "hyperprism"
