@@ -46,6 +46,7 @@ tables plots: $(STAMP)
 HYPERPRISM_TABLE := experiments/configs/hyperprism_table.toml
 table-hyperprism: $(STAMP)
 	$(VENV)/bin/nsdml sweep $(HYPERPRISM_TABLE) $(SWEEP_FLAGS)
+	$(VENV)/bin/nsdml sweep experiments/configs/hyperprism_table_mudag_gossip.toml $(SWEEP_FLAGS)
 	$(PY) -m experiments.paper_table $(HYPERPRISM_TABLE)
 
 clean-cache:

@@ -64,7 +64,7 @@ def chebyshev_momentum(second: float) -> float:
     return (1.0 - root) / (1.0 + root)
 
 
-def fastmix(z: torch.Tensor, masks: list[torch.Tensor]) -> torch.Tensor:
+def fastmix(z: torch.Tensor, masks: list[torch.Tensor], accelerated: bool = True) -> torch.Tensor:
     """Accelerated (Chebyshev) gossip, one step per delivered mask (Ye et al., Mudag's FastMix)::
 
         z_{-1} = z_0 = z;  z_{k+1} = (1 + eta_k) W_k^T z_k - eta_k z_{k-1}
@@ -72,12 +72,13 @@ def fastmix(z: torch.Tensor, masks: list[torch.Tensor]) -> torch.Tensor:
     W_k is the Metropolis-Hastings matrix of mask k (two-way links only, so it is
     symmetric and doubly stochastic and every step keeps the network average) and
     eta_k = chebyshev_momentum(lambda_2(W_k)): with a time-varying network each
-    step is tuned to the matrix it actually uses.
+    step is tuned to the matrix it actually uses. ``accelerated=False`` sets
+    eta_k = 0: K plain gossip steps.
     """
     previous, current = z, z
     for mask in masks:
         weights = metropolis_hastings(mask, z.dtype)
-        eta = chebyshev_momentum(second_eigenvalue(weights, symmetric_links(mask)))
+        eta = chebyshev_momentum(second_eigenvalue(weights, symmetric_links(mask))) if accelerated else 0.0
         previous, current = current, (1.0 + eta) * (weights.T @ current) - eta * previous
     return current
 

@@ -300,3 +300,13 @@ def test_hyperparameters_are_validated_naming_the_field(name, field, value):
 
 def test_metropolis_of_the_complete_graph_is_exact_averaging():
     assert torch.allclose(metropolis_hastings(torch.ones(4, 4, dtype=torch.bool)), torch.full((4, 4), 0.25))
+
+
+def test_mudag_without_chebyshev_converges_too():
+    x, centres, scales = _problem(16, dtype=torch.float64)
+    ring = torch.zeros(N, N, dtype=torch.bool)
+    for i in range(N):
+        ring[i, (i + 1) % N] = ring[(i + 1) % N, i] = True
+    algorithm = build_algorithm("mudag", lr=0.5, mu=0.5, mix_steps=3, chebyshev=False)
+    out, _ = _rounds(algorithm, x, _grad_fn(scales, centres), [ring], 300)
+    assert torch.allclose(out, _optimum(scales, centres).expand(N, -1), atol=1e-6)

@@ -127,3 +127,12 @@ def test_random_matching_is_seeded_and_varies():
     generator = torch.Generator().manual_seed(3)
     draws = {tuple(random_matching(links, generator).tolist()) for _ in range(10)}
     assert len(draws) > 1
+
+
+def test_fastmix_without_acceleration_is_plain_gossip():
+    masks = [_path_mask(5), torch.ones(5, 5, dtype=torch.bool), _path_mask(5)]
+    z = torch.randn(5, 3, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    expected = z
+    for mask in masks:
+        expected = metropolis_hastings(mask, torch.float64).T @ expected
+    assert torch.allclose(fastmix(z, masks, accelerated=False), expected)

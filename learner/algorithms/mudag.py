@@ -27,6 +27,13 @@ g are stochastic mini-batch gradients (the paper uses full gradients); the
 first round spends one extra gradient for s(0) = g(y(0)). mu, the
 strong-convexity constant, is a hyperparameter that only sets beta. The model
 the runner evaluates is x(t).
+
+Measured, not assumed: on real ns-3 traces (lossy, often disconnected, a
+different W_k every exchange) the Chebyshev momentum makes the consensus
+distance grow without bound (accelerated gossip is not stable on networks
+that change between steps; Kovalev et al. 2021 and Metelev et al. 2023 show
+consensus acceleration is impossible there in the worst case). ``chebyshev =
+false`` keeps everything else and mixes with K plain gossip steps (eta_k = 0).
 """
 
 from __future__ import annotations
@@ -51,6 +58,7 @@ class Mudag:
     lr: float = 0.01
     mu: float = 0.1  # strong-convexity estimate; sets the momentum beta
     mix_steps: int = 2  # K, FastMix steps (exchanges) per consensus
+    chebyshev: bool = True  # FastMix's momentum eta_k; False: K plain gossip steps
     name: str = "mudag"
 
     def __post_init__(self) -> None:
@@ -76,8 +84,9 @@ class Mudag:
             grad_y = grad_fn(y)
             s = grad_y
         payload = x.shape[1] * FLOAT32_BYTES
-        x_new = fastmix(y - self.lr * s, [links.exchange(payload) for _ in range(self.mix_steps)])
+        x_new = fastmix(y - self.lr * s, [links.exchange(payload) for _ in range(self.mix_steps)], self.chebyshev)
         y_new = x_new + self.momentum * (x_new - x)
         grad_new = grad_fn(y_new)
-        s_new = fastmix(s + grad_new - grad_y, [links.exchange(payload) for _ in range(self.mix_steps)])
+        s_new = fastmix(s + grad_new - grad_y, [links.exchange(payload) for _ in range(self.mix_steps)],
+                        self.chebyshev)
         return x_new, MudagState(y_new, s_new, grad_new)
