@@ -12,6 +12,7 @@ import pytest
 
 from experiments.cli import main
 from experiments.config import load_config
+from learner.algorithms import REGISTRY
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT = ROOT / "experiments" / "configs" / "default.toml"
@@ -112,7 +113,7 @@ def test_console_script_module_runs_as_a_process(tmp_path):
     assert "final mean test accuracy" in done.stdout
 
 
-@pytest.mark.parametrize("algorithm", sorted(__import__("learner.algorithms", fromlist=["REGISTRY"]).REGISTRY))
+@pytest.mark.parametrize("algorithm", sorted(REGISTRY))
 def test_every_algorithm_runs_end_to_end_with_the_cnn(tmp_path, capsys, algorithm):
     text = SMALL.replace('name = "dpsgd"\nlr = 0.2', f'name = "{algorithm}"\nlr = 0.05').replace(
         "rounds = 8", "rounds = 3") + '\n[model]\nname = "cnn"\nhidden = 8\n'
