@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 CONFIG ?= experiments/configs/default.toml
 
-.PHONY: setup run test sweep table sweep-density sweep-devices sweep-alpha tables plots table-hyperprism clean-cache
+.PHONY: setup run test bench sweep table sweep-density sweep-devices sweep-alpha tables plots bench-ns3 density-table table-hyperprism clean-cache
 
 setup: $(STAMP)
 
@@ -40,6 +40,21 @@ tables plots: $(STAMP)
 	@for file in experiments/sweeps/*.toml; do \
 	  if [ -d results/sweeps/$$(basename $$file .toml) ]; then $(VENV)/bin/nsdml table $$file --quiet; fi; \
 	done
+
+# Learner, aggregation, replay, worker start-up and end-to-end figures beside their references
+# (results/bench.csv), then the ns-3 bench. BENCH_FLAGS=--quick for a short version.
+bench: $(STAMP)
+	$(PY) -m experiments.bench $(BENCH_FLAGS)
+	$(PY) -m ns3_scenarios.bench
+
+# Wall seconds per simulated round and events/s for N in {20, 50, 100} and two payloads,
+# stepping one simulation vs rebuilding it every round (a few minutes; results/bench_ns3.csv).
+bench-ns3: $(STAMP)
+	$(PY) -m ns3_scenarios.bench
+
+# Target vs measured idle density for N in {20, 50, 100} x {0.2, 0.5, 0.8}, without and with fading.
+density-table: $(STAMP)
+	$(PY) -m ns3_scenarios.bench --density
 
 # HyperPrism's base-setting table: every algorithm of seed 000 over real ns-3 links, then Max Acc and
 # Conv. Rds with HyperPrism's % change (results/sweeps/hyperprism_table/paper_table.{csv,md}).

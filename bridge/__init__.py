@@ -1,6 +1,8 @@
 """The bridge between the ns-3 world and the learners: LinkTraces, their cache, per-round masks."""
 
-from bridge.link_source import LINK_MODELS, WorkerError, obtain_trace, trace_key
+from bridge.link_source import LINK_MODELS, MODES, WorkerError, obtain_trace, open_links, trace_key
+from bridge.stats import link_stats
 from bridge.trace import LinkTrace, RoundLinks, TraceFormatError
 
-__all__ = ["LINK_MODELS", "LinkTrace", "RoundLinks", "TraceFormatError", "WorkerError", "obtain_trace", "trace_key"]
+__all__ = ["LINK_MODELS", "MODES", "LinkTrace", "RoundLinks", "TraceFormatError", "WorkerError", "link_stats",
+           "obtain_trace", "open_links", "trace_key"]

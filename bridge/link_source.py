@@ -1,10 +1,11 @@
-"""Find a cached LinkTrace, or run the ns-3 worker to make one.
+"""Find a cached LinkTrace, or run the ns-3 worker to make one (offline mode); open a run's link source.
 
-The cache key is a hash of the canonical scenario config, the payload of each
-exchange, the number of rounds, the seed and the link model, so every
+Offline: the cache key is a hash of the canonical scenario config, the payload
+of each exchange, the number of rounds, the seed and the link model, so every
 algorithm with the same payload replays the *same* trace (common random
 numbers). A trace is cached only after the worker succeeded and the result
-passed its checks; a failed worker leaves nothing behind.
+passed its checks; a failed worker leaves nothing behind. Online mode lives in
+``bridge.online``; ``open_links`` hands the runner either behind one interface.
 """
 
 from __future__ import annotations
@@ -21,15 +22,60 @@ from pathlib import Path
 import numpy as np
 
 from bridge.synthetic import synthetic_trace
-from bridge.trace import SCHEMA_VERSION, LinkTrace, TraceFormatError
+from bridge.trace import SCHEMA_VERSION, LinkTrace, RoundLinks, TraceFormatError
 from ns3_scenarios.scenario import ScenarioConfig
 
 LINK_MODELS = ("ns3", "synthetic")
+MODES = ("offline", "online")
 STDERR_TAIL_LINES = 15
 
 
 class WorkerError(RuntimeError):
     """The ns-3 worker failed to start, died, or hung."""
+
+
+def worker_command(*args: str) -> list[str]:
+    """The command line of an ns-3 worker process (tests replace it to simulate a hang)."""
+    return [sys.executable, "-m", "ns3_scenarios.worker", *args]
+
+
+def describe_worker(scenario: ScenarioConfig, seed: int) -> str:
+    """Names the scenario in worker errors."""
+    return (f"ns-3 worker for {scenario.devices} devices, density {scenario.density}, {scenario.transport}, "
+            f"mobility {scenario.mobility}, fading {scenario.fading}, seed {seed}")
+
+
+class OfflineLinks:
+    """Offline mode behind the run's link-source interface: one trace, simulated (or found) up front."""
+
+    def __init__(self, trace: LinkTrace, reused: bool):
+        self.trace = trace
+        self.reused = reused
+
+    def describe(self) -> str:
+        return "reused cached trace" if self.reused else "simulated new trace"
+
+    def round_links(self, round_index: int) -> RoundLinks:
+        return self.trace.round_links(round_index)
+
+    def finish(self) -> bool:
+        """Called once after the last round; returns whether ns-3 was spared (the trace came from the cache)."""
+        return self.reused
+
+
+def open_links(mode: str, link_model: str, scenario: ScenarioConfig, payload_bytes: tuple[int, ...], rounds: int,
+               seed: int, cache_dir: Path, timeout_s: float = 3600.0):
+    """The run's link source: ``.trace``, ``.describe()``, ``.round_links(r)`` (the algorithm's ``Links``),
+    ``.finish() -> reused``."""
+    if mode not in MODES:
+        raise ValueError(f"network.mode: unknown {mode!r}; allowed: {', '.join(MODES)}")
+    if mode == "online":
+        if link_model != "ns3":
+            raise ValueError(f"network.mode = \"online\" needs network.link_model = \"ns3\", not {link_model!r}")
+        from bridge.online import OnlineLinks
+
+        return OnlineLinks(scenario, payload_bytes, rounds, seed, cache_dir, timeout_s)
+    return OfflineLinks(*obtain_trace(link_model, scenario, payload_bytes, rounds, seed, cache_dir, timeout_s))
 
 
 def trace_key(link_model: str, scenario: ScenarioConfig, payload_bytes: tuple[int, ...], rounds: int,
@@ -65,9 +111,8 @@ def run_ns3_worker(scenario: ScenarioConfig, payload_bytes: tuple[int, ...], rou
     with tempfile.TemporaryDirectory(prefix="nsdml-worker-") as scratch:
         scratch_path = Path(scratch)
         (scratch_path / "request.json").write_text(json.dumps(request))
-        command = [sys.executable, "-m", "ns3_scenarios.worker", str(scratch_path / "request.json"),
-                   str(scratch_path / "out")]
-        where = f"ns-3 worker for {scenario.devices} devices, density {scenario.density}, seed {seed}"
+        command = worker_command(str(scratch_path / "request.json"), str(scratch_path / "out"))
+        where = describe_worker(scenario, seed)
         try:
             finished = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s)
         except subprocess.TimeoutExpired as error:
@@ -83,15 +128,18 @@ def run_ns3_worker(scenario: ScenarioConfig, payload_bytes: tuple[int, ...], rou
                 raw = {name: arrays[name] for name in arrays.files}
         except (OSError, ValueError, zipfile.BadZipFile) as error:
             raise WorkerError(f"{where} exited cleanly but wrote no readable result: {error}") from error
-    n, exchanges = scenario.devices, len(payload_bytes)
+    exchanges = len(payload_bytes)
+    per_slot = {name: raw[name].reshape(rounds, exchanges, *raw[name].shape[1:])
+                for name in ("done_s", "rx_bytes", "intended", "positions", "air_bytes", "frames", "events")}
     return LinkTrace(
-        done_s=raw["done_s"].reshape(rounds, exchanges, n, n),
-        rx_bytes=raw["rx_bytes"].reshape(rounds, exchanges, n, n),
-        positions=raw["positions"].reshape(rounds, exchanges, n, 2)[:, 0],
+        **{name: per_slot[name] for name in ("done_s", "rx_bytes", "intended", "air_bytes", "frames", "events")},
+        positions=per_slot["positions"][:, 0],
         idle_delivered=raw["idle_delivered"],
+        idle_rate=raw["idle_rate"],
         payload_bytes=tuple(payload_bytes),
         deadline_s=scenario.deadline_s,
-        meta=dict(stats, link_model="ns3", rounds=rounds),
+        datagram_bytes=scenario.datagram_bytes,
+        meta=dict(stats, link_model="ns3", mode="offline", rounds=rounds),
     )
 
 
@@ -99,4 +147,7 @@ def _tail(text: str | bytes | None) -> str:
     if isinstance(text, bytes):
         text = text.decode(errors="replace")
     lines = (text or "").strip().splitlines()
-    return "\n".join(lines[-STDERR_TAIL_LINES:]) or "(no stderr)"
+    # cppyy answers a fatal signal with "*** Break ***" and a long thread backtrace that would bury
+    # ns-3's own message (msg=..., NS_FATAL): quote what came before it.
+    cut = next((i for i, line in enumerate(lines) if "*** Break ***" in line), len(lines))
+    return "\n".join(lines[:cut][-STDERR_TAIL_LINES:]) or "(no stderr)"

@@ -31,6 +31,7 @@ def synthetic_trace(config: ScenarioConfig, seed: int, rounds: int, payload_byte
         idle_delivered=in_range,
         payload_bytes=tuple(payload_bytes),
         deadline_s=config.deadline_s,
+        datagram_bytes=config.datagram_bytes,
         meta={"link_model": "synthetic", "idle_density": float(in_range.mean() * n / (n - 1)),
               "area_side_m": placement.side_m, "delivery_probability": delivery_probability},
     )

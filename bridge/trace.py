@@ -4,7 +4,10 @@ Stored as ``trace.npz`` (read with ``allow_pickle=False``) beside ``meta.json``
 (schema version, scenario, seed, payloads, ns-3 version, worker stats).
 Convention: ``done_s[r, e, i, j]`` is the simulated time after the start of
 exchange e of round r at which device j held device i's complete message, NaN
-if it did not by the deadline.
+if it did not by the deadline. ``intended[r, e, i, j]``: i addressed j
+(broadcast and unicast: j is one of i's idle-probe neighbours; fan-out: one of
+the k drawn). ``sender_bytes[r, e, i]``: the payload i sent (-1: the exchange
+was not used, online mode only).
 """
 
 from __future__ import annotations
@@ -16,12 +19,15 @@ import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
 
-SCHEMA_VERSION = 1
-ARRAYS = ("done_s", "rx_bytes", "positions", "idle_delivered")
+SCHEMA_VERSION = 2
+ARRAYS = ("done_s", "rx_bytes", "positions", "idle_delivered", "intended", "sender_bytes", "air_bytes", "frames",
+          "events", "idle_rate")
+NOT_SENT = -1  # sender_bytes of an exchange the algorithm did not use
 
 
 class TraceFormatError(ValueError):
@@ -31,17 +37,41 @@ class TraceFormatError(ValueError):
 @dataclass(frozen=True)
 class LinkTrace:
     done_s: np.ndarray  # (R, E, N, N) float32, NaN = not delivered by the deadline
-    rx_bytes: np.ndarray  # (R, E, N, N) int64 application bytes received
-    positions: np.ndarray  # (R, N, 2) float32 metres
-    idle_delivered: np.ndarray  # (N, N) bool: pairs that deliver on a quiet channel
-    payload_bytes: tuple[int, ...]  # per exchange of a round
+    rx_bytes: np.ndarray  # (R, E, N, N) int64 application bytes received by the end of the exchange window
+    positions: np.ndarray  # (R, N, 2) float32 metres at the start of each round
+    idle_delivered: np.ndarray  # (N, N) bool: pairs that deliver on a quiet channel (the neighbours)
+    payload_bytes: tuple[int, ...]  # per exchange of a round (offline); the first round's largest (online)
     deadline_s: float
     meta: dict = field(default_factory=dict)
+    # Filled from the fields above when not given (traces made without them, e.g. in tests).
+    intended: np.ndarray | None = None  # (R, E, N, N) bool
+    sender_bytes: np.ndarray | None = None  # (R, E, N) int64
+    air_bytes: np.ndarray | None = None  # (R, E) int64 PSDU bytes of every frame on the air
+    frames: np.ndarray | None = None  # (R, E) int64 frames transmitted
+    events: np.ndarray | None = None  # (R, E) int64 ns-3 events executed
+    idle_rate: np.ndarray | None = None  # (N, N) float32 fraction of idle probes delivered
+    datagram_bytes: int = 1400
 
     def __post_init__(self) -> None:
         rounds, exchanges, n, n2 = self.done_s.shape
+        defaults = {
+            "intended": lambda: np.broadcast_to(self.idle_delivered & ~np.eye(n, dtype=bool),
+                                                self.done_s.shape).copy(),
+            "sender_bytes": lambda: np.broadcast_to(np.array(self.payload_bytes, dtype=np.int64)[None, :, None],
+                                                    (rounds, exchanges, n)).copy(),
+            "air_bytes": lambda: np.zeros((rounds, exchanges), dtype=np.int64),
+            "frames": lambda: np.zeros((rounds, exchanges), dtype=np.int64),
+            "events": lambda: np.zeros((rounds, exchanges), dtype=np.int64),
+            "idle_rate": lambda: self.idle_delivered.astype(np.float32),
+        }
+        for name, make in defaults.items():
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, make())
         if n != n2 or self.rx_bytes.shape != self.done_s.shape or self.positions.shape != (rounds, n, 2) \
-                or self.idle_delivered.shape != (n, n) or len(self.payload_bytes) != exchanges:
+                or self.idle_delivered.shape != (n, n) or len(self.payload_bytes) != exchanges \
+                or self.intended.shape != self.done_s.shape or self.sender_bytes.shape != (rounds, exchanges, n) \
+                or any(getattr(self, name).shape != (rounds, exchanges) for name in ("air_bytes", "frames", "events")) \
+                or self.idle_rate.shape != (n, n):
             raise TraceFormatError(f"inconsistent trace shapes: done_s {self.done_s.shape}, rx_bytes "
                                    f"{self.rx_bytes.shape}, positions {self.positions.shape}, "
                                    f"{len(self.payload_bytes)} payloads")
@@ -71,10 +101,9 @@ class LinkTrace:
         directory.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
         try:
-            np.savez(staging / "trace.npz", done_s=self.done_s, rx_bytes=self.rx_bytes,
-                     positions=self.positions, idle_delivered=self.idle_delivered)
+            np.savez(staging / "trace.npz", **{name: getattr(self, name) for name in ARRAYS})
             meta = dict(self.meta, schema_version=SCHEMA_VERSION, payload_bytes=list(self.payload_bytes),
-                        deadline_s=self.deadline_s)
+                        deadline_s=self.deadline_s, datagram_bytes=self.datagram_bytes)
             (staging / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
             if directory.exists():
                 shutil.rmtree(directory)
@@ -87,15 +116,32 @@ class LinkTrace:
         directory = Path(directory)
         try:
             meta = json.loads((directory / "meta.json").read_text())
+            if meta.get("schema_version") != SCHEMA_VERSION:
+                raise TraceFormatError(f"trace in {directory} has schema {meta.get('schema_version')}, "
+                                       f"expected {SCHEMA_VERSION}")
             with np.load(directory / "trace.npz", allow_pickle=False) as arrays:
                 loaded = {name: arrays[name] for name in ARRAYS}
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
+            if isinstance(error, TraceFormatError):
+                raise
             raise TraceFormatError(f"unreadable trace in {directory}: {error}") from error
-        if meta.get("schema_version") != SCHEMA_VERSION:
-            raise TraceFormatError(f"trace in {directory} has schema {meta.get('schema_version')}, "
-                                   f"expected {SCHEMA_VERSION}")
         return cls(**loaded, payload_bytes=tuple(meta["payload_bytes"]), deadline_s=float(meta["deadline_s"]),
-                   meta=meta)
+                   datagram_bytes=int(meta["datagram_bytes"]), meta=meta)
+
+
+def per_sender(payload_bytes: int | Sequence[int], devices: int) -> np.ndarray:
+    """An exchange's payload as (N,) int64 bytes per sender: one int for all, or one per device (each >= 1)."""
+    if isinstance(payload_bytes, (int, np.integer)):
+        values = np.full(devices, int(payload_bytes), dtype=np.int64)
+    else:
+        values = np.asarray(list(payload_bytes))
+        if values.shape != (devices,) or not np.issubdtype(values.dtype, np.integer):
+            raise ValueError(f"payload_bytes: expected an int or {devices} ints (one per sender), "
+                             f"got {payload_bytes!r}")
+        values = values.astype(np.int64)
+    if (values < 1).any() or (values >= 2**31).any():
+        raise ValueError(f"payload_bytes: every sender's payload must be in [1, 2**31), got {values.tolist()}")
+    return values
 
 
 class RoundLinks:
@@ -103,6 +149,8 @@ class RoundLinks:
 
     Each exchange must carry the payload the trace was simulated with, so an
     algorithm cannot silently replay a trace made for another message size.
+    ``exchange`` takes one int (every sender's payload) or one int per sender;
+    offline traces need them all equal (per-sender payloads need online mode).
     """
 
     def __init__(self, trace: LinkTrace, round_index: int):
@@ -110,25 +158,32 @@ class RoundLinks:
         self._round = round_index
         self.used = 0
 
-    def exchange(self, payload_bytes: int) -> torch.Tensor:
-        e = self.used
-        if e >= self._trace.exchanges:
-            raise RuntimeError(f"round {self._round}: the algorithm asked for exchange {e + 1}, "
-                               f"the trace has {self._trace.exchanges} per round")
-        expected = self._trace.payload_bytes[e]
-        if payload_bytes != expected:
-            raise RuntimeError(f"round {self._round}, exchange {e}: the algorithm sends {payload_bytes} bytes "
-                               f"but the trace was simulated for {expected}")
+    def exchange(self, payload_bytes: int | Sequence[int]) -> torch.Tensor:
+        e = self._next_exchange()
+        sent = per_sender(payload_bytes, self._trace.devices)
+        expected = self._trace.sender_bytes[self._round, e]
+        if not np.array_equal(sent, expected):
+            shown = int(sent[0]) if (sent == sent[0]).all() else sent.tolist()
+            raise RuntimeError(f"round {self._round}, exchange {e}: the algorithm sends {shown} bytes "
+                               f"but the trace was simulated for {self._trace.payload_bytes[e]}"
+                               f" (per-sender or changing payloads need network.mode = \"online\")")
         self.used += 1
         return torch.from_numpy(self._trace.delivered(self._round, e))
 
+    def _next_exchange(self) -> int:
+        if self.used >= self._trace.exchanges:
+            raise RuntimeError(f"round {self._round}: the algorithm asked for exchange {self.used + 1}, "
+                               f"the trace has {self._trace.exchanges} per round")
+        return self.used
+
     @property
     def duration_s(self) -> float:
-        """Simulated time of the exchanges used: the deadline, or the last completion if every pair delivered."""
+        """Simulated time of the exchanges used: each lasts until its deadline, or until its last intended
+        message arrived if every intended message arrived before the deadline."""
         total = 0.0
-        n = self._trace.devices
-        off_diagonal = ~np.eye(n, dtype=bool)
         for e in range(self.used):
-            done = self._trace.done_s[self._round, e][off_diagonal]
-            total += float(done.max()) if not np.isnan(done).any() else self._trace.deadline_s
+            intended = self._trace.intended[self._round, e]
+            done = self._trace.done_s[self._round, e][intended]
+            complete = done.size > 0 and not np.isnan(done).any()
+            total += float(done.max()) if complete else self._trace.deadline_s
         return total

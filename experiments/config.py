@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import tomllib
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Any
 
 import tomli_w
 
-from bridge.link_source import LINK_MODELS
+from bridge.link_source import LINK_MODELS, MODES
 from learner.algorithms import build_algorithm
 from learner.data import DATASETS, DEFAULT_DATA_ROOT, missing_data
 from learner.models import MODELS
@@ -73,10 +74,17 @@ class AlgorithmConfig:
 class NetworkConfig:
     link_model: str = "ns3"  # "synthetic" is a named option for fast tests only
     compute_s_per_step: float = 0.05  # simulated seconds of one local step on a device
+    mode: str = "offline"  # "online": each exchange simulated when the algorithm sends it
+    worker_timeout_s: float = 3600.0  # offline: the whole worker; online: start-up and each exchange
 
     def __post_init__(self) -> None:
         _require(self.link_model in LINK_MODELS, "network.link_model", self.link_model,
                  "one of " + ", ".join(LINK_MODELS))
+        _require(self.mode in MODES, "network.mode", self.mode, "one of " + ", ".join(MODES))
+        _require(self.mode == "offline" or self.link_model == "ns3", "network.mode", self.mode,
+                 "\"offline\" with link_model = \"synthetic\" (online mode simulates in ns-3)")
+        _require(1.0 <= self.worker_timeout_s <= 86400.0, "network.worker_timeout_s", self.worker_timeout_s,
+                 "a number in [1, 86400]")
         _require(0.0 <= self.compute_s_per_step <= 3600.0, "network.compute_s_per_step", self.compute_s_per_step,
                  "a number in [0, 3600]")
 
@@ -131,7 +139,7 @@ def _typed(section: str, key: str, value: Any, default: Any) -> Any:
     elif isinstance(default, int):
         _require(isinstance(value, int), name, value, "an integer")
     elif isinstance(default, float):
-        _require(isinstance(value, (int, float)), name, value, "a number")
+        _require(isinstance(value, (int, float)) and math.isfinite(value), name, value, "a finite number")
         value = float(value)
     elif isinstance(default, str):
         _require(isinstance(value, str), name, value, "a string")

@@ -70,7 +70,7 @@ def trace_task(config_data: dict, cache_dir: str) -> tuple[str, str | None]:
     with single_threaded():
         request = trace_request(config)
     try:
-        obtain_trace(*request, cache_dir=Path(cache_dir))
+        obtain_trace(*request, cache_dir=Path(cache_dir), timeout_s=config.network.worker_timeout_s)
         return trace_key(*request), None
     except Exception as error:  # reported per task; the sweep carries on
         return trace_key(*request), f"{type(error).__name__}: {error}"

@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from bridge import LinkTrace, obtain_trace
+from bridge import link_stats, open_links
 from experiments.config import ConfigError, RunConfig
 from experiments.plots import plot_accuracy
 from experiments.run_writer import RunWriter
@@ -101,31 +101,37 @@ def _run(config: RunConfig, results_root: Path, cache_dir: Path, log: Callable[[
     payloads = setup.payloads
     log(f"[nsdml] link trace: {config.network.link_model}, {config.devices} devices, density "
         f"{config.scenario.density}, {config.rounds} rounds x {len(payloads)} exchange(s) of {payloads} bytes")
-    trace, reused = obtain_trace(config.network.link_model, config.scenario, payloads, config.rounds, config.seed,
-                                 cache_dir)
-    log(f"[nsdml] {'reused cached trace' if reused else 'simulated new trace'}: idle density "
-        f"{trace.meta.get('idle_density', float('nan')):.3f}")
+    clock = PhaseClock()
+    with clock("links"):
+        source = open_links(config.network.mode, config.network.link_model, config.scenario, payloads,
+                            config.rounds, config.seed, cache_dir, config.network.worker_timeout_s)
+    trace = source.trace
+    log(f"[nsdml] {source.describe()}: idle density {trace.meta.get('idle_density', float('nan')):.3f}")
 
-    writer = RunWriter(results_root / config.run_id, config.to_toml(), {
-        "trace_reused": reused, "trace_meta": {k: v for k, v in trace.meta.items() if not isinstance(v, dict)}})
-    x = model.init(config.devices, config.seed)
-    state = algorithm.init(x, seed=config.seed, model=model)
-    clock_s = 0.0
-    status = "done"
-    metric_rows = [metrics_row(0, clock_s, devices.evaluate(x), train_loss=float("nan"), delivered=0)]
-    writer.add_round(metric_rows[0], [])
+    with clock("io"):
+        writer = RunWriter(results_root / config.run_id, config.to_toml(), {"network_mode": config.network.mode})
     bar = tqdm(total=config.rounds, desc=config.run_id, unit="round", disable=not progress, file=sys.stderr)
     try:
+        x = model.init(config.devices, config.seed)
+        state = algorithm.init(x, seed=config.seed, model=model)
+        clock_s = 0.0
+        status = "done"
+        with clock("evaluation"):
+            metric_rows = [metrics_row(0, clock_s, devices.evaluate(x), train_loss=float("nan"), delivered=0)]
+        with clock("io"):
+            writer.add_round(metric_rows[0], [])
         for round_index in range(config.rounds):
             losses: list[torch.Tensor] = []
 
             def grad_fn(params: torch.Tensor) -> torch.Tensor:
-                grad, loss = devices.gradients(params)
+                with clock("training"):
+                    grad, loss = devices.gradients(params)
                 losses.append(loss)
                 return grad
 
-            links = trace.round_links(round_index)
-            x, state = algorithm.step(x, state, grad_fn, links)
+            links = source.round_links(round_index)
+            with clock("step"):  # training (inside grad_fn), exchanges and aggregation
+                x, state = algorithm.step(x, state, grad_fn, links)
             clock_s += len(losses) * config.network.compute_s_per_step + links.duration_s
             if not torch.isfinite(x).all():
                 status = "diverged"
@@ -133,8 +139,10 @@ def _run(config: RunConfig, results_root: Path, cache_dir: Path, log: Callable[[
                 break
             delivered = sum(int(trace.delivered(round_index, e).sum()) for e in range(links.used))
             train_loss = float(torch.stack(losses).mean()) if losses else float("nan")
-            metric_rows.append(metrics_row(round_index + 1, clock_s, devices.evaluate(x), train_loss, delivered))
-            writer.add_round(metric_rows[-1], link_stats(trace, round_index, links.used))
+            with clock("evaluation"):
+                metric_rows.append(metrics_row(round_index + 1, clock_s, devices.evaluate(x), train_loss, delivered))
+            with clock("io"):
+                writer.add_round(metric_rows[-1], link_stats(trace, round_index, links.used))
             bar.update()
             bar.set_postfix(accuracy=f"{metric_rows[-1]['mean_accuracy']:.4f}")
     except KeyboardInterrupt:
@@ -142,15 +150,41 @@ def _run(config: RunConfig, results_root: Path, cache_dir: Path, log: Callable[[
         raise
     finally:
         bar.close()
-
+    reused = source.finish()
     metrics = pd.DataFrame(metric_rows)
-    final = devices.evaluate(x) if status == "done" else None
-    writer.write_text("devices.csv", device_table(setup.shards, setup.dataset.y_train, final).to_csv(
-        index=False, float_format=CSV_FLOAT_FORMAT))
-    plot_accuracy(metrics, writer.run_dir / "accuracy.png", title=f"{config.algorithm.name}: {config.run_id}")
+    with clock("evaluation"):
+        final = devices.evaluate(x) if status == "done" else None
+    with clock("io"):
+        writer.write_text("devices.csv", device_table(setup.shards, setup.dataset.y_train, final).to_csv(
+            index=False, float_format=CSV_FLOAT_FORMAT))
+        plot_accuracy(metrics, writer.run_dir / "accuracy.png", title=f"{config.algorithm.name}: {config.run_id}")
     details = {"diverged_at_round": writer.rounds_completed + 1} if status == "diverged" else {}
-    writer.finish(status, wall_seconds=round(time.perf_counter() - started, 3), **details)
+    writer.finish(status, wall_seconds=round(time.perf_counter() - started, 3), trace_reused=reused,
+                  trace_meta={k: v for k, v in source.trace.meta.items() if not isinstance(v, dict)},
+                  wall_split_s=clock.split(), **details)
     return RunResult(writer.run_dir, metrics, status, reused)
+
+
+class PhaseClock:
+    """Wall seconds spent per phase of a run (``with clock("training"): ...``), for run.json and the bench."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, phase: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[phase] = self.seconds.get(phase, 0.0) + time.perf_counter() - started
+
+    def split(self) -> dict[str, float]:
+        """links (ns-3 or cache), training, aggregation (step minus training), evaluation, io."""
+        phases = dict(self.seconds)
+        step = phases.pop("step", 0.0)
+        phases["aggregation"] = step - phases.get("training", 0.0)
+        return {phase: round(seconds, 4) for phase, seconds in sorted(phases.items())}
 
 
 def metrics_row(round_index: int, clock_s: float, evaluation: Evaluation, train_loss: float, delivered: int) -> dict:
@@ -165,29 +199,6 @@ def metrics_row(round_index: int, clock_s: float, evaluation: Evaluation, train_
         "consensus_distance": evaluation.consensus_distance,
         "delivered_links": delivered,
     }
-
-
-def link_stats(trace: LinkTrace, round_index: int, exchanges: int) -> list[dict]:
-    """Per-exchange link statistics of one round, measured from the trace."""
-    n = trace.devices
-    intended = n * (n - 1)
-    rows = []
-    for e in range(exchanges):
-        done = trace.done_s[round_index, e]
-        delivered = ~np.isnan(done)
-        np.fill_diagonal(delivered, False)
-        rows.append({
-            "round": round_index + 1,
-            "exchange": e,
-            "payload_bytes": trace.payload_bytes[e],
-            "intended_pairs": intended,
-            "in_range_pairs": int(trace.idle_delivered.sum()),
-            "delivered_pairs": int(delivered.sum()),
-            "measured_density": delivered.sum() / intended,
-            "mean_completion_s": float(done[delivered].mean()) if delivered.any() else float("nan"),
-            "bytes_received": int(trace.rx_bytes[round_index, e].sum()),
-        })
-    return rows
 
 
 def device_table(shards: list[np.ndarray], labels: np.ndarray, final: Evaluation | None) -> pd.DataFrame:

@@ -136,8 +136,9 @@ def run_sweep(sweep: Sweep, results_root: Path, cache_dir: Path, workers: int = 
     pending = [config for _, config in sweep.runs if run_status(results_root / config.run_id) not in FINISHED]
     bar = tqdm(total=len(sweep.runs), initial=len(sweep.runs) - len(pending), desc=f"sweep {sweep.name}",
                unit="run", disable=quiet, file=sys.stderr)
-    shared = unique_by(pending, key=lambda config: _trace_identity(trace_request(config)))
-    if len(shared) < len(pending):  # several runs share traces: make each once, before those runs
+    offline = [config for config in pending if config.network.mode == "offline"]  # online traces grow per run
+    shared = unique_by(offline, key=lambda config: _trace_identity(trace_request(config)))
+    if len(shared) < len(offline):  # several runs share traces: make each once, before those runs
         bar.set_postfix_str(f"making {len(shared)} link traces")
         for key, error in execute([(trace_task, (c.to_dict(), str(cache_dir))) for c in shared], workers,
                                   ray_address):

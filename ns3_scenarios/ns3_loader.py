@@ -12,7 +12,7 @@ import importlib.util
 from pathlib import Path
 
 MODULES = ("core", "network", "internet", "mobility", "propagation", "spectrum", "antenna", "energy", "wifi")
-HELPER = Path(__file__).with_name("adhoc_broadcast.h")
+HELPER = Path(__file__).with_name("adhoc_network.h")
 
 
 def ns3_prefix() -> Path:
@@ -30,7 +30,7 @@ def ns3_version() -> str:
 
 @functools.cache
 def load() -> object:
-    """Return cppyy's global namespace with ns-3 and ``nsdml::RunBroadcastRounds`` available."""
+    """Return cppyy's global namespace with ns-3 and ``nsdml::AdhocNetwork`` available."""
     import cppyy
     import libcppyy
 

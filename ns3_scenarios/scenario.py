@@ -9,8 +9,10 @@ range equals the target density, where the range is the distance at which the
 received power falls to the preamble-detection threshold under ns-3's default
 LogDistance model (exponent 3, 46.6777 dB at 1 m; -82 dBm threshold):
 r = 10 ** ((tx_power_dbm + 82 - 46.6777) / 30), 51.4 m at the default 16.02 dBm.
-The worker also *measures* the idle density in ns-3 (each device sends one
-probe datagram on a quiet channel) and reports it.
+The worker also *measures* the idle density in ns-3 (each device sends
+``idle_probes`` probe datagrams on a quiet channel) and reports it. With
+fading the disc model no longer holds: the worker then calibrates the side by
+measurement (``ns3_scenarios.network``) and reports both densities.
 """
 
 from __future__ import annotations
@@ -24,11 +26,15 @@ REFERENCE_LOSS_DB = 46.6777  # LogDistancePropagationLossModel default at 1 m (5
 PATH_LOSS_EXPONENT = 3.0
 PREAMBLE_THRESHOLD_DBM = -82.0  # ThresholdPreambleDetectionModel::MinimumRssi default
 MAX_UDP_PAYLOAD = 1472  # 1500-byte MTU minus IP and UDP headers
+TRANSPORTS = ("broadcast", "unicast", "tcp")
+RATE_CONTROLS = ("constant", "minstrel")
+MOBILITY_MODELS = ("static", "random_walk", "random_waypoint")
+FADING_MODELS = ("none", "nakagami")
 
 
 @dataclass(frozen=True)
 class ScenarioConfig:
-    """Parameters of the broadcast scenario (units in the names)."""
+    """Parameters of the ad-hoc scenario (units in the names); README "Config fields" documents each."""
 
     devices: int = 20
     density: float = 0.5
@@ -39,6 +45,15 @@ class ScenarioConfig:
     drain_s: float = 0.1
     start_jitter_s: float = 1.0
     datagram_interval_s: float = 0.005
+    transport: str = "broadcast"
+    fanout: int = 0  # 0: every neighbour; k: k random neighbours per exchange (unicast, tcp)
+    rate_control: str = "constant"
+    mobility: str = "static"
+    speed_mps: float = 1.0
+    pause_s: float = 0.0
+    fading: str = "none"
+    nakagami_m: float = 1.0
+    idle_probes: int = 4
 
     def __post_init__(self) -> None:
         _check(isinstance(self.devices, int) and 2 <= self.devices <= 1000, "devices", self.devices,
@@ -54,6 +69,21 @@ class ScenarioConfig:
                "a number in [0, deadline_s)")
         _check(0.0 <= self.datagram_interval_s <= 1.0, "network.datagram_interval_s", self.datagram_interval_s,
                "a number in [0, 1]")
+        _check(self.transport in TRANSPORTS, "network.transport", self.transport, "one of " + ", ".join(TRANSPORTS))
+        _check(isinstance(self.fanout, int) and 0 <= self.fanout < self.devices, "network.fanout", self.fanout,
+               f"an integer in [0, devices - 1 = {self.devices - 1}] (0: every neighbour)")
+        _check(self.fanout == 0 or self.transport != "broadcast", "network.fanout", self.fanout,
+               "0 with transport = \"broadcast\" (a broadcast reaches every neighbour; use unicast or tcp)")
+        _check(self.rate_control in RATE_CONTROLS, "network.rate_control", self.rate_control,
+               "one of " + ", ".join(RATE_CONTROLS))
+        _check(self.mobility in MOBILITY_MODELS, "network.mobility", self.mobility,
+               "one of " + ", ".join(MOBILITY_MODELS))
+        _check(0.0 < self.speed_mps <= 100.0, "network.speed_mps", self.speed_mps, "a number in (0, 100]")
+        _check(0.0 <= self.pause_s <= 3600.0, "network.pause_s", self.pause_s, "a number in [0, 3600]")
+        _check(self.fading in FADING_MODELS, "network.fading", self.fading, "one of " + ", ".join(FADING_MODELS))
+        _check(0.5 <= self.nakagami_m <= 20.0, "network.nakagami_m", self.nakagami_m, "a number in [0.5, 20]")
+        _check(isinstance(self.idle_probes, int) and 1 <= self.idle_probes <= 100, "network.idle_probes",
+               self.idle_probes, "an integer in [1, 100]")
 
     @property
     def range_m(self) -> float:

@@ -1,18 +1,33 @@
-"""Worker process: simulate a scenario in ns-3 and write the raw per-slot results.
+"""Worker process: the only process that imports ns-3 (a fatal ns-3 error kills it, not the learner).
+
+Offline, one request simulated whole::
 
     python -m ns3_scenarios.worker REQUEST.json OUT_DIR
 
 REQUEST.json: {"scenario": {ScenarioConfig fields}, "seed": int,
-               "slot_payloads": [bytes of slot 0, slot 1, ...]}
+               "slot_payloads": [bytes every device sends in slot 0, slot 1, ...]}
 (a slot is one exchange of one round, in order). OUT_DIR receives
-``arrays.npz`` (done_s, rx_bytes, positions, idle_delivered) and
-``worker.json`` (ns-3 version, counts, timings). This is the only process that
-imports ns-3: a fatal ns-3 error kills it, not the learner.
+``arrays.npz`` (per slot: done_s, rx_bytes, intended, positions, air_bytes,
+frames, events; once: idle_delivered, idle_rate) and ``worker.json`` (ns-3
+version, calibration, counts, timings).
+
+Online, a long-lived simulation stepped one exchange at a time::
+
+    python -m ns3_scenarios.worker --serve
+
+JSON lines on stdin and stdout. The first request is {"scenario": {...},
+"seed": int}; the answer carries "stats", "idle_delivered" and "idle_rate".
+Every further request {"slot": s, "payloads": [N ints]} (slots in increasing
+order) is simulated and answered with that slot's arrays, flattened
+(``SlotResult`` fields; NaN = not delivered). End of input ends the process.
+Anything ns-3 prints goes to stderr; stdout carries only the answers.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sys
 import time
 from dataclasses import asdict
@@ -20,68 +35,88 @@ from pathlib import Path
 
 import numpy as np
 
-from ns3_scenarios.scenario import ScenarioConfig, place_devices
+from ns3_scenarios.scenario import ScenarioConfig
+
+SLOT_ARRAYS = ("rx_bytes", "done_s", "intended", "positions", "air_bytes", "frames", "events")
 
 
 def simulate(config: ScenarioConfig, seed: int, slot_payloads: list[int]) -> tuple[dict[str, np.ndarray], dict]:
-    from ns3_scenarios import ns3_loader
-
+    """Every device sends slot_payloads[s] bytes in slot s; all slots in one simulation."""
     started = time.perf_counter()
-    cpp = ns3_loader.load()
+    network = _open(config, seed)
     loaded = time.perf_counter()
-    placement = place_devices(config, seed)
-    params = cpp.nsdml.BroadcastSlots()
-    params.x = cpp.std.vector["double"](placement.positions_m[:, 0].tolist())
-    params.y = cpp.std.vector["double"](placement.positions_m[:, 1].tolist())
-    params.payloads = cpp.std.vector["uint32_t"]([int(p) for p in slot_payloads])
-    params.phyMode = config.phy_mode
-    params.txPowerDbm = config.tx_power_dbm
-    params.datagramBytes = config.datagram_bytes
-    params.slotPeriodS = config.slot_period_s
-    params.startJitterS = config.start_jitter_s
-    params.datagramIntervalS = config.datagram_interval_s
-    params.seed = 1
-    params.run = seed + 1
-    flat = cpp.nsdml.RunBroadcastSlots(params)
-    view = flat.data()
-    view.reshape((flat.size(),))
-    values = np.frombuffer(view, dtype=np.float64, count=flat.size()).copy()
+    slots = [network.run_slot(s, [payload] * config.devices) for s, payload in enumerate(slot_payloads)]
+    network.close()
     simulated = time.perf_counter()
-
-    n, slots = config.devices, len(slot_payloads)
-    nn = n * n
-    idle = values[:nn].reshape(n, n) > 0
-    blocks = values[nn:nn + 2 * slots * nn].reshape(slots, 2, n, n)
-    rx_bytes = blocks[:, 0].astype(np.int64)
-    done_s = blocks[:, 1]
-    done_s = np.where((done_s >= 0) & (done_s <= config.deadline_s), done_s, np.nan).astype(np.float32)
-    first_slot_s, events, frames = values[-3:]
-    arrays = {
-        "done_s": done_s,
-        "rx_bytes": rx_bytes,
-        "positions": np.broadcast_to(placement.positions_m.astype(np.float32), (slots, n, 2)).copy(),
-        "idle_delivered": idle,
-    }
-    stats = {
-        "ns3_version": ns3_loader.ns3_version(),
-        "scenario": asdict(config),
-        "seed": seed,
-        "area_side_m": placement.side_m,
-        "range_m": config.range_m,
-        "geometric_density": placement.geometric_density,
-        "idle_density": float(idle.sum() / (n * (n - 1))),
-        "events": int(events),
-        "frames_sent": int(frames),
-        "first_slot_s": float(first_slot_s),
-        "load_seconds": loaded - started,
-        "simulate_seconds": simulated - loaded,
-    }
+    arrays = {name: np.stack([getattr(slot, name) for slot in slots]) if slots else np.zeros(0)
+              for name in SLOT_ARRAYS}
+    arrays.update(idle_delivered=network.idle_delivered, idle_rate=network.idle_rate)
+    stats = dict(network.stats, scenario=asdict(config), seed=seed,
+                 events=int(arrays["events"].sum()), frames_sent=int(arrays["frames"].sum()),
+                 setup_seconds=loaded - started, simulate_seconds=simulated - loaded)
     return arrays, stats
 
 
+def inject_fault(fault: str) -> None:
+    """Fault injection for the tests (environment NSDML_WORKER_FAULT); a real run never sets it.
+
+    crash: the process is killed outright; hang: it never answers;
+    fatal: a real ns-3 fatal error (an unknown attribute), which ends the process with code 133.
+    """
+    print(f"worker: injecting fault {fault!r}", file=sys.stderr, flush=True)
+    if fault == "crash":
+        os.kill(os.getpid(), signal.SIGKILL)
+    elif fault == "hang":
+        time.sleep(10**6)
+    elif fault == "fatal":
+        from ns3_scenarios import ns3_loader
+
+        cpp = ns3_loader.load()
+        cpp.ns3.Config.SetDefault("ns3::WifiPhy::NoSuchAttribute", cpp.ns3.StringValue("1"))
+    raise SystemExit(f"worker: unknown fault {fault!r}")
+
+
+def _open(config: ScenarioConfig, seed: int):
+    from ns3_scenarios.network import Network  # imports ns-3
+
+    return Network(config, seed)
+
+
+def serve(requests, answers) -> int:
+    """The online loop: one scenario, then one slot per request, until end of input."""
+    first = requests.readline()
+    if not first:
+        return 0
+    hello = json.loads(first)
+    config = ScenarioConfig(**hello["scenario"])
+    started = time.perf_counter()
+    network = _open(config, int(hello["seed"]))
+    _answer(answers, {"stats": dict(network.stats, scenario=asdict(config), seed=int(hello["seed"]),
+                                    setup_seconds=time.perf_counter() - started),
+                      "idle_delivered": network.idle_delivered.ravel().tolist(),
+                      "idle_rate": network.idle_rate.ravel().tolist()})
+    for line in requests:
+        request = json.loads(line)
+        result = network.run_slot(int(request["slot"]), [int(p) for p in request["payloads"]])
+        _answer(answers, {name: np.asarray(getattr(result, name)).ravel().tolist() for name in SLOT_ARRAYS})
+    network.close()
+    return 0
+
+
+def _answer(answers, message: dict) -> None:
+    answers.write(json.dumps(message) + "\n")
+    answers.flush()
+
+
 def main(argv: list[str]) -> int:
+    if os.environ.get("NSDML_WORKER_FAULT"):
+        inject_fault(os.environ["NSDML_WORKER_FAULT"])
+    if argv == ["--serve"]:
+        answers = os.fdopen(os.dup(sys.stdout.fileno()), "w")
+        os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # stray prints (ns-3, cling) must not corrupt answers
+        return serve(sys.stdin, answers)
     if len(argv) != 2:
-        print("usage: python -m ns3_scenarios.worker REQUEST.json OUT_DIR", file=sys.stderr)
+        print("usage: python -m ns3_scenarios.worker REQUEST.json OUT_DIR | --serve", file=sys.stderr)
         return 2
     request = json.loads(Path(argv[0]).read_text())
     config = ScenarioConfig(**request["scenario"])

@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from bridge import LinkTrace, TraceFormatError, obtain_trace, trace_key
+from bridge import LinkTrace, TraceFormatError, link_stats, obtain_trace, trace_key
 from ns3_scenarios.scenario import ScenarioConfig
 
 
@@ -59,8 +59,10 @@ def test_round_links_hand_out_exchanges_in_order_and_check_payloads():
         links.exchange(1200)
 
 
-def test_exchange_duration_is_the_deadline_unless_every_pair_delivered():
+def test_exchange_duration_is_the_deadline_unless_every_intended_pair_delivered():
     trace = _trace(rounds=2, exchanges=1, n=3)
+    trace.idle_delivered[:] = True  # every pair intended (broadcast to neighbours)
+    trace.intended[:] = ~np.eye(3, dtype=bool)
     trace.done_s[0, 0] = np.array([[np.nan, 0.2, 0.3], [0.1, np.nan, 0.4], [0.5, 0.25, np.nan]])
     trace.done_s[1, 0] = trace.done_s[0, 0]
     trace.done_s[1, 0, 0, 1] = np.nan
@@ -93,3 +95,44 @@ def test_damaged_cache_entry_is_regenerated(tmp_path):
     assert np.array_equal(again.done_s, first.done_s, equal_nan=True)
     _, reused = obtain_trace("synthetic", scenario, (100,), 4, 0, tmp_path)
     assert reused
+
+
+def test_saving_the_same_trace_twice_gives_identical_bytes(tmp_path, monkeypatch):
+    import time
+
+    trace = _trace()
+    trace.save(tmp_path / "a")
+    later = time.time() + 86400  # a day later: archive timestamps must not leak into the bytes
+    monkeypatch.setattr(time, "time", lambda: later)
+    trace.save(tmp_path / "b")
+    for name in ("trace.npz", "meta.json"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+
+
+def test_offline_links_take_one_int_or_one_equal_int_per_sender():
+    trace = _trace(n=4)
+    links = trace.round_links(0)
+    assert np.array_equal(links.exchange([3000] * 4).numpy(), trace.delivered(0, 0))
+    with pytest.raises(RuntimeError, match="online"):
+        links.exchange([1200, 1200, 1200, 999])
+
+
+def test_link_stats_count_completion_percentiles_air_bytes_and_lost_datagrams():
+    n = 3
+    done = np.full((1, 1, n, n), np.nan, dtype=np.float32)
+    done[0, 0, 0, 1], done[0, 0, 1, 0], done[0, 0, 2, 0] = 0.1, 0.2, 0.3
+    intended = np.zeros((1, 1, n, n), dtype=bool)
+    intended[0, 0, 0, 1] = intended[0, 0, 1, 0] = intended[0, 0, 2, 0] = intended[0, 0, 0, 2] = True
+    rx = np.zeros((1, 1, n, n), dtype=np.int64)
+    rx[0, 0, 0, 1] = rx[0, 0, 1, 0] = rx[0, 0, 2, 0] = 3000
+    rx[0, 0, 0, 2] = 1400  # 1 of 3 datagrams (1400, 1400, 200) arrived: 2 lost
+    trace = LinkTrace(done_s=done, rx_bytes=rx, positions=np.zeros((1, n, 2), dtype=np.float32),
+                      idle_delivered=intended[0, 0], payload_bytes=(3000,), deadline_s=1.0, intended=intended,
+                      air_bytes=np.array([[9999]]), frames=np.array([[7]]))
+    row, = link_stats(trace, 0, 1)
+    assert row["intended_pairs"] == 4 and row["delivered_pairs"] == 3
+    assert row["measured_density"] == pytest.approx(3 / 6)
+    assert row["mean_completion_s"] == pytest.approx(0.2)
+    assert row["p95_completion_s"] == pytest.approx(np.percentile([0.1, 0.2, 0.3], 95))
+    assert (row["bytes_on_air"], row["frames_on_air"], row["packets_lost"]) == (9999, 7, 2)
+    assert row["bytes_received"] == 3 * 3000 + 1400

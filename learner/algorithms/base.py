@@ -22,7 +22,7 @@ between rounds lives in ``state``.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Protocol, Sequence
 
 import torch
 
@@ -33,8 +33,11 @@ FLOAT32_BYTES = 4
 class Links(Protocol):
     """Who received whom in one round, one exchange at a time."""
 
-    def exchange(self, payload_bytes: int) -> torch.Tensor:
-        """Bool (N, N) mask of the next exchange: mask[i, j] = j received i's complete message."""
+    def exchange(self, payload_bytes: int | Sequence[int]) -> torch.Tensor:
+        """Bool (N, N) mask of the next exchange: mask[i, j] = j received i's complete message.
+
+        ``payload_bytes``: what every device sends, or one size per sender (sizes that
+        change between rounds or senders need ``network.mode = "online"``)."""
 
 
 class Algorithm(Protocol):

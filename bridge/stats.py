@@ -1,0 +1,55 @@
+"""Per-exchange link statistics measured from a LinkTrace: the rows of a run's ``links.csv``.
+
+Definitions (N devices, one row per exchange used):
+- ``intended_pairs``: ordered pairs (i, j) where i addressed j: i's idle-probe
+  neighbours (broadcast, unicast, tcp) or the k drawn from them (fan-out).
+- ``in_range_pairs``: pairs that delivered in the idle probe (the neighbours).
+- ``delivered_pairs``: pairs whose whole message arrived by the deadline;
+  ``measured_density`` = delivered_pairs / N(N-1), comparable with ``network.density``.
+- ``mean_completion_s``, ``p95_completion_s``: over the delivered pairs.
+- ``bytes_received``: application bytes received by the end of the exchange window.
+- ``bytes_on_air``: PSDU bytes of every frame any PHY transmitted in the window
+  (data, MAC ACKs, retries, TCP ACKs); ``frames_on_air`` counts those frames.
+- ``packets_lost``: datagrams of intended messages that had not arrived by the
+  end of the window (deadline + drain), whether they collided, were dropped
+  from a queue or were never sent in time: the sum over intended pairs of
+  ceil(max(0, sent_i - received_ij) / datagram_bytes). For UDP that is exactly
+  datagrams sent minus received; for TCP it counts datagram-sized units of the
+  stream not delivered.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from bridge.trace import LinkTrace
+
+
+def link_stats(trace: LinkTrace, round_index: int, exchanges: int) -> list[dict]:
+    """One row per exchange used in round ``round_index``."""
+    n = trace.devices
+    off_diagonal = ~np.eye(n, dtype=bool)
+    rows = []
+    for e in range(exchanges):
+        done = trace.done_s[round_index, e]
+        delivered = ~np.isnan(done) & off_diagonal
+        intended = trace.intended[round_index, e]
+        sent = trace.sender_bytes[round_index, e]
+        missing = np.maximum(sent[:, None] - trace.rx_bytes[round_index, e], 0)
+        times = done[delivered]
+        rows.append({
+            "round": round_index + 1,
+            "exchange": e,
+            "payload_bytes": int(round(float(sent.mean()))),
+            "intended_pairs": int(intended.sum()),
+            "in_range_pairs": int((trace.idle_delivered & off_diagonal).sum()),
+            "delivered_pairs": int(delivered.sum()),
+            "measured_density": delivered.sum() / (n * (n - 1)),
+            "mean_completion_s": float(times.mean()) if times.size else float("nan"),
+            "p95_completion_s": float(np.percentile(times, 95)) if times.size else float("nan"),
+            "bytes_received": int(trace.rx_bytes[round_index, e].sum()),
+            "bytes_on_air": int(trace.air_bytes[round_index, e]),
+            "frames_on_air": int(trace.frames[round_index, e]),
+            "packets_lost": int(np.ceil(missing[intended] / trace.datagram_bytes).sum()),
+        })
+    return rows

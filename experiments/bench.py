@@ -1,0 +1,228 @@
+"""`make bench`: every speed figure beside its reference, as a ratio, medians of repetitions.
+
+    python -m experiments.bench [--quick] [--skip-end-to-end]
+
+- learner: one round of local training for N = 50 devices, batched engine vs a
+  per-device loop of nn.Modules + SGD optimizers doing the same maths; and the
+  batched engine's FLOP/s as a fraction of a large dense matmul's;
+- aggregation: one step of every registered algorithm (gradient given) vs a
+  plain (N, N) @ (N, d) matrix product of the same shape;
+- replay: handing out a cached trace's masks, durations and links.csv rows per round;
+- ns-3 worker start-up (import + compile the helper);
+- end to end: the HyperPrism base setting (50 devices, 100 rounds) with its wall
+  time split into ns-3, training, aggregation, evaluation and I/O.
+
+Everything runs single-threaded, as runs do (see runner.single_threaded).
+Results are printed and written to results/bench.csv. ``make bench-ns3``
+measures the ns-3 side in depth.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from bridge.synthetic import synthetic_trace
+from bridge import link_stats
+from experiments.runner import single_threaded
+from learner.algorithms import REGISTRY, build_algorithm
+from learner.devices import batch_gradients
+from learner.models import BatchedModel, build_model
+from ns3_scenarios.scenario import ScenarioConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+ROWS: list[dict] = []
+
+
+def median_seconds(action: Callable[[], object], repeats: int, warmup: int = 1) -> float:
+    for _ in range(warmup):
+        action()
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        action()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def record(group: str, case: str, measured: float, reference: float, unit: str, reference_name: str,
+           ratio_name: str) -> None:
+    row = {"group": group, "case": case, "measured": measured, "reference": reference, "unit": unit,
+           "reference_is": reference_name, "ratio": reference / measured if ratio_name == "speed-up"
+           else measured / reference, "ratio_is": ratio_name}
+    ROWS.append(row)
+    print(f"{group:<12} {case:<38} {measured:>12.4g} {unit:<8} vs {reference_name} {reference:>10.4g}  "
+          f"{ratio_name} {row['ratio']:.3g}", flush=True)
+
+
+def per_device_modules(model: BatchedModel, params: torch.Tensor) -> list[tuple[nn.Module, torch.optim.Optimizer]]:
+    devices = []
+    for row in params:
+        layers, start = [], 0
+        for index, layer in enumerate(model.layers):
+            linear = nn.Linear(layer.fan_in, layer.fan_out)
+            end = start + layer.fan_in * layer.fan_out
+            with torch.no_grad():
+                linear.weight.copy_(row[start:end].view(layer.fan_out, layer.fan_in))
+                linear.bias.copy_(row[end:end + layer.fan_out])
+            start = end + layer.fan_out
+            layers += [linear] + ([nn.ReLU()] if index < len(model.layers) - 1 else [])
+        module = nn.Sequential(*layers)
+        devices.append((module, torch.optim.SGD(module.parameters(), lr=0.01)))
+    return devices
+
+
+def matmul_flops_per_s(size: int = 1024) -> float:
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    return 2 * size**3 / median_seconds(lambda: a @ b, repeats=5)
+
+
+def bench_learner(devices: int, repeats: int) -> None:
+    peak = matmul_flops_per_s()
+    print(f"dense matmul 1024x1024 (one thread): {peak / 1e9:.1f} GFLOP/s")
+    generator = torch.Generator().manual_seed(0)
+    for name, kwargs in (("logreg", {}), ("mlp", {"hidden": 200})):
+        model = build_model(name, 784, 10, **kwargs)
+        params = model.init(devices, 0)
+        modules = per_device_modules(model, params)
+        for batch in (32, 128):
+            inputs = torch.rand(devices, batch, 784, generator=generator)
+            labels = torch.randint(0, 10, (devices, batch), generator=generator)
+
+            def batched() -> None:
+                grad, _ = batch_gradients(model, params, inputs, labels)
+                params.sub_(0.01 * grad)
+
+            def loop() -> None:
+                for i, (module, optimizer) in enumerate(modules):
+                    optimizer.zero_grad()
+                    nn.functional.cross_entropy(module(inputs[i]), labels[i]).backward()
+                    optimizer.step()
+
+            fast = median_seconds(batched, repeats)
+            slow = median_seconds(loop, max(3, repeats // 3))
+            record("learner", f"{name} N={devices} batch={batch}", fast * 1e3, slow * 1e3, "ms/round",
+                   "per-device loop", "speed-up")
+            weights = sum(layer.fan_in * layer.fan_out for layer in model.layers)
+            flops = 6 * devices * batch * weights  # forward 2, backward 4 multiply-adds per weight and sample
+            record("learner", f"{name} N={devices} batch={batch} FLOP/s", flops / fast / 1e9, peak / 1e9,
+                   "GFLOP/s", "dense matmul", "fraction")
+
+
+class FixedLinks:
+    def __init__(self, mask: torch.Tensor):
+        self.mask = mask
+
+    def exchange(self, payload_bytes) -> torch.Tensor:
+        return self.mask
+
+
+def bench_aggregation(repeats: int) -> None:
+    for devices in (50, 100):
+        mask = torch.rand(devices, devices, generator=torch.Generator().manual_seed(1)) < 0.5
+        for model_name, dim in (("logreg", build_model("logreg", 784, 10).dim),
+                                ("mlp", build_model("mlp", 784, 10, hidden=200).dim)):
+            x = torch.randn(devices, dim) * 0.01
+            grad = torch.randn(devices, dim) * 0.01
+            weights = torch.rand(devices, devices)
+            reference = median_seconds(lambda: weights.T @ x, repeats)
+            for name in sorted(REGISTRY):
+                algorithm = build_algorithm(name)
+                model = build_model(model_name, 784, 10)
+                try:
+                    state = algorithm.init(x, seed=0, model=model)
+                    step = median_seconds(lambda: algorithm.step(x, state, lambda p: grad, FixedLinks(mask)),
+                                          repeats)
+                except Exception as error:  # a bench row per algorithm; one that cannot run here is reported
+                    print(f"aggregation  {name}: skipped ({type(error).__name__}: {error})")
+                    continue
+                exchanges = len(algorithm.exchange_payloads(dim))
+                record("aggregation", f"{name} N={devices} d={dim} ({exchanges} exch.)", step * 1e3,
+                       reference * 1e3, "ms/step", "W.T @ X", "x matmul")
+
+
+def bench_replay(repeats: int) -> None:
+    for devices in (50, 100):
+        scenario = ScenarioConfig(devices=devices)
+        trace = synthetic_trace(scenario, 0, 100, (31400,))
+
+        def replay_round(r: int = 7) -> None:
+            links = trace.round_links(r)
+            links.exchange(31400)
+            _ = links.duration_s
+            link_stats(trace, r, links.used)
+
+        per_round = median_seconds(replay_round, repeats * 10)
+        record("replay", f"cached trace N={devices}, per round", per_round * 1e3, 1.0, "ms/round",
+               "target 1 ms", "x target")
+
+
+def bench_worker_startup() -> None:
+    code = "from ns3_scenarios import ns3_loader; ns3_loader.load()"
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, capture_output=True)
+    startup = time.perf_counter() - started
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import numpy"], check=True, cwd=ROOT, capture_output=True)
+    bare = time.perf_counter() - started
+    record("ns-3", "worker start-up (import + compile helper)", startup, bare, "s", "bare python+numpy", "x bare")
+
+
+def bench_end_to_end(rounds: int, devices: int) -> None:
+    from experiments.config import parse_config
+    from experiments.runner import run_experiment
+
+    algorithm = "hyperprism" if "hyperprism" in REGISTRY else "dpsgd"
+    config = parse_config({"name": "bench", "rounds": rounds, "devices": devices,
+                           "data": {"alpha": 0.1, "batch_size": 128}, "algorithm": {"name": algorithm, "lr": 0.01},
+                           "network": {"density": 0.5}})
+    with tempfile.TemporaryDirectory() as scratch:
+        result = run_experiment(config, Path(scratch) / "results", ROOT / ".cache" / "traces",
+                                log=lambda message: None)
+        import json
+
+        info = json.loads((result.run_dir / "run.json").read_text())
+    split, wall = info["wall_split_s"], info["wall_seconds"]
+    print(f"end to end: {algorithm}, {devices} devices, {rounds} rounds, wall {wall:.1f} s "
+          f"({'cached trace' if info['trace_reused'] else 'ns-3 simulated now'})")
+    for phase in ("links", "training", "aggregation", "evaluation", "io"):
+        record("end-to-end", f"{phase} ({'ns-3/cache' if phase == 'links' else phase})", split.get(phase, 0.0),
+               wall, "s", "run wall", "fraction")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m experiments.bench")
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions and a short end-to-end run")
+    parser.add_argument("--skip-end-to-end", action="store_true")
+    args = parser.parse_args(argv)
+    repeats = 3 if args.quick else 9
+    with single_threaded():
+        bench_learner(devices=50, repeats=repeats)
+        bench_aggregation(repeats)
+        bench_replay(repeats)
+        bench_worker_startup()
+        if not args.skip_end_to_end:
+            bench_end_to_end(rounds=10 if args.quick else 100, devices=50)
+    out = ROOT / "results" / "bench.csv"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out, "w", newline="") as stream:
+        writer = csv.DictWriter(stream, fieldnames=list(ROWS[0]))
+        writer.writeheader()
+        writer.writerows(ROWS)
+    print(f"written {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

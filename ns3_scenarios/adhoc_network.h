@@ -1,0 +1,595 @@
+// 802.11a ad-hoc network stepped one exchange ("slot") at a time.
+//
+// One AdhocNetwork is one ns-3 simulation: it is built once, measures which
+// pairs can hear each other on an idle channel (Probe), then runs slots in
+// order (RunSlot): in every slot each device sends its message to its
+// targets, and receive sinks in C++ record, per directed pair, the
+// application bytes received and when the message became complete. Between
+// calls the simulation keeps its state (positions, queues, ARP, TCP), so the
+// same object serves the offline worker (all slots in a loop) and the online
+// worker (one slot per request).
+//
+// Transports: "broadcast" (one UDP datagram reaches every device in range; no
+// MAC retries), "unicast" (one UDP datagram per target; MAC ACKs and retries),
+// "tcp" (one TCP connection per target and slot). Targets are the idle-probe
+// neighbours, or `fanout` of them drawn at random per slot.
+//
+// Compiled at run time through the ns-3 Python bindings (cppyy); everything
+// per packet stays in C++. Results come back as flat std::vector<double>s.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace nsdml
+{
+
+struct NetworkParams
+{
+    // Geometry and radio.
+    std::vector<double> x;  // initial positions, metres
+    std::vector<double> y;
+    double sideM = 100.0;  // square the devices move in
+    std::string phyMode = "OfdmRate24Mbps";
+    double txPowerDbm = 16.0206;
+    std::string rateControl = "constant";  // "constant" | "minstrel"
+    std::string fading = "none";           // "none" | "nakagami"
+    double nakagamiM = 1.0;
+    // Mobility.
+    std::string mobility = "static";  // "static" | "random_walk" | "random_waypoint"
+    double speedMps = 1.0;
+    double pauseS = 0.0;
+    double walkLegS = 10.0;  // random walk: a new direction every walkLegS seconds (and at the walls)
+    // Traffic.
+    std::string transport = "broadcast";  // "broadcast" | "unicast" | "tcp"
+    uint32_t fanout = 0;                  // 0: every neighbour; k: k random neighbours per slot
+    uint32_t datagramBytes = 1400;
+    double slotPeriodS = 1.6;          // spacing of slot starts (deadline + drain)
+    double deadlineS = 1.5;            // senders stop writing (TCP) at the deadline
+    double startJitterS = 1.0;         // each device starts sending at U(0, jitter) after the slot start
+    double datagramIntervalS = 0.005;  // UDP pacing between a device's consecutive datagrams
+    // RNG.
+    uint32_t seed = 1;
+    uint32_t run = 1;
+};
+
+// Carried in the first bytes of every UDP datagram and of every TCP stream.
+struct MessageTag
+{
+    uint32_t slot;
+    uint32_t sender;
+};
+
+constexpr uint32_t kHeaderBytes = sizeof(MessageTag);
+constexpr uint32_t kProbeSlot = 0xFFFFFFFFu;
+constexpr uint32_t kNoSlot = 0xFFFFFFFEu;
+constexpr uint32_t kProbeBytes = 100;
+constexpr double kProbeStartS = 0.05;
+constexpr double kProbeSpacingS = 0.001;  // ten times one probe frame: the probe sees an idle channel
+constexpr double kSlotLeadS = 0.1;        // quiet time between the last probe and the first slot
+constexpr uint16_t kUdpPort = 9;
+constexpr uint16_t kTcpPort = 10;
+// Fixed RNG stream bases per component, so switching e.g. mobility on does not
+// shift the draws of the channel or of the MACs.
+constexpr int64_t kWifiStreams = 0;
+constexpr int64_t kChannelStreams = 100000;
+constexpr int64_t kInternetStreams = 200000;
+constexpr int64_t kMobilityStreams = 300000;
+constexpr int64_t kWaypointStreams = 350000;
+constexpr int64_t kTrafficStreams = 400000;
+
+class AdhocNetwork
+{
+  public:
+    explicit AdhocNetwork(const NetworkParams& params)
+        : m_p(params),
+          m_n(params.x.size()),
+          m_probeCounts(size_t(m_n) * m_n, 0.0),
+          m_neighbours(size_t(m_n) * m_n, 0)
+    {
+        Build();
+    }
+
+    ~AdhocNetwork()
+    {
+        Destroy();
+    }
+
+    // Ends the simulation (ns-3's simulator is a per-process singleton: one network at a time).
+    void Destroy()
+    {
+        if (!m_alive)
+        {
+            return;
+        }
+        for (auto& flow : m_tcpFlows)
+        {
+            Release(*flow);
+        }
+        m_tcpFlows.clear();
+        ns3::Simulator::Destroy();
+        m_senders.clear();
+        m_alive = false;
+    }
+
+    // Idle probe: `repeats` times, every device in turn broadcasts one small
+    // datagram on an otherwise quiet channel. Returns, at i*N+j, how many of
+    // i's probes j received. Slots start kSlotLeadS after the last probe.
+    std::vector<double> Probe(uint32_t repeats)
+    {
+        using namespace ns3;
+        const double start = Simulator::Now().GetSeconds() + kProbeStartS;
+        m_slot = kNoSlot;
+        for (uint32_t k = 0; k < repeats; ++k)
+        {
+            for (uint32_t i = 0; i < m_n; ++i)
+            {
+                const double at = start + (double(k) * m_n + i) * kProbeSpacingS;
+                Simulator::Schedule(Until(at), [this, i]() { SendUdp(kProbeSlot, i, Ipv4Address::GetBroadcast(), kProbeBytes); });
+            }
+        }
+        RunUntil(start + double(repeats) * m_n * kProbeSpacingS + kSlotLeadS);
+        m_firstSlotS = Simulator::Now().GetSeconds();
+        return m_probeCounts;
+    }
+
+    // Who each device addresses: mask[i*N+j] != 0 if j is i's neighbour.
+    void SetNeighbours(const std::vector<int>& mask)
+    {
+        for (size_t k = 0; k < m_neighbours.size(); ++k)
+        {
+            m_neighbours[k] = mask.at(k) != 0 && k / m_n != k % m_n;
+        }
+    }
+
+    double FirstSlotS() const
+    {
+        return m_firstSlotS;
+    }
+
+    // Simulate slot `slot` (slots must come in increasing order; skipped slots
+    // just let time pass), each device i sending payloads[i] bytes.
+    // Layout of the result:
+    //   [0, N*N)       bytes j received from i (application bytes, by the end of the slot), at i*N+j
+    //   [N*N, 2N*N)    completion time of i's message at j, seconds after the slot start (-1: never)
+    //   [2N*N, 3N*N)   1 if i addressed j in this slot
+    //   [3N*N, +2N)    positions at the slot start (x0, y0, x1, y1, ...)
+    //   last three:    bytes on air (PSDU bytes of every frame transmitted), frames transmitted, events executed
+    std::vector<double> RunSlot(uint32_t slot, const std::vector<uint32_t>& payloads)
+    {
+        using namespace ns3;
+        const size_t nn = size_t(m_n) * m_n;
+        const double slotStart = m_firstSlotS + slot * m_p.slotPeriodS;
+        if (payloads.size() != m_n || slotStart + 1e-9 < Simulator::Now().GetSeconds())
+        {
+            throw std::invalid_argument("RunSlot: one payload per device, slots in increasing order");
+        }
+        RunUntil(slotStart);
+
+        std::vector<double> out(3 * nn + 2 * m_n + 3, 0.0);
+        for (uint32_t i = 0; i < m_n; ++i)
+        {
+            const Vector where = m_nodes.Get(i)->GetObject<MobilityModel>()->GetPosition();
+            out[3 * nn + 2 * i] = where.x;
+            out[3 * nn + 2 * i + 1] = where.y;
+        }
+        m_rxBytes.assign(nn, 0.0);
+        m_done.assign(nn, -1.0);
+        m_payloads = payloads;
+        m_slot = slot;
+        m_slotStartS = slotStart;
+        m_frames = 0;
+        m_airBytes = 0;
+        const uint64_t eventsBefore = Simulator::GetEventCount();
+
+        const uint32_t perDatagram = std::max(m_p.datagramBytes, kHeaderBytes);
+        for (uint32_t i = 0; i < m_n; ++i)
+        {
+            const double start = slotStart + m_jitter->GetValue(0.0, m_p.startJitterS);
+            const std::vector<uint32_t> targets = Targets(i);
+            if (payloads[i] == 0)
+            {
+                continue;
+            }
+            for (uint32_t j : targets)
+            {
+                out[2 * nn + size_t(i) * m_n + j] = 1.0;
+            }
+            if (m_p.transport == "tcp")
+            {
+                for (uint32_t j : targets)
+                {
+                    Simulator::Schedule(Until(start), [this, slot, i, j]() { StartTcp(slot, i, j); });
+                }
+                continue;
+            }
+            const uint32_t count = (payloads[i] + perDatagram - 1) / perDatagram;
+            const bool broadcast = m_p.transport == "broadcast";
+            const uint32_t copies = broadcast ? 1 : targets.size();
+            uint32_t left = payloads[i];
+            for (uint32_t k = 0; k < count; ++k)
+            {
+                const uint32_t size = std::max(std::min(left, perDatagram), kHeaderBytes);
+                left -= std::min(left, perDatagram);
+                for (uint32_t c = 0; c < copies; ++c)
+                {
+                    const Ipv4Address to = broadcast ? Ipv4Address::GetBroadcast() : m_addresses.GetAddress(targets[c]);
+                    const double at = start + (double(k) * copies + c) * m_p.datagramIntervalS;
+                    Simulator::Schedule(Until(at), [this, slot, i, to, size]() { SendUdp(slot, i, to, size); });
+                }
+            }
+        }
+        if (m_p.transport == "tcp")
+        {
+            Simulator::Schedule(Until(slotStart + m_p.deadlineS), [this]() { StopTcpWriters(); });
+        }
+        RunUntil(slotStart + m_p.slotPeriodS);
+        m_slot = kNoSlot;
+
+        std::copy(m_rxBytes.begin(), m_rxBytes.end(), out.begin());
+        std::copy(m_done.begin(), m_done.end(), out.begin() + nn);
+        out[3 * nn + 2 * m_n] = double(m_airBytes);
+        out[3 * nn + 2 * m_n + 1] = double(m_frames);
+        out[3 * nn + 2 * m_n + 2] = double(Simulator::GetEventCount() - eventsBefore);
+        return out;
+    }
+
+  private:
+    struct TcpFlow
+    {
+        ns3::Ptr<ns3::Socket> socket;
+        MessageTag tag;
+        uint32_t left = 0;
+        bool started = false;
+        bool stopped = false;
+    };
+
+    struct TcpReceive
+    {
+        MessageTag tag{kNoSlot, 0};
+        uint8_t header[kHeaderBytes];
+        uint32_t headerBytes = 0;
+        uint64_t total = 0;
+        uint64_t credited = 0;
+    };
+
+    static ns3::Time Until(double atS)
+    {
+        return ns3::Seconds(atS) - ns3::Simulator::Now();
+    }
+
+    static void RunUntil(double atS)
+    {
+        ns3::Simulator::Stop(Until(atS));
+        ns3::Simulator::Run();
+    }
+
+    void Build()
+    {
+        using namespace ns3;
+        RngSeedManager::SetSeed(m_p.seed);
+        RngSeedManager::SetRun(m_p.run);
+        m_nodes.Create(m_n);
+
+        WifiHelper wifi;
+        wifi.SetStandard(WIFI_STANDARD_80211a);
+        if (m_p.rateControl == "minstrel")
+        {
+            wifi.SetRemoteStationManager("ns3::MinstrelWifiManager", "NonUnicastMode", StringValue(m_p.phyMode));
+        }
+        else
+        {
+            wifi.SetRemoteStationManager("ns3::ConstantRateWifiManager",
+                                         "DataMode", StringValue(m_p.phyMode),
+                                         "ControlMode", StringValue(m_p.phyMode),
+                                         "NonUnicastMode", StringValue(m_p.phyMode));
+        }
+        YansWifiChannelHelper channelHelper = YansWifiChannelHelper::Default();
+        if (m_p.fading == "nakagami")
+        {
+            channelHelper.AddPropagationLoss("ns3::NakagamiPropagationLossModel",
+                                             "m0", DoubleValue(m_p.nakagamiM),
+                                             "m1", DoubleValue(m_p.nakagamiM),
+                                             "m2", DoubleValue(m_p.nakagamiM));
+        }
+        Ptr<YansWifiChannel> channel = channelHelper.Create();
+        channelHelper.AssignStreams(channel, kChannelStreams);
+        YansWifiPhyHelper phy;
+        phy.SetChannel(channel);
+        phy.Set("TxPowerStart", DoubleValue(m_p.txPowerDbm));
+        phy.Set("TxPowerEnd", DoubleValue(m_p.txPowerDbm));
+        WifiMacHelper mac;
+        mac.SetType("ns3::AdhocWifiMac");
+        NetDeviceContainer devices = wifi.Install(phy, mac, m_nodes);
+        wifi.AssignStreams(devices, kWifiStreams);
+
+        InstallMobility();
+
+        InternetStackHelper internet;
+        internet.Install(m_nodes);
+        internet.AssignStreams(m_nodes, kInternetStreams);
+        Ipv4AddressGenerator::Reset();
+        Ipv4AddressHelper addresses;
+        addresses.SetBase("10.1.0.0", "255.255.0.0");
+        m_addresses = addresses.Assign(devices);
+        // Static ARP entries: a burst to a new neighbour would otherwise lose all but 3 packets.
+        NeighborCacheHelper().PopulateNeighborCache();
+
+        for (uint32_t i = 0; i < m_n; ++i)
+        {
+            devices.Get(i)->GetObject<WifiNetDevice>()->GetPhy()->TraceConnectWithoutContext(
+                "PhyTxBegin", Callback<void, Ptr<const Packet>, double>([this](Ptr<const Packet> frame, double) {
+                    ++m_frames;
+                    m_airBytes += frame->GetSize();
+                }));
+        }
+        InstallSockets();
+
+        m_jitter = CreateObject<UniformRandomVariable>();
+        m_jitter->SetStream(kTrafficStreams);
+        m_pick = CreateObject<UniformRandomVariable>();
+        m_pick->SetStream(kTrafficStreams + 1);
+        m_alive = true;
+    }
+
+    void InstallMobility()
+    {
+        using namespace ns3;
+        Ptr<ListPositionAllocator> where = CreateObject<ListPositionAllocator>();
+        for (uint32_t i = 0; i < m_n; ++i)
+        {
+            where->Add(Vector(m_p.x[i], m_p.y[i], 0.0));
+        }
+        MobilityHelper mobility;
+        mobility.SetPositionAllocator(where);
+        const std::string speed = "ns3::ConstantRandomVariable[Constant=" + std::to_string(m_p.speedMps) + "]";
+        if (m_p.mobility == "random_walk")
+        {
+            mobility.SetMobilityModel("ns3::RandomWalk2dMobilityModel",
+                                      "Bounds", RectangleValue(Rectangle(0.0, m_p.sideM, 0.0, m_p.sideM)),
+                                      "Speed", StringValue(speed),
+                                      "Mode", StringValue("Time"),
+                                      "Time", TimeValue(Seconds(m_p.walkLegS)));
+        }
+        else if (m_p.mobility == "random_waypoint")
+        {
+            Ptr<RandomRectanglePositionAllocator> waypoints = CreateObject<RandomRectanglePositionAllocator>();
+            const std::string side = "ns3::UniformRandomVariable[Min=0.0|Max=" + std::to_string(m_p.sideM) + "]";
+            waypoints->SetAttribute("X", StringValue(side));
+            waypoints->SetAttribute("Y", StringValue(side));
+            waypoints->AssignStreams(kWaypointStreams);
+            mobility.SetMobilityModel("ns3::RandomWaypointMobilityModel",
+                                      "Speed", StringValue(speed),
+                                      "Pause", StringValue("ns3::ConstantRandomVariable[Constant=" +
+                                                           std::to_string(m_p.pauseS) + "]"),
+                                      "PositionAllocator", PointerValue(waypoints));
+        }
+        else
+        {
+            mobility.SetMobilityModel("ns3::ConstantPositionMobilityModel");
+        }
+        mobility.Install(m_nodes);
+        mobility.AssignStreams(m_nodes, kMobilityStreams);
+    }
+
+    void InstallSockets()
+    {
+        using namespace ns3;
+        m_senders.resize(m_n);
+        for (uint32_t j = 0; j < m_n; ++j)
+        {
+            Ptr<Socket> sink = Socket::CreateSocket(m_nodes.Get(j), UdpSocketFactory::GetTypeId());
+            sink->Bind(InetSocketAddress(Ipv4Address::GetAny(), kUdpPort));
+            sink->SetRecvCallback(Callback<void, Ptr<Socket>>([this, j](Ptr<Socket> socket) { OnUdp(j, socket); }));
+
+            m_senders[j] = Socket::CreateSocket(m_nodes.Get(j), UdpSocketFactory::GetTypeId());
+            m_senders[j]->SetAllowBroadcast(true);
+            m_senders[j]->Bind();
+
+            if (m_p.transport == "tcp")
+            {
+                Ptr<Socket> listener = Socket::CreateSocket(m_nodes.Get(j), TcpSocketFactory::GetTypeId());
+                listener->Bind(InetSocketAddress(Ipv4Address::GetAny(), kTcpPort));
+                listener->Listen();
+                listener->SetAcceptCallback(
+                    MakeNullCallback<bool, Ptr<Socket>, const Address&>(),
+                    Callback<void, Ptr<Socket>, const Address&>([this, j](Ptr<Socket> connection, const Address&) {
+                        auto state = std::make_shared<TcpReceive>();
+                        connection->SetRecvCallback(Callback<void, Ptr<Socket>>(
+                            [this, j, state](Ptr<Socket> socket) { OnTcp(j, socket, *state); }));
+                        connection->SetCloseCallbacks(
+                            Callback<void, Ptr<Socket>>([](Ptr<Socket> socket) { socket->Close(); }),
+                            MakeNullCallback<void, Ptr<Socket>>());
+                    }));
+            }
+        }
+    }
+
+    // The devices i addresses in this slot: its neighbours, or `fanout` of them at random.
+    std::vector<uint32_t> Targets(uint32_t i)
+    {
+        std::vector<uint32_t> targets;
+        for (uint32_t j = 0; j < m_n; ++j)
+        {
+            if (m_neighbours[size_t(i) * m_n + j])
+            {
+                targets.push_back(j);
+            }
+        }
+        if (m_p.fanout > 0 && m_p.fanout < targets.size())
+        {
+            for (uint32_t k = 0; k < m_p.fanout; ++k)  // partial Fisher-Yates shuffle
+            {
+                std::swap(targets[k], targets[m_pick->GetInteger(k, targets.size() - 1)]);
+            }
+            targets.resize(m_p.fanout);
+        }
+        return targets;
+    }
+
+    void SendUdp(uint32_t slot, uint32_t sender, ns3::Ipv4Address to, uint32_t size)
+    {
+        if (slot != m_slot && slot != kProbeSlot)
+        {
+            return;  // paced past the end of its slot: never sent
+        }
+        std::vector<uint8_t> buffer(size, 0);
+        MessageTag tag{slot, sender};
+        std::memcpy(buffer.data(), &tag, sizeof(tag));
+        m_senders[sender]->SendTo(ns3::Create<ns3::Packet>(buffer.data(), size), 0,
+                                  ns3::InetSocketAddress(to, kUdpPort));
+    }
+
+    void Credit(uint32_t sender, uint32_t receiver, double bytes)
+    {
+        const size_t pair = size_t(sender) * m_n + receiver;
+        m_rxBytes[pair] += bytes;
+        if (m_done[pair] < 0 && m_rxBytes[pair] >= std::max(m_payloads[sender], kHeaderBytes))
+        {
+            m_done[pair] = ns3::Simulator::Now().GetSeconds() - m_slotStartS;
+        }
+    }
+
+    void OnUdp(uint32_t receiver, ns3::Ptr<ns3::Socket> socket)
+    {
+        while (ns3::Ptr<ns3::Packet> packet = socket->Recv())
+        {
+            MessageTag tag;
+            packet->CopyData(reinterpret_cast<uint8_t*>(&tag), sizeof(tag));
+            if (tag.sender >= m_n || tag.sender == receiver)
+            {
+                continue;
+            }
+            if (tag.slot == kProbeSlot)
+            {
+                m_probeCounts[size_t(tag.sender) * m_n + receiver] += 1.0;
+            }
+            else if (tag.slot == m_slot)
+            {
+                Credit(tag.sender, receiver, packet->GetSize());
+            }
+        }
+    }
+
+    void OnTcp(uint32_t receiver, ns3::Ptr<ns3::Socket> socket, TcpReceive& state)
+    {
+        while (ns3::Ptr<ns3::Packet> packet = socket->Recv())
+        {
+            const uint32_t size = packet->GetSize();
+            if (state.headerBytes < kHeaderBytes)
+            {
+                std::vector<uint8_t> data(size);
+                packet->CopyData(data.data(), size);
+                const uint32_t take = std::min(kHeaderBytes - state.headerBytes, size);
+                std::memcpy(state.header + state.headerBytes, data.data(), take);
+                state.headerBytes += take;
+                if (state.headerBytes == kHeaderBytes)
+                {
+                    std::memcpy(&state.tag, state.header, kHeaderBytes);
+                }
+            }
+            state.total += size;
+            if (state.headerBytes == kHeaderBytes && state.tag.slot == m_slot && state.tag.sender < m_n &&
+                state.tag.sender != receiver)
+            {
+                Credit(state.tag.sender, receiver, double(state.total - state.credited));
+                state.credited = state.total;
+            }
+        }
+    }
+
+    void StartTcp(uint32_t slot, uint32_t sender, uint32_t receiver)
+    {
+        using namespace ns3;
+        if (slot != m_slot)
+        {
+            return;
+        }
+        auto flow = std::make_shared<TcpFlow>();
+        flow->tag = MessageTag{slot, sender};
+        flow->left = std::max(m_payloads[sender], kHeaderBytes);
+        flow->socket = Socket::CreateSocket(m_nodes.Get(sender), TcpSocketFactory::GetTypeId());
+        flow->socket->SetAttribute("SegmentSize", UintegerValue(m_p.datagramBytes));
+        flow->socket->Bind();
+        TcpFlow* raw = flow.get();
+        flow->socket->SetConnectCallback(Callback<void, Ptr<Socket>>([this, raw](Ptr<Socket>) { Pump(*raw); }),
+                                         MakeNullCallback<void, Ptr<Socket>>());
+        flow->socket->SetSendCallback(
+            Callback<void, Ptr<Socket>, uint32_t>([this, raw](Ptr<Socket>, uint32_t) { Pump(*raw); }));
+        flow->socket->Connect(InetSocketAddress(m_addresses.GetAddress(receiver), kTcpPort));
+        m_tcpFlows.push_back(flow);
+    }
+
+    // Write as much of the message as the socket's send buffer takes.
+    void Pump(TcpFlow& flow)
+    {
+        const uint32_t chunk = std::max(m_p.datagramBytes, kHeaderBytes);
+        while (!flow.stopped && flow.left > 0)
+        {
+            const uint32_t room = flow.socket->GetTxAvailable();
+            const uint32_t size = std::min({flow.left, room, chunk});
+            if (size == 0 || (!flow.started && size < kHeaderBytes))
+            {
+                return;
+            }
+            std::vector<uint8_t> buffer(size, 0);
+            if (!flow.started)
+            {
+                std::memcpy(buffer.data(), &flow.tag, sizeof(flow.tag));
+                flow.started = true;
+            }
+            if (flow.socket->Send(ns3::Create<ns3::Packet>(buffer.data(), size)) < 0)
+            {
+                return;
+            }
+            flow.left -= size;
+        }
+    }
+
+    // At the deadline senders stop writing and close (what is already in the send buffer still drains).
+    void StopTcpWriters()
+    {
+        for (auto& flow : m_tcpFlows)
+        {
+            Release(*flow);
+            flow->socket->Close();
+        }
+        m_tcpFlows.clear();
+    }
+
+    static void Release(TcpFlow& flow)
+    {
+        using namespace ns3;
+        flow.stopped = true;
+        flow.socket->SetConnectCallback(MakeNullCallback<void, Ptr<Socket>>(), MakeNullCallback<void, Ptr<Socket>>());
+        flow.socket->SetSendCallback(MakeNullCallback<void, Ptr<Socket>, uint32_t>());
+    }
+
+    NetworkParams m_p;
+    uint32_t m_n;
+    bool m_alive = false;
+    ns3::NodeContainer m_nodes;
+    ns3::Ipv4InterfaceContainer m_addresses;
+    std::vector<ns3::Ptr<ns3::Socket>> m_senders;
+    std::vector<std::shared_ptr<TcpFlow>> m_tcpFlows;
+    ns3::Ptr<ns3::UniformRandomVariable> m_jitter;
+    ns3::Ptr<ns3::UniformRandomVariable> m_pick;
+    std::vector<double> m_probeCounts;
+    std::vector<uint8_t> m_neighbours;
+    double m_firstSlotS = kProbeStartS;
+    // The slot being simulated.
+    uint32_t m_slot = kNoSlot;
+    double m_slotStartS = 0.0;
+    std::vector<uint32_t> m_payloads;
+    std::vector<double> m_rxBytes;
+    std::vector<double> m_done;
+    uint64_t m_frames = 0;
+    uint64_t m_airBytes = 0;
+};
+
+} // namespace nsdml

@@ -1,0 +1,159 @@
+"""One ns-3 ad-hoc network in this process: calibrate, build, probe, then simulate exchanges in order.
+
+Only worker processes import this module's ns-3 side (``ns3_loader.load``).
+A slot is one exchange of one round: slot ``r * E + e``. Slots start
+``slot_period_s`` apart in simulated time whether or not they are used, so a
+slot's start time depends only on its index.
+
+Density: without fading the placement is geometric (exact for the disc model)
+and the idle probe confirms it. With fading a pair delivers only with some
+probability, so the side of the square is calibrated by measurement: bisection
+on the side, each candidate a fresh simulation with the same seed (the fading
+draws are the same for every candidate, so the measured density falls
+monotonically with the side) that runs the idle probe.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from ns3_scenarios import ns3_loader
+from ns3_scenarios.scenario import Placement, ScenarioConfig, place_devices
+
+CALIBRATION_STEPS = 24
+CALIBRATION_TOLERANCE = 0.005  # stop when the measured idle density is this close to the target
+
+
+@dataclass(frozen=True)
+class SlotResult:
+    rx_bytes: np.ndarray  # (N, N) int64 application bytes j received from i by the end of the slot
+    done_s: np.ndarray  # (N, N) float32 completion time after the slot start, NaN if not by the deadline
+    intended: np.ndarray  # (N, N) bool: i addressed j
+    positions: np.ndarray  # (N, 2) float32 metres at the slot start
+    air_bytes: int  # PSDU bytes of every frame transmitted in the slot
+    frames: int
+    events: int
+
+
+def idle_neighbours(counts: np.ndarray, probes: int) -> np.ndarray:
+    """A pair is in range when j received at least half of i's idle probes (all of one)."""
+    return (counts > 0) & (2 * counts >= probes)
+
+
+def to_vector(cpp, kind: str, values) -> object:
+    convert = float if kind == "double" else int
+    return cpp.std.vector[kind]([convert(v) for v in values])
+
+
+def to_numpy(flat) -> np.ndarray:
+    view = flat.data()
+    view.reshape((flat.size(),))
+    return np.frombuffer(view, dtype=np.float64, count=flat.size()).copy()
+
+
+def build_network(cpp, config: ScenarioConfig, seed: int, positions: np.ndarray, side_m: float) -> object:
+    params = cpp.nsdml.NetworkParams()
+    params.x = to_vector(cpp, "double", positions[:, 0])
+    params.y = to_vector(cpp, "double", positions[:, 1])
+    params.sideM = side_m
+    params.phyMode = config.phy_mode
+    params.txPowerDbm = config.tx_power_dbm
+    params.rateControl = config.rate_control
+    params.fading = config.fading
+    params.nakagamiM = config.nakagami_m
+    params.mobility = config.mobility
+    params.speedMps = config.speed_mps
+    params.pauseS = config.pause_s
+    params.transport = config.transport
+    params.fanout = config.fanout
+    params.datagramBytes = config.datagram_bytes
+    params.slotPeriodS = config.slot_period_s
+    params.deadlineS = config.deadline_s
+    params.startJitterS = config.start_jitter_s
+    params.datagramIntervalS = config.datagram_interval_s
+    params.seed = 1
+    params.run = seed + 1
+    return cpp.nsdml.AdhocNetwork(params)
+
+
+def measure_idle_density(cpp, config: ScenarioConfig, seed: int, positions: np.ndarray, side_m: float) -> float:
+    """Idle density of a static network at these positions: a fresh simulation, probed, destroyed."""
+    network = build_network(cpp, replace(config, mobility="static"), seed, positions, side_m)
+    try:
+        counts = to_numpy(network.Probe(config.idle_probes)).reshape(config.devices, config.devices)
+    finally:
+        network.Destroy()
+    n = config.devices
+    return float(counts.sum() / (config.idle_probes * n * (n - 1)))
+
+
+def calibrated_placement(cpp, config: ScenarioConfig, seed: int) -> tuple[Placement, dict]:
+    """The geometric placement, or (with fading) the same layout scaled until the measured density hits the target."""
+    geometric = place_devices(config, seed)
+    if config.fading == "none":
+        return geometric, {"calibration": "geometric", "calibration_steps": 0}
+    unit = geometric.positions_m / geometric.side_m
+    low, high = geometric.side_m / 8, geometric.side_m * 8  # density(low) >= target >= density(high)
+    best = (math.inf, geometric.side_m)
+    steps = 0
+    for steps in range(1, CALIBRATION_STEPS + 1):
+        side = math.sqrt(low * high)
+        measured = measure_idle_density(cpp, config, seed, unit * side, side)
+        best = min(best, (abs(measured - config.density), side))
+        if abs(measured - config.density) <= CALIBRATION_TOLERANCE:
+            break
+        if measured > config.density:
+            low = side
+        else:
+            high = side
+    side = best[1]
+    positions = unit * side
+    distances = np.linalg.norm(positions[:, None] - positions[None], axis=-1)[np.triu_indices(config.devices, k=1)]
+    placement = Placement(positions, float(side), float(np.mean(distances < config.range_m)))
+    return placement, {"calibration": "measured", "calibration_steps": steps,
+                       "geometric_side_m": geometric.side_m}
+
+
+class Network:
+    """A live ns-3 simulation of one scenario: probed on construction, then stepped slot by slot."""
+
+    def __init__(self, config: ScenarioConfig, seed: int):
+        self.config = config
+        self._cpp = ns3_loader.load()
+        self.placement, calibration = calibrated_placement(self._cpp, config, seed)
+        self._network = build_network(self._cpp, config, seed, self.placement.positions_m, self.placement.side_m)
+        n = config.devices
+        counts = to_numpy(self._network.Probe(config.idle_probes)).reshape(n, n)
+        self.idle_rate = (counts / config.idle_probes).astype(np.float32)
+        self.idle_delivered = idle_neighbours(counts, config.idle_probes)
+        self._network.SetNeighbours(to_vector(self._cpp, "int", self.idle_delivered.ravel()))
+        self.stats = {
+            "ns3_version": ns3_loader.ns3_version(),
+            "area_side_m": self.placement.side_m,
+            "range_m": config.range_m,
+            "geometric_density": self.placement.geometric_density,
+            "idle_density": float(counts.sum() / (config.idle_probes * n * (n - 1))),
+            "first_slot_s": float(self._network.FirstSlotS()),
+            **calibration,
+        }
+
+    def run_slot(self, slot: int, payloads) -> SlotResult:
+        n = self.config.devices
+        nn = n * n
+        values = to_numpy(self._network.RunSlot(slot, to_vector(self._cpp, "uint32_t", payloads)))
+        done = values[nn:2 * nn].reshape(n, n)
+        done = np.where((done >= 0) & (done <= self.config.deadline_s), done, np.nan).astype(np.float32)
+        air_bytes, frames, events = values[-3:]
+        return SlotResult(
+            rx_bytes=values[:nn].reshape(n, n).astype(np.int64),
+            done_s=done,
+            intended=values[2 * nn:3 * nn].reshape(n, n) > 0,
+            positions=values[3 * nn:3 * nn + 2 * n].reshape(n, 2).astype(np.float32),
+            air_bytes=int(air_bytes), frames=int(frames), events=int(events),
+        )
+
+    def close(self) -> None:
+        self._network.Destroy()
