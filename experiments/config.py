@@ -19,7 +19,7 @@ import tomli_w
 
 from bridge.link_source import LINK_MODELS, MODES
 from learner.algorithms import build_algorithm
-from learner.data import DATASETS
+from learner.data import DATASETS, DEFAULT_DATA_ROOT, missing_data
 from learner.models import MODELS
 from ns3_scenarios.scenario import ScenarioConfig
 
@@ -39,9 +39,13 @@ class DataConfig:
     alpha: float = 0.1  # Dirichlet concentration of the non-IID split
     test_fraction: float = 0.2
     batch_size: int = 32
+    root: str = DEFAULT_DATA_ROOT  # where the file-based datasets (mnist, cifar10) live
 
     def __post_init__(self) -> None:
         _require(self.dataset in DATASETS, "data.dataset", self.dataset, "one of " + ", ".join(DATASETS))
+        problem = missing_data(self.dataset, self.root)
+        if problem is not None:
+            raise ConfigError(f"data.root: {problem}")
         _require(0.0 < self.alpha <= 1e6, "data.alpha", self.alpha, "a number in (0, 1e6]")
         _require(0.0 < self.test_fraction < 1.0, "data.test_fraction", self.test_fraction, "a number in (0, 1)")
         _require(1 <= self.batch_size <= 4096, "data.batch_size", self.batch_size, "an integer in [1, 4096]")

@@ -6,11 +6,15 @@ from dataclasses import fields
 from typing import Any
 
 from learner.algorithms.base import Algorithm, GradFn, Links
+from learner.algorithms.adom import ADOM
 from learner.algorithms.choco_sgd import ChocoSGD
 from learner.algorithms.dense_sgd import DenseSGD
 from learner.algorithms.dgc import DGC
 from learner.algorithms.dpsgd import DPSGD
 from learner.algorithms.esgd import ESGD
+from learner.algorithms.hyperprism import HyperPrism, HyperPrismFixed
+from learner.algorithms.mudag import Mudag
+from learner.algorithms.swarmsgd import SwarmSGD
 from learner.algorithms.threshold_sgd import ThresholdSGD
 
 REGISTRY: dict[str, type] = {
@@ -20,6 +24,11 @@ REGISTRY: dict[str, type] = {
     "dpsgd": DPSGD,
     "esgd": ESGD,
     "threshold_sgd": ThresholdSGD,
+    "hyperprism": HyperPrism,  # exponents from per-device hypernetworks
+    "hyperprism-fixed": HyperPrismFixed,  # one fixed exponent p
+    "swarmsgd": SwarmSGD,
+    "mudag": Mudag,
+    "adom": ADOM,  # the primal form ADOM+
 }
 
 
