@@ -211,14 +211,21 @@ def parse_config(raw: dict[str, Any]) -> RunConfig:
                       scenario=scenario)
 
 
+def read_toml(path: Path, kind: str = "config") -> dict[str, Any]:
+    """Parse a TOML file exactly as written (bytes, as tomllib wants: no newline translation)."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as error:
+        raise ConfigError(f"{kind} file {path}: cannot be read ({error.strerror})") from error
+    try:
+        return tomllib.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{kind} file {path}: not valid TOML (not UTF-8 text: {error.reason} at byte "
+                          f"{error.start})") from error
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{kind} file {path}: not valid TOML ({error})") from error
+
+
 def load_config(path: Path) -> RunConfig:
     """Read and validate a TOML config file; every problem is a ConfigError."""
-    try:
-        text = Path(path).read_text()
-    except OSError as error:
-        raise ConfigError(f"config file {path}: cannot be read ({error.strerror})") from error
-    try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as error:
-        raise ConfigError(f"config file {path}: not valid TOML ({error})") from error
-    return parse_config(raw)
+    return parse_config(read_toml(path))

@@ -113,7 +113,12 @@ def test_console_script_module_runs_as_a_process(tmp_path):
     assert "final mean test accuracy" in done.stdout
 
 
-@pytest.mark.parametrize("algorithm", sorted(REGISTRY))
+# Variable-payload algorithms (threshold SGD) need network.mode = "online", i.e. real ns-3: they are run
+# end to end by their own tests and by the esgd table, not over this offline synthetic trace.
+OFFLINE_ALGORITHMS = sorted(name for name, cls in REGISTRY.items() if not getattr(cls, "variable_payload", False))
+
+
+@pytest.mark.parametrize("algorithm", OFFLINE_ALGORITHMS)
 def test_every_algorithm_runs_end_to_end_with_the_cnn(tmp_path, capsys, algorithm):
     text = SMALL.replace('name = "dpsgd"\nlr = 0.2', f'name = "{algorithm}"\nlr = 0.05').replace(
         "rounds = 8", "rounds = 3") + '\n[model]\nname = "cnn"\nhidden = 8\n'
