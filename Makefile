@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 CONFIG ?= experiments/configs/default.toml
 
-.PHONY: setup run test bench sweep table table-esgd table-hyperprism sweep-density sweep-devices sweep-alpha tables plots bench-ns3 density-table clean-cache
+.PHONY: setup run test bench sweep table table-esgd table-hyperprism table-detag sweep-density sweep-devices sweep-alpha tables plots bench-ns3 density-table clean-cache
 
 setup: $(STAMP)
 
@@ -44,6 +44,11 @@ table-esgd: $(STAMP)
 # The standard campaigns; QUICK=1 picks the preset that finishes in minutes.
 sweep-density sweep-devices sweep-alpha: sweep-%: $(STAMP)
 	$(VENV)/bin/nsdml sweep experiments/sweeps/$*$(if $(QUICK),-quick,).toml $(SWEEP_FLAGS)
+
+# Seed 001's comparison: DeTAG, DeFacto, DSGT, D2, SGP and D-PSGD over alpha x density on real ns-3 links.
+# Writes results/sweeps/detag_table/ (summary.csv, table.csv, table.md, accuracy against rounds and sim seconds).
+table-detag: $(STAMP)
+	$(VENV)/bin/nsdml sweep experiments/configs/detag_table.toml $(SWEEP_FLAGS)
 
 # Redraw every table and plot of the campaigns that have results, from their CSVs.
 tables plots: $(STAMP)

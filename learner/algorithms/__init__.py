@@ -8,21 +8,31 @@ from typing import Any
 from learner.algorithms.base import Algorithm, GradFn, Links
 from learner.algorithms.adom import ADOM
 from learner.algorithms.choco_sgd import ChocoSGD
+from learner.algorithms.d2 import D2
+from learner.algorithms.defacto import DeFacto
 from learner.algorithms.dense_sgd import DenseSGD
+from learner.algorithms.detag import DeTAG
 from learner.algorithms.dgc import DGC
 from learner.algorithms.dpsgd import DPSGD
+from learner.algorithms.dsgt import DSGT
 from learner.algorithms.esgd import ESGD
 from learner.algorithms.hyperprism import HyperPrism, HyperPrismFixed
 from learner.algorithms.mudag import Mudag
+from learner.algorithms.sgp import SGP
 from learner.algorithms.swarmsgd import SwarmSGD
 from learner.algorithms.threshold_sgd import ThresholdSGD
 
 REGISTRY: dict[str, type] = {
     "choco_sgd": ChocoSGD,
+    "d2": D2,
+    "defacto": DeFacto,
     "dense_sgd": DenseSGD,
+    "detag": DeTAG,
     "dgc": DGC,
     "dpsgd": DPSGD,
+    "dsgt": DSGT,
     "esgd": ESGD,
+    "sgp": SGP,
     "threshold_sgd": ThresholdSGD,
     "hyperprism": HyperPrism,  # exponents from per-device hypernetworks
     "hyperprism-fixed": HyperPrismFixed,  # one fixed exponent p

@@ -68,3 +68,20 @@ def check_range(field: str, value: float, low: float, high: float, *, low_open: 
     if below or value > high:
         bracket = "(" if low_open else "["
         raise ValueError(f"{field}: {value!r} is outside {bracket}{low}, {high}]")
+
+
+def check_integer(field: str, value: int, low: int, high: int) -> None:
+    """Raise ValueError naming ``field`` unless value is an integer in [low, high]."""
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ValueError(f"{field}: {value!r} is not an integer in [{low}, {high}]")
+
+
+MAX_EXCHANGES_PER_ROUND = 64
+
+
+def mean_gradient(grad_fn: GradFn, x: torch.Tensor, batches: int) -> torch.Tensor:
+    """Mean of ``batches`` stochastic gradients at x: ``batches`` grad_fn calls, each a fresh mini-batch."""
+    total = grad_fn(x)
+    for _ in range(batches - 1):
+        total = total + grad_fn(x)
+    return total / batches
