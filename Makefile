@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 CONFIG ?= experiments/configs/default.toml
 
-.PHONY: setup run test bench sweep table table-esgd table-detag sweep-density sweep-devices sweep-alpha tables plots bench-ns3 density-table clean-cache
+.PHONY: setup run test bench sweep table table-esgd table-hyperprism table-detag sweep-density sweep-devices sweep-alpha tables plots bench-ns3 density-table clean-cache
 
 setup: $(STAMP)
 
@@ -70,6 +70,14 @@ bench-ns3: $(STAMP)
 # Target vs measured idle density for N in {20, 50, 100} x {0.2, 0.5, 0.8}, without and with fading.
 density-table: $(STAMP)
 	$(PY) -m ns3_scenarios.bench --density
+
+# HyperPrism's base-setting table: every algorithm of seed 000 over real ns-3 links, then Max Acc and
+# Conv. Rds with HyperPrism's % change (results/sweeps/hyperprism_table/paper_table.{csv,md}).
+HYPERPRISM_TABLE := experiments/configs/hyperprism_table.toml
+table-hyperprism: $(STAMP)
+	$(VENV)/bin/nsdml sweep $(HYPERPRISM_TABLE) $(SWEEP_FLAGS)
+	$(VENV)/bin/nsdml sweep experiments/configs/hyperprism_table_mudag_gossip.toml $(SWEEP_FLAGS)
+	$(PY) -m experiments.paper_table $(HYPERPRISM_TABLE)
 
 clean-cache:
 	rm -rf .cache/traces

@@ -19,7 +19,7 @@ import tomli_w
 
 from bridge.link_source import LINK_MODELS, MODES
 from learner.algorithms import build_algorithm
-from learner.data import DATASETS
+from learner.data import DATASETS, DEFAULT_DATA_ROOT, missing_data
 from learner.models import MODELS
 from ns3_scenarios.scenario import ScenarioConfig
 
@@ -39,9 +39,13 @@ class DataConfig:
     alpha: float = 0.1  # Dirichlet concentration of the non-IID split
     test_fraction: float = 0.2
     batch_size: int = 32
+    root: str = DEFAULT_DATA_ROOT  # where the file-based datasets (mnist, cifar10) live
 
     def __post_init__(self) -> None:
         _require(self.dataset in DATASETS, "data.dataset", self.dataset, "one of " + ", ".join(DATASETS))
+        problem = missing_data(self.dataset, self.root)
+        if problem is not None:
+            raise ConfigError(f"data.root: {problem}")
         _require(0.0 < self.alpha <= 1e6, "data.alpha", self.alpha, "a number in (0, 1e6]")
         _require(0.0 < self.test_fraction < 1.0, "data.test_fraction", self.test_fraction, "a number in (0, 1)")
         _require(1 <= self.batch_size <= 4096, "data.batch_size", self.batch_size, "an integer in [1, 4096]")
@@ -207,14 +211,21 @@ def parse_config(raw: dict[str, Any]) -> RunConfig:
                       scenario=scenario)
 
 
+def read_toml(path: Path, kind: str = "config") -> dict[str, Any]:
+    """Parse a TOML file exactly as written (bytes, as tomllib wants: no newline translation)."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as error:
+        raise ConfigError(f"{kind} file {path}: cannot be read ({error.strerror})") from error
+    try:
+        return tomllib.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{kind} file {path}: not valid TOML (not UTF-8 text: {error.reason} at byte "
+                          f"{error.start})") from error
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{kind} file {path}: not valid TOML ({error})") from error
+
+
 def load_config(path: Path) -> RunConfig:
     """Read and validate a TOML config file; every problem is a ConfigError."""
-    try:
-        text = Path(path).read_text()
-    except OSError as error:
-        raise ConfigError(f"config file {path}: cannot be read ({error.strerror})") from error
-    try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as error:
-        raise ConfigError(f"config file {path}: not valid TOML ({error})") from error
-    return parse_config(raw)
+    return parse_config(read_toml(path))

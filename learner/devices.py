@@ -52,12 +52,19 @@ class Devices:
         return batch_gradients(self.model, params, inputs, labels)
 
     @torch.no_grad()
-    def evaluate(self, params: torch.Tensor) -> Evaluation:
-        logits = self.model.forward(params, self._x_test)
-        n, t, c = logits.shape
-        losses = F.cross_entropy(logits.reshape(n * t, c), self._y_test.repeat(n), reduction="none").view(n, t)
-        accuracy = (logits.argmax(-1) == self._y_test).float().mean(1)
-        return Evaluation(accuracy, losses.mean(1), consensus_distance(params))
+    def evaluate(self, params: torch.Tensor, chunk: int = 1000) -> Evaluation:
+        """Test accuracy and loss of every device's model, over the test set in chunks (bounded memory)."""
+        n, total = params.shape[0], len(self._y_test)
+        correct = torch.zeros(n)
+        loss_sum = torch.zeros(n, dtype=torch.float64)
+        for start in range(0, total, chunk):
+            labels = self._y_test[start:start + chunk]
+            logits = self.model.forward(params, self._x_test[start:start + chunk])
+            t, c = logits.shape[1:]
+            losses = F.cross_entropy(logits.reshape(n * t, c), labels.repeat(n), reduction="none").view(n, t)
+            correct += (logits.argmax(-1) == labels).float().sum(1)
+            loss_sum += losses.double().sum(1)
+        return Evaluation(correct / total, (loss_sum / total).float(), consensus_distance(params))
 
 
 def batch_gradients(

@@ -100,3 +100,80 @@ def receiver_mean(mask: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
     held = mask | torch.eye(mask.shape[0], dtype=torch.bool, device=mask.device)
     weights = held.to(values.dtype)
     return (weights.T @ values) / weights.sum(0)[:, None]
+
+
+def connected_components(links: torch.Tensor) -> torch.Tensor:
+    """Component label of every device (the smallest device index in it) for a symmetric link mask."""
+    n = links.shape[0]
+    adjacent = links | torch.eye(n, dtype=torch.bool, device=links.device)
+    labels = torch.arange(n, device=links.device)
+    while True:
+        spread = torch.where(adjacent, labels[None, :], n).amin(1)
+        if torch.equal(spread, labels):
+            return labels
+        labels = spread
+
+
+def second_eigenvalue(weights: torch.Tensor, links: torch.Tensor) -> float:
+    """lambda_2 of a symmetric mixing matrix: its largest |eigenvalue| once the eigenvalue 1 of each
+    connected component of ``links`` is set aside (0 when every device is alone).
+
+    On a connected graph this is the usual second-largest |eigenvalue|; on a
+    disconnected one (a lossy round) it is the slowest mixing rate *within* the
+    components, the quantity an accelerated gossip can be tuned to.
+    """
+    components = int(connected_components(links).unique().numel())
+    n = weights.shape[0]
+    if components >= n:
+        return 0.0
+    spectrum = torch.linalg.eigvalsh(weights.to(torch.float64)).abs().sort(descending=True).values
+    return float(spectrum[components].clamp(0.0, 1.0))
+
+
+def chebyshev_momentum(second: float) -> float:
+    """FastMix's eta_w = (1 - sqrt(1 - lambda_2^2)) / (1 + sqrt(1 - lambda_2^2))."""
+    root = (1.0 - second * second) ** 0.5
+    return (1.0 - root) / (1.0 + root)
+
+
+def fastmix(z: torch.Tensor, masks: list[torch.Tensor], accelerated: bool = True) -> torch.Tensor:
+    """Accelerated (Chebyshev) gossip, one step per delivered mask (Ye et al., Mudag's FastMix)::
+
+        z_{-1} = z_0 = z;  z_{k+1} = (1 + eta_k) W_k^T z_k - eta_k z_{k-1}
+
+    W_k is the Metropolis-Hastings matrix of mask k (two-way links only, so it is
+    symmetric and doubly stochastic and every step keeps the network average) and
+    eta_k = chebyshev_momentum(lambda_2(W_k)): with a time-varying network each
+    step is tuned to the matrix it actually uses. ``accelerated=False`` sets
+    eta_k = 0: K plain gossip steps.
+    """
+    previous, current = z, z
+    for mask in masks:
+        weights = metropolis_hastings(mask, z.dtype)
+        eta = chebyshev_momentum(second_eigenvalue(weights, symmetric_links(mask))) if accelerated else 0.0
+        previous, current = current, (1.0 + eta) * (weights.T @ current) - eta * previous
+    return current
+
+
+def gossip_laplacian(mask: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """(I - W) / 2 for the Metropolis-Hastings W of ``mask``: symmetric, positive semi-definite,
+    eigenvalues in [0, 1), kernel = vectors constant on each connected component."""
+    weights = metropolis_hastings(mask, dtype)
+    return (torch.eye(mask.shape[0], dtype=dtype, device=mask.device) - weights) / 2
+
+
+def random_matching(links: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """A random maximal matching of a symmetric link mask: partner[i] = j for matched pairs, -1 if unmatched.
+
+    Edges are visited in a uniformly random order and taken when both ends are
+    still free. The draw depends only on the mask and the generator, never on
+    the devices' parameters.
+    """
+    n = links.shape[0]
+    edges = torch.nonzero(torch.triu(links, diagonal=1))
+    order = torch.randperm(edges.shape[0], generator=generator)
+    partner = [-1] * n
+    for i, j in edges[order].tolist():
+        if partner[i] < 0 and partner[j] < 0:
+            partner[i], partner[j] = j, i
+    return torch.tensor(partner, dtype=torch.long)

@@ -15,8 +15,9 @@ import math
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
-MODELS = ("logreg", "mlp")
+MODELS = ("logreg", "mlp", "cnn")
 
 
 @dataclass(frozen=True)
@@ -31,13 +32,49 @@ class Layer:
     def size(self) -> int:
         return self.fan_out * self.fan_in + self.fan_out
 
+    @property
+    def weight_shape(self) -> tuple[int, ...]:
+        return (self.fan_out, self.fan_in)
+
+
+@dataclass(frozen=True)
+class ConvLayer:
+    """A k x k convolution with 'same' zero padding, then ReLU and 2 x 2 max-pooling; W is (out, in, k, k)."""
+
+    in_channels: int
+    out_channels: int
+    kernel: int
+    part: str
+
+    @property
+    def fan_in(self) -> int:
+        return self.in_channels * self.kernel * self.kernel
+
+    @property
+    def fan_out(self) -> int:
+        return self.out_channels
+
+    @property
+    def size(self) -> int:
+        return self.out_channels * self.fan_in + self.out_channels
+
+    @property
+    def weight_shape(self) -> tuple[int, ...]:
+        return (self.out_channels, self.in_channels, self.kernel, self.kernel)
+
 
 @dataclass(frozen=True)
 class BatchedModel:
-    """A stack of fully connected layers with ReLU between them, run for N devices at once."""
+    """Convolutions (if any), then fully connected layers with ReLU between them, run for N devices at once.
+
+    Convolutions of all devices run as one grouped convolution (groups = N): the
+    batch axis carries the samples and the channel axis carries device-major
+    blocks of channels, so device j's filters only ever see device j's channels.
+    """
 
     name: str
-    layers: tuple[Layer, ...]
+    layers: tuple[Layer | ConvLayer, ...]
+    input_shape: tuple[int, int, int] | None = None  # (channels, height, width) when there are convolutions
 
     @property
     def dim(self) -> int:
@@ -52,12 +89,12 @@ class BatchedModel:
         return torch.cat([torch.full((layer.size,), layer.part == part) for layer in self.layers])
 
     def unflatten(self, params: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Views (W: (N, out, in), b: (N, out)) of each layer inside the flat (N, d) parameters."""
+        """Views (W: (N, *weight_shape), b: (N, out)) of each layer inside the flat (N, d) parameters."""
         n = params.shape[0]
         views, start = [], 0
         for layer in self.layers:
             w_end = start + layer.fan_out * layer.fan_in
-            weight = params[:, start:w_end].view(n, layer.fan_out, layer.fan_in)
+            weight = params[:, start:w_end].view(n, *layer.weight_shape)
             bias = params[:, w_end:w_end + layer.fan_out]
             views.append((weight, bias))
             start = w_end + layer.fan_out
@@ -67,9 +104,14 @@ class BatchedModel:
         """Logits (N, B, classes) for per-device inputs (N, B, features) or shared inputs (B, features)."""
         hidden = inputs
         views = self.unflatten(params)
-        for index, (weight, bias) in enumerate(views):
+        convolutions = sum(isinstance(layer, ConvLayer) for layer in self.layers)
+        if convolutions:
+            hidden = _batched_convolutions(self.layers[:convolutions], views[:convolutions], inputs,
+                                           self.input_shape, params.shape[0])
+        dense = views[convolutions:]
+        for index, (weight, bias) in enumerate(dense):
             hidden = _batched_linear(hidden, weight, bias)
-            if index < len(views) - 1:
+            if index < len(dense) - 1:
                 hidden = torch.relu(hidden)
         return hidden
 
@@ -92,8 +134,37 @@ def _batched_linear(inputs: torch.Tensor, weight: torch.Tensor, bias: torch.Tens
     return torch.baddbmm(bias.unsqueeze(1), inputs, weight.transpose(1, 2))
 
 
-def build_model(name: str, num_features: int, num_classes: int, hidden: int = 200) -> BatchedModel:
-    """Logistic regression (HyperPrism's MNIST model) or a one-hidden-layer MLP."""
+def _batched_convolutions(layers, views, inputs: torch.Tensor, input_shape: tuple[int, int, int],
+                          n: int) -> torch.Tensor:
+    """Run every device's convolution stack; returns per-device flattened features (N, B, C * H * W)."""
+    channels, height, width = input_shape
+    if inputs.dim() == 2:
+        # Shared inputs: the first convolution is one ordinary conv with all devices' filters stacked.
+        hidden = inputs.reshape(-1, channels, height, width)
+        groups = 1
+    else:
+        batch = inputs.shape[1]
+        hidden = inputs.reshape(n, batch, channels, height, width).transpose(0, 1).reshape(
+            batch, n * channels, height, width)
+        groups = n
+    for layer, (weight, bias) in zip(layers, views):
+        weight = weight.reshape(n * layer.out_channels, layer.in_channels, layer.kernel, layer.kernel)
+        hidden = F.conv2d(hidden, weight, bias.reshape(-1), padding=layer.kernel // 2, groups=groups)
+        hidden = F.max_pool2d(torch.relu(hidden), 2)
+        groups = n
+    return hidden.reshape(hidden.shape[0], n, -1).transpose(0, 1)
+
+
+def build_model(name: str, num_features: int, num_classes: int, hidden: int = 200,
+                image_shape: tuple[int, int, int] | None = None) -> BatchedModel:
+    """Logistic regression (HyperPrism's MNIST model), a one-hidden-layer MLP, or a small CNN.
+
+    ``cnn`` (for CIFAR-10-shaped input, any (channels, height, width) image):
+    conv 5x5 -> 6 channels, conv 5x5 -> 16 channels (each with same padding, ReLU,
+    2x2 max-pool), then fully connected 16*(H/4)*(W/4) -> ``hidden`` (ReLU) -> classes.
+    The convolutions are the representation part, the fully connected layers
+    the decision part (HyperPrism's split).
+    """
     if name == "logreg":
         return BatchedModel(name, (Layer(num_features, num_classes, "decision"),))
     if name == "mlp":
@@ -101,4 +172,17 @@ def build_model(name: str, num_features: int, num_classes: int, hidden: int = 20
             Layer(num_features, hidden, "representation"),
             Layer(hidden, num_classes, "decision"),
         ))
+    if name == "cnn":
+        if image_shape is None or image_shape[0] * image_shape[1] * image_shape[2] != num_features \
+                or min(image_shape[1:]) < 4:
+            raise ValueError(f"model.name: cnn needs images of at least 4x4 pixels; the data has {num_features} "
+                             f"features and image shape {image_shape}")
+        channels, height, width = image_shape
+        flat = 16 * (height // 4) * (width // 4)
+        return BatchedModel(name, (
+            ConvLayer(channels, 6, 5, "representation"),
+            ConvLayer(6, 16, 5, "representation"),
+            Layer(flat, hidden, "decision"),
+            Layer(hidden, num_classes, "decision"),
+        ), input_shape=image_shape)
     raise ValueError(f"model.name: unknown model {name!r}; allowed: {', '.join(MODELS)}")

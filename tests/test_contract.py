@@ -112,3 +112,24 @@ def test_the_same_seed_gives_the_same_step(algorithm):
     first, _ = _run(algorithm, x, quadratic(scales, centres), _random_mask(3), seed=5)
     second, _ = _run(algorithm, x, quadratic(scales, centres), _random_mask(3), seed=5)
     assert torch.equal(first, second)
+
+
+def test_step_is_pure_in_x_and_state(algorithm):
+    # Two steps from the same (x, state) give the same result, and neither input is modified:
+    # everything that carries over lives in the returned state (a generator advanced in place would fail this).
+    x, centres, scales = _problem()
+    state = algorithm.init(x, seed=1, model=MODEL)
+    x_before = x.clone()
+    first, _ = algorithm.step(x, state, quadratic(scales, centres), MaskLinks(_random_mask(5)))
+    second, _ = algorithm.step(x, state, quadratic(scales, centres), MaskLinks(_random_mask(5)))
+    assert torch.equal(x, x_before)
+    assert torch.equal(first, second)
+
+
+def test_non_finite_parameters_do_not_raise(algorithm):
+    # The runner reports a run whose parameters stop being finite as diverged; the step itself must not crash.
+    x, centres, scales = _problem()
+    x[1, 2] = float("inf")
+    x[3, 0] = float("nan")
+    out, _ = _run(algorithm, x, quadratic(scales, centres), _random_mask(6), rounds=2)
+    assert out.shape == (N, D)

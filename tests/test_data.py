@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from learner.data import dirichlet_partition, load_dataset, stratified_split
+from learner.data import dirichlet_partition, load_dataset, missing_data, read_cifar10_batch, read_idx, stratified_split
 
 
 def _labels(per_class=200, classes=10):
@@ -65,3 +65,79 @@ def test_default_dataset_is_real_mnist_from_the_package():
     assert data.num_classes == 10
     assert 0.0 <= data.x_train.min() and data.x_train.max() <= 1.0
     assert set(np.unique(data.y_test)) == set(range(10))
+
+
+def _write_idx(path, array, compress):
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(s).to_bytes(4, "big") for s in array.shape)
+    payload = header + array.astype(np.uint8).tobytes()
+    if compress:
+        import gzip
+
+        path = path.with_name(path.name + ".gz")
+        payload = gzip.compress(payload)
+    path.write_bytes(payload)
+
+
+def _write_mnist(directory, compress, n_train=30, n_test=10):
+    directory.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    arrays = {
+        "train-images-idx3-ubyte": rng.integers(0, 256, (n_train, 28, 28)),
+        "train-labels-idx1-ubyte": np.arange(n_train) % 10,
+        "t10k-images-idx3-ubyte": rng.integers(0, 256, (n_test, 28, 28)),
+        "t10k-labels-idx1-ubyte": (np.arange(n_test) * 3) % 10,
+    }
+    for name, array in arrays.items():
+        _write_idx(directory / name, array, compress)
+    return arrays
+
+
+@pytest.mark.parametrize("layout, compress", [("MNIST/raw", False), ("mnist", True)])
+def test_mnist_idx_reader_on_files_written_in_the_real_format(tmp_path, layout, compress):
+    arrays = _write_mnist(tmp_path / layout, compress)
+    data = load_dataset("mnist", test_fraction=0.5, seed=0, root=tmp_path)
+    assert data.x_train.shape == (30, 784) and data.x_test.shape == (10, 784)
+    assert data.image_shape == (1, 28, 28) and data.num_classes == 10
+    assert np.allclose(data.x_train[3], arrays["train-images-idx3-ubyte"][3].reshape(-1) / 255.0)
+    assert np.array_equal(data.y_test, arrays["t10k-labels-idx1-ubyte"])
+    assert data.x_train.dtype == np.float32 and data.y_train.dtype == np.int64
+
+
+def test_idx_reader_rejects_a_truncated_file(tmp_path):
+    _write_idx(tmp_path / "x", np.zeros((4, 3, 3)), compress=False)
+    (tmp_path / "y").write_bytes((tmp_path / "x").read_bytes()[:-5])
+    assert read_idx(tmp_path / "x").shape == (4, 3, 3)
+    with pytest.raises(ValueError, match="header says"):
+        read_idx(tmp_path / "y")
+
+
+def test_cifar10_binary_reader_on_files_written_in_the_real_format(tmp_path):
+    directory = tmp_path / "cifar-10-batches-bin"
+    directory.mkdir()
+    rng = np.random.default_rng(1)
+    written = {}
+    for name in [f"data_batch_{k}.bin" for k in range(1, 6)] + ["test_batch.bin"]:
+        labels = rng.integers(0, 10, 4)
+        pixels = rng.integers(0, 256, (4, 3, 32, 32))  # channel-major: 1024 R, 1024 G, 1024 B per record
+        records = np.concatenate([labels[:, None], pixels.reshape(4, -1)], axis=1).astype(np.uint8)
+        records.tofile(directory / name)
+        written[name] = (labels, pixels)
+    data = load_dataset("cifar10", test_fraction=0.5, seed=0, root=tmp_path)
+    assert data.x_train.shape == (20, 3072) and data.x_test.shape == (4, 3072) and data.image_shape == (3, 32, 32)
+    labels, pixels = written["data_batch_2.bin"]
+    assert np.array_equal(data.y_train[4:8], labels)
+    # Pixel (channel 1 = green, row 5, column 7) of the first record of batch 2.
+    assert data.x_train[4].reshape(3, 32, 32)[1, 5, 7] == np.float32(pixels[0, 1, 5, 7] / 255.0)
+    assert np.array_equal(data.y_test, written["test_batch.bin"][0])
+    (directory / "test_batch.bin").write_bytes(b"\x00" * 100)
+    with pytest.raises(ValueError, match="3073-byte"):
+        read_cifar10_batch(directory / "test_batch.bin")
+
+
+@pytest.mark.parametrize("name, expected", [("mnist", "MNIST/raw"), ("cifar10", "cifar-10-batches-bin")])
+def test_missing_files_raise_naming_the_expected_path(tmp_path, name, expected):
+    assert missing_data("digits", tmp_path) is None
+    message = missing_data(name, tmp_path)
+    assert expected in message and str(tmp_path) in message
+    with pytest.raises(FileNotFoundError, match=expected):
+        load_dataset(name, 0.2, 0, root=tmp_path)

@@ -134,3 +134,70 @@ def test_registry_rejects_unknown_names_and_bad_hyperparameters():
         build_algorithm("dpsgd", lr=-1.0)
     with pytest.raises(ValueError, match="algorithm.momentum"):
         build_algorithm("dpsgd", momentum=0.9)
+
+
+def _cnn_module_for(model, flat):
+    """One device's CNN as ordinary nn layers: conv -> ReLU -> max-pool (x2), flatten, linear -> ReLU -> linear."""
+    layers, start = [], 0
+    for layer in model.layers:
+        w_end = start + layer.fan_in * layer.fan_out
+        if hasattr(layer, "kernel"):
+            module = nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel, padding=layer.kernel // 2)
+            tail = [nn.ReLU(), nn.MaxPool2d(2)]
+        else:
+            module = nn.Linear(layer.fan_in, layer.fan_out)
+            tail = [nn.ReLU()]
+        with torch.no_grad():
+            module.weight.copy_(flat[start:w_end].view(module.weight.shape))
+            module.bias.copy_(flat[w_end:w_end + layer.fan_out])
+        start = w_end + layer.fan_out
+        if isinstance(module, nn.Linear) and not any(isinstance(m, nn.Linear) for m in layers):
+            layers.append(nn.Flatten())
+        layers += [module, *tail]
+    return nn.Sequential(*layers[:-1])  # no ReLU after the last layer
+
+
+@pytest.mark.parametrize("shape", [(3, 12, 12), (1, 8, 8)])
+def test_cnn_batched_gradients_and_shared_forward_equal_per_device_modules(shape):
+    features = shape[0] * shape[1] * shape[2]
+    model = build_model("cnn", features, CLASSES, hidden=7, image_shape=shape)
+    generator = torch.Generator().manual_seed(3)
+    params = model.init(N, seed=0) + 0.05 * torch.randn(N, model.dim, generator=generator)
+    inputs = torch.rand(N, BATCH, features, generator=generator)
+    labels = torch.randint(0, CLASSES, (N, BATCH), generator=generator)
+    grads, losses = batch_gradients(model, params, inputs, labels)
+    shared = torch.rand(11, features, generator=generator)
+    logits = model.forward(params, shared)
+    for i in range(N):
+        module = _cnn_module_for(model, params[i])
+        loss = nn.functional.cross_entropy(module(inputs[i].view(BATCH, *shape)), labels[i])
+        loss.backward()
+        flat = torch.cat([torch.cat([m.weight.grad.flatten(), m.bias.grad])
+                          for m in module if isinstance(m, (nn.Conv2d, nn.Linear))])
+        assert torch.allclose(grads[i], flat, atol=1e-5)
+        assert torch.isclose(losses[i], loss.detach(), atol=1e-6)
+        assert torch.allclose(logits[i], module(shared.view(11, *shape)), atol=1e-5)
+
+
+def test_cnn_layer_split_convolutions_are_representation():
+    model = build_model("cnn", 3 * 32 * 32, 10, hidden=64, image_shape=(3, 32, 32))
+    representation = model.part_mask("representation")
+    conv_size = (6 * 3 * 25 + 6) + (16 * 6 * 25 + 16)
+    assert representation[:conv_size].all() and not representation[conv_size:].any()
+    assert model.dim == conv_size + (16 * 8 * 8 * 64 + 64) + (64 * 10 + 10)
+    assert torch.equal(model.part_mask("decision"), ~representation)
+    with pytest.raises(ValueError, match="model.name"):
+        build_model("cnn", 784, 10)
+
+
+def test_evaluation_in_chunks_equals_one_pass():
+    model = build_model("mlp", FEATURES, CLASSES, hidden=5)
+    generator = torch.Generator().manual_seed(4)
+    x = np.random.default_rng(0).random((50, FEATURES)).astype(np.float32)
+    y = np.arange(50) % CLASSES
+    devices = Devices(model, Dataset(x, y, x, y, CLASSES), [np.arange(25), np.arange(25, 50)], 4, seed=0)
+    params = torch.randn(2, model.dim, generator=generator)
+    whole, chunked = devices.evaluate(params, chunk=1000), devices.evaluate(params, chunk=7)
+    assert torch.allclose(whole.accuracy, chunked.accuracy) and torch.allclose(whole.loss, chunked.loss, atol=1e-6)
+    logits = model.forward(params, torch.from_numpy(x))
+    assert torch.allclose(whole.accuracy, (logits.argmax(-1) == torch.from_numpy(y)).float().mean(1))

@@ -1,6 +1,8 @@
+import pytest
 import torch
 
-from learner.mixing import metropolis_hastings
+from learner.mixing import (chebyshev_momentum, connected_components, fastmix, gossip_laplacian, metropolis_hastings,
+                            random_matching, second_eigenvalue, symmetric_links)
 
 
 def test_hand_computed_path_with_a_one_way_link():
@@ -35,3 +37,102 @@ def test_random_masks_give_doubly_stochastic_weights_zero_off_the_mask():
 
 def test_no_links_means_identity():
     assert torch.equal(metropolis_hastings(torch.zeros(5, 5, dtype=torch.bool)), torch.eye(5))
+
+
+def _path_mask(n):
+    mask = torch.zeros(n, n, dtype=torch.bool)
+    for i in range(n - 1):
+        mask[i, i + 1] = mask[i + 1, i] = True
+    return mask
+
+
+def test_connected_components_label_each_device_by_its_component():
+    mask = torch.zeros(6, 6, dtype=torch.bool)
+    for i, j in [(0, 2), (2, 0), (2, 4), (4, 2), (1, 3), (3, 1)]:
+        mask[i, j] = True
+    assert connected_components(mask).tolist() == [0, 1, 0, 1, 0, 5]
+
+
+def test_second_eigenvalue_by_hand_and_on_disconnected_graphs():
+    # Two devices linked both ways: W = [[1/2, 1/2], [1/2, 1/2]], eigenvalues 1 and 0.
+    pair = ~torch.eye(2, dtype=torch.bool)
+    assert second_eigenvalue(metropolis_hastings(pair), pair) == pytest.approx(0.0, abs=1e-12)
+    # Path of 3: W = [[2/3,1/3,0],[1/3,1/3,1/3],[0,1/3,2/3]] has eigenvalues 1, 2/3, 0.
+    path = _path_mask(3)
+    assert second_eigenvalue(metropolis_hastings(path), path) == pytest.approx(2 / 3)
+    # The same path beside an isolated device: the isolated device's eigenvalue 1 is set aside.
+    four = torch.zeros(4, 4, dtype=torch.bool)
+    four[:3, :3] = path
+    assert second_eigenvalue(metropolis_hastings(four), four) == pytest.approx(2 / 3)
+    nobody = torch.zeros(3, 3, dtype=torch.bool)
+    assert second_eigenvalue(metropolis_hastings(nobody), nobody) == 0.0
+
+
+def test_chebyshev_momentum_values():
+    assert chebyshev_momentum(0.0) == 0.0
+    assert chebyshev_momentum(0.6) == pytest.approx((1 - 0.8) / (1 + 0.8))
+    assert chebyshev_momentum(1.0) == 1.0
+
+
+def test_fastmix_by_hand_and_its_invariants():
+    path = _path_mask(3)
+    weights = metropolis_hastings(path, torch.float64)
+    eta = chebyshev_momentum(2 / 3)
+    z = torch.tensor([[3.0], [0.0], [-6.0]], dtype=torch.float64)
+    one = weights @ z * (1 + eta) - eta * z  # z_{-1} = z_0
+    two = weights @ one * (1 + eta) - eta * z
+    assert torch.allclose(fastmix(z, [path, path]), two)
+    # Keeps the network average; converges to it faster than plain gossip on a long path.
+    n = 12
+    long_path = _path_mask(n)
+    z = torch.randn(n, 5, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    mixed = fastmix(z, [long_path] * 30)
+    assert torch.allclose(mixed.mean(0), z.mean(0))
+    plain = z.clone()
+    w = metropolis_hastings(long_path, torch.float64)
+    for _ in range(30):
+        plain = w.T @ plain
+    assert (mixed - z.mean(0)).norm() < 0.5 * (plain - z.mean(0)).norm()
+    # No link: nothing changes.
+    assert torch.equal(fastmix(z, [torch.zeros(n, n, dtype=torch.bool)] * 3), z)
+
+
+def test_gossip_laplacian_is_half_of_identity_minus_metropolis():
+    mask = torch.rand(7, 7, generator=torch.Generator().manual_seed(1)) < 0.5
+    laplacian = gossip_laplacian(mask, torch.float64)
+    assert torch.allclose(laplacian, (torch.eye(7, dtype=torch.float64) - metropolis_hastings(mask, torch.float64)) / 2)
+    eigenvalues = torch.linalg.eigvalsh(laplacian)
+    assert eigenvalues.min() > -1e-12 and eigenvalues.max() < 1.0
+    assert torch.allclose(laplacian @ torch.ones(7, dtype=torch.float64), torch.zeros(7, dtype=torch.float64))
+
+
+def test_random_matching_is_a_maximal_matching_on_the_links_only():
+    generator = torch.Generator().manual_seed(0)
+    for trial in range(30):
+        n = 2 + trial % 9
+        mask = torch.rand(n, n, generator=generator) < 0.5
+        links = symmetric_links(mask)
+        partner = random_matching(links, generator)
+        for i, j in enumerate(partner.tolist()):
+            if j >= 0:
+                assert links[i, j] and partner[j] == i
+        free = partner < 0
+        assert not (links & free[:, None] & free[None, :]).any()  # maximal: no link between two free devices
+
+
+def test_random_matching_is_seeded_and_varies():
+    links = symmetric_links(torch.ones(10, 10, dtype=torch.bool))
+    first = random_matching(links, torch.Generator().manual_seed(3))
+    assert torch.equal(first, random_matching(links, torch.Generator().manual_seed(3)))
+    generator = torch.Generator().manual_seed(3)
+    draws = {tuple(random_matching(links, generator).tolist()) for _ in range(10)}
+    assert len(draws) > 1
+
+
+def test_fastmix_without_acceleration_is_plain_gossip():
+    masks = [_path_mask(5), torch.ones(5, 5, dtype=torch.bool), _path_mask(5)]
+    z = torch.randn(5, 3, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    expected = z
+    for mask in masks:
+        expected = metropolis_hastings(mask, torch.float64).T @ expected
+    assert torch.allclose(fastmix(z, masks, accelerated=False), expected)

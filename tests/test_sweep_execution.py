@@ -94,15 +94,15 @@ def test_an_interrupted_sweep_resumes_only_the_missing_runs(reference, tmp_path,
                str(tmp_path / "results"), "--cache", str(tmp_path / "cache"), "--workers", "1", "--quiet"]
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                start_new_session=True)
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 300
     while len(_finished(tmp_path / "results")) < 3 and time.monotonic() < deadline and process.poll() is None:
         time.sleep(0.05)
     os.killpg(process.pid, signal_number)
-    _, stderr = process.communicate(timeout=60)
+    _, stderr = process.communicate(timeout=120)
     before = _finished(tmp_path / "results")
-    assert 3 <= len(before) < 8, "the interruption must land mid-sweep"
+    assert 3 <= len(before) < 8, f"the interruption must land mid-sweep; stderr: {stderr[-2000:]!r}"
     if signal_number == signal.SIGINT:
-        assert process.returncode == 130 and b"run the same command again" in stderr
+        assert process.returncode == 130 and b"run the same command again" in stderr, stderr[-2000:]
     unfinished = {run: status for run, status in _statuses(tmp_path / "results").items() if run not in before}
     for run, status in unfinished.items():  # the run cut short keeps its rows, readable, and says so
         # SIGINT is caught and recorded as "interrupted" (or leaves "running" if it lands while the run
@@ -115,7 +115,7 @@ def test_an_interrupted_sweep_resumes_only_the_missing_runs(reference, tmp_path,
     assert resumed.returncode == 0, resumed.stderr
     after = _finished(tmp_path / "results")
     assert len(after) == 8
-    assert {run: after[run] for run in before} == before  # finished runs were not recomputed
+    assert {run: after.get(run) for run in before} == before, resumed.stderr[-2000:]  # not recomputed
     assert not list((tmp_path / "results").glob(".*"))  # no half-written staging left
     assert _outputs(tmp_path / "results", sweep) == expected
 

@@ -6,6 +6,7 @@ from dataclasses import fields
 from typing import Any
 
 from learner.algorithms.base import Algorithm, GradFn, Links
+from learner.algorithms.adom import ADOM
 from learner.algorithms.choco_sgd import ChocoSGD
 from learner.algorithms.d2 import D2
 from learner.algorithms.defacto import DeFacto
@@ -15,7 +16,10 @@ from learner.algorithms.dgc import DGC
 from learner.algorithms.dpsgd import DPSGD
 from learner.algorithms.dsgt import DSGT
 from learner.algorithms.esgd import ESGD
+from learner.algorithms.hyperprism import HyperPrism, HyperPrismFixed
+from learner.algorithms.mudag import Mudag
 from learner.algorithms.sgp import SGP
+from learner.algorithms.swarmsgd import SwarmSGD
 from learner.algorithms.threshold_sgd import ThresholdSGD
 
 REGISTRY: dict[str, type] = {
@@ -30,6 +34,11 @@ REGISTRY: dict[str, type] = {
     "esgd": ESGD,
     "sgp": SGP,
     "threshold_sgd": ThresholdSGD,
+    "hyperprism": HyperPrism,  # exponents from per-device hypernetworks
+    "hyperprism-fixed": HyperPrismFixed,  # one fixed exponent p
+    "swarmsgd": SwarmSGD,
+    "mudag": Mudag,
+    "adom": ADOM,  # the primal form ADOM+
 }
 
 

@@ -1,0 +1,87 @@
+"""A sweep's table in the shape of HyperPrism's: Max Acc and Conv. Rds per algorithm, with the reference
+algorithm's % change against each row.
+
+    python -m experiments.paper_table SWEEP.toml [--results DIR] [--reference hyperprism]
+
+Reads only ``results/sweeps/<name>/table.csv`` (written by ``nsdml sweep``/``nsdml table``) and writes
+``paper_table.csv`` and ``paper_table.md`` beside it. For a row r and the reference h:
+
+    Max Acc change   = (MaxAcc_h - MaxAcc_r) / MaxAcc_r * 100      (> 0: the reference is more accurate)
+    Conv. Rds change = (Rds_r - Rds_h) / Rds_r * 100               (> 0: the reference converges faster)
+
+Conv. Rds is the mean over the seeds that reached the target; a row that never reached it has no change.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from experiments.atomic import write_atomically
+from experiments.config import ConfigError
+from experiments.sweep import load_sweep
+
+
+def relative_table(table: pd.DataFrame, reference: str) -> pd.DataFrame:
+    """One row per algorithm: Max Acc, Conv. Rds and the reference's % change against it."""
+    if "algorithm.name" not in table or reference not in set(table["algorithm.name"]):
+        raise ValueError(f"--reference: {reference!r} is not an algorithm of this table")
+    ref = table.set_index("algorithm.name").loc[reference]
+    rows = []
+    for _, row in table.iterrows():
+        rds, ref_rds = row["conv_rounds_mean"], ref["conv_rounds_mean"]
+        rows.append({
+            "algorithm": row["algorithm.name"],
+            "runs": int(row["runs"]),
+            "reached": int(row["reached"]),
+            "max_acc": row["max_acc_mean"],
+            "max_acc_std": row["max_acc_std"],
+            "conv_rounds": rds,
+            f"{reference}_max_acc_change_pct": (ref["max_acc_mean"] - row["max_acc_mean"]) / row["max_acc_mean"] * 100,
+            f"{reference}_conv_rounds_change_pct": (rds - ref_rds) / rds * 100 if rds > 0 and ref_rds > 0 else math.nan,
+        })
+    return pd.DataFrame(rows)
+
+
+def markdown(relative: pd.DataFrame, reference: str, target: float) -> str:
+    header = ["algorithm", "Max Acc (mean ± std)", f"Conv. Rds (≥ {target:.2f})",
+              f"{reference} Max Acc change", f"{reference} Conv. Rds change"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for _, row in relative.iterrows():
+        std = 0.0 if math.isnan(row["max_acc_std"]) else row["max_acc_std"]
+        rounds = "—" if math.isnan(row["conv_rounds"]) else f"{row['conv_rounds']:.1f}"
+        conv = f"{rounds} ({row['reached']}/{row['runs']})"
+        same = row["algorithm"] == reference
+        acc_change = "—" if same else f"{row[f'{reference}_max_acc_change_pct']:+.2f}%"
+        rds_change = row[f"{reference}_conv_rounds_change_pct"]
+        rds_text = "—" if same or math.isnan(rds_change) else f"{rds_change:+.2f}%"
+        lines.append(f"| {row['algorithm']} | {row['max_acc']:.4f} ± {std:.4f} | {conv} | {acc_change} | {rds_text} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m experiments.paper_table", description=__doc__.splitlines()[0])
+    parser.add_argument("sweep", type=Path, help="the TOML sweep file whose table to reshape")
+    parser.add_argument("--results", type=Path, default=Path("results"))
+    parser.add_argument("--reference", default="hyperprism")
+    args = parser.parse_args(argv)
+    try:
+        sweep = load_sweep(args.sweep)
+        out = sweep.summary_dir(args.results)
+        relative = relative_table(pd.read_csv(out / "table.csv"), args.reference)
+    except (ConfigError, ValueError, OSError) as error:
+        print(f"paper_table: {error}", file=sys.stderr)
+        return 2
+    write_atomically(out / "paper_table.csv", relative.to_csv(index=False, float_format="%.6g"))
+    text = markdown(relative, args.reference, sweep.target_accuracy)
+    write_atomically(out / "paper_table.md", text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,122 @@
+"""ADOM, in its primal form ADOM+, for training with ordinary (primal) gradients.
+
+Papers: D. Kovalev, E. Shulgin, P. Richtarik, A. Rogozin, A. Gasnikov, "ADOM:
+Accelerated Decentralized Optimization Method for Time-Varying Networks",
+ICML 2021 (the method HyperPrism compares against), and its primal variant
+ADOM+ from D. Kovalev, E. Gasanov, A. Gasnikov, P. Richtarik, "Lower Bounds
+and Optimal Algorithms for Smooth and Strongly Convex Decentralized
+Optimization Over Time-Varying Networks", NeurIPS 2021.
+
+ADOM needs the gradient of the Fenchel conjugate of each f_i, which a neural
+network does not have; ADOM+ needs only grad f_i and is what this file runs.
+With L(k) the gossip matrix of round k, per device (all products with L(k) are
+the only communication)::
+
+    x_g = tau1 x + (1 - tau1) x_f
+    y_g = sig1 y + (1 - sig1) y_f,   z_g = sig1 z + (1 - sig1) z_f
+    x+  = x + eta alpha (x_g - x+) - eta (g(x_g) - nu x_g - y+)         } solved jointly
+    y+  = y + theta beta (g(x_g) - nu x_g - y+) - theta (nu^-1 (y_g + z_g) + x+)  } (linear, closed form)
+    z+  = z + gamma delta (z_g - z) - L(k) (gamma nu^-1 (y_g + z_g) + m)
+    m+  = gamma nu^-1 (y_g + z_g) + m - L(k) (gamma nu^-1 (y_g + z_g) + m)
+    x_f+ = x_g + tau2 (x+ - x),  y_f+ = y_g + sig2 (y+ - y),  z_f+ = z_g - zeta L(k) (y_g + z_g)
+
+with the constants of ADOM+'s convergence theorem, from mu (strong convexity), L_f = 1 / lr (smoothness)
+and chi (bound on the gossip matrices' condition number lambda_max / lambda_min+):
+tau2 = sqrt(mu / L_f), tau1 = 1 / (1/tau2 + 1/2), eta = 1 / (L_f tau2), alpha = nu = mu / 2,
+beta = 1 / (2 L_f), sig2 = tau2 / (16 chi), sig1 = 1 / (1/sig2 + 1/2), theta = nu / (4 sig2),
+gamma = nu / (14 sig2 chi^2), delta = 1 / (17 L_f), zeta = 1/2.
+
+One exchange per round carries two vectors, (y_g + z_g) and m, so its payload
+is 2 x d x 4 bytes; both L(k) products are computed from them.
+
+Reconstructed: L(k) = (I - W(k)) / 2 with W(k) Metropolis-Hastings on
+``mask & mask.T`` (symmetric, PSD, lambda_max < 1, kernel = consensus on each
+connected component; a disconnected round breaks the paper's assumption
+that every L(k) has the consensus space as its whole kernel). L_f is set
+from the testbed's lr (the step 1/L_f of the smooth part), mu and chi are
+hyperparameters (the paper assumes them known). Gradients are stochastic
+mini-batch gradients. Start: y = z = m = 0 (z must start in the range of
+the gossip matrices; 0 is), x_f = x. The model the runner evaluates is x.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+
+from learner.algorithms.base import FLOAT32_BYTES, GradFn, Links, check_range
+from learner.mixing import gossip_laplacian
+
+
+class AdomState(NamedTuple):
+    x_f: torch.Tensor
+    y: torch.Tensor
+    y_f: torch.Tensor
+    z: torch.Tensor
+    z_f: torch.Tensor
+    m: torch.Tensor
+
+
+@dataclass(frozen=True)
+class ADOM:
+    lr: float = 0.01  # 1 / L_f
+    mu: float = 0.1  # strong-convexity estimate
+    chi: float = 10.0  # condition-number bound of the gossip matrices
+    name: str = "adom"
+
+    def __post_init__(self) -> None:
+        check_range("algorithm.lr", self.lr, 0.0, 100.0)
+        check_range("algorithm.mu", self.mu, 0.0, 1.0 / self.lr)
+        check_range("algorithm.chi", self.chi, 1.0, 1e6, low_open=False)
+
+    def constants(self) -> dict[str, float]:
+        """The parameters of ADOM+'s convergence theorem (Kovalev, Gasanov, Gasnikov, Richtarik 2021)."""
+        smooth, mu, chi = 1.0 / self.lr, self.mu, self.chi
+        tau2 = min(1.0, (mu / smooth) ** 0.5)
+        sigma2 = tau2 / (16.0 * chi)
+        nu = mu / 2.0
+        return {
+            "tau1": 1.0 / (1.0 / tau2 + 0.5), "tau2": tau2, "eta": 1.0 / (smooth * tau2), "alpha": mu / 2.0,
+            "nu": nu, "beta": 1.0 / (2.0 * smooth), "sigma1": 1.0 / (1.0 / sigma2 + 0.5), "sigma2": sigma2,
+            "theta": nu / (4.0 * sigma2), "gamma": nu / (14.0 * sigma2 * chi ** 2),
+            "delta": 1.0 / (17.0 * smooth), "zeta": 0.5,
+        }
+
+    def exchange_payloads(self, dim: int) -> tuple[int, ...]:
+        return (2 * dim * FLOAT32_BYTES,)
+
+    def init(self, x: torch.Tensor, seed: int = 0, model: object = None) -> AdomState:
+        zeros = torch.zeros_like(x)
+        return AdomState(x.clone(), zeros, zeros, zeros, zeros, zeros)
+
+    def step(self, x: torch.Tensor, state: AdomState, grad_fn: GradFn,
+             links: Links) -> tuple[torch.Tensor, AdomState]:
+        c = self.constants()
+        eta, alpha, nu, theta, beta = c["eta"], c["alpha"], c["nu"], c["theta"], c["beta"]
+        x_f, y, y_f, z, z_f, m = state
+        x_g = c["tau1"] * x + (1 - c["tau1"]) * x_f
+        y_g = c["sigma1"] * y + (1 - c["sigma1"]) * y_f
+        z_g = c["sigma1"] * z + (1 - c["sigma1"]) * z_f
+        grad = grad_fn(x_g)
+
+        # Lines x+ and y+ are one linear system per coordinate: eliminate x+ from y+'s equation.
+        damp = 1.0 / (1.0 + eta * alpha)
+        y_new = (1.0 + eta * alpha) / ((1.0 + theta * beta) * (1.0 + eta * alpha) + theta * eta) * (
+            y + (theta * beta + eta * theta * damp) * grad
+            - theta * (beta * nu + eta * (nu + alpha) * damp) * x_g
+            - theta * damp * x
+            - (theta / nu) * (y_g + z_g))
+        x_new = damp * (x + eta * alpha * x_g - eta * (grad - nu * x_g - y_new))
+
+        laplacian = gossip_laplacian(links.exchange(2 * x.shape[1] * FLOAT32_BYTES), x.dtype)
+        dual = y_g + z_g
+        sent = c["gamma"] / nu * dual + m
+        mixed = laplacian @ sent  # L(k) is symmetric: receiver j combines what it heard
+        z_new = z + c["gamma"] * c["delta"] * (z_g - z) - mixed
+        m_new = sent - mixed
+        x_f_new = x_g + c["tau2"] * (x_new - x)
+        y_f_new = y_g + c["sigma2"] * (y_new - y)
+        z_f_new = z_g - c["zeta"] * (laplacian @ dual)
+        return x_new, AdomState(x_f_new, y_new, y_f_new, z_new, z_f_new, m_new)
