@@ -44,7 +44,7 @@ def push_sum_weights(mask: torch.Tensor, dtype: torch.dtype = torch.float32) -> 
 
 
 def connected_components(links: torch.Tensor) -> torch.Tensor:
-    """Component label of every device in the undirected graph ``links`` (N, N) bool: the smallest index in it."""
+    """Component label of every device in the graph ``links`` (N, N) bool, taken undirected: the smallest index in it."""
     n = links.shape[0]
     reach = links | links.T | torch.eye(n, dtype=torch.bool, device=links.device)
     labels = torch.arange(n, device=links.device)
@@ -70,7 +70,7 @@ def spectral_lambda(weights: torch.Tensor) -> float:
     labels = connected_components((w != 0) & ~torch.eye(n, dtype=torch.bool, device=w.device))
     same = labels[:, None] == labels[None, :]
     projector = same.to(torch.float64) / same.sum(1, keepdim=True).to(torch.float64)
-    return float(torch.linalg.eigvalsh(w - projector).abs().max())
+    return min(1.0, float(torch.linalg.eigvalsh(w - projector).abs().max()))
 
 
 def gossip_momentum(lam: float) -> float:
@@ -81,17 +81,20 @@ def gossip_momentum(lam: float) -> float:
     return (1.0 - root) / (1.0 + root)
 
 
-def accelerated_gossip(z: torch.Tensor, weights: list[torch.Tensor], momentum: float) -> torch.Tensor:
+def accelerated_gossip(z: torch.Tensor, weights: list[torch.Tensor], momentum: float | list[float]) -> torch.Tensor:
     """AG_R: one step per mixing matrix, z_{r+1} = (1 + eta) W_r^T z_r - eta z_{r-1}, with z_{-1} = z_0 = z.
+
+    ``momentum`` is one eta for every step, or one per step.
 
     With a fixed W and eta = gossip_momentum(lambda(W)) the distance to the
     average shrinks like sqrt(eta)^R instead of lambda^R (Chebyshev-style
     acceleration, Liu & Morse 2011). Every step keeps the column mean of z
     when each W_r is doubly stochastic.
     """
+    momenta = momentum if isinstance(momentum, list) else [momentum] * len(weights)
     previous, current = z, z
-    for w in weights:
-        previous, current = current, (1.0 + momentum) * (w.T @ current) - momentum * previous
+    for w, eta in zip(weights, momenta, strict=True):
+        previous, current = current, (1.0 + eta) * (w.T @ current) - eta * previous
     return current
 
 
@@ -102,40 +105,6 @@ def receiver_mean(mask: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
     return (weights.T @ values) / weights.sum(0)[:, None]
 
 
-def connected_components(links: torch.Tensor) -> torch.Tensor:
-    """Component label of every device (the smallest device index in it) for a symmetric link mask."""
-    n = links.shape[0]
-    adjacent = links | torch.eye(n, dtype=torch.bool, device=links.device)
-    labels = torch.arange(n, device=links.device)
-    while True:
-        spread = torch.where(adjacent, labels[None, :], n).amin(1)
-        if torch.equal(spread, labels):
-            return labels
-        labels = spread
-
-
-def second_eigenvalue(weights: torch.Tensor, links: torch.Tensor) -> float:
-    """lambda_2 of a symmetric mixing matrix: its largest |eigenvalue| once the eigenvalue 1 of each
-    connected component of ``links`` is set aside (0 when every device is alone).
-
-    On a connected graph this is the usual second-largest |eigenvalue|; on a
-    disconnected one (a lossy round) it is the slowest mixing rate *within* the
-    components, the quantity an accelerated gossip can be tuned to.
-    """
-    components = int(connected_components(links).unique().numel())
-    n = weights.shape[0]
-    if components >= n:
-        return 0.0
-    spectrum = torch.linalg.eigvalsh(weights.to(torch.float64)).abs().sort(descending=True).values
-    return float(spectrum[components].clamp(0.0, 1.0))
-
-
-def chebyshev_momentum(second: float) -> float:
-    """FastMix's eta_w = (1 - sqrt(1 - lambda_2^2)) / (1 + sqrt(1 - lambda_2^2))."""
-    root = (1.0 - second * second) ** 0.5
-    return (1.0 - root) / (1.0 + root)
-
-
 def fastmix(z: torch.Tensor, masks: list[torch.Tensor], accelerated: bool = True) -> torch.Tensor:
     """Accelerated (Chebyshev) gossip, one step per delivered mask (Ye et al., Mudag's FastMix)::
 
@@ -143,16 +112,13 @@ def fastmix(z: torch.Tensor, masks: list[torch.Tensor], accelerated: bool = True
 
     W_k is the Metropolis-Hastings matrix of mask k (two-way links only, so it is
     symmetric and doubly stochastic and every step keeps the network average) and
-    eta_k = chebyshev_momentum(lambda_2(W_k)): with a time-varying network each
-    step is tuned to the matrix it actually uses. ``accelerated=False`` sets
-    eta_k = 0: K plain gossip steps.
+    eta_k = gossip_momentum(spectral_lambda(W_k)): with a time-varying network each
+    step is tuned to the matrix it actually uses (DeTAG's AG_R instead keeps the
+    first step's eta). ``accelerated=False`` sets eta_k = 0: K plain gossip steps.
     """
-    previous, current = z, z
-    for mask in masks:
-        weights = metropolis_hastings(mask, z.dtype)
-        eta = chebyshev_momentum(second_eigenvalue(weights, symmetric_links(mask))) if accelerated else 0.0
-        previous, current = current, (1.0 + eta) * (weights.T @ current) - eta * previous
-    return current
+    weights = [metropolis_hastings(mask, z.dtype) for mask in masks]
+    momenta = [gossip_momentum(spectral_lambda(w)) if accelerated else 0.0 for w in weights]
+    return accelerated_gossip(z, weights, momenta)
 
 
 def gossip_laplacian(mask: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:

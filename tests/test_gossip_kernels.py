@@ -68,6 +68,8 @@ def test_spectral_lambda_of_a_ring_is_its_closed_form(n):
 
 
 def test_spectral_lambda_by_hand_connected_complete_and_disconnected():
+    pair = _mask(2, [(0, 1)])  # W = [[1/2, 1/2], [1/2, 1/2]]: eigenvalues 1 and 0
+    assert spectral_lambda(metropolis_hastings(pair, torch.float64)) == pytest.approx(0.0, abs=1e-12)
     path = _mask(3, [(0, 1), (1, 2)])  # W has eigenvalues 1, 2/3, 0
     assert spectral_lambda(metropolis_hastings(path)) == pytest.approx(2 / 3, abs=1e-6)
     assert spectral_lambda(metropolis_hastings(torch.ones(6, 6, dtype=torch.bool))) == pytest.approx(0, abs=1e-6)

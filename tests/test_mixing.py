@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from learner.mixing import (chebyshev_momentum, connected_components, fastmix, gossip_laplacian, metropolis_hastings,
-                            random_matching, second_eigenvalue, symmetric_links)
+from learner.mixing import (connected_components, fastmix, gossip_laplacian, gossip_momentum, metropolis_hastings,
+                            random_matching, symmetric_links)
 
 
 def test_hand_computed_path_with_a_one_way_link():
@@ -53,31 +53,10 @@ def test_connected_components_label_each_device_by_its_component():
     assert connected_components(mask).tolist() == [0, 1, 0, 1, 0, 5]
 
 
-def test_second_eigenvalue_by_hand_and_on_disconnected_graphs():
-    # Two devices linked both ways: W = [[1/2, 1/2], [1/2, 1/2]], eigenvalues 1 and 0.
-    pair = ~torch.eye(2, dtype=torch.bool)
-    assert second_eigenvalue(metropolis_hastings(pair), pair) == pytest.approx(0.0, abs=1e-12)
-    # Path of 3: W = [[2/3,1/3,0],[1/3,1/3,1/3],[0,1/3,2/3]] has eigenvalues 1, 2/3, 0.
-    path = _path_mask(3)
-    assert second_eigenvalue(metropolis_hastings(path), path) == pytest.approx(2 / 3)
-    # The same path beside an isolated device: the isolated device's eigenvalue 1 is set aside.
-    four = torch.zeros(4, 4, dtype=torch.bool)
-    four[:3, :3] = path
-    assert second_eigenvalue(metropolis_hastings(four), four) == pytest.approx(2 / 3)
-    nobody = torch.zeros(3, 3, dtype=torch.bool)
-    assert second_eigenvalue(metropolis_hastings(nobody), nobody) == 0.0
-
-
-def test_chebyshev_momentum_values():
-    assert chebyshev_momentum(0.0) == 0.0
-    assert chebyshev_momentum(0.6) == pytest.approx((1 - 0.8) / (1 + 0.8))
-    assert chebyshev_momentum(1.0) == 1.0
-
-
 def test_fastmix_by_hand_and_its_invariants():
     path = _path_mask(3)
     weights = metropolis_hastings(path, torch.float64)
-    eta = chebyshev_momentum(2 / 3)
+    eta = gossip_momentum(2 / 3)
     z = torch.tensor([[3.0], [0.0], [-6.0]], dtype=torch.float64)
     one = weights @ z * (1 + eta) - eta * z  # z_{-1} = z_0
     two = weights @ one * (1 + eta) - eta * z

@@ -22,7 +22,7 @@ keeps the network average that gradient tracking relies on).
 
 Reconstructed: the paper assumes a static connected graph with known lambda_2;
 here each FastMix step tunes eta_k to its own W_k, with lambda_2 the slowest
-rate inside the connected components of that exchange (``second_eigenvalue``).
+rate inside the connected components of that exchange (``spectral_lambda``).
 g are stochastic mini-batch gradients (the paper uses full gradients); the
 first round spends one extra gradient for s(0) = g(y(0)). mu, the
 strong-convexity constant, is a hyperparameter that only sets beta. The model
