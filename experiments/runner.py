@@ -22,6 +22,7 @@ from bridge import link_stats, open_links
 from experiments.config import ConfigError, RunConfig
 from experiments.plots import plot_accuracy
 from experiments.run_writer import RunWriter
+from learner.allocator import keep_freed_memory
 from learner.algorithms import Algorithm
 from learner.data import Dataset, dirichlet_partition, load_dataset
 from learner.devices import Devices, Evaluation
@@ -74,7 +75,9 @@ def trace_request(config: RunConfig) -> tuple:
 @contextmanager
 def single_threaded() -> Iterator[None]:
     """Compute with one intra-op thread: results then do not depend on the machine's core count or on
-    how many runs share it (a sweep parallelises across runs instead)."""
+    how many runs share it (a sweep parallelises across runs instead). Freed tensors stay in the heap
+    (learner.allocator) so each round's large tensors are not page-faulted in again."""
+    keep_freed_memory()
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from learner.data import Dataset
-from learner.models import BatchedModel
+from learner.models import BatchedModel, Layer
 
 
 @dataclass(frozen=True)
@@ -71,13 +71,54 @@ def batch_gradients(
     model: BatchedModel, params: torch.Tensor, inputs: torch.Tensor, labels: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Gradients (N, d) of each device's mean cross-entropy on its batch, and those losses (N,)."""
+    if all(isinstance(layer, Layer) for layer in model.layers):
+        return dense_backprop(model, params, inputs, labels)
+    n = params.shape[0]
     with torch.enable_grad():
-        leaf = params.detach().requires_grad_(True)
-        logits = model.forward(leaf, inputs)
-        n, b, c = logits.shape
+        # One leaf per layer tensor, not the flat (N, d) row: autograd would otherwise back-propagate
+        # every slice into its own zero-filled (N, d) buffer and add them up (most of a round's time).
+        leaves = [tensor.detach().requires_grad_(True) for view in model.unflatten(params) for tensor in view]
+        logits = model.forward_layers(list(zip(leaves[0::2], leaves[1::2])), inputs)
+        b, c = logits.shape[1:]
         losses = F.cross_entropy(logits.reshape(n * b, c), labels.reshape(n * b), reduction="none").view(n, b).mean(1)
-        (grad,) = torch.autograd.grad(losses.sum(), leaf)
-    return grad, losses.detach()
+        grads = torch.autograd.grad(losses.sum(), leaves)
+    return torch.cat([grad.reshape(n, -1) for grad in grads], dim=1), losses.detach()
+
+
+@torch.no_grad()
+def dense_backprop(
+    model: BatchedModel, params: torch.Tensor, inputs: torch.Tensor, labels: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``batch_gradients`` for fully connected models, back-propagated by hand into one (N, d) buffer.
+
+    With a_0 = inputs, a_l = relu(a_{l-1} W_l^T + b_l) and softmax cross-entropy on the last layer:
+    g_L = (softmax(z_L) - onehot(y)) / B;  dW_l = g_l^T a_{l-1};  db_l = sum_b g_l;
+    g_{l-1} = (g_l W_l) * [a_{l-1} > 0].  Each dW_l is written straight into its slice of the
+    result (no per-layer buffers to concatenate; autograd's bookkeeping cost more than the maths).
+    """
+    views = model.unflatten(params)
+    activations = [inputs]
+    for index, (weight, bias) in enumerate(views):
+        z = torch.baddbmm(bias.unsqueeze(1), activations[-1], weight.transpose(1, 2))
+        activations.append(z.clamp_min_(0) if index < len(views) - 1 else z)
+    logits = activations.pop()
+    n, b, c = logits.shape
+    log_probs = torch.log_softmax(logits, dim=-1)
+    picked = log_probs.gather(2, labels.unsqueeze(2)).squeeze(2)
+    losses = -picked.mean(1)
+    upstream = log_probs.exp_()
+    upstream.scatter_add_(2, labels.unsqueeze(2), torch.full((n, b, 1), -1.0, dtype=upstream.dtype))
+    upstream.div_(b)
+    grad = torch.empty_like(params)
+    grad_views = model.unflatten(grad)
+    for index in range(len(views) - 1, -1, -1):
+        weight = views[index][0]
+        grad_weight, grad_bias = grad_views[index]
+        torch.bmm(upstream.transpose(1, 2), activations[index], out=grad_weight)
+        torch.sum(upstream, dim=1, out=grad_bias)
+        if index:
+            upstream = torch.bmm(upstream, weight).mul_(activations[index] > 0)
+    return grad, losses
 
 
 def consensus_distance(params: torch.Tensor) -> float:

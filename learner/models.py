@@ -102,12 +102,16 @@ class BatchedModel:
 
     def forward(self, params: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
         """Logits (N, B, classes) for per-device inputs (N, B, features) or shared inputs (B, features)."""
+        return self.forward_layers(self.unflatten(params), inputs)
+
+    def forward_layers(self, views: list[tuple[torch.Tensor, torch.Tensor]], inputs: torch.Tensor) -> torch.Tensor:
+        """``forward`` on per-layer (W, b) tensors, e.g. separate autograd leaves (see devices.batch_gradients)."""
         hidden = inputs
-        views = self.unflatten(params)
+        n = views[0][0].shape[0]
         convolutions = sum(isinstance(layer, ConvLayer) for layer in self.layers)
         if convolutions:
             hidden = _batched_convolutions(self.layers[:convolutions], views[:convolutions], inputs,
-                                           self.input_shape, params.shape[0])
+                                           self.input_shape, n)
         dense = views[convolutions:]
         for index, (weight, bias) in enumerate(dense):
             hidden = _batched_linear(hidden, weight, bias)
