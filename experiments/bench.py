@@ -38,7 +38,7 @@ from bridge import link_stats
 from experiments.runner import single_threaded
 from learner.algorithms import REGISTRY, build_algorithm
 from learner.devices import batch_gradients
-from learner.models import BatchedModel, build_model
+from learner.models import BatchedModel, ConvLayer, build_model
 from ns3_scenarios.scenario import ScenarioConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,58 +66,65 @@ def record(group: str, case: str, measured: float, reference: float, unit: str, 
           f"{ratio_name} {row['ratio']:.3g}", flush=True)
 
 
-def per_device_modules(model: BatchedModel, params: torch.Tensor) -> list[tuple[nn.Module, torch.optim.Optimizer]]:
-    devices = []
-    for row in params:
-        layers, start = [], 0
-        for index, layer in enumerate(model.layers):
-            linear = nn.Linear(layer.fan_in, layer.fan_out)
-            end = start + layer.fan_in * layer.fan_out
-            with torch.no_grad():
-                linear.weight.copy_(row[start:end].view(layer.fan_out, layer.fan_in))
-                linear.bias.copy_(row[end:end + layer.fan_out])
-            start = end + layer.fan_out
-            layers += [linear] + ([nn.ReLU()] if index < len(model.layers) - 1 else [])
-        module = nn.Sequential(*layers)
-        devices.append((module, torch.optim.SGD(module.parameters(), lr=0.01)))
-    return devices
-
-
 def matmul_flops_per_s(size: int = 1024) -> float:
     a, b = torch.randn(size, size), torch.randn(size, size)
     return 2 * size**3 / median_seconds(lambda: a @ b, repeats=5)
 
 
+def training_flops(model: BatchedModel, batch: int) -> float:
+    """Multiply-add FLOPs of one device's training step: per weight and sample 2 for the forward pass, 2 for
+    the weight gradient and 2 for the input gradient, which the first layer does not need. A convolution
+    weight is used once per output pixel (same padding: the layer's input height x width)."""
+    flops, side = 0.0, None
+    if model.input_shape is not None:
+        side = model.input_shape[1] * model.input_shape[2]
+    for index, layer in enumerate(model.layers):
+        uses = layer.fan_in * layer.fan_out
+        if isinstance(layer, ConvLayer):
+            uses *= side
+            side //= 4  # 2 x 2 max-pooling
+        flops += (4 if index == 0 else 6) * uses
+    return flops * batch
+
+
+LEARNER_MODELS = (("logreg", {}), ("mlp", {"hidden": 200}),
+                  ("cnn", {"hidden": 200, "image_shape": (1, 28, 28)}))
+
+
 def bench_learner(devices: int, repeats: int) -> None:
+    """Batched engine vs a per-device loop of nn.Modules + SGD (same maths), and both against the matmul peak.
+
+    The loop's own fraction of the peak bounds the batched engine's possible speed-up: peak / loop FLOP/s."""
     peak = matmul_flops_per_s()
     print(f"dense matmul 1024x1024 (one thread): {peak / 1e9:.1f} GFLOP/s")
     generator = torch.Generator().manual_seed(0)
-    for name, kwargs in (("logreg", {}), ("mlp", {"hidden": 200})):
+    for name, kwargs in LEARNER_MODELS:
         model = build_model(name, 784, 10, **kwargs)
         params = model.init(devices, 0)
-        modules = per_device_modules(model, params)
+        modules = [model.device_module(row) for row in params]
+        optimizers = [torch.optim.SGD(module.parameters(), lr=0.01) for module in modules]
         for batch in (32, 128):
             inputs = torch.rand(devices, batch, 784, generator=generator)
             labels = torch.randint(0, 10, (devices, batch), generator=generator)
 
             def batched() -> None:
                 grad, _ = batch_gradients(model, params, inputs, labels)
-                params.sub_(0.01 * grad)
+                params.add_(grad, alpha=-0.01)
 
             def loop() -> None:
-                for i, (module, optimizer) in enumerate(modules):
+                for module, optimizer, x, y in zip(modules, optimizers, inputs, labels):
                     optimizer.zero_grad()
-                    nn.functional.cross_entropy(module(inputs[i]), labels[i]).backward()
+                    nn.functional.cross_entropy(module(x), y).backward()
                     optimizer.step()
 
             fast = median_seconds(batched, repeats)
             slow = median_seconds(loop, max(3, repeats // 3))
-            record("learner", f"{name} N={devices} batch={batch}", fast * 1e3, slow * 1e3, "ms/round",
-                   "per-device loop", "speed-up")
-            weights = sum(layer.fan_in * layer.fan_out for layer in model.layers)
-            flops = 6 * devices * batch * weights  # forward 2, backward 4 multiply-adds per weight and sample
-            record("learner", f"{name} N={devices} batch={batch} FLOP/s", flops / fast / 1e9, peak / 1e9,
-                   "GFLOP/s", "dense matmul", "fraction")
+            case = f"{name} N={devices} batch={batch}"
+            record("learner", case, fast * 1e3, slow * 1e3, "ms/round", "per-device loop", "speed-up")
+            flops = devices * training_flops(model, batch)
+            record("learner", f"{case} FLOP/s", flops / fast / 1e9, peak / 1e9, "GFLOP/s", "dense matmul", "fraction")
+            record("learner", f"{case} loop FLOP/s (ceiling {peak * slow / flops:.2g}x)", flops / slow / 1e9,
+                   peak / 1e9, "GFLOP/s", "dense matmul", "fraction")
 
 
 class FixedLinks:
@@ -180,25 +187,28 @@ def bench_worker_startup() -> None:
 
 
 def bench_end_to_end(rounds: int, devices: int) -> None:
+    """The HyperPrism base setting three times: as a first run (ns-3 simulates the trace unless an earlier
+    bench cached it), then over the cached trace evaluating every round, then evaluating every 10th round."""
+    import json
+
     from experiments.config import parse_config
     from experiments.runner import run_experiment
 
-    algorithm = "hyperprism" if "hyperprism" in REGISTRY else "dpsgd"
-    config = parse_config({"name": "bench", "rounds": rounds, "devices": devices,
-                           "data": {"alpha": 0.1, "batch_size": 128}, "algorithm": {"name": algorithm, "lr": 0.01},
-                           "network": {"density": 0.5}})
-    with tempfile.TemporaryDirectory() as scratch:
-        result = run_experiment(config, Path(scratch) / "results", ROOT / ".cache" / "traces",
-                                log=lambda message: None)
-        import json
-
-        info = json.loads((result.run_dir / "run.json").read_text())
-    split, wall = info["wall_split_s"], info["wall_seconds"]
-    print(f"end to end: {algorithm}, {devices} devices, {rounds} rounds, wall {wall:.1f} s "
-          f"({'cached trace' if info['trace_reused'] else 'ns-3 simulated now'})")
-    for phase in ("links", "training", "aggregation", "evaluation", "io"):
-        record("end-to-end", f"{phase} ({'ns-3/cache' if phase == 'links' else phase})", split.get(phase, 0.0),
-               wall, "s", "run wall", "fraction")
+    base = {"name": "bench", "rounds": rounds, "devices": devices, "data": {"alpha": 0.1, "batch_size": 128},
+            "algorithm": {"name": "hyperprism", "lr": 0.01}, "network": {"density": 0.5}}
+    for label, eval_every in (("1st run", 1), ("2nd run", 1), ("3rd run", 10)):
+        config = parse_config({**base, "eval_every": eval_every})
+        with tempfile.TemporaryDirectory() as scratch:
+            result = run_experiment(config, Path(scratch) / "results", ROOT / ".cache" / "traces",
+                                    log=lambda message: None)
+            info = json.loads((result.run_dir / "run.json").read_text())
+        split, wall = info["wall_split_s"], info["wall_seconds"]
+        trace = "cached trace" if info["trace_reused"] else "ns-3 simulated now"
+        case = f"{label}, {trace}, eval_every={eval_every}"
+        print(f"end to end: hyperprism, {devices} devices, {rounds} rounds, {case}: wall {wall:.1f} s")
+        for phase in ("setup", "links", "training", "aggregation", "evaluation", "io"):
+            name = "ns-3 or cache" if phase == "links" else phase
+            record("end-to-end", f"{name} ({case})", split.get(phase, 0.0), wall, "s", "run wall", "fraction")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -95,6 +95,7 @@ class RunConfig:
     seed: int = 0
     rounds: int = 100
     devices: int = 20
+    eval_every: int = 1  # evaluate every device on the test set every k rounds (and after the last one)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
@@ -107,6 +108,7 @@ class RunConfig:
         _require(0 <= self.seed < 2**31, "seed", self.seed, "an integer in [0, 2**31)")
         _require(1 <= self.rounds <= 100_000, "rounds", self.rounds, "an integer in [1, 100000]")
         _require(2 <= self.devices <= 1000, "devices", self.devices, "an integer in [2, 1000]")
+        _require(1 <= self.eval_every <= 100_000, "eval_every", self.eval_every, "an integer in [1, 100000]")
 
     def to_dict(self) -> dict:
         """The resolved config as plain TOML-able data (network holds the scenario's fields)."""
@@ -114,6 +116,7 @@ class RunConfig:
         scenario.pop("devices")
         return {
             "name": self.name, "seed": self.seed, "rounds": self.rounds, "devices": self.devices,
+            "eval_every": self.eval_every,
             "data": asdict(self.data), "model": asdict(self.model),
             "algorithm": {"name": self.algorithm.name, **dict(self.algorithm.hyperparameters)},
             "network": {**asdict(self.network), **scenario},
@@ -169,7 +172,7 @@ def _construct(cls: type, **kwargs: Any) -> Any:
 
 def parse_config(raw: dict[str, Any]) -> RunConfig:
     """Validate a TOML document's data and build the RunConfig."""
-    top_defaults = {"name": "run", "seed": 0, "rounds": 100, "devices": 20}
+    top_defaults = {"name": "run", "seed": 0, "rounds": 100, "devices": 20, "eval_every": 1}
     sections = {"data", "model", "algorithm", "network"}
     for key in raw:
         if key not in top_defaults and key not in sections:

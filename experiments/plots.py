@@ -13,6 +13,7 @@ import pandas as pd  # noqa: E402
 
 def plot_accuracy(metrics: pd.DataFrame, path: Path, title: str = "") -> None:
     """Mean test accuracy with the min-max band across devices, against rounds and simulated seconds."""
+    metrics = metrics.dropna(subset=["mean_accuracy"])  # rounds without evaluation (eval_every > 1)
     figure, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
     for axis, column, label in ((axes[0], "round", "round"), (axes[1], "sim_time_s", "simulated seconds")):
         axis.plot(metrics[column], metrics["mean_accuracy"], label="mean over devices")
@@ -48,7 +49,7 @@ def plot_sweep_accuracy(summary: pd.DataFrame, curves: dict[str, Path], by: list
         for axis, (panel_key, panel) in zip(axes.flat, panels):
             lines = panel.groupby(line_axis, sort=False) if line_axis else [("all", panel)]
             for line_key, group in lines:
-                frames = [pd.read_csv(curves[run_id]) for run_id in group["run_id"]]
+                frames = [pd.read_csv(curves[run_id]).dropna(subset=["mean_accuracy"]) for run_id in group["run_id"]]
                 length = min(len(frame) for frame in frames)
                 accuracy = pd.concat([frame["mean_accuracy"].iloc[:length].reset_index(drop=True) for frame in frames],
                                      axis=1)

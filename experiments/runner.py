@@ -6,6 +6,7 @@ aggregate (inside ``algorithm.step``), advance the simulated clock, evaluate.
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from contextlib import contextmanager
@@ -96,15 +97,16 @@ def run_experiment(config: RunConfig, results_root: Path, cache_dir: Path,
 def _run(config: RunConfig, results_root: Path, cache_dir: Path, log: Callable[[str], None],
          progress: bool) -> RunResult:
     started = time.perf_counter()
+    clock = PhaseClock()
     try:
-        setup = prepare(config)
+        with clock("setup"):  # data, partition, model, algorithm
+            setup = prepare(config)
     except ValueError as error:  # settings that only the data can refute, e.g. more devices than samples
         raise ConfigError(str(error)) from error
     model, devices, algorithm = setup.model, setup.devices, setup.algorithm
     payloads = setup.payloads
     log(f"[nsdml] link trace: {config.network.link_model}, {config.devices} devices, density "
         f"{config.scenario.density}, {config.rounds} rounds x {len(payloads)} exchange(s) of {payloads} bytes")
-    clock = PhaseClock()
     with clock("links"):
         source = open_links(config.network.mode, config.network.link_model, config.scenario, payloads,
                             config.rounds, config.seed, cache_dir, config.network.worker_timeout_s)
@@ -120,7 +122,8 @@ def _run(config: RunConfig, results_root: Path, cache_dir: Path, log: Callable[[
         clock_s = 0.0
         status = "done"
         with clock("evaluation"):
-            metric_rows = [metrics_row(0, clock_s, devices.evaluate(x), train_loss=float("nan"), delivered=0)]
+            evaluation = devices.evaluate(x)
+        metric_rows = [metrics_row(0, clock_s, evaluation, train_loss=math.nan, delivered=0)]
         with clock("io"):
             writer.add_round(metric_rows[0], [])
         for round_index in range(config.rounds):
@@ -147,8 +150,10 @@ def _run(config: RunConfig, results_root: Path, cache_dir: Path, log: Callable[[
                 break
             delivered = sum(int(trace.delivered(round_index, e).sum()) for e in range(links.used))
             train_loss = float(torch.stack(losses).mean()) if losses else float("nan")
+            evaluated = (round_index + 1) % config.eval_every == 0 or round_index + 1 == config.rounds
             with clock("evaluation"):
-                metric_rows.append(metrics_row(round_index + 1, clock_s, devices.evaluate(x), train_loss, delivered))
+                evaluation = devices.evaluate(x) if evaluated else None
+            metric_rows.append(metrics_row(round_index + 1, clock_s, evaluation, train_loss, delivered))
             with clock("io"):
                 writer.add_round(metric_rows[-1], link_stats(trace, round_index, links.used))
             bar.update()
@@ -160,8 +165,7 @@ def _run(config: RunConfig, results_root: Path, cache_dir: Path, log: Callable[[
         bar.close()
     reused = source.finish()
     metrics = pd.DataFrame(metric_rows)
-    with clock("evaluation"):
-        final = devices.evaluate(x) if status == "done" else None
+    final = evaluation if status == "done" else None  # the last round is always evaluated
     with clock("io"):
         writer.write_text("devices.csv", device_table(setup.shards, setup.dataset.y_train, final).to_csv(
             index=False, float_format=CSV_FLOAT_FORMAT))
@@ -188,23 +192,26 @@ class PhaseClock:
             self.seconds[phase] = self.seconds.get(phase, 0.0) + time.perf_counter() - started
 
     def split(self) -> dict[str, float]:
-        """links (ns-3 or cache), training, aggregation (step minus training), evaluation, io."""
+        """setup, links (ns-3 or cache), training, aggregation (step minus training), evaluation, io."""
         phases = dict(self.seconds)
         step = phases.pop("step", 0.0)
         phases["aggregation"] = step - phases.get("training", 0.0)
         return {phase: round(seconds, 4) for phase, seconds in sorted(phases.items())}
 
 
-def metrics_row(round_index: int, clock_s: float, evaluation: Evaluation, train_loss: float, delivered: int) -> dict:
+def metrics_row(round_index: int, clock_s: float, evaluation: Evaluation | None, train_loss: float,
+                delivered: int) -> dict:
+    """One round's row; a round that was not evaluated (``eval_every``) leaves the test columns empty (NaN)."""
+    nan = math.nan
     return {
         "round": round_index,
         "sim_time_s": clock_s,
-        "mean_accuracy": float(evaluation.accuracy.mean()),
-        "min_accuracy": float(evaluation.accuracy.min()),
-        "max_accuracy": float(evaluation.accuracy.max()),
+        "mean_accuracy": float(evaluation.accuracy.mean()) if evaluation else nan,
+        "min_accuracy": float(evaluation.accuracy.min()) if evaluation else nan,
+        "max_accuracy": float(evaluation.accuracy.max()) if evaluation else nan,
         "train_loss": train_loss,
-        "test_loss": float(evaluation.loss.mean()),
-        "consensus_distance": evaluation.consensus_distance,
+        "test_loss": float(evaluation.loss.mean()) if evaluation else nan,
+        "consensus_distance": evaluation.consensus_distance if evaluation else nan,
         "delivered_links": delivered,
     }
 

@@ -171,7 +171,7 @@ def summarize_run(run_dir: Path, target_accuracy: float) -> dict[str, Any]:
         "status": info["status"],
         "rounds_completed": info["rounds_completed"],
         "max_acc": float(metrics["mean_accuracy"].max()),
-        "final_acc": float(metrics["mean_accuracy"].iloc[-1]),
+        "final_acc": float(metrics["mean_accuracy"].dropna().iloc[-1]),  # the last evaluated round
         "conv_rounds": int(first["round"]) if first is not None else math.nan,
         "time_to_target_s": float(first["sim_time_s"]) if first is not None else math.nan,
         "sim_time_s": float(metrics["sim_time_s"].iloc[-1]),

@@ -76,9 +76,13 @@ def encoded_sizes(mask: torch.Tensor) -> list[int]:
 
 
 def split(accumulated: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(sent, residual): the masked part and the rest; sent + residual == accumulated exactly."""
-    zero = torch.zeros((), dtype=accumulated.dtype)
-    return torch.where(mask, accumulated, zero), torch.where(mask, zero, accumulated)
+    """(sent, residual): the masked part and the rest; sent + residual == accumulated exactly.
+
+    Multiplying by the 0/1 mask is exact for finite values (a * 1 = a, a - a = 0, a - 0 = a) and
+    several times faster than ``torch.where`` on a bool mask on CPU (`make bench`).
+    """
+    sent = accumulated * mask.to(accumulated.dtype)
+    return sent, accumulated - sent
 
 
 def _mask_of(indices: torch.Tensor, shape: torch.Size) -> torch.Tensor:
@@ -87,7 +91,7 @@ def _mask_of(indices: torch.Tensor, shape: torch.Size) -> torch.Tensor:
 
 def topk_mask(values: torch.Tensor, k: int) -> torch.Tensor:
     """The k largest |values| of each row (ties broken by torch.topk)."""
-    return _mask_of(values.abs().topk(k, dim=1).indices, values.shape)
+    return _mask_of(values.abs().topk(k, dim=1, sorted=False).indices, values.shape)
 
 
 def threshold_mask(values: torch.Tensor, threshold: float) -> torch.Tensor:
@@ -103,7 +107,7 @@ def random_mask(uniforms: torch.Tensor, rows: int, k: int) -> torch.Tensor:
 def weighted_sample_mask(importance: torch.Tensor, uniforms: torch.Tensor, k: int) -> torch.Tensor:
     """k coordinates per row without replacement, P ∝ importance (> 0): top-k of log(u) / H (Efraimidis-Spirakis)."""
     keys = uniforms.clamp_min(torch.finfo(uniforms.dtype).tiny).log()[None, :] / importance
-    return _mask_of(keys.topk(k, dim=1).indices, importance.shape)
+    return _mask_of(keys.topk(k, dim=1, sorted=False).indices, importance.shape)
 
 
 def replace_lowest_importance(selected: torch.Tensor, importance: torch.Tensor, accumulated: torch.Tensor,

@@ -73,6 +73,13 @@ def batch_gradients(
     """Gradients (N, d) of each device's mean cross-entropy on its batch, and those losses (N,)."""
     if all(isinstance(layer, Layer) for layer in model.layers):
         return dense_backprop(model, params, inputs, labels)
+    return autograd_gradients(model, params, inputs, labels)
+
+
+def autograd_gradients(
+    model: BatchedModel, params: torch.Tensor, inputs: torch.Tensor, labels: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``batch_gradients`` by autograd, for any model (the CNN's convolutions)."""
     n = params.shape[0]
     with torch.enable_grad():
         # One leaf per layer tensor, not the flat (N, d) row: autograd would otherwise back-propagate

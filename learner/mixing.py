@@ -94,7 +94,8 @@ def accelerated_gossip(z: torch.Tensor, weights: list[torch.Tensor], momentum: f
     momenta = momentum if isinstance(momentum, list) else [momentum] * len(weights)
     previous, current = z, z
     for w, eta in zip(weights, momenta, strict=True):
-        previous, current = current, (1.0 + eta) * (w.T @ current) - eta * previous
+        # One fused addmm, (1 + eta) W^T z_r - eta z_{r-1}: no temporaries for the scaling and the difference.
+        previous, current = current, torch.addmm(previous, w.T, current, beta=-eta, alpha=1.0 + eta)
     return current
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 MODELS = ("logreg", "mlp", "cnn")
 
@@ -118,6 +119,28 @@ class BatchedModel:
             if index < len(dense) - 1:
                 hidden = torch.relu(hidden)
         return hidden
+
+    def device_module(self, flat: torch.Tensor) -> nn.Sequential:
+        """One device's model (its (d,) parameters copied) as ordinary torch.nn layers taking flat inputs (B, features):
+        for exporting a trained device, and for the per-device loop `make bench` compares the batched engine with."""
+        modules: list[nn.Module] = [] if self.input_shape is None else [nn.Unflatten(1, self.input_shape)]
+        start = 0
+        for index, layer in enumerate(self.layers):
+            if isinstance(layer, ConvLayer):
+                module = nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel, padding=layer.kernel // 2)
+                tail: list[nn.Module] = [nn.ReLU(), nn.MaxPool2d(2)]
+            else:
+                if index and isinstance(self.layers[index - 1], ConvLayer):
+                    modules.append(nn.Flatten())
+                module = nn.Linear(layer.fan_in, layer.fan_out)
+                tail = [nn.ReLU()] if index < len(self.layers) - 1 else []
+            w_end = start + layer.fan_out * layer.fan_in
+            with torch.no_grad():
+                module.weight.copy_(flat[start:w_end].view(layer.weight_shape))
+                module.bias.copy_(flat[w_end:w_end + layer.fan_out])
+            start = w_end + layer.fan_out
+            modules += [module, *tail]
+        return nn.Sequential(*modules)
 
     def init(self, num_devices: int, seed: int) -> torch.Tensor:
         """One seeded initial model (PyTorch's default uniform(+-1/sqrt(fan_in))) copied to every device."""

@@ -63,6 +63,7 @@ def _run(tmp_path, config_path, results="results"):
     ('[data]\ndataset = "cifar"', "data.dataset"),
     ('[model]\nname = "resnet"', "model.name"),
     ("rounds = 0", "rounds"),
+    ("eval_every = 0", "eval_every"),
     ("rounds = [", "not valid TOML"),
     ('[data]\ndataset = "mnist"\nroot = "/nonexistent/nsdml"', "/nonexistent/nsdml/MNIST/raw"),
     ('[data]\ndataset = "cifar10"\nroot = "/nonexistent/nsdml"', "/nonexistent/nsdml/cifar-10-batches-bin"),
@@ -102,6 +103,23 @@ def test_run_writes_all_files_and_a_rerun_reuses_the_trace_with_identical_metric
     assert (run_dir / "metrics.csv").read_text() == first
     # The written config reproduces the run id: it is the resolved config.
     assert load_config(run_dir / "config.toml").run_id == run_dir.name
+
+
+def test_eval_every_leaves_unevaluated_rounds_empty_and_keeps_the_evaluated_ones(tmp_path):
+    import pandas as pd
+
+    every_round = _write(tmp_path, SMALL, "every.toml")
+    sparse = _write(tmp_path, SMALL.replace("devices = 6", "devices = 6\neval_every = 3"), "sparse.toml")
+    assert _run(tmp_path, every_round, "a") == 0
+    assert _run(tmp_path, sparse, "b") == 0
+    full = pd.read_csv(next((tmp_path / "a").iterdir()) / "metrics.csv")
+    thinned = pd.read_csv(next((tmp_path / "b").iterdir()) / "metrics.csv")
+    evaluated = thinned["mean_accuracy"].notna()
+    assert thinned.loc[evaluated, "round"].tolist() == [0, 3, 6, 8]  # every 3rd round and the last one
+    assert thinned.loc[~evaluated, ["test_loss", "consensus_distance"]].isna().all().all()
+    # Skipping evaluation changes nothing else: training rows and the evaluated rounds are identical.
+    pd.testing.assert_frame_equal(thinned[evaluated], full[evaluated])
+    pd.testing.assert_series_equal(thinned["train_loss"], full["train_loss"])
 
 
 def test_console_script_module_runs_as_a_process(tmp_path):

@@ -7,7 +7,7 @@ from torch import nn
 
 from learner.algorithms import REGISTRY, build_algorithm
 from learner.data import Dataset
-from learner.devices import Devices, batch_gradients
+from learner.devices import Devices, autograd_gradients, batch_gradients, dense_backprop
 from learner.models import build_model
 
 N, FEATURES, CLASSES, BATCH = 5, 12, 4, 8
@@ -59,6 +59,18 @@ def test_batched_gradients_equal_per_device_modules(name):
         loss.backward()
         assert torch.allclose(grads[i], _flat_grad(module), atol=1e-6)
         assert torch.isclose(losses[i], loss.detach(), atol=1e-6)
+
+
+def test_hand_written_backprop_equals_autograd():
+    model = build_model("mlp", FEATURES, CLASSES, hidden=9)
+    generator = torch.Generator().manual_seed(5)
+    params = torch.randn(N, model.dim, generator=generator)
+    inputs = torch.randn(N, BATCH, FEATURES, generator=generator)
+    labels = torch.randint(0, CLASSES, (N, BATCH), generator=generator)
+    by_hand, losses = dense_backprop(model, params, inputs, labels)
+    by_autograd, autograd_losses = autograd_gradients(model, params, inputs, labels)
+    assert torch.allclose(by_hand, by_autograd, atol=1e-6)
+    assert torch.allclose(losses, autograd_losses, atol=1e-6)
 
 
 def test_shared_inputs_forward_equals_per_device_forward():
@@ -177,6 +189,18 @@ def test_cnn_batched_gradients_and_shared_forward_equal_per_device_modules(shape
         assert torch.allclose(grads[i], flat, atol=1e-5)
         assert torch.isclose(losses[i], loss.detach(), atol=1e-6)
         assert torch.allclose(logits[i], module(shared.view(11, *shape)), atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["logreg", "mlp", "cnn"])
+def test_device_module_computes_the_batched_forward_of_its_device(name):
+    shape = (3, 8, 8)
+    model = build_model(name, 3 * 8 * 8, CLASSES, hidden=7, image_shape=shape)
+    generator = torch.Generator().manual_seed(4)
+    params = model.init(N, seed=0) + 0.05 * torch.randn(N, model.dim, generator=generator)
+    inputs = torch.rand(N, BATCH, 3 * 8 * 8, generator=generator)
+    logits = model.forward(params, inputs)
+    for i in range(N):
+        assert torch.allclose(model.device_module(params[i])(inputs[i]), logits[i], atol=1e-5)
 
 
 def test_cnn_layer_split_convolutions_are_representation():

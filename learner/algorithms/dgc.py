@@ -53,6 +53,6 @@ class DGC:
         accumulated = accumulated + momentum
         selected = topk_mask(accumulated, k)
         sent, accumulated = split(accumulated, selected)
-        momentum = torch.where(selected, torch.zeros((), dtype=x.dtype), momentum)
+        momentum = momentum - momentum * selected.to(x.dtype)  # zero the sent coordinates (exact)
         mask = links.exchange(encoded_bytes(k, dim))
         return x - self.lr * receiver_mean(mask, sent), (momentum, accumulated)
