@@ -116,20 +116,21 @@ def replace_lowest_importance(selected: torch.Tensor, importance: torch.Tensor, 
 
     Candidates: unselected coordinates with |accumulated| > threshold (per row, shape (N,)). The m largest
     candidates (m = min(#candidates, k)) replace the m selected coordinates with the lowest importance.
+    All rows at once: the top m_max candidates and bottom m_max selected of every row, of which each row
+    swaps its first m (ties between equal values are broken by torch.topk).
     """
-    out = selected.clone()
     magnitude = accumulated.abs()
-    for row in range(selected.shape[0]):
-        chosen = selected[row].nonzero().squeeze(1)
-        candidates = (~selected[row] & (magnitude[row] > threshold[row])).nonzero().squeeze(1)
-        m = min(candidates.numel(), chosen.numel())
-        if m == 0:
-            continue
-        incoming = candidates[magnitude[row, candidates].topk(m).indices]
-        outgoing = chosen[importance[row, chosen].topk(m, largest=False).indices]
-        out[row, outgoing] = False
-        out[row, incoming] = True
-    return out
+    candidates = ~selected & (magnitude > threshold[:, None])
+    swaps = torch.minimum(candidates.sum(1), selected.sum(1))  # m per row
+    width = int(swaps.max()) if swaps.numel() else 0
+    if width == 0:
+        return selected.clone()
+    used = torch.arange(width)[None, :] < swaps[:, None]  # (N, width): the first m of each row
+    incoming = torch.where(candidates, magnitude, -1.0).topk(width, dim=1).indices  # |a| >= 0 > -1
+    outgoing = torch.where(selected, importance, torch.inf).topk(width, dim=1, largest=False).indices
+    leaving = torch.zeros_like(selected).scatter_(1, outgoing, used)
+    arriving = torch.zeros_like(selected).scatter_(1, incoming, used)
+    return (selected & ~leaving) | arriving
 
 
 def esgd_select(round_index: int, k: int, previous: torch.Tensor, importance: torch.Tensor, loss: torch.Tensor,

@@ -105,3 +105,30 @@ def test_replacement_swaps_lowest_importance_and_keeps_k():
     assert torch.equal(none, sel)
     many = C.replace_lowest_importance(sel, h, torch.tensor([[0.0, 0, 0, 5, 6, 7]]), torch.tensor([0.0]))
     assert many.tolist() == [[False, False, False, True, True, True]]
+
+
+def _replace_row_by_row(selected, importance, accumulated, threshold):
+    """eSGD's residual replacement written plainly, one device at a time (the reference)."""
+    out = selected.clone()
+    magnitude = accumulated.abs()
+    for row in range(selected.shape[0]):
+        chosen = selected[row].nonzero().squeeze(1)
+        candidates = (~selected[row] & (magnitude[row] > threshold[row])).nonzero().squeeze(1)
+        m = min(candidates.numel(), chosen.numel())
+        if m:
+            out[row, chosen[importance[row, chosen].argsort()[:m]]] = False
+            out[row, candidates[magnitude[row, candidates].argsort(descending=True)[:m]]] = True
+    return out
+
+
+def test_replacement_of_all_rows_at_once_equals_a_row_by_row_loop():
+    generator = torch.Generator().manual_seed(7)
+    rows, dim = 9, 40
+    for _ in range(20):
+        selected = torch.rand(rows, dim, generator=generator) < 0.3
+        importance = torch.rand(rows, dim, generator=generator) * 5  # distinct values: no ties to break
+        accumulated = torch.randn(rows, dim, generator=generator)
+        threshold = torch.rand(rows, generator=generator) * 2
+        out = C.replace_lowest_importance(selected, importance, accumulated, threshold)
+        assert torch.equal(out, _replace_row_by_row(selected, importance, accumulated, threshold))
+        assert torch.equal(out.sum(1), selected.sum(1))
