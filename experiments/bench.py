@@ -37,6 +37,7 @@ from bridge.synthetic import synthetic_trace
 from bridge import link_stats
 from experiments.runner import single_threaded
 from learner.algorithms import REGISTRY, build_algorithm
+from learner.algorithms.base import FLOAT32_BYTES
 from learner.devices import batch_gradients
 from learner.models import BatchedModel, ConvLayer, build_model
 from ns3_scenarios.scenario import ScenarioConfig
@@ -154,9 +155,15 @@ def bench_aggregation(repeats: int) -> None:
                 except Exception as error:  # a bench row per algorithm; one that cannot run here is reported
                     print(f"aggregation  {name}: skipped ({type(error).__name__}: {error})")
                     continue
-                exchanges = len(algorithm.exchange_payloads(dim))
-                record("aggregation", f"{name} N={devices} d={dim} ({exchanges} exch.)", step * 1e3,
-                       reference * 1e3, "ms/step", "W.T @ X", "x matmul")
+                payloads = algorithm.exchange_payloads(dim)
+                # The products the update needs at least: one per dense vector sent (DSGT sends two per
+                # exchange, DeTAG two in each of R exchanges); a sparse message still needs one.
+                products = max(1, round(sum(payloads) / (FLOAT32_BYTES * dim)))
+                record("aggregation", f"{name} N={devices} d={dim} ({len(payloads)} exch.)", step * 1e3,
+                       products * reference * 1e3, "ms/step", f"{products} x W.T @ X", "x matmul")
+            top_k = median_seconds(lambda: x.abs().topk(dim // 10, dim=1, sorted=False), repeats)
+            record("aggregation", f"floor: top-10% of (N, d) N={devices} d={dim}", top_k * 1e3, reference * 1e3,
+                   "ms", "1 x W.T @ X", "x matmul")
 
 
 def bench_replay(repeats: int) -> None:

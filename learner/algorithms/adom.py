@@ -96,27 +96,28 @@ class ADOM:
         c = self.constants()
         eta, alpha, nu, theta, beta = c["eta"], c["alpha"], c["nu"], c["theta"], c["beta"]
         x_f, y, y_f, z, z_f, m = state
-        x_g = c["tau1"] * x + (1 - c["tau1"]) * x_f
-        y_g = c["sigma1"] * y + (1 - c["sigma1"]) * y_f
-        z_g = c["sigma1"] * z + (1 - c["sigma1"]) * z_f
+        # The lines below are the update above with every affine combination fused into lerp / add(alpha=)
+        # / addmm: ADOM+ touches six (N, d) vectors per round and is bound by memory passes, not products.
+        x_g = torch.lerp(x_f, x, c["tau1"])
+        y_g = torch.lerp(y_f, y, c["sigma1"])
+        z_g = torch.lerp(z_f, z, c["sigma1"])
         grad = grad_fn(x_g)
-
+        dual = y_g + z_g
         # Lines x+ and y+ are one linear system per coordinate: eliminate x+ from y+'s equation.
         damp = 1.0 / (1.0 + eta * alpha)
-        y_new = (1.0 + eta * alpha) / ((1.0 + theta * beta) * (1.0 + eta * alpha) + theta * eta) * (
-            y + (theta * beta + eta * theta * damp) * grad
-            - theta * (beta * nu + eta * (nu + alpha) * damp) * x_g
-            - theta * damp * x
-            - (theta / nu) * (y_g + z_g))
-        x_new = damp * (x + eta * alpha * x_g - eta * (grad - nu * x_g - y_new))
-
+        y_new = torch.add(y, grad, alpha=theta * beta + eta * theta * damp)
+        y_new.add_(x_g, alpha=-theta * (beta * nu + eta * (nu + alpha) * damp))
+        y_new.add_(x, alpha=-theta * damp).add_(dual, alpha=-theta / nu)
+        y_new.mul_((1.0 + eta * alpha) / ((1.0 + theta * beta) * (1.0 + eta * alpha) + theta * eta))
+        # x+ = damp (x + eta alpha x_g - eta (grad - nu x_g - y+)), expanded.
+        x_new = torch.mul(x, damp).add_(x_g, alpha=damp * eta * (alpha + nu))
+        x_new.add_(grad, alpha=-damp * eta).add_(y_new, alpha=damp * eta)
         laplacian = gossip_laplacian(links.exchange(2 * x.shape[1] * FLOAT32_BYTES), x.dtype)
-        dual = y_g + z_g
-        sent = c["gamma"] / nu * dual + m
+        sent = torch.add(m, dual, alpha=c["gamma"] / nu)
         mixed = laplacian @ sent  # L(k) is symmetric: receiver j combines what it heard
-        z_new = z + c["gamma"] * c["delta"] * (z_g - z) - mixed
-        m_new = sent - mixed
-        x_f_new = x_g + c["tau2"] * (x_new - x)
-        y_f_new = y_g + c["sigma2"] * (y_new - y)
-        z_f_new = z_g - c["zeta"] * (laplacian @ dual)
+        z_new = torch.lerp(z, z_g, c["gamma"] * c["delta"]).sub_(mixed)
+        m_new = sent.sub_(mixed)
+        x_f_new = torch.add(x_g, x_new, alpha=c["tau2"]).sub_(x, alpha=c["tau2"])
+        y_f_new = torch.add(y_g, y_new, alpha=c["sigma2"]).sub_(y, alpha=c["sigma2"])
+        z_f_new = torch.addmm(z_g, laplacian, dual, alpha=-c["zeta"])
         return x_new, AdomState(x_f_new, y_new, y_f_new, z_new, z_f_new, m_new)
