@@ -38,6 +38,7 @@ from bridge import link_stats
 from experiments.runner import single_threaded
 from learner.algorithms import REGISTRY, build_algorithm
 from learner.devices import batch_gradients
+from learner.mixing import symmetric_links
 from learner.models import BatchedModel, build_model
 from ns3_scenarios.scenario import ScenarioConfig
 
@@ -150,6 +151,27 @@ def bench_aggregation(repeats: int) -> None:
                 exchanges = len(algorithm.exchange_payloads(dim))
                 record("aggregation", f"{name} N={devices} d={dim} ({exchanges} exch.)", step * 1e3,
                        reference * 1e3, "ms/step", "W.T @ X", "x matmul")
+                floor = aggregation_floor(name, mask, dim, repeats)
+                if floor is not None:
+                    record("aggregation", f"{name} N={devices} d={dim} vs floor", step * 1e3, floor[1] * 1e3,
+                           "ms/step", floor[0], "x floor")
+
+
+def aggregation_floor(name: str, mask: torch.Tensor, dim: int, repeats: int) -> tuple[str, float] | None:
+    """(what, seconds) of the work an algorithm cannot avoid where a matmul is not its measure, else None.
+
+    HyperPrism: one exp per (receiver, weighted sender incl. itself, coordinate), as each receiver applies
+    its own exponent to what it heard. CHOCO-SGD: writing its (N, N, d) per-link copies once (a clone).
+    """
+    devices = mask.shape[0]
+    if name.startswith("hyperprism"):
+        heard = int((symmetric_links(mask) | torch.eye(devices, dtype=torch.bool)).sum())  # N * mean K
+        exponents = torch.rand(heard * dim) * -5
+        return f"exp of N*K*d={heard * dim:.3g}", median_seconds(lambda: torch.exp(exponents), repeats)
+    if name == "choco_sgd":
+        copies = torch.zeros(devices, devices, dim)
+        return "clone (N,N,d)", median_seconds(lambda: copies.clone(), repeats)
+    return None
 
 
 def bench_replay(repeats: int) -> None:
