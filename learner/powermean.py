@@ -13,14 +13,18 @@ inputs equal x, and is the plain weighted mean for p = 1.
 Numerics: |x|^p under- and overflows float32 long before p = 9 (|x|^9 > 3e38
 for |x| > 2e4, and 0 for |x| < 1e-5). The maps are computed in the log domain
 on values scaled per receiver and coordinate by s = max |x_i| over the senders
-it weights: |x_i / s|^p = exp(p ln|x_i / s|) lies in [0, 1] for every p, so
-nothing can overflow, and M = s * M(x / s). A term that underflows is below
-2^-126 of the largest one and could not change u in float32 anyway, so the
-computation runs in the input's precision (float32 for models, float64 for
-float64 inputs). Each receiver reads only the senders it weights, gathered and
-padded to the largest in-degree, in chunks of receivers so the (receivers,
-senders, d) intermediate stays small; an undelivered value (even inf or NaN)
-is never read.
+it weights: |x_i / s|^p = exp(p ln r_i), ln r_i = ln|x_i| - ln s <= 0, lies in
+[0, 1] for every p, so nothing can overflow, and M = s * M(x / s). ln|x_i| is
+taken once per sender, in float64, so that the difference keeps the accuracy
+of a per-pair ln(|x_i| / s); the one exp per (receiver, heard sender,
+coordinate) is the irreducible work. Its argument is kept above ln of the
+smallest normal number (+1): exp is ~30x slower on results that are subnormal
+or 0, and such a term, below e 2^-126 of the largest one (which is 1), could
+not change u in float32 anyway. The rest runs in the input's precision
+(float32 for models, float64 for float64 inputs). Each receiver reads only the
+senders it weights, gathered and padded to the largest in-degree of its tile
+(receivers sorted by in-degree, tiles of receivers and coordinates small
+enough to stay in cache); an undelivered value (even inf or NaN) is never read.
 """
 
 from __future__ import annotations
