@@ -185,3 +185,45 @@ def test_esgd_table_sweep_sends_the_encoded_size_of_each_k(tmp_path):
     assert len(table) == 4
     for _, row in table.iterrows():
         assert row["payload B"] == expected[row["keep %"]]
+
+
+def _choco_reference_step(choco, x, estimate, copies, grad_fn, mask):
+    """CHOCO-SGD written out per device: the paper's update, a plain loop over receivers and senders."""
+    n, d = x.shape
+    k = keep_count(d, choco.keep_ratio)
+    half = x - choco.lr * grad_fn(x)
+    q = torch.zeros_like(x)
+    for i in range(n):
+        chosen = (half[i] - estimate[i]).abs().topk(k).indices
+        q[i, chosen] = (half[i] - estimate[i])[chosen]
+    estimate, copies = estimate + q, copies.clone()
+    for j in range(n):
+        for i in range(n):
+            if mask[i, j]:
+                copies[j, i] += q[i]
+    both = mask & mask.T
+    new_x = half.clone()
+    for j in range(n):
+        neighbours = [i for i in range(n) if i != j and both[i, j]]
+        for i in neighbours:  # Metropolis-Hastings: 1 / (1 + max(deg_i, deg_j))
+            degree_i = int(both[:, i].sum()) - int(both[i, i])
+            degree_j = int(both[:, j].sum()) - int(both[j, j])
+            new_x[j] += choco.gamma / (1 + max(degree_i, degree_j)) * (copies[j, i] - estimate[j])
+    return new_x, estimate, copies
+
+
+def test_choco_step_equals_a_per_device_loop_over_lossy_rounds():
+    x, grad_fn = _problem(3)
+    choco = build_algorithm("choco_sgd", keep_ratio=0.2, gamma=0.4, lr=0.1)
+    state = choco.init(x)
+    generator = torch.Generator().manual_seed(4)
+    reference = (x, state.estimate, state.copies)
+    for _ in range(4):
+        mask = torch.rand(N, N, generator=generator) < 0.6
+        old, kept = state, (state.estimate.clone(), state.copies.clone())
+        x, state = choco.step(x, state, grad_fn, MaskLinks(mask))
+        assert torch.equal(old.estimate, kept[0]) and torch.equal(old.copies, kept[1])  # the old state is untouched
+        reference = _choco_reference_step(choco, *reference, grad_fn, mask)
+        assert torch.allclose(x, reference[0], atol=1e-6)
+        assert torch.allclose(state.estimate, reference[1], atol=1e-6)
+        assert torch.allclose(state.copies, reference[2], atol=1e-6)

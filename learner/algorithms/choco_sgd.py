@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 
 from learner.algorithms.base import GradFn, Links, check_range
-from learner.compress import encoded_bytes, keep_count, split, topk_mask
+from learner.compress import encoded_bytes, keep_count
 from learner.mixing import metropolis_hastings
 
 
@@ -59,11 +59,33 @@ class ChocoSGD:
         k = keep_count(dim, self.keep_ratio)
         half = x - self.lr * grad_fn(x)
         difference = half - state.estimate
-        q, _ = split(difference, topk_mask(difference, k))
+        # topk_mask's coordinates as indices, in order so that the copies update walks memory forward
+        chosen = difference.abs().topk(k, dim=1).indices.sort(dim=1).values
+        sent = difference.gather(1, chosen)  # q_i on its k coordinates (0 elsewhere)
         mask = links.exchange(encoded_bytes(k, dim))
-        estimate = state.estimate + q
-        copies = state.copies + mask.T.to(x.dtype)[:, :, None] * q[None, :, :]
+        estimate = state.estimate.scatter_add(1, chosen, sent)
+        copies = _received(state.copies, mask, chosen, sent)
         weights = metropolis_hastings(mask, x.dtype)
         weights = weights - torch.diag(torch.diag(weights))  # off-diagonal: w_ij, i != j
-        pull = torch.einsum("ij,jid->jd", weights, copies) - weights.sum(0)[:, None] * estimate
+        pull = _weighted_copies(weights, copies) - weights.sum(0)[:, None] * estimate
         return half + self.gamma * pull, ChocoState(estimate, copies)
+
+
+def _received(copies: torch.Tensor, mask: torch.Tensor, chosen: torch.Tensor, sent: torch.Tensor) -> torch.Tensor:
+    """V[j, i] + q_i for every delivered (mask[i, j]) pair, touching only q_i's k coordinates; V itself is kept."""
+    n, _, d = copies.shape
+    updated = copies.clone()  # the caller may keep the old state: one copy of V per step, no in-place change to it
+    receiver, sender = mask.T.nonzero(as_tuple=True)
+    # flat positions of (receiver, sender, chosen coordinate): a 1-d index_add_ is ~10x faster than V[j, i, c] += q
+    positions = ((receiver * n + sender) * d)[:, None] + chosen[sender]
+    updated.view(-1).index_add_(0, positions.view(-1), sent[sender].view(-1))
+    return updated
+
+
+def _weighted_copies(weights: torch.Tensor, copies: torch.Tensor) -> torch.Tensor:
+    """sum_i w_ij V[j, i] (N, d), reading only the copies with a nonzero weight (a sparse (N, N*N) @ (N*N, d))."""
+    n, _, d = copies.shape
+    receiver, sender = weights.T.nonzero(as_tuple=True)  # row-major: grouped by receiver, as CSR needs
+    picks = torch.sparse_coo_tensor(torch.stack([receiver, receiver * n + sender]), weights[sender, receiver],
+                                    (n, n * n), is_coalesced=True, check_invariants=False)
+    return torch.sparse.mm(picks, copies.view(n * n, d))
