@@ -101,9 +101,8 @@ def accelerated_gossip(z: torch.Tensor, weights: list[torch.Tensor], momentum: f
 
 def receiver_mean(mask: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
     """Row j: the mean of values[i] over {j} and {i : mask[i, j]} (what device j holds after an exchange)."""
-    held = mask | torch.eye(mask.shape[0], dtype=torch.bool, device=mask.device)
-    weights = held.to(values.dtype)
-    return (weights.T @ values) / weights.sum(0)[:, None]
+    held = (mask | torch.eye(mask.shape[0], dtype=torch.bool, device=mask.device)).to(values.dtype)
+    return (held / held.sum(0)).T @ values  # normalise the (N, N) weights, not the (N, d) result
 
 
 def fastmix(z: torch.Tensor, masks: list[torch.Tensor], accelerated: bool = True) -> torch.Tensor:

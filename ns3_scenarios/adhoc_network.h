@@ -239,6 +239,16 @@ class AdhocNetwork
         return out;
     }
 
+    // Slots first .. first + count - 1 in one call, keeping only the event count: the simulation without
+    // Python between slots, the reference `make bench-ns3` holds the stepped workers against.
+    double RunSlotsInCpp(uint32_t first, uint32_t count, const std::vector<uint32_t>& payloads)
+    {
+        double events = 0.0;
+        for (uint32_t slot = first; slot < first + count; ++slot)
+            events += RunSlot(slot, payloads).back();
+        return events;
+    }
+
   private:
     struct TcpFlow
     {

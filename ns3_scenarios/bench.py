@@ -5,7 +5,9 @@
 
 Stepped: one simulation built once (placement, probe), then one slot per
 round, as the offline and online workers run it. Each method runs one untimed
-warm-up round first. Rebuilt: every round a fresh
+warm-up round first. C++ only: the same simulation (same seed, the same
+events) with all timed slots run by one C++ call, no Python between slots:
+the cost of the simulation itself, which stepped is held against. Rebuilt: every round a fresh
 simulation (nodes, WiFi, IP stack, sockets) runs that round's exchange and is
 destroyed, the way couplings that restart ns-3 per round work (same placement
 and neighbours; a fresh RNG run per round; mobility, queues and TCP state do
@@ -44,6 +46,11 @@ def bench_case(cpp, config: ScenarioConfig, payload: int, rounds: int, seed: int
         events += slot.events
         delivered += int((~np.isnan(slot.done_s)).sum())
     stepped.close()
+    # The same simulation (same seed, so the same events) with every timed slot run inside one C++ call.
+    alone = network.Network(config, seed)
+    alone.run_slots_in_cpp(0, 1, payloads)  # the warm-up slot, which also JIT-compiles the call
+    cpp_wall, cpp_events = _timed(lambda: alone.run_slots_in_cpp(1, rounds, payloads))
+    alone.close()
 
     neighbours = network.to_vector(cpp, "int", stepped.idle_delivered.ravel())
     rebuilt_walls, rebuilt_events = [], 0
@@ -66,6 +73,9 @@ def bench_case(cpp, config: ScenarioConfig, payload: int, rounds: int, seed: int
         "setup_s": round(setup_s, 3),
         "stepped_s_per_round": round(stepped_s, 4),
         "stepped_events_per_s": round(events / sum(walls)),
+        "cpp_only_s_per_round": round(cpp_wall / rounds, 4),
+        "stepped_over_cpp_only": round(stepped_s * rounds / cpp_wall, 3),
+        "same_events": cpp_events == events,
         "rebuilt_s_per_round": round(rebuilt_s, 4),
         "rebuilt_events_per_s": round(rebuilt_events / sum(rebuilt_walls)),
         "rebuilt_over_stepped": round(rebuilt_s / stepped_s, 2),
@@ -133,7 +143,8 @@ def main(argv: list[str] | None = None) -> int:
                         print(" ".join(f"{c}={rows[-1][c]}" for c in columns), flush=True)
         out = args.out or Path("results/density_table.csv")
     else:
-        columns = ["devices", "payload_bytes", "stepped_s_per_round", "stepped_events_per_s", "rebuilt_s_per_round",
+        columns = ["devices", "payload_bytes", "stepped_s_per_round", "stepped_events_per_s", "cpp_only_s_per_round",
+                   "stepped_over_cpp_only", "same_events", "rebuilt_s_per_round",
                    "rebuilt_events_per_s", "rebuilt_over_stepped", "process_per_round_s", "events_per_round",
                    "delivered_pairs_per_round"]
         for n in args.devices:

@@ -155,5 +155,9 @@ class Network:
             air_bytes=int(air_bytes), frames=int(frames), events=int(events),
         )
 
+    def run_slots_in_cpp(self, first: int, count: int, payloads) -> int:
+        """Slots first .. first + count - 1 in one C++ call; only the number of ns-3 events comes back."""
+        return int(self._network.RunSlotsInCpp(first, count, to_vector(self._cpp, "uint32_t", payloads)))
+
     def close(self) -> None:
         self._network.Destroy()

