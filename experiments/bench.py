@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import statistics
 import subprocess
 import sys
@@ -29,17 +30,17 @@ import time
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import torch
 from torch import nn
 
 from bridge.synthetic import synthetic_trace
 from bridge import link_stats
-from experiments.runner import single_threaded
+from experiments.config import parse_config
+from experiments.runner import run_experiment, single_threaded
 from learner.algorithms import REGISTRY, build_algorithm
 from learner.algorithms.base import FLOAT32_BYTES
-from learner.devices import batch_gradients
 from learner.compress import keep_count
+from learner.devices import batch_gradients
 from learner.mixing import symmetric_links
 from learner.models import BatchedModel, ConvLayer, build_model
 from ns3_scenarios.scenario import ScenarioConfig
@@ -229,11 +230,6 @@ def bench_worker_startup() -> None:
 def bench_end_to_end(rounds: int, devices: int) -> None:
     """The HyperPrism base setting three times: as a first run (ns-3 simulates the trace unless an earlier
     bench cached it), then over the cached trace evaluating every round, then evaluating every 10th round."""
-    import json
-
-    from experiments.config import parse_config
-    from experiments.runner import run_experiment
-
     base = {"name": "bench", "rounds": rounds, "devices": devices, "data": {"alpha": 0.1, "batch_size": 128},
             "algorithm": {"name": "hyperprism", "lr": 0.01}, "network": {"density": 0.5}}
     for label, eval_every in (("1st run", 1), ("2nd run", 1), ("3rd run", 10)):

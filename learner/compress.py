@@ -89,9 +89,14 @@ def _mask_of(indices: torch.Tensor, shape: torch.Size) -> torch.Tensor:
     return torch.zeros(shape, dtype=torch.bool).scatter_(1, indices, True)
 
 
+def topk_indices(values: torch.Tensor, k: int) -> torch.Tensor:
+    """Indices (N, k) of the k largest |values| of each row, in no particular order (ties broken by torch.topk)."""
+    return values.abs().topk(k, dim=1, sorted=False).indices
+
+
 def topk_mask(values: torch.Tensor, k: int) -> torch.Tensor:
-    """The k largest |values| of each row (ties broken by torch.topk)."""
-    return _mask_of(values.abs().topk(k, dim=1, sorted=False).indices, values.shape)
+    """The k largest |values| of each row, as a mask (see ``topk_indices``)."""
+    return _mask_of(topk_indices(values, k), values.shape)
 
 
 def threshold_mask(values: torch.Tensor, threshold: float) -> torch.Tensor:

@@ -54,6 +54,17 @@ class Algorithm(Protocol):
     def step(self, x: torch.Tensor, state: Any, grad_fn: GradFn, links: Links) -> tuple[torch.Tensor, Any]: ...
 
 
+class StatelessDenseModel:
+    """The interface for algorithms that keep no state and send one dense float32 vector a round
+    (D-PSGD and its relatives): what they differ in is ``step``."""
+
+    def exchange_payloads(self, dim: int) -> tuple[int, ...]:
+        return (dim * FLOAT32_BYTES,)
+
+    def init(self, x: torch.Tensor, seed: int = 0, model: Any = None) -> None:
+        return None
+
+
 def gradients_and_losses(grad_fn: GradFn, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(grad (N, d), per-device mini-batch loss (N,) or None when ``grad_fn`` cannot report losses)."""
     with_loss = getattr(grad_fn, "with_loss", None)

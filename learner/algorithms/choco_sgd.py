@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 
 from learner.algorithms.base import GradFn, Links, check_range
-from learner.compress import encoded_bytes, keep_count
+from learner.compress import encoded_bytes, keep_count, topk_indices
 from learner.mixing import metropolis_hastings
 
 
@@ -59,8 +59,7 @@ class ChocoSGD:
         k = keep_count(dim, self.keep_ratio)
         half = x - self.lr * grad_fn(x)
         difference = half - state.estimate
-        # topk_mask's coordinates as indices, in order so that the copies update walks memory forward
-        chosen = difference.abs().topk(k, dim=1).indices.sort(dim=1).values
+        chosen = topk_indices(difference, k).sort(dim=1).values  # in order: the copies update walks memory forward
         sent = difference.gather(1, chosen)  # q_i on its k coordinates (0 elsewhere)
         mask = links.exchange(encoded_bytes(k, dim))
         estimate = state.estimate.scatter_add(1, chosen, sent)

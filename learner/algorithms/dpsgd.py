@@ -17,23 +17,17 @@ from dataclasses import dataclass
 
 import torch
 
-from learner.algorithms.base import FLOAT32_BYTES, GradFn, Links, check_range
+from learner.algorithms.base import FLOAT32_BYTES, GradFn, Links, StatelessDenseModel, check_range
 from learner.mixing import metropolis_hastings
 
 
 @dataclass(frozen=True)
-class DPSGD:
+class DPSGD(StatelessDenseModel):
     lr: float = 0.1
     name: str = "dpsgd"
 
     def __post_init__(self) -> None:
         check_range("algorithm.lr", self.lr, 0.0, 100.0)
-
-    def exchange_payloads(self, dim: int) -> tuple[int, ...]:
-        return (dim * FLOAT32_BYTES,)
-
-    def init(self, x: torch.Tensor, seed: int = 0, model: object = None) -> None:
-        return None
 
     def step(self, x: torch.Tensor, state: None, grad_fn: GradFn, links: Links) -> tuple[torch.Tensor, None]:
         grad = grad_fn(x)

@@ -59,7 +59,7 @@ from typing import NamedTuple
 
 import torch
 
-from learner.algorithms.base import FLOAT32_BYTES, GradFn, Links, check_range
+from learner.algorithms.base import FLOAT32_BYTES, GradFn, Links, StatelessDenseModel, check_range
 from learner.mixing import metropolis_hastings
 from learner.powermean import power_mean
 
@@ -76,7 +76,7 @@ def _mix(x: torch.Tensor, links: Links, exponents: torch.Tensor | float,
 
 
 @dataclass(frozen=True)
-class HyperPrismFixed:
+class HyperPrismFixed(StatelessDenseModel):
     """HyperPrism with one fixed exponent p for every device, layer and round."""
 
     lr: float = 0.01
@@ -86,12 +86,6 @@ class HyperPrismFixed:
     def __post_init__(self) -> None:
         _check_lr(self.lr)
         check_range("algorithm.p", self.p, 1.0, 64.0, low_open=False)
-
-    def exchange_payloads(self, dim: int) -> tuple[int, ...]:
-        return (dim * FLOAT32_BYTES,)
-
-    def init(self, x: torch.Tensor, seed: int = 0, model: object = None) -> None:
-        return None
 
     def step(self, x: torch.Tensor, state: None, grad_fn: GradFn, links: Links) -> tuple[torch.Tensor, None]:
         grad = grad_fn(x)
