@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
-import sys
 import tempfile
 import zipfile
 from dataclasses import asdict
@@ -22,27 +21,13 @@ from pathlib import Path
 import numpy as np
 
 from bridge.synthetic import synthetic_trace
-from bridge.trace import SCHEMA_VERSION, LinkTrace, RoundLinks, TraceFormatError
+from bridge.trace import SCHEMA_VERSION, SLOT_ARRAYS, LinkTrace, RoundLinks, TraceFormatError
+from bridge import worker
+from bridge.worker import WorkerError, describe_worker, stderr_tail
 from ns3_scenarios.scenario import ScenarioConfig
 
 LINK_MODELS = ("ns3", "synthetic")
 MODES = ("offline", "online")
-STDERR_TAIL_LINES = 15
-
-
-class WorkerError(RuntimeError):
-    """The ns-3 worker failed to start, died, or hung."""
-
-
-def worker_command(*args: str) -> list[str]:
-    """The command line of an ns-3 worker process (tests replace it to simulate a hang)."""
-    return [sys.executable, "-m", "ns3_scenarios.worker", *args]
-
-
-def describe_worker(scenario: ScenarioConfig, seed: int) -> str:
-    """Names the scenario in worker errors."""
-    return (f"ns-3 worker for {scenario.devices} devices, density {scenario.density}, {scenario.transport}, "
-            f"mobility {scenario.mobility}, fading {scenario.fading}, seed {seed}")
 
 
 class OfflineLinks:
@@ -68,10 +53,10 @@ def open_links(mode: str, link_model: str, scenario: ScenarioConfig, payload_byt
     """The run's link source: ``.trace``, ``.describe()``, ``.round_links(r)`` (the algorithm's ``Links``),
     ``.finish() -> reused``."""
     if mode not in MODES:
-        raise ValueError(f"network.mode: unknown {mode!r}; allowed: {', '.join(MODES)}")
+        raise ValueError(f"mode: unknown {mode!r}; allowed: {', '.join(MODES)}")
     if mode == "online":
         if link_model != "ns3":
-            raise ValueError(f"network.mode = \"online\" needs network.link_model = \"ns3\", not {link_model!r}")
+            raise ValueError(f"mode = \"online\" needs link_model = \"ns3\", not {link_model!r}")
         from bridge.online import OnlineLinks
 
         return OnlineLinks(scenario, payload_bytes, rounds, seed, cache_dir, timeout_s)
@@ -89,7 +74,7 @@ def obtain_trace(link_model: str, scenario: ScenarioConfig, payload_bytes: tuple
                  cache_dir: Path, timeout_s: float = 3600.0) -> tuple[LinkTrace, bool]:
     """Return (trace, reused): reused is True when the trace came from the cache."""
     if link_model not in LINK_MODELS:
-        raise ValueError(f"network.link_model: unknown {link_model!r}; allowed: {', '.join(LINK_MODELS)}")
+        raise ValueError(f"link_model: unknown {link_model!r}; allowed: {', '.join(LINK_MODELS)}")
     directory = Path(cache_dir) / trace_key(link_model, scenario, payload_bytes, rounds, seed)
     if (directory / "meta.json").exists():
         try:
@@ -111,17 +96,17 @@ def run_ns3_worker(scenario: ScenarioConfig, payload_bytes: tuple[int, ...], rou
     with tempfile.TemporaryDirectory(prefix="nsdml-worker-") as scratch:
         scratch_path = Path(scratch)
         (scratch_path / "request.json").write_text(json.dumps(request))
-        command = worker_command(str(scratch_path / "request.json"), str(scratch_path / "out"))
+        command = worker.worker_command(str(scratch_path / "request.json"), str(scratch_path / "out"))
         where = describe_worker(scenario, seed)
         try:
             finished = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s)
         except subprocess.TimeoutExpired as error:
-            raise WorkerError(f"{where} hung past {timeout_s:.0f} s; last stderr:\n{_tail(error.stderr)}") from error
+            raise WorkerError(f"{where} hung past {timeout_s:.0f} s; last stderr:\n{stderr_tail(error.stderr)}") from error
         except OSError as error:
             raise WorkerError(f"{where} failed to start: {error}") from error
         if finished.returncode != 0:
             raise WorkerError(f"{where} exited with code {finished.returncode}; last stderr:\n"
-                              f"{_tail(finished.stderr)}")
+                              f"{stderr_tail(finished.stderr)}")
         try:
             stats = json.loads((scratch_path / "out" / "worker.json").read_text())
             with np.load(scratch_path / "out" / "arrays.npz", allow_pickle=False) as arrays:
@@ -130,9 +115,9 @@ def run_ns3_worker(scenario: ScenarioConfig, payload_bytes: tuple[int, ...], rou
             raise WorkerError(f"{where} exited cleanly but wrote no readable result: {error}") from error
     exchanges = len(payload_bytes)
     per_slot = {name: raw[name].reshape(rounds, exchanges, *raw[name].shape[1:])
-                for name in ("done_s", "rx_bytes", "intended", "positions", "air_bytes", "frames", "events")}
+                for name in (*SLOT_ARRAYS, "positions")}
     return LinkTrace(
-        **{name: per_slot[name] for name in ("done_s", "rx_bytes", "intended", "air_bytes", "frames", "events")},
+        **{name: per_slot[name] for name in SLOT_ARRAYS},
         positions=per_slot["positions"][:, 0],
         idle_delivered=raw["idle_delivered"],
         idle_rate=raw["idle_rate"],
@@ -141,13 +126,3 @@ def run_ns3_worker(scenario: ScenarioConfig, payload_bytes: tuple[int, ...], rou
         datagram_bytes=scenario.datagram_bytes,
         meta=dict(stats, link_model="ns3", mode="offline", rounds=rounds),
     )
-
-
-def _tail(text: str | bytes | None) -> str:
-    if isinstance(text, bytes):
-        text = text.decode(errors="replace")
-    lines = (text or "").strip().splitlines()
-    # cppyy answers a fatal signal with "*** Break ***" and a long thread backtrace that would bury
-    # ns-3's own message (msg=..., NS_FATAL): quote what came before it.
-    cut = next((i for i, line in enumerate(lines) if "*** Break ***" in line), len(lines))
-    return "\n".join(lines[:cut][-STDERR_TAIL_LINES:]) or "(no stderr)"

@@ -21,11 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import select
-import subprocess
-import tempfile
-import time
 import zipfile
 from dataclasses import asdict
 from pathlib import Path
@@ -34,74 +29,9 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from bridge import link_source
-from bridge.trace import NOT_SENT, SCHEMA_VERSION, LinkTrace, RoundLinks, TraceFormatError, per_sender
+from bridge.worker import WorkerProcess, describe_worker
+from bridge.trace import NOT_SENT, SCHEMA_VERSION, SLOT_ARRAYS, LinkTrace, RoundLinks, TraceFormatError, per_sender
 from ns3_scenarios.scenario import ScenarioConfig
-
-SLOT_FIELDS = ("done_s", "rx_bytes", "intended", "air_bytes", "frames", "events")
-
-
-class WorkerProcess:
-    """A long-lived ns-3 worker speaking JSON lines; every answer must come within ``timeout_s``."""
-
-    def __init__(self, hello: dict, where: str, timeout_s: float):
-        self._where = where
-        self._timeout_s = timeout_s
-        self._stderr = tempfile.TemporaryFile()
-        self._buffer = b""
-        try:
-            self._process = subprocess.Popen(link_source.worker_command("--serve"), stdin=subprocess.PIPE,
-                                             stdout=subprocess.PIPE, stderr=self._stderr)
-        except OSError as error:
-            raise link_source.WorkerError(f"{where} failed to start: {error}") from error
-        self.hello = self.ask(hello)
-
-    def ask(self, message: dict) -> dict:
-        try:
-            self._process.stdin.write((json.dumps(message) + "\n").encode())
-            self._process.stdin.flush()
-        except BrokenPipeError:
-            self._died()
-        return json.loads(self._read_line())
-
-    def _read_line(self) -> bytes:
-        give_up = time.monotonic() + self._timeout_s
-        stdout = self._process.stdout.fileno()
-        while b"\n" not in self._buffer:
-            left = give_up - time.monotonic()
-            if left <= 0:
-                self.close()
-                raise link_source.WorkerError(f"{self._where} hung past {self._timeout_s:.0f} s; last stderr:\n"
-                                              f"{self._stderr_tail()}")
-            if select.select([stdout], [], [], left)[0]:
-                chunk = os.read(stdout, 1 << 20)
-                if not chunk:
-                    self._died()
-                self._buffer += chunk
-        line, _, self._buffer = self._buffer.partition(b"\n")
-        return line
-
-    def _died(self) -> None:
-        code = self._process.wait()
-        raise link_source.WorkerError(f"{self._where} exited with code {code}; last stderr:\n{self._stderr_tail()}")
-
-    def _stderr_tail(self) -> str:
-        self._stderr.seek(0)
-        return link_source._tail(self._stderr.read())
-
-    def close(self) -> None:
-        if self._process.poll() is None:
-            try:
-                self._process.stdin.close()
-                self._process.wait(timeout=10)
-            except (OSError, subprocess.TimeoutExpired):
-                self._process.kill()
-                self._process.wait()
-
-    def __del__(self) -> None:
-        if getattr(self, "_process", None) is not None and self._process.poll() is None:
-            self._process.kill()
-            self._process.wait()
 
 
 def family_key(scenario: ScenarioConfig, exchanges: int, seed: int) -> str:
@@ -206,7 +136,7 @@ class OnlineLinks:
                             if c.sent.shape[0] > slot and np.array_equal(c.sent[window], flat_sent[window])]
         cached = self._replayable()
         if cached is not None:
-            self._fill(slot, {name: getattr(cached, name)[round_index, exchange] for name in SLOT_FIELDS},
+            self._fill(slot, {name: getattr(cached, name)[round_index, exchange] for name in SLOT_ARRAYS},
                        cached.positions[round_index])
             self.replayed += 1
         else:
@@ -238,7 +168,7 @@ class OnlineLinks:
 
     def _start_worker(self) -> dict:
         hello = {"scenario": asdict(self._scenario), "seed": self._seed}
-        self._worker = WorkerProcess(hello, link_source.describe_worker(self._scenario, self._seed), self._timeout_s)
+        self._worker = WorkerProcess(hello, describe_worker(self._scenario, self._seed), self._timeout_s)
         return self._worker.hello
 
     def _resume_worker(self, slot: int) -> WorkerProcess:
@@ -267,7 +197,7 @@ class OnlineLinks:
 
     def _fill(self, slot: int, values: dict, positions: np.ndarray | None) -> None:
         r, e = divmod(slot, self._exchanges)
-        for name in SLOT_FIELDS:
+        for name in SLOT_ARRAYS:
             getattr(self.trace, name)[r, e] = values[name]
         if e == 0:
             self.trace.positions[r] = values["positions"] if positions is None else positions

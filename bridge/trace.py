@@ -25,9 +25,16 @@ import numpy as np
 import torch
 
 SCHEMA_VERSION = 2
-ARRAYS = ("done_s", "rx_bytes", "positions", "idle_delivered", "intended", "sender_bytes", "air_bytes", "frames",
-          "events", "idle_rate")
+SLOT_ARRAYS = ("done_s", "rx_bytes", "intended", "air_bytes", "frames", "events")  # one entry per exchange slot
+ARRAYS = (*SLOT_ARRAYS, "positions", "idle_delivered", "sender_bytes", "idle_rate")  # what trace.npz holds
 NOT_SENT = -1  # sender_bytes of an exchange the algorithm did not use
+
+
+def current_umask() -> int:
+    """The process's file-creation mask (read by setting it, so set it straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 class TraceFormatError(ValueError):
@@ -100,6 +107,7 @@ class LinkTrace:
         directory = Path(directory)
         directory.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+        staging.chmod(0o777 & ~current_umask())  # mkdtemp makes 0700; a cache entry is as readable as any file
         try:
             np.savez(staging / "trace.npz", **{name: getattr(self, name) for name in ARRAYS})
             meta = dict(self.meta, schema_version=SCHEMA_VERSION, payload_bytes=list(self.payload_bytes),
@@ -113,20 +121,26 @@ class LinkTrace:
 
     @classmethod
     def load(cls, directory: Path) -> "LinkTrace":
+        """Read a stored trace; anything truncated, damaged or of another schema is a TraceFormatError."""
         directory = Path(directory)
         try:
             meta = json.loads((directory / "meta.json").read_text())
-            if meta.get("schema_version") != SCHEMA_VERSION:
-                raise TraceFormatError(f"trace in {directory} has schema {meta.get('schema_version')}, "
-                                       f"expected {SCHEMA_VERSION}")
+            if not isinstance(meta, dict) or meta.get("schema_version") != SCHEMA_VERSION:
+                version = meta.get("schema_version") if isinstance(meta, dict) else meta
+                raise TraceFormatError(f"trace in {directory} has schema {version!r}, expected {SCHEMA_VERSION}")
             with np.load(directory / "trace.npz", allow_pickle=False) as arrays:
                 loaded = {name: arrays[name] for name in ARRAYS}
-        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
-            if isinstance(error, TraceFormatError):
-                raise
-            raise TraceFormatError(f"unreadable trace in {directory}: {error}") from error
-        return cls(**loaded, payload_bytes=tuple(meta["payload_bytes"]), deadline_s=float(meta["deadline_s"]),
-                   datagram_bytes=int(meta["datagram_bytes"]), meta=meta)
+            payload_bytes = tuple(int(b) for b in meta["payload_bytes"])
+            deadline_s, datagram_bytes = meta["deadline_s"], meta["datagram_bytes"]
+            if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (deadline_s, datagram_bytes)):
+                raise TraceFormatError(f"trace in {directory}: deadline_s {deadline_s!r} or datagram_bytes "
+                                       f"{datagram_bytes!r} is not a number")
+            return cls(**loaded, payload_bytes=payload_bytes, deadline_s=float(deadline_s),
+                       datagram_bytes=int(datagram_bytes), meta=meta)
+        except TraceFormatError:
+            raise
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, EOFError, zipfile.BadZipFile) as error:
+            raise TraceFormatError(f"unreadable trace in {directory}: {type(error).__name__}: {error}") from error
 
 
 def per_sender(payload_bytes: int | Sequence[int], devices: int) -> np.ndarray:

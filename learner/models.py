@@ -205,7 +205,7 @@ def build_model(name: str, num_features: int, num_classes: int, hidden: int = 20
     if name == "cnn":
         if image_shape is None or image_shape[0] * image_shape[1] * image_shape[2] != num_features \
                 or min(image_shape[1:]) < 4:
-            raise ValueError(f"model.name: cnn needs images of at least 4x4 pixels; the data has {num_features} "
+            raise ValueError(f"name: cnn needs images of at least 4x4 pixels; the data has {num_features} "
                              f"features and image shape {image_shape}")
         channels, height, width = image_shape
         flat = 16 * (height // 4) * (width // 4)
@@ -215,4 +215,4 @@ def build_model(name: str, num_features: int, num_classes: int, hidden: int = 20
             Layer(flat, hidden, "decision"),
             Layer(hidden, num_classes, "decision"),
         ), input_shape=image_shape)
-    raise ValueError(f"model.name: unknown model {name!r}; allowed: {', '.join(MODELS)}")
+    raise ValueError(f"name: unknown model {name!r}; allowed: {', '.join(MODELS)}")

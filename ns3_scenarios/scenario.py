@@ -58,31 +58,31 @@ class ScenarioConfig:
     def __post_init__(self) -> None:
         _check(isinstance(self.devices, int) and 2 <= self.devices <= 1000, "devices", self.devices,
                "an integer in [2, 1000]")
-        _check(0.0 < self.density <= 1.0, "network.density", self.density, "a number in (0, 1]")
-        _check(self.phy_mode in PHY_MODES, "network.phy_mode", self.phy_mode, "one of " + ", ".join(PHY_MODES))
-        _check(-10.0 <= self.tx_power_dbm <= 30.0, "network.tx_power_dbm", self.tx_power_dbm, "a number in [-10, 30]")
+        _check(0.0 < self.density <= 1.0, "density", self.density, "a number in (0, 1]")
+        _check(self.phy_mode in PHY_MODES, "phy_mode", self.phy_mode, "one of " + ", ".join(PHY_MODES))
+        _check(-10.0 <= self.tx_power_dbm <= 30.0, "tx_power_dbm", self.tx_power_dbm, "a number in [-10, 30]")
         _check(isinstance(self.datagram_bytes, int) and 64 <= self.datagram_bytes <= MAX_UDP_PAYLOAD,
-               "network.datagram_bytes", self.datagram_bytes, f"an integer in [64, {MAX_UDP_PAYLOAD}]")
-        _check(0.0 < self.deadline_s <= 60.0, "network.deadline_s", self.deadline_s, "a number in (0, 60]")
-        _check(0.0 <= self.drain_s <= 10.0, "network.drain_s", self.drain_s, "a number in [0, 10]")
-        _check(0.0 <= self.start_jitter_s < self.deadline_s, "network.start_jitter_s", self.start_jitter_s,
+               "datagram_bytes", self.datagram_bytes, f"an integer in [64, {MAX_UDP_PAYLOAD}]")
+        _check(0.0 < self.deadline_s <= 60.0, "deadline_s", self.deadline_s, "a number in (0, 60]")
+        _check(0.0 <= self.drain_s <= 10.0, "drain_s", self.drain_s, "a number in [0, 10]")
+        _check(0.0 <= self.start_jitter_s < self.deadline_s, "start_jitter_s", self.start_jitter_s,
                "a number in [0, deadline_s)")
-        _check(0.0 <= self.datagram_interval_s <= 1.0, "network.datagram_interval_s", self.datagram_interval_s,
+        _check(0.0 <= self.datagram_interval_s <= 1.0, "datagram_interval_s", self.datagram_interval_s,
                "a number in [0, 1]")
-        _check(self.transport in TRANSPORTS, "network.transport", self.transport, "one of " + ", ".join(TRANSPORTS))
-        _check(isinstance(self.fanout, int) and 0 <= self.fanout < self.devices, "network.fanout", self.fanout,
+        _check(self.transport in TRANSPORTS, "transport", self.transport, "one of " + ", ".join(TRANSPORTS))
+        _check(isinstance(self.fanout, int) and 0 <= self.fanout < self.devices, "fanout", self.fanout,
                f"an integer in [0, devices - 1 = {self.devices - 1}] (0: every neighbour)")
-        _check(self.fanout == 0 or self.transport != "broadcast", "network.fanout", self.fanout,
+        _check(self.fanout == 0 or self.transport != "broadcast", "fanout", self.fanout,
                "0 with transport = \"broadcast\" (a broadcast reaches every neighbour; use unicast or tcp)")
-        _check(self.rate_control in RATE_CONTROLS, "network.rate_control", self.rate_control,
+        _check(self.rate_control in RATE_CONTROLS, "rate_control", self.rate_control,
                "one of " + ", ".join(RATE_CONTROLS))
-        _check(self.mobility in MOBILITY_MODELS, "network.mobility", self.mobility,
+        _check(self.mobility in MOBILITY_MODELS, "mobility", self.mobility,
                "one of " + ", ".join(MOBILITY_MODELS))
-        _check(0.0 < self.speed_mps <= 100.0, "network.speed_mps", self.speed_mps, "a number in (0, 100]")
-        _check(0.0 <= self.pause_s <= 3600.0, "network.pause_s", self.pause_s, "a number in [0, 3600]")
-        _check(self.fading in FADING_MODELS, "network.fading", self.fading, "one of " + ", ".join(FADING_MODELS))
-        _check(0.5 <= self.nakagami_m <= 20.0, "network.nakagami_m", self.nakagami_m, "a number in [0.5, 20]")
-        _check(isinstance(self.idle_probes, int) and 1 <= self.idle_probes <= 100, "network.idle_probes",
+        _check(0.0 < self.speed_mps <= 100.0, "speed_mps", self.speed_mps, "a number in (0, 100]")
+        _check(0.0 <= self.pause_s <= 3600.0, "pause_s", self.pause_s, "a number in [0, 3600]")
+        _check(self.fading in FADING_MODELS, "fading", self.fading, "one of " + ", ".join(FADING_MODELS))
+        _check(0.5 <= self.nakagami_m <= 20.0, "nakagami_m", self.nakagami_m, "a number in [0.5, 20]")
+        _check(isinstance(self.idle_probes, int) and 1 <= self.idle_probes <= 100, "idle_probes",
                self.idle_probes, "an integer in [1, 100]")
 
     @property

@@ -13,6 +13,7 @@ import pytest
 from experiments.cli import main
 from experiments.config import load_config
 from learner.algorithms import REGISTRY
+from helpers import run_dirs
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT = ROOT / "experiments" / "configs" / "default.toml"
@@ -88,19 +89,24 @@ def test_default_config_is_valid_and_uses_real_ns3():
     assert config.devices == 20 and config.scenario.density == 0.5 and config.data.alpha == 0.1
 
 
-def test_run_writes_all_files_and_a_rerun_reuses_the_trace_with_identical_metrics(tmp_path, capsys):
+def test_run_writes_all_files_a_rerun_reuses_the_run_and_another_results_root_the_trace(tmp_path, capsys):
     path = _write(tmp_path, SMALL)
     assert _run(tmp_path, path) == 0
-    run_dir = next((tmp_path / "results").iterdir())
+    run_dir = run_dirs(tmp_path / "results")[0]
     for name in ("config.toml", "metrics.csv", "links.csv", "devices.csv", "accuracy.png", "run.json"):
         assert (run_dir / name).stat().st_size > 0
     first = (run_dir / "metrics.csv").read_text()
     assert len(first.splitlines()) == 1 + 9  # header + round 0 + 8 rounds
     assert "simulated new trace" in capsys.readouterr().err
 
-    assert _run(tmp_path, path) == 0
+    record = (run_dir / "run.json").read_text()
+    assert _run(tmp_path, path) == 0  # the same code finished this run: nothing is computed or written
+    assert "reused (finished earlier by the same code)" in capsys.readouterr().out
+    assert (run_dir / "run.json").read_text() == record
+
+    assert _run(tmp_path, path, results="other") == 0
     assert "reused cached trace" in capsys.readouterr().err
-    assert (run_dir / "metrics.csv").read_text() == first
+    assert (run_dirs(tmp_path / "other")[0] / "metrics.csv").read_text() == first
     # The written config reproduces the run id: it is the resolved config.
     assert load_config(run_dir / "config.toml").run_id == run_dir.name
 
@@ -112,8 +118,8 @@ def test_eval_every_leaves_unevaluated_rounds_empty_and_keeps_the_evaluated_ones
     sparse = _write(tmp_path, SMALL.replace("devices = 6", "devices = 6\neval_every = 3"), "sparse.toml")
     assert _run(tmp_path, every_round, "a") == 0
     assert _run(tmp_path, sparse, "b") == 0
-    full = pd.read_csv(next((tmp_path / "a").iterdir()) / "metrics.csv")
-    thinned = pd.read_csv(next((tmp_path / "b").iterdir()) / "metrics.csv")
+    full = pd.read_csv(run_dirs(tmp_path / "a")[0] / "metrics.csv")
+    thinned = pd.read_csv(run_dirs(tmp_path / "b")[0] / "metrics.csv")
     evaluated = thinned["mean_accuracy"].notna()
     assert thinned.loc[evaluated, "round"].tolist() == [0, 3, 6, 8]  # every 3rd round and the last one
     assert thinned.loc[~evaluated, ["test_loss", "consensus_distance"]].isna().all().all()
@@ -141,7 +147,7 @@ def test_every_algorithm_runs_end_to_end_with_the_cnn(tmp_path, capsys, algorith
     text = SMALL.replace('name = "dpsgd"\nlr = 0.2', f'name = "{algorithm}"\nlr = 0.05').replace(
         "rounds = 8", "rounds = 3") + '\n[model]\nname = "cnn"\nhidden = 8\n'
     assert _run(tmp_path, _write(tmp_path, text)) == 0
-    run_dir = next((tmp_path / "results").iterdir())
+    run_dir = run_dirs(tmp_path / "results")[0]
     assert '"status": "done"' in (run_dir / "run.json").read_text()
     links = (run_dir / "links.csv").read_text().splitlines()
     assert len(links) > 1  # every exchange the algorithm used is in links.csv

@@ -14,6 +14,7 @@ from bridge.trace import ARRAYS
 from experiments.cli import main
 from experiments.config import load_config
 from ns3_scenarios.scenario import ScenarioConfig
+from helpers import run_dirs
 
 pytestmark = pytest.mark.ns3
 
@@ -124,7 +125,7 @@ start_jitter_s = 0.3
 """)
     args = ["run", str(config), "--results", str(tmp_path / "results"), "--cache", str(tmp_path / "cache")]
     assert main(args) == 0
-    run_dir = next((tmp_path / "results").iterdir())
+    run_dir = run_dirs(tmp_path / "results")[0]
     metrics = (run_dir / "metrics.csv").read_text()
     links = (run_dir / "links.csv").read_text().splitlines()
     assert links[0].split(",")[:6] == ["round", "exchange", "payload_bytes", "intended_pairs", "in_range_pairs",
@@ -151,7 +152,7 @@ start_jitter_s = 0.3
     # Another algorithm configuration with the same payload replays the same trace: identical masks.
     config.write_text(config.read_text().replace("lr = 0.2", "lr = 0.05"))
     assert main(args) == 0
-    other_dir = next(p for p in (tmp_path / "results").iterdir() if p != run_dir)
+    other_dir = next(p for p in run_dirs(tmp_path / "results") if p != run_dir)
     assert "reused cached trace" in capsys.readouterr().err
     delivered = ["intended_pairs", "delivered_pairs", "mean_completion_s", "bytes_on_air", "packets_lost"]
     first, other = (pd.read_csv(d / "links.csv") for d in (run_dir, other_dir))
@@ -185,7 +186,7 @@ deadline_s = 0.5
 start_jitter_s = 0.3
 """)
     assert main(["run", str(config), "--results", str(tmp_path / "results"), "--cache", str(tmp_path / "cache")]) == 0
-    run_dir = next((tmp_path / "results").iterdir())
+    run_dir = run_dirs(tmp_path / "results")[0]
     links, metrics = pd.read_csv(run_dir / "links.csv"), pd.read_csv(run_dir / "metrics.csv")
     declared = load_config(config).algorithm.build().exchange_payloads(650)  # digits logreg: 64 * 10 + 10
     for r in (1, 2, 3):

@@ -164,7 +164,7 @@ def test_online_mode_simulates_each_exchange_as_sent_and_replays_it_from_the_cac
     def no_ns3(*args):
         raise AssertionError("ns-3 must not start when the same payloads were cached")
 
-    monkeypatch.setattr(bridge.link_source, "worker_command", no_ns3)
+    monkeypatch.setattr(bridge.worker, "worker_command", no_ns3)
     again, reused = run()
     assert reused and again.replayed == 2 * len(plan)
     assert np.array_equal(again.trace.done_s, trace.done_s, equal_nan=True)

@@ -15,6 +15,7 @@ import bridge.link_source
 from bridge import WorkerError, obtain_trace, open_links
 from bridge.online import OnlineLinks
 from ns3_scenarios.scenario import ScenarioConfig
+from helpers import run_dirs
 
 FAKE_WORKER = Path(__file__).with_name("fake_worker.py")
 SCENARIO = ScenarioConfig(devices=4)
@@ -29,7 +30,7 @@ def fake_worker(monkeypatch):
         starts.append(args)
         return [sys.executable, str(FAKE_WORKER)]
 
-    monkeypatch.setattr(bridge.link_source, "worker_command", command)
+    monkeypatch.setattr(bridge.worker, "worker_command", command)
     return starts
 
 
@@ -97,7 +98,7 @@ def test_a_hung_online_worker_raises_after_the_timeout(tmp_path, fake_worker):
 
 def test_a_hung_offline_worker_raises_after_the_timeout(tmp_path, monkeypatch):
     sleeper = "import sys, time; print('loading ns-3', file=sys.stderr, flush=True); time.sleep(120)"
-    monkeypatch.setattr(bridge.link_source, "worker_command", lambda *args: [sys.executable, "-c", sleeper])
+    monkeypatch.setattr(bridge.worker, "worker_command", lambda *args: [sys.executable, "-c", sleeper])
     with pytest.raises(WorkerError, match="hung past 2 s") as error:
         obtain_trace("ns3", SCENARIO, (100,), 1, 0, tmp_path, timeout_s=2.0)
     assert "loading ns-3" in str(error.value) and "density 0.5" in str(error.value)
@@ -106,7 +107,7 @@ def test_a_hung_offline_worker_raises_after_the_timeout(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("mode", ["offline", "online"])
 def test_a_worker_that_cannot_start_raises_a_clear_error(tmp_path, monkeypatch, mode):
-    monkeypatch.setattr(bridge.link_source, "worker_command", lambda *args: [str(tmp_path / "no-such-python")])
+    monkeypatch.setattr(bridge.worker, "worker_command", lambda *args: [str(tmp_path / "no-such-python")])
     with pytest.raises(WorkerError, match="failed to start") as error:
         open_links(mode, "ns3", SCENARIO, (100,), 1, 0, tmp_path / "cache")
     assert "ns-3 worker for 4 devices" in str(error.value)
@@ -150,15 +151,16 @@ mode = "online"
     args = ["run", str(config), "--results", str(tmp_path / "results"), "--cache", str(tmp_path / "cache")]
     assert main(args) == 0
     assert "ns-3 worker started" in capsys.readouterr().err
-    run_dir = next((tmp_path / "results").iterdir())
+    run_dir = run_dirs(tmp_path / "results")[0]
     links = pd.read_csv(run_dir / "links.csv")
     assert len(links) == 3 and (links["delivered_pairs"] == 12).all()
     payload = links["payload_bytes"].iloc[0]
     assert links["mean_completion_s"].iloc[0] == pytest.approx(payload / 1e5)  # the stand-in's slot 0
-    assert main(args) == 0
+    rerun = args[:2] + ["--results", str(tmp_path / "other"), "--cache", str(tmp_path / "cache")]
+    assert main(rerun) == 0  # another results root: the run is made again, its links from the cache
     assert "replaying while the payloads match" in capsys.readouterr().err
     assert len(fake_worker) == 1
-    assert json.loads((run_dir / "run.json").read_text())["trace_reused"] is True
+    assert json.loads((run_dirs(tmp_path / "other")[0] / "run.json").read_text())["trace_reused"] is True
 
 
 def test_a_damaged_online_cache_entry_is_simulated_again(tmp_path, fake_worker):

@@ -141,8 +141,9 @@ def test_a_full_disk_is_a_clear_error_and_the_run_is_not_marked_finished(tmp_pat
     monkeypatch.setattr(RunWriter, "add_round", full)
     code, message = _run_cli(tmp_path, tomli_w.dumps(BASE), capsys)
     assert code == 1 and "No space left on device" in message
-    statuses = [json.loads(p.read_text())["status"] for p in (tmp_path / "results").glob("*/run.json")]
-    assert statuses == ["running"]
+    records = [json.loads(p.read_text()) for p in (tmp_path / "results").glob("*/run.json")]
+    assert [record["status"] for record in records] == ["failed"]  # never left "running", never "done"
+    assert "No space left on device" in records[0]["error"]
 
 
 @dataclass(frozen=True)
@@ -243,3 +244,191 @@ def test_worker_faults_raise_a_clear_error_quoting_stderr_and_cache_nothing(tmp_
     if fault == "fatal":
         assert "NoSuchAttribute" in message  # ns-3's own fatal-error text
     assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())
+
+
+# --- Defect 1: a changed default or changed code recomputes; an unchanged one reuses ---------------------
+
+def test_the_written_config_holds_every_algorithm_default_and_the_run_id_hashes_it(tmp_path, capsys):
+    code, message = _run_cli(tmp_path, tomli_w.dumps({**BASE, "algorithm": {"name": "esgd"}}), capsys)
+    assert code == 0, message
+    (run_dir,) = [p for p in (tmp_path / "results").iterdir() if not p.name.startswith(".")]
+    written = tomllib.loads((run_dir / "config.toml").read_text())
+    assert set(written["algorithm"]) == {"name", "lr", "keep_ratio", "beta", "importance_step"}
+
+
+def test_a_changed_algorithm_default_gives_a_new_run_id_and_a_changed_code_fingerprint_recomputes(
+        tmp_path, monkeypatch):
+    from learner.algorithms.dpsgd import DPSGD
+    import experiments.fingerprint
+    import experiments.runner
+
+    raw = json.loads(json.dumps(BASE))
+    raw["algorithm"] = {"name": "dpsgd"}  # lr left to the default
+    raw["seed"] = [0, 1]
+    first = run_sweep(expand_sweep(raw), tmp_path / "results", tmp_path / "cache", quiet=True)
+    assert first.attrs["recomputed"] == {}
+
+    @dataclass(frozen=True)
+    class NewDefault(DPSGD):
+        lr: float = 0.37  # as if someone changed the default in the code
+
+    monkeypatch.setitem(REGISTRY, "dpsgd", NewDefault)
+    changed = expand_sweep(raw)
+    assert {c.run_id for _, c in changed.runs}.isdisjoint(first["run_id"])  # not the old results
+    monkeypatch.undo()
+
+    again = run_sweep(expand_sweep(raw), tmp_path / "results", tmp_path / "cache", quiet=True)
+    assert again.attrs["recomputed"] == {}  # same code, same config: reused
+    mtimes = {r: (tmp_path / "results" / r / "metrics.csv").stat().st_mtime_ns for r in first["run_id"]}
+
+    monkeypatch.setattr(experiments.fingerprint, "code_fingerprint", lambda *extra: "0123456789abcdef")
+    monkeypatch.setattr(experiments.runner, "code_fingerprint", lambda *extra: "0123456789abcdef")
+    recomputed = run_sweep(expand_sweep(raw), tmp_path / "results", tmp_path / "cache", quiet=True)
+    assert recomputed.attrs["recomputed"] == {"code changed since it ran": 2}
+    for run_id in first["run_id"]:
+        record = json.loads((tmp_path / "results" / run_id / "run.json").read_text())
+        assert record["code_fingerprint"] == "0123456789abcdef"
+        assert record["recomputed_because"].startswith("code changed since it ran")
+        assert (tmp_path / "results" / run_id / "metrics.csv").stat().st_mtime_ns != mtimes[run_id]
+    assert list(recomputed["max_acc"]) == list(first["max_acc"])  # deterministic: the same numbers again
+
+
+def test_the_code_fingerprint_follows_the_source_it_covers(tmp_path):
+    from experiments.fingerprint import code_fingerprint, result_sources
+
+    sources = {p.relative_to(ROOT).as_posix() for p in result_sources()}
+    assert {"learner/algorithms/dpsgd.py", "bridge/trace.py", "ns3_scenarios/adhoc_network.h",
+            "experiments/runner.py"} <= sources
+    assert "experiments/plots.py" not in sources and "experiments/bench.py" not in sources
+    plugin = tmp_path / "plugin.py"
+    plugin.write_text("LR = 0.1\n")
+    before = code_fingerprint(str(plugin))
+    plugin.write_text("LR = 0.2\n")
+    code_fingerprint.cache_clear()
+    assert code_fingerprint(str(plugin)) != before != code_fingerprint()
+
+
+# --- Defect 2: one process owns a run directory; only the one that wrote every row marks it done -----------
+
+def test_only_the_writer_of_every_row_may_mark_a_run_done(tmp_path):
+    writer = RunWriter(tmp_path / "run", "x = 1\n", {}, expected_rounds=3)
+    writer.add_round({"round": 0}, [])
+    writer.add_round({"round": 1}, [])
+    with pytest.raises(RuntimeError, match="cannot mark done after 1 of 3 rounds"):
+        writer.finish("done")
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["status"] == "running"
+
+
+def test_a_second_process_on_the_same_run_waits_and_cannot_mark_a_truncated_run_done(tmp_path):
+    config = json.loads(json.dumps(BASE))
+    config["rounds"] = 600
+    path = tmp_path / "long.toml"
+    path.write_text(tomli_w.dumps(config))
+    command = [sys.executable, "-m", "experiments.cli", "run", str(path), "--results", str(tmp_path / "results"),
+               "--cache", str(tmp_path / "cache"), "--quiet"]
+    first = subprocess.Popen(command, cwd=ROOT, stderr=subprocess.PIPE, stdout=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not list((tmp_path / "results").glob("*/metrics.csv")):
+        time.sleep(0.02)
+    second = subprocess.Popen(command, cwd=ROOT, stderr=subprocess.PIPE, stdout=subprocess.PIPE)
+    first_out, first_err = first.communicate(timeout=300)
+    assert first.returncode == 0, first_err
+    second.kill()  # SIGKILL the second just after the first exits, as in the report
+    _, second_err = second.communicate(timeout=60)
+    (metrics,) = (tmp_path / "results").glob("*/metrics.csv")
+    record = json.loads((metrics.parent / "run.json").read_text())
+    assert record["status"] == "done" and record["rounds_completed"] == 600
+    assert len(metrics.read_text().splitlines()) == 1 + 601  # every row, written by the owner
+
+
+# --- Damaged trace-cache entries are re-simulated with identical metrics ------------------------------------
+
+@pytest.mark.parametrize("damage", ["[]", "null", "no payload_bytes", "string deadline_s", "truncated npz"])
+def test_a_damaged_trace_cache_entry_is_simulated_again_with_identical_metrics(tmp_path, capsys, damage):
+    text = tomli_w.dumps(BASE)
+    assert _run_cli(tmp_path, text, capsys)[0] == 0
+    (entry,) = [p.parent for p in (tmp_path / "cache").glob("*/meta.json")]
+    (run_dir,) = [p for p in (tmp_path / "results").iterdir() if not p.name.startswith(".")]
+    expected = (run_dir / "metrics.csv").read_bytes()
+    meta = json.loads((entry / "meta.json").read_text())
+    if damage in ("[]", "null"):
+        (entry / "meta.json").write_text(damage)
+    elif damage == "no payload_bytes":
+        del meta["payload_bytes"]
+        (entry / "meta.json").write_text(json.dumps(meta))
+    elif damage == "string deadline_s":
+        (entry / "meta.json").write_text(json.dumps({**meta, "deadline_s": "1.5"}))
+    else:
+        (entry / "trace.npz").write_bytes((entry / "trace.npz").read_bytes()[:100])
+    import shutil
+    shutil.rmtree(tmp_path / "results")
+    code, message = _run_cli(tmp_path, text, capsys)
+    assert code == 0 and "simulated new trace" in message and "Traceback" not in message
+    (run_dir,) = [p for p in (tmp_path / "results").iterdir() if not p.name.startswith(".")]
+    assert (run_dir / "metrics.csv").read_bytes() == expected
+
+
+# --- Ctrl-C and out of memory ------------------------------------------------------------------------------
+
+def test_ctrl_c_during_data_loading_exits_130_even_when_pandas_turns_it_into_a_parser_error(
+        tmp_path, capsys, monkeypatch):
+    import pandas as pd
+    import experiments.runner
+
+    def interrupted_read(*args, **kwargs):
+        try:  # what pandas' C parser does with a SIGINT that lands inside it
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(5)
+        except KeyboardInterrupt:
+            raise pd.errors.ParserError("Error tokenizing data. C error: interrupted") from None
+
+    monkeypatch.setattr(experiments.runner, "load_dataset", interrupted_read)
+    code, message = _run_cli(tmp_path, tomli_w.dumps(BASE), capsys)
+    assert code == 130 and "interrupted" in message and "Traceback" not in message
+    assert not (tmp_path / "results").exists()
+
+
+def test_running_out_of_memory_marks_the_run_failed_with_a_clear_message(tmp_path, capsys, monkeypatch):
+    from learner.devices import Devices
+
+    def out_of_memory(self, params):
+        raise MemoryError
+
+    monkeypatch.setattr(Devices, "gradients", out_of_memory)
+    code, message = _run_cli(tmp_path, tomli_w.dumps(BASE), capsys)
+    assert code == 1 and "ran out of memory at round 1" in message and "Traceback" not in message
+    (record,) = [json.loads(p.read_text()) for p in (tmp_path / "results").glob("*/run.json")]
+    assert record["status"] == "failed" and record["error"] == "out of memory"
+
+
+def test_files_a_run_writes_are_as_readable_as_any_other_file(tmp_path, capsys):
+    old = os.umask(0o022)
+    try:
+        assert _run_cli(tmp_path, tomli_w.dumps(BASE), capsys)[0] == 0
+    finally:
+        os.umask(old)
+    (run_dir,) = [p for p in (tmp_path / "results").iterdir() if not p.name.startswith(".")]
+    modes = {p.name: p.stat().st_mode & 0o777 for p in run_dir.iterdir()}
+    assert set(modes.values()) == {0o644}, modes
+    entries = [p for p in (tmp_path / "cache").iterdir()]
+    assert entries and all(p.stat().st_mode & 0o777 == 0o755 for p in entries)
+
+
+def test_round_0_mean_accuracy_never_exceeds_the_max(tmp_path, capsys):
+    import pandas as pd
+
+    assert _run_cli(tmp_path, tomli_w.dumps({**BASE, "devices": 7, "rounds": 5}), capsys)[0] == 0
+    metrics = pd.read_csv(next((tmp_path / "results").glob("*/metrics.csv")))
+    assert (metrics["mean_accuracy"] <= metrics["max_accuracy"]).all()
+    assert (metrics["min_accuracy"] <= metrics["mean_accuracy"]).all()
+
+
+def test_the_results_root_is_checked_before_the_trace_is_made_and_cache_errors_name_the_cache(tmp_path, capsys):
+    (tmp_path / "results").write_text("a file where the results directory should be")
+    code, message = _run_cli(tmp_path, tomli_w.dumps(BASE), capsys)
+    assert code == 1 and "cannot write results" in message
+    assert not (tmp_path / "cache").exists()  # nothing simulated for a run that could not be written
+    (tmp_path / "results").unlink()
+    (tmp_path / "cache").write_text("a file where the cache should be")
+    code, message = _run_cli(tmp_path, tomli_w.dumps(BASE), capsys)
+    assert code == 1 and "link-trace cache" in message and "cannot write results" not in message

@@ -14,14 +14,15 @@ BASE = {"rounds": 4, "devices": 5, "data": {"dataset": "digits", "alpha": 1.0},
 def test_lists_expand_to_the_cartesian_product_with_overrides_per_algorithm():
     raw = {**BASE, "seed": [0, 1, 2], "sweep": {"name": "s"},
            "network": {"link_model": "synthetic", "density": [0.2, 0.8]},
-           "algorithm": {"name": ["dpsgd"], "lr": 0.1},
-           "algorithm_overrides": {"dpsgd": {"lr": 0.3}, "other": {"lr": 9.0}}}
+           "algorithm": {"name": ["dpsgd", "dsgt"], "lr": 0.1},
+           "algorithm_overrides": {"dpsgd": {"lr": 0.3}}}
     sweep = expand_sweep(raw)
     assert sweep.axes == ("algorithm.name", "network.density", "seed")
-    assert len(sweep.runs) == 1 * 2 * 3
-    assert len({config.run_id for _, config in sweep.runs}) == 6
+    assert len(sweep.runs) == 2 * 2 * 3
+    assert len({config.run_id for _, config in sweep.runs}) == 12
     assert {config.scenario.density for _, config in sweep.runs} == {0.2, 0.8}
-    assert all(dict(config.algorithm.hyperparameters)["lr"] == 0.3 for _, config in sweep.runs)
+    lr = {config.algorithm.name: dict(config.algorithm.hyperparameters)["lr"] for _, config in sweep.runs}
+    assert lr == {"dpsgd": 0.3, "dsgt": 0.1}
 
 
 def test_a_bad_value_in_any_run_is_reported_before_anything_runs(tmp_path):

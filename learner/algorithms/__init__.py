@@ -43,14 +43,15 @@ REGISTRY: dict[str, type] = {
 
 
 def build_algorithm(name: str, **hyperparameters: Any) -> Algorithm:
-    """Instantiate a registered algorithm; unknown names or hyperparameters raise ValueError naming them."""
+    """Instantiate a registered algorithm; unknown names or hyperparameters raise ValueError naming them
+    (the field's own name, e.g. ``lr``; the config layer adds ``algorithm.``)."""
     if name not in REGISTRY:
-        raise ValueError(f"algorithm.name: unknown algorithm {name!r}; allowed: {', '.join(sorted(REGISTRY))}")
+        raise ValueError(f"name: unknown algorithm {name!r}; allowed: {', '.join(sorted(REGISTRY))}")
     cls = REGISTRY[name]
     allowed = {f.name for f in fields(cls)} - {"name"}
     for key in hyperparameters:
         if key not in allowed:
-            raise ValueError(f"algorithm.{key}: not a hyperparameter of {name}; allowed: {', '.join(sorted(allowed))}")
+            raise ValueError(f"{key}: not a hyperparameter of {name}; allowed: {', '.join(sorted(allowed))}")
     return cls(**hyperparameters)
 
 

@@ -67,9 +67,9 @@ class ADOM:
     name: str = "adom"
 
     def __post_init__(self) -> None:
-        check_range("algorithm.lr", self.lr, 0.0, 100.0)
-        check_range("algorithm.mu", self.mu, 0.0, 1.0 / self.lr)
-        check_range("algorithm.chi", self.chi, 1.0, 1e6, low_open=False)
+        check_range("lr", self.lr, 0.0, 100.0)
+        check_range("mu", self.mu, 0.0, 1.0 / self.lr)
+        check_range("chi", self.chi, 1.0, 1e6, low_open=False)
 
     def constants(self) -> dict[str, float]:
         """The parameters of ADOM+'s convergence theorem (Kovalev, Gasanov, Gasnikov, Richtarik 2021)."""

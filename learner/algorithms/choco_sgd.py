@@ -42,9 +42,9 @@ class ChocoSGD:
     name: str = "choco_sgd"
 
     def __post_init__(self) -> None:
-        check_range("algorithm.lr", self.lr, 0.0, 100.0)
-        check_range("algorithm.gamma", self.gamma, 0.0, 1.0)
-        check_range("algorithm.keep_ratio", self.keep_ratio, 0.0, 1.0)
+        check_range("lr", self.lr, 0.0, 100.0)
+        check_range("gamma", self.gamma, 0.0, 1.0)
+        check_range("keep_ratio", self.keep_ratio, 0.0, 1.0)
 
     def exchange_payloads(self, dim: int) -> tuple[int, ...]:
         return (encoded_bytes(keep_count(dim, self.keep_ratio), dim),)

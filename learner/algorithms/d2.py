@@ -45,7 +45,7 @@ class D2:
     name: str = "d2"
 
     def __post_init__(self) -> None:
-        check_range("algorithm.lr", self.lr, 0.0, 100.0)
+        check_range("lr", self.lr, 0.0, 100.0)
 
     def exchange_payloads(self, dim: int) -> tuple[int, ...]:
         return (dim * FLOAT32_BYTES,)

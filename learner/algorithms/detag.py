@@ -70,10 +70,10 @@ class DeTAG:
     name: str = "detag"
 
     def __post_init__(self) -> None:
-        check_range("algorithm.lr", self.lr, 0.0, 100.0)
-        check_integer("algorithm.gossip_steps_max", self.gossip_steps_max, 1, MAX_EXCHANGES_PER_ROUND)
-        check_integer("algorithm.gossip_steps", self.gossip_steps, 0, self.gossip_steps_max)
-        check_integer("algorithm.grad_batches", self.grad_batches, 0, 1024)
+        check_range("lr", self.lr, 0.0, 100.0)
+        check_integer("gossip_steps_max", self.gossip_steps_max, 1, MAX_EXCHANGES_PER_ROUND)
+        check_integer("gossip_steps", self.gossip_steps, 0, self.gossip_steps_max)
+        check_integer("grad_batches", self.grad_batches, 0, 1024)
 
     def exchange_payloads(self, dim: int) -> tuple[int, ...]:
         return (2 * dim * FLOAT32_BYTES,) * (self.gossip_steps or self.gossip_steps_max)

@@ -34,9 +34,9 @@ class DGC:
     name: str = "dgc"
 
     def __post_init__(self) -> None:
-        check_range("algorithm.lr", self.lr, 0.0, 100.0)
-        check_range("algorithm.keep_ratio", self.keep_ratio, 0.0, 1.0)
-        check_range("algorithm.momentum", self.momentum, 0.0, 1.0, low_open=False)
+        check_range("lr", self.lr, 0.0, 100.0)
+        check_range("keep_ratio", self.keep_ratio, 0.0, 1.0)
+        check_range("momentum", self.momentum, 0.0, 1.0, low_open=False)
 
     def exchange_payloads(self, dim: int) -> tuple[int, ...]:
         return (encoded_bytes(keep_count(dim, self.keep_ratio), dim),)

@@ -27,7 +27,7 @@ class DPSGD(StatelessDenseModel):
     name: str = "dpsgd"
 
     def __post_init__(self) -> None:
-        check_range("algorithm.lr", self.lr, 0.0, 100.0)
+        check_range("lr", self.lr, 0.0, 100.0)
 
     def step(self, x: torch.Tensor, state: None, grad_fn: GradFn, links: Links) -> tuple[torch.Tensor, None]:
         grad = grad_fn(x)

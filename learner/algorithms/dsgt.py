@@ -39,7 +39,7 @@ class DSGT:
     name: str = "dsgt"
 
     def __post_init__(self) -> None:
-        check_range("algorithm.lr", self.lr, 0.0, 100.0)
+        check_range("lr", self.lr, 0.0, 100.0)
 
     def exchange_payloads(self, dim: int) -> tuple[int, ...]:
         return (2 * dim * FLOAT32_BYTES,)

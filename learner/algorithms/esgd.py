@@ -51,10 +51,10 @@ class ESGD:
     name: str = "esgd"
 
     def __post_init__(self) -> None:
-        check_range("algorithm.lr", self.lr, 0.0, 100.0)
-        check_range("algorithm.keep_ratio", self.keep_ratio, 0.0, 1.0)
-        check_range("algorithm.beta", self.beta, 0.0, 1.0, low_open=False)
-        check_range("algorithm.importance_step", self.importance_step, 0.0, 1e6, low_open=False)
+        check_range("lr", self.lr, 0.0, 100.0)
+        check_range("keep_ratio", self.keep_ratio, 0.0, 1.0)
+        check_range("beta", self.beta, 0.0, 1.0, low_open=False)
+        check_range("importance_step", self.importance_step, 0.0, 1e6, low_open=False)
 
     def exchange_payloads(self, dim: int) -> tuple[int, ...]:
         return (encoded_bytes(keep_count(dim, self.keep_ratio), dim),)

@@ -65,7 +65,7 @@ from learner.powermean import power_mean
 
 
 def _check_lr(lr: float) -> None:
-    check_range("algorithm.lr", lr, 0.0, 100.0)
+    check_range("lr", lr, 0.0, 100.0)
 
 
 def _mix(x: torch.Tensor, links: Links, exponents: torch.Tensor | float,
@@ -85,7 +85,7 @@ class HyperPrismFixed(StatelessDenseModel):
 
     def __post_init__(self) -> None:
         _check_lr(self.lr)
-        check_range("algorithm.p", self.p, 1.0, 64.0, low_open=False)
+        check_range("p", self.p, 1.0, 64.0, low_open=False)
 
     def step(self, x: torch.Tensor, state: None, grad_fn: GradFn, links: Links) -> tuple[torch.Tensor, None]:
         grad = grad_fn(x)
@@ -114,12 +114,12 @@ class HyperPrism:
 
     def __post_init__(self) -> None:
         _check_lr(self.lr)
-        check_range("algorithm.p_max", self.p_max, 1, 63, low_open=False)
+        check_range("p_max", self.p_max, 1, 63, low_open=False)
         if self.p_max % 2 != 1:
-            raise ValueError(f"algorithm.p_max: {self.p_max!r} is not allowed; expected an odd integer in [1, 63]")
-        check_range("algorithm.hn_lr", self.hn_lr, 0.0, 100.0, low_open=False)
-        check_range("algorithm.embedding_dim", self.embedding_dim, 1, 1024, low_open=False)
-        check_range("algorithm.hn_hidden", self.hn_hidden, 1, 1024, low_open=False)
+            raise ValueError(f"p_max: {self.p_max!r} is not allowed; expected an odd integer in [1, 63]")
+        check_range("hn_lr", self.hn_lr, 0.0, 100.0, low_open=False)
+        check_range("embedding_dim", self.embedding_dim, 1, 1024, low_open=False)
+        check_range("hn_hidden", self.hn_hidden, 1, 1024, low_open=False)
 
     @property
     def candidates(self) -> torch.Tensor:

@@ -62,9 +62,9 @@ class Mudag:
     name: str = "mudag"
 
     def __post_init__(self) -> None:
-        check_range("algorithm.lr", self.lr, 0.0, 100.0)
-        check_range("algorithm.mu", self.mu, 0.0, 1.0 / self.lr)
-        check_range("algorithm.mix_steps", self.mix_steps, 1, 64, low_open=False)
+        check_range("lr", self.lr, 0.0, 100.0)
+        check_range("mu", self.mu, 0.0, 1.0 / self.lr)
+        check_range("mix_steps", self.mix_steps, 1, 64, low_open=False)
 
     @property
     def momentum(self) -> float:

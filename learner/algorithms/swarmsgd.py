@@ -38,8 +38,8 @@ class SwarmSGD:
     name: str = "swarmsgd"
 
     def __post_init__(self) -> None:
-        check_range("algorithm.lr", self.lr, 0.0, 100.0)
-        check_range("algorithm.local_steps", self.local_steps, 1, 1000, low_open=False)
+        check_range("lr", self.lr, 0.0, 100.0)
+        check_range("local_steps", self.local_steps, 1, 1000, low_open=False)
 
     def exchange_payloads(self, dim: int) -> tuple[int, ...]:
         return (dim * FLOAT32_BYTES,)

@@ -35,8 +35,8 @@ class ThresholdSGD:
     variable_payload = True  # class attribute, not a field: per-sender sizes change every round
 
     def __post_init__(self) -> None:
-        check_range("algorithm.lr", self.lr, 0.0, 100.0)
-        check_range("algorithm.threshold", self.threshold, 0.0, 1e6, low_open=False)
+        check_range("lr", self.lr, 0.0, 100.0)
+        check_range("threshold", self.threshold, 0.0, 1e6, low_open=False)
 
     def exchange_payloads(self, dim: int) -> tuple[int, ...]:
         return (dim * FLOAT32_BYTES,)

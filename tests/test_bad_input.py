@@ -1,0 +1,203 @@
+"""Hostile input, table-driven: every case exits 2 with a message naming the field, no traceback, nothing written.
+
+Each bad snippet is tried as a run file (``nsdml run``) and inside a sweep file
+(``nsdml sweep``, with a seed axis), plus the cases only a sweep can have. The
+cases come from trying the CLI as a hostile user would: types the TOML parser
+accepts but the config cannot (an integer past the float range, a table where
+a value belongs, nesting thousands deep), names that would escape the results
+root, settings that are each valid but do not go together, and sizes too
+large for the machine.
+"""
+
+import os
+from dataclasses import fields
+
+import pytest
+
+from experiments.cli import main
+from experiments.config import DataConfig, NetworkConfig
+from learner.algorithms import REGISTRY
+from ns3_scenarios.scenario import ScenarioConfig
+
+BASE = """{top}
+[data]
+dataset = "digits"
+{data}
+[algorithm]
+{algorithm}
+[network]
+link_model = "synthetic"
+{network}
+"""
+HUGE = "1" + "0" * 400  # an integer TOML accepts and no float can hold
+
+
+def _float_fields(cls, skip=()):
+    return [f.name for f in fields(cls) if isinstance(f.default, float) and f.name not in skip]
+
+
+def run_cases():
+    """(description, {top, data, algorithm, network} snippets or a whole text, field the message must name)."""
+    cases = []
+    # Any float field given an integer above the float range: OverflowError before, now a clear message.
+    for name in _float_fields(DataConfig):
+        cases.append((f"huge data.{name}", {"data": f"{name} = {HUGE}"}, f"data.{name}"))
+    for name in _float_fields(NetworkConfig) + _float_fields(ScenarioConfig):
+        cases.append((f"huge network.{name}", {"network": f"{name} = {HUGE}"}, f"network.{name}"))
+    for algorithm in ("dpsgd", "hyperprism", "esgd", "adom", "choco_sgd"):
+        for name in [f.name for f in fields(REGISTRY[algorithm]) if isinstance(f.default, float)][:3]:
+            cases.append((f"huge {algorithm}.{name}",
+                          {"algorithm": f'name = "{algorithm}"\n{name} = {HUGE}'}, f"algorithm.{name}"))
+    # Every registered algorithm: a hyperparameter it does not have, and a learning rate out of range.
+    for algorithm in sorted(REGISTRY):
+        cases.append((f"{algorithm} unknown field", {"algorithm": f'name = "{algorithm}"\nwarp = 2'},
+                      "algorithm.warp"))
+        cases.append((f"{algorithm} negative lr", {"algorithm": f'name = "{algorithm}"\nlr = -1.0'}, "algorithm.lr"))
+    # A section given as a value, and values of the wrong shape.
+    for section in ("data", "model", "network", "algorithm"):
+        cases.append((f"{section} = 5", {"raw": f'name = "hostile"\n{section} = 5\n'}, section))
+        cases.append((f"{section} = string", {"raw": f'name = "hostile"\n{section} = "dpsgd"\n'}, section))
+    cases += [
+        ("algorithm.name = 5", {"algorithm": "name = 5"}, "algorithm.name"),
+        ("algorithm.name = ''", {"algorithm": 'name = ""'}, "algorithm.name"),
+        ("algorithm.name = table", {"algorithm": "name = {a = 1}"}, "algorithm.name"),
+        ("unknown algorithm field", {"algorithm": 'name = "dpsgd"\nmomentum = 0.9'}, "algorithm.momentum"),
+        ("algorithm lr as text", {"algorithm": 'lr = "fast"'}, "algorithm.lr"),
+        ("algorithm lr as bool", {"algorithm": "lr = true"}, "algorithm.lr"),
+        ("target_accuracy in a run", "target_accuracy = 0.5\n", "target_accuracy"),
+        # Nesting thousands deep: RecursionError before.
+        ("deep array", "x = " + "[" * 3000 + "]" * 3000 + "\n", "nested"),
+        ("deep inline table", "x = " + "{a = " * 3000 + "1" + "}" * 3000 + "\n", "nested"),
+        ("deep array in a section", {"network": "density = " + "[" * 40 + "0.5" + "]" * 40}, "nested"),
+        # Threshold SGD offline failed at round 0 after ns-3 had simulated everything.
+        ("threshold_sgd offline", {"algorithm": 'name = "threshold_sgd"'}, "network.mode"),
+        # Too large for the machine: MemoryError before, leaving a "running" folder.
+        ("huge trace", {"top": "rounds = 100000\ndevices = 1000"}, "rounds, devices"),
+        # Names that become directories.
+        ("name with four-byte characters", {"top": 'name = "' + "\U0001F600" * 64 + '"'}, "name"),
+        ("name with a slash", {"top": 'name = "../escaped"'}, "name"),
+        ("name empty", {"top": 'name = ""'}, "name"),
+        ("name too long", {"top": 'name = "' + "a" * 65 + '"'}, "name"),
+        ("name as a number", {"top": "name = 5"}, "name"),
+        ("name with a space", {"top": 'name = "a b"'}, "name"),
+        ("seed as float", {"top": "seed = 1.5"}, "seed"),
+        ("seed huge", {"top": f"seed = {HUGE}"}, "seed"),
+        ("devices huge", {"top": f"devices = {HUGE}"}, "devices"),
+        ("rounds negative", {"top": "rounds = -1"}, "rounds"),
+        ("eval_every as bool", {"top": "eval_every = true"}, "eval_every"),
+        ("fanout with broadcast", {"network": "fanout = 2"}, "network.fanout"),
+        ("start jitter past the deadline", {"network": "deadline_s = 0.5\nstart_jitter_s = 0.6"},
+         "network.start_jitter_s"),
+        ("online with synthetic", {"network": 'mode = "online"'}, "network.mode"),
+        ("worker timeout 0", {"network": "worker_timeout_s = 0"}, "network.worker_timeout_s"),
+        ("dataset unknown", {"raw": 'name = "hostile"\n[data]\ndataset = "imagenet"\n'}, "data.dataset"),
+        ("batch size 0", {"data": "batch_size = 0"}, "data.batch_size"),
+        ("alpha nan", {"data": "alpha = nan"}, "data.alpha"),
+        ("density inf", {"network": "density = inf"}, "network.density"),
+        ("density as array", {"network": "density = [0.5]"}, "network.density"),
+        ("unknown section", {"raw": 'name = "hostile"\n[colour]\nred = 1\n'}, "colour"),
+        ("unknown network field", {"network": "speed = 3"}, "network.speed"),
+    ]
+    cases.append(("huge MLP", {"top": "devices = 1000", "model": 'name = "mlp"\nhidden = 10000'}, "rounds, devices"))
+    return cases
+
+
+def _text(snippets) -> str:
+    if isinstance(snippets, dict) and "raw" in snippets:
+        return snippets["raw"]
+    if isinstance(snippets, str):
+        snippets = {"top": snippets}
+    parts = {"top": "", "data": "", "algorithm": "", "network": ""} | snippets
+    top = {"name": '"hostile"', "rounds": "2", "devices": "4"}  # a snippet's top-level keys replace these
+    for line in filter(None, parts["top"].splitlines()):
+        key, _, value = line.partition(" = ")
+        top[key] = value
+    parts["top"] = "\n".join(f"{key} = {value}" for key, value in top.items())
+    text = BASE.format(**{k: parts[k] for k in ("top", "data", "algorithm", "network")})
+    if "model" in parts:
+        text += "[model]\n" + parts["model"] + "\n"
+    return text
+
+
+def sweep_cases():
+    """Cases only a sweep file can have (before this issue: tracebacks, escapes or silent acceptance)."""
+    def sweep(top="", sweep_table="", extra=""):
+        return (f'name = "s"\nrounds = 2\ndevices = 4\n{top}\n[data]\ndataset = "digits"\n'
+                f'[network]\nlink_model = "synthetic"\n{sweep_table}\n{extra}')
+    return [
+        ("sweep name escapes", sweep(sweep_table='[sweep]\nname = "../../escaped"'), "sweep.name"),
+        ("sweep name empty", sweep(sweep_table='[sweep]\nname = ""'), "sweep.name"),
+        ("sweep name number", sweep(sweep_table="[sweep]\nname = 5"), "sweep.name"),
+        ("sweep name list", sweep(sweep_table='[sweep]\nname = ["a", "b"]'), "sweep.name"),
+        ("sweep name absolute", sweep(sweep_table='[sweep]\nname = "/tmp/x"'), "sweep.name"),
+        ("sweep = 5", sweep(top="sweep = 5"), "sweep"),
+        ("sweep = []", sweep(top="sweep = []"), "sweep"),
+        ("sweep = 'abc'", sweep(top='sweep = "abc"'), "sweep"),
+        ("algorithm = [5]", sweep(top="algorithm = [5]"), "algorithm"),
+        ("algorithm = ['ab']", sweep(top='algorithm = ["ab"]'), "algorithm"),
+        ("algorithm name [5]", sweep(extra="[algorithm]\nname = [5]"), "algorithm.name"),
+        ("algorithm name typo", sweep(extra='[algorithm]\nname = ["dpsgd", "dpgsd"]'), "algorithm.name"),
+        ("override for an absent algorithm", sweep(extra='[algorithm]\nname = ["dpsgd"]\n'
+                                                         "[algorithm_overrides.dpgsd]\nlr = 0.1"),
+         "algorithm_overrides.dpgsd"),
+        ("override renames", sweep(extra='[algorithm]\nname = ["dpsgd", "dsgt"]\n'
+                                         '[algorithm_overrides.dpsgd]\nname = "dsgt"'),
+         "algorithm_overrides.dpsgd.name"),
+        ("override not a table", sweep(top="algorithm_overrides = 5"), "algorithm_overrides"),
+        ("target_accuracy = true", sweep(sweep_table="[sweep]\ntarget_accuracy = true"), "sweep.target_accuracy"),
+        ("target_accuracy 0", sweep(sweep_table="[sweep]\ntarget_accuracy = 0"), "sweep.target_accuracy"),
+        ("target_accuracy text", sweep(sweep_table='[sweep]\ntarget_accuracy = "high"'), "sweep.target_accuracy"),
+        ("unknown sweep field", sweep(sweep_table="[sweep]\nworkers = 2"), "sweep.workers"),
+        ("duplicate seeds", sweep(top="seed = [0, 0]"), "seed"),
+        ("duplicate densities 1 and 1.0", sweep(sweep_table="", extra="").replace(
+            'link_model = "synthetic"', 'link_model = "synthetic"\ndensity = [1, 1.0]'), "network.density"),
+        ("duplicate algorithms", sweep(extra='[algorithm]\nname = ["dpsgd", "dpsgd"]'), "algorithm.name"),
+        ("empty axis", sweep(top="seed = []"), "seed"),
+        ("a million runs", sweep(top=f"seed = {list(range(1000))}").replace(
+            'link_model = "synthetic"', f'link_model = "synthetic"\ndensity = {[round(0.001 * k, 3) for k in range(1, 1001)]}'),
+         "seed"),
+        ("huge value on an axis", sweep(top=f"seed = [0, {HUGE}]"), "seed"),
+        ("threshold_sgd offline in a sweep", sweep(extra='[algorithm]\nname = ["dpsgd", "threshold_sgd"]'),
+         "network.mode"),
+    ]
+
+
+RUN_CASES = run_cases()
+SWEEP_CASES = sweep_cases()
+ALL = ([(f"run: {d}", "run", _text(s), f) for d, s, f in RUN_CASES]
+       + [(f"run file as a sweep: {d}", "sweep", "seed = [0, 1]\n" + _text(s), f) for d, s, f in RUN_CASES
+          if "seed" not in str(s) and "density = [" not in str(s)]  # a list is an axis in a sweep
+       + [(f"sweep: {d}", "sweep", text, f) for d, text, f in SWEEP_CASES])
+
+
+def test_there_are_at_least_200_distinct_inputs():
+    assert len({text for _, _, text, _ in ALL}) >= 200
+
+
+@pytest.mark.parametrize("description, command, text, field", ALL, ids=[case[0] for case in ALL])
+def test_bad_input_exits_2_naming_the_field_with_no_traceback_and_writes_nothing(
+        tmp_path, capsys, description, command, text, field):
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    code = main([command, str(path), "--results", str(tmp_path / "results"), "--cache", str(tmp_path / "cache")])
+    message = capsys.readouterr().err
+    assert code == 2, message
+    assert message.startswith("nsdml: config error:") and "Traceback" not in message
+    assert field in message, message
+    assert not (tmp_path / "results").exists() and not (tmp_path / "cache").exists()
+
+
+def test_a_sweep_file_name_with_a_space_is_refused_as_the_sweep_name(tmp_path, capsys):
+    path = tmp_path / "my sweep.toml"
+    path.write_text('rounds = 2\ndevices = 4\nseed = [0, 1]\n[data]\ndataset = "digits"\n'
+                    '[network]\nlink_model = "synthetic"\n')
+    assert main(["sweep", str(path), "--results", str(tmp_path / "results")]) == 2
+    assert "sweep.name" in capsys.readouterr().err
+    assert not (tmp_path / "results").exists()
+
+
+def test_a_fifo_as_the_config_is_refused_instead_of_blocking(tmp_path, capsys):
+    fifo = tmp_path / "config.toml"
+    os.mkfifo(fifo)
+    assert main(["run", str(fifo), "--results", str(tmp_path / "results")]) == 2
+    assert "not a regular file" in capsys.readouterr().err
