@@ -23,8 +23,9 @@ import tomli_w
 
 from bridge.link_source import LINK_MODELS, MODES
 from learner.algorithms import Algorithm, build_algorithm
-from learner.data import DATASETS, DEFAULT_DATA_ROOT, dataset_shape, missing_data
+from learner.data import DATASETS, DEFAULT_DATA_ROOT, dataset_plugin, dataset_shape, missing_data
 from learner.models import MODELS, build_model
+from learner.plugins import entry_point_names, is_reference, load_plugin, source_file
 from ns3_scenarios.scenario import ScenarioConfig
 
 
@@ -61,7 +62,11 @@ class DataConfig:
     root: str = DEFAULT_DATA_ROOT  # where the file-based datasets (mnist, cifar10) live
 
     def __post_init__(self) -> None:
-        _require(self.dataset in DATASETS, "data.dataset", self.dataset, "one of " + ", ".join(DATASETS))
+        if self.dataset not in DATASETS:  # a plugin: it must load, or the error names it
+            try:
+                dataset_plugin(self.dataset)
+            except ValueError as error:
+                raise ConfigError(prefixed(str(error), "data.")) from error
         problem = missing_data(self.dataset, self.root)
         if problem is not None:
             raise ConfigError(f"data.root: {problem}")
@@ -76,7 +81,8 @@ class ModelConfig:
     hidden: int = 200  # hidden units of the MLP
 
     def __post_init__(self) -> None:
-        _require(self.name in MODELS, "model.name", self.name, "one of " + ", ".join(MODELS))
+        _require(self.name in MODELS or is_reference(self.name) or self.name in entry_point_names("model"),
+                 "model.name", self.name, "one of " + ", ".join(MODELS) + ", a plugin or a 'module:function'")
         _require(1 <= self.hidden <= 10_000, "model.hidden", self.hidden, "an integer in [1, 10000]")
 
 
@@ -164,8 +170,18 @@ class RunConfig:
     @property
     def model_dim(self) -> int:
         """Parameters per device, from the dataset's declared shape (no data is loaded)."""
-        features, classes, image_shape = dataset_shape(self.data.dataset)
+        features, classes, image_shape = dataset_shape(self.data.dataset, self.data.root)
         return build_model(self.model.name, features, classes, self.model.hidden, image_shape).dim
+
+    @property
+    def plugin_sources(self) -> tuple[str, ...]:
+        """Files defining the plugins this run loads: they join the code fingerprint."""
+        objects = [type(self.algorithm.instance)]
+        if self.model.name not in MODELS:
+            objects.append(load_plugin("model", self.model.name))
+        if self.data.dataset not in DATASETS:
+            objects.append(dataset_plugin(self.data.dataset))
+        return tuple(sorted({path for path in map(source_file, objects) if path and not _inside_nsdml(path)}))
 
     @property
     def payloads(self) -> tuple[int, ...]:
@@ -174,6 +190,10 @@ class RunConfig:
 
     def with_changes(self, **changes: Any) -> "RunConfig":
         return replace(self, **changes)
+
+
+def _inside_nsdml(path: str) -> bool:
+    return Path(path).resolve().is_relative_to(Path(__file__).resolve().parents[1])
 
 
 SCALAR_FIELDS = tuple(f.name for f in fields(RunConfig) if f.default is not MISSING)  # name, seed, rounds, ...

@@ -101,7 +101,7 @@ def run_experiment(config: RunConfig, results_root: Path, cache_dir: Path,
     """Run ``config`` into ``results_root/<run-id>/``, or reuse it when the same code already finished it."""
     results_root = Path(results_root)
     run_dir = results_root / config.run_id
-    fingerprint = code_fingerprint()
+    fingerprint = code_fingerprint(*config.plugin_sources)
     if reusable(run_dir, fingerprint):
         return _reused(run_dir)
     recorder = RunRecorder(config, progress)

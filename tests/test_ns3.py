@@ -4,6 +4,8 @@ Each worker process imports the ns-3 bindings (about 6-10 s), so these tests
 keep scenarios small.
 """
 
+import shutil
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -145,6 +147,7 @@ start_jitter_s = 0.3
     assert first_trace.read_bytes() == second_trace.read_bytes()
 
     monkeypatch.setattr(bridge.link_source, "run_ns3_worker", no_ns3)
+    shutil.rmtree(run_dir)  # the run itself would be reused whole; make it again from the cached trace
     assert main(args) == 0
     assert "reused cached trace" in capsys.readouterr().err
     assert (run_dir / "metrics.csv").read_text() == metrics

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import fields
+from dataclasses import fields, is_dataclass
 from typing import Any
 
 from learner.algorithms.base import Algorithm, GradFn, Links
+from learner.plugins import entry_point_names, load_plugin
 from learner.algorithms.adom import ADOM
 from learner.algorithms.choco_sgd import ChocoSGD
 from learner.algorithms.d2 import D2
@@ -42,17 +43,52 @@ REGISTRY: dict[str, type] = {
 }
 
 
+ALGORITHM_METHODS = ("exchange_payloads", "init", "step")
+
+
+def algorithm_class(name: str) -> type:
+    """A registered algorithm, an ``nsdml.algorithms`` entry point, or a ``module:Class`` reference.
+
+    A plugin is checked against the contract (``learner/README.md``): a dataclass of hyperparameters with
+    ``exchange_payloads``, ``init`` and ``step``; what it lacks is named in the ValueError."""
+    if name in REGISTRY:
+        return REGISTRY[name]
+    cls = load_plugin("algorithm", name)
+    if cls is None:
+        plugins = entry_point_names("algorithm")
+        raise ValueError(f"name: unknown algorithm {name!r}; allowed: {', '.join(sorted(REGISTRY))}"
+                         + (f", plugins {', '.join(plugins)}" if plugins else "")
+                         + ", or a 'module:Class' reference")
+    check_algorithm_contract(cls, name)
+    return cls
+
+
+def check_algorithm_contract(cls: Any, name: str) -> None:
+    if not isinstance(cls, type):
+        raise ValueError(f"name: {name!r} is a {type(cls).__name__}, not a class; an algorithm is a dataclass "
+                         f"of hyperparameters with {', '.join(ALGORITHM_METHODS)}")
+    missing = [method for method in ALGORITHM_METHODS if not callable(getattr(cls, method, None))]
+    if missing:
+        raise ValueError(f"name: {name!r} does not satisfy the algorithm contract: missing method(s) "
+                         f"{', '.join(missing)} (see learner/README.md, \"The algorithm contract\")")
+    if not is_dataclass(cls):
+        raise ValueError(f"name: {name!r} does not satisfy the algorithm contract: it must be a (frozen) "
+                         f"dataclass whose fields are its hyperparameters")
+
+
 def build_algorithm(name: str, **hyperparameters: Any) -> Algorithm:
-    """Instantiate a registered algorithm; unknown names or hyperparameters raise ValueError naming them
-    (the field's own name, e.g. ``lr``; the config layer adds ``algorithm.``)."""
-    if name not in REGISTRY:
-        raise ValueError(f"name: unknown algorithm {name!r}; allowed: {', '.join(sorted(REGISTRY))}")
-    cls = REGISTRY[name]
+    """Instantiate an algorithm (registered, entry point or ``module:Class``); unknown names or hyperparameters
+    raise ValueError naming them (the field's own name, e.g. ``lr``; the config layer adds ``algorithm.``)."""
+    cls = algorithm_class(name)
     allowed = {f.name for f in fields(cls)} - {"name"}
     for key in hyperparameters:
         if key not in allowed:
             raise ValueError(f"{key}: not a hyperparameter of {name}; allowed: {', '.join(sorted(allowed))}")
-    return cls(**hyperparameters)
+    try:
+        return cls(**hyperparameters)
+    except TypeError as error:  # a plugin field without a default, for instance
+        raise ValueError(f"name: {name!r} cannot be built from its defaults and the given hyperparameters: "
+                         f"{error}") from error
 
 
-__all__ = ["REGISTRY", "Algorithm", "GradFn", "Links", "build_algorithm"]
+__all__ = ["REGISTRY", "Algorithm", "GradFn", "Links", "algorithm_class", "build_algorithm"]
