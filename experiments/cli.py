@@ -1,8 +1,10 @@
 """The ``nsdml`` command line.
 
-    nsdml run CONFIG.toml  [--results DIR] [--cache DIR]   one run -> results/<run-id>/
-    nsdml sweep SWEEP.toml [--results DIR] [--cache DIR]   every missing run, then the summary
-    nsdml table SWEEP.toml [--results DIR]                 summary, tables and plots from the CSVs only
+    nsdml run CONFIG.toml  [--set FIELD=VALUE ...] [--results DIR] [--cache DIR]   one run -> results/<run-id>/
+    nsdml sweep SWEEP.toml [--set ...] [--workers N] [--ray-address A]           every missing run, then the summary
+    nsdml table SWEEP.toml [--results DIR]            summary, tables and plots from the CSVs only
+    nsdml algorithms                                  every algorithm, its paper, hyperparameters and ranges
+    nsdml show RUN_DIR                                a run's config, status, final metrics and files
 
 A finished run is reused when the same code made it (run.json's code fingerprint);
 a second process asking for a run in progress waits for it.
@@ -20,7 +22,7 @@ import signal
 import sys
 from pathlib import Path
 
-from experiments.config import ConfigError, load_config
+from experiments.config import ConfigError
 
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
@@ -35,6 +37,9 @@ def _parser() -> argparse.ArgumentParser:
                        ("table", "rebuild a sweep's summary, tables and plots from the run CSVs")):
         command = commands.add_parser(name, help=text)
         command.add_argument("config", type=Path, help="TOML run config" if name == "run" else "TOML sweep file")
+        command.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", dest="overrides",
+                             help="override a field, e.g. --set network.density=0.8 (a TOML value; bare words are "
+                                  "strings); validated like the file and part of the run id; repeatable")
         command.add_argument("--results", type=Path, default=Path("results"), help="results root (default: results)")
         command.add_argument("--cache", type=Path, default=Path(os.environ.get("NSDML_CACHE_DIR", ".cache/traces")),
                              help="link-trace cache (default: $NSDML_CACHE_DIR or .cache/traces)")
@@ -44,7 +49,19 @@ def _parser() -> argparse.ArgumentParser:
                                  help="local processes running runs in parallel (default: the CPU cores)")
             command.add_argument("--ray-address", default=None,
                                  help="run the runs as Ray tasks on this cluster ('auto' = the local one)")
+    commands.add_parser("algorithms", help="list every algorithm, its paper and its hyperparameters")
+    show = commands.add_parser("show", help="a run's config, status, final metrics and files")
+    show.add_argument("run_dir", type=Path, help="results/<run-id>/")
     return parser
+
+
+def _load(args: argparse.Namespace):
+    from experiments.config import apply_overrides, parse_config, read_toml
+    from experiments.sweep import expand_sweep
+
+    kind = "config" if args.command == "run" else "sweep"
+    raw = apply_overrides(read_toml(args.config, kind=kind), args.overrides)
+    return parse_config(raw) if args.command == "run" else expand_sweep(raw, default_name=args.config.stem)
 
 
 class _InterruptWatch:
@@ -72,10 +89,17 @@ class _InterruptWatch:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    from experiments.sweep import load_sweep
+    if args.command == "algorithms":
+        from experiments.catalog import describe_algorithms
 
+        print(describe_algorithms())
+        return 0
+    if args.command == "show":
+        from experiments.show import show_run
+
+        return show_run(args.run_dir)
     try:
-        loaded = load_config(args.config) if args.command == "run" else load_sweep(args.config)
+        loaded = _load(args)
     except ConfigError as error:
         print(f"nsdml: config error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -83,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     from bridge import WorkerError  # imported after validation: a bad config exits fast
     from experiments.execution import default_workers
     from experiments.runner import RunFailed, TraceCacheError, run_experiment
+    from learner.download import DownloadError
     from experiments.sweep import run_sweep, write_summary
 
     watch = _InterruptWatch()
@@ -108,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(error, ConfigError):  # a setting only the data can refute (e.g. more devices than samples)
             print(f"nsdml: config error: {error}", file=sys.stderr)
             return EXIT_BAD_INPUT
-        if isinstance(error, (WorkerError, RunFailed, TraceCacheError)):
+        if isinstance(error, (WorkerError, RunFailed, TraceCacheError, DownloadError)):
             print(f"nsdml: {error}", file=sys.stderr)
             return EXIT_FAILED
         if isinstance(error, OSError):

@@ -60,6 +60,7 @@ class DataConfig:
     test_fraction: float = 0.2
     batch_size: int = 32
     root: str = DEFAULT_DATA_ROOT  # where the file-based datasets (mnist, cifar10) live
+    download: bool = False  # fetch missing mnist / cifar10 files into root before the run
 
     def __post_init__(self) -> None:
         if self.dataset not in DATASETS:  # a plugin: it must load, or the error names it
@@ -68,8 +69,8 @@ class DataConfig:
             except ValueError as error:
                 raise ConfigError(prefixed(str(error), "data.")) from error
         problem = missing_data(self.dataset, self.root)
-        if problem is not None:
-            raise ConfigError(f"data.root: {problem}")
+        if problem is not None and not self.download:
+            raise ConfigError(f"data.root: {problem}; or set data.download = true to fetch them")
         _require(0.0 < self.alpha <= 1e6, "data.alpha", self.alpha, "a number in (0, 1e6]")
         _require(0.0 < self.test_fraction < 1.0, "data.test_fraction", self.test_fraction, "a number in (0, 1)")
         _require(1 <= self.batch_size <= 4096, "data.batch_size", self.batch_size, "an integer in [1, 4096]")
@@ -373,6 +374,29 @@ def read_toml(path: Path, kind: str = "config") -> dict[str, Any]:
     if _depth(parsed) > MAX_NESTING:
         raise ConfigError(f"{kind} file {path}: arrays or tables nested more than {MAX_NESTING} deep")
     return parsed
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """``--set FIELD=VALUE`` items applied to a parsed file: VALUE is read as TOML (``0.8``, ``true``,
+    ``[1, 2]``, ``"text"``), a bare word as a string. The result is validated like the file."""
+    raw = json.loads(json.dumps(raw))
+    for item in overrides:
+        path, equals, text = item.partition("=")
+        path = path.strip()
+        if not equals or not path or not all(part.isidentifier() for part in path.split(".")):
+            raise ConfigError(f"--set: {item!r} is not allowed; expected FIELD=VALUE, e.g. network.density=0.8")
+        try:
+            value = tomllib.loads(f"value = {text.strip()}")["value"]
+        except tomllib.TOMLDecodeError:
+            value = text.strip()
+        *parents, leaf = path.split(".")
+        table = raw
+        for parent in parents:
+            table = table.setdefault(parent, {})
+            if not isinstance(table, dict):
+                raise ConfigError(f"--set {path}: {parent} is not a table in the file")
+        table[leaf] = value
+    return raw
 
 
 def load_config(path: Path) -> RunConfig:

@@ -68,7 +68,8 @@ class Setup:
 
 
 def prepare(config: RunConfig) -> Setup:
-    dataset = load_dataset(config.data.dataset, config.data.test_fraction, config.seed, config.data.root)
+    dataset = load_dataset(config.data.dataset, config.data.test_fraction, config.seed, config.data.root,
+                           config.data.download)
     shards = dirichlet_partition(dataset.y_train, config.devices, config.data.alpha, config.seed)
     model = build_model(config.model.name, dataset.num_features, dataset.num_classes, config.model.hidden,
                         dataset.image_shape)

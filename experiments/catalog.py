@@ -1,0 +1,80 @@
+"""``nsdml algorithms``: every algorithm with its paper and its hyperparameters, defaults and allowed ranges.
+
+The ranges are read from the algorithm's own validation (the ``check_range`` /
+``check_integer`` calls of its ``__post_init__`` and the module functions it
+calls), so they have one home: the code that enforces them.
+"""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import textwrap
+from dataclasses import MISSING, fields
+
+from learner.algorithms import REGISTRY, algorithm_class
+from learner.plugins import entry_point_names
+
+CHECKS = {"check_range", "check_integer"}
+
+
+def _calls(function: ast.AST) -> list[ast.Call]:
+    return [node for node in ast.walk(function) if isinstance(node, ast.Call)]
+
+
+def _name(call: ast.Call) -> str | None:
+    return call.func.id if isinstance(call.func, ast.Name) else None
+
+
+def declared_ranges(cls: type) -> dict[str, str]:
+    """Field -> allowed range as the validation states it, e.g. {"lr": "(0.0, 100.0]"}."""
+    try:
+        module = ast.parse(inspect.getsource(inspect.getmodule(cls)))
+        source = ast.parse(textwrap.dedent(inspect.getsource(cls.__post_init__)))
+    except (OSError, TypeError, AttributeError):
+        return {}
+    helpers = {node.name: node for node in module.body if isinstance(node, ast.FunctionDef)}
+    calls = _calls(source)
+    calls += [inner for call in calls if _name(call) in helpers for inner in _calls(helpers[_name(call)])]
+    ranges = {}
+    for call in calls:
+        if _name(call) not in CHECKS or len(call.args) < 4 or not isinstance(call.args[0], ast.Constant):
+            continue
+        low, high = (ast.unparse(arg) for arg in call.args[2:4])
+        low = low.replace("self.", "")
+        high = high.replace("self.", "")
+        if _name(call) == "check_integer":
+            ranges[call.args[0].value] = f"integer in [{low}, {high}]"
+            continue
+        open_low = not any(k.arg == "low_open" and isinstance(k.value, ast.Constant) and k.value.value is False
+                           for k in call.keywords)
+        ranges[call.args[0].value] = f"{'(' if open_low else '['}{low}, {high}]"
+    return ranges
+
+
+def paper(cls: type) -> str:
+    """The first line of the algorithm module's docstring: its name and paper."""
+    doc = inspect.getmodule(cls).__doc__ or cls.__doc__ or ""
+    return doc.strip().splitlines()[0] if doc.strip() else "(no docstring)"
+
+
+def describe_algorithms() -> str:
+    names = sorted(REGISTRY) + entry_point_names("algorithm")
+    blocks = []
+    for name in names:
+        cls = algorithm_class(name)
+        ranges = declared_ranges(cls)
+        lines = [f"{name}: {paper(cls)}"]
+        for f in fields(cls):
+            if f.name == "name":
+                continue
+            default = f.default if f.default is not MISSING else "(required)"
+            allowed = ranges.get(f.name) or ("true or false" if isinstance(default, bool) else
+                                             "see " + (inspect.getsourcefile(cls) or "its module"))
+            lines.append(f"    {f.name} = {default!r:<8} {allowed}")
+        if getattr(cls, "variable_payload", False):
+            lines.append("    (needs network.mode = \"online\": its payload changes per sender and round)")
+        blocks.append("\n".join(lines))
+    footer = ("Your own: algorithm.name = \"package.module:Class\" or an nsdml.algorithms entry point "
+              "(learner/README.md, \"Bring your own\").")
+    return "\n\n".join(blocks) + "\n\n" + footer

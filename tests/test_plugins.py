@@ -1,0 +1,145 @@
+"""Bring your own: the example plugin of learner/README.md run from a config without editing or installing nsdml."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from experiments.cli import main
+from helpers import run_dirs
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = """rounds = 3
+devices = 5
+[data]
+dataset = "digits"
+[algorithm]
+name = "{name}"
+[network]
+link_model = "synthetic"
+"""
+
+
+def example_plugin() -> str:
+    """The plugin file as learner/README.md shows it (the first Python block after 'Bring your own')."""
+    text = (ROOT / "learner" / "README.md").read_text()
+    section = text[text.index("## Bring your own"):]
+    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+
+
+@pytest.fixture
+def plugin_dir(tmp_path, monkeypatch):
+    (tmp_path / "my_gossip.py").write_text(example_plugin())
+    monkeypatch.chdir(tmp_path)  # module:attr references import from the current directory
+    yield tmp_path
+    sys.modules.pop("my_gossip", None)
+
+
+def _run(tmp_path, name, capsys, extra=()):
+    config = tmp_path / "plugin.toml"
+    config.write_text(CONFIG.format(name=name))
+    code = main(["run", str(config), "--results", str(tmp_path / "results"), "--cache", str(tmp_path / "cache"),
+                 "--quiet", *extra])
+    return code, capsys.readouterr()
+
+
+def test_an_algorithm_in_a_module_of_the_current_directory_runs_from_a_config(plugin_dir, capsys):
+    code, out = _run(plugin_dir, "my_gossip:NeighbourMean", capsys, ["--set", "algorithm.lr=0.05"])
+    assert code == 0, out.err
+    (run_dir,) = run_dirs(plugin_dir / "results")
+    assert '"status": "done"' in (run_dir / "run.json").read_text()
+    written = (run_dir / "config.toml").read_text()
+    assert 'name = "my_gossip:NeighbourMean"' in written and "lr = 0.05" in written
+
+
+def test_an_algorithm_registered_through_an_entry_point_runs_by_its_name(tmp_path, capsys, monkeypatch):
+    site = tmp_path / "site"
+    (site / "nsdml_example_plugin-0.1.dist-info").mkdir(parents=True)
+    (site / "my_gossip.py").write_text(example_plugin())
+    info = site / "nsdml_example_plugin-0.1.dist-info"
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: nsdml-example-plugin\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[nsdml.algorithms]\nneighbour_mean = my_gossip:NeighbourMean\n")
+    monkeypatch.syspath_prepend(str(site))  # on the path, as an installed package would be; nothing installed
+    try:
+        code, out = _run(tmp_path, "neighbour_mean", capsys)
+        assert code == 0, out.err
+        assert main(["algorithms"]) == 0
+        assert "neighbour_mean: Local SGD step, then the plain mean" in capsys.readouterr().out
+    finally:
+        sys.modules.pop("my_gossip", None)
+
+
+@pytest.mark.parametrize("broken, missing", [
+    ("step", "step"),
+    ("exchange_payloads", "exchange_payloads"),
+])
+def test_a_plugin_missing_a_method_exits_2_naming_it(plugin_dir, capsys, broken, missing):
+    source = example_plugin().replace(f"    def {broken}(", f"    def _{broken}_renamed(")
+    (plugin_dir / "broken_gossip.py").write_text(source)
+    code, out = _run(plugin_dir, "broken_gossip:NeighbourMean", capsys)
+    assert code == 2 and "Traceback" not in out.err
+    assert "algorithm.name" in out.err and f"missing method(s) {missing}" in out.err
+    assert not (plugin_dir / "results").exists()
+    sys.modules.pop("broken_gossip", None)
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("my_gossip:Nothing", "has no attribute 'Nothing'"),
+    ("no_such_module:X", "cannot import module 'no_such_module'"),
+    ("my_gossip:torch", "not a class"),
+])
+def test_a_reference_that_does_not_resolve_exits_2_naming_the_field(plugin_dir, capsys, name, expected):
+    code, out = _run(plugin_dir, name, capsys)
+    assert code == 2 and "algorithm.name" in out.err and expected in out.err and "Traceback" not in out.err
+
+
+def test_a_plugin_that_is_not_a_dataclass_exits_2(plugin_dir, capsys):
+    (plugin_dir / "plain.py").write_text(example_plugin().replace("@dataclass(frozen=True)\n", ""))
+    code, out = _run(plugin_dir, "plain:NeighbourMean", capsys)
+    assert code == 2 and "dataclass" in out.err
+    sys.modules.pop("plain", None)
+
+
+def test_the_contract_tests_run_against_a_users_class_with_one_option(plugin_dir):
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                           str(ROOT / "tests" / "test_contract.py"), "--algorithm", "my_gossip:NeighbourMean"],
+                          cwd=plugin_dir, capture_output=True, text=True, timeout=300,
+                          env={"PYTHONPATH": f"{plugin_dir}:{ROOT}", "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0, done.stdout[-3000:]
+    passed = int(re.search(r"(\d+) passed", done.stdout).group(1))
+    assert passed == (ROOT / "tests" / "test_contract.py").read_text().count("\ndef test_")  # each test, once
+
+
+def test_model_and_dataset_plugins_by_reference(tmp_path, capsys, monkeypatch):
+    (tmp_path / "my_parts.py").write_text('''
+import numpy as np
+from sklearn.datasets import load_digits
+
+from learner.data import Dataset, stratified_split
+from learner.models import BatchedModel, Layer
+
+
+def two_layers(num_features, num_classes, hidden, image_shape):
+    return BatchedModel("two_layers", (Layer(num_features, 7, "representation"), Layer(7, num_classes, "decision")))
+
+
+def small_digits(test_fraction, seed, root):
+    bunch = load_digits()
+    x, y = bunch.data.astype(np.float32) / 16.0, bunch.target.astype(np.int64)
+    train, test = stratified_split(y, test_fraction, seed)
+    return Dataset(x[train], y[train], x[test], y[test], num_classes=10, image_shape=(1, 8, 8))
+''')
+    monkeypatch.chdir(tmp_path)
+    config = tmp_path / "parts.toml"
+    config.write_text('rounds = 2\ndevices = 4\n[data]\ndataset = "my_parts:small_digits"\n'
+                      '[model]\nname = "my_parts:two_layers"\n[network]\nlink_model = "synthetic"\n')
+    try:
+        assert main(["run", str(config), "--results", str(tmp_path / "results"), "--quiet"]) == 0
+    finally:
+        sys.modules.pop("my_parts", None)
+    (run_dir,) = run_dirs(tmp_path / "results")
+    # The model's size reached ns-3's payload: 64*7+7 + 7*10+10 parameters of float32.
+    assert "payload_bytes" in (run_dir / "links.csv").read_text()
+    assert int((run_dir / "links.csv").read_text().splitlines()[1].split(",")[2]) == (64 * 7 + 7 + 7 * 10 + 10) * 4
