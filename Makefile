@@ -31,24 +31,29 @@ sweep: $(STAMP)
 table: $(STAMP)
 	$(VENV)/bin/nsdml table $(SWEEP)
 
-# Issue 6: eSGD / DGC / CHOCO-SGD at keep ratio k in {100, 50, 25, 12.5, 10} % over ns-3, dense SGD
-# (offline) and threshold SGD (online), then the table beside eSGD's reported MNIST accuracies
-# (results/sweeps/esgd-table/esgd_table.md, accuracy_rounds.png, accuracy_time.png).
+# eSGD, DGC and CHOCO-SGD at keep ratio k in {100, 50, 25, 12.5, 10} % over ns-3, dense SGD (offline) and
+# threshold SGD (online), then the table beside eSGD's reported MNIST accuracies and the report
+# experiments/reports/esgd.md.
+ESGD_SWEEPS := experiments/configs/esgd_table.toml experiments/configs/esgd_table_dense.toml \
+               experiments/configs/esgd_table_threshold.toml
 table-esgd: $(STAMP)
-	$(VENV)/bin/nsdml sweep experiments/configs/esgd_table.toml $(SWEEP_FLAGS)
-	$(VENV)/bin/nsdml sweep experiments/configs/esgd_table_dense.toml $(SWEEP_FLAGS)
-	$(VENV)/bin/nsdml sweep experiments/configs/esgd_table_threshold.toml $(SWEEP_FLAGS)
-	$(PY) -m experiments.esgd_table experiments/configs/esgd_table.toml \
-	  experiments/configs/esgd_table_dense.toml experiments/configs/esgd_table_threshold.toml
+	for sweep in $(ESGD_SWEEPS); do $(VENV)/bin/nsdml sweep $$sweep $(SWEEP_FLAGS) || exit 1; done
+	$(PY) -m experiments.esgd_table $(ESGD_SWEEPS)
+	$(PY) -m experiments.report esgd $(ESGD_SWEEPS) --extra results/sweeps/esgd-table/esgd_table.md \
+	  --target table-esgd
 
-# The standard campaigns; QUICK=1 picks the preset that finishes in minutes.
+# The standard campaigns; QUICK=1 picks the preset that finishes in minutes. Each writes its report
+# experiments/reports/campaign-<sweep name>.md.
 sweep-density sweep-devices sweep-alpha: sweep-%: $(STAMP)
 	$(VENV)/bin/nsdml sweep experiments/sweeps/$*$(if $(QUICK),-quick,).toml $(SWEEP_FLAGS)
+	$(PY) -m experiments.report campaign-$*$(if $(QUICK),-quick,) experiments/sweeps/$*$(if $(QUICK),-quick,).toml \
+	  --target "sweep-$*$(if $(QUICK), QUICK=1,)"
 
-# Seed 001's comparison: DeTAG, DeFacto, DSGT, D2, SGP and D-PSGD over alpha x density on real ns-3 links.
-# Writes results/sweeps/detag_table/ (summary.csv, table.csv, table.md, accuracy against rounds and sim seconds).
+# DeTAG's comparison: DeTAG, DeFacto, DSGT, D2, SGP and D-PSGD over alpha x density on real ns-3 links.
+# Writes results/sweeps/detag_table/ (summary, tables, plots) and the report experiments/reports/detag.md.
 table-detag: $(STAMP)
 	$(VENV)/bin/nsdml sweep experiments/configs/detag_table.toml $(SWEEP_FLAGS)
+	$(PY) -m experiments.report detag experiments/configs/detag_table.toml --target table-detag
 
 # Redraw every table and plot of the campaigns that have results, from their CSVs.
 tables plots: $(STAMP)
@@ -71,13 +76,16 @@ bench-ns3: $(STAMP)
 density-table: $(STAMP)
 	$(PY) -m ns3_scenarios.bench --density
 
-# HyperPrism's base-setting table: every algorithm of seed 000 over real ns-3 links, then Max Acc and
-# Conv. Rds with HyperPrism's % change (results/sweeps/hyperprism_table/paper_table.{csv,md}).
+# HyperPrism's base-setting table: HyperPrism and its baselines over real ns-3 links, then Max Acc and
+# Conv. Rds with HyperPrism's % change (results/sweeps/hyperprism_table/paper_table.{csv,md}) and the
+# report experiments/reports/hyperprism.md.
 HYPERPRISM_TABLE := experiments/configs/hyperprism_table.toml
 table-hyperprism: $(STAMP)
 	$(VENV)/bin/nsdml sweep $(HYPERPRISM_TABLE) $(SWEEP_FLAGS)
 	$(VENV)/bin/nsdml sweep experiments/configs/hyperprism_table_mudag_gossip.toml $(SWEEP_FLAGS)
 	$(PY) -m experiments.paper_table $(HYPERPRISM_TABLE)
+	$(PY) -m experiments.report hyperprism $(HYPERPRISM_TABLE) experiments/configs/hyperprism_table_mudag_gossip.toml \
+	  --extra results/sweeps/hyperprism_table/paper_table.md --target table-hyperprism
 
 clean-cache:
 	rm -rf .cache/traces

@@ -21,10 +21,10 @@ from pathlib import Path
 import numpy as np
 
 from bridge.synthetic import synthetic_trace
-from bridge.trace import SCHEMA_VERSION, SLOT_ARRAYS, LinkTrace, RoundLinks, TraceFormatError
+from bridge.trace import SCHEMA_VERSION, LinkTrace, RoundLinks, TraceFormatError
 from bridge import worker
 from bridge.worker import WorkerError, describe_worker, stderr_tail
-from ns3_scenarios.scenario import ScenarioConfig
+from ns3_scenarios.scenario import SLOT_ARRAYS, ScenarioConfig
 
 LINK_MODELS = ("ns3", "synthetic")
 MODES = ("offline", "online")

@@ -30,8 +30,8 @@ import numpy as np
 import torch
 
 from bridge.worker import WorkerProcess, describe_worker
-from bridge.trace import NOT_SENT, SCHEMA_VERSION, SLOT_ARRAYS, LinkTrace, RoundLinks, TraceFormatError, per_sender
-from ns3_scenarios.scenario import ScenarioConfig
+from bridge.trace import NOT_SENT, SCHEMA_VERSION, LinkTrace, RoundLinks, TraceFormatError, per_sender
+from ns3_scenarios.scenario import SLOT_ARRAYS, ScenarioConfig
 
 
 def family_key(scenario: ScenarioConfig, exchanges: int, seed: int) -> str:

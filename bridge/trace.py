@@ -24,8 +24,9 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from ns3_scenarios.scenario import SLOT_ARRAYS
+
 SCHEMA_VERSION = 2
-SLOT_ARRAYS = ("done_s", "rx_bytes", "intended", "air_bytes", "frames", "events")  # one entry per exchange slot
 ARRAYS = (*SLOT_ARRAYS, "positions", "idle_delivered", "sender_bytes", "idle_rate")  # what trace.npz holds
 NOT_SENT = -1  # sender_bytes of an exchange the algorithm did not use
 

@@ -28,6 +28,7 @@ import math
 import os
 import shutil
 from contextlib import contextmanager
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any, Callable, Iterator
 
@@ -109,7 +110,7 @@ class RunWriter:
                                f"{self.expected_rounds} rounds")
         self._metrics.close()
         self._links.close(empty_header=["round", "exchange"])
-        self._details.update(details)
+        self._details.update(details, finished_utc=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
         self._set_status(status)
 
     def _set_status(self, status: str) -> None:

@@ -1,6 +1,6 @@
 """One run: config -> link trace -> rounds of training -> results/<run-id>/.
 
-The round loop reads like the round contract (docs/design.md): links of the
+The round loop reads like the round contract (experiments/design.md): links of the
 round, the algorithm's step (compute, exchange, aggregate), the simulated
 clock, the divergence check, the log. Timing, progress and files live behind
 ``RunRecorder``; the gradient callable is a ``GradientOracle``.

@@ -2,7 +2,7 @@
 
 Loading only these modules' libraries before including their headers avoids
 the bindings' static-initialiser warning and halves the import time compared
-with ``from ns import ns`` (see ns3-notes.md). Only worker processes import this.
+with ``from ns import ns`` (see ns3_scenarios/README.md). Only worker processes import this.
 """
 
 from __future__ import annotations

@@ -30,6 +30,9 @@ TRANSPORTS = ("broadcast", "unicast", "tcp")
 RATE_CONTROLS = ("constant", "minstrel")
 MOBILITY_MODELS = ("static", "random_walk", "random_waypoint")
 FADING_MODELS = ("none", "nakagami")
+# What the worker returns for every exchange slot (plus the devices' positions at its start): the one list of
+# these names, used by the worker and by the bridge's LinkTrace.
+SLOT_ARRAYS = ("done_s", "rx_bytes", "intended", "air_bytes", "frames", "events")
 
 
 @dataclass(frozen=True)

@@ -35,9 +35,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ns3_scenarios.scenario import ScenarioConfig
+from ns3_scenarios.scenario import SLOT_ARRAYS, ScenarioConfig
 
-SLOT_ARRAYS = ("rx_bytes", "done_s", "intended", "positions", "air_bytes", "frames", "events")
+SLOT_RESULTS = (*SLOT_ARRAYS, "positions")
 
 
 def simulate(config: ScenarioConfig, seed: int, slot_payloads: list[int]) -> tuple[dict[str, np.ndarray], dict]:
@@ -49,7 +49,7 @@ def simulate(config: ScenarioConfig, seed: int, slot_payloads: list[int]) -> tup
     network.close()
     simulated = time.perf_counter()
     arrays = {name: np.stack([getattr(slot, name) for slot in slots]) if slots else np.zeros(0)
-              for name in SLOT_ARRAYS}
+              for name in SLOT_RESULTS}
     arrays.update(idle_delivered=network.idle_delivered, idle_rate=network.idle_rate)
     stats = dict(network.stats, scenario=asdict(config), seed=seed,
                  events=int(arrays["events"].sum()), frames_sent=int(arrays["frames"].sum()),
@@ -98,7 +98,7 @@ def serve(requests, answers) -> int:
     for line in requests:
         request = json.loads(line)
         result = network.run_slot(int(request["slot"]), [int(p) for p in request["payloads"]])
-        _answer(answers, {name: np.asarray(getattr(result, name)).ravel().tolist() for name in SLOT_ARRAYS})
+        _answer(answers, {name: np.asarray(getattr(result, name)).ravel().tolist() for name in SLOT_RESULTS})
     network.close()
     return 0
 

@@ -8,7 +8,7 @@ W~_t = (W_t + I) / 2 (eigenvalues in (0, 1], the paper needs > -1/3)::
     x_{t+1/2} = 2 x_t - x_{t-1} - lr g(x_t) + lr g(x_{t-1})   (t = 0: x_0 - lr g(x_0))
     x_{t+1}   = W~_t^T x_{t+1/2}
 
-The first round mixes too, as in the paper's Algorithm 1 (``algorithms.md``
+The first round mixes too, as in the paper's Algorithm 1 (whose summary
 writes X_1 = X_0 - lr G_0 without mixing). The state keeps x_{t-1} and
 g(x_{t-1}); starting from x_{-1} = x_0, g_{-1} = 0 makes t = 0 the same formula.
 

@@ -27,10 +27,10 @@ Choices, stated:
   in phase k enter the step of phase k + 1 (the first phase only gossips). This
   is the authors' released implementation, where gradients are sampled while
   the gossip runs; the model step uses the gossiped tracker Y^ as there
-  (``algorithms.md`` writes Y_k; both keep the optimum as the fixed point).
+  (the paper's pseudo-code writes Y_k; both keep the optimum as the fixed point).
 - G_k is the *mean* of the B mini-batch gradients (the authors' implementation
   divides by the phase's oracle budget), so ``lr`` means the same as in DSGT;
-  the sum in ``algorithms.md`` is the same rule with lr / B. B =
+  the sum in the paper's pseudo-code is the same rule with lr / B. B =
   ``grad_batches`` if set, else one mini-batch per gossip step of the phase
   (B = R), each a ``grad_fn`` call.
 

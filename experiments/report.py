@@ -1,0 +1,117 @@
+"""Write a measured report: ``experiments/reports/<name>.md``, stamped, from sweeps' CSVs only.
+
+    python -m experiments.report NAME SWEEP.toml [SWEEP.toml ...] [--extra TABLE.md ...] [--target MAKE-TARGET]
+
+The report's hand-written text (the setting, the thresholds chosen before the
+runs, the reading of the results) stays as it is; only the block between
+``<!-- measured: begin -->`` and ``<!-- measured: end -->`` is replaced (and
+added at the end when missing). The block holds the stamp (commit, date of
+the latest run, machine: cores and single-thread matmul GFLOP/s, the runs'
+wall time, the seeds) and every sweep's ``table.md`` plus the ``--extra``
+tables. The make target that measures a report calls this last, so a second
+call recomputes nothing and rewrites the same tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from experiments.atomic import write_atomically
+from experiments.config import ConfigError
+from experiments.run_writer import FINISHED, run_record
+from experiments.sweep import Sweep, load_sweep, write_summary
+
+ROOT = Path(__file__).resolve().parents[1]
+REPORTS = ROOT / "experiments" / "reports"
+BEGIN, END = "<!-- measured: begin -->", "<!-- measured: end -->"
+
+
+def commit() -> str:
+    """HEAD's short hash, marked when the work tree has uncommitted changes to tracked files."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    head = git("rev-parse", "--short", "HEAD") or "unknown"
+    return head + (" + uncommitted changes" if git("status", "--porcelain", "--untracked-files=no") else "")
+
+
+def machine() -> str:
+    from experiments.bench import matmul_flops_per_s
+    from experiments.runner import single_threaded
+
+    with single_threaded():
+        gflops = matmul_flops_per_s() / 1e9
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return f"{cores} cores, 1024² matmul {gflops:.1f} GFLOP/s on one thread (runs compute single-threaded)"
+
+
+def stamp(sweeps: list[Sweep], results_root: Path, target: str) -> str:
+    records = [run_record(results_root / config.run_id) for sweep in sweeps for _, config in sweep.runs]
+    finished = [r for r in records if r.get("status") in FINISHED]
+    wall = sum(float(r.get("wall_seconds", 0.0)) for r in finished)
+    dates = sorted(r["finished_utc"] for r in finished if "finished_utc" in r)
+    seeds = sorted({config.seed for sweep in sweeps for _, config in sweep.runs})
+    missing = len(records) - len(finished)
+    return "\n".join([
+        f"- **Regenerate:** `make {target}` (a second call recomputes nothing and rewrites these tables).",
+        f"- **Commit:** {commit()}; **runs finished:** {dates[-1] if dates else 'none yet'} (UTC, the latest).",
+        f"- **Machine:** {machine()}.",
+        f"- **Wall time:** {wall / 60:.1f} min summed over {len(finished)} runs (each run's own wall time, "
+        f"ns-3 included when it made the trace; parallel workers overlap them).",
+        f"- **Seeds:** {', '.join(map(str, seeds))}; tables show mean ± std over them."
+        + (f" **{missing} run(s) missing or failed.**" if missing else ""),
+    ])
+
+
+def measured_block(sweeps: list[Sweep], extras: list[Path], results_root: Path, target: str) -> str:
+    parts = [BEGIN, "", stamp(sweeps, results_root, target), ""]
+    for sweep in sweeps:
+        out = sweep.summary_dir(results_root)
+        if not (out / "table.md").exists():
+            write_summary(sweep, results_root)
+        parts += [f"#### Sweep `{sweep.name}` (target accuracy {sweep.target_accuracy:g}; "
+                  f"`results/sweeps/{sweep.name}/`)", "", (out / "table.md").read_text().strip(), ""]
+    for extra in extras:
+        if extra.exists():
+            parts += [f"#### `{extra.name}`", "", extra.read_text().strip(), ""]
+    return "\n".join(parts + [END])
+
+
+def update_report(name: str, sweeps: list[Sweep], extras: list[Path], results_root: Path, target: str) -> Path:
+    path = REPORTS / f"{name}.md"
+    text = path.read_text() if path.exists() else f"# {name}\n"
+    block = measured_block(sweeps, extras, results_root, target)
+    if BEGIN in text and END in text:
+        text = text[:text.index(BEGIN)] + block + text[text.index(END) + len(END):]
+    else:
+        text = text.rstrip() + "\n\n## Measured\n\n" + block + "\n"
+    write_atomically(path, text)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m experiments.report", description=__doc__.splitlines()[0])
+    parser.add_argument("name", help="the report: experiments/reports/<name>.md")
+    parser.add_argument("sweeps", nargs="+", type=Path, help="sweep files whose tables it holds")
+    parser.add_argument("--extra", action="append", default=[], type=Path, help="another table (.md) to include")
+    parser.add_argument("--results", type=Path, default=Path("results"))
+    parser.add_argument("--target", default=None, help="the make target that regenerates it")
+    args = parser.parse_args(argv)
+    try:
+        sweeps = [load_sweep(path) for path in args.sweeps]
+    except ConfigError as error:
+        print(f"report: config error: {error}", file=sys.stderr)
+        return 2
+    path = update_report(args.name, sweeps, args.extra, args.results, args.target or f"report-{args.name}")
+    print(f"report written: {path.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
