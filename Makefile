@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 CONFIG ?= experiments/configs/default.toml
 
-.PHONY: setup run test bench sweep table table-esgd table-hyperprism table-detag sweep-density sweep-devices sweep-alpha tables plots bench-ns3 density-table clean-cache
+.PHONY: setup run test bench sweep table table-esgd table-hyperprism table-detag sweep-density sweep-devices sweep-alpha sweep-controls tables plots bench-ns3 density-table clean-cache
 
 setup: $(STAMP)
 
@@ -44,7 +44,7 @@ table-esgd: $(STAMP)
 
 # The standard campaigns; QUICK=1 picks the preset that finishes in minutes. Each writes its report
 # experiments/reports/campaign-<sweep name>.md.
-sweep-density sweep-devices sweep-alpha: sweep-%: $(STAMP)
+sweep-density sweep-devices sweep-alpha sweep-controls: sweep-%: $(STAMP)
 	$(VENV)/bin/nsdml sweep experiments/sweeps/$*$(if $(QUICK),-quick,).toml $(SWEEP_FLAGS)
 	$(PY) -m experiments.report campaign-$*$(if $(QUICK),-quick,) experiments/sweeps/$*$(if $(QUICK),-quick,).toml \
 	  --target "sweep-$*$(if $(QUICK), QUICK=1,)"

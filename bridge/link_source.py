@@ -1,6 +1,7 @@
 """Find a cached LinkTrace, or run the ns-3 worker to make one (offline mode); open a run's link source.
 
-Offline: the cache key is a hash of the canonical scenario config, the payload
+Offline: ns-3 traces come from the worker, control traces (``bridge.controls``)
+are computed here; the cache key is a hash of the canonical scenario config, the payload
 of each exchange, the number of rounds, the seed and the link model, so every
 algorithm with the same payload replays the *same* trace (common random
 numbers). A trace is cached only after the worker succeeded and the result
@@ -20,13 +21,14 @@ from pathlib import Path
 
 import numpy as np
 
+from bridge.controls import CONTROL_MODELS, control_trace
 from bridge.synthetic import synthetic_trace
 from bridge.trace import SCHEMA_VERSION, LinkTrace, RoundLinks, TraceFormatError
 from bridge import worker
 from bridge.worker import WorkerError, describe_worker, stderr_tail
 from ns3_scenarios.scenario import SLOT_ARRAYS, ScenarioConfig
 
-LINK_MODELS = ("ns3", "synthetic")
+LINK_MODELS = ("ns3", *CONTROL_MODELS, "synthetic")  # synthetic: a named option for fast tests only
 MODES = ("offline", "online")
 
 
@@ -83,6 +85,8 @@ def obtain_trace(link_model: str, scenario: ScenarioConfig, payload_bytes: tuple
             pass  # a damaged entry is simply made again
     if link_model == "synthetic":
         trace = synthetic_trace(scenario, seed, rounds, payload_bytes)
+    elif link_model in CONTROL_MODELS:
+        trace = control_trace(link_model, scenario, payload_bytes, rounds, seed)
     else:
         trace = run_ns3_worker(scenario, payload_bytes, rounds, seed, timeout_s)
     trace.save(directory)

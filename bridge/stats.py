@@ -16,6 +16,10 @@ Definitions (N devices, one row per exchange used):
   ceil(max(0, sent_i - received_ij) / datagram_bytes). For UDP that is exactly
   datagrams sent minus received; for TCP it counts datagram-sized units of the
   stream not delivered.
+- ``link_model``: ns3, or the control (ideal, random_graph, fixed_graph) or
+  synthetic model that made the trace.
+- ``spectral_gap``: 1 - lambda of the fixed graph's Metropolis-Hastings
+  matrix (``fixed_graph`` only; empty otherwise).
 """
 
 from __future__ import annotations
@@ -51,5 +55,7 @@ def link_stats(trace: LinkTrace, round_index: int, exchanges: int) -> list[dict]
             "bytes_on_air": int(trace.air_bytes[round_index, e]),
             "frames_on_air": int(trace.frames[round_index, e]),
             "packets_lost": int(np.ceil(missing[intended] / trace.datagram_bytes).sum()),
+            "link_model": trace.meta.get("link_model", ""),
+            "spectral_gap": float(trace.meta.get("spectral_gap", float("nan"))),
         })
     return rows

@@ -26,7 +26,7 @@ from learner.algorithms import Algorithm, build_algorithm
 from learner.data import DATASETS, DEFAULT_DATA_ROOT, dataset_plugin, dataset_shape, missing_data
 from learner.models import MODELS, build_model
 from learner.plugins import entry_point_names, is_reference, load_plugin, source_file
-from ns3_scenarios.scenario import ScenarioConfig
+from ns3_scenarios.scenario import GRAPH_TOPOLOGIES, ScenarioConfig
 
 
 class ConfigError(ValueError):
@@ -112,7 +112,7 @@ class AlgorithmConfig:
 
 @dataclass(frozen=True)
 class NetworkConfig:
-    link_model: str = "ns3"  # "synthetic" is a named option for fast tests only
+    link_model: str = "ns3"  # or a control (bridge/controls.py); "synthetic" is a named option for fast tests
     compute_s_per_step: float = 0.05  # simulated seconds of one local step on a device
     mode: str = "offline"  # "online": each exchange simulated when the algorithm sends it
     worker_timeout_s: float = 3600.0  # offline: the whole worker; online: start-up and each exchange
@@ -122,7 +122,7 @@ class NetworkConfig:
                  "one of " + ", ".join(LINK_MODELS))
         _require(self.mode in MODES, "network.mode", self.mode, "one of " + ", ".join(MODES))
         _require(self.mode == "offline" or self.link_model == "ns3", "network.mode", self.mode,
-                 "\"offline\" with link_model = \"synthetic\" (online mode simulates in ns-3)")
+                 f"\"offline\" with link_model = {self.link_model!r} (online mode simulates in ns-3)")
         _require(1.0 <= self.worker_timeout_s <= 86400.0, "network.worker_timeout_s", self.worker_timeout_s,
                  "a number in [1, 86400]")
         _require(0.0 <= self.compute_s_per_step <= 3600.0, "network.compute_s_per_step", self.compute_s_per_step,
@@ -318,6 +318,14 @@ def parse_config(raw: dict[str, Any]) -> RunConfig:
 
 def _check_together(config: RunConfig) -> None:
     """Settings that are each valid but do not go together, refuted before anything runs."""
+    graph = config.scenario.topology in GRAPH_TOPOLOGIES
+    if config.network.link_model == "fixed_graph":
+        _require(graph, "network.topology", config.scenario.topology,
+                 f"one of {', '.join(GRAPH_TOPOLOGIES)} with link_model = \"fixed_graph\"")
+    else:
+        _require(not graph, "network.topology", config.scenario.topology,
+                 f"\"adhoc\" with link_model = {config.network.link_model!r} (fixed graphs need "
+                 f"link_model = \"fixed_graph\")")
     algorithm = config.algorithm.instance
     if getattr(algorithm, "variable_payload", False):
         _require(config.network.mode == "online", "network.mode", config.network.mode,

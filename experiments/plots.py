@@ -11,6 +11,16 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 
+LINK_MODEL = "network.link_model"
+LINE_STYLES = {"ns3": "-", "ideal": "--", "random_graph": ":", "fixed_graph": "-.", "synthetic": (0, (1, 3))}
+
+
+def link_models_title(summary: pd.DataFrame) -> str:
+    """Every sweep figure says which link model(s) made it: ns-3 or a control, never left implicit."""
+    models = sorted(summary[LINK_MODEL].dropna().unique()) if LINK_MODEL in summary else []
+    return "link model: " + ", ".join(map(str, models)) if models else ""
+
+
 def plot_accuracy(metrics: pd.DataFrame, path: Path, title: str = "") -> None:
     """Mean test accuracy with the min-max band across devices, against rounds and simulated seconds."""
     metrics = metrics.dropna(subset=["mean_accuracy"])  # rounds without evaluation (eval_every > 1)
@@ -38,8 +48,10 @@ def plot_sweep_accuracy(summary: pd.DataFrame, curves: dict[str, Path], by: list
     done = summary[summary["status"].isin(("done", "diverged"))]
     if done.empty:
         return
-    line_axis = "algorithm.name" if "algorithm.name" in by else (by[0] if by else None)
-    panel_axes = [axis for axis in by if axis != line_axis]
+    # Lines: one per algorithm and, when the sweep compares link models, per link model too, so ns-3 and its
+    # controls share a panel (solid: ns-3; dashed, dotted: the controls).
+    line_axes = [axis for axis in ("algorithm.name", LINK_MODEL) if axis in by] or by[:1]
+    panel_axes = [axis for axis in by if axis not in line_axes]
     panels = list(done.groupby(panel_axes, sort=False)) if panel_axes else [((), done)]
     for x_column, x_label, filename in (("round", "round", "accuracy_rounds.png"),
                                         ("sim_time_s", "simulated seconds", "accuracy_time.png")):
@@ -47,8 +59,10 @@ def plot_sweep_accuracy(summary: pd.DataFrame, curves: dict[str, Path], by: list
         rows = -(-len(panels) // columns)
         figure, axes = plt.subplots(rows, columns, figsize=(5 * columns, 3.6 * rows), squeeze=False, sharey=True)
         for axis, (panel_key, panel) in zip(axes.flat, panels):
-            lines = panel.groupby(line_axis, sort=False) if line_axis else [("all", panel)]
+            lines = panel.groupby(line_axes, sort=False) if line_axes else [(("all",), panel)]
             for line_key, group in lines:
+                line_key = line_key if isinstance(line_key, tuple) else (line_key,)
+                values = dict(zip(line_axes, line_key))
                 frames = [pd.read_csv(curves[run_id]).dropna(subset=["mean_accuracy"]) for run_id in group["run_id"]]
                 length = min(len(frame) for frame in frames)
                 accuracy = pd.concat([frame["mean_accuracy"].iloc[:length].reset_index(drop=True) for frame in frames],
@@ -56,8 +70,10 @@ def plot_sweep_accuracy(summary: pd.DataFrame, curves: dict[str, Path], by: list
                 x = pd.concat([frame[x_column].iloc[:length].reset_index(drop=True) for frame in frames],
                               axis=1).mean(axis=1)
                 mean, std = accuracy.mean(axis=1), accuracy.std(axis=1).fillna(0.0)
-                axis.plot(x, mean, label=f"{line_axis}={line_key}" if line_axis else "all")
-                axis.fill_between(x, mean - std, mean + std, alpha=0.2)
+                style = LINE_STYLES.get(values.get(LINK_MODEL, "ns3"), "-.")
+                label = " / ".join(str(v) for v in line_key)
+                drawn = axis.plot(x, mean, linestyle=style, label=label)
+                axis.fill_between(x, mean - std, mean + std, alpha=0.2, color=drawn[0].get_color())
             key = panel_key if isinstance(panel_key, tuple) else (panel_key,)
             axis.set_title(", ".join(f"{a}={v}" for a, v in zip(panel_axes, key)), fontsize=9)
             axis.set_xlabel(x_label)
@@ -65,7 +81,8 @@ def plot_sweep_accuracy(summary: pd.DataFrame, curves: dict[str, Path], by: list
         for axis in axes.flat[len(panels):]:
             axis.set_visible(False)
         axes[0, 0].set_ylabel("mean test accuracy")
-        axes[0, 0].legend(fontsize=8, loc="lower right")
+        axes[0, 0].legend(fontsize=8, loc="lower right", title=" / ".join(line_axes) or None, title_fontsize=8)
+        figure.suptitle(link_models_title(done), fontsize=9)
         figure.tight_layout()
         figure.savefig(Path(out_dir) / filename, dpi=100)
         plt.close(figure)
@@ -77,16 +94,18 @@ def plot_against_axis(summary: pd.DataFrame, x_axis: str, out_dir: Path) -> None
     if done.empty:
         return
     figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    for algorithm, group in done.groupby("algorithm.name", sort=False):
+    for (algorithm, model), group in done.groupby(["algorithm.name", LINK_MODEL], sort=False):
         means = group.groupby(x_axis)[["conv_rounds", "max_acc"]].mean()
-        left.plot(means.index, means["conv_rounds"], marker="o", label=str(algorithm))
-        right.plot(means.index, means["max_acc"], marker="o", label=str(algorithm))
+        style, label = LINE_STYLES.get(model, "-."), f"{algorithm} / {model}"
+        left.plot(means.index, means["conv_rounds"], linestyle=style, marker="o", label=label)
+        right.plot(means.index, means["max_acc"], linestyle=style, marker="o", label=label)
     left.set_ylabel("Conv. Rds (rounds to target; gap = not reached)")
     right.set_ylabel("Max Acc")
     for axis in (left, right):
         axis.set_xlabel(x_axis)
         axis.grid(alpha=0.3)
     left.legend(fontsize=8)
+    figure.suptitle(link_models_title(done), fontsize=9)
     figure.tight_layout()
     figure.savefig(Path(out_dir) / f"conv_rounds_vs_{x_axis.split('.')[-1]}.png", dpi=100)
     plt.close(figure)
@@ -98,14 +117,16 @@ def plot_link_density(summary: pd.DataFrame, links: dict[str, Path], out_dir: Pa
     if done.empty:
         return
     figure, axis = plt.subplots(figsize=(6, 4))
-    for (target, devices), group in done.groupby(["network.density", "devices"], sort=True):
+    for (target, devices, model), group in done.groupby(["network.density", "devices", LINK_MODEL], sort=True):
         frames = [pd.read_csv(links[run_id]) for run_id in group["run_id"]]
         first = pd.concat([f[f["exchange"] == 0].set_index("round")["measured_density"] for f in frames], axis=1)
-        axis.plot(first.index, first.mean(axis=1), label=f"target {target}, {devices} devices")
+        axis.plot(first.index, first.mean(axis=1), linestyle=LINE_STYLES.get(model, "-."),
+                  label=f"{model}: target {target}, {devices} devices")
     axis.set_xlabel("round")
     axis.set_ylabel("measured link density (first exchange)")
     axis.grid(alpha=0.3)
     axis.legend(fontsize=8)
+    axis.set_title(link_models_title(done), fontsize=9)
     figure.tight_layout()
     figure.savefig(Path(out_dir) / "link_density.png", dpi=100)
     plt.close(figure)
@@ -117,9 +138,10 @@ def plot_bytes_per_algorithm(summary: pd.DataFrame, out_dir: Path) -> None:
     if done.empty:
         return
     column = "bytes_on_air" if "bytes_on_air" in done and done["bytes_on_air"].notna().any() else "bytes_sent"
-    means = done.groupby("algorithm.name", sort=False)[column].mean() / 1e6
+    means = done.groupby(["algorithm.name", LINK_MODEL], sort=False)[column].mean() / 1e6
     figure, axis = plt.subplots(figsize=(max(4, 1.2 * len(means)), 4))
-    axis.bar([str(name) for name in means.index], means.values)
+    axis.bar([f"{name}\n{model}" for name, model in means.index], means.values)
+    axis.set_title(link_models_title(done), fontsize=9)
     axis.set_ylabel(f"{column.replace('_', ' ')} per run (MB)")
     axis.grid(alpha=0.3, axis="y")
     figure.tight_layout()

@@ -15,13 +15,11 @@ call recomputes nothing and rewrites the same tables.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
-import pandas as pd
 
 from experiments.atomic import write_atomically
 from experiments.config import ConfigError

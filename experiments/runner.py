@@ -19,12 +19,12 @@ from typing import Callable, Iterator
 import numpy as np
 import pandas as pd
 import torch
-from tqdm import tqdm
 
 from bridge import link_stats, open_links
 from experiments.config import ConfigError, RunConfig, prefixed
 from experiments.fingerprint import code_fingerprint
 from experiments.plots import plot_accuracy
+from experiments.progress import progress_bar
 from experiments.run_writer import FINISHED, RunWriter, reusable, run_lock, run_record, run_status, stale_because
 from learner.allocator import keep_freed_memory
 from learner.algorithms import Algorithm
@@ -236,7 +236,7 @@ class RunRecorder:
     def open(self, run_dir: Path, details: dict) -> None:
         with self.phase("io"):
             self._writer = RunWriter(run_dir, self._config.to_toml(), details, expected_rounds=self._config.rounds)
-        self._bar = progress_bar(self._config.rounds, self._config.run_id, self._progress)
+        self._bar = progress_bar(self._config.rounds, self._config.run_id, "round", self._progress)
 
     def evaluate(self, devices: Devices, x: torch.Tensor) -> Evaluation:
         with self.phase("evaluation"):
@@ -280,14 +280,6 @@ class RunRecorder:
 
     def _wall(self) -> float:
         return round(time.perf_counter() - self._started, 3)
-
-
-def progress_bar(total: int, description: str, enabled: bool) -> tqdm:
-    """A progress bar on a terminal; in a log or CI (stderr not a terminal) a line every ~5 %, not a flood."""
-    interactive = sys.stderr.isatty()
-    return tqdm(total=total, desc=description, unit="round", disable=not enabled, file=sys.stderr,
-                mininterval=0.1 if interactive else 30.0, miniters=None if interactive else max(1, total // 20),
-                ascii=not interactive)
 
 
 class PhaseClock:

@@ -25,17 +25,16 @@ import copy
 import itertools
 import json
 import math
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
 
 from experiments.atomic import write_atomically
 from experiments.config import ConfigError, RunConfig, check_name, parse_config, read_toml
+from experiments.progress import progress_bar
 from experiments.run_writer import FINISHED, reusable, run_status, stale_because
 
 
@@ -185,8 +184,8 @@ def run_sweep(sweep: Sweep, results_root: Path, cache_dir: Path, workers: int = 
     pending = [c for _, c in sweep.runs if not reusable(results_root / c.run_id, fingerprints[c.run_id])]
     stale = [stale_because(results_root / c.run_id, fingerprints[c.run_id]) for c in pending
              if run_status(results_root / c.run_id) in FINISHED]
-    bar = tqdm(total=len(sweep.runs), initial=len(sweep.runs) - len(pending), desc=f"sweep {sweep.name}",
-               unit="run", disable=quiet, file=sys.stderr)
+    bar = progress_bar(len(sweep.runs), f"sweep {sweep.name}", "run", enabled=not quiet,
+                       initial=len(sweep.runs) - len(pending))
     offline = [config for config in pending if config.network.mode == "offline"]  # online traces grow per run
     shared = unique_by(offline, key=lambda config: _trace_identity(trace_request(config)))
     if len(shared) < len(offline):  # several runs share traces: make each once, before those runs
@@ -295,10 +294,12 @@ def aggregate(summary: pd.DataFrame, by: list[str]) -> pd.DataFrame:
     return table.drop(columns=["_all"], errors="ignore")
 
 
-def markdown_table(table: pd.DataFrame, by: list[str], target_accuracy: float) -> str:
-    """Max Acc (mean ± std over seeds) and Conv. Rds (rounds to the target; '—' if never reached)."""
+def markdown_table(table: pd.DataFrame, by: list[str], target_accuracy: float, link_models: list[str]) -> str:
+    """Max Acc (mean ± std over seeds) and Conv. Rds (rounds to the target; '—' if never reached).
+    The link model is a column when the sweep compares several, else stated above the table."""
     header = [*by, "runs", "Max Acc", f"Conv. Rds (≥{target_accuracy:.2f})", "time to target (sim s)", "MB sent"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines = [] if "network.link_model" in by else [f"Link model: {', '.join(link_models)}.", ""]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for _, row in table.iterrows():
         std = 0.0 if np.isnan(row["max_acc_std"]) else row["max_acc_std"]
         runs, reached = int(row["runs"]), int(row["reached"])
@@ -323,7 +324,8 @@ def write_summary(sweep: Sweep, results_root: Path) -> pd.DataFrame:
     table = aggregate(summary, by)
     write_atomically(out / "summary.csv", summary.to_csv(index=False, float_format=CSV_FLOAT_FORMAT))
     write_atomically(out / "table.csv", table.to_csv(index=False, float_format=CSV_FLOAT_FORMAT))
-    write_atomically(out / "table.md", markdown_table(table, by, sweep.target_accuracy))
+    link_models = sorted({config.network.link_model for _, config in sweep.runs})
+    write_atomically(out / "table.md", markdown_table(table, by, sweep.target_accuracy, link_models))
     run_dirs = {config.run_id: Path(results_root) / config.run_id for _, config in sweep.runs}
     plot_sweep_accuracy(summary, {run: d / "metrics.csv" for run, d in run_dirs.items()}, by, out)
     for axis in ("network.density", "devices", "data.alpha"):

@@ -30,6 +30,9 @@ TRANSPORTS = ("broadcast", "unicast", "tcp")
 RATE_CONTROLS = ("constant", "minstrel")
 MOBILITY_MODELS = ("static", "random_walk", "random_waypoint")
 FADING_MODELS = ("none", "nakagami")
+SCENARIO_TOPOLOGIES = ("adhoc",)  # what ns-3 (and the ideal / random_graph controls) simulate
+GRAPH_TOPOLOGIES = ("ring", "torus", "circulant", "star", "complete")  # fixed graphs (link_model fixed_graph)
+TOPOLOGIES = SCENARIO_TOPOLOGIES + GRAPH_TOPOLOGIES
 # What the worker returns for every exchange slot (plus the devices' positions at its start): the one list of
 # these names, used by the worker and by the bridge's LinkTrace.
 SLOT_ARRAYS = ("done_s", "rx_bytes", "intended", "air_bytes", "frames", "events")
@@ -57,6 +60,8 @@ class ScenarioConfig:
     fading: str = "none"
     nakagami_m: float = 1.0
     idle_probes: int = 4
+    topology: str = "adhoc"  # "adhoc": devices placed in a square; a graph name: link_model = "fixed_graph"
+    topology_degree: int = 2  # circulant: each device linked to its k nearest on each side of a ring
 
     def __post_init__(self) -> None:
         _check(isinstance(self.devices, int) and 2 <= self.devices <= 1000, "devices", self.devices,
@@ -87,6 +92,11 @@ class ScenarioConfig:
         _check(0.5 <= self.nakagami_m <= 20.0, "nakagami_m", self.nakagami_m, "a number in [0.5, 20]")
         _check(isinstance(self.idle_probes, int) and 1 <= self.idle_probes <= 100, "idle_probes",
                self.idle_probes, "an integer in [1, 100]")
+        _check(self.topology in TOPOLOGIES, "topology", self.topology, "one of " + ", ".join(TOPOLOGIES))
+        widest = max(1, (self.devices - 1) // 2)
+        _check(isinstance(self.topology_degree, int) and 1 <= self.topology_degree
+               and (self.topology != "circulant" or self.topology_degree <= widest), "topology_degree",
+               self.topology_degree, f"an integer in [1, (devices - 1) // 2 = {widest}] for a circulant")
 
     @property
     def range_m(self) -> float:

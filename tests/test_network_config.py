@@ -9,7 +9,7 @@ import pytest
 from experiments.config import ConfigError, NetworkConfig, parse_config
 from ns3_scenarios.scenario import ScenarioConfig
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+README = Path(__file__).resolve().parents[1] / "ns3_scenarios" / "README.md"
 
 
 @pytest.mark.parametrize("network, field, allowed", [

@@ -1,0 +1,137 @@
+"""Control link models: the papers' own network abstractions, as LinkTraces beside ns-3's.
+
+Each is a named scientific baseline, never a fallback: a config asks for it by
+``network.link_model`` and every CSV, table and plot carries that name. They
+use the same placement, rounds and exchanges as the ns-3 scenario, are
+cached and replayed like ns-3 traces (the cache key includes the model), and
+never start ns-3. All three are lossless; what they model and leave out:
+
+- ``ideal``: every pair within radio range of the scenario's geometry (the
+  disc the idle probe measures on a quiet channel, without fading) delivers
+  every exchange in full. Leaves out collisions, hidden terminals, fading and
+  queueing.
+- ``random_graph``: the time-varying graph HyperPrism and DeTAG assume: in
+  every exchange each unordered pair is up, both ways, independently with
+  probability ``network.density``. No geometry.
+- ``fixed_graph``: the same links in every exchange, from ``network.topology``
+  (ring, torus, circulant with ``topology_degree`` neighbours per side, star,
+  complete); its spectral gap 1 - lambda of the Metropolis-Hastings matrix is
+  reported in ``meta`` (and so in ``run.json``) and per exchange in
+  ``links.csv``.
+
+Time: all devices start sending at the exchange's start (no collision means
+no need for ns-3's start jitter) and their frames take turns on one shared
+channel, each frame for the airtime of ``ns3_scenarios.airtime``; a message
+completes for all its receivers when its last frame ends
+(``airtime.exchange_finish_s``); anything past ``deadline_s`` does not count.
+Bytes and frames on the air come from the same model (an estimate).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from bridge.trace import LinkTrace
+from ns3_scenarios.airtime import UDP_FRAME_OVERHEAD_BYTES, exchange_finish_s, frames_of
+from ns3_scenarios.scenario import ScenarioConfig, place_devices
+
+CONTROL_MODELS = ("ideal", "random_graph", "fixed_graph")
+
+
+def graph_adjacency(topology: str, n: int, degree: int = 2) -> np.ndarray:
+    """Symmetric bool (n, n) adjacency of a named fixed topology, no self-loops.
+
+    ring: i ~ i +- 1; circulant: i ~ i +- 1..degree (degree = 1 is the ring; (n - 1) // 2 the complete graph
+    for odd n); torus: an r x c grid with wrap-around, r the largest divisor of n not above sqrt(n)
+    (a prime n gives a ring); star: device 0 ~ every other; complete: every pair."""
+    adjacency = np.zeros((n, n), dtype=bool)
+    index = np.arange(n)
+    if topology in ("ring", "circulant"):
+        for step in range(1, (degree if topology == "circulant" else 1) + 1):
+            adjacency[index, (index + step) % n] = True
+    elif topology == "torus":
+        rows = max(d for d in range(1, math.isqrt(n) + 1) if n % d == 0)
+        cols = n // rows
+        r, c = np.divmod(index, cols)
+        adjacency[index, r * cols + (c + 1) % cols] = True
+        adjacency[index, ((r + 1) % rows) * cols + c] = True
+    elif topology == "star":
+        adjacency[0, 1:] = True
+    elif topology == "complete":
+        adjacency[:] = True
+    else:
+        raise ValueError(f"topology: unknown fixed graph {topology!r}")
+    adjacency |= adjacency.T
+    np.fill_diagonal(adjacency, False)
+    return adjacency
+
+
+def metropolis_hastings_matrix(symmetric: np.ndarray) -> np.ndarray:
+    """w_ij = 1 / (1 + max(d_i, d_j)) on the links, w_ii = 1 - sum_j w_ij (float64)."""
+    degree = symmetric.sum(axis=1)
+    weights = np.where(symmetric, 1.0 / (1.0 + np.maximum(degree[:, None], degree[None, :])), 0.0)
+    np.fill_diagonal(weights, 1.0 - weights.sum(axis=1))
+    return weights
+
+
+def spectral_gap(symmetric: np.ndarray) -> float:
+    """1 - lambda, lambda the second-largest |eigenvalue| of the Metropolis-Hastings matrix of the links
+    (0 when the graph is disconnected: averaging never reaches everyone)."""
+    if len(symmetric) < 2:
+        return 1.0
+    magnitudes = np.sort(np.abs(np.linalg.eigvalsh(metropolis_hastings_matrix(symmetric))))
+    return float(1.0 - magnitudes[-2])
+
+
+def control_trace(link_model: str, scenario: ScenarioConfig, payload_bytes: tuple[int, ...], rounds: int,
+                  seed: int) -> LinkTrace:
+    n, exchanges = scenario.devices, len(payload_bytes)
+    placement = place_devices(scenario, seed)
+    off_diagonal = ~np.eye(n, dtype=bool)
+    meta = {"link_model": link_model, "mode": "offline", "rounds": rounds, "area_side_m": placement.side_m}
+    shape = (rounds, exchanges, n, n)
+    if link_model == "ideal":
+        distance = np.linalg.norm(placement.positions_m[:, None] - placement.positions_m[None], axis=-1)
+        potential = (distance < scenario.range_m) & off_diagonal
+        up = np.broadcast_to(potential, shape)
+    elif link_model == "random_graph":
+        potential = off_diagonal.copy()
+        draws = np.random.default_rng([seed, 0xC047]).random(shape) < scenario.density
+        upper = np.triu(np.ones((n, n), dtype=bool), k=1)
+        up = draws & upper
+        up = up | np.swapaxes(up, -1, -2)
+    elif link_model == "fixed_graph":
+        potential = graph_adjacency(scenario.topology, n, scenario.topology_degree)
+        up = np.broadcast_to(potential, shape)
+        meta.update(topology=scenario.topology, spectral_gap=spectral_gap(potential))
+    else:
+        raise ValueError(f"link_model: {link_model!r} is not a control; allowed: {', '.join(CONTROL_MODELS)}")
+    meta["idle_density"] = float(potential.sum() / (n * (n - 1)))
+
+    acknowledged = scenario.transport != "broadcast"
+    copies = potential.sum(axis=1) if acknowledged else np.ones(n, dtype=np.int64)
+    done_s = np.full(shape, np.nan, dtype=np.float32)
+    rx_bytes = np.zeros(shape, dtype=np.int64)
+    air_bytes = np.zeros((rounds, exchanges), dtype=np.int64)
+    frames = np.zeros((rounds, exchanges), dtype=np.int64)
+    for e, payload in enumerate(payload_bytes):
+        frames_per_sender = [frames_of(payload, scenario.datagram_bytes, scenario.phy_mode, max(1, int(c)),
+                                       acknowledged) for c in copies]
+        finish = np.array(exchange_finish_s(frames_per_sender, scenario.datagram_interval_s))
+        on_time = finish <= scenario.deadline_s
+        arrived = up[:, e] & on_time[None, :, None]
+        done_s[:, e] = np.where(arrived, finish[None, :, None], np.nan)
+        rx_bytes[:, e] = np.where(arrived, payload, 0)
+        datagrams = math.ceil(payload / scenario.datagram_bytes)
+        frames[:, e] = int(datagrams * np.maximum(copies, 1).sum())
+        air_bytes[:, e] = int((payload + datagrams * UDP_FRAME_OVERHEAD_BYTES) * np.maximum(copies, 1).sum())
+    return LinkTrace(
+        done_s=done_s, rx_bytes=rx_bytes,
+        positions=np.broadcast_to(placement.positions_m.astype(np.float32), (rounds, n, 2)).copy(),
+        idle_delivered=potential, payload_bytes=tuple(payload_bytes), deadline_s=scenario.deadline_s,
+        datagram_bytes=scenario.datagram_bytes, meta=meta,
+        intended=np.ascontiguousarray(up), air_bytes=air_bytes, frames=frames,
+        events=np.zeros((rounds, exchanges), dtype=np.int64),
+    )

@@ -1,0 +1,49 @@
+"""The docs a newcomer reads: a short README, and every document or file the code and the docs cite exists."""
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("experiments", "bridge", "ns3_scenarios", "learner", "tests")
+CITED = re.compile(r"(?<![\w./-])((?:experiments|bridge|ns3_scenarios|learner|tests)/[\w./-]+\.(?:md|py|toml|h))")
+
+
+def _texts():
+    files = [ROOT / "README.md", ROOT / "Makefile"]
+    for package in PACKAGES:
+        files += [p for p in (ROOT / package).rglob("*") if p.suffix in (".py", ".md", ".toml")
+                  and "__pycache__" not in p.parts]
+    return {path: path.read_text() for path in files}
+
+
+def test_the_readme_is_a_short_guide():
+    assert len((ROOT / "README.md").read_text().splitlines()) <= 250
+
+
+def test_every_file_the_code_and_the_docs_cite_exists():
+    missing = {(str(path.relative_to(ROOT)), cited) for path, text in _texts().items()
+               for cited in CITED.findall(text) if not (ROOT / cited.rstrip(".")).exists()}
+    assert not missing
+
+
+def test_markdown_links_resolve():
+    for path in [ROOT / "README.md", *[p for package in PACKAGES for p in (ROOT / package).rglob("*.md")]]:
+        for target in re.findall(r"\]\(([^)#]+)\)", path.read_text()):
+            if not target.startswith("http"):
+                assert (path.parent / target).exists(), f"{path.relative_to(ROOT)} links to missing {target}"
+
+
+def test_no_document_outside_the_project_is_cited_and_papers_go_by_name():
+    outside = re.compile(r"(?<![\w/])(algorithms\.md|ns3-notes\.md|\.\./shared)")
+    offenders = {str(path.relative_to(ROOT)) for path, text in _texts().items() if outside.search(text)}
+    assert not offenders
+    numbered = re.compile(r"seed 00\d", re.IGNORECASE)
+    assert not {str(p.relative_to(ROOT)) for p, text in _texts().items() if numbered.search(text)
+                and p.name != "test_docs.py"}
+
+
+def test_every_algorithm_is_in_the_algorithm_table():
+    from learner.algorithms import REGISTRY
+
+    table = (ROOT / "learner" / "README.md").read_text()
+    assert all(f"| `{name}` |" in table for name in REGISTRY)
