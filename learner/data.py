@@ -209,6 +209,37 @@ def stratified_split(labels: np.ndarray, test_fraction: float, seed: int) -> tup
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
 
 
+PARTITIONS = ("dirichlet", "shuffle")
+
+
+def shuffle_partition(labels: np.ndarray, num_devices: int, shuffled_fraction: float, seed: int) -> list[np.ndarray]:
+    """DeTAG's heterogeneity: sort the samples by label, shuffle the first ``shuffled_fraction`` of them,
+    then split the sequence evenly (consecutive pieces) over the devices.
+
+    0 leaves the data sorted, so each device holds a contiguous range of labels (one or two classes
+    with 10 classes and 10 devices); 1 shuffles everything, an IID split. Shards differ in size by at
+    most one sample.
+    """
+    if num_devices > len(labels):
+        raise ValueError(f"devices: {num_devices} devices need at least {num_devices} samples, "
+                         f"the training set has {len(labels)}")
+    rng = np.random.default_rng([seed, 0x5487])
+    order = np.argsort(labels, kind="stable")
+    mixed = int(round(shuffled_fraction * len(order)))
+    order[:mixed] = rng.permutation(order[:mixed])
+    return [np.sort(piece) for piece in np.array_split(order, num_devices)]
+
+
+def partition(labels: np.ndarray, num_devices: int, method: str, alpha: float, shuffled_fraction: float,
+              seed: int) -> list[np.ndarray]:
+    """The split a config asks for: ``dirichlet`` (concentration ``alpha``) or ``shuffle`` (``shuffled_fraction``)."""
+    if method == "shuffle":
+        return shuffle_partition(labels, num_devices, shuffled_fraction, seed)
+    if method == "dirichlet":
+        return dirichlet_partition(labels, num_devices, alpha, seed)
+    raise ValueError(f"partition: unknown {method!r}; allowed: {', '.join(PARTITIONS)}")
+
+
 def dirichlet_partition(
     labels: np.ndarray, num_devices: int, alpha: float, seed: int, min_samples: int = 2, max_tries: int = 1000
 ) -> list[np.ndarray]:

