@@ -53,6 +53,9 @@ def stamp(sweeps: list[Sweep], results_root: Path, target: str) -> str:
     records = [run_record(results_root / config.run_id) for sweep in sweeps for _, config in sweep.runs]
     finished = [r for r in records if r.get("status") in FINISHED]
     wall = sum(float(r.get("wall_seconds", 0.0)) for r in finished)
+    traces = {r.get("trace_key"): r.get("trace_meta", {}) for r in finished}
+    ns3_s = sum(float(meta.get("setup_seconds", 0.0)) + float(meta.get("simulate_seconds", 0.0))
+                for meta in traces.values() if meta.get("link_model") == "ns3")
     dates = sorted(r["finished_utc"] for r in finished if "finished_utc" in r)
     seeds = sorted({config.seed for sweep in sweeps for _, config in sweep.runs})
     missing = len(records) - len(finished)
@@ -60,16 +63,18 @@ def stamp(sweeps: list[Sweep], results_root: Path, target: str) -> str:
         f"- **Regenerate:** `make {target}` (a second call recomputes nothing and rewrites these tables).",
         f"- **Commit:** {commit()}; **runs finished:** {dates[-1] if dates else 'none yet'} (UTC, the latest).",
         f"- **Machine:** {machine()}.",
-        f"- **Wall time:** {wall / 60:.1f} min summed over {len(finished)} runs (each run's own wall time, "
-        f"ns-3 included when it made the trace; parallel workers overlap them).",
+        f"- **Wall time:** {ns3_s / 60:.1f} min of ns-3 making {len(traces)} link traces (those shared by "
+        f"several runs counted once; control traces take well under a second) and {wall / 60:.1f} min summed "
+        f"over {len(finished)} runs' own wall times (parallel workers overlap them).",
         f"- **Seeds:** {', '.join(map(str, seeds))}; tables show mean ± std over them."
         + (f" **{missing} run(s) missing or failed.**" if missing else ""),
     ])
 
 
-def measured_block(sweeps: list[Sweep], extras: list[Path], results_root: Path, target: str) -> str:
+def measured_block(sweeps: list[Sweep], extras: list[Path], results_root: Path, target: str,
+                   sweep_tables: bool = True) -> str:
     parts = [BEGIN, "", stamp(sweeps, results_root, target), ""]
-    for sweep in sweeps:
+    for sweep in sweeps if sweep_tables else []:
         out = sweep.summary_dir(results_root)
         if not (out / "table.md").exists():
             write_summary(sweep, results_root)
@@ -81,10 +86,11 @@ def measured_block(sweeps: list[Sweep], extras: list[Path], results_root: Path, 
     return "\n".join(parts + [END])
 
 
-def update_report(name: str, sweeps: list[Sweep], extras: list[Path], results_root: Path, target: str) -> Path:
+def update_report(name: str, sweeps: list[Sweep], extras: list[Path], results_root: Path, target: str,
+                  sweep_tables: bool = True) -> Path:
     path = REPORTS / f"{name}.md"
     text = path.read_text() if path.exists() else f"# {name}\n"
-    block = measured_block(sweeps, extras, results_root, target)
+    block = measured_block(sweeps, extras, results_root, target, sweep_tables)
     if BEGIN in text and END in text:
         text = text[:text.index(BEGIN)] + block + text[text.index(END) + len(END):]
     else:
@@ -100,13 +106,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--extra", action="append", default=[], type=Path, help="another table (.md) to include")
     parser.add_argument("--results", type=Path, default=Path("results"))
     parser.add_argument("--target", default=None, help="the make target that regenerates it")
+    parser.add_argument("--extra-only", action="store_true",
+                        help="show only the --extra tables (the sweeps still give the stamp)")
     args = parser.parse_args(argv)
     try:
         sweeps = [load_sweep(path) for path in args.sweeps]
     except ConfigError as error:
         print(f"report: config error: {error}", file=sys.stderr)
         return 2
-    path = update_report(args.name, sweeps, args.extra, args.results, args.target or f"report-{args.name}")
+    path = update_report(args.name, sweeps, args.extra, args.results, args.target or f"report-{args.name}",
+                         sweep_tables=not args.extra_only)
     print(f"report written: {path.relative_to(ROOT)}")
     return 0
 

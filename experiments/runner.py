@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from bridge import link_stats, open_links
+from bridge import link_stats, open_links, trace_key
 from experiments.config import ConfigError, RunConfig, prefixed
 from experiments.fingerprint import code_fingerprint
 from experiments.plots import plot_accuracy
@@ -116,7 +116,8 @@ def run_experiment(config: RunConfig, results_root: Path, cache_dir: Path,
         with run_lock(results_root, config.run_id, on_wait=log):
             if reusable(run_dir, fingerprint):  # another process finished it while this one waited
                 return _reused(run_dir)
-            details = {"code_fingerprint": fingerprint, "network_mode": config.network.mode}
+            details = {"code_fingerprint": fingerprint, "network_mode": config.network.mode,
+                       "trace_key": trace_key(*trace_request(config))}
             if run_status(run_dir) in FINISHED:
                 details["recomputed_because"] = stale_because(run_dir, fingerprint)
                 log(f"[nsdml] recomputing {config.run_id}: {details['recomputed_because']}")
