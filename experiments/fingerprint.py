@@ -1,40 +1,81 @@
 """What identifies the code that produced a run, so a finished run is reused only by the same code.
 
-The fingerprint hashes the source of everything that decides a run's numbers
-(the learner, the bridge, the ns-3 scenarios, the run loop, the config and
-run-file code, and any plugin module the run loads) together with the
-versions of the numeric libraries. Tables, plots, sweeps' bookkeeping and
-benches are left out: changing them does not change a run's CSVs.
+A run's fingerprint hashes the source of everything that decides its numbers:
+the run loop, config and run-file code (``experiments/runner.py``,
+``config.py``, ``run_writer.py``, this file), the bridge and the ns-3
+scenarios, the learner's shared parts (devices, models, data, plugins, the
+algorithm interface and registry), **its own algorithm's module and the
+learner modules that module imports** (found by reading its imports, so
+editing another algorithm, or a kernel this one does not use, leaves the run
+valid), any plugin file the run loads, and the versions of torch, numpy and
+ns3. Tables, plots, sweeps' bookkeeping and benches are left out: changing
+them does not change a run's CSVs.
 """
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import importlib.metadata
 from functools import lru_cache
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULT_PACKAGES = ("learner", "bridge", "ns3_scenarios")
+RESULT_PACKAGES = ("bridge", "ns3_scenarios")
 RESULT_MODULES = ("experiments/runner.py", "experiments/config.py", "experiments/run_writer.py",
                   "experiments/fingerprint.py")
+LEARNER_SHARED = ("learner/__init__.py", "learner/devices.py", "learner/models.py", "learner/data.py",
+                  "learner/plugins.py", "learner/allocator.py", "learner/download.py",
+                  "learner/algorithms/__init__.py", "learner/algorithms/base.py")
 NOT_RESULT_CODE = ("bench.py",)  # measures speed, never touches a run
 LIBRARIES = ("torch", "numpy", "ns3")
 
 
-def result_sources() -> list[Path]:
-    sources = [ROOT / module for module in RESULT_MODULES]
+def _module_file(name: str) -> Path | None:
+    base = ROOT.joinpath(*name.split("."))
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def learner_dependencies(module_file: Path) -> set[Path]:
+    """``module_file`` and the learner modules it imports, transitively (read from its import statements)."""
+    found, pending = set(), [module_file]
+    while pending:
+        path = pending.pop()
+        if path in found:
+            continue
+        found.add(path)
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [node.module] if isinstance(node, ast.ImportFrom) and node.module else \
+                [alias.name for alias in node.names] if isinstance(node, ast.Import) else []
+            for name in names:
+                if name.startswith("learner.") and (target := _module_file(name)) is not None:
+                    pending.append(target)
+    return found
+
+
+def result_sources(algorithm_module: str | None = None) -> list[Path]:
+    """The files whose source decides a run's numbers; with ``algorithm_module`` (e.g.
+    ``learner.algorithms.dpsgd``) only that algorithm's learner code, else every algorithm's."""
+    sources = {ROOT / module for module in (*RESULT_MODULES, *LEARNER_SHARED)}
     for package in RESULT_PACKAGES:
-        sources += [path for path in (ROOT / package).rglob("*") if path.suffix in (".py", ".h")
-                    and path.name not in NOT_RESULT_CODE and "__pycache__" not in path.parts]
+        sources |= {path for path in (ROOT / package).rglob("*") if path.suffix in (".py", ".h")
+                    and path.name not in NOT_RESULT_CODE and "__pycache__" not in path.parts}
+    own = _module_file(algorithm_module) if algorithm_module and algorithm_module.startswith("learner.") else None
+    if own is not None:
+        sources |= learner_dependencies(own)
+    else:
+        sources |= {p for p in (ROOT / "learner").rglob("*.py") if "__pycache__" not in p.parts}
     return sorted(sources)
 
 
 @lru_cache(maxsize=None)
-def code_fingerprint(*extra_sources: str) -> str:
+def code_fingerprint(algorithm_module: str | None = None, *extra_sources: str) -> str:
     """16 hex digits over the result code, ``extra_sources`` (plugin files) and the library versions."""
     digest = hashlib.sha256()
-    for path in [*result_sources(), *map(Path, extra_sources)]:
+    for path in [*result_sources(algorithm_module), *map(Path, extra_sources)]:
         name = str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else path.name
         digest.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
     for library in LIBRARIES:
@@ -44,3 +85,8 @@ def code_fingerprint(*extra_sources: str) -> str:
             version = "absent"
         digest.update(f"{library}=={version}\0".encode())
     return digest.hexdigest()[:16]
+
+
+def run_fingerprint(config) -> str:
+    """The fingerprint of the code a run of ``config`` executes (its algorithm's module and its plugins)."""
+    return code_fingerprint(type(config.algorithm.instance).__module__, *config.plugin_sources)

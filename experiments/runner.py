@@ -22,7 +22,7 @@ import torch
 
 from bridge import link_stats, open_links, trace_key
 from experiments.config import ConfigError, RunConfig, prefixed
-from experiments.fingerprint import code_fingerprint
+from experiments.fingerprint import run_fingerprint
 from experiments.plots import plot_accuracy
 from experiments.progress import progress_bar
 from experiments.run_writer import FINISHED, RunWriter, reusable, run_lock, run_record, run_status, stale_because
@@ -103,7 +103,7 @@ def run_experiment(config: RunConfig, results_root: Path, cache_dir: Path,
     """Run ``config`` into ``results_root/<run-id>/``, or reuse it when the same code already finished it."""
     results_root = Path(results_root)
     run_dir = results_root / config.run_id
-    fingerprint = code_fingerprint(*config.plugin_sources)
+    fingerprint = run_fingerprint(config)
     if reusable(run_dir, fingerprint):
         return _reused(run_dir)
     recorder = RunRecorder(config, progress)

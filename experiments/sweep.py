@@ -177,10 +177,10 @@ def run_sweep(sweep: Sweep, results_root: Path, cache_dir: Path, workers: int = 
     from experiments.execution import execute, run_task, trace_task, unique_by
     from experiments.runner import trace_request
 
-    from experiments.fingerprint import code_fingerprint
+    from experiments.fingerprint import run_fingerprint
 
     results_root, cache_dir = Path(results_root), Path(cache_dir)
-    fingerprints = {c.run_id: code_fingerprint(*c.plugin_sources) for _, c in sweep.runs}
+    fingerprints = {c.run_id: run_fingerprint(c) for _, c in sweep.runs}
     pending = [c for _, c in sweep.runs if not reusable(results_root / c.run_id, fingerprints[c.run_id])]
     stale = [stale_because(results_root / c.run_id, fingerprints[c.run_id]) for c in pending
              if run_status(results_root / c.run_id) in FINISHED]

@@ -281,8 +281,8 @@ def test_a_changed_algorithm_default_gives_a_new_run_id_and_a_changed_code_finge
     assert again.attrs["recomputed"] == {}  # same code, same config: reused
     mtimes = {r: (tmp_path / "results" / r / "metrics.csv").stat().st_mtime_ns for r in first["run_id"]}
 
-    monkeypatch.setattr(experiments.fingerprint, "code_fingerprint", lambda *extra: "0123456789abcdef")
-    monkeypatch.setattr(experiments.runner, "code_fingerprint", lambda *extra: "0123456789abcdef")
+    monkeypatch.setattr(experiments.fingerprint, "run_fingerprint", lambda config: "0123456789abcdef")
+    monkeypatch.setattr(experiments.runner, "run_fingerprint", lambda config: "0123456789abcdef")
     recomputed = run_sweep(expand_sweep(raw), tmp_path / "results", tmp_path / "cache", quiet=True)
     assert recomputed.attrs["recomputed"] == {"code changed since it ran": 2}
     for run_id in first["run_id"]:
@@ -297,15 +297,22 @@ def test_the_code_fingerprint_follows_the_source_it_covers(tmp_path):
     from experiments.fingerprint import code_fingerprint, result_sources
 
     sources = {p.relative_to(ROOT).as_posix() for p in result_sources()}
-    assert {"learner/algorithms/dpsgd.py", "bridge/trace.py", "ns3_scenarios/adhoc_network.h",
-            "experiments/runner.py"} <= sources
+    assert {"learner/algorithms/dpsgd.py", "learner/powermean.py", "bridge/trace.py",
+            "ns3_scenarios/adhoc_network.h", "experiments/runner.py"} <= sources
     assert "experiments/plots.py" not in sources and "experiments/bench.py" not in sources
+    # A run covers its own algorithm and the learner modules that one imports, not the others.
+    dpsgd = {p.relative_to(ROOT).as_posix() for p in result_sources("learner.algorithms.dpsgd")}
+    assert {"learner/algorithms/dpsgd.py", "learner/mixing.py", "learner/devices.py",
+            "learner/algorithms/base.py"} <= dpsgd
+    assert not {"learner/algorithms/hyperprism.py", "learner/powermean.py", "learner/compress.py"} & dpsgd
+    hyperprism = {p.relative_to(ROOT).as_posix() for p in result_sources("learner.algorithms.hyperprism")}
+    assert {"learner/powermean.py", "learner/mixing.py"} <= hyperprism
     plugin = tmp_path / "plugin.py"
     plugin.write_text("LR = 0.1\n")
-    before = code_fingerprint(str(plugin))
+    before = code_fingerprint(None, str(plugin))
     plugin.write_text("LR = 0.2\n")
     code_fingerprint.cache_clear()
-    assert code_fingerprint(str(plugin)) != before != code_fingerprint()
+    assert code_fingerprint(None, str(plugin)) != before != code_fingerprint()
 
 
 # --- Defect 2: one process owns a run directory; only the one that wrote every row marks it done -----------
