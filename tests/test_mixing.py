@@ -115,3 +115,15 @@ def test_fastmix_without_acceleration_is_plain_gossip():
     for mask in masks:
         expected = metropolis_hastings(mask, torch.float64).T @ expected
     assert torch.allclose(fastmix(z, masks, accelerated=False), expected)
+
+
+def test_the_normalised_laplacian_of_a_path_by_hand():
+    from learner.laplacian import laplacian_mixing, normalized_laplacian
+
+    path = torch.tensor([[0, 1, 0], [1, 0, 1], [0, 1, 0]], dtype=torch.bool)  # eigenvalues of L: 0, 1, 3
+    expected = torch.tensor([[1.0, -1.0, 0.0], [-1.0, 2.0, -1.0], [0.0, -1.0, 1.0]], dtype=torch.float64) / 3
+    assert torch.allclose(normalized_laplacian(path, torch.float64), expected)
+    mixing = laplacian_mixing(path, torch.float64)
+    assert torch.allclose(mixing.sum(0), torch.ones(3, dtype=torch.float64))  # doubly stochastic
+    one_way = torch.tensor([[0, 1], [0, 0]], dtype=torch.bool)  # no two-way link: no mixing
+    assert torch.equal(normalized_laplacian(one_way), torch.zeros(2, 2))

@@ -29,12 +29,16 @@ gamma = nu / (14 sig2 chi^2), delta = 1 / (17 L_f), zeta = 1/2.
 One exchange per round carries two vectors, (y_g + z_g) and m, so its payload
 is 2 x d x 4 bytes; both L(k) products are computed from them.
 
-Reconstructed: L(k) = (I - W(k)) / 2 with W(k) Metropolis-Hastings on
-``mask & mask.T`` (symmetric, PSD, lambda_max < 1, kernel = consensus on each
-connected component; a disconnected round breaks the paper's assumption
-that every L(k) has the consensus space as its whole kernel). L_f is set
-from the testbed's lr (the step 1/L_f of the smooth part), mu and chi are
-hyperparameters (the paper assumes them known). Gradients are stochastic
+As HyperPrism's comparison configures it (the defaults): condition number
+kappa = L_f / mu = 10, so mu = 1 / (kappa lr), and L(k) = the Laplacian of the
+exchange's two-way links divided by its largest eigenvalue
+(``learner/laplacian.py``; ``gossip = "metropolis"`` uses (I - W(k)) / 2 with
+W(k) Metropolis-Hastings instead, the earlier reconstruction). Both are
+symmetric and PSD with kernel = consensus on each connected component (a
+disconnected round breaks the paper's assumption that every L(k) has the
+consensus space as its whole kernel). Still our choice: L_f from the
+testbed's lr (the step 1/L_f of the smooth part) and chi, the bound on the
+gossip matrices' condition number, a hyperparameter (default 10). Gradients are stochastic
 mini-batch gradients. Start: y = z = m = 0 (z must start in the range of
 the gossip matrices; 0 is), x_f = x. The model the runner evaluates is x.
 """
@@ -47,7 +51,10 @@ from typing import NamedTuple
 import torch
 
 from learner.algorithms.base import FLOAT32_BYTES, GradFn, Links, check_range
+from learner.laplacian import normalized_laplacian
 from learner.mixing import gossip_laplacian
+
+GOSSIP_MATRICES = ("laplacian", "metropolis")
 
 
 class AdomState(NamedTuple):
@@ -62,14 +69,22 @@ class AdomState(NamedTuple):
 @dataclass(frozen=True)
 class ADOM:
     lr: float = 0.01  # 1 / L_f
-    mu: float = 0.1  # strong-convexity estimate
+    kappa: float = 10.0  # condition number L_f / mu (HyperPrism's setting)
     chi: float = 10.0  # condition-number bound of the gossip matrices
+    gossip: str = "laplacian"  # L(k) = Laplacian / lambda_max (HyperPrism's setting), or "metropolis"
     name: str = "adom"
 
     def __post_init__(self) -> None:
         check_range("lr", self.lr, 0.0, 100.0)
-        check_range("mu", self.mu, 0.0, 1.0 / self.lr)
+        check_range("kappa", self.kappa, 1.0, 1e6, low_open=False)
         check_range("chi", self.chi, 1.0, 1e6, low_open=False)
+        if self.gossip not in GOSSIP_MATRICES:
+            raise ValueError(f"gossip: {self.gossip!r} is not allowed; expected one of {', '.join(GOSSIP_MATRICES)}")
+
+    @property
+    def mu(self) -> float:
+        """The strong-convexity constant that the condition number implies: L_f / kappa."""
+        return 1.0 / (self.kappa * self.lr)
 
     def constants(self) -> dict[str, float]:
         """The parameters of ADOM+'s convergence theorem (Kovalev, Gasanov, Gasnikov, Richtarik 2021)."""
@@ -112,7 +127,9 @@ class ADOM:
         # x+ = damp (x + eta alpha x_g - eta (grad - nu x_g - y+)), expanded.
         x_new = torch.mul(x, damp).add_(x_g, alpha=damp * eta * (alpha + nu))
         x_new.add_(grad, alpha=-damp * eta).add_(y_new, alpha=damp * eta)
-        laplacian = gossip_laplacian(links.exchange(2 * x.shape[1] * FLOAT32_BYTES), x.dtype)
+        mask = links.exchange(2 * x.shape[1] * FLOAT32_BYTES)
+        laplacian = (normalized_laplacian(mask, x.dtype) if self.gossip == "laplacian"
+                     else gossip_laplacian(mask, x.dtype))
         sent = torch.add(m, dual, alpha=c["gamma"] / nu)
         mixed = laplacian @ sent  # L(k) is symmetric: receiver j combines what it heard
         z_new = torch.lerp(z, z_g, c["gamma"] * c["delta"]).sub_(mixed)

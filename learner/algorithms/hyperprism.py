@@ -4,51 +4,69 @@ Paper: H. Du, Y. Chen, R. Yang, Y. Li, L. Kong, "HyperPrism: An Adaptive
 Non-linear Aggregation Framework for Distributed Machine Learning over Non-IID
 Data and Time-varying Communication Links", NeurIPS 2024.
 
-Round t, device j with exponent p_j (learner/powermean.py)::
+**Algorithm 1 (the default, ``variant = "algorithm1"``)**, round t on device i
+with its own exponent p_i (one per model part, below)::
 
-    g_j  = stochastic gradient of f_j at x_j
-    u_j  = sum_i W_ij sign(x_i) |x_i|^p_j        map phi_p to the mirror space, weighted mean
-    x_j <- sign(u_j) |u_j|^(1/p_j) - lr * g_j    inverse map, local step
+    w_i <- x_i - lr * g_i(x_i)                     local step in the primal space
+    m_i  = sign(w_i) |w_i|^p_i                      map with the device's OWN exponent; m_i is sent
+    u_i  = sum_j a_ij m_j                           over the devices i heard both ways, and itself
+    x_i <- sign(u_i) |u_i|^(1/p_i)                  inverse map with its own exponent
 
-over the devices that delivered to j both ways plus j itself, W the
-Metropolis-Hastings matrix of ``mask & mask.T`` (as D-PSGD here). With p = 1
-this *is* D-PSGD. Payload: the dense float32 model, d x 4 bytes; every
-receiver applies its own exponent to the raw models it heard.
+a_ij = min(1/(N_i+1), 1/(N_j+1)) = 1/(1 + max(N_i, N_j)) on two-way links,
+a_ii = 1 - sum_j a_ij: Metropolis-Hastings on ``mask & mask.T``, as D-PSGD
+here. With p = 1 this is D-PSGD in adapt-then-combine form,
+x <- W^T (x - lr g) (a test checks it). Since each sender maps its own model,
+aggregation is one weighted sum of mapped vectors, a matrix product.
+
+**The paper contradicts itself.** Its Eq. (6) and proof take the gradient
+step in the mirror space instead: x_i <- [grad phi]^-1(sum_j a_ij m_j(x_j) -
+lr g_i(x_i)). That order is the named option ``variant = "eq6"``. The
+receiver-side reconstruction this testbed used before the paper's text was
+available, every receiver applying its own exponent to the raw models it
+heard, then the local step after the inverse map (D-PSGD's order), stays as
+``variant = "receiver"`` (learner/powermean.py): it keeps the earlier
+measurements reproducible and shows what applying the exponent at the
+receiver changes; it costs one power per (receiver, sender) pair.
+
+Payload: the dense float32 vector each device sends (the mapped model, or the
+model itself for ``receiver``), d x 4 bytes. The paper also sends the
+neighbour count N_i for the weights; like every Metropolis-Hastings algorithm
+here, its 4 bytes are not charged (the testbed computes the weights from the
+delivered mask).
+
+Numerics: the maps run in float64 (|w|^p over- and underflows float32 long
+before p = 9; float64 holds |w| up to 1e4 at p = 63). A coordinate whose
+|w|^p underflows float64 (|w| < 1e-5 at p = 63) is treated as 0. The result
+is cast back to the models' dtype.
 
 Two registry entries:
 
 - ``hyperprism-fixed`` (:class:`HyperPrismFixed`): one exponent p for every
-  device, layer and round.
+  device, part and round.
 - ``hyperprism`` (:class:`HyperPrism`): per-device exponents from a per-device
-  hypernetwork HN_j: 3 fully connected layers (ReLU) and two softmax heads over
-  the candidate exponents c = (1, 3, ..., p_max). Its input is a random
-  embedding v_j and a summary of the local gradient; its outputs are
-  p_rep,j = softmax(head_rep) . c for the representation layers and
-  p_dec,j = softmax(head_dec) . c for the decision layers. The layer split comes
-  from ``model.part_mask`` given to ``init`` (no model: every coordinate is
-  "decision"). Logistic regression is all decision: p_rep then acts on no
-  coordinate, gets a zero hypergradient and stays at its initial value.
-  v_j and HN_j's weights take one gradient-descent step every round.
+  hypernetwork HN_i(v_i; psi_i), as published: a random embedding v_i, 3 fully
+  connected layers of ``hn_hidden`` = 64 units (ReLU) and two softmax heads
+  over the positive odd exponents c = (1, 3, ..., p_max); p_rep,i =
+  softmax(head_rep) . c for the representation layers, p_dec,i for the
+  decision layers (``model.part_mask``; logistic regression is all decision,
+  so p_rep acts on nothing there, which is why the paper's CNN matters).
 
-Reconstructed (the paper's text was not available, only a summary):
+Still our choice (the paper does not say):
 
-- The order: the gradient is taken at x_j(t) and applied after the inverse
-  map (D-PSGD's order, so that p = 1 equals D-PSGD exactly). The summary lists
-  the local update first; adapt-then-combine would be the other reading.
-- The exponents: a softmax over the positive odd integers up to p_max (the
-  earlier paper of the same group uses odd integer exponents); the expected
-  exponent softmax . c makes p continuous, hence differentiable.
-- The hypernetwork's input: the full gradient (d numbers) would make HN_j
-  larger than the model, so it sees [v_j, log(1 + ||g_rep,j||), log(1 + ||g_dec,j||)].
-- Its training signal: the local loss after aggregation, L_j(p_j) = f_j(x_j(t+1)),
-  with dL/dp_j,part = sum over the part's coordinates of g_j(t+1) * dM_j/dp
-  (dM/dp computed in closed form by ``power_mean(..., with_dp=True)``). The
-  gradient g_j(t+1) is the one the next round draws anyway, so HN_j is updated
-  one round late (from round 2 on) and no extra gradient is spent; the
-  recomputed HN forward pass uses v_j and the round-t gradient summary.
+- The candidates' maximum ``p_max`` = 9 (the appendix shows p = 9 and 15) and
+  the expected exponent softmax . c, which makes p continuous and so
+  differentiable for the objective's gradient steps.
+- The training signal: the paper minimises sum_i f_i(w_i^{HN_i(v_i; psi_i)})
+  with gradient steps on v_i and psi_i "with the same eta"; locally device i
+  can only follow its own loss after aggregation, L_i = f_i(x_i(t+1)), through
+  its own exponent: dL_i/dp = sum over the part's coordinates of
+  g_i(t+1) * dx_i(t+1)/dp, with dx/dp in closed form (the inverse map and the
+  own term a_ii m_i; other devices' exponents are theirs to learn). g_i(t+1)
+  is the gradient the next round draws anyway, so HN_i steps one round late
+  and no gradient is spent on it. ``hn_lr`` defaults to the paper's eta, 0.01.
 - Initialisation: PyTorch's default uniform(+-1/sqrt(fan_in)) weights and
-  v_j ~ N(0, I), drawn from a generator seeded by ``init``'s seed, so the
-  initial exponents are near the candidates' mean.
+  v_i ~ N(0, I) of ``embedding_dim`` = 8, from a generator seeded by
+  ``init``'s seed.
 """
 
 from __future__ import annotations
@@ -63,42 +81,82 @@ from learner.algorithms.base import FLOAT32_BYTES, GradFn, Links, StatelessDense
 from learner.mixing import metropolis_hastings
 from learner.powermean import power_mean
 
+VARIANTS = ("algorithm1", "eq6", "receiver")
 
-def _check_lr(lr: float) -> None:
+
+def _check(lr: float, variant: str) -> None:
     check_range("lr", lr, 0.0, 100.0)
+    if variant not in VARIANTS:
+        raise ValueError(f"variant: {variant!r} is not allowed; expected one of {', '.join(VARIANTS)}")
 
 
-def _mix(x: torch.Tensor, links: Links, exponents: torch.Tensor | float,
-         with_dp: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-    """The power mean over this round's two-way links (one exchange of the dense model)."""
-    weights = metropolis_hastings(links.exchange(x.shape[1] * FLOAT32_BYTES), torch.float64)
-    return power_mean(x, weights, exponents, with_dp=with_dp)
+def mirror(w: torch.Tensor, p: torch.Tensor | float) -> torch.Tensor:
+    """phi_p(w) = sign(w) |w|^p, float64."""
+    return torch.sign(w) * torch.abs(w) ** p
+
+
+def inverse_mirror(u: torch.Tensor, p: torch.Tensor | float) -> torch.Tensor:
+    """phi_p^-1(u) = sign(u) |u|^(1/p), float64."""
+    return torch.sign(u) * torch.abs(u) ** (1.0 / p)
+
+
+def hyperprism_round(x: torch.Tensor, grad: torch.Tensor, exponents: torch.Tensor | float, links: Links,
+                     lr: float, variant: str, with_slope: bool = False):
+    """One HyperPrism round of every device: (x_new, dx_new/dp or None), dx/dp along each device's own exponent.
+
+    ``exponents``: a number, or (N, d) float64 (each coordinate's exponent: its part's)."""
+    dtype = x.dtype
+    if variant == "receiver":
+        weights = metropolis_hastings(links.exchange(x.shape[1] * FLOAT32_BYTES), torch.float64)
+        mean = power_mean(x, weights, exponents, with_dp=with_slope)
+        mean, slope = mean if with_slope else (mean, None)
+        return mean - lr * grad, slope
+    p = exponents
+    if variant == "algorithm1":
+        base = x.double() - lr * grad.double()  # local step first
+        mapped = mirror(base, p)
+        weights = metropolis_hastings(links.exchange(x.shape[1] * FLOAT32_BYTES), torch.float64)
+        u = weights.T @ mapped
+    else:  # eq6: the gradient step in the mirror space
+        base = x.double()
+        mapped = mirror(base, p)
+        weights = metropolis_hastings(links.exchange(x.shape[1] * FLOAT32_BYTES), torch.float64)
+        u = weights.T @ mapped - lr * grad.double()
+    new = inverse_mirror(u, p)
+    slope = None
+    if with_slope:
+        # d/dp of sign(u)|u|^(1/p), u = a_ii m_i(p) + (terms of other devices): the own path only.
+        own = weights.diagonal()[:, None] * mapped * torch.log(torch.abs(base).clamp_min(1e-300))
+        log_u = torch.log(torch.abs(u).clamp_min(1e-300))
+        slope = torch.where(u != 0, new * (-log_u / p ** 2 + own / (p * torch.where(u != 0, u, 1.0))),
+                            torch.zeros_like(u))
+    return new.to(dtype), slope
 
 
 @dataclass(frozen=True)
 class HyperPrismFixed(StatelessDenseModel):
-    """HyperPrism with one fixed exponent p for every device, layer and round."""
+    """HyperPrism with one fixed exponent p for every device, part and round."""
 
     lr: float = 0.01
     p: float = 3.0
+    variant: str = "algorithm1"
     name: str = "hyperprism-fixed"
 
     def __post_init__(self) -> None:
-        _check_lr(self.lr)
+        _check(self.lr, self.variant)
         check_range("p", self.p, 1.0, 64.0, low_open=False)
 
     def step(self, x: torch.Tensor, state: None, grad_fn: GradFn, links: Links) -> tuple[torch.Tensor, None]:
-        grad = grad_fn(x)
-        return _mix(x, links, self.p) - self.lr * grad, None
+        new, _ = hyperprism_round(x, grad_fn(x), float(self.p), links, self.lr, self.variant)
+        return new, None
 
 
 class HyperPrismState(NamedTuple):
     net: tuple[torch.Tensor, ...]  # the hypernetworks' weights, batched over devices (HyperPrism._net_shapes)
-    embedding: torch.Tensor  # (N, E) the random embeddings v_j
+    embedding: torch.Tensor  # (N, E) the random embeddings v_i
     representation: torch.Tensor  # (d,) bool: coordinates of the representation layers
     exponents: torch.Tensor  # (N, 2) [p_rep, p_dec] used in the last round
-    features: torch.Tensor | None  # (N, 2) gradient summary the last exponents came from
-    slope: torch.Tensor | None  # (N, d) dM/dp of the last aggregation
+    slope: torch.Tensor | None  # (N, d) dx/dp of the last round, along each coordinate's own exponent
 
 
 @dataclass(frozen=True)
@@ -107,13 +165,14 @@ class HyperPrism:
 
     lr: float = 0.01
     p_max: int = 9  # candidate exponents 1, 3, ..., p_max
-    hn_lr: float = 50.0  # gradient-descent step of the hypernetworks and embeddings (hypergradients are ~1e-3)
+    hn_lr: float = 0.01  # the paper trains v_i and psi_i with the same eta as the model
     embedding_dim: int = 8
-    hn_hidden: int = 16
+    hn_hidden: int = 64  # the paper's 3 fully connected layers of 64 units
+    variant: str = "algorithm1"
     name: str = "hyperprism"
 
     def __post_init__(self) -> None:
-        _check_lr(self.lr)
+        _check(self.lr, self.variant)
         check_range("p_max", self.p_max, 1, 63, low_open=False)
         if self.p_max % 2 != 1:
             raise ValueError(f"p_max: {self.p_max!r} is not allowed; expected an odd integer in [1, 63]")
@@ -137,9 +196,8 @@ class HyperPrism:
                           else torch.zeros(d, dtype=torch.bool))
         if representation.shape != (d,):
             raise ValueError(f"hyperprism: the model has {representation.shape[0]} parameters, x has {d}")
-        features = torch.zeros(n, 2, dtype=torch.float64)
-        exponents = _exponents(net, embedding, features, self.candidates).detach()
-        return HyperPrismState(net, embedding, representation, exponents, None, None)
+        exponents = _exponents(net, embedding, self.candidates).detach()
+        return HyperPrismState(net, embedding, representation, exponents, None)
 
     def step(self, x: torch.Tensor, state: HyperPrismState, grad_fn: GradFn,
              links: Links) -> tuple[torch.Tensor, HyperPrismState]:
@@ -147,30 +205,29 @@ class HyperPrism:
         net, embedding = state.net, state.embedding
         if state.slope is not None:
             net, embedding = self._train_hypernetworks(state, grad)
-        features = _gradient_features(grad, state.representation)
         with torch.no_grad():
-            exponents = _exponents(net, embedding, features, self.candidates)
+            exponents = _exponents(net, embedding, self.candidates)
         per_coordinate = torch.where(state.representation, exponents[:, :1], exponents[:, 1:])
-        mean, slope = _mix(x, links, per_coordinate, with_dp=True)
-        new_state = HyperPrismState(net, embedding, state.representation, exponents, features, slope)
-        return mean - self.lr * grad, new_state
+        new, slope = hyperprism_round(x, grad, per_coordinate, links, self.lr, self.variant, with_slope=True)
+        return new, HyperPrismState(net, embedding, state.representation, exponents, slope)
 
     def _train_hypernetworks(self, state: HyperPrismState,
                              grad: torch.Tensor) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
-        """One gradient step on L_j(p_j) = f_j(x_j(t+1)): dL/dp_part = sum over the part of g_j(t+1) * dM_j/dp."""
-        contribution = (grad * state.slope).to(torch.float64)
+        """One gradient step on L_i(p_i) = f_i(x_i(t+1)): dL/dp_part = sum over the part of g_i(t+1) dx_i/dp."""
+        contribution = (grad.to(torch.float64) * state.slope.to(torch.float64))
+        contribution = torch.nan_to_num(contribution, nan=0.0, posinf=0.0, neginf=0.0)
         hyper = torch.stack([contribution[:, state.representation].sum(1),
                              contribution[:, ~state.representation].sum(1)], dim=1)  # (N, 2)
         leaves = [t.detach().requires_grad_(True) for t in (*state.net, state.embedding)]
         with torch.enable_grad():
-            exponents = _exponents(tuple(leaves[:-1]), leaves[-1], state.features, self.candidates)
+            exponents = _exponents(tuple(leaves[:-1]), leaves[-1], self.candidates)
             grads = torch.autograd.grad((exponents * hyper).sum(), leaves)
         updated = [(leaf - self.hn_lr * g).detach() for leaf, g in zip(leaves, grads)]
         return tuple(updated[:-1]), updated[-1]
 
     def _net_shapes(self) -> list[tuple[tuple[int, ...], int]]:
         """(shape per device, fan_in) of W1, b1, W2, b2, W3, b3, head_rep (W, b), head_dec (W, b)."""
-        inputs, hidden, heads = self.embedding_dim + 2, self.hn_hidden, len(self.candidates)
+        inputs, hidden, heads = self.embedding_dim, self.hn_hidden, len(self.candidates)
         shapes = []
         for fan_in, fan_out in ((inputs, hidden), (hidden, hidden), (hidden, hidden), (hidden, heads),
                                 (hidden, heads)):
@@ -183,18 +240,10 @@ def _uniform(shape: tuple[int, ...], fan_in: int, generator: torch.Generator) ->
     return (torch.rand(shape, generator=generator, dtype=torch.float64) * 2 - 1) * bound
 
 
-def _gradient_features(grad: torch.Tensor, representation: torch.Tensor) -> torch.Tensor:
-    """[log(1 + ||g_rep||), log(1 + ||g_dec||)] per device: what the hypernetwork sees of the gradient."""
-    grad = grad.to(torch.float64)
-    norms = torch.stack([grad[:, representation].norm(dim=1), grad[:, ~representation].norm(dim=1)], dim=1)
-    return torch.log1p(norms)
-
-
-def _exponents(net: tuple[torch.Tensor, ...], embedding: torch.Tensor, features: torch.Tensor,
-               candidates: torch.Tensor) -> torch.Tensor:
-    """Every device's hypernetwork at once: (N, 2) expected exponents [p_rep, p_dec]."""
+def _exponents(net: tuple[torch.Tensor, ...], embedding: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+    """Every device's hypernetwork HN_i(v_i) at once: (N, 2) expected exponents [p_rep, p_dec]."""
     w1, b1, w2, b2, w3, b3, w_rep, b_rep, w_dec, b_dec = net
-    hidden = torch.cat([embedding, features], dim=1)
+    hidden = embedding
     for weight, bias in ((w1, b1), (w2, b2), (w3, b3)):
         hidden = torch.relu(torch.einsum("noi,ni->no", weight, hidden) + bias)
     heads = [torch.softmax(torch.einsum("noi,ni->no", w, hidden) + b, dim=1) @ candidates

@@ -20,6 +20,12 @@ at y(t+1), which needs x(t+1), so the two cannot travel together). W_k is the
 Metropolis-Hastings matrix of ``mask & mask.T`` (doubly stochastic, so FastMix
 keeps the network average that gradient tracking relies on).
 
+As HyperPrism's comparison configures it (the defaults): condition number
+kappa = 1 / (mu lr) = 10 (so beta = (1 - sqrt(1/kappa)) / (1 + sqrt(1/kappa))),
+and W_k = I - L_k / lambda_max(L_k), L_k the Laplacian of the exchange's
+two-way links (``learner/laplacian.py``); ``gossip = "metropolis"`` mixes with
+Metropolis-Hastings instead (the earlier reconstruction).
+
 Reconstructed: the paper assumes a static connected graph with known lambda_2;
 here each FastMix step tunes eta_k to its own W_k, with lambda_2 the slowest
 rate inside the connected components of that exchange (``spectral_lambda``).
@@ -44,7 +50,8 @@ from typing import NamedTuple
 import torch
 
 from learner.algorithms.base import FLOAT32_BYTES, GradFn, Links, check_range
-from learner.mixing import fastmix
+from learner.laplacian import laplacian_mixing
+from learner.mixing import accelerated_gossip, fastmix, gossip_momentum, spectral_lambda
 
 
 class MudagState(NamedTuple):
@@ -56,20 +63,30 @@ class MudagState(NamedTuple):
 @dataclass(frozen=True)
 class Mudag:
     lr: float = 0.01
-    mu: float = 0.1  # strong-convexity estimate; sets the momentum beta
+    kappa: float = 10.0  # condition number 1 / (mu lr) (HyperPrism's setting); sets the momentum beta
     mix_steps: int = 2  # K, FastMix steps (exchanges) per consensus
     chebyshev: bool = True  # FastMix's momentum eta_k; False: K plain gossip steps
+    gossip: str = "laplacian"  # W_k = I - Laplacian / lambda_max (HyperPrism's setting), or "metropolis"
     name: str = "mudag"
 
     def __post_init__(self) -> None:
         check_range("lr", self.lr, 0.0, 100.0)
-        check_range("mu", self.mu, 0.0, 1.0 / self.lr)
+        check_range("kappa", self.kappa, 1.0, 1e6, low_open=False)
         check_range("mix_steps", self.mix_steps, 1, 64, low_open=False)
+        if self.gossip not in ("laplacian", "metropolis"):
+            raise ValueError(f"gossip: {self.gossip!r} is not allowed; expected one of laplacian, metropolis")
 
     @property
     def momentum(self) -> float:
-        root = (self.mu * self.lr) ** 0.5
+        root = (1.0 / self.kappa) ** 0.5
         return (1.0 - root) / (1.0 + root)
+
+    def _mix(self, z: torch.Tensor, masks: list[torch.Tensor]) -> torch.Tensor:
+        if self.gossip == "metropolis":
+            return fastmix(z, masks, self.chebyshev)
+        weights = [laplacian_mixing(mask, z.dtype) for mask in masks]
+        momenta = [gossip_momentum(spectral_lambda(w)) if self.chebyshev else 0.0 for w in weights]
+        return accelerated_gossip(z, weights, momenta)
 
     def exchange_payloads(self, dim: int) -> tuple[int, ...]:
         return (dim * FLOAT32_BYTES,) * (2 * self.mix_steps)
@@ -84,9 +101,8 @@ class Mudag:
             grad_y = grad_fn(y)
             s = grad_y
         payload = x.shape[1] * FLOAT32_BYTES
-        x_new = fastmix(y - self.lr * s, [links.exchange(payload) for _ in range(self.mix_steps)], self.chebyshev)
+        x_new = self._mix(y - self.lr * s, [links.exchange(payload) for _ in range(self.mix_steps)])
         y_new = x_new + self.momentum * (x_new - x)
         grad_new = grad_fn(y_new)
-        s_new = fastmix(s + grad_new - grad_y, [links.exchange(payload) for _ in range(self.mix_steps)],
-                        self.chebyshev)
+        s_new = self._mix(s + grad_new - grad_y, [links.exchange(payload) for _ in range(self.mix_steps)])
         return x_new, MudagState(y_new, s_new, grad_new)
