@@ -93,7 +93,8 @@ def training_flops(model: BatchedModel, batch: int) -> float:
 
 
 LEARNER_MODELS = (("logreg", {}), ("mlp", {"hidden": 200}),
-                  ("cnn", {"hidden": 200, "image_shape": (1, 28, 28)}))
+                  ("cnn", {"hidden": 200, "image_shape": (1, 28, 28)}),
+                  ("cnn-small", {"image_shape": (1, 28, 28)}))
 
 
 def bench_learner(devices: int, repeats: int) -> None:
@@ -176,13 +177,14 @@ def aggregation_floor(algorithm, x: torch.Tensor, mask: torch.Tensor, product_s:
                       repeats: int) -> tuple[str, float] | None:
     """(what, seconds) of the work an algorithm cannot avoid where a matmul is not its measure, else None.
 
-    HyperPrism: one exp per (receiver, weighted sender incl. itself, coordinate), as each receiver applies
-    its own exponent to what it heard. CHOCO-SGD: writing its (N, N, d) per-link copies once (a clone).
+    HyperPrism's receiver variant: one exp per (receiver, weighted sender incl. itself, coordinate), as each
+    receiver applies its own exponent to what it heard (Algorithm 1, the default, is measured against one
+    product: every sender maps its own model once). CHOCO-SGD: writing its (N, N, d) per-link copies once (a clone).
     DGC: one top-k selection per device and a product; eSGD: three (weighted sampling, then the largest
     candidates and the least important selected coordinates of the residual replacement) and a product.
     """
     name, (devices, dim) = algorithm.name, x.shape
-    if name.startswith("hyperprism"):
+    if name.startswith("hyperprism") and algorithm.variant == "receiver":
         heard = int((symmetric_links(mask) | torch.eye(devices, dtype=torch.bool)).sum())  # N * mean K
         # exp's throughput on a cache-sized block, scaled: no gigabyte-sized temporaries in the floor
         exponents = torch.rand(FLOOR_BLOCK) * -5
