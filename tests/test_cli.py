@@ -151,3 +151,13 @@ def test_every_algorithm_runs_end_to_end_with_the_cnn(tmp_path, capsys, algorith
     assert '"status": "done"' in (run_dir / "run.json").read_text()
     links = (run_dir / "links.csv").read_text().splitlines()
     assert len(links) > 1  # every exchange the algorithm used is in links.csv
+
+
+def test_progress_piped_to_a_log_is_a_few_lines_not_a_line_per_round(tmp_path):
+    path = _write(tmp_path, SMALL.replace("rounds = 8", "rounds = 200"))
+    done = subprocess.run([sys.executable, "-m", "experiments.cli", "run", str(path), "--results",
+                           str(tmp_path / "r"), "--cache", str(tmp_path / "c")], capture_output=True, text=True,
+                          cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    updates = [line for line in done.stderr.replace("\r", "\n").splitlines() if "round" in line and "%" in line]
+    assert 1 <= len(updates) <= 21, updates  # at most one every 5 %, never one per round
