@@ -77,9 +77,9 @@ def _cell(group: pd.DataFrame) -> str:
 
 
 def grid(summary: pd.DataFrame, rows: list[str], labels: dict) -> str:
-    header = ["".join(labels.get(r, r) for r in rows)] + ALGORITHMS
+    header = [", ".join(labels.get(r, r) for r in rows)] + ALGORITHMS
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for key, cell in summary.groupby(rows, sort=True):
+    for key, cell in summary.groupby(rows, sort=False):
         key = key if isinstance(key, tuple) else (key,)
         values = [_cell(cell[cell["algorithm.name"] == a]) if (cell["algorithm.name"] == a).any() else "—"
                   for a in ALGORITHMS]
@@ -99,11 +99,18 @@ def table(results: Path = Path("results")) -> Path:
         summary = collect(sweep, results)
         summary = summary[summary["status"].isin(("done", "diverged"))]
         if "network.topology_degree" in rows:  # label each graph with its spectral gap, as the trace reports it
-            summary = summary.assign(**{"network.topology_degree": [
-                f"k={k} (gap {spectral_gap(graph_adjacency('circulant', n, k)):.4f})"
-                for k, n in zip(summary["network.topology_degree"], summary["devices"])]})
+            gaps = [spectral_gap(graph_adjacency("circulant", n, k))
+                    for k, n in zip(summary["network.topology_degree"], summary["devices"])]
+            summary = summary.assign(gap=gaps).sort_values(["data.shuffled_fraction", "gap"],
+                                                            ascending=[True, False])
+            summary["network.topology_degree"] = [f"gap {g:.4f} (k={k})" for g, k in
+                                                  zip(summary["gap"], summary["network.topology_degree"])]
+        else:
+            summary = summary.sort_values(rows)
+        labels = {"data.shuffled_fraction": "shuffled X", "network.topology_degree": "spectral gap",
+                  "data.alpha": "α", "network.density": "density"}
         parts += [f"#### {title}; cells: rounds / simulated s to {sweep.target_accuracy:g} (seeds reaching it), "
-                  f"Max Acc mean ± std", "", grid(summary, rows, {}), ""]
+                  f"Max Acc mean ± std", "", grid(summary, rows, labels), ""]
     path = OUT / "detag_tables.md"
     write_atomically(path, "\n".join(parts))
     return path
