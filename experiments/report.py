@@ -50,7 +50,8 @@ def machine() -> str:
 
 
 def stamp(sweeps: list[Sweep], results_root: Path, target: str) -> str:
-    records = [run_record(results_root / config.run_id) for sweep in sweeps for _, config in sweep.runs]
+    run_ids = {config.run_id for sweep in sweeps for _, config in sweep.runs}  # sweeps may share runs
+    records = [run_record(results_root / run_id) for run_id in sorted(run_ids)]
     finished = [r for r in records if r.get("status") in FINISHED]
     wall = sum(float(r.get("wall_seconds", 0.0)) for r in finished)
     traces = {r.get("trace_key"): r.get("trace_meta", {}) for r in finished}
