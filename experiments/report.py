@@ -1,6 +1,6 @@
 """Write a measured report: ``experiments/reports/<name>.md``, stamped, from sweeps' CSVs only.
 
-    python -m experiments.report NAME SWEEP.toml [SWEEP.toml ...] [--extra TABLE.md ...] [--target MAKE-TARGET]
+    python -m experiments.report NAME SWEEP.toml [SWEEP.toml ...] [--extra TABLE_FILE ...] [--target MAKE-TARGET]
 
 The report's hand-written text (the setting, the thresholds chosen before the
 runs, the reading of the results) stays as it is; only the block between

@@ -92,7 +92,7 @@ class Mirror:
 
 
 def _md5(data: bytes) -> str:
-    return hashlib.md5(data).hexdigest()
+    return hashlib.new("md5", data).hexdigest()
 
 
 @pytest.fixture
