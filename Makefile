@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 CONFIG ?= experiments/configs/default.toml
 
-.PHONY: setup run test bench sweep table table-esgd table-hyperprism table-detag sweep-density sweep-devices sweep-alpha sweep-controls tables plots bench-ns3 density-table clean-cache
+.PHONY: setup run test bench sweep table table-esgd table-hyperprism table-detag table-energy sweep-density sweep-devices sweep-alpha sweep-controls tables plots bench-ns3 density-table clean-cache
 
 setup: $(STAMP)
 
@@ -41,6 +41,13 @@ table-esgd: $(STAMP)
 	$(PY) -m experiments.esgd_table $(ESGD_SWEEPS)
 	$(PY) -m experiments.report esgd $(ESGD_SWEEPS) --extra results/sweeps/esgd-table/esgd_table.md \
 	  --target table-esgd
+
+# Joules to a stated accuracy: dense D-PSGD vs CHOCO-SGD over ns-3 (its radio energy model) and the ideal
+# control (airtime estimate), three seeds; the report experiments/reports/energy.md.
+ENERGY_TABLE := experiments/configs/energy_table.toml
+table-energy: $(STAMP)
+	$(VENV)/bin/nsdml sweep $(ENERGY_TABLE) $(SWEEP_FLAGS)
+	$(PY) -m experiments.report energy $(ENERGY_TABLE) --target table-energy
 
 # The standard campaigns; QUICK=1 picks the preset that finishes in minutes. Each writes its report
 # experiments/reports/campaign-<sweep name>.md.

@@ -25,6 +25,14 @@ channel, each frame for the airtime of ``ns3_scenarios.airtime``; a message
 completes for all its receivers when its last frame ends
 (``airtime.exchange_finish_s``); anything past ``deadline_s`` does not count.
 Bytes and frames on the air come from the same model (an estimate).
+
+Energy (an estimate from the same airtime model, not ns-3's energy model): in
+each exchange a sender's radio is in TX for the PPDUs of its message (one copy
+per target for unicast), a receiver in RX for the PPDUs of every message whose
+link is up (and, for unicast, each side spends an ACK's PPDU per frame in the
+other state); the rest of the exchange window (deadline + drain) is idle.
+Joules = current of the state x supply voltage x seconds, with the scenario's
+currents.
 """
 
 from __future__ import annotations
@@ -34,8 +42,8 @@ import math
 import numpy as np
 
 from bridge.trace import LinkTrace
-from ns3_scenarios.airtime import UDP_FRAME_OVERHEAD_BYTES, exchange_finish_s, frames_of
-from ns3_scenarios.scenario import ScenarioConfig, place_devices
+from ns3_scenarios.airtime import UDP_FRAME_OVERHEAD_BYTES, exchange_finish_s, frames_of, message_radio_s
+from ns3_scenarios.scenario import RADIO_STATES, ScenarioConfig, place_devices
 
 CONTROL_MODELS = ("ideal", "random_graph", "fixed_graph")
 
@@ -116,7 +124,9 @@ def control_trace(link_model: str, scenario: ScenarioConfig, payload_bytes: tupl
     rx_bytes = np.zeros(shape, dtype=np.int64)
     air_bytes = np.zeros((rounds, exchanges), dtype=np.int64)
     frames = np.zeros((rounds, exchanges), dtype=np.int64)
+    radio_energy_j = np.zeros((rounds, exchanges, n, len(RADIO_STATES)))
     for e, payload in enumerate(payload_bytes):
+        radio_energy_j[:, e] = airtime_energy_j(scenario, payload, up[:, e], copies, acknowledged)
         frames_per_sender = [frames_of(payload, scenario.datagram_bytes, scenario.phy_mode, max(1, int(c)),
                                        acknowledged) for c in copies]
         finish = np.array(exchange_finish_s(frames_per_sender, scenario.datagram_interval_s))
@@ -133,5 +143,21 @@ def control_trace(link_model: str, scenario: ScenarioConfig, payload_bytes: tupl
         idle_delivered=potential, payload_bytes=tuple(payload_bytes), deadline_s=scenario.deadline_s,
         datagram_bytes=scenario.datagram_bytes, meta=meta,
         intended=np.ascontiguousarray(up), air_bytes=air_bytes, frames=frames,
-        events=np.zeros((rounds, exchanges), dtype=np.int64),
+        events=np.zeros((rounds, exchanges), dtype=np.int64), radio_energy_j=radio_energy_j,
     )
+
+
+def airtime_energy_j(scenario: ScenarioConfig, payload: int, up: np.ndarray, copies: np.ndarray,
+                     acknowledged: bool) -> np.ndarray:
+    """(R, N, 3) estimated joules per device in tx, rx and idle for one exchange whose links are ``up``
+    (R, N, N); ``copies[i]``: how many copies sender i transmits (its targets for unicast, else 1)."""
+    data_s, acks_s = message_radio_s(payload, scenario.datagram_bytes, scenario.phy_mode)
+    senders = np.maximum(copies, 1)[None, :].astype(float)
+    heard = up.sum(axis=1).astype(float)  # (R, N): messages each device receives
+    tx_s = senders * data_s + (heard * acks_s if acknowledged else 0.0)
+    rx_s = heard * data_s + (senders * acks_s if acknowledged else 0.0)
+    tx_s, rx_s = np.broadcast_arrays(tx_s, rx_s)
+    idle_s = np.maximum(scenario.slot_period_s - tx_s - rx_s, 0.0)
+    volts = scenario.supply_voltage_v
+    return np.stack([scenario.tx_current_a * volts * tx_s, scenario.rx_current_a * volts * rx_s,
+                     scenario.idle_current_a * volts * idle_s], axis=-1)

@@ -31,7 +31,7 @@ import torch
 
 from bridge.worker import WorkerProcess, describe_worker
 from bridge.trace import NOT_SENT, SCHEMA_VERSION, LinkTrace, RoundLinks, TraceFormatError, per_sender
-from ns3_scenarios.scenario import SLOT_ARRAYS, ScenarioConfig
+from ns3_scenarios.scenario import RADIO_STATES, SLOT_ARRAYS, ScenarioConfig
 
 
 def family_key(scenario: ScenarioConfig, exchanges: int, seed: int) -> str:
@@ -110,6 +110,7 @@ class OnlineLinks:
             sender_bytes=np.full((*shape, n), NOT_SENT, dtype=np.int64),
             air_bytes=np.zeros(shape, dtype=np.int64), frames=np.zeros(shape, dtype=np.int64),
             events=np.zeros(shape, dtype=np.int64),
+            radio_energy_j=np.zeros((*shape, n, len(RADIO_STATES))),
             payload_bytes=tuple(payload_bytes), deadline_s=scenario.deadline_s,
             datagram_bytes=scenario.datagram_bytes, meta=meta,
         )
@@ -193,6 +194,7 @@ class OnlineLinks:
                 "rx_bytes": np.array(answer["rx_bytes"], dtype=np.int64).reshape(n, n),
                 "intended": np.array(answer["intended"], dtype=bool).reshape(n, n),
                 "positions": np.array(answer["positions"], dtype=np.float32).reshape(n, 2),
+                "radio_energy_j": np.array(answer["radio_energy_j"], dtype=np.float64).reshape(n, len(RADIO_STATES)),
                 **{name: int(answer[name][0]) for name in ("air_bytes", "frames", "events")}}
 
     def _fill(self, slot: int, values: dict, positions: np.ndarray | None) -> None:

@@ -20,6 +20,10 @@ Definitions (N devices, one row per exchange used):
   synthetic model that made the trace.
 - ``spectral_gap``: 1 - lambda of the fixed graph's Metropolis-Hastings
   matrix (``fixed_graph`` only; empty otherwise).
+- ``energy_tx_j``, ``energy_rx_j``, ``energy_idle_j``: joules all radios spent
+  in each state over the exchange's window (ns-3's energy model; the
+  controls' airtime estimate), whether or not the device's battery allowed it
+  (the run's ``metrics.csv`` counts only live devices).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from __future__ import annotations
 import numpy as np
 
 from bridge.trace import LinkTrace
+from ns3_scenarios.scenario import RADIO_STATES
 
 
 def link_stats(trace: LinkTrace, round_index: int, exchanges: int) -> list[dict]:
@@ -57,5 +62,7 @@ def link_stats(trace: LinkTrace, round_index: int, exchanges: int) -> list[dict]
             "packets_lost": int(np.ceil(missing[intended] / trace.datagram_bytes).sum()),
             "link_model": trace.meta.get("link_model", ""),
             "spectral_gap": float(trace.meta.get("spectral_gap", float("nan"))),
+            **{f"energy_{state}_j": float(trace.radio_energy_j[round_index, e, :, k].sum())
+               for k, state in enumerate(RADIO_STATES)},
         })
     return rows

@@ -7,7 +7,10 @@ exchange e of round r at which device j held device i's complete message, NaN
 if it did not by the deadline. ``intended[r, e, i, j]``: i addressed j
 (broadcast and unicast: j is one of i's idle-probe neighbours; fan-out: one of
 the k drawn). ``sender_bytes[r, e, i]``: the payload i sent (-1: the exchange
-was not used, online mode only).
+was not used, online mode only). ``radio_energy_j[r, e, i, k]``: joules device
+i's radio spent in state k (``RADIO_STATES``: tx, rx, idle) over exchange e's
+whole window (deadline + drain); from ns-3's energy model, or estimated from
+airtime by the controls.
 """
 
 from __future__ import annotations
@@ -24,9 +27,9 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ns3_scenarios.scenario import SLOT_ARRAYS
+from ns3_scenarios.scenario import RADIO_STATES, SLOT_ARRAYS
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3  # 3: radio_energy_j
 ARRAYS = (*SLOT_ARRAYS, "positions", "idle_delivered", "sender_bytes", "idle_rate")  # what trace.npz holds
 NOT_SENT = -1  # sender_bytes of an exchange the algorithm did not use
 
@@ -58,6 +61,7 @@ class LinkTrace:
     frames: np.ndarray | None = None  # (R, E) int64 frames transmitted
     events: np.ndarray | None = None  # (R, E) int64 ns-3 events executed
     idle_rate: np.ndarray | None = None  # (N, N) float32 fraction of idle probes delivered
+    radio_energy_j: np.ndarray | None = None  # (R, E, N, 3) float64 joules per radio state (zeros: not modelled)
     datagram_bytes: int = 1400
 
     def __post_init__(self) -> None:
@@ -71,6 +75,7 @@ class LinkTrace:
             "frames": lambda: np.zeros((rounds, exchanges), dtype=np.int64),
             "events": lambda: np.zeros((rounds, exchanges), dtype=np.int64),
             "idle_rate": lambda: self.idle_delivered.astype(np.float32),
+            "radio_energy_j": lambda: np.zeros((rounds, exchanges, n, len(RADIO_STATES))),
         }
         for name, make in defaults.items():
             if getattr(self, name) is None:
@@ -79,7 +84,8 @@ class LinkTrace:
                 or self.idle_delivered.shape != (n, n) or len(self.payload_bytes) != exchanges \
                 or self.intended.shape != self.done_s.shape or self.sender_bytes.shape != (rounds, exchanges, n) \
                 or any(getattr(self, name).shape != (rounds, exchanges) for name in ("air_bytes", "frames", "events")) \
-                or self.idle_rate.shape != (n, n):
+                or self.idle_rate.shape != (n, n) \
+                or self.radio_energy_j.shape != (rounds, exchanges, n, len(RADIO_STATES)):
             raise TraceFormatError(f"inconsistent trace shapes: done_s {self.done_s.shape}, rx_bytes "
                                    f"{self.rx_bytes.shape}, positions {self.positions.shape}, "
                                    f"{len(self.payload_bytes)} payloads")

@@ -49,6 +49,8 @@ def _parser() -> argparse.ArgumentParser:
                                  help="local processes running runs in parallel (default: the CPU cores)")
             command.add_argument("--ray-address", default=None,
                                  help="run the runs as Ray tasks on this cluster ('auto' = the local one)")
+            command.add_argument("--traces-only", action="store_true",
+                                 help="only simulate (or find cached) the link traces the runs need, then stop")
     commands.add_parser("algorithms", help="list every algorithm, its paper and its hyperparameters")
     show = commands.add_parser("show", help="a run's config, status, final metrics and files")
     show.add_argument("run_dir", type=Path, help="results/<run-id>/")
@@ -108,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     from experiments.execution import default_workers
     from experiments.runner import RunFailed, TraceCacheError, run_experiment
     from learner.download import DownloadError
-    from experiments.sweep import run_sweep, write_summary
+    from experiments.sweep import make_traces, run_sweep, sweep_traces, write_summary
 
     watch = _InterruptWatch()
     try:
@@ -121,6 +123,12 @@ def main(argv: list[str] | None = None) -> int:
                 if workers < 1:
                     print(f"nsdml: --workers: {workers} is not allowed; expected an integer >= 1", file=sys.stderr)
                     return EXIT_BAD_INPUT
+                if args.traces_only:
+                    needed = sweep_traces(loaded)
+                    failed = make_traces(loaded, needed, args.cache, workers, args.ray_address,
+                                         log=lambda message: print(message, file=sys.stderr))
+                    print(f"sweep {loaded.name}: {len(needed) - failed} of {len(needed)} link traces in {args.cache}")
+                    return EXIT_FAILED if failed else 0
                 summary = run_sweep(loaded, args.results, args.cache, workers=workers,
                                     ray_address=args.ray_address, quiet=args.quiet)
             else:

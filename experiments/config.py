@@ -121,6 +121,8 @@ class NetworkConfig:
     compute_s_per_step: float = 0.05  # simulated seconds of one local step on a device
     mode: str = "offline"  # "online": each exchange simulated when the algorithm sends it
     worker_timeout_s: float = 3600.0  # offline: the whole worker; online: start-up and each exchange
+    compute_power_w: float = 3.0  # a device's power while computing (README "Energy": a Raspberry Pi 4's)
+    battery_j: float = 0.0  # joules a device may spend before it stops (0: no battery limit)
 
     def __post_init__(self) -> None:
         _require(self.link_model in LINK_MODELS, "network.link_model", self.link_model,
@@ -132,6 +134,10 @@ class NetworkConfig:
                  "a number in [1, 86400]")
         _require(0.0 <= self.compute_s_per_step <= 3600.0, "network.compute_s_per_step", self.compute_s_per_step,
                  "a number in [0, 3600]")
+        _require(0.0 <= self.compute_power_w <= 1000.0, "network.compute_power_w", self.compute_power_w,
+                 "a number in [0, 1000] (watts)")
+        _require(0.0 <= self.battery_j <= 1e12, "network.battery_j", self.battery_j,
+                 "a number in [0, 1e12] (joules; 0: no battery limit)")
 
 
 @dataclass(frozen=True)

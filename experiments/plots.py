@@ -40,10 +40,16 @@ def plot_accuracy(metrics: pd.DataFrame, path: Path, title: str = "") -> None:
 
 
 
+# metrics.csv column, axis label, file: accuracy against rounds, simulated seconds and energy spent.
+X_AXES = (("round", "round", "accuracy_rounds.png"),
+          ("sim_time_s", "simulated seconds", "accuracy_time.png"),
+          ("cumulative_energy_j", "energy spent by all devices (J)", "accuracy_energy.png"))
+
+
 def plot_sweep_accuracy(summary: pd.DataFrame, curves: dict[str, Path], by: list[str], out_dir: Path) -> None:
     """Mean accuracy ± std over seeds, one line per algorithm (or group), one panel per other setting.
 
-    Writes accuracy_rounds.png and accuracy_time.png into ``out_dir``.
+    Writes accuracy_rounds.png, accuracy_time.png and accuracy_energy.png into ``out_dir``.
     """
     done = summary[summary["status"].isin(("done", "diverged"))]
     if done.empty:
@@ -53,8 +59,7 @@ def plot_sweep_accuracy(summary: pd.DataFrame, curves: dict[str, Path], by: list
     line_axes = [axis for axis in ("algorithm.name", LINK_MODEL) if axis in by] or by[:1]
     panel_axes = [axis for axis in by if axis not in line_axes]
     panels = list(done.groupby(panel_axes, sort=False)) if panel_axes else [((), done)]
-    for x_column, x_label, filename in (("round", "round", "accuracy_rounds.png"),
-                                        ("sim_time_s", "simulated seconds", "accuracy_time.png")):
+    for x_column, x_label, filename in X_AXES:
         columns = min(3, len(panels))
         rows = -(-len(panels) // columns)
         figure, axes = plt.subplots(rows, columns, figsize=(5 * columns, 3.6 * rows), squeeze=False, sharey=True)

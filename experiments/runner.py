@@ -1,8 +1,9 @@
 """One run: config -> link trace -> rounds of training -> results/<run-id>/.
 
 The round loop reads like the round contract (experiments/design.md): links of the
-round, the algorithm's step (compute, exchange, aggregate), the simulated
-clock, the divergence check, the log. Timing, progress and files live behind
+round (without devices whose battery is empty), the algorithm's step (compute,
+exchange, aggregate), the simulated clock and energy, the divergence check,
+the log. Timing, progress and files live behind
 ``RunRecorder``; the gradient callable is a ``GradientOracle``.
 """
 
@@ -22,6 +23,7 @@ import torch
 
 from bridge import link_stats, open_links, trace_key
 from experiments.config import ConfigError, RunConfig, prefixed
+from experiments.energy import EnergyMeter, round_zero_columns
 from experiments.fingerprint import run_fingerprint
 from experiments.plots import plot_accuracy
 from experiments.progress import progress_bar
@@ -181,25 +183,30 @@ def _run(config: RunConfig, setup: Setup, recorder: "RunRecorder", run_dir: Path
     log(f"[nsdml] {source.describe()}: idle density {source.trace.meta.get('idle_density', float('nan')):.3f}")
     recorder.open(run_dir, details)
     oracle = GradientOracle(devices, recorder)
+    network = config.network
+    meter = EnergyMeter(source.trace, network.compute_power_w, network.compute_s_per_step, network.battery_j)
     status = "done"
     try:
         x = model.init(config.devices, config.seed)
         state = algorithm.init(x, seed=config.seed, model=model)
         clock_s = 0.0
-        recorder.add_round(0, clock_s, recorder.evaluate(devices, x), math.nan, source.trace, None)
+        recorder.add_round(0, clock_s, recorder.evaluate(devices, x), math.nan, source.trace, None,
+                           round_zero_columns(config.devices))
         for round_index in range(config.rounds):
-            links = source.round_links(round_index)
+            links = meter.links(source.round_links(round_index))
             oracle.new_round()
             with recorder.phase("step"):  # compute (oracle calls), exchanges and aggregation
-                x, state = algorithm.step(x, state, oracle, links)
-            clock_s += oracle.calls * config.network.compute_s_per_step + links.duration_s
+                x_next, state = algorithm.step(x, state, oracle, links)
+            x = meter.hold_dead(x, x_next)
+            clock_s += oracle.calls * network.compute_s_per_step + links.duration_s
+            energy = meter.charge(round_index, links.used, oracle.calls)
             if not torch.isfinite(x).all():
                 status = "diverged"
                 log(f"[nsdml] diverged at round {round_index + 1}: non-finite parameters")
                 break
             evaluated = (round_index + 1) % config.eval_every == 0 or round_index + 1 == config.rounds
             evaluation = recorder.evaluate(devices, x) if evaluated else None
-            recorder.add_round(round_index + 1, clock_s, evaluation, oracle.mean_loss, source.trace, links)
+            recorder.add_round(round_index + 1, clock_s, evaluation, oracle.mean_loss, source.trace, links, energy)
     except KeyboardInterrupt:
         recorder.close("interrupted")
         raise
@@ -211,7 +218,8 @@ def _run(config: RunConfig, setup: Setup, recorder: "RunRecorder", run_dir: Path
                             f"lower rounds, devices or the model size") from error
         raise
     reused = source.finish()
-    recorder.finish(status, setup, reused, source.trace.meta)
+    battery = {"battery_died_round": meter.died_round} if network.battery_j > 0 else {}
+    recorder.finish(status, setup, reused, source.trace.meta, energy_total_j=float(meter.spent_j.sum()), **battery)
     return RunResult(run_dir, pd.DataFrame(recorder.metric_rows), status, reused)
 
 
@@ -246,10 +254,10 @@ class RunRecorder:
         return self.last_evaluation
 
     def add_round(self, round_index: int, clock_s: float, evaluation: Evaluation | None, train_loss: float,
-                  trace, links) -> None:
+                  trace, links, energy: dict) -> None:
         used = links.used if links is not None else 0
         delivered = sum(int(trace.delivered(round_index - 1, e).sum()) for e in range(used))
-        row = metrics_row(round_index, clock_s, evaluation, train_loss, delivered)
+        row = {**metrics_row(round_index, clock_s, evaluation, train_loss, delivered), **energy}
         self.metric_rows.append(row)
         with self.phase("io"):
             self._writer.add_round(row, link_stats(trace, round_index - 1, used) if used else [])
@@ -265,7 +273,7 @@ class RunRecorder:
         if self._writer is not None:
             self._writer.finish(status, wall_seconds=self._wall(), **details)
 
-    def finish(self, status: str, setup: Setup, trace_reused: bool, trace_meta: dict) -> None:
+    def finish(self, status: str, setup: Setup, trace_reused: bool, trace_meta: dict, **energy) -> None:
         self._bar.close()
         metrics = pd.DataFrame(self.metric_rows)
         final = self.last_evaluation if status == "done" else None  # the last round is always evaluated
@@ -278,7 +286,7 @@ class RunRecorder:
         details = {"diverged_at_round": writer.rounds_completed + 1} if status == "diverged" else {}
         writer.finish(status, wall_seconds=self._wall(), trace_reused=trace_reused,
                       trace_meta={k: v for k, v in trace_meta.items() if not isinstance(v, dict)},
-                      wall_split_s=self._clock.split(), **details)
+                      wall_split_s=self._clock.split(), **energy, **details)
 
     def _wall(self) -> float:
         return round(time.perf_counter() - self._started, 3)

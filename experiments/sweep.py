@@ -174,7 +174,7 @@ def run_sweep(sweep: Sweep, results_root: Path, cache_dir: Path, workers: int = 
     is recorded under ``results/failed/`` and retried by the next call; a
     finished run is never recomputed, so an interrupted sweep resumes.
     """
-    from experiments.execution import execute, run_task, trace_task, unique_by
+    from experiments.execution import execute, run_task, unique_by
     from experiments.runner import trace_request
 
     from experiments.fingerprint import run_fingerprint
@@ -190,10 +190,7 @@ def run_sweep(sweep: Sweep, results_root: Path, cache_dir: Path, workers: int = 
     shared = unique_by(offline, key=lambda config: _trace_identity(trace_request(config)))
     if len(shared) < len(offline):  # several runs share traces: make each once, before those runs
         bar.set_postfix_str(f"making {len(shared)} link traces")
-        for key, error in execute([(trace_task, (c.to_dict(), str(cache_dir))) for c in shared], workers,
-                                  ray_address):
-            if error:
-                bar.write(f"[sweep {sweep.name}] trace {key} failed: {error.splitlines()[-1]}")
+        make_traces(sweep, shared, cache_dir, workers, ray_address, log=bar.write)
     failed = 0
     tasks = [(run_task, (config.to_dict(), str(results_root), str(cache_dir))) for config in pending]
     for run_id, status, error in execute(tasks, workers, ray_address):
@@ -210,6 +207,31 @@ def run_sweep(sweep: Sweep, results_root: Path, cache_dir: Path, workers: int = 
     summary = write_summary(sweep, results_root)
     summary.attrs["recomputed"] = {reason.split(" (")[0]: stale.count(reason) for reason in set(stale)}
     return summary
+
+
+def make_traces(sweep: Sweep, configs: list, cache_dir: Path, workers: int = 1, ray_address: str | None = None,
+                log=print) -> int:
+    """Make (or find in the cache) the offline link trace of each config; returns how many failed.
+
+    Traces are cached by scenario, payloads, rounds and seed, not by code, so ``nsdml sweep --traces-only``
+    can simulate a campaign's traces ahead of its runs (on another machine too: copy the cache)."""
+    from experiments.execution import execute, trace_task
+
+    failed = 0
+    for key, error in execute([(trace_task, (c.to_dict(), str(cache_dir))) for c in configs], workers, ray_address):
+        if error:
+            failed += 1
+            log(f"[sweep {sweep.name}] trace {key} failed: {error.splitlines()[-1]}")
+    return failed
+
+
+def sweep_traces(sweep: Sweep) -> list:
+    """One config per distinct offline trace the sweep's runs replay."""
+    from experiments.execution import unique_by
+    from experiments.runner import trace_request
+
+    offline = [config for _, config in sweep.runs if config.network.mode == "offline"]
+    return unique_by(offline, key=lambda config: _trace_identity(trace_request(config)))
 
 
 def _trace_identity(request: tuple) -> str:
@@ -234,6 +256,8 @@ def summarize_run(run_dir: Path, target_accuracy: float) -> dict[str, Any]:
         "conv_rounds": int(first["round"]) if first is not None else math.nan,
         "time_to_target_s": float(first["sim_time_s"]) if first is not None else math.nan,
         "sim_time_s": float(metrics["sim_time_s"].iloc[-1]),
+        "energy_to_target_j": float(first["cumulative_energy_j"]) if first is not None else math.nan,
+        "energy_j": float(metrics["cumulative_energy_j"].iloc[-1]),
         "bytes_sent": int((links["payload_bytes"] * devices).sum()) if len(links) else 0,
         "bytes_received": int(links["bytes_received"].sum()) if len(links) else 0,
         "bytes_on_air": int(links["bytes_on_air"].sum()) if "bytes_on_air" in links else math.nan,
@@ -289,6 +313,7 @@ def aggregate(summary: pd.DataFrame, by: list[str]) -> pd.DataFrame:
         final_acc_mean=("final_acc", "mean"),
         conv_rounds_mean=("conv_rounds", "mean"), reached=("conv_rounds", "count"),
         time_to_target_s_mean=("time_to_target_s", "mean"),
+        energy_to_target_j_mean=("energy_to_target_j", "mean"),
         bytes_sent_mean=("bytes_sent", "mean"),
     ).reset_index()
     return table.drop(columns=["_all"], errors="ignore")
@@ -297,7 +322,8 @@ def aggregate(summary: pd.DataFrame, by: list[str]) -> pd.DataFrame:
 def markdown_table(table: pd.DataFrame, by: list[str], target_accuracy: float, link_models: list[str]) -> str:
     """Max Acc (mean ± std over seeds) and Conv. Rds (rounds to the target; '—' if never reached).
     The link model is a column when the sweep compares several, else stated above the table."""
-    header = [*by, "runs", "Max Acc", f"Conv. Rds (≥{target_accuracy:.2f})", "time to target (sim s)", "MB sent"]
+    header = [*by, "runs", "Max Acc", f"Conv. Rds (≥{target_accuracy:.2f})", "time to target (sim s)",
+              "energy to target (kJ)", "MB sent"]
     lines = [] if "network.link_model" in by else [f"Link model: {', '.join(link_models)}.", ""]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for _, row in table.iterrows():
@@ -305,8 +331,9 @@ def markdown_table(table: pd.DataFrame, by: list[str], target_accuracy: float, l
         runs, reached = int(row["runs"]), int(row["reached"])
         conv = "—" if np.isnan(row["conv_rounds_mean"]) else f"{row['conv_rounds_mean']:.1f} ({reached}/{runs})"
         tta = "—" if np.isnan(row["time_to_target_s_mean"]) else f"{row['time_to_target_s_mean']:.1f}"
+        jtt = "—" if np.isnan(row["energy_to_target_j_mean"]) else f"{row['energy_to_target_j_mean'] / 1e3:.2f}"
         cells = [str(row[axis]) for axis in by] + [str(runs), f"{row['max_acc_mean']:.4f} ± {std:.4f}", conv,
-                                                   tta, f"{row['bytes_sent_mean'] / 1e6:.1f}"]
+                                                   tta, jtt, f"{row['bytes_sent_mean'] / 1e6:.1f}"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

@@ -14,9 +14,20 @@
 // "tcp" (one TCP connection per target and slot). Targets are the idle-probe
 // neighbours, or `fanout` of them drawn at random per slot.
 //
+// Energy: every device has ns-3's WifiRadioEnergyModel on a BasicEnergySource
+// (capacity kSourceJ, far more than any run spends: battery limits are applied
+// per round by the testbed, so one trace serves every capacity). The model's
+// TotalEnergyConsumption trace fires at each radio state change, before the
+// state switches, so each increment belongs to the state being left: that
+// splits the joules by state (tx, rx, and idle = idle + CCA busy + switching)
+// exactly as the source is depleted.
+//
 // Compiled at run time through the ns-3 Python bindings (cppyy); everything
 // per packet stays in C++. Results come back as flat std::vector<double>s.
 #pragma once
+
+#include "ns3/energy-module.h"
+#include "ns3/wifi-radio-energy-model-helper.h"
 
 #include <algorithm>
 #include <cstdint>
@@ -53,6 +64,12 @@ struct NetworkParams
     double deadlineS = 1.5;            // senders stop writing (TCP) at the deadline
     double startJitterS = 1.0;         // each device starts sending at U(0, jitter) after the slot start
     double datagramIntervalS = 0.005;  // UDP pacing between a device's consecutive datagrams
+    // Radio energy (WifiRadioEnergyModel currents, BasicEnergySource voltage).
+    double supplyVoltageV = 3.0;
+    double txCurrentA = 0.380;
+    double rxCurrentA = 0.313;
+    double idleCurrentA = 0.273;
+    double ccaBusyCurrentA = 0.273;
     // RNG.
     uint32_t seed = 1;
     uint32_t run = 1;
@@ -73,6 +90,8 @@ constexpr double kProbeStartS = 0.05;
 constexpr double kProbeSpacingS = 0.001;  // ten times one probe frame: the probe sees an idle channel
 constexpr double kSlotLeadS = 0.1;        // quiet time between the last probe and the first slot
 constexpr uint16_t kUdpPort = 9;
+constexpr double kSourceJ = 1e9;      // energy source capacity: never the limit (see the top of this file)
+constexpr uint32_t kRadioStates = 3;  // joules per device reported as tx, rx, idle (idle + CCA busy + switching)
 constexpr uint16_t kTcpPort = 10;
 // Fixed RNG stream bases per component, so switching e.g. mobility on does not
 // shift the draws of the channel or of the MACs.
@@ -90,7 +109,9 @@ class AdhocNetwork
         : m_p(params),
           m_n(params.x.size()),
           m_probeCounts(size_t(m_n) * m_n, 0.0),
-          m_neighbours(size_t(m_n) * m_n, 0)
+          m_neighbours(size_t(m_n) * m_n, 0),
+          m_stateJ(size_t(m_n) * kRadioStates, 0.0),
+          m_tracedJ(m_n, 0.0)
     {
         Build();
     }
@@ -114,6 +135,8 @@ class AdhocNetwork
         m_tcpFlows.clear();
         ns3::Simulator::Destroy();
         m_senders.clear();
+        m_radios.clear();
+        m_sources.clear();
         m_alive = false;
     }
 
@@ -159,6 +182,7 @@ class AdhocNetwork
     //   [N*N, 2N*N)    completion time of i's message at j, seconds after the slot start (-1: never)
     //   [2N*N, 3N*N)   1 if i addressed j in this slot
     //   [3N*N, +2N)    positions at the slot start (x0, y0, x1, y1, ...)
+    //   [3N*N+2N, +3N) radio joules of each device in the slot: tx, rx, idle (device 0's three, then 1's, ...)
     //   last three:    bytes on air (PSDU bytes of every frame transmitted), frames transmitted, events executed
     std::vector<double> RunSlot(uint32_t slot, const std::vector<uint32_t>& payloads)
     {
@@ -171,7 +195,8 @@ class AdhocNetwork
         }
         RunUntil(slotStart);
 
-        std::vector<double> out(3 * nn + 2 * m_n + 3, 0.0);
+        std::vector<double> out(3 * nn + 5 * m_n + 3, 0.0);
+        const std::vector<double> energyBefore = RadioJoules();
         for (uint32_t i = 0; i < m_n; ++i)
         {
             const Vector where = m_nodes.Get(i)->GetObject<MobilityModel>()->GetPosition();
@@ -230,12 +255,17 @@ class AdhocNetwork
         }
         RunUntil(slotStart + m_p.slotPeriodS);
         m_slot = kNoSlot;
+        const std::vector<double> energyAfter = RadioJoules();
+        for (size_t k = 0; k < energyAfter.size(); ++k)
+        {
+            out[3 * nn + 2 * m_n + k] = energyAfter[k] - energyBefore[k];
+        }
 
         std::copy(m_rxBytes.begin(), m_rxBytes.end(), out.begin());
         std::copy(m_done.begin(), m_done.end(), out.begin() + nn);
-        out[3 * nn + 2 * m_n] = double(m_airBytes);
-        out[3 * nn + 2 * m_n + 1] = double(m_frames);
-        out[3 * nn + 2 * m_n + 2] = double(Simulator::GetEventCount() - eventsBefore);
+        out[out.size() - 3] = double(m_airBytes);
+        out[out.size() - 2] = double(m_frames);
+        out[out.size() - 1] = double(Simulator::GetEventCount() - eventsBefore);
         return out;
     }
 
@@ -249,7 +279,63 @@ class AdhocNetwork
         return events;
     }
 
+    // Joules each device's energy source has lost since the start: the check on RadioJoules' split.
+    std::vector<double> SourceDepletionJ() const
+    {
+        std::vector<double> out(m_n, 0.0);
+        for (uint32_t i = 0; i < m_n; ++i)
+        {
+            out[i] = m_sources[i]->GetInitialEnergy() - m_sources[i]->GetRemainingEnergy();
+        }
+        return out;
+    }
+
+    // Joules spent so far per device and state (tx, rx, idle), including the state the radio is in now.
+    std::vector<double> RadioJoules() const
+    {
+        std::vector<double> out(m_stateJ);
+        for (uint32_t i = 0; i < m_n; ++i)
+        {
+            const double ongoing = m_radios[i]->GetTotalEnergyConsumption() - m_tracedJ[i];
+            out[size_t(i) * kRadioStates + StateIndex(m_radios[i]->GetCurrentState())] += ongoing;
+        }
+        return out;
+    }
+
   private:
+    static uint32_t StateIndex(ns3::WifiPhyState state)
+    {
+        return state == ns3::WifiPhyState::TX ? 0 : state == ns3::WifiPhyState::RX ? 1 : 2;
+    }
+
+    void InstallEnergy(const ns3::NetDeviceContainer& devices)
+    {
+        using namespace ns3;
+        BasicEnergySourceHelper source;
+        source.Set("BasicEnergySourceInitialEnergyJ", DoubleValue(kSourceJ));
+        source.Set("BasicEnergySupplyVoltageV", DoubleValue(m_p.supplyVoltageV));
+        energy::EnergySourceContainer sources = source.Install(m_nodes);
+        m_sources.assign(sources.Begin(), sources.End());
+        WifiRadioEnergyModelHelper radio;
+        radio.Set("TxCurrentA", DoubleValue(m_p.txCurrentA));
+        radio.Set("RxCurrentA", DoubleValue(m_p.rxCurrentA));
+        radio.Set("IdleCurrentA", DoubleValue(m_p.idleCurrentA));
+        radio.Set("CcaBusyCurrentA", DoubleValue(m_p.ccaBusyCurrentA));
+        radio.Set("SwitchingCurrentA", DoubleValue(m_p.idleCurrentA));
+        energy::DeviceEnergyModelContainer models = radio.Install(devices, sources);
+        m_radios.resize(m_n);
+        for (uint32_t i = 0; i < m_n; ++i)
+        {
+            m_radios[i] = DynamicCast<WifiRadioEnergyModel>(models.Get(i));
+            // Fires inside ChangeState before the state switches: the increment is the state being left.
+            m_radios[i]->TraceConnectWithoutContext(
+                "TotalEnergyConsumption", Callback<void, double, double>([this, i](double before, double after) {
+                    m_stateJ[size_t(i) * kRadioStates + StateIndex(m_radios[i]->GetCurrentState())] += after - before;
+                    m_tracedJ[i] = after;
+                }));
+        }
+    }
+
     struct TcpFlow
     {
         ns3::Ptr<ns3::Socket> socket;
@@ -317,6 +403,7 @@ class AdhocNetwork
         mac.SetType("ns3::AdhocWifiMac");
         NetDeviceContainer devices = wifi.Install(phy, mac, m_nodes);
         wifi.AssignStreams(devices, kWifiStreams);
+        InstallEnergy(devices);
 
         InstallMobility();
 
@@ -600,6 +687,11 @@ class AdhocNetwork
     std::vector<double> m_done;
     uint64_t m_frames = 0;
     uint64_t m_airBytes = 0;
+    // Radio energy: joules per device and state as traced so far, and each model's last traced total.
+    std::vector<ns3::Ptr<ns3::energy::EnergySource>> m_sources;
+    std::vector<ns3::Ptr<ns3::WifiRadioEnergyModel>> m_radios;
+    std::vector<double> m_stateJ;
+    std::vector<double> m_tracedJ;
 };
 
 } // namespace nsdml

@@ -75,6 +75,15 @@ def frames_of(payload_bytes: int, datagram_bytes: int, phy_mode: str, copies: in
     return [frame_s(size, phy_mode, acknowledged) for size in sizes for _ in range(copies)]
 
 
+def message_radio_s(payload_bytes: int, datagram_bytes: int, phy_mode: str) -> tuple[float, float]:
+    """(data PPDU seconds of one copy of a message, ACK PPDU seconds for all its frames): the time a radio is
+    in TX or RX for it, without channel access (DIFS and backoff are idle or CCA-busy time)."""
+    full, last = divmod(payload_bytes, datagram_bytes)
+    sizes = [datagram_bytes] * full + ([last] if last else [])
+    data = sum(ppdu_s(size + UDP_FRAME_OVERHEAD_BYTES, phy_mode) for size in sizes)
+    return data, len(sizes) * ppdu_s(ACK_BYTES, phy_mode)
+
+
 def message_s(payload_bytes: int, datagram_bytes: int, phy_mode: str, interval_s: float, copies: int = 1,
               acknowledged: bool = False) -> float:
     """Time from a sender's first datagram to the end of its last, alone on the channel."""

@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from ns3_scenarios import ns3_loader
-from ns3_scenarios.scenario import Placement, ScenarioConfig, place_devices
+from ns3_scenarios.scenario import RADIO_STATES, Placement, ScenarioConfig, place_devices
 
 CALIBRATION_STEPS = 24
 CALIBRATION_TOLERANCE = 0.005  # stop when the measured idle density is this close to the target
@@ -36,6 +36,7 @@ class SlotResult:
     air_bytes: int  # PSDU bytes of every frame transmitted in the slot
     frames: int
     events: int
+    radio_energy_j: np.ndarray  # (N, 3) float64 joules per device in the slot: tx, rx, idle (RADIO_STATES)
 
 
 def idle_neighbours(counts: np.ndarray, probes: int) -> np.ndarray:
@@ -74,6 +75,11 @@ def build_network(cpp, config: ScenarioConfig, seed: int, positions: np.ndarray,
     params.deadlineS = config.deadline_s
     params.startJitterS = config.start_jitter_s
     params.datagramIntervalS = config.datagram_interval_s
+    params.supplyVoltageV = config.supply_voltage_v
+    params.txCurrentA = config.tx_current_a
+    params.rxCurrentA = config.rx_current_a
+    params.idleCurrentA = config.idle_current_a
+    params.ccaBusyCurrentA = config.cca_busy_current_a
     params.seed = 1
     params.run = seed + 1
     return cpp.nsdml.AdhocNetwork(params)
@@ -153,7 +159,12 @@ class Network:
             intended=values[2 * nn:3 * nn].reshape(n, n) > 0,
             positions=values[3 * nn:3 * nn + 2 * n].reshape(n, 2).astype(np.float32),
             air_bytes=int(air_bytes), frames=int(frames), events=int(events),
+            radio_energy_j=values[3 * nn + 2 * n:3 * nn + 5 * n].reshape(n, len(RADIO_STATES)),
         )
+
+    def source_depletion_j(self) -> np.ndarray:
+        """(N,) joules each device's ns-3 energy source has lost so far (the check on the per-state split)."""
+        return to_numpy(self._network.SourceDepletionJ())
 
     def run_slots_in_cpp(self, first: int, count: int, payloads) -> int:
         """Slots first .. first + count - 1 in one C++ call; only the number of ns-3 events comes back."""

@@ -35,7 +35,9 @@ GRAPH_TOPOLOGIES = ("ring", "torus", "circulant", "star", "complete")  # fixed g
 TOPOLOGIES = SCENARIO_TOPOLOGIES + GRAPH_TOPOLOGIES
 # What the worker returns for every exchange slot (plus the devices' positions at its start): the one list of
 # these names, used by the worker and by the bridge's LinkTrace.
-SLOT_ARRAYS = ("done_s", "rx_bytes", "intended", "air_bytes", "frames", "events")
+SLOT_ARRAYS = ("done_s", "rx_bytes", "intended", "air_bytes", "frames", "events", "radio_energy_j")
+# The radio states whose joules a slot reports per device (radio_energy_j[..., k]); "idle" includes CCA busy.
+RADIO_STATES = ("tx", "rx", "idle")
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,13 @@ class ScenarioConfig:
     idle_probes: int = 4
     topology: str = "adhoc"  # "adhoc": devices placed in a square; a graph name: link_model = "fixed_graph"
     topology_degree: int = 2  # circulant: each device linked to its k nearest on each side of a ring
+    # Radio energy: ns-3's WifiRadioEnergyModel and BasicEnergySource defaults (README "Energy" says where
+    # they come from); the currents of an 802.11a radio in each state, at the supply voltage.
+    supply_voltage_v: float = 3.0
+    tx_current_a: float = 0.380
+    rx_current_a: float = 0.313
+    idle_current_a: float = 0.273
+    cca_busy_current_a: float = 0.273
 
     def __post_init__(self) -> None:
         _check(isinstance(self.devices, int) and 2 <= self.devices <= 1000, "devices", self.devices,
@@ -97,6 +106,11 @@ class ScenarioConfig:
         _check(isinstance(self.topology_degree, int) and 1 <= self.topology_degree
                and (self.topology != "circulant" or self.topology_degree <= widest), "topology_degree",
                self.topology_degree, f"an integer in [1, (devices - 1) // 2 = {widest}] for a circulant")
+
+        _check(0.1 <= self.supply_voltage_v <= 48.0, "supply_voltage_v", self.supply_voltage_v,
+               "a number in [0.1, 48] (volts)")
+        for name in ("tx_current_a", "rx_current_a", "idle_current_a", "cca_busy_current_a"):
+            _check(0.0 <= getattr(self, name) <= 10.0, name, getattr(self, name), "a number in [0, 10] (amperes)")
 
     @property
     def range_m(self) -> float:

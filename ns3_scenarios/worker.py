@@ -8,7 +8,7 @@ REQUEST.json: {"scenario": {ScenarioConfig fields}, "seed": int,
                "slot_payloads": [bytes every device sends in slot 0, slot 1, ...]}
 (a slot is one exchange of one round, in order). OUT_DIR receives
 ``arrays.npz`` (per slot: done_s, rx_bytes, intended, positions, air_bytes,
-frames, events; once: idle_delivered, idle_rate) and ``worker.json`` (ns-3
+frames, events, radio_energy_j; once: idle_delivered, idle_rate) and ``worker.json`` (ns-3
 version, calibration, counts, timings).
 
 Online, a long-lived simulation stepped one exchange at a time::
@@ -45,7 +45,10 @@ def simulate(config: ScenarioConfig, seed: int, slot_payloads: list[int]) -> tup
     started = time.perf_counter()
     network = _open(config, seed)
     loaded = time.perf_counter()
+    depleted_before = network.source_depletion_j()
     slots = [network.run_slot(s, [payload] * config.devices) for s, payload in enumerate(slot_payloads)]
+    # What each device's ns-3 energy source lost over the slots: the check on radio_energy_j's split by state.
+    source_depletion_j = (network.source_depletion_j() - depleted_before).tolist()
     network.close()
     simulated = time.perf_counter()
     arrays = {name: np.stack([getattr(slot, name) for slot in slots]) if slots else np.zeros(0)
@@ -53,6 +56,7 @@ def simulate(config: ScenarioConfig, seed: int, slot_payloads: list[int]) -> tup
     arrays.update(idle_delivered=network.idle_delivered, idle_rate=network.idle_rate)
     stats = dict(network.stats, scenario=asdict(config), seed=seed,
                  events=int(arrays["events"].sum()), frames_sent=int(arrays["frames"].sum()),
+                 source_depletion_j=source_depletion_j,
                  setup_seconds=loaded - started, simulate_seconds=simulated - loaded)
     return arrays, stats
 

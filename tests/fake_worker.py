@@ -30,7 +30,8 @@ def main() -> int:
                 "rx_bytes": [payloads[i] if i != j else 0 for i, j in pairs],
                 "intended": [i != j for i, j in pairs],
                 "positions": [float(slot)] * (2 * n),
-                "air_bytes": [sum(payloads)], "frames": [n], "events": [10 * n]})
+                "air_bytes": [sum(payloads)], "frames": [n], "events": [10 * n],
+                "radio_energy_j": [b * 1e-6 for b in payloads for _ in range(3)]})  # tx, rx, idle per device
     return 0
 
 

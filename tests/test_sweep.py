@@ -38,8 +38,8 @@ def test_a_bad_value_in_any_run_is_reported_before_anything_runs(tmp_path):
 def test_summary_figures_are_computed_from_the_run_files(tmp_path):
     run = tmp_path / "r"
     run.mkdir()
-    pd.DataFrame({"round": [0, 1, 2, 3], "sim_time_s": [0.0, 1.5, 3.0, 4.5],
-                  "mean_accuracy": [0.1, 0.5, 0.85, 0.8]}).to_csv(run / "metrics.csv", index=False)
+    pd.DataFrame({"round": [0, 1, 2, 3], "sim_time_s": [0.0, 1.5, 3.0, 4.5], "mean_accuracy": [0.1, 0.5, 0.85, 0.8],
+                  "cumulative_energy_j": [0.0, 2.0, 4.5, 7.0]}).to_csv(run / "metrics.csv", index=False)
     pd.DataFrame({"payload_bytes": [100, 100, 100], "bytes_received": [10, 20, 30]}).to_csv(run / "links.csv",
                                                                                         index=False)
     pd.DataFrame({"device": [0, 1]}).to_csv(run / "devices.csv", index=False)
@@ -47,6 +47,7 @@ def test_summary_figures_are_computed_from_the_run_files(tmp_path):
     row = summarize_run(run, target_accuracy=0.8)
     assert row["max_acc"] == 0.85 and row["final_acc"] == 0.8
     assert row["conv_rounds"] == 2 and row["time_to_target_s"] == 3.0
+    assert row["energy_to_target_j"] == 4.5 and row["energy_j"] == 7.0
     assert row["bytes_sent"] == 3 * 100 * 2 and row["bytes_received"] == 60
     assert pd.isna(summarize_run(run, target_accuracy=0.9)["conv_rounds"])
 
@@ -55,11 +56,12 @@ def test_aggregate_averages_over_seeds_and_counts_runs_that_reached_the_target()
     summary = pd.DataFrame({"algorithm.name": ["a", "a", "b"], "seed": [0, 1, 0], "run_id": ["x", "y", "z"],
                             "status": ["done"] * 3, "max_acc": [0.8, 0.9, 0.7], "final_acc": [0.8, 0.9, 0.7],
                             "conv_rounds": [10.0, float("nan"), 5.0], "time_to_target_s": [1.0, float("nan"), 2.0],
-                            "bytes_sent": [1, 1, 1]})
+                            "energy_to_target_j": [30.0, float("nan"), 8.0], "bytes_sent": [1, 1, 1]})
     table = aggregate(summary, ["algorithm.name"]).set_index("algorithm.name")
     assert table.loc["a", "max_acc_mean"] == pytest.approx(0.85)
     assert table.loc["a", "conv_rounds_mean"] == 10.0 and table.loc["a", "reached"] == 1
     assert table.loc["a", "runs"] == 2 and table.loc["b", "runs"] == 1
+    assert table.loc["a", "energy_to_target_j_mean"] == 30.0  # over the seeds that reached the target
 
 
 def test_sweep_runs_missing_runs_only_and_writes_summary_files(tmp_path, monkeypatch):
@@ -88,8 +90,11 @@ density = [0.4, 0.9]
     assert len(calls) == 3 and sweep.runs[0][1] not in calls
     assert list(summary["status"]) == ["done"] * 4
     out = tmp_path / "results" / "sweeps" / "t"
-    for name in ("summary.csv", "table.csv", "table.md", "accuracy_rounds.png", "accuracy_time.png"):
+    for name in ("summary.csv", "table.csv", "table.md", "accuracy_rounds.png", "accuracy_time.png",
+                 "accuracy_energy.png"):
         assert (out / name).stat().st_size > 0
+    assert (summary["energy_j"] > 0).all()  # compute energy (the synthetic links model no radio)
+    assert "energy to target (kJ)" in (out / "table.md").read_text()
     calls.clear()
     run_sweep(sweep, tmp_path / "results", tmp_path / "cache", quiet=True)
     assert calls == []  # everything finished: nothing recomputed
@@ -105,3 +110,29 @@ def test_every_campaign_file_is_valid_and_its_quick_preset_is_smaller():
         assert all(config.network.link_model == "ns3" for _, config in full.runs + quick.runs)
         work = lambda sweep: sum(c.rounds * c.devices for _, c in sweep.runs)  # noqa: E731
         assert work(quick) < work(full)
+
+
+def test_traces_only_simulates_each_distinct_trace_once_and_runs_nothing(tmp_path, capsys):
+    from experiments.cli import main
+
+    path = tmp_path / "sweep.toml"
+    path.write_text("""
+seed = [0, 1]
+rounds = 3
+devices = 5
+[sweep]
+name = "traces"
+[data]
+dataset = "digits"
+[algorithm]
+name = ["dpsgd", "swarmsgd", "adom"]
+[network]
+link_model = "ideal"
+""")
+    args = ["sweep", str(path), "--results", str(tmp_path / "results"), "--cache", str(tmp_path / "cache"),
+            "--traces-only", "--quiet", "--workers", "1"]
+    assert main(args) == 0
+    # dpsgd and swarmsgd send the same dense model and share a trace; adom sends two vectors: 2 payloads x 2 seeds
+    assert len([d for d in (tmp_path / "cache").iterdir() if not d.name.startswith(".")]) == 4
+    assert not (tmp_path / "results").exists() or not any((tmp_path / "results").iterdir())
+    assert "4 of 4 link traces" in capsys.readouterr().out

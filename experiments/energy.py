@@ -1,0 +1,100 @@
+"""Energy per device and round: the radio's joules from the link trace plus compute, and batteries.
+
+A round's energy on device i is
+
+    radio_i   = joules its radio spent over the exchanges the algorithm used
+                (the trace's ``radio_energy_j``: ns-3's energy model, or the
+                controls' airtime estimate), each over its whole window
+    compute_i = network.compute_power_w x local steps x network.compute_s_per_step
+
+With ``network.battery_j`` > 0 a device whose cumulative energy reaches the
+capacity in round r is dead from round r + 1 on: it neither sends nor
+receives (its links are dropped in both directions), it stops training (its
+model stays as it was, and is still evaluated) and spends nothing. The trace
+was made with every device sending, so a dead device's frames still occupy
+the channel in it: batteries change who learns from whom, not the simulated
+channel.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from bridge.trace import LinkTrace, RoundLinks
+
+
+class PoweredLinks:
+    """A round's ``Links`` without the dead devices: their rows and columns of every mask are False."""
+
+    def __init__(self, links: RoundLinks, alive: np.ndarray):
+        self._links = links
+        self._pairs = torch.from_numpy(alive[:, None] & alive[None, :])
+
+    def exchange(self, payload_bytes: int | Sequence[int]) -> torch.Tensor:
+        return self._links.exchange(payload_bytes) & self._pairs
+
+    @property
+    def used(self) -> int:
+        return self._links.used
+
+    @property
+    def duration_s(self) -> float:
+        return self._links.duration_s
+
+
+class EnergyMeter:
+    """Charges each round's energy to the devices and keeps their batteries."""
+
+    def __init__(self, trace: LinkTrace, compute_power_w: float, compute_s_per_step: float, battery_j: float):
+        self._trace = trace
+        self._compute_j_per_step = compute_power_w * compute_s_per_step
+        self._battery_j = battery_j
+        n = trace.devices
+        self.alive = np.ones(n, dtype=bool)
+        self.spent_j = np.zeros(n)  # cumulative, per device
+        self.died_round: list[int | None] = [None] * n
+
+    def links(self, links: RoundLinks) -> RoundLinks | PoweredLinks:
+        return links if self.alive.all() else PoweredLinks(links, self.alive)
+
+    def hold_dead(self, before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
+        """Parameters after the round: a dead device keeps the model it had."""
+        if self.alive.all():
+            return after
+        return torch.where(torch.from_numpy(self.alive)[:, None], after, before)
+
+    def charge(self, round_index: int, exchanges: int, local_steps: int) -> dict:
+        """Charge round ``round_index`` (0-based) to the devices alive in it; its columns of metrics.csv."""
+        radio = self._trace.radio_energy_j[round_index, :exchanges].sum(axis=(0, 2))
+        compute = np.full(self._trace.devices, self._compute_j_per_step * local_steps)
+        radio, compute = np.where(self.alive, radio, 0.0), np.where(self.alive, compute, 0.0)
+        spent = radio + compute
+        self.spent_j += spent
+        if self._battery_j > 0:
+            emptied = self.alive & (self.spent_j >= self._battery_j)
+            for device in np.flatnonzero(emptied):
+                self.died_round[device] = round_index + 1
+            self.alive &= ~emptied
+        return energy_columns(radio, compute, self.spent_j, int(self.alive.sum()))
+
+
+def energy_columns(radio: np.ndarray, compute: np.ndarray, spent: np.ndarray, alive: int) -> dict:
+    """metrics.csv's energy columns for one round (joules; per-device mean and max of the round's total)."""
+    total = radio + compute
+    return {
+        "energy_j": float(total.sum()),
+        "radio_energy_j": float(radio.sum()),
+        "compute_energy_j": float(compute.sum()),
+        "energy_mean_j": float(total.mean()),
+        "energy_max_j": float(total.max()),
+        "cumulative_energy_j": float(spent.sum()),
+        "alive_devices": alive,
+    }
+
+
+def round_zero_columns(devices: int) -> dict:
+    zeros = np.zeros(devices)
+    return energy_columns(zeros, zeros, zeros, devices)

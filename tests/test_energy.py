@@ -1,0 +1,157 @@
+"""Energy: ns-3's radio energy model per device and exchange, the controls' airtime estimate, compute energy,
+batteries, and the energy columns of the run and sweep files."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from bridge import obtain_trace
+from bridge.controls import control_trace
+from experiments.cli import main
+from experiments.energy import EnergyMeter
+from helpers import run_dirs
+from ns3_scenarios.airtime import ppdu_s
+from ns3_scenarios.scenario import RADIO_STATES, ScenarioConfig, place_devices
+
+TX, RX, IDLE = (RADIO_STATES.index(state) for state in ("tx", "rx", "idle"))
+SMALL, LARGE = 2800, 28000  # 2 and 20 datagrams of 1400 bytes
+# Seed 7 at density 0.2 places device 6 about 99 m from its nearest neighbour: twice the 51.5 m radio range.
+ISOLATED = dict(scenario=ScenarioConfig(devices=8, density=0.2), seed=7, device=6)
+
+
+def test_the_isolated_device_of_the_energy_scenario_is_out_of_everyones_range():
+    scenario, seed, device = ISOLATED["scenario"], ISOLATED["seed"], ISOLATED["device"]
+    positions = place_devices(scenario, seed).positions_m
+    distance = np.linalg.norm(positions - positions[device], axis=1)
+    assert np.delete(distance, device).min() > 1.5 * scenario.range_m
+
+
+@pytest.fixture(scope="module")
+def energy_traces(tmp_path_factory):
+    """The same 8-device placement (one device isolated) sending a small and a large message, 2 rounds."""
+    cache = tmp_path_factory.mktemp("cache")
+    scenario, seed = ISOLATED["scenario"], ISOLATED["seed"]
+    return {payload: obtain_trace("ns3", scenario, (payload,), 2, seed, cache)[0] for payload in (SMALL, LARGE)}
+
+
+@pytest.mark.ns3
+def test_ns3_radio_energy_by_state_sums_to_what_each_energy_source_lost(energy_traces):
+    for trace in energy_traces.values():
+        split = trace.radio_energy_j.sum(axis=(0, 1, 3))
+        depleted = np.array(trace.meta["source_depletion_j"])
+        assert (split > 0).all()
+        np.testing.assert_allclose(split, depleted, rtol=1e-5)  # the source's 1e9 J store rounds at ~1e-7 J
+
+
+@pytest.mark.ns3
+def test_ns3_a_larger_payload_costs_more_tx_energy_in_proportion_to_its_airtime(energy_traces):
+    small, large = (energy_traces[p].radio_energy_j[..., TX] for p in (SMALL, LARGE))
+    assert (large > 5 * small).all()
+    scenario = ISOLATED["scenario"]
+    # A broadcast datagram is one frame: TX time is its PPDU (1400 B + 64 B of headers at 24 Mbps).
+    expected = 20 * ppdu_s(1400 + 64, scenario.phy_mode) * scenario.tx_current_a * scenario.supply_voltage_v
+    np.testing.assert_allclose(large, expected, rtol=1e-6)
+
+
+@pytest.mark.ns3
+def test_ns3_a_device_out_of_everyones_range_spends_no_rx_energy(energy_traces):
+    device = ISOLATED["device"]
+    for trace in energy_traces.values():
+        assert not trace.idle_delivered[device].any() and not trace.idle_delivered[:, device].any()
+        assert (trace.radio_energy_j[:, :, device, RX] == 0).all()
+        others = np.delete(trace.radio_energy_j[..., RX], device, axis=2)
+        heard = np.delete(trace.idle_delivered.any(axis=0), device)
+        assert (others[..., heard] > 0).all()  # everyone who hears a neighbour spends rx energy
+
+
+@pytest.mark.ns3
+def test_ns3_and_its_idle_control_agree_on_energy_to_a_few_percent(energy_traces):
+    trace = energy_traces[LARGE]
+    control = control_trace("ideal", ISOLATED["scenario"], (LARGE,), 2, ISOLATED["seed"])
+    np.testing.assert_allclose(control.radio_energy_j[..., TX], trace.radio_energy_j[..., TX], rtol=1e-6)
+    np.testing.assert_allclose(control.radio_energy_j.sum(-1), trace.radio_energy_j.sum(-1), rtol=0.03)
+
+
+def test_the_control_estimate_is_current_times_voltage_times_airtime():
+    scenario = ScenarioConfig(devices=5, density=1.0, tx_current_a=1.0, rx_current_a=0.5, idle_current_a=0.1,
+                              supply_voltage_v=2.0)
+    trace = control_trace("ideal", scenario, (1400,), 1, 0)
+    frame = ppdu_s(1400 + 64, scenario.phy_mode)
+    energy = trace.radio_energy_j[0, 0]
+    np.testing.assert_allclose(energy[:, TX], 1.0 * 2.0 * frame)
+    np.testing.assert_allclose(energy[:, RX], 0.5 * 2.0 * 4 * frame)  # hears its 4 neighbours
+    np.testing.assert_allclose(energy[:, IDLE], 0.1 * 2.0 * (scenario.slot_period_s - 5 * frame))
+
+
+def _trace_with_energy(per_device_j: list[float], rounds: int):
+    scenario = ScenarioConfig(devices=len(per_device_j), density=1.0)
+    trace = control_trace("ideal", scenario, (1400,), rounds, 0)
+    energy = np.zeros_like(trace.radio_energy_j)
+    energy[..., IDLE] = np.array(per_device_j)
+    return type(trace)(**{**trace.__dict__, "radio_energy_j": energy})
+
+
+def test_the_meter_charges_radio_and_compute_and_empties_batteries_at_the_capacity():
+    trace = _trace_with_energy([1.0, 2.0, 3.0], rounds=5)
+    meter = EnergyMeter(trace, compute_power_w=2.0, compute_s_per_step=0.25, battery_j=4.5)
+    rows = [meter.charge(r, exchanges=1, local_steps=1) for r in range(4)]
+    # Per round: radio 1, 2, 3 J plus compute 2 W x 0.25 s = 0.5 J each.
+    assert rows[0]["energy_j"] == pytest.approx(7.5) and rows[0]["compute_energy_j"] == pytest.approx(1.5)
+    assert rows[0]["energy_max_j"] == pytest.approx(3.5) and rows[0]["energy_mean_j"] == pytest.approx(2.5)
+    # Device 2 reaches 4.5 J in round 2 (3.5, 7.0), device 1 in round 2 (2.5, 5.0), device 0 in round 3 (1.5, 3, 4.5).
+    assert meter.died_round == [3, 2, 2]
+    assert [row["alive_devices"] for row in rows] == [3, 1, 0, 0]
+    assert rows[2]["energy_j"] == pytest.approx(1.5) and rows[3]["energy_j"] == 0.0  # only the living spend
+    assert rows[3]["cumulative_energy_j"] == pytest.approx(4.5 + 5.0 + 7.0)
+
+
+def test_a_dead_device_neither_sends_nor_receives_and_keeps_its_model():
+    trace = _trace_with_energy([1.0, 5.0, 1.0], rounds=3)
+    meter = EnergyMeter(trace, compute_power_w=0.0, compute_s_per_step=0.0, battery_j=4.0)
+    meter.charge(0, exchanges=1, local_steps=1)
+    assert meter.alive.tolist() == [True, False, True]
+    mask = meter.links(trace.round_links(1)).exchange(1400)
+    assert mask.tolist() == [[False, False, True], [False, False, False], [True, False, False]]
+    before, after = torch.zeros(3, 2), torch.ones(3, 2)
+    assert meter.hold_dead(before, after).tolist() == [[1, 1], [0, 0], [1, 1]]
+
+
+RUN = """name = "battery"
+rounds = 6
+devices = 8
+[data]
+dataset = "digits"
+[algorithm]
+name = "dpsgd"
+lr = 0.1
+[network]
+link_model = "ideal"
+density = 0.5
+battery_j = {battery}
+"""
+
+
+def test_a_run_whose_batteries_empty_records_each_devices_round_of_death_and_continues(tmp_path):
+    scenario = ScenarioConfig(devices=8, density=0.5)
+    trace = control_trace("ideal", scenario, (2600,), 6, 0)  # the run's trace: digits logreg, 650 parameters
+    per_round = trace.radio_energy_j[0, 0].sum(-1) + 0.05 * 3.0  # radio + one 0.05 s step at 3 W
+    assert per_round.max() > per_round.min()  # devices with more neighbours receive more
+    battery = 3 * (per_round.min() + per_round.max()) / 2  # the thriftiest last a round longer than the others
+    path = tmp_path / "run.toml"
+    path.write_text(RUN.format(battery=battery))
+    assert main(["run", str(path), "--results", str(tmp_path / "results"), "--cache", str(tmp_path / "c")]) == 0
+    [run] = run_dirs(tmp_path / "results")
+    record = json.loads((run / "run.json").read_text())
+    metrics = pd.read_csv(run / "metrics.csv")
+    assert record["status"] == "done" and record["rounds_completed"] == 6
+    died = record["battery_died_round"]
+    assert set(died) == {3, 4}  # some empty a round before the others
+    assert metrics["alive_devices"].tolist() == [8, 8, 8, 8 - died.count(3), 0, 0, 0]
+    assert (metrics.loc[metrics["round"] > 4, "energy_j"] == 0).all()
+    assert metrics["mean_accuracy"].iloc[4:].nunique() == 1  # nobody trains after the last battery empties
+    assert record["energy_total_j"] == pytest.approx(metrics["energy_j"].sum())
+    links = pd.read_csv(run / "links.csv")
+    assert {"energy_tx_j", "energy_rx_j", "energy_idle_j"} <= set(links.columns)
