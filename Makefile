@@ -34,7 +34,7 @@ table: $(STAMP)
 # eSGD, DGC and CHOCO-SGD at keep ratio k in {100, 50, 25, 12.5, 10} % over ns-3, dense SGD (offline) and
 # threshold SGD (online), then the table beside eSGD's reported MNIST accuracies and the report
 # experiments/reports/esgd.md.
-ESGD_SWEEPS := experiments/configs/esgd_table.toml experiments/configs/esgd_table_dense.toml \
+ESGD_SWEEPS := experiments/configs/esgd_table.toml experiments/configs/esgd_table_baselines.toml \
                experiments/configs/esgd_table_threshold.toml
 table-esgd: $(STAMP)
 	for sweep in $(ESGD_SWEEPS); do $(VENV)/bin/nsdml sweep $$sweep $(SWEEP_FLAGS) || exit 1; done

@@ -43,7 +43,7 @@ import numpy as np
 
 from bridge.trace import LinkTrace
 from ns3_scenarios.airtime import UDP_FRAME_OVERHEAD_BYTES, exchange_finish_s, frames_of, message_radio_s
-from ns3_scenarios.scenario import RADIO_STATES, ScenarioConfig, place_devices
+from ns3_scenarios.scenario import RADIO_STATES, ScenarioConfig, exchange_senders, place_devices
 
 CONTROL_MODELS = ("ideal", "random_graph", "fixed_graph")
 
@@ -95,9 +95,11 @@ def spectral_gap(symmetric: np.ndarray) -> float:
 
 def control_trace(link_model: str, scenario: ScenarioConfig, payload_bytes: tuple[int, ...], rounds: int,
                   seed: int) -> LinkTrace:
-    n, exchanges = scenario.devices, len(payload_bytes)
+    n, exchanges = scenario.nodes, len(payload_bytes)
     placement = place_devices(scenario, seed)
     off_diagonal = ~np.eye(n, dtype=bool)
+    if scenario.access_point:  # only the links to and from the access point (node N) exist
+        off_diagonal[:-1, :-1] = False
     meta = {"link_model": link_model, "mode": "offline", "rounds": rounds, "area_side_m": placement.side_m}
     shape = (rounds, exchanges, n, n)
     if link_model == "ideal":
@@ -109,54 +111,63 @@ def control_trace(link_model: str, scenario: ScenarioConfig, payload_bytes: tupl
         draws = np.random.default_rng([seed, 0xC047]).random(shape) < scenario.density
         upper = np.triu(np.ones((n, n), dtype=bool), k=1)
         up = draws & upper
-        up = up | np.swapaxes(up, -1, -2)
+        up = (up | np.swapaxes(up, -1, -2)) & off_diagonal
     elif link_model == "fixed_graph":
         potential = graph_adjacency(scenario.topology, n, scenario.topology_degree)
         up = np.broadcast_to(potential, shape)
         meta.update(topology=scenario.topology, spectral_gap=spectral_gap(potential))
     else:
         raise ValueError(f"link_model: {link_model!r} is not a control; allowed: {', '.join(CONTROL_MODELS)}")
-    meta["idle_density"] = float(potential.sum() / (n * (n - 1)))
+    meta["idle_density"] = (float(np.mean(potential[:-1, -1])) if scenario.access_point
+                            else float(potential.sum() / (n * (n - 1))))
 
-    acknowledged = scenario.transport != "broadcast"
-    copies = potential.sum(axis=1) if acknowledged else np.ones(n, dtype=np.int64)
+    senders = np.array([exchange_senders(scenario, e, p) for e, p in enumerate(payload_bytes)], dtype=np.int64)
+    up = up & (senders > 0)[None, :, :, None]  # a node that sends nothing has no link in that exchange
+    # Unicast (with an ACK) to each target, or one broadcast frame; devices reach an access point by unicast.
+    acknowledged = np.full(n, scenario.transport != "broadcast")
+    if scenario.access_point:
+        acknowledged[:-1] = True
+    copies = np.where(acknowledged, potential.sum(axis=1), 1).clip(min=1)
     done_s = np.full(shape, np.nan, dtype=np.float32)
     rx_bytes = np.zeros(shape, dtype=np.int64)
     air_bytes = np.zeros((rounds, exchanges), dtype=np.int64)
     frames = np.zeros((rounds, exchanges), dtype=np.int64)
     radio_energy_j = np.zeros((rounds, exchanges, n, len(RADIO_STATES)))
-    for e, payload in enumerate(payload_bytes):
-        radio_energy_j[:, e] = airtime_energy_j(scenario, payload, up[:, e], copies, acknowledged)
-        frames_per_sender = [frames_of(payload, scenario.datagram_bytes, scenario.phy_mode, max(1, int(c)),
-                                       acknowledged) for c in copies]
-        finish = np.array(exchange_finish_s(frames_per_sender, scenario.datagram_interval_s))
+    for e, sent in enumerate(senders):
+        radio_energy_j[:, e] = airtime_energy_j(scenario, sent, up[:, e], copies, acknowledged)
+        talking = np.flatnonzero(sent > 0)
+        frames_per_sender = [frames_of(int(sent[i]), scenario.datagram_bytes, scenario.phy_mode, int(copies[i]),
+                                       bool(acknowledged[i])) for i in talking]
+        finish = np.full(n, np.inf)
+        finish[talking] = exchange_finish_s(frames_per_sender, scenario.datagram_interval_s)
         on_time = finish <= scenario.deadline_s
         arrived = up[:, e] & on_time[None, :, None]
         done_s[:, e] = np.where(arrived, finish[None, :, None], np.nan)
-        rx_bytes[:, e] = np.where(arrived, payload, 0)
-        datagrams = math.ceil(payload / scenario.datagram_bytes)
-        frames[:, e] = int(datagrams * np.maximum(copies, 1).sum())
-        air_bytes[:, e] = int((payload + datagrams * UDP_FRAME_OVERHEAD_BYTES) * np.maximum(copies, 1).sum())
+        rx_bytes[:, e] = np.where(arrived, sent[None, :, None], 0)
+        datagrams = np.ceil(sent / scenario.datagram_bytes)
+        frames[:, e] = int((datagrams * copies).sum())
+        air_bytes[:, e] = int(((sent + datagrams * UDP_FRAME_OVERHEAD_BYTES) * copies).sum())
     return LinkTrace(
         done_s=done_s, rx_bytes=rx_bytes,
         positions=np.broadcast_to(placement.positions_m.astype(np.float32), (rounds, n, 2)).copy(),
         idle_delivered=potential, payload_bytes=tuple(payload_bytes), deadline_s=scenario.deadline_s,
         datagram_bytes=scenario.datagram_bytes, meta=meta,
-        intended=np.ascontiguousarray(up), air_bytes=air_bytes, frames=frames,
+        intended=np.ascontiguousarray(up), sender_bytes=np.broadcast_to(senders, (rounds, *senders.shape)).copy(),
+        air_bytes=air_bytes, frames=frames,
         events=np.zeros((rounds, exchanges), dtype=np.int64), radio_energy_j=radio_energy_j,
     )
 
 
-def airtime_energy_j(scenario: ScenarioConfig, payload: int, up: np.ndarray, copies: np.ndarray,
-                     acknowledged: bool) -> np.ndarray:
-    """(R, N, 3) estimated joules per device in tx, rx and idle for one exchange whose links are ``up``
-    (R, N, N); ``copies[i]``: how many copies sender i transmits (its targets for unicast, else 1)."""
-    data_s, acks_s = message_radio_s(payload, scenario.datagram_bytes, scenario.phy_mode)
-    senders = np.maximum(copies, 1)[None, :].astype(float)
-    heard = up.sum(axis=1).astype(float)  # (R, N): messages each device receives
-    tx_s = senders * data_s + (heard * acks_s if acknowledged else 0.0)
-    rx_s = heard * data_s + (senders * acks_s if acknowledged else 0.0)
-    tx_s, rx_s = np.broadcast_arrays(tx_s, rx_s)
+def airtime_energy_j(scenario: ScenarioConfig, sent: np.ndarray, up: np.ndarray, copies: np.ndarray,
+                     acknowledged: np.ndarray) -> np.ndarray:
+    """(R, N, 3) estimated joules per node in tx, rx and idle for one exchange: node i sends ``sent[i]`` bytes
+    (0: nothing) in ``copies[i]`` copies, with an ACK per frame where ``acknowledged[i]``; links ``up`` (R, N, N)."""
+    airtime = np.array([message_radio_s(int(b), scenario.datagram_bytes, scenario.phy_mode) if b > 0 else (0.0, 0.0)
+                        for b in sent])
+    data_s, acks_s = airtime[:, 0], np.where(acknowledged, airtime[:, 1], 0.0)
+    heard = up.astype(float)  # (R, N, N): sender i -> receiver j
+    tx_s = (copies * data_s)[None, :] + np.einsum("rij,i->rj", heard, acks_s)  # own frames, ACKs for others'
+    rx_s = np.einsum("rij,i->rj", heard, data_s) + (copies * acks_s)[None, :]  # others' frames, ACKs for own
     idle_s = np.maximum(scenario.slot_period_s - tx_s - rx_s, 0.0)
     volts = scenario.supply_voltage_v
     return np.stack([scenario.tx_current_a * volts * tx_s, scenario.rx_current_a * volts * rx_s,

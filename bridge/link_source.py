@@ -26,7 +26,7 @@ from bridge.synthetic import synthetic_trace
 from bridge.trace import SCHEMA_VERSION, LinkTrace, RoundLinks, TraceFormatError
 from bridge import worker
 from bridge.worker import WorkerError, describe_worker, stderr_tail
-from ns3_scenarios.scenario import SLOT_ARRAYS, ScenarioConfig
+from ns3_scenarios.scenario import SLOT_ARRAYS, ScenarioConfig, exchange_senders
 
 LINK_MODELS = ("ns3", *CONTROL_MODELS, "synthetic")  # synthetic: a named option for fast tests only
 MODES = ("offline", "online")
@@ -96,7 +96,8 @@ def obtain_trace(link_model: str, scenario: ScenarioConfig, payload_bytes: tuple
 def run_ns3_worker(scenario: ScenarioConfig, payload_bytes: tuple[int, ...], rounds: int, seed: int,
                    timeout_s: float) -> LinkTrace:
     """Simulate every exchange of every round in one ns-3 process and wrap the result as a LinkTrace."""
-    request = {"scenario": asdict(scenario), "seed": seed, "slot_payloads": list(payload_bytes) * rounds}
+    senders = [exchange_senders(scenario, e, payload) for e, payload in enumerate(payload_bytes)]
+    request = {"scenario": asdict(scenario), "seed": seed, "slot_payloads": senders * rounds}
     with tempfile.TemporaryDirectory(prefix="nsdml-worker-") as scratch:
         scratch_path = Path(scratch)
         (scratch_path / "request.json").write_text(json.dumps(request))
@@ -122,6 +123,7 @@ def run_ns3_worker(scenario: ScenarioConfig, payload_bytes: tuple[int, ...], rou
                 for name in (*SLOT_ARRAYS, "positions")}
     return LinkTrace(
         **{name: per_slot[name] for name in SLOT_ARRAYS},
+        sender_bytes=np.broadcast_to(np.array(senders, dtype=np.int64), (rounds, *np.shape(senders))).copy(),
         positions=per_slot["positions"][:, 0],
         idle_delivered=raw["idle_delivered"],
         idle_rate=raw["idle_rate"],

@@ -86,12 +86,12 @@ class OnlineLinks:
         self._timeout_s = timeout_s
         self._exchanges = len(payload_bytes)
         self._family = Path(cache_dir) / family_key(scenario, self._exchanges, seed)
-        self._candidates = _candidates(self._family, scenario.devices)
+        self._candidates = _candidates(self._family, scenario.nodes)
         self._worker: WorkerProcess | None = None
         self._next_slot = 0
         self.simulated = 0
         self.replayed = 0
-        n, shape = scenario.devices, (rounds, self._exchanges)
+        n, shape = scenario.nodes, (rounds, self._exchanges)
         first = self._replayable()
         if first is not None:  # same scenario and seed: same placement and idle probe
             idle_delivered, idle_rate = first.idle_delivered, first.idle_rate
@@ -130,7 +130,7 @@ class OnlineLinks:
         if slot < self._next_slot:
             raise RuntimeError(f"online exchanges go forward: round {round_index}, exchange {exchange} came after "
                                f"a later one")
-        flat_sent = self.trace.sender_bytes.reshape(-1, self._scenario.devices)
+        flat_sent = self.trace.sender_bytes.reshape(-1, self._scenario.nodes)
         flat_sent[slot] = sent
         window = slice(self._next_slot, slot + 1)
         self._candidates = [c for c in self._candidates
@@ -162,7 +162,7 @@ class OnlineLinks:
             self._worker = None
         if self.simulated == 0:
             return True
-        sent = self.trace.sender_bytes.reshape(-1, self._scenario.devices)
+        sent = self.trace.sender_bytes.reshape(-1, self._scenario.nodes)
         meta = dict(self.trace.meta, simulated=self.simulated, replayed=self.replayed)
         LinkTrace(**{**self.trace.__dict__, "meta": meta}).save(self._family / sequence_key(sent))
         return False
@@ -175,7 +175,7 @@ class OnlineLinks:
     def _resume_worker(self, slot: int) -> WorkerProcess:
         """Start ns-3 mid-run: re-simulate the slots replayed so far, which must reproduce the cached results."""
         self._start_worker()
-        sent = self.trace.sender_bytes.reshape(-1, self._scenario.devices)
+        sent = self.trace.sender_bytes.reshape(-1, self._scenario.nodes)
         for earlier in range(slot):
             if (sent[earlier] == NOT_SENT).all():
                 continue
@@ -188,7 +188,7 @@ class OnlineLinks:
         return self._worker
 
     def _ask(self, worker: WorkerProcess, slot: int, sent: np.ndarray) -> dict:
-        n = self._scenario.devices
+        n = self._scenario.nodes
         answer = worker.ask({"slot": slot, "payloads": [int(b) for b in sent]})
         return {"done_s": np.array(answer["done_s"], dtype=np.float32).reshape(n, n),
                 "rx_bytes": np.array(answer["rx_bytes"], dtype=np.int64).reshape(n, n),

@@ -151,7 +151,7 @@ class LinkTrace:
 
 
 def per_sender(payload_bytes: int | Sequence[int], devices: int) -> np.ndarray:
-    """An exchange's payload as (N,) int64 bytes per sender: one int for all, or one per device (each >= 1)."""
+    """An exchange's payload as (N,) int64 bytes per sender: one int for all, or one per device (each >= 0; 0: it sends nothing)."""
     if isinstance(payload_bytes, (int, np.integer)):
         values = np.full(devices, int(payload_bytes), dtype=np.int64)
     else:
@@ -160,8 +160,9 @@ def per_sender(payload_bytes: int | Sequence[int], devices: int) -> np.ndarray:
             raise ValueError(f"payload_bytes: expected an int or {devices} ints (one per sender), "
                              f"got {payload_bytes!r}")
         values = values.astype(np.int64)
-    if (values < 1).any() or (values >= 2**31).any():
-        raise ValueError(f"payload_bytes: every sender's payload must be in [1, 2**31), got {values.tolist()}")
+    if (values < 0).any() or (values >= 2**31).any() or not values.any():
+        raise ValueError(f"payload_bytes: every sender's payload must be in [0, 2**31) (0: it sends nothing), "
+                         f"and one at least positive, got {values.tolist()}")
     return values
 
 

@@ -26,6 +26,7 @@ from learner.algorithms import Algorithm, build_algorithm
 from learner.data import DATASETS, DEFAULT_DATA_ROOT, PARTITIONS, dataset_plugin, dataset_shape, missing_data
 from learner.models import MODELS, build_model
 from learner.plugins import entry_point_names, is_reference, load_plugin, source_file
+from learner.server import is_server
 from ns3_scenarios.scenario import GRAPH_TOPOLOGIES, ScenarioConfig
 
 
@@ -121,6 +122,7 @@ class NetworkConfig:
     compute_s_per_step: float = 0.05  # simulated seconds of one local step on a device
     mode: str = "offline"  # "online": each exchange simulated when the algorithm sends it
     worker_timeout_s: float = 3600.0  # offline: the whole worker; online: start-up and each exchange
+    server_compute_s: float = 0.0  # server architecture: simulated seconds the server aggregates per round
     compute_power_w: float = 3.0  # a device's power while computing (README "Energy": a Raspberry Pi 4's)
     battery_j: float = 0.0  # joules a device may spend before it stops (0: no battery limit)
 
@@ -133,6 +135,8 @@ class NetworkConfig:
         _require(1.0 <= self.worker_timeout_s <= 86400.0, "network.worker_timeout_s", self.worker_timeout_s,
                  "a number in [1, 86400]")
         _require(0.0 <= self.compute_s_per_step <= 3600.0, "network.compute_s_per_step", self.compute_s_per_step,
+                 "a number in [0, 3600]")
+        _require(0.0 <= self.server_compute_s <= 3600.0, "network.server_compute_s", self.server_compute_s,
                  "a number in [0, 3600]")
         _require(0.0 <= self.compute_power_w <= 1000.0, "network.compute_power_w", self.compute_power_w,
                  "a number in [0, 1000] (watts)")
@@ -338,6 +342,13 @@ def _check_together(config: RunConfig) -> None:
                  f"\"adhoc\" with link_model = {config.network.link_model!r} (fixed graphs need "
                  f"link_model = \"fixed_graph\")")
     algorithm = config.algorithm.instance
+    if is_server(algorithm):
+        _require(config.scenario.access_point, "network.topology", config.scenario.topology,
+                 f"\"access_point\" for {config.algorithm.name}: it runs through a server")
+    else:
+        _require(not config.scenario.access_point, "network.topology", config.scenario.topology,
+                 f"not \"access_point\" for {config.algorithm.name}: a decentralized algorithm has no server "
+                 f"(server algorithms: fedavg, dense_sgd, esgd, dgc, threshold_sgd)")
     if getattr(algorithm, "variable_payload", False):
         _require(config.network.mode == "online", "network.mode", config.network.mode,
                  f"\"online\" for {config.algorithm.name}: it sends a different payload size per sender and "

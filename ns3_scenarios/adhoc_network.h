@@ -9,6 +9,12 @@
 // same object serves the offline worker (all slots in a loop) and the online
 // worker (one slot per request).
 //
+// Access point (accessPoint = true): the last node is an ApWifiMac, the others
+// StaWifiMacs of its BSS, associated before the idle probe starts; devices
+// always send unicast (to the access point), the access point follows
+// `transport` (its downlink). Group frames a station sends are relayed by the
+// access point, as in any BSS.
+//
 // Transports: "broadcast" (one UDP datagram reaches every device in range; no
 // MAC retries), "unicast" (one UDP datagram per target; MAC ACKs and retries),
 // "tcp" (one TCP connection per target and slot). Targets are the idle-probe
@@ -58,6 +64,7 @@ struct NetworkParams
     double walkLegS = 10.0;  // random walk: a new direction every walkLegS seconds (and at the walls)
     // Traffic.
     std::string transport = "broadcast";  // "broadcast" | "unicast" | "tcp"
+    bool accessPoint = false;             // infrastructure BSS: the last node is the access point
     uint32_t fanout = 0;                  // 0: every neighbour; k: k random neighbours per slot
     uint32_t datagramBytes = 1400;
     double slotPeriodS = 1.6;          // spacing of slot starts (deadline + drain)
@@ -89,6 +96,7 @@ constexpr uint32_t kProbeBytes = 100;
 constexpr double kProbeStartS = 0.05;
 constexpr double kProbeSpacingS = 0.001;  // ten times one probe frame: the probe sees an idle channel
 constexpr double kSlotLeadS = 0.1;        // quiet time between the last probe and the first slot
+constexpr double kAssociationS = 1.0;     // access point: stations hear beacons (every 102.4 ms) and associate
 constexpr uint16_t kUdpPort = 9;
 constexpr double kSourceJ = 1e9;      // energy source capacity: never the limit (see the top of this file)
 constexpr uint32_t kRadioStates = 3;  // joules per device reported as tx, rx, idle (idle + CCA busy + switching)
@@ -146,7 +154,7 @@ class AdhocNetwork
     std::vector<double> Probe(uint32_t repeats)
     {
         using namespace ns3;
-        const double start = Simulator::Now().GetSeconds() + kProbeStartS;
+        const double start = Simulator::Now().GetSeconds() + (m_p.accessPoint ? kAssociationS : kProbeStartS);
         m_slot = kNoSlot;
         for (uint32_t k = 0; k < repeats; ++k)
         {
@@ -234,7 +242,7 @@ class AdhocNetwork
                 continue;
             }
             const uint32_t count = (payloads[i] + perDatagram - 1) / perDatagram;
-            const bool broadcast = m_p.transport == "broadcast";
+            const bool broadcast = m_p.transport == "broadcast" && (!m_p.accessPoint || i + 1 == m_n);
             const uint32_t copies = broadcast ? 1 : targets.size();
             uint32_t left = payloads[i];
             for (uint32_t k = 0; k < count; ++k)
@@ -400,8 +408,25 @@ class AdhocNetwork
         phy.Set("TxPowerStart", DoubleValue(m_p.txPowerDbm));
         phy.Set("TxPowerEnd", DoubleValue(m_p.txPowerDbm));
         WifiMacHelper mac;
-        mac.SetType("ns3::AdhocWifiMac");
-        NetDeviceContainer devices = wifi.Install(phy, mac, m_nodes);
+        NetDeviceContainer devices;
+        if (m_p.accessPoint)
+        {
+            NodeContainer stations;
+            for (uint32_t i = 0; i + 1 < m_n; ++i)
+            {
+                stations.Add(m_nodes.Get(i));
+            }
+            const Ssid ssid("nsdml");
+            mac.SetType("ns3::StaWifiMac", "Ssid", SsidValue(ssid));
+            devices.Add(wifi.Install(phy, mac, stations));
+            mac.SetType("ns3::ApWifiMac", "Ssid", SsidValue(ssid));
+            devices.Add(wifi.Install(phy, mac, m_nodes.Get(m_n - 1)));
+        }
+        else
+        {
+            mac.SetType("ns3::AdhocWifiMac");
+            devices = wifi.Install(phy, mac, m_nodes);
+        }
         wifi.AssignStreams(devices, kWifiStreams);
         InstallEnergy(devices);
 

@@ -39,9 +39,13 @@ class SlotResult:
     radio_energy_j: np.ndarray  # (N, 3) float64 joules per device in the slot: tx, rx, idle (RADIO_STATES)
 
 
-def idle_neighbours(counts: np.ndarray, probes: int) -> np.ndarray:
-    """A pair is in range when j received at least half of i's idle probes (all of one)."""
-    return (counts > 0) & (2 * counts >= probes)
+def idle_neighbours(counts: np.ndarray, probes: int, access_point: bool = False) -> np.ndarray:
+    """A pair is in range when j received at least half of i's idle probes (all of one). With an access point
+    only the links to and from it count (what stations hear of each other is relayed by it)."""
+    heard = (counts > 0) & (2 * counts >= probes)
+    if access_point:
+        heard[:-1, :-1] = False
+    return heard
 
 
 def to_vector(cpp, kind: str, values) -> object:
@@ -69,6 +73,7 @@ def build_network(cpp, config: ScenarioConfig, seed: int, positions: np.ndarray,
     params.speedMps = config.speed_mps
     params.pauseS = config.pause_s
     params.transport = config.transport
+    params.accessPoint = config.access_point
     params.fanout = config.fanout
     params.datagramBytes = config.datagram_bytes
     params.slotPeriodS = config.slot_period_s
@@ -89,7 +94,7 @@ def measure_idle_density(cpp, config: ScenarioConfig, seed: int, positions: np.n
     """Idle density of a static network at these positions: a fresh simulation, probed, destroyed."""
     network = build_network(cpp, replace(config, mobility="static"), seed, positions, side_m)
     try:
-        counts = to_numpy(network.Probe(config.idle_probes)).reshape(config.devices, config.devices)
+        counts = to_numpy(network.Probe(config.idle_probes)).reshape(config.nodes, config.nodes)
     finally:
         network.Destroy()
     n = config.devices
@@ -123,6 +128,15 @@ def calibrated_placement(cpp, config: ScenarioConfig, seed: int) -> tuple[Placem
                        "geometric_side_m": geometric.side_m}
 
 
+def idle_density(idle_delivered: np.ndarray, counts: np.ndarray, config: ScenarioConfig) -> float:
+    """Ad hoc: the fraction of ordered pairs' probes delivered. Access point: the coverage, the fraction of
+    devices that hear the access point and are heard by it."""
+    if config.access_point:
+        return float(np.mean(idle_delivered[:-1, -1] & idle_delivered[-1, :-1]))
+    n = config.nodes
+    return float(counts.sum() / (config.idle_probes * n * (n - 1)))
+
+
 class Network:
     """A live ns-3 simulation of one scenario: probed on construction, then stepped slot by slot."""
 
@@ -131,23 +145,23 @@ class Network:
         self._cpp = ns3_loader.load()
         self.placement, calibration = calibrated_placement(self._cpp, config, seed)
         self._network = build_network(self._cpp, config, seed, self.placement.positions_m, self.placement.side_m)
-        n = config.devices
+        n = config.nodes
         counts = to_numpy(self._network.Probe(config.idle_probes)).reshape(n, n)
         self.idle_rate = (counts / config.idle_probes).astype(np.float32)
-        self.idle_delivered = idle_neighbours(counts, config.idle_probes)
+        self.idle_delivered = idle_neighbours(counts, config.idle_probes, config.access_point)
         self._network.SetNeighbours(to_vector(self._cpp, "int", self.idle_delivered.ravel()))
         self.stats = {
             "ns3_version": ns3_loader.ns3_version(),
             "area_side_m": self.placement.side_m,
             "range_m": config.range_m,
             "geometric_density": self.placement.geometric_density,
-            "idle_density": float(counts.sum() / (config.idle_probes * n * (n - 1))),
+            "idle_density": idle_density(self.idle_delivered, counts, config),
             "first_slot_s": float(self._network.FirstSlotS()),
             **calibration,
         }
 
     def run_slot(self, slot: int, payloads) -> SlotResult:
-        n = self.config.devices
+        n = self.config.nodes
         nn = n * n
         values = to_numpy(self._network.RunSlot(slot, to_vector(self._cpp, "uint32_t", payloads)))
         done = values[nn:2 * nn].reshape(n, n)

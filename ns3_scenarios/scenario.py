@@ -1,4 +1,4 @@
-"""The 802.11a ad-hoc broadcast scenario: its parameters and its geometry.
+"""The 802.11a scenarios, ad hoc and access point: their parameters and their geometry.
 
 Pure Python (no ns-3 import), so configs can be validated and traces looked up
 without starting ns-3.
@@ -13,6 +13,17 @@ The worker also *measures* the idle density in ns-3 (each device sends
 ``idle_probes`` probe datagrams on a quiet channel) and reports it. With
 fading the disc model no longer holds: the worker then calibrates the side by
 measurement (``ns3_scenarios.network``) and reports both densities.
+
+Access point (``topology = "access_point"``): an infrastructure BSS, the
+server at the centre of the square and the N devices placed uniformly as
+above; the square is sized so that a fraction ``density`` of the devices lie
+within the radio range of the access point (the *coverage*; the idle probe
+measures it). The access point is node N, the last row and column of every
+mask. Its exchanges alternate: even exchanges are the uplink (every device
+sends to the access point, unicast with MAC ACKs and retries), odd ones the
+downlink (the access point sends to every device it reaches: broadcast, or a
+unicast copy each with ``transport = "unicast"``); ``exchange_senders`` is
+that rule's one home.
 """
 
 from __future__ import annotations
@@ -30,7 +41,7 @@ TRANSPORTS = ("broadcast", "unicast", "tcp")
 RATE_CONTROLS = ("constant", "minstrel")
 MOBILITY_MODELS = ("static", "random_walk", "random_waypoint")
 FADING_MODELS = ("none", "nakagami")
-SCENARIO_TOPOLOGIES = ("adhoc",)  # what ns-3 (and the ideal / random_graph controls) simulate
+SCENARIO_TOPOLOGIES = ("adhoc", "access_point")  # what ns-3 (and the ideal / random_graph controls) simulate
 GRAPH_TOPOLOGIES = ("ring", "torus", "circulant", "star", "complete")  # fixed graphs (link_model fixed_graph)
 TOPOLOGIES = SCENARIO_TOPOLOGIES + GRAPH_TOPOLOGIES
 # What the worker returns for every exchange slot (plus the devices' positions at its start): the one list of
@@ -102,6 +113,13 @@ class ScenarioConfig:
         _check(isinstance(self.idle_probes, int) and 1 <= self.idle_probes <= 100, "idle_probes",
                self.idle_probes, "an integer in [1, 100]")
         _check(self.topology in TOPOLOGIES, "topology", self.topology, "one of " + ", ".join(TOPOLOGIES))
+        if self.topology == "access_point":  # what the access-point scenario supports so far
+            _check(self.transport in ("broadcast", "unicast"), "transport", self.transport,
+                   "broadcast or unicast with topology = \"access_point\" (the downlink; uplinks are always unicast)")
+            _check(self.fanout == 0, "fanout", self.fanout, "0 with topology = \"access_point\"")
+            _check(self.mobility == "static", "mobility", self.mobility,
+                   "\"static\" with topology = \"access_point\"")
+            _check(self.fading == "none", "fading", self.fading, "\"none\" with topology = \"access_point\"")
         widest = max(1, (self.devices - 1) // 2)
         _check(isinstance(self.topology_degree, int) and 1 <= self.topology_degree
                and (self.topology != "circulant" or self.topology_degree <= widest), "topology_degree",
@@ -113,6 +131,15 @@ class ScenarioConfig:
             _check(0.0 <= getattr(self, name) <= 10.0, name, getattr(self, name), "a number in [0, 10] (amperes)")
 
     @property
+    def access_point(self) -> bool:
+        return self.topology == "access_point"
+
+    @property
+    def nodes(self) -> int:
+        """Radios in the simulation: the devices, plus the access point (node N) in that topology."""
+        return self.devices + 1 if self.access_point else self.devices
+
+    @property
     def range_m(self) -> float:
         return 10 ** ((self.tx_power_dbm - PREAMBLE_THRESHOLD_DBM - REFERENCE_LOSS_DB) / (10 * PATH_LOSS_EXPONENT))
 
@@ -120,6 +147,18 @@ class ScenarioConfig:
     def slot_period_s(self) -> float:
         """Simulated spacing between consecutive exchanges: the deadline plus a drain for late frames."""
         return self.deadline_s + self.drain_s
+
+
+def exchange_senders(config: ScenarioConfig, exchange: int, payload_bytes: int) -> list[int]:
+    """Bytes each node sends in exchange ``exchange`` of a round when the algorithm sends ``payload_bytes``.
+
+    Ad hoc: every device. Access point: even exchanges are uplinks (every device, the access point silent),
+    odd ones downlinks (the access point alone)."""
+    if not config.access_point:
+        return [payload_bytes] * config.devices
+    if exchange % 2 == 0:
+        return [payload_bytes] * config.devices + [0]
+    return [0] * config.devices + [payload_bytes]
 
 
 def _check(ok: bool, field: str, value: object, allowed: str) -> None:
@@ -135,11 +174,16 @@ class Placement:
 
 
 def place_devices(config: ScenarioConfig, seed: int) -> Placement:
-    """Uniform random positions in a square sized so the in-range pair fraction matches the target."""
+    """Uniform random positions in a square sized so the in-range pair fraction matches the target
+    (access point: the fraction of devices in range of the access point, which is appended at the centre)."""
     rng = np.random.default_rng([seed, 0x5CE7])
     unit = rng.random((config.devices, 2))
-    upper = np.triu_indices(config.devices, k=1)
-    distances = np.sort(np.linalg.norm(unit[:, None] - unit[None], axis=-1)[upper])
+    if config.access_point:
+        unit = np.vstack([unit, [[0.5, 0.5]]])
+        distances = np.sort(np.linalg.norm(unit[:-1] - unit[-1], axis=1))
+    else:
+        upper = np.triu_indices(config.devices, k=1)
+        distances = np.sort(np.linalg.norm(unit[:, None] - unit[None], axis=-1)[upper])
     in_range = int(round(config.density * len(distances)))
     if in_range >= len(distances):
         scale = distances[-1] * 1.001  # every pair strictly inside the range
@@ -149,5 +193,5 @@ def place_devices(config: ScenarioConfig, seed: int) -> Placement:
         scale = 0.5 * (distances[in_range - 1] + distances[in_range])
     side = config.range_m / scale
     positions = unit * side
-    geometric = float(np.mean(distances * side < config.range_m))
+    geometric = float(np.mean(distances * side < config.range_m))  # access point: the geometric coverage
     return Placement(positions, float(side), geometric)

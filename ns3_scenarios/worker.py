@@ -5,7 +5,7 @@ Offline, one request simulated whole::
     python -m ns3_scenarios.worker REQUEST.json OUT_DIR
 
 REQUEST.json: {"scenario": {ScenarioConfig fields}, "seed": int,
-               "slot_payloads": [bytes every device sends in slot 0, slot 1, ...]}
+               "slot_payloads": [[bytes each node sends in slot 0], [... in slot 1], ...]}
 (a slot is one exchange of one round, in order). OUT_DIR receives
 ``arrays.npz`` (per slot: done_s, rx_bytes, intended, positions, air_bytes,
 frames, events, radio_energy_j; once: idle_delivered, idle_rate) and ``worker.json`` (ns-3
@@ -40,13 +40,13 @@ from ns3_scenarios.scenario import SLOT_ARRAYS, ScenarioConfig
 SLOT_RESULTS = (*SLOT_ARRAYS, "positions")
 
 
-def simulate(config: ScenarioConfig, seed: int, slot_payloads: list[int]) -> tuple[dict[str, np.ndarray], dict]:
-    """Every device sends slot_payloads[s] bytes in slot s; all slots in one simulation."""
+def simulate(config: ScenarioConfig, seed: int, slot_payloads: list[list[int]]) -> tuple[dict[str, np.ndarray], dict]:
+    """Node i sends slot_payloads[s][i] bytes in slot s (0: nothing); all slots in one simulation."""
     started = time.perf_counter()
     network = _open(config, seed)
     loaded = time.perf_counter()
     depleted_before = network.source_depletion_j()
-    slots = [network.run_slot(s, [payload] * config.devices) for s, payload in enumerate(slot_payloads)]
+    slots = [network.run_slot(s, payloads) for s, payloads in enumerate(slot_payloads)]
     # What each device's ns-3 energy source lost over the slots: the check on radio_energy_j's split by state.
     source_depletion_j = (network.source_depletion_j() - depleted_before).tolist()
     network.close()

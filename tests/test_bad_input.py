@@ -70,7 +70,13 @@ def run_cases():
         ("deep inline table", "x = " + "{a = " * 3000 + "1" + "}" * 3000 + "\n", "nested"),
         ("deep array in a section", {"network": "density = " + "[" * 40 + "0.5" + "]" * 40}, "nested"),
         # Threshold SGD offline failed at round 0 after ns-3 had simulated everything.
-        ("threshold_sgd offline", {"algorithm": 'name = "threshold_sgd"'}, "network.mode"),
+        ("threshold_sgd offline", {"algorithm": 'name = "threshold_sgd"', "network": 'topology = "access_point"'},
+         "network.mode"),
+        # The wrong architecture: a server algorithm without the access point, a decentralized one with it.
+        ("fedavg ad hoc", {"algorithm": 'name = "fedavg"'}, "network.topology"),
+        ("dpsgd through an access point", {"network": 'topology = "access_point"'}, "network.topology"),
+        ("access point over tcp", {"algorithm": 'name = "fedavg"',
+                                   "network": 'topology = "access_point"\ntransport = "tcp"'}, "network.transport"),
         # Too large for the machine: MemoryError before, leaving a "running" folder.
         ("huge trace", {"top": "rounds = 100000\ndevices = 1000"}, "rounds, devices"),
         # Names that become directories.
@@ -157,8 +163,8 @@ def sweep_cases():
             'link_model = "synthetic"', f'link_model = "synthetic"\ndensity = {[round(0.001 * k, 3) for k in range(1, 1001)]}'),
          "seed"),
         ("huge value on an axis", sweep(top=f"seed = [0, {HUGE}]"), "seed"),
-        ("threshold_sgd offline in a sweep", sweep(extra='[algorithm]\nname = ["dpsgd", "threshold_sgd"]'),
-         "network.mode"),
+        ("threshold_sgd offline in a sweep", sweep(extra='[algorithm]\nname = ["dense_sgd", "threshold_sgd"]').replace(
+            'link_model = "synthetic"', 'link_model = "synthetic"\ntopology = "access_point"'), "network.mode"),
     ]
 
 

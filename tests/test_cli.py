@@ -13,6 +13,7 @@ import pytest
 from experiments.cli import main
 from experiments.config import load_config
 from learner.algorithms import REGISTRY
+from learner.server import is_server
 from helpers import run_dirs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -146,6 +147,8 @@ OFFLINE_ALGORITHMS = sorted(name for name, cls in REGISTRY.items() if not getatt
 def test_every_algorithm_runs_end_to_end_with_the_cnn(tmp_path, capsys, algorithm):
     text = SMALL.replace('name = "dpsgd"\nlr = 0.2', f'name = "{algorithm}"\nlr = 0.05').replace(
         "rounds = 8", "rounds = 3") + '\n[model]\nname = "cnn"\nhidden = 8\n'
+    if is_server(REGISTRY[algorithm]):  # through the access point
+        text = text.replace("[network]\n", '[network]\ntopology = "access_point"\n')
     assert _run(tmp_path, _write(tmp_path, text)) == 0
     run_dir = run_dirs(tmp_path / "results")[0]
     assert '"status": "done"' in (run_dir / "run.json").read_text()

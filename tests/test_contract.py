@@ -10,6 +10,7 @@ import torch
 
 from learner.algorithms import REGISTRY, build_algorithm
 from learner.models import build_model
+from learner.server import is_server
 
 N = 6
 MODEL = build_model("mlp", num_features=5, num_classes=3, hidden=4)  # gives algorithms a layer split
@@ -44,11 +45,25 @@ def _problem(seed=0, n=N):
     return x, centres, scales
 
 
+def server_mask(mask):
+    """A server algorithm's (N + 1) x (N + 1) mask from a device mask: the server (node N) hears device i
+    when anyone heard i, and reaches device j when j heard anyone."""
+    n = mask.shape[0]
+    full = torch.zeros(n + 1, n + 1, dtype=torch.bool)
+    full[:n, n] = mask.any(dim=1)
+    full[n, :n] = mask.any(dim=0)
+    return full
+
+
+def links_for(algorithm, mask):
+    return MaskLinks(server_mask(mask) if is_server(algorithm) else mask)
+
+
 def _run(algorithm, x, grad_fn, mask, rounds=ROUNDS, seed=0):
     state = algorithm.init(x, seed=seed, model=MODEL)
     payloads = []
     for _ in range(rounds):
-        links = MaskLinks(mask)
+        links = links_for(algorithm, mask)
         x, state = algorithm.step(x, state, grad_fn, links)
         payloads.append(links.payloads)
     return x, payloads
@@ -78,6 +93,14 @@ def test_shapes_finiteness_and_declared_payloads(algorithm):
     assert out.shape == (N, D) and out.dtype == x.dtype
     assert torch.isfinite(out).all()
     declared = list(algorithm.exchange_payloads(D))
+    if is_server(algorithm):  # uploads from the N devices, then a download from the server (node N)
+        for used in payloads:
+            up, down = used
+            assert len(up) == N + 1 and up[N] == 0 and all(0 <= b <= declared[0] for b in up[:N])
+            assert down == [0] * N + [declared[1]]
+            if not getattr(algorithm, "variable_payload", False):
+                assert up[:N] == [declared[0]] * N
+        return
     for used in payloads:  # every exchange carries a declared payload, in order
         if getattr(algorithm, "variable_payload", False):
             # Per-sender sizes that follow the selection (online mode only): N ints within the declared bound.
@@ -126,8 +149,8 @@ def test_step_is_pure_in_x_and_state(algorithm):
     x, centres, scales = _problem()
     state = algorithm.init(x, seed=1, model=MODEL)
     x_before = x.clone()
-    first, _ = algorithm.step(x, state, quadratic(scales, centres), MaskLinks(_random_mask(5)))
-    second, _ = algorithm.step(x, state, quadratic(scales, centres), MaskLinks(_random_mask(5)))
+    first, _ = algorithm.step(x, state, quadratic(scales, centres), links_for(algorithm, _random_mask(5)))
+    second, _ = algorithm.step(x, state, quadratic(scales, centres), links_for(algorithm, _random_mask(5)))
     assert torch.equal(x, x_before)
     assert torch.equal(first, second)
 

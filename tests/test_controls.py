@@ -13,7 +13,7 @@ import torch
 
 import bridge.link_source
 from bridge import obtain_trace, trace_key
-from bridge.controls import CONTROL_MODELS, control_trace, graph_adjacency, spectral_gap
+from bridge.controls import control_trace, graph_adjacency, spectral_gap
 from experiments.cli import main
 from helpers import run_dirs
 from learner.mixing import metropolis_hastings

@@ -1,4 +1,3 @@
-import pytest
 import torch
 
 from learner.mixing import (connected_components, fastmix, gossip_laplacian, gossip_momentum, metropolis_hastings,

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pytest
 import tomli_w
-import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -249,11 +248,12 @@ def test_worker_faults_raise_a_clear_error_quoting_stderr_and_cache_nothing(tmp_
 # --- Defect 1: a changed default or changed code recomputes; an unchanged one reuses ---------------------
 
 def test_the_written_config_holds_every_algorithm_default_and_the_run_id_hashes_it(tmp_path, capsys):
-    code, message = _run_cli(tmp_path, tomli_w.dumps({**BASE, "algorithm": {"name": "esgd"}}), capsys)
+    config = {**BASE, "algorithm": {"name": "esgd"}, "network": {**BASE["network"], "topology": "access_point"}}
+    code, message = _run_cli(tmp_path, tomli_w.dumps(config), capsys)
     assert code == 0, message
     (run_dir,) = [p for p in (tmp_path / "results").iterdir() if not p.name.startswith(".")]
     written = tomllib.loads((run_dir / "config.toml").read_text())
-    assert set(written["algorithm"]) == {"name", "lr", "keep_ratio", "beta", "importance_step"}
+    assert set(written["algorithm"]) == {"name", "lr", "keep_ratio", "beta", "importance_step", "epoch_rounds"}
 
 
 def test_a_changed_algorithm_default_gives_a_new_run_id_and_a_changed_code_fingerprint_recomputes(

@@ -22,6 +22,23 @@ class MaskLinks:
         return self.masks.pop(0) if len(self.masks) > 1 else self.masks[0].clone()
 
 
+class ServerLinks(MaskLinks):
+    """Uplink and downlink masks of the access-point scenario: ``up[j]`` = the server received device j,
+    ``down[j]`` = device j received the server's model; one (up, down) pair per round, in order."""
+
+    def __init__(self, *rounds):
+        masks = []
+        for up, down in rounds:
+            for column, row in ((up, None), (None, down)):
+                full = torch.zeros(N + 1, N + 1, dtype=torch.bool)
+                if column is not None:
+                    full[:N, N] = torch.tensor(column)
+                else:
+                    full[N, :N] = torch.tensor(row)
+                masks.append(full)
+        super().__init__(*masks)
+
+
 def _problem(seed=0):
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(N, D, generator=g) * 0.1
@@ -33,24 +50,36 @@ def _full():
     return ~torch.eye(N, dtype=torch.bool)
 
 
-def test_dense_sgd_applies_the_receiver_mean():
+ALL = [True] * N
+
+
+def _lossy_rounds(rounds, seed=7, p=0.6):
+    g = torch.Generator().manual_seed(seed)
+    return [((torch.rand(N, generator=g) < p).tolist(), (torch.rand(N, generator=g) < p).tolist())
+            for _ in range(rounds)]
+
+
+def test_dense_sgd_server_sums_what_arrived_and_only_devices_that_downloaded_take_the_model():
     x, grad_fn = _problem()
-    mask = torch.zeros(N, N, dtype=torch.bool)
-    mask[1, 0] = mask[2, 0] = True  # device 0 hears 1 and 2
-    out, _ = build_algorithm("dense_sgd", lr=0.5).step(x, None, grad_fn, MaskLinks(mask))
+    algorithm = build_algorithm("dense_sgd", lr=0.5)
+    up, down = [True, False, True, False, False], [True, True, False, False, False]
+    links = ServerLinks((up, down))
+    out, global_model = algorithm.step(x, algorithm.init(x), grad_fn, links)
     g = grad_fn(x)
-    assert torch.allclose(out[0], x[0] - 0.5 * g[:3].mean(0), atol=1e-6)
-    assert torch.allclose(out[3], x[3] - 0.5 * g[3], atol=1e-6)
+    expected = x[0] - 0.5 / N * (g[0] + g[2])
+    assert torch.allclose(global_model, expected, atol=1e-6)
+    assert torch.allclose(out[:2], expected.expand(2, D)) and torch.equal(out[2:], x[2:])  # stale copies kept
+    assert links.payloads == [[4 * D] * N + [0], [0] * N + [4 * D]]
 
 
-def test_esgd_with_everything_kept_is_dense_sgd():
+def test_esgd_with_everything_kept_is_dense_sgd_through_the_server():
     x, grad_fn = _problem()
     esgd = build_algorithm("esgd", keep_ratio=1.0, lr=0.3)
     dense = build_algorithm("dense_sgd", lr=0.3)
-    state, y = esgd.init(x), x
-    for _ in range(3):
-        x, state = esgd.step(x, state, grad_fn, MaskLinks(_full()))
-        y, _ = dense.step(y, None, grad_fn, MaskLinks(_full()))
+    state, y, dense_state = esgd.init(x), x, dense.init(x)
+    for round_masks in _lossy_rounds(3):
+        x, state = esgd.step(x, state, grad_fn, ServerLinks(round_masks))
+        y, dense_state = dense.step(y, dense_state, grad_fn, ServerLinks(round_masks))
     assert torch.allclose(x, y, atol=1e-6)
 
 
@@ -60,16 +89,16 @@ def test_esgd_sends_exactly_k_and_drops_nothing(ratio):
     esgd = build_algorithm("esgd", keep_ratio=ratio, lr=1.0)
     k = keep_count(D, ratio)
     state = esgd.init(x, seed=3)
-    alone = torch.zeros(N, N, dtype=torch.bool)  # no neighbours: x_new = x - lr * s
     for _ in range(5):
-        links = MaskLinks(alone)
+        links = ServerLinks((ALL, ALL))
         g = grad_fn(x)
         new_x, new_state = esgd.step(x, state, grad_fn, links)
-        assert links.payloads == [encoded_bytes(k, D)] == list(esgd.exchange_payloads(D))
-        assert (new_state.selection.sum(1) == k).all()
-        sent = x - new_x
-        assert (sent[~new_state.selection] == 0).all() and (new_state.residual[new_state.selection] == 0).all()
-        assert torch.allclose(sent + new_state.residual, esgd.beta * state.residual + g, atol=1e-6)
+        assert links.payloads[0] == [encoded_bytes(k, D)] * N + [0]
+        assert list(esgd.exchange_payloads(D)) == [encoded_bytes(k, D), 4 * D]
+        assert (new_state.selection.sum(1) == k).all() and (new_state.residual[new_state.selection] == 0).all()
+        sent_sum = (state.global_model - new_state.global_model) * N  # lr = 1: the sum of what was sent
+        assert torch.allclose(sent_sum + new_state.residual.sum(0), (esgd.beta * state.residual + g).sum(0),
+                              atol=1e-5)
         x, state = new_x, new_state
 
 
@@ -86,26 +115,34 @@ def test_esgd_reads_losses_through_with_loss_and_keeps_selection_when_loss_falls
     state = esgd.init(x)
     for _ in range(3):
         previous = state
-        x, state = esgd.step(x, state, grad_fn, MaskLinks(_full()))
+        x, state = esgd.step(x, state, grad_fn, ServerLinks((ALL, ALL)))
     assert torch.equal(state.loss, torch.full((N,), 3.0))
     # round 2: every loss fell, so the kept selection's importance rose by 2 (replacement may swap some out)
     assert torch.equal(state.importance, previous.importance + 2.0 * previous.selection.float())
 
 
-def test_threshold_sgd_sends_per_sender_sizes_of_its_selection():
+def test_esgd_paper_schedule_halves_per_epoch():
+    esgd = build_algorithm("esgd", lr=0.1, epoch_rounds=10)
+    assert [esgd.learning_rate(r) for r in (0, 9, 10, 25)] == pytest.approx([0.05, 0.05, 0.025, 0.1 / 6])
+    assert build_algorithm("esgd", lr=0.1).learning_rate(50) == 0.1
+
+
+def test_threshold_sgd_uploads_per_device_sizes_of_its_selection():
     x, grad_fn = _problem()
     algorithm = build_algorithm("threshold_sgd", threshold=0.8, lr=1.0)
-    links = MaskLinks(torch.zeros(N, N, dtype=torch.bool))
-    residual = algorithm.init(x)
-    new_x, new_residual = algorithm.step(x, residual, grad_fn, links)
+    links = ServerLinks((ALL, ALL))
+    state = algorithm.init(x)
+    _, new_state = algorithm.step(x, state, grad_fn, links)
     g = grad_fn(x)
     chosen = g.abs() > 0.8
-    assert links.payloads == [[encoded_bytes(int(c), D) for c in chosen.sum(1)]]
-    assert torch.allclose((x - new_x) + new_residual, g, atol=1e-6)
+    assert links.payloads[0] == [encoded_bytes(int(c), D) for c in chosen.sum(1)] + [0]
+    sent_sum = (state.global_model - new_state.global_model) * N
+    assert torch.allclose(sent_sum + new_state.residual.sum(0), g.sum(0), atol=1e-5)
 
 
 def test_threshold_sgd_offline_gets_the_bridge_error(tmp_path):
-    trace, _ = obtain_trace("synthetic", ScenarioConfig(devices=N), (4 * D,), 2, 0, tmp_path)
+    scenario = ScenarioConfig(devices=N, topology="access_point")
+    trace, _ = obtain_trace("synthetic", scenario, (4 * D, 4 * D), 2, 0, tmp_path)
     x, grad_fn = _problem()
     algorithm = build_algorithm("threshold_sgd", threshold=0.8)
     with pytest.raises(RuntimeError, match='network.mode = "online"'):
@@ -116,16 +153,93 @@ def test_dgc_accumulates_momentum_and_drops_nothing():
     x, grad_fn = _problem()
     dgc = build_algorithm("dgc", keep_ratio=0.25, momentum=0.5, lr=1.0)
     k = keep_count(D, 0.25)
-    u, v = dgc.init(x)
-    alone = torch.zeros(N, N, dtype=torch.bool)
+    state = dgc.init(x)
     for _ in range(3):
         g = grad_fn(x)
-        new_x, (new_u, new_v) = dgc.step(x, (u, v), grad_fn, MaskLinks(alone))
-        sent = x - new_x
-        assert ((sent != 0).sum(1) <= k).all()
-        assert torch.allclose(sent + new_v, v + 0.5 * u + g, atol=1e-6)
-        assert (new_u[sent != 0] == 0).all()  # momentum factor masking
-        x, u, v = new_x, new_u, new_v
+        links = ServerLinks((ALL, ALL))
+        new_x, new_state = dgc.step(x, state, grad_fn, links)
+        assert links.payloads[0] == [encoded_bytes(k, D)] * N + [0]
+        sent_sum = (state.global_model - new_state.global_model) * N
+        assert torch.allclose(sent_sum + new_state.accumulated.sum(0),
+                              (state.accumulated + 0.5 * state.momentum + g).sum(0), atol=1e-5)
+        assert ((new_state.accumulated == 0).sum(1) >= k).all()  # the sent coordinates were reset
+        x, state = new_x, new_state
+
+
+def _esgd_reference(esgd, x, grad_fn, rounds, seed):
+    """Server eSGD written out per device from the update rule, one device at a time (the selection rules
+    are learner.compress's, checked on their own in test_compress.py)."""
+    from learner.compress import esgd_select, replace_lowest_importance
+
+    n, d = x.shape
+    k = keep_count(d, esgd.keep_ratio)
+    w = x[0].clone()
+    selection, importance = torch.zeros(n, d, dtype=torch.bool), torch.ones(n, d)
+    residual, last_loss = torch.zeros(n, d), torch.full((n,), float("inf"))
+    generator = torch.Generator().manual_seed(seed)
+    for t, (up, down) in enumerate(rounds):
+        uniforms = torch.rand(d, generator=generator, dtype=torch.float64)
+        grads = torch.stack([grad_fn(x)[j] for j in range(n)])  # device j's gradient at its own model
+        loss = 0.5 * grads.pow(2).sum(1)
+        new_selection, importance = esgd_select(t, k, selection, importance, loss, last_loss, uniforms,
+                                                esgd.importance_step)
+        total = torch.zeros(d)
+        for j in range(n):
+            accumulated = esgd.beta * residual[j] + grads[j]
+            chosen = replace_lowest_importance(new_selection[j:j + 1], importance[j:j + 1],
+                                               accumulated[None], grads[j].abs().mean()[None])[0]
+            if up[j]:
+                total += torch.where(chosen, accumulated, 0.0)
+            residual[j] = torch.where(chosen, 0.0, accumulated)
+            new_selection[j] = chosen
+        selection, last_loss = new_selection, loss
+        w = w - esgd.lr / n * total
+        x = torch.stack([w if down[j] else x[j] for j in range(n)])
+    return x
+
+
+def test_server_esgd_equals_a_per_device_loop_over_lossy_up_and_down_masks():
+    x, grad_fn = _problem()
+    esgd = build_algorithm("esgd", keep_ratio=0.25, lr=0.5)
+    rounds = _lossy_rounds(6)
+    state, y = esgd.init(x, seed=4), x
+    for round_masks in rounds:
+        y, state = esgd.step(y, state, grad_fn, ServerLinks(round_masks))
+    assert torch.allclose(y, _esgd_reference(esgd, x, grad_fn, rounds, seed=4), atol=1e-6)
+
+
+def _fedavg_reference(fedavg, x, grad_fn, samples, rounds, seed):
+    """FedAvg from McMahan et al.'s update, one device at a time."""
+    n = x.shape[0]
+    w = x[0].clone()
+    generator = torch.Generator().manual_seed(seed)
+    for up, down in rounds:
+        chosen = torch.randperm(n, generator=generator)[:max(1, round(fedavg.client_fraction * n))].tolist()
+        for j in chosen:
+            for _ in range(fedavg.local_steps):
+                x[j] = x[j] - fedavg.lr * grad_fn(x)[j]
+        arrived = [j for j in chosen if up[j]]
+        if arrived:
+            w = sum(samples[j] * x[j] for j in arrived) / sum(samples[j] for j in arrived)
+        for j in range(n):
+            if down[j]:
+                x[j] = w.clone()
+    return x
+
+
+@pytest.mark.parametrize("fraction", [1.0, 0.6])
+def test_fedavg_equals_a_per_device_loop_over_lossy_up_and_down_masks(fraction):
+    x, grad_fn = _problem()
+    fedavg = build_algorithm("fedavg", lr=0.2, local_steps=3, client_fraction=fraction)
+    samples = [10, 40, 25, 5, 20]
+    rounds = _lossy_rounds(5, seed=11)
+    state, y = fedavg.init(x, seed=2, samples=samples), x
+    for round_masks in rounds:
+        links = ServerLinks(round_masks)
+        y, state = fedavg.step(y, state, grad_fn, links)
+    assert torch.allclose(y, _fedavg_reference(fedavg, x.clone(), grad_fn, samples, rounds, seed=2), atol=1e-5)
+    if fraction < 1:  # only the chosen devices upload; the others send nothing
+        assert sorted(set(links.payloads[0][:N])) == [0, 4 * D] and fedavg.variable_payload
 
 
 def test_choco_copies_stay_in_sync_without_loss_and_desynchronise_for_good_after_one():
@@ -167,24 +281,31 @@ def test_hyperparameters_are_checked(name, field):
         build_algorithm(name, **{field: -1.0})
 
 
-def test_esgd_table_sweep_sends_the_encoded_size_of_each_k(tmp_path):
-    """End to end on the synthetic link model: each k's payload reaches the trace and the table."""
+def test_esgd_table_sweep_sends_the_encoded_size_of_each_k_up_and_the_model_down(tmp_path):
+    """End to end on the synthetic link model through the access point: each k's upload size reaches the
+    trace, the model comes down, and the table separates the two directions."""
     from experiments import esgd_table
     from experiments.sweep import load_sweep, run_sweep
 
     sweep_file = tmp_path / "sweep.toml"
     sweep_file.write_text('rounds = 3\ndevices = 4\n[sweep]\nname = "t"\n[data]\ndataset = "digits"\nalpha = 1.0\n'
                           '[algorithm]\nname = ["esgd", "dgc"]\nkeep_ratio = [1.0, 0.25]\n'
-                          '[network]\nlink_model = "synthetic"\n')
+                          '[network]\nlink_model = "ideal"\ntopology = "access_point"\ndensity = 1.0\n')
     sweep = load_sweep(sweep_file)
     run_sweep(sweep, tmp_path / "results", tmp_path / "cache", workers=1)
     assert esgd_table.main([str(sweep_file), "--results", str(tmp_path / "results")]) == 0
-    table = __import__("pandas").read_csv(tmp_path / "results" / "sweeps" / "t" / "esgd_table.csv")
     dim = 64 * 10 + 10  # logreg on 8x8 digits
-    expected = {100.0: encoded_bytes(dim, dim), 25.0: encoded_bytes(keep_count(dim, 0.25), dim)}
-    assert len(table) == 4
-    for _, row in table.iterrows():
-        assert row["payload B"] == expected[row["keep %"]]
+    for _, config in sweep.runs:
+        links = __import__("pandas").read_csv(tmp_path / "results" / config.run_id / "links.csv")
+        up, down = links[links["exchange"] == 0], links[links["exchange"] == 1]
+        keep = dict(config.algorithm.hyperparameters)["keep_ratio"]
+        # payload_bytes is the mean over the 5 nodes: 4 devices upload, then the server alone sends down
+        assert (up["payload_bytes"] == round(4 * encoded_bytes(keep_count(dim, keep), dim) / 5)).all()
+        assert (down["payload_bytes"] == round(4 * dim / 5)).all()
+        assert (up["delivered_pairs"] == 4).all() and (down["delivered_pairs"] == 4).all()
+    table = __import__("pandas").read_csv(tmp_path / "results" / "sweeps" / "t" / "esgd_table.csv")
+    dense = table[table["keep %"] == 100]
+    assert len(table) == 4 and (dense["mb_up"] == 4 * dense["mb_down"]).all()  # 4 uploads, one broadcast down
 
 
 def _choco_reference_step(choco, x, estimate, copies, grad_fn, mask):

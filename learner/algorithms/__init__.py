@@ -17,6 +17,7 @@ from learner.algorithms.dgc import DGC
 from learner.algorithms.dpsgd import DPSGD
 from learner.algorithms.dsgt import DSGT
 from learner.algorithms.esgd import ESGD
+from learner.algorithms.fedavg import FedAvg
 from learner.algorithms.hyperprism import HyperPrism, HyperPrismFixed
 from learner.algorithms.mudag import Mudag
 from learner.algorithms.sgp import SGP
@@ -33,6 +34,7 @@ REGISTRY: dict[str, type] = {
     "dpsgd": DPSGD,
     "dsgt": DSGT,
     "esgd": ESGD,
+    "fedavg": FedAvg,  # the central reference (server architecture, like dense_sgd, esgd, dgc, threshold_sgd)
     "sgp": SGP,
     "threshold_sgd": ThresholdSGD,
     "hyperprism": HyperPrism,  # exponents from per-device hypernetworks

@@ -1,15 +1,16 @@
-"""Dense SGD: the uncompressed reference of the sparsification family (eSGD's "std SGD").
+"""Dense SGD through a parameter server: the uncompressed reference of the sparsification family
+(eSGD's "std SGD"; Tao & Li, HotEdge 2018, compare against it on their parameter server).
 
-eSGD (Tao & Li, HotEdge 2018) compares against standard SGD through a
-parameter server. Decentralized form used here: every device broadcasts its
-full gradient and applies the receiver mean of the gradients it holds::
+Synchronous parameter-server SGD over the access-point scenario (``learner/server.py``)::
 
-    x_j <- x_j - lr * mean_{i in {j} ∪ {i : mask[i, j]}} g_i(x_i)
+    each device j:  g_j = grad f_j(x_j) at its copy x_j, uploaded dense (d x 4 bytes)
+    server:         w <- w - (lr / N) * sum_{j : upload arrived} g_j
+    each device j:  x_j <- w if the download (the dense model, d x 4 bytes) arrived, else x_j
 
-There is no model averaging, so models that start equal drift apart as soon as
-devices hold different sets of gradients (``consensus_distance`` in
-metrics.csv measures it). Payload: the dense float32 gradient, d x 4 bytes
-(the same size as D-PSGD's model, so both replay one ns-3 trace).
+With every upload and download delivered this is mini-batch SGD on the
+global model with N x batch samples per step. Reconstruction: dividing by N
+rather than by the uploads received (so a lost upload is a smaller step, not a
+re-weighted one) is our choice, shared by every server method here.
 """
 
 from __future__ import annotations
@@ -18,19 +19,26 @@ from dataclasses import dataclass
 
 import torch
 
-from learner.algorithms.base import FLOAT32_BYTES, GradFn, Links, StatelessDenseModel, check_range
-from learner.mixing import receiver_mean
+from learner.algorithms.base import FLOAT32_BYTES, GradFn, Links, check_range
+from learner.server import SERVER_ARCHITECTURE, model_bytes, sgd_round
 
 
 @dataclass(frozen=True)
-class DenseSGD(StatelessDenseModel):
+class DenseSGD:
     lr: float = 0.1
     name: str = "dense_sgd"
+    architecture = SERVER_ARCHITECTURE  # class attribute: runs on network.topology = "access_point"
 
     def __post_init__(self) -> None:
         check_range("lr", self.lr, 0.0, 100.0)
 
-    def step(self, x: torch.Tensor, state: None, grad_fn: GradFn, links: Links) -> tuple[torch.Tensor, None]:
+    def exchange_payloads(self, dim: int) -> tuple[int, ...]:
+        return (dim * FLOAT32_BYTES, model_bytes(dim))  # upload, download
+
+    def init(self, x: torch.Tensor, seed: int = 0, model: object = None) -> torch.Tensor:
+        return x[0].clone()  # the global model: every device starts from the same initial model
+
+    def step(self, x: torch.Tensor, state: torch.Tensor, grad_fn: GradFn,
+             links: Links) -> tuple[torch.Tensor, torch.Tensor]:
         grad = grad_fn(x)
-        mask = links.exchange(x.shape[1] * FLOAT32_BYTES)
-        return x - self.lr * receiver_mean(mask, grad), None
+        return sgd_round(x, state, grad, x.shape[1] * FLOAT32_BYTES, links, self.lr)

@@ -1,18 +1,18 @@
-"""Top-k with error feedback / DGC (Lin et al., "Deep Gradient Compression", ICLR 2018).
+"""Top-k with error feedback / DGC (Lin et al., "Deep Gradient Compression", ICLR 2018), through a
+parameter server.
 
-Momentum correction, local accumulation and momentum factor masking; each
-device sends the k = keep_ratio x d largest accumulated coordinates::
+Momentum correction, local accumulation and momentum factor masking on each
+device; each uploads the k = keep_ratio x d largest accumulated coordinates,
+the server applies what arrived to the global model and sends it back
+(``learner/server.py``)::
 
-    u_i <- m u_i + g_i(x_i);   v_i <- v_i + u_i
-    S_i = top-k |v_i|;  s_i = v_i on S_i;  v_i, u_i <- 0 on S_i
-    x_j <- x_j - lr * mean_{i in {j} ∪ {i : mask[i, j]}} s_i
+    u_j <- m u_j + grad f_j(x_j);   v_j <- v_j + u_j
+    S_j = top-k |v_j|;  s_j = v_j on S_j;  v_j, u_j <- 0 on S_j
+    w <- w - (lr / N) * sum_{j : upload arrived} s_j;   x_j <- w if the download arrived
 
-(s_i + v_i(after) = v_i(before): nothing is dropped). Decentralized
-receiver-mean form of the parameter-server update, without model averaging:
-models drift apart (see ``consensus_distance``). Left out from DGC: gradient
-clipping and the sparsity warm-up.
-
-Payload: ``encoded_bytes(k, d)``, constant, so offline traces work (one per k).
+(s_j + v_j(after) = v_j(before): nothing is dropped on the device; an upload
+lost on the air is lost). Left out from DGC: gradient clipping and the
+sparsity warm-up. Payloads: up ``encoded_bytes(k, d)``, down the dense model.
 """
 
 from __future__ import annotations
@@ -23,7 +23,14 @@ import torch
 
 from learner.algorithms.base import GradFn, Links, check_range
 from learner.compress import encoded_bytes, keep_count, split, topk_mask
-from learner.mixing import receiver_mean
+from learner.server import SERVER_ARCHITECTURE, model_bytes, sgd_round
+
+
+@dataclass(frozen=True)
+class DGCState:
+    global_model: torch.Tensor  # (d,) the server's model
+    momentum: torch.Tensor  # (N, d) u
+    accumulated: torch.Tensor  # (N, d) v
 
 
 @dataclass(frozen=True)
@@ -32,6 +39,7 @@ class DGC:
     keep_ratio: float = 0.1
     momentum: float = 0.9
     name: str = "dgc"
+    architecture = SERVER_ARCHITECTURE
 
     def __post_init__(self) -> None:
         check_range("lr", self.lr, 0.0, 100.0)
@@ -39,20 +47,18 @@ class DGC:
         check_range("momentum", self.momentum, 0.0, 1.0, low_open=False)
 
     def exchange_payloads(self, dim: int) -> tuple[int, ...]:
-        return (encoded_bytes(keep_count(dim, self.keep_ratio), dim),)
+        return (encoded_bytes(keep_count(dim, self.keep_ratio), dim), model_bytes(dim))
 
-    def init(self, x: torch.Tensor, seed: int = 0, model: object = None) -> tuple[torch.Tensor, torch.Tensor]:
-        return torch.zeros_like(x), torch.zeros_like(x)  # (u, v)
+    def init(self, x: torch.Tensor, seed: int = 0, model: object = None) -> DGCState:
+        return DGCState(x[0].clone(), torch.zeros_like(x), torch.zeros_like(x))
 
-    def step(self, x: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor], grad_fn: GradFn,
-             links: Links) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+    def step(self, x: torch.Tensor, state: DGCState, grad_fn: GradFn, links: Links) -> tuple[torch.Tensor, DGCState]:
         dim = x.shape[1]
         k = keep_count(dim, self.keep_ratio)
-        momentum, accumulated = state
-        momentum = self.momentum * momentum + grad_fn(x)
-        accumulated = accumulated + momentum
+        momentum = self.momentum * state.momentum + grad_fn(x)
+        accumulated = state.accumulated + momentum
         selected = topk_mask(accumulated, k)
         sent, accumulated = split(accumulated, selected)
         momentum = momentum - momentum * selected.to(x.dtype)  # zero the sent coordinates (exact)
-        mask = links.exchange(encoded_bytes(k, dim))
-        return x - self.lr * receiver_mean(mask, sent), (momentum, accumulated)
+        x, global_model = sgd_round(x, state.global_model, sent, encoded_bytes(k, dim), links, self.lr)
+        return x, DGCState(global_model, momentum, accumulated)

@@ -1,19 +1,18 @@
-"""Threshold SGD (Strom, Interspeech 2015; eSGD's "threshold SGD" baseline).
+"""Threshold SGD (Strom, Interspeech 2015; eSGD's "threshold SGD" baseline), through a parameter server.
 
-Each device adds its gradient to a local residual and sends only the
-coordinates whose accumulated value exceeds a fixed threshold tau::
+Each device adds its gradient to a local residual and uploads only the
+coordinates whose accumulated value exceeds a fixed threshold tau; the server
+applies what arrived to the global model and sends it back
+(``learner/server.py``)::
 
-    a_i = r_i + g_i(x_i),   S_i = {c : |a_ic| > tau}
-    s_i = a_i on S_i (sent),  r_i <- a_i off S_i (kept, so s_i + r_i = a_i)
-    x_j <- x_j - lr * mean_{i in {j} ∪ {i : mask[i, j]}} s_i
+    a_j = r_j + grad f_j(x_j),   S_j = {c : |a_jc| > tau}
+    s_j = a_j on S_j (sent),  r_j <- a_j off S_j (kept, so s_j + r_j = a_j)
+    w <- w - (lr / N) * sum_{j : upload arrived} s_j;   x_j <- w if the download arrived
 
-(decentralized receiver-mean form of the parameter-server update; no model
-averaging, so models drift apart: see ``consensus_distance``).
-
-Payload: ``learner.compress.encoded_bytes(|S_i|, d)`` per sender, which
-changes per sender and round, so this algorithm needs
-``network.mode = "online"``; an offline trace refuses it with a clear error.
-``exchange_payloads`` declares the upper bound, the dense size 4 d.
+Upload: ``learner.compress.encoded_bytes(|S_j|, d)`` per device (its header
+alone when nothing is selected: an empty message still goes up), which changes
+per device and round, so this algorithm needs ``network.mode = "online"``;
+``exchange_payloads`` declares the upper bound (dense) and the download.
 """
 
 from __future__ import annotations
@@ -24,7 +23,13 @@ import torch
 
 from learner.algorithms.base import FLOAT32_BYTES, GradFn, Links, check_range
 from learner.compress import encoded_sizes, split, threshold_mask
-from learner.mixing import receiver_mean
+from learner.server import SERVER_ARCHITECTURE, model_bytes, sgd_round
+
+
+@dataclass(frozen=True)
+class ThresholdState:
+    global_model: torch.Tensor  # (d,)
+    residual: torch.Tensor  # (N, d) r
 
 
 @dataclass(frozen=True)
@@ -32,22 +37,23 @@ class ThresholdSGD:
     lr: float = 0.1
     threshold: float = 0.01
     name: str = "threshold_sgd"
-    variable_payload = True  # class attribute, not a field: per-sender sizes change every round
+    variable_payload = True  # class attribute, not a field: per-device upload sizes change every round
+    architecture = SERVER_ARCHITECTURE
 
     def __post_init__(self) -> None:
         check_range("lr", self.lr, 0.0, 100.0)
         check_range("threshold", self.threshold, 0.0, 1e6, low_open=False)
 
     def exchange_payloads(self, dim: int) -> tuple[int, ...]:
-        return (dim * FLOAT32_BYTES,)
+        return (dim * FLOAT32_BYTES, model_bytes(dim))
 
-    def init(self, x: torch.Tensor, seed: int = 0, model: object = None) -> torch.Tensor:
-        return torch.zeros_like(x)  # the residual r
+    def init(self, x: torch.Tensor, seed: int = 0, model: object = None) -> ThresholdState:
+        return ThresholdState(x[0].clone(), torch.zeros_like(x))
 
-    def step(self, x: torch.Tensor, state: torch.Tensor, grad_fn: GradFn,
-             links: Links) -> tuple[torch.Tensor, torch.Tensor]:
-        accumulated = state + grad_fn(x)
+    def step(self, x: torch.Tensor, state: ThresholdState, grad_fn: GradFn,
+             links: Links) -> tuple[torch.Tensor, ThresholdState]:
+        accumulated = state.residual + grad_fn(x)
         selected = threshold_mask(accumulated, self.threshold)
         sent, residual = split(accumulated, selected)
-        mask = links.exchange(encoded_sizes(selected))
-        return x - self.lr * receiver_mean(mask, sent), residual
+        x, global_model = sgd_round(x, state.global_model, sent, encoded_sizes(selected), links, self.lr)
+        return x, ThresholdState(global_model, residual)

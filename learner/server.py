@@ -1,0 +1,64 @@
+"""The parameter-server architecture as algorithms see it: uploads to one server, downloads from it.
+
+A server algorithm (``architecture = "server"``) runs on the access-point
+scenario (``network.topology = "access_point"``): every mask it gets is
+(N + 1) x (N + 1), node N is the server (the access point), and its exchanges
+alternate: an **upload** (every device may send to the server; ``mask[i, N]``
+= the server received device i's whole message) then a **download** (the
+server sends to every device; ``mask[N, j]`` = device j received it). The
+server holds the one global model; a device that missed a download keeps its
+own (stale) copy and computes its next gradient there.
+
+The SGD family's server step (dense SGD, eSGD, threshold SGD, DGC)::
+
+    g <- g - (lr / N) * sum_{i : server received i} s_i     (a lost upload contributes nothing)
+    x_j <- g if device j received the download, else x_j
+
+with s_i the (sparse) update device i sent. Dividing by N, not by the number
+received, keeps the step of each update fixed whatever the network loses
+(the sum of what arrived, scaled as the mean of a lossless round).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from learner.algorithms.base import FLOAT32_BYTES, Links
+
+SERVER_ARCHITECTURE = "server"
+
+
+def is_server(algorithm: object) -> bool:
+    return getattr(algorithm, "architecture", "decentralized") == SERVER_ARCHITECTURE
+
+
+def upload(links: Links, payload_bytes: int | Sequence[int], devices: int) -> torch.Tensor:
+    """(N,) bool: which devices' uploads of ``payload_bytes`` (one int, or one per device; 0 = not sent) the
+    server received."""
+    sizes = [int(payload_bytes)] * devices if isinstance(payload_bytes, int) else [int(b) for b in payload_bytes]
+    return links.exchange(sizes + [0])[:devices, devices]
+
+
+def download(links: Links, payload_bytes: int, devices: int) -> torch.Tensor:
+    """(N,) bool: which devices received the server's ``payload_bytes``."""
+    return links.exchange([0] * devices + [int(payload_bytes)])[devices, :devices]
+
+
+def model_bytes(dim: int) -> int:
+    """What the server sends down: the global model, dense float32."""
+    return dim * FLOAT32_BYTES
+
+
+def sgd_round(x: torch.Tensor, global_model: torch.Tensor, updates: torch.Tensor, upload_bytes,
+              links: Links, lr: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """One round of the SGD family through the server (the update in the module docstring).
+
+    ``updates`` (N, d): what each device sends, dense (zeros where not sent); ``upload_bytes``: their sizes.
+    Returns (the devices' models, the new global model)."""
+    n, dim = x.shape
+    received = upload(links, upload_bytes, n)
+    global_model = global_model - (lr / n) * updates[received].sum(0)
+    got = download(links, model_bytes(dim), n)
+    return torch.where(got[:, None], global_model, x), global_model
