@@ -51,7 +51,7 @@ def build_table(summary: pd.DataFrame, results_root: Path) -> pd.DataFrame:
                      "sim s to target": run["time_to_target_s"], "kJ to target": run["energy_to_target_j"] / 1e3})
     runs = pd.DataFrame(rows)
     keys = ["algorithm", "keep %", "link model"]
-    grouped = runs.groupby(keys, sort=False)
+    grouped = runs.groupby(keys, sort=False, dropna=False)  # threshold SGD has no fixed keep %
     table = grouped.agg(runs=("Max Acc", "count"), max_acc=("Max Acc", "mean"), max_acc_std=("Max Acc", "std"),
                         final_acc=("final acc", "mean"), mb_up=("MB up", "mean"), mb_down=("MB down", "mean"),
                         reached=("sim s to target", "count"), seconds=("sim s to target", "mean"),
@@ -69,7 +69,8 @@ def markdown(table: pd.DataFrame, target: float) -> str:
     for _, row in table.iterrows():
         std = 0.0 if pd.isna(row["max_acc_std"]) else row["max_acc_std"]
         reached = f" ({int(row['reached'])}/{int(row['runs'])})"
-        cells = [row["algorithm"], f"{row['keep %']:g}", row["link model"], str(int(row["runs"])),
+        keep = "—" if pd.isna(row["keep %"]) else f"{row['keep %']:g}"
+        cells = [row["algorithm"], keep, row["link model"], str(int(row["runs"])),
                  f"{row['max_acc']:.3f} ± {std:.3f}", f"{row['final_acc']:.3f}",
                  "—" if pd.isna(row["paper acc"]) else f"{row['paper acc']:.3f}",
                  f"{row['mb_up']:.2f}", f"{row['mb_down']:.2f}",

@@ -4,7 +4,9 @@ algorithm's % change against each row.
     python -m experiments.paper_table SWEEP.toml [--results DIR] [--reference hyperprism]
 
 Reads only ``results/sweeps/<name>/table.csv`` (written by ``nsdml sweep``/``nsdml table``) and writes
-``paper_table.csv`` and ``paper_table.md`` beside it. For a row r and the reference h:
+``paper_table.csv`` and ``paper_table.md`` beside it: one table per setting of the sweep's other axes
+(e.g. per alpha and link model), each row with its simulated seconds to the target beside its rounds.
+For a row r and the reference h:
 
     Max Acc change   = (MaxAcc_h - MaxAcc_r) / MaxAcc_r * 100      (> 0: the reference is more accurate)
     Conv. Rds change = (Rds_r - Rds_h) / Rds_r * 100               (> 0: the reference converges faster)
@@ -26,6 +28,15 @@ from experiments.config import ConfigError
 from experiments.sweep import load_sweep
 
 
+def paper_tables(table: pd.DataFrame, reference: str) -> list[tuple[dict, pd.DataFrame]]:
+    """(setting, relative table) for every combination of the axes other than the algorithm."""
+    metrics = {"runs", "reached"} | {c for c in table.columns if c.endswith(("_mean", "_std"))}
+    axes = [c for c in table.columns if c not in metrics and c != "algorithm.name"]
+    groups = table.groupby(axes, sort=False) if axes else [((), table)]
+    return [(dict(zip(axes, key if isinstance(key, tuple) else (key,))), relative_table(group, reference))
+            for key, group in groups]
+
+
 def relative_table(table: pd.DataFrame, reference: str) -> pd.DataFrame:
     """One row per algorithm: Max Acc, Conv. Rds and the reference's % change against it."""
     if "algorithm.name" not in table or reference not in set(table["algorithm.name"]):
@@ -41,6 +52,7 @@ def relative_table(table: pd.DataFrame, reference: str) -> pd.DataFrame:
             "max_acc": row["max_acc_mean"],
             "max_acc_std": row["max_acc_std"],
             "conv_rounds": rds,
+            "seconds_to_target": row.get("time_to_target_s_mean", math.nan),
             f"{reference}_max_acc_change_pct": (ref["max_acc_mean"] - row["max_acc_mean"]) / row["max_acc_mean"] * 100,
             f"{reference}_conv_rounds_change_pct": (rds - ref_rds) / rds * 100 if rds > 0 and ref_rds > 0 else math.nan,
         })
@@ -49,7 +61,7 @@ def relative_table(table: pd.DataFrame, reference: str) -> pd.DataFrame:
 
 def markdown(relative: pd.DataFrame, reference: str, target: float) -> str:
     header = ["algorithm", "Max Acc (mean ± std)", f"Conv. Rds (≥ {target:.2f})",
-              f"{reference} Max Acc change", f"{reference} Conv. Rds change"]
+              f"{reference} Max Acc change", f"{reference} Conv. Rds change", "sim s to target"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for _, row in relative.iterrows():
         std = 0.0 if math.isnan(row["max_acc_std"]) else row["max_acc_std"]
@@ -59,7 +71,10 @@ def markdown(relative: pd.DataFrame, reference: str, target: float) -> str:
         acc_change = "—" if same else f"{row[f'{reference}_max_acc_change_pct']:+.2f}%"
         rds_change = row[f"{reference}_conv_rounds_change_pct"]
         rds_text = "—" if same or math.isnan(rds_change) else f"{rds_change:+.2f}%"
-        lines.append(f"| {row['algorithm']} | {row['max_acc']:.4f} ± {std:.4f} | {conv} | {acc_change} | {rds_text} |")
+        seconds = row.get("seconds_to_target", math.nan)
+        seconds_text = "—" if pd.isna(seconds) else f"{seconds:.1f}"
+        lines.append(f"| {row['algorithm']} | {row['max_acc']:.4f} ± {std:.4f} | {conv} | {acc_change} | {rds_text} "
+                     f"| {seconds_text} |")
     return "\n".join(lines) + "\n"
 
 
@@ -72,12 +87,18 @@ def main(argv: list[str] | None = None) -> int:
     try:
         sweep = load_sweep(args.sweep)
         out = sweep.summary_dir(args.results)
-        relative = relative_table(pd.read_csv(out / "table.csv"), args.reference)
+        tables = paper_tables(pd.read_csv(out / "table.csv"), args.reference)
     except (ConfigError, ValueError, OSError) as error:
         print(f"paper_table: {error}", file=sys.stderr)
         return 2
-    write_atomically(out / "paper_table.csv", relative.to_csv(index=False, float_format="%.6g"))
-    text = markdown(relative, args.reference, sweep.target_accuracy)
+    rows = pd.concat([relative.assign(**setting) for setting, relative in tables], ignore_index=True)
+    write_atomically(out / "paper_table.csv", rows.to_csv(index=False, float_format="%.6g"))
+    sections = []
+    for setting, relative in tables:
+        title = ", ".join(f"{axis} = {value}" for axis, value in setting.items())
+        sections.append((f"**{sweep.name}: {title}**\n\n" if title else "") +
+                        markdown(relative, args.reference, sweep.target_accuracy))
+    text = "\n".join(sections)
     write_atomically(out / "paper_table.md", text)
     print(text)
     return 0

@@ -25,6 +25,7 @@ import copy
 import itertools
 import json
 import math
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -248,6 +249,10 @@ def summarize_run(run_dir: Path, target_accuracy: float) -> dict[str, Any]:
     reached = metrics.index[metrics["mean_accuracy"] >= target_accuracy]
     first = metrics.loc[reached[0]] if len(reached) else None
     devices = int(pd.read_csv(run_dir / "devices.csv")["device"].count())
+    # links.csv's payload_bytes is the mean over the senders of an exchange: every node, the server included
+    topology = tomllib.loads((run_dir / "config.toml").read_text())["network"]["topology"] \
+        if (run_dir / "config.toml").exists() else "adhoc"
+    senders = devices + (1 if topology == "access_point" else 0)
     return {
         "status": info["status"],
         "rounds_completed": info["rounds_completed"],
@@ -258,7 +263,7 @@ def summarize_run(run_dir: Path, target_accuracy: float) -> dict[str, Any]:
         "sim_time_s": float(metrics["sim_time_s"].iloc[-1]),
         "energy_to_target_j": float(first["cumulative_energy_j"]) if first is not None else math.nan,
         "energy_j": float(metrics["cumulative_energy_j"].iloc[-1]),
-        "bytes_sent": int((links["payload_bytes"] * devices).sum()) if len(links) else 0,
+        "bytes_sent": int((links["payload_bytes"] * senders).sum()) if len(links) else 0,
         "bytes_received": int(links["bytes_received"].sum()) if len(links) else 0,
         "bytes_on_air": int(links["bytes_on_air"].sum()) if "bytes_on_air" in links else math.nan,
         "wall_s": float(info["wall_seconds"]),

@@ -11,19 +11,29 @@ from experiments.sweep import load_sweep
 from learner.algorithms import REGISTRY
 
 ROOT = Path(__file__).resolve().parents[1]
-TABLE_FILE = ROOT / "experiments" / "configs" / "hyperprism_table.toml"
+CONFIGS = ROOT / "experiments" / "configs"
+TABLE_FILE = CONFIGS / "hyperprism_density.toml"
+COMPARISONS = {"alpha": ("data.alpha", [0.1, 1.0, 10.0]), "density": ("network.density", [0.2, 0.5, 0.8]),
+               "devices": ("devices", [20, 50, 100])}
+BASE = {"data.alpha": 0.1, "network.density": 0.5, "devices": 50}
 
 
-def test_the_table_sweep_is_the_papers_base_setting_for_every_seed_000_algorithm():
-    sweep = load_sweep(TABLE_FILE)
+@pytest.mark.parametrize("comparison", sorted(COMPARISONS))
+def test_the_three_comparisons_are_the_papers_settings_for_every_algorithm_seed_and_control(comparison):
+    sweep = load_sweep(CONFIGS / f"hyperprism_{comparison}.toml")
+    axis, values = COMPARISONS[comparison]
     algorithms = {config.algorithm.name for _, config in sweep.runs}
     assert algorithms == {"hyperprism", "hyperprism-fixed", "swarmsgd", "dpsgd", "mudag", "adom"} <= set(REGISTRY)
     seeds = {config.seed for _, config in sweep.runs}
-    assert len(seeds) >= 2 and len(sweep.runs) == len(algorithms) * len(seeds)
+    assert len(seeds) >= 3 and len(sweep.runs) == len(algorithms) * len(seeds) * len(values) * 2
+    settings = {"data.alpha": lambda c: c.data.alpha, "network.density": lambda c: c.scenario.density,
+                "devices": lambda c: c.devices}
     for _, config in sweep.runs:
-        assert (config.devices, config.rounds, config.scenario.density, config.data.alpha) == (50, 100, 0.5, 0.1)
-        assert config.data.batch_size == 128 and config.model.name == "logreg"
-        assert config.network.link_model == "ns3" and dict(config.algorithm.hyperparameters)["lr"] == 0.01
+        for other, read in settings.items():
+            assert read(config) in values if other == axis else read(config) == BASE[other]
+        assert (config.rounds, config.data.batch_size, config.model.name) == (100, 128, "logreg")
+        assert config.network.link_model in ("ns3", "random_graph")
+        assert dict(config.algorithm.hyperparameters)["lr"] == 0.01
 
 
 def _table():
@@ -42,8 +52,8 @@ def test_relative_change_by_hand():
     assert relative.loc["hyperprism", "hyperprism_conv_rounds_change_pct"] == 0.0
     assert math.isnan(relative.loc["adom", "hyperprism_conv_rounds_change_pct"])  # never reached the target
     text = markdown(relative.reset_index(), "hyperprism", 0.5)
-    assert "| dpsgd | 0.6400 ± 0.0200 | 60.0 (1/2) | +25.00% | +50.00% |" in text
-    assert "| adom | 0.5000 ± 0.0000 | — (0/2) | +60.00% | — |" in text
+    assert "| dpsgd | 0.6400 ± 0.0200 | 60.0 (1/2) | +25.00% | +50.00% | — |" in text
+    assert "| adom | 0.5000 ± 0.0000 | — (0/2) | +60.00% | — | — |" in text
 
 
 def test_unknown_reference_is_refused():
@@ -51,11 +61,16 @@ def test_unknown_reference_is_refused():
         relative_table(_table(), "nope")
 
 
-def test_command_writes_csv_and_markdown_beside_the_sweep_table(tmp_path, capsys):
-    out = tmp_path / "sweeps" / "hyperprism_table"
+def test_command_writes_one_table_per_setting_beside_the_sweep_table(tmp_path, capsys):
+    out = tmp_path / "sweeps" / "hyperprism-density"
     out.mkdir(parents=True)
-    _table().to_csv(out / "table.csv", index=False)
+    both = pd.concat([_table().assign(**{"network.density": d, "network.link_model": "ns3",
+                                          "time_to_target_s_mean": 12.5}) for d in (0.2, 0.8)])
+    both.to_csv(out / "table.csv", index=False)
     assert main([str(TABLE_FILE), "--results", str(tmp_path)]) == 0
-    assert (out / "paper_table.csv").exists() and "+50.00%" in (out / "paper_table.md").read_text()
+    text = (out / "paper_table.md").read_text()
+    assert "network.density = 0.2, network.link_model = ns3" in text and "network.density = 0.8" in text
+    assert text.count("+50.00%") == 2 and "| 12.5 |" in text
+    assert len(pd.read_csv(out / "paper_table.csv")) == 6
     assert main([str(TABLE_FILE), "--results", str(tmp_path / "absent")]) == 2
     assert "table.csv" in capsys.readouterr().err
