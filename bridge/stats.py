@@ -5,7 +5,9 @@ Definitions (N devices, one row per exchange used):
   neighbours (broadcast, unicast, tcp) or the k drawn from them (fan-out).
 - ``in_range_pairs``: pairs that delivered in the idle probe (the neighbours).
 - ``delivered_pairs``: pairs whose whole message arrived by the deadline;
-  ``measured_density`` = delivered_pairs / N(N-1), comparable with ``network.density``.
+  ``measured_density`` = delivered_pairs / N(N-1), comparable with ``network.density``
+  (with an access point: delivered_pairs / N, the fraction of devices whose upload, or
+  download, arrived: comparable with the coverage).
 - ``mean_completion_s``, ``p95_completion_s``: over the delivered pairs.
 - ``bytes_received``: application bytes received by the end of the exchange window.
 - ``bytes_on_air``: PSDU bytes of every frame any PHY transmitted in the window
@@ -34,9 +36,11 @@ from bridge.trace import LinkTrace
 from ns3_scenarios.scenario import RADIO_STATES
 
 
-def link_stats(trace: LinkTrace, round_index: int, exchanges: int) -> list[dict]:
-    """One row per exchange used in round ``round_index``."""
+def link_stats(trace: LinkTrace, round_index: int, exchanges: int, devices: int | None = None) -> list[dict]:
+    """One row per exchange used in round ``round_index``; ``devices`` below the trace's nodes means the
+    remaining node is an access point (its links are the only ones)."""
     n = trace.devices
+    pairs = devices if devices is not None and devices < n else n * (n - 1)
     off_diagonal = ~np.eye(n, dtype=bool)
     rows = []
     for e in range(exchanges):
@@ -53,7 +57,7 @@ def link_stats(trace: LinkTrace, round_index: int, exchanges: int) -> list[dict]
             "intended_pairs": int(intended.sum()),
             "in_range_pairs": int((trace.idle_delivered & off_diagonal).sum()),
             "delivered_pairs": int(delivered.sum()),
-            "measured_density": delivered.sum() / (n * (n - 1)),
+            "measured_density": delivered.sum() / pairs,
             "mean_completion_s": float(times.mean()) if times.size else float("nan"),
             "p95_completion_s": float(np.percentile(times, 95)) if times.size else float("nan"),
             "bytes_received": int(trace.rx_bytes[round_index, e].sum()),

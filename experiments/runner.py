@@ -269,7 +269,8 @@ class RunRecorder:
         row = {**metrics_row(round_index, clock_s, evaluation, train_loss, delivered), **energy}
         self.metric_rows.append(row)
         with self.phase("io"):
-            self._writer.add_round(row, link_stats(trace, round_index - 1, used) if used else [])
+            rows = link_stats(trace, round_index - 1, used, self._config.devices) if used else []
+            self._writer.add_round(row, rows)
         if round_index > 0:
             self._bar.update()
             if row["mean_accuracy"] == row["mean_accuracy"]:

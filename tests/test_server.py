@@ -107,6 +107,7 @@ def test_server_algorithms_run_over_the_lossless_control_and_devices_out_of_rang
     else:  # no download ever reaches it, and its model moves only when one does
         assert (outside == initial).all()
     assert list(links["exchange"].unique()) == [0, 1] and (links["delivered_pairs"] == covered.sum()).all()
+    assert np.allclose(links["measured_density"], covered.mean())  # the coverage: 4 of 6 devices each way
     # each round: the two exchanges' airtime plus the server's 0.25 s and the local steps' compute
     assert (metrics["sim_time_s"].diff().dropna() > 0.25).all()
 
