@@ -72,8 +72,14 @@ def describe_algorithms() -> str:
             allowed = ranges.get(f.name) or ("true or false" if isinstance(default, bool) else
                                              "see " + (inspect.getsourcefile(cls) or "its module"))
             lines.append(f"    {f.name} = {default!r:<8} {allowed}")
-        if getattr(cls, "variable_payload", False):
+        variable = getattr(cls, "variable_payload", False)
+        if isinstance(variable, property):  # depends on the hyperparameters (FedAvg: client_fraction < 1)
+            lines.append("    (needs network.mode = \"online\" when its settings make the payload change per sender "
+                         "and round: see its docstring)")
+        elif variable:
             lines.append("    (needs network.mode = \"online\": its payload changes per sender and round)")
+        if getattr(cls, "architecture", "") == "server":
+            lines.append("    (runs through a server: network.topology = \"access_point\")")
         blocks.append("\n".join(lines))
     footer = ("Your own: algorithm.name = \"package.module:Class\" or an nsdml.algorithms entry point "
               "(learner/README.md, \"Bring your own\").")

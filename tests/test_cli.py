@@ -140,7 +140,7 @@ def test_console_script_module_runs_as_a_process(tmp_path):
 
 # Variable-payload algorithms (threshold SGD) need network.mode = "online", i.e. real ns-3: they are run
 # end to end by their own tests and by the esgd table, not over this offline synthetic trace.
-OFFLINE_ALGORITHMS = sorted(name for name, cls in REGISTRY.items() if not getattr(cls, "variable_payload", False))
+OFFLINE_ALGORITHMS = sorted(name for name, cls in REGISTRY.items() if not getattr(cls(), "variable_payload", False))
 
 
 @pytest.mark.parametrize("algorithm", OFFLINE_ALGORITHMS)
