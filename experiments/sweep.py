@@ -25,7 +25,6 @@ import copy
 import itertools
 import json
 import math
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -241,18 +240,16 @@ def _trace_identity(request: tuple) -> str:
     return trace_key(*request)
 
 
-def summarize_run(run_dir: Path, target_accuracy: float) -> dict[str, Any]:
-    """Max Acc, Conv. Rds, time to target, traffic and wall time of one finished run, from its files."""
+def summarize_run(run_dir: Path, target_accuracy: float, senders: int | None = None) -> dict[str, Any]:
+    """Max Acc, Conv. Rds, time to target, traffic and wall time of one finished run, from its files.
+    ``senders``: the nodes of its network (default: its devices)."""
     metrics = pd.read_csv(run_dir / "metrics.csv")
     links = pd.read_csv(run_dir / "links.csv")
     info = json.loads((run_dir / "run.json").read_text())
     reached = metrics.index[metrics["mean_accuracy"] >= target_accuracy]
     first = metrics.loc[reached[0]] if len(reached) else None
-    devices = int(pd.read_csv(run_dir / "devices.csv")["device"].count())
-    # links.csv's payload_bytes is the mean over the senders of an exchange: every node, the server included
-    topology = tomllib.loads((run_dir / "config.toml").read_text())["network"]["topology"] \
-        if (run_dir / "config.toml").exists() else "adhoc"
-    senders = devices + (1 if topology == "access_point" else 0)
+    # links.csv's payload_bytes is the mean over an exchange's senders: every node, an access point included
+    senders = senders or int(pd.read_csv(run_dir / "devices.csv")["device"].count())
     return {
         "status": info["status"],
         "rounds_completed": info["rounds_completed"],
@@ -283,7 +280,7 @@ def collect(sweep: Sweep, results_root: Path) -> pd.DataFrame:
         run_dir = Path(results_root) / config.run_id
         row = {**flatten(config.to_dict()), "run_id": config.run_id}
         if run_status(run_dir) in FINISHED:
-            row.update(summarize_run(run_dir, sweep.target_accuracy))
+            row.update(summarize_run(run_dir, sweep.target_accuracy, config.scenario.nodes))
         else:
             row["status"] = "failed" if failure_record(results_root, config.run_id).exists() else "missing"
         rows.append(row)

@@ -27,7 +27,7 @@ CHUNK = 1 << 16
 @dataclass(frozen=True)
 class RemoteFile:
     name: str
-    md5: str
+    checksum: str  # MD5, hex
 
 
 MNIST_MIRRORS = ("https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/")
@@ -46,7 +46,7 @@ class DownloadError(RuntimeError):
 
 
 def md5_of(path: Path) -> str:
-    digest = hashlib.md5(usedforsecurity=False)
+    digest = hashlib.new("md5", usedforsecurity=False)
     with open(path, "rb") as stream:
         for chunk in iter(lambda: stream.read(CHUNK), b""):
             digest.update(chunk)
@@ -81,18 +81,18 @@ def fetch(url: str, destination: Path, md5: str, timeout_s: float = 60.0) -> Non
 
 
 def fetch_from_mirrors(mirrors: tuple[str, ...], remote: RemoteFile, destination: Path) -> None:
-    if destination.is_file() and md5_of(destination) == remote.md5:
+    if destination.is_file() and md5_of(destination) == remote.checksum:
         return
     failures = []
     for mirror in mirrors:
         try:
-            fetch(mirror + remote.name, destination, remote.md5)
+            fetch(mirror + remote.name, destination, remote.checksum)
             return
         except DownloadError as error:
             failures.append(str(error))
     raise DownloadError(f"data.download: could not fetch {remote.name} ({'; '.join(failures)}). Without a "
                         f"network, download it from {mirrors[0] + remote.name} elsewhere and place it at "
-                        f"{destination} (MD5 {remote.md5})")
+                        f"{destination} (MD5 {remote.checksum})")
 
 
 def download_mnist(root: Path) -> Path:
