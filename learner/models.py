@@ -89,6 +89,20 @@ class BatchedModel:
     def num_classes(self) -> int:
         return self.layers[-1].fan_out
 
+    def activations_per_input(self, num_devices: int) -> int:
+        """Floats of the widest layer output one input produces across ``num_devices`` models."""
+        if self.input_shape is None:
+            return num_devices * max(layer.fan_out for layer in self.layers)
+        _, height, width = self.input_shape
+        widest = 0
+        for layer in self.layers:
+            if isinstance(layer, ConvLayer):
+                widest = max(widest, layer.out_channels * height * width)  # before its 2 x 2 max-pool
+                height, width = height // 2, width // 2
+            else:
+                widest = max(widest, layer.fan_out)
+        return num_devices * widest
+
     def part_mask(self, part: str) -> torch.Tensor:
         """Boolean (d,) mask of the coordinates that belong to ``part``."""
         return torch.cat([torch.full((layer.size,), layer.part == part) for layer in self.layers])

@@ -225,3 +225,11 @@ def test_evaluation_in_chunks_equals_one_pass():
     assert torch.allclose(whole.accuracy, chunked.accuracy) and torch.allclose(whole.loss, chunked.loss, atol=1e-6)
     logits = model.forward(params, torch.from_numpy(x))
     assert torch.allclose(whole.accuracy, (logits.argmax(-1) == torch.from_numpy(y)).float().mean(1))
+
+
+def test_evaluation_chunk_keeps_the_widest_activation_cache_sized():
+    # cnn-small on 28x28 MNIST: the first convolution's 4 channels x 28 x 28 outputs are the widest layer.
+    cnn = build_model("cnn-small", 784, 10, image_shape=(1, 28, 28))
+    assert cnn.activations_per_input(50) == 50 * 4 * 28 * 28
+    assert build_model("mlp", FEATURES, CLASSES, hidden=5).activations_per_input(3) == 3 * 5
+    assert build_model("logreg", 784, 10).activations_per_input(50) == 50 * 10
