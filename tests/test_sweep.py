@@ -136,3 +136,18 @@ link_model = "ideal"
     assert len([d for d in (tmp_path / "cache").iterdir() if not d.name.startswith(".")]) == 4
     assert not (tmp_path / "results").exists() or not any((tmp_path / "results").iterdir())
     assert "4 of 4 link traces" in capsys.readouterr().out
+
+
+def test_sweep_traces_come_costliest_first():
+    from experiments.sweep import expand_sweep, sweep_traces, trace_cost
+
+    sweep = expand_sweep({"seed": [0, 1], "rounds": 3, "devices": [5, 10], "sweep": {"name": "order"},
+                          "data": {"dataset": "digits"}, "algorithm": {"name": ["dpsgd", "mudag"]},
+                          "network": {"link_model": "ideal"}})
+    traces = sweep_traces(sweep)
+    assert len(traces) == 8  # 2 device counts x 2 payload patterns x 2 seeds
+    # 10 devices' Mudag (4 exchanges) first, 5 devices' single model last; seeds keep the sweep's order
+    assert [(c.devices, c.algorithm.name, c.seed) for c in traces[:2]] == [(10, "mudag", 0), (10, "mudag", 1)]
+    assert [(c.devices, c.algorithm.name) for c in traces[-2:]] == [(5, "dpsgd"), (5, "dpsgd")]
+    costs = [trace_cost(c) for c in traces]
+    assert costs == sorted(costs, reverse=True) and costs[0] == 4 * 4 * costs[-1]
