@@ -25,6 +25,7 @@ import copy
 import itertools
 import json
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -187,7 +188,8 @@ def run_sweep(sweep: Sweep, results_root: Path, cache_dir: Path, workers: int = 
     bar = progress_bar(len(sweep.runs), f"sweep {sweep.name}", "run", enabled=not quiet,
                        initial=len(sweep.runs) - len(pending))
     offline = [config for config in pending if config.network.mode == "offline"]  # online traces grow per run
-    shared = unique_by(offline, key=lambda config: _trace_identity(trace_request(config)))
+    shared = sorted(unique_by(offline, key=lambda config: _trace_identity(trace_request(config))),
+                    key=trace_cost, reverse=True)
     if len(shared) < len(offline):  # several runs share traces: make each once, before those runs
         bar.set_postfix_str(f"making {len(shared)} link traces")
         make_traces(sweep, shared, cache_dir, workers, ray_address, log=bar.write)
@@ -214,15 +216,55 @@ def make_traces(sweep: Sweep, configs: list, cache_dir: Path, workers: int = 1, 
     """Make (or find in the cache) the offline link trace of each config; returns how many failed.
 
     Traces are cached by scenario, payloads, rounds and seed, not by code, so ``nsdml sweep --traces-only``
-    can simulate a campaign's traces ahead of its runs (on another machine too: copy the cache)."""
+    can simulate a campaign's traces ahead of its runs (on another machine too: copy the cache).
+    On a local pool, traces too large to make ``workers`` at a time in the memory available are made one
+    at a time first (an ns-3 worker's memory grows with every byte it hears: ns3_scenarios/README.md)."""
     from experiments.execution import execute, trace_task
 
+    heavy, light = [], []
+    if ray_address or workers <= 1:
+        light = list(configs)
+    else:
+        budget = available_memory_gb()
+        for config in configs:
+            (heavy if trace_memory_gb(config) * workers > budget else light).append(config)
+        for config in heavy:
+            if trace_memory_gb(config) > budget:
+                log(f"[sweep {sweep.name}] the trace of {config.devices} devices, seed {config.seed}, "
+                    f"{config.algorithm.name} needs about {trace_memory_gb(config):.0f} GB; "
+                    f"{budget:.0f} GB are available: its ns-3 worker may be killed (exit code -9)")
     failed = 0
-    for key, error in execute([(trace_task, (c.to_dict(), str(cache_dir))) for c in configs], workers, ray_address):
-        if error:
-            failed += 1
-            log(f"[sweep {sweep.name}] trace {key} failed: {error.splitlines()[-1]}")
+    for batch, batch_workers in ((heavy, 1), (light, workers)):
+        tasks = [(trace_task, (c.to_dict(), str(cache_dir))) for c in batch]
+        for key, error in execute(tasks, batch_workers, ray_address):
+            if error:
+                failed += 1
+                log(f"[sweep {sweep.name}] trace {key} failed: {error.splitlines()[-1]}")
     return failed
+
+
+# ns-3 keeps about half a byte per byte a node hears, for the whole simulation (measured: 41 MB per
+# 50-device slot of 31,400-byte broadcasts, 6.6 MB per 20-device slot; ns3_scenarios/README.md, "Worker memory").
+RETAINED_BYTES_PER_BYTE_HEARD = 0.52
+WORKER_START_GB = 0.5  # an ns-3 worker after import and set-up
+
+
+def trace_memory_gb(config) -> float:
+    """The estimated peak memory of the ns-3 worker that makes ``config``'s trace (controls: none)."""
+    if config.network.link_model != "ns3":
+        return 0.0
+    return WORKER_START_GB + RETAINED_BYTES_PER_BYTE_HEARD * trace_cost(config) / 1e9
+
+
+def available_memory_gb() -> float:
+    """Memory available to new processes now (Linux: MemAvailable; elsewhere: physical memory)."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) / 2**20
+    except OSError:
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
 
 
 def sweep_traces(sweep: Sweep) -> list:
@@ -237,9 +279,9 @@ def sweep_traces(sweep: Sweep) -> list:
 
 
 def trace_cost(config) -> int:
-    """A relative estimate of a trace's simulation cost: every node hears every frame (nodes squared),
-    in proportion to the bytes each node sends per round, over the rounds (ns-3 events scale so:
-    27 M for one 31,400 B model, 50 devices, 100 rounds; twice that for ADOM+'s two, four times Mudag's)."""
+    """Bytes heard in a trace, as if every node heard every other: nodes squared × the bytes each node
+    sends per round × rounds. Simulation time scales so (ns-3 events: 27 M for one 31,400 B model,
+    50 devices, 100 rounds; twice that for ADOM+'s two, four times for Mudag's), and so does memory."""
     return config.scenario.nodes ** 2 * sum(config.payloads) * config.rounds
 
 
