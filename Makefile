@@ -94,7 +94,8 @@ density-table: $(STAMP)
 # HyperPrism's three comparisons (alpha, density, devices) with logistic regression and the base setting with
 # cnn-small, each over ns-3 and a random graph, three seeds; then one HyperPrism-style table per setting
 # (Max Acc, Conv. Rds, HyperPrism's % change, seconds to target) and the report experiments/reports/hyperprism.md.
-# Pre-simulate the ns-3 traces with `nsdml sweep FILE --traces-only` (they outlive code changes).
+# Pre-simulate the ns-3 traces with `nsdml sweep FILE --traces-only` (they outlive code changes); ADOM+'s and
+# Mudag's 100-device traces need more memory than 24 GB (ns3_scenarios/README.md, "Worker memory").
 HYPERPRISM_SWEEPS := $(foreach c,alpha density devices cnn,experiments/configs/hyperprism_$(c).toml)
 table-hyperprism: $(STAMP)
 	for sweep in $(HYPERPRISM_SWEEPS); do $(VENV)/bin/nsdml sweep $$sweep $(SWEEP_FLAGS) || exit 1; done
