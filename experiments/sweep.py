@@ -243,9 +243,10 @@ def make_traces(sweep: Sweep, configs: list, cache_dir: Path, workers: int = 1, 
     return failed
 
 
-# ns-3 keeps about half a byte per byte a node hears, for the whole simulation (measured: 41 MB per
-# 50-device slot of 31,400-byte broadcasts, 6.6 MB per 20-device slot; ns3_scenarios/README.md, "Worker memory").
-RETAINED_BYTES_PER_BYTE_HEARD = 0.52
+# ns-3 keeps about a byte per byte a node hears, for the whole simulation; bytes heard ~ density × trace_cost
+# (fitted to the peaks of 50-device traces at density 0.2, 0.5 and 0.8 and of Mudag's; ns3_scenarios/README.md,
+# "Worker memory").
+RETAINED_BYTES_PER_BYTE_HEARD = 1.1
 WORKER_START_GB = 0.5  # an ns-3 worker after import and set-up
 
 
@@ -253,7 +254,8 @@ def trace_memory_gb(config) -> float:
     """The estimated peak memory of the ns-3 worker that makes ``config``'s trace (controls: none)."""
     if config.network.link_model != "ns3":
         return 0.0
-    return WORKER_START_GB + RETAINED_BYTES_PER_BYTE_HEARD * trace_cost(config) / 1e9
+    heard = config.scenario.density * trace_cost(config)
+    return WORKER_START_GB + RETAINED_BYTES_PER_BYTE_HEARD * heard / 1e9
 
 
 def available_memory_gb() -> float:
