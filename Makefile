@@ -92,16 +92,18 @@ density-table: $(STAMP)
 	$(PY) -m ns3_scenarios.bench --density
 
 # HyperPrism's three comparisons (alpha, density, devices) with logistic regression and the base setting with
-# cnn-small, each over ns-3 and a random graph, three seeds; then one HyperPrism-style table per setting
+# cnn-small, each over ns-3 and a random graph, and cnn-small at lr 0.1 on the random graph (where it learns),
+# three seeds; then one HyperPrism-style table per setting
 # (Max Acc, Conv. Rds, HyperPrism's % change, seconds to target) and the report experiments/reports/hyperprism.md.
 # Pre-simulate the ns-3 traces with `nsdml sweep FILE --traces-only` (they outlive code changes); ADOM+'s and
 # Mudag's 100-device traces need more memory than 24 GB (ns3_scenarios/README.md, "Worker memory").
-HYPERPRISM_SWEEPS := $(foreach c,alpha density devices cnn,experiments/configs/hyperprism_$(c).toml)
+HYPERPRISM_COMPARISONS := alpha density devices cnn cnn_lr
+HYPERPRISM_SWEEPS := $(foreach c,$(HYPERPRISM_COMPARISONS),experiments/configs/hyperprism_$(c).toml)
 table-hyperprism: $(STAMP)
 	for sweep in $(HYPERPRISM_SWEEPS); do $(VENV)/bin/nsdml sweep $$sweep $(SWEEP_FLAGS) || exit 1; done
 	for sweep in $(HYPERPRISM_SWEEPS); do $(PY) -m experiments.paper_table $$sweep > /dev/null || exit 1; done
 	$(PY) -m experiments.report hyperprism $(HYPERPRISM_SWEEPS) \
-	  $(foreach c,alpha density devices cnn,--extra results/sweeps/hyperprism-$(c)/paper_table.md) \
+	  $(foreach c,$(HYPERPRISM_COMPARISONS),--extra results/sweeps/hyperprism-$(subst _,-,$(c))/paper_table.md) \
 	  --extra-only --target table-hyperprism
 
 clean-cache:

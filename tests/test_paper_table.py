@@ -78,3 +78,15 @@ def test_command_writes_one_table_per_setting_beside_the_sweep_table(tmp_path, c
     assert len(pd.read_csv(out / "paper_table.csv")) == 6
     assert main([str(TABLE_FILE), "--results", str(tmp_path / "absent")]) == 2
     assert "table.csv" in capsys.readouterr().err
+
+
+def test_the_cnn_comparisons_are_the_base_setting_with_the_small_cnn():
+    paper, ours = load_sweep(CONFIGS / "hyperprism_cnn.toml"), load_sweep(CONFIGS / "hyperprism_cnn_lr.toml")
+    for sweep, lr, link_models in ((paper, 0.01, {"ns3", "random_graph"}), (ours, 0.1, {"random_graph"})):
+        assert {config.network.link_model for _, config in sweep.runs} == link_models
+        assert len({config.seed for _, config in sweep.runs}) >= 3
+        for _, config in sweep.runs:
+            assert (config.model.name, config.rounds, config.data.batch_size) == ("cnn-small", 100, 128)
+            assert (config.data.alpha, config.scenario.density, config.devices) == (0.1, 0.5, 50)
+            assert dict(config.algorithm.hyperparameters)["lr"] == lr
+    assert {"hyperprism", "hyperprism-fixed", "dpsgd"} == {config.algorithm.name for _, config in ours.runs}
