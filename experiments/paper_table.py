@@ -80,13 +80,14 @@ def markdown(relative: pd.DataFrame, reference: str, target: float) -> str:
     return "\n".join(lines) + "\n"
 
 
-def headline(rows: pd.DataFrame, reference: str, baseline: str, target: float) -> str:
+def headline(rows: pd.DataFrame, reference: str, baseline: str, target: float, name: str) -> str:
     """One line per setting: the reference against ``baseline`` in rounds and simulated seconds to the
     target, and which algorithm got there first in each (rounds flatter multi-exchange algorithms)."""
     axes = [c for c in rows.columns if c not in RELATIVE_COLUMNS and not c.startswith(reference + "_")]
     header = ["setting", f"{reference} Conv. Rds", f"{baseline} Conv. Rds", f"{reference} Conv. Rds change",
               f"{reference} Max Acc change", f"{reference} / {baseline} sim s", "fewest rounds (all seeds)", "fewest sim s (all seeds)"]
-    lines = [f"**{reference} against {baseline}** (threshold {target:.2f}; change > 0: {reference} better)", "",
+    lines = [f"**{name}: {reference} against {baseline}** (threshold {target:.2f}; change > 0: {reference} better)",
+             "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     groups = rows.groupby(axes, sort=False) if axes else [((), rows)]
     for key, group in groups:
@@ -98,6 +99,7 @@ def headline(rows: pd.DataFrame, reference: str, baseline: str, target: float) -
         fastest = lambda column: "—" if reached.empty else (  # noqa: E731
             f"{reached[column].idxmin()} ({reached[column].min():.1f})")
         setting = ", ".join(f"{axis} = {value}" for axis, value in zip(axes, key if isinstance(key, tuple) else (key,)))
+        setting = setting or "every run"
         lines.append(" | ".join([
             f"| {setting}", _rounds(ref), _rounds(base), _percent(base[f"{reference}_conv_rounds_change_pct"]),
             _percent(base[f"{reference}_max_acc_change_pct"]),
@@ -110,7 +112,7 @@ RELATIVE_COLUMNS = {"algorithm", "runs", "reached", "max_acc", "max_acc_std", "c
 
 
 def _rounds(row) -> str:
-    return f"{_number(row['conv_rounds'])} ({row['reached']}/{row['runs']})"
+    return f"{_number(row['conv_rounds'])} ({int(row['reached'])}/{int(row['runs'])})"
 
 
 def _number(value) -> str:
@@ -140,9 +142,9 @@ def main(argv: list[str] | None = None) -> int:
     sections = []
     for setting, relative in tables:
         title = ", ".join(f"{axis} = {value}" for axis, value in setting.items())
-        sections.append((f"**{sweep.name}: {title}**\n\n" if title else "") +
+        sections.append((f"**{sweep.name}: {title}**\n\n" if title else f"**{sweep.name}**\n\n") +
                         markdown(relative, args.reference, sweep.target_accuracy))
-    text = "\n".join([headline(rows, args.reference, args.baseline, sweep.target_accuracy), *sections])
+    text = "\n".join([headline(rows, args.reference, args.baseline, sweep.target_accuracy, sweep.name), *sections])
     write_atomically(out / "paper_table.md", text)
     print(text)
     return 0

@@ -72,7 +72,7 @@ def test_command_writes_one_table_per_setting_beside_the_sweep_table(tmp_path, c
     assert "network.density = 0.2, network.link_model = ns3" in text and "network.density = 0.8" in text
     assert text.count("+50.00%") == 2 and "| 12.5 |" in text
     # the headline: hyperprism against dpsgd per setting, by hand from _table()
-    assert text.startswith("**hyperprism against dpsgd**")
+    assert text.startswith("**hyperprism-density: hyperprism against dpsgd**")
     assert ("| network.density = 0.2, network.link_model = ns3 | 30.0 (2/2) | 60.0 (1/2) | +50.0% | +25.0% "
             "| 12.5 / 12.5 | hyperprism (30.0) | hyperprism (12.5) |") in text
     assert len(pd.read_csv(out / "paper_table.csv")) == 6
