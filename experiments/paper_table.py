@@ -80,6 +80,9 @@ def markdown(relative: pd.DataFrame, reference: str, target: float) -> str:
     return "\n".join(lines) + "\n"
 
 
+RELATIVE_COLUMNS = {"algorithm", "runs", "reached", "max_acc", "max_acc_std", "conv_rounds", "seconds_to_target"}
+
+
 def headline(rows: pd.DataFrame, reference: str, baseline: str, target: float, name: str) -> str:
     """One line per setting: the reference against ``baseline`` in rounds and simulated seconds to the
     target, and which algorithm got there first in each (rounds flatter multi-exchange algorithms)."""
@@ -106,9 +109,6 @@ def headline(rows: pd.DataFrame, reference: str, baseline: str, target: float, n
             f"{_number(ref['seconds_to_target'])} / {_number(base['seconds_to_target'])}",
             fastest("conv_rounds"), fastest("seconds_to_target")]) + " |")
     return "\n".join(lines) + "\n"
-
-
-RELATIVE_COLUMNS = {"algorithm", "runs", "reached", "max_acc", "max_acc_std", "conv_rounds", "seconds_to_target"}
 
 
 def _rounds(row) -> str:

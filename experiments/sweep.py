@@ -175,8 +175,7 @@ def run_sweep(sweep: Sweep, results_root: Path, cache_dir: Path, workers: int = 
     is recorded under ``results/failed/`` and retried by the next call; a
     finished run is never recomputed, so an interrupted sweep resumes.
     """
-    from experiments.execution import execute, run_task, unique_by
-    from experiments.runner import trace_request
+    from experiments.execution import execute, run_task
 
     from experiments.fingerprint import run_fingerprint
 
@@ -188,8 +187,7 @@ def run_sweep(sweep: Sweep, results_root: Path, cache_dir: Path, workers: int = 
     bar = progress_bar(len(sweep.runs), f"sweep {sweep.name}", "run", enabled=not quiet,
                        initial=len(sweep.runs) - len(pending))
     offline = [config for config in pending if config.network.mode == "offline"]  # online traces grow per run
-    shared = sorted(unique_by(offline, key=lambda config: _trace_identity(trace_request(config))),
-                    key=trace_cost, reverse=True)
+    shared = distinct_traces(offline)
     if len(shared) < len(offline):  # several runs share traces: make each once, before those runs
         bar.set_postfix_str(f"making {len(shared)} link traces")
         make_traces(sweep, shared, cache_dir, workers, ray_address, log=bar.write)
@@ -272,11 +270,15 @@ def available_memory_gb() -> float:
 def sweep_traces(sweep: Sweep) -> list:
     """One config per distinct offline trace the sweep's runs replay, the costliest first: a pool then
     starts the long traces (Mudag's four exchanges at 100 devices) early instead of ending on one alone."""
+    return distinct_traces([config for _, config in sweep.runs if config.network.mode == "offline"])
+
+
+def distinct_traces(configs: list) -> list:
+    """One config per distinct trace among ``configs``, the costliest first."""
     from experiments.execution import unique_by
     from experiments.runner import trace_request
 
-    offline = [config for _, config in sweep.runs if config.network.mode == "offline"]
-    distinct = unique_by(offline, key=lambda config: _trace_identity(trace_request(config)))
+    distinct = unique_by(configs, key=lambda config: _trace_identity(trace_request(config)))
     return sorted(distinct, key=trace_cost, reverse=True)  # stable: equal costs keep the sweep's order
 
 
