@@ -82,7 +82,7 @@ def test_command_writes_one_table_per_setting_beside_the_sweep_table(tmp_path, c
 
 def test_the_cnn_comparisons_are_the_base_setting_with_the_small_cnn():
     paper, ours = load_sweep(CONFIGS / "hyperprism_cnn.toml"), load_sweep(CONFIGS / "hyperprism_cnn_lr.toml")
-    for sweep, lr, link_models in ((paper, 0.01, {"ns3", "random_graph"}), (ours, 0.1, {"random_graph"})):
+    for sweep, lr, link_models in ((paper, 0.01, {"ns3", "random_graph"}), (ours, 0.1, {"ns3", "random_graph"})):
         assert {config.network.link_model for _, config in sweep.runs} == link_models
         assert len({config.seed for _, config in sweep.runs}) >= 3
         for _, config in sweep.runs:
