@@ -16,6 +16,7 @@ monotonically with the side) that runs the idle probe.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -23,6 +24,9 @@ import numpy as np
 from ns3_scenarios import ns3_loader
 from ns3_scenarios.scenario import RADIO_STATES, Placement, ScenarioConfig, place_devices
 
+# Diagnostic only: "ns3::MapScheduler" runs ns-3's own event queue instead of PrunedMapScheduler
+# (adhoc_network.h, "Memory"), to check that pruning changes no result. Not a scenario field: no trace key depends on it.
+SCHEDULER_ENV = "NSDML_NS3_SCHEDULER"
 CALIBRATION_STEPS = 24
 CALIBRATION_TOLERANCE = 0.005  # stop when the measured idle density is this close to the target
 
@@ -87,6 +91,7 @@ def build_network(cpp, config: ScenarioConfig, seed: int, positions: np.ndarray,
     params.ccaBusyCurrentA = config.cca_busy_current_a
     params.seed = 1
     params.run = seed + 1
+    params.scheduler = os.environ.get(SCHEDULER_ENV) or params.scheduler
     return cpp.nsdml.AdhocNetwork(params)
 
 
@@ -183,6 +188,10 @@ class Network:
     def run_slots_in_cpp(self, first: int, count: int, payloads) -> int:
         """Slots first .. first + count - 1 in one C++ call; only the number of ns-3 events comes back."""
         return int(self._network.RunSlotsInCpp(first, count, to_vector(self._cpp, "uint32_t", payloads)))
+
+    def pruned_events(self) -> int:
+        """Events PrunedMapScheduler has dropped in this process (0 under ns-3's own scheduler)."""
+        return int(self._cpp.nsdml.PrunedMapScheduler.Pruned())
 
     def close(self) -> None:
         self._network.Destroy()

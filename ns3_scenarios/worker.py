@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import signal
 import sys
 import time
@@ -49,6 +50,7 @@ def simulate(config: ScenarioConfig, seed: int, slot_payloads: list[list[int]]) 
     slots = [network.run_slot(s, payloads) for s, payloads in enumerate(slot_payloads)]
     # What each device's ns-3 energy source lost over the slots: the check on radio_energy_j's split by state.
     source_depletion_j = (network.source_depletion_j() - depleted_before).tolist()
+    pruned_events = network.pruned_events()
     network.close()
     simulated = time.perf_counter()
     arrays = {name: np.stack([getattr(slot, name) for slot in slots]) if slots else np.zeros(0)
@@ -56,7 +58,8 @@ def simulate(config: ScenarioConfig, seed: int, slot_payloads: list[list[int]]) 
     arrays.update(idle_delivered=network.idle_delivered, idle_rate=network.idle_rate)
     stats = dict(network.stats, scenario=asdict(config), seed=seed,
                  events=int(arrays["events"].sum()), frames_sent=int(arrays["frames"].sum()),
-                 source_depletion_j=source_depletion_j,
+                 source_depletion_j=source_depletion_j, pruned_events=pruned_events,
+                 peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                  setup_seconds=loaded - started, simulate_seconds=simulated - loaded)
     return arrays, stats
 

@@ -15,6 +15,7 @@ from bridge import WorkerError, obtain_trace
 from bridge.trace import ARRAYS
 from experiments.cli import main
 from experiments.config import load_config
+from ns3_scenarios.network import SCHEDULER_ENV
 from ns3_scenarios.scenario import ScenarioConfig
 from helpers import run_dirs
 
@@ -92,6 +93,18 @@ def test_same_scenario_payload_and_seed_give_an_identical_trace_in_another_proce
     for name in ARRAYS:
         first, second = getattr(trace, name), getattr(again, name)
         assert first.dtype == second.dtype and first.tobytes() == second.tobytes(), name
+
+
+def test_pruning_the_event_queue_changes_no_result(dense_trace, tmp_path, monkeypatch):
+    """PrunedMapScheduler drops only events due after any run's end: ns-3's own queue gives the same trace."""
+    scenario, pruned = dense_trace
+    monkeypatch.setenv(SCHEDULER_ENV, "ns3::MapScheduler")
+    plain, reused = obtain_trace("ns3", scenario, pruned.payload_bytes, 3, 0, tmp_path)
+    assert not reused
+    assert pruned.meta["pruned_events"] > 1000 and plain.meta["pruned_events"] == 0
+    assert pruned.meta["events"] == plain.meta["events"]
+    for name in ARRAYS:
+        assert getattr(pruned, name).tobytes() == getattr(plain, name).tobytes(), name
 
 
 def test_a_failing_worker_raises_a_clear_error_and_caches_nothing(tmp_path):
