@@ -25,7 +25,6 @@ import copy
 import itertools
 import json
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -211,60 +210,22 @@ def run_sweep(sweep: Sweep, results_root: Path, cache_dir: Path, workers: int = 
 
 def make_traces(sweep: Sweep, configs: list, cache_dir: Path, workers: int = 1, ray_address: str | None = None,
                 log=print) -> int:
-    """Make (or find in the cache) the offline link trace of each config; returns how many failed.
+    """Make (or find in the cache) the offline link trace of each config, in the order given; returns how many
+    failed.
 
     Traces are cached by scenario, payloads, rounds and seed, not by code, so ``nsdml sweep --traces-only``
-    can simulate a campaign's traces ahead of its runs (on another machine too: copy the cache).
-    On a local pool, traces too large to make ``workers`` at a time in the memory available are made one
-    at a time first (an ns-3 worker's memory grows with every byte it hears: ns3_scenarios/README.md)."""
+    can simulate a campaign's traces ahead of its runs (on another machine too: copy the cache). An ns-3
+    worker's memory no longer grows with the traffic (ns3_scenarios/README.md, "Worker memory"), so any
+    ``workers`` of them run side by side."""
     from experiments.execution import execute, trace_task
 
-    heavy, light = [], []
-    if ray_address or workers <= 1:
-        light = list(configs)
-    else:
-        budget = available_memory_gb()
-        for config in configs:
-            (heavy if trace_memory_gb(config) * workers > budget else light).append(config)
-        for config in heavy:
-            if trace_memory_gb(config) > budget:
-                log(f"[sweep {sweep.name}] the trace of {config.devices} devices, seed {config.seed}, "
-                    f"{config.algorithm.name} needs about {trace_memory_gb(config):.0f} GB; "
-                    f"{budget:.0f} GB are available: its ns-3 worker may be killed (exit code -9)")
     failed = 0
-    for batch, batch_workers in ((heavy, 1), (light, workers)):
-        tasks = [(trace_task, (c.to_dict(), str(cache_dir))) for c in batch]
-        for key, error in execute(tasks, batch_workers, ray_address):
-            if error:
-                failed += 1
-                log(f"[sweep {sweep.name}] trace {key} failed: {error.splitlines()[-1]}")
+    tasks = [(trace_task, (config.to_dict(), str(cache_dir))) for config in configs]
+    for key, error in execute(tasks, workers, ray_address):
+        if error:
+            failed += 1
+            log(f"[sweep {sweep.name}] trace {key} failed: {error.splitlines()[-1]}")
     return failed
-
-
-# ns-3 keeps about a byte per byte a node hears, for the whole simulation; bytes heard ~ density × trace_cost
-# (fitted to the peaks of 50-device traces at density 0.2, 0.5 and 0.8 and of Mudag's; ns3_scenarios/README.md,
-# "Worker memory").
-RETAINED_BYTES_PER_BYTE_HEARD = 1.1
-WORKER_START_GB = 0.5  # an ns-3 worker after import and set-up
-
-
-def trace_memory_gb(config) -> float:
-    """The estimated peak memory of the ns-3 worker that makes ``config``'s trace (controls: none)."""
-    if config.network.link_model != "ns3":
-        return 0.0
-    heard = config.scenario.density * trace_cost(config)
-    return WORKER_START_GB + RETAINED_BYTES_PER_BYTE_HEARD * heard / 1e9
-
-
-def available_memory_gb() -> float:
-    """Memory available to new processes now (Linux: MemAvailable; elsewhere: physical memory)."""
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) / 2**20
-    except OSError:
-        pass
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
 
 
 def sweep_traces(sweep: Sweep) -> list:
@@ -285,7 +246,7 @@ def distinct_traces(configs: list) -> list:
 def trace_cost(config) -> int:
     """Bytes heard in a trace, as if every node heard every other: nodes squared × the bytes each node
     sends per round × rounds. Simulation time scales so (ns-3 events: 27 M for one 31,400 B model,
-    50 devices, 100 rounds; twice that for ADOM+'s two, four times for Mudag's), and so does memory."""
+    50 devices, 100 rounds; twice that for ADOM+'s two, four times for Mudag's), where memory does not."""
     return config.scenario.nodes ** 2 * sum(config.payloads) * config.rounds
 
 

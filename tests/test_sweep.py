@@ -1,5 +1,4 @@
 import json
-from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -163,36 +162,13 @@ def _ns3_sweep(algorithms, devices=50):
                          "algorithm": {"name": algorithms}, "network": {"link_model": "ns3"}})
 
 
-def test_trace_memory_estimate_matches_the_measured_ns3_workers():
-    from experiments.sweep import sweep_traces, trace_memory_gb
-
-    # Peak resident memory measured on 2026-12-05 for logistic regression (31,400 B), 50 devices, 100 rounds:
-    # one model per round 2.4 / 4.8 / 7.25 GB at density 0.2 / 0.5 / 0.8, Mudag's four exchanges 17.8 GB
-    # (ns3_scenarios/README.md, "Worker memory").
-    mudag, dense = sweep_traces(_ns3_sweep(["dpsgd", "mudag"]))
-    assert trace_memory_gb(dense) == pytest.approx(4.8, rel=0.1)
-    assert trace_memory_gb(mudag) == pytest.approx(17.8, rel=0.1)
-    for density, measured in ((0.2, 2.4), (0.8, 7.25)):
-        scenario = replace(dense.scenario, density=density)
-        assert trace_memory_gb(dense.with_changes(scenario=scenario)) == pytest.approx(measured, rel=0.1)
-    control = _ns3_sweep(["dpsgd"]).runs[0][1]
-    assert trace_memory_gb(control.with_changes(network=replace(control.network, link_model="ideal"))) == 0
-
-
-def test_traces_too_large_to_share_the_memory_are_made_one_at_a_time_first(monkeypatch):
+def test_traces_are_made_costliest_first_all_workers_at_once(monkeypatch):
     import experiments.execution as execution
     import experiments.sweep as sweep_module
 
-    batches, messages = [], []
-    monkeypatch.setattr(execution, "execute",
-                        lambda tasks, workers, ray_address=None: batches.append((len(tasks), workers)) or iter(()))
+    batches = []
+    monkeypatch.setattr(execution, "execute", lambda tasks, workers, ray_address=None:
+                        batches.append(([task[1][0]["algorithm"]["name"] for task in tasks], workers)) or iter(()))
     sweep = _ns3_sweep(["dpsgd", "adom", "mudag"])
-    traces = sweep_module.sweep_traces(sweep)  # Mudag ~18 GB, ADOM+ ~9 GB, one dense model ~5 GB
-    monkeypatch.setattr(sweep_module, "available_memory_gb", lambda: 20.0)
-    assert sweep_module.make_traces(sweep, traces, Path("unused"), workers=2, log=messages.append) == 0
-    assert batches == [(1, 1), (2, 2)] and messages == []  # Mudag alone, then two at a time
-    batches.clear()
-    monkeypatch.setattr(sweep_module, "available_memory_gb", lambda: 12.0)
-    sweep_module.make_traces(sweep, traces, Path("unused"), workers=2, log=messages.append)
-    assert batches == [(2, 1), (1, 2)]
-    assert len(messages) == 1 and "mudag needs about 18 GB; 12 GB are available" in messages[0]
+    assert sweep_module.make_traces(sweep, sweep_module.sweep_traces(sweep), Path("unused"), workers=2) == 0
+    assert batches == [(["mudag", "adom", "dpsgd"], 2)]  # four exchanges, then a message twice as long
