@@ -110,7 +110,7 @@ def run_ns3_worker(scenario: ScenarioConfig, payload_bytes: tuple[int, ...], rou
         except OSError as error:
             raise WorkerError(f"{where} failed to start: {error}") from error
         if finished.returncode != 0:
-            raise WorkerError(f"{where} exited with code {finished.returncode}; last stderr:\n"
+            raise WorkerError(f"{where} {worker.exit_description(finished.returncode)}; last stderr:\n"
                               f"{stderr_tail(finished.stderr)}")
         try:
             stats = json.loads((scratch_path / "out" / "worker.json").read_text())

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import select
+import signal
 import subprocess
 import sys
 import tempfile
@@ -41,6 +42,18 @@ def stderr_tail(text: str | bytes | None) -> str:
     # ns-3's own message (msg=..., NS_FATAL): quote what came before it.
     cut = next((i for i, line in enumerate(lines) if "*** Break ***" in line), len(lines))
     return "\n".join(lines[:cut][-STDERR_TAIL_LINES:]) or "(no stderr)"
+
+
+def exit_description(code: int) -> str:
+    """``exited with code C``, naming the signal when one killed the worker (SIGKILL: usually memory)."""
+    if code >= 0:
+        return f"exited with code {code}"
+    try:
+        name = signal.Signals(-code).name
+    except ValueError:
+        name = f"signal {-code}"
+    likely = ": the kernel's out-of-memory killer, or someone's kill" if -code == signal.SIGKILL else ""
+    return f"exited with code {code} (killed by {name}{likely})"
 
 
 class WorkerProcess:
@@ -85,7 +98,7 @@ class WorkerProcess:
 
     def _died(self) -> None:
         code = self._process.wait()
-        raise WorkerError(f"{self._where} exited with code {code}; last stderr:\n{self._stderr_tail()}")
+        raise WorkerError(f"{self._where} {exit_description(code)}; last stderr:\n{self._stderr_tail()}")
 
     def _stderr_tail(self) -> str:
         self._stderr.seek(0)

@@ -25,6 +25,7 @@ import copy
 import itertools
 import json
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -197,7 +198,7 @@ def run_sweep(sweep: Sweep, results_root: Path, cache_dir: Path, workers: int = 
         if error:
             failed += 1
             write_atomically(record, json.dumps({"run_id": run_id, "error": error}, indent=2))
-            bar.write(f"[sweep {sweep.name}] run {run_id} failed: {error.strip().splitlines()[-1]}")
+            bar.write(f"[sweep {sweep.name}] run {run_id} failed: {error_summary(error)}")
         else:
             record.unlink(missing_ok=True)
         bar.update()
@@ -206,6 +207,16 @@ def run_sweep(sweep: Sweep, results_root: Path, cache_dir: Path, workers: int = 
     summary = write_summary(sweep, results_root)
     summary.attrs["recomputed"] = {reason.split(" (")[0]: stale.count(reason) for reason in set(stale)}
     return summary
+
+
+def error_summary(error: str) -> str:
+    """The line of a failure's traceback worth a log line: the exception's own (e.g. a worker's exit code
+    and signal, above the stderr it quotes), else the last line."""
+    lines = error.strip().splitlines() or [""]
+    return next((line for line in reversed(lines) if EXCEPTION_LINE.match(line)), lines[-1])
+
+
+EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt): ")
 
 
 def make_traces(sweep: Sweep, configs: list, cache_dir: Path, workers: int = 1, ray_address: str | None = None,
@@ -224,7 +235,7 @@ def make_traces(sweep: Sweep, configs: list, cache_dir: Path, workers: int = 1, 
     for key, error in execute(tasks, workers, ray_address):
         if error:
             failed += 1
-            log(f"[sweep {sweep.name}] trace {key} failed: {error.splitlines()[-1]}")
+            log(f"[sweep {sweep.name}] trace {key} failed: {error_summary(error)}")
     return failed
 
 

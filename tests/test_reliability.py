@@ -227,7 +227,7 @@ def test_nothing_read_from_disk_is_unpickled_and_no_shell_strings_are_run():
 
 @pytest.mark.ns3
 @pytest.mark.parametrize("fault, expected", [
-    ("crash", "exited with code -9"),
+    ("crash", "exited with code -9 (killed by SIGKILL: the kernel's out-of-memory killer"),
     ("fatal", "exited with code"),
     ("hang", "hung past"),
 ])
@@ -243,6 +243,21 @@ def test_worker_faults_raise_a_clear_error_quoting_stderr_and_cache_nothing(tmp_
     if fault == "fatal":
         assert "NoSuchAttribute" in message  # ns-3's own fatal-error text
     assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())
+
+
+def test_a_worker_failure_is_logged_by_its_exit_line_not_by_the_stderr_it_quotes():
+    from bridge.worker import exit_description
+    from experiments.sweep import error_summary
+
+    assert exit_description(133) == "exited with code 133"
+    assert exit_description(-15) == "exited with code -15 (killed by SIGTERM)"
+    traceback = ("Traceback (most recent call last):\n  File \"x.py\", line 1, in <module>\n"
+                 f"bridge.worker.WorkerError: ns-3 worker for 50 devices {exit_description(-9)}; last stderr:\n"
+                 "(no stderr)\n")
+    assert error_summary(traceback) == ("bridge.worker.WorkerError: ns-3 worker for 50 devices exited with code -9 "
+                                        "(killed by SIGKILL: the kernel's out-of-memory killer, or someone's kill); "
+                                        "last stderr:")
+    assert error_summary("just one line\n") == "just one line"
 
 
 # --- Defect 1: a changed default or changed code recomputes; an unchanged one reuses ---------------------
