@@ -209,14 +209,14 @@ def run_sweep(sweep: Sweep, results_root: Path, cache_dir: Path, workers: int = 
     return summary
 
 
+EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt): ")
+
+
 def error_summary(error: str) -> str:
     """The line of a failure's traceback worth a log line: the exception's own (e.g. a worker's exit code
     and signal, above the stderr it quotes), else the last line."""
     lines = error.strip().splitlines() or [""]
     return next((line for line in reversed(lines) if EXCEPTION_LINE.match(line)), lines[-1])
-
-
-EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt): ")
 
 
 def make_traces(sweep: Sweep, configs: list, cache_dir: Path, workers: int = 1, ray_address: str | None = None,
