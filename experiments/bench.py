@@ -178,8 +178,9 @@ def aggregation_floor(algorithm, x: torch.Tensor, mask: torch.Tensor, product_s:
     """(what, seconds) of the work an algorithm cannot avoid where a matmul is not its measure, else None.
 
     HyperPrism's receiver variant: one exp per (receiver, weighted sender incl. itself, coordinate), as each
-    receiver applies its own exponent to what it heard (Algorithm 1, the default, is measured against one
-    product: every sender maps its own model once). CHOCO-SGD: writing its (N, N, d) per-link copies once (a clone).
+    receiver applies its own exponent to what it heard. Algorithm 1 and Eq. (6): every sender maps its own
+    model once, so one ln and one exp per coordinate for the map and again for the inverse map, in float64
+    (float32 cannot hold |w|^p), and one float64 product. CHOCO-SGD: writing its (N, N, d) per-link copies once (a clone).
     DGC: one top-k selection per device and a product; eSGD: three (weighted sampling, then the largest
     candidates and the least important selected coordinates of the residual replacement) and a product.
     """
@@ -191,6 +192,8 @@ def aggregation_floor(algorithm, x: torch.Tensor, mask: torch.Tensor, product_s:
         out = torch.empty_like(exponents)
         per_block = median_seconds(lambda: torch.exp(exponents, out=out), repeats * 4)
         return f"exp of N*K*d={heard * dim:.3g}", per_block * heard * dim / FLOOR_BLOCK
+    if name.startswith("hyperprism"):
+        return "2 ln + 2 exp (N,d) + product, f64", float64_map_floor(x, repeats)
     if name == "choco_sgd":
         copies = torch.zeros(devices, devices, dim)
         return "clone (N,N,d)", median_seconds(lambda: copies.clone(), repeats)
@@ -200,6 +203,20 @@ def aggregation_floor(algorithm, x: torch.Tensor, mask: torch.Tensor, product_s:
         selections = 3 if name == "esgd" else 1
         return f"{selections} top-k + 1 product", selections * top_k + product_s
     return None
+
+
+def float64_map_floor(x: torch.Tensor, repeats: int) -> float:
+    """Seconds of the work a float64 mirror map and its inverse cannot avoid for every (N, d) coordinate:
+    ln and exp twice (measured on a cache-sized block of the model's magnitudes, scaled), and one float64
+    (N, N) @ (N, d) product."""
+    block = x.reshape(-1)[:FLOOR_BLOCK].double().abs()
+    out = torch.empty_like(block)
+    log_s = median_seconds(lambda: torch.log(block, out=out), repeats * 4)
+    logs = out.mul(3.0)
+    exp_s = median_seconds(lambda: torch.exp(logs, out=out), repeats * 4)
+    maps = 2 * (log_s + exp_s) * x.numel() / block.numel()
+    weights, values = torch.rand(x.shape[0], x.shape[0], dtype=torch.float64), x.double()
+    return maps + median_seconds(lambda: weights.T @ values, repeats)
 
 
 def bench_replay(repeats: int) -> None:
