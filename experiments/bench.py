@@ -42,6 +42,7 @@ from learner.algorithms.base import FLOAT32_BYTES
 from learner.compress import keep_count
 from learner.devices import batch_gradients
 from learner.mixing import symmetric_links
+from learner.server import is_server
 from learner.models import BatchedModel, ConvLayer, build_model
 from ns3_scenarios.scenario import ScenarioConfig
 
@@ -134,7 +135,15 @@ def bench_learner(devices: int, repeats: int) -> None:
 
 
 class FixedLinks:
-    def __init__(self, mask: torch.Tensor):
+    """The same mask for every exchange; a server algorithm gets the (N + 1) x (N + 1) access-point form of
+    the device mask: the server (node N) hears device i when anyone heard i, reaches j when j heard anyone."""
+
+    def __init__(self, mask: torch.Tensor, server: bool = False):
+        if server:
+            devices = mask.shape[0]
+            full = torch.zeros(devices + 1, devices + 1, dtype=torch.bool)
+            full[:devices, devices], full[devices, :devices] = mask.any(dim=1), mask.any(dim=0)
+            mask = full
         self.mask = mask
 
     def exchange(self, payload_bytes) -> torch.Tensor:
@@ -155,7 +164,8 @@ def bench_aggregation(repeats: int) -> None:
                 model = build_model(model_name, 784, 10)
                 try:
                     state = algorithm.init(x, seed=0, model=model)
-                    step = median_seconds(lambda: algorithm.step(x, state, lambda p: grad, FixedLinks(mask)),
+                    links = FixedLinks(mask, server=is_server(algorithm))
+                    step = median_seconds(lambda: algorithm.step(x, state, lambda p: grad, links),
                                           repeats)
                 except Exception as error:  # a bench row per algorithm; one that cannot run here is reported
                     print(f"aggregation  {name}: skipped ({type(error).__name__}: {error})")

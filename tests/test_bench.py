@@ -24,3 +24,22 @@ def test_record_states_speed_ups_as_reference_over_measured_and_the_rest_as_meas
     bench.record("g", "slower", 6.0, 2.0, "ms", "matmul", "x matmul")
     assert [row["ratio"] for row in bench.ROWS] == pytest.approx([5.0, 3.0])
     bench.ROWS.clear()
+
+
+def test_every_registered_algorithm_steps_on_the_benchs_links():
+    # The aggregation rows time one step of every algorithm: a server algorithm needs the (N + 1)-node
+    # access-point mask (it was skipped with an IndexError on the device mask before).
+    import torch
+
+    from learner.algorithms import REGISTRY, build_algorithm
+    from learner.server import is_server
+
+    model = build_model("logreg", 4, 3)
+    x = torch.randn(5, model.dim, generator=torch.Generator().manual_seed(0)) * 0.1
+    mask = torch.rand(5, 5, generator=torch.Generator().manual_seed(1)) < 0.5
+    for name in sorted(REGISTRY):
+        algorithm = build_algorithm(name)
+        links = bench.FixedLinks(mask, server=is_server(algorithm))
+        assert links.mask.shape == ((6, 6) if is_server(algorithm) else (5, 5))
+        new, _ = algorithm.step(x, algorithm.init(x, seed=0, model=model), lambda p: p * 0.1, links)
+        assert new.shape == x.shape and torch.isfinite(new).all(), name
