@@ -132,6 +132,32 @@ def bench_learner(devices: int, repeats: int) -> None:
             record("learner", f"{case} FLOP/s", flops / fast / 1e9, peak / 1e9, "GFLOP/s", "dense matmul", "fraction")
             record("learner", f"{case} loop FLOP/s (ceiling {peak * slow / flops:.2g}x)", flops / slow / 1e9,
                    peak / 1e9, "GFLOP/s", "dense matmul", "fraction")
+            if model.input_shape is not None:
+                convolutions = convolutions_alone_seconds(model, devices * batch, repeats)
+                record("learner", f"{case} vs its convolutions alone (ceiling {slow / convolutions:.2g}x)",
+                       fast * 1e3, convolutions * 1e3, "ms/round", "convs, 1 ungrouped", "x floor")
+
+
+def convolutions_alone_seconds(model: BatchedModel, images: int, repeats: int) -> float:
+    """Forward and backward of the model's convolutions alone, each as ONE ungrouped convolution over all
+    ``images`` (every device's batch, one set of filters), channels-last: the same FLOPs as the batched
+    engine's grouped ones with none of their overhead, so no engine trains these layers faster on this CPU.
+    The per-device loop over this time is a CNN's real ceiling when thin convolutions run far below the
+    matmul peak."""
+    _, height, width = model.input_shape
+    total = 0.0
+    for index, layer in enumerate(layer for layer in model.layers if isinstance(layer, ConvLayer)):
+        inputs = torch.randn(images, layer.in_channels, height, width).contiguous(
+            memory_format=torch.channels_last).requires_grad_(index > 0)  # the first layer needs no input gradient
+        weight = torch.randn(layer.weight_shape).contiguous(memory_format=torch.channels_last).requires_grad_()
+
+        def forward_backward() -> None:
+            out = nn.functional.conv2d(inputs, weight, padding=layer.kernel // 2)
+            out.backward(torch.ones_like(out))
+
+        total += median_seconds(forward_backward, repeats)
+        height, width = height // 2, width // 2  # 2 x 2 max-pooling
+    return total
 
 
 class FixedLinks:
