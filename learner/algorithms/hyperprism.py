@@ -132,11 +132,11 @@ def hyperprism_round(x: torch.Tensor, grad: torch.Tensor, exponents: torch.Tenso
     if with_slope:
         # d/dp of sign(u)|u|^(1/p), u = a_ii m_i(p) + (terms of other devices): the own path only,
         # new * (-ln|u| / p^2 + a_ii m_i ln|w_i| / (p u)), 0 where u = 0.
-        nonzero = u != 0
+        zero = u == 0
         own = (weights.diagonal()[:, None] * mapped).mul_(log_base.clamp_min_(LN_FLOOR))
-        own.div_(torch.where(nonzero, u, 1.0).mul_(p))
+        own.div_(u.masked_fill(zero, 1.0).mul_(p))
         rate = log_u.clamp_min_(LN_FLOOR).neg_().div_(p ** 2).add_(own)
-        slope = rate.mul_(new).masked_fill_(~nonzero, 0.0)
+        slope = rate.mul_(new).masked_fill_(zero, 0.0)
     return new.to(dtype), slope
 
 
