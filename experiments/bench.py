@@ -42,7 +42,7 @@ from learner.algorithms.base import FLOAT32_BYTES
 from learner.compress import keep_count
 from learner.devices import batch_gradients
 from learner.mixing import symmetric_links
-from learner.server import is_server
+from learner.server import access_point_mask, is_server
 from learner.models import BatchedModel, ConvLayer, build_model
 from ns3_scenarios.scenario import ScenarioConfig
 
@@ -161,16 +161,10 @@ def convolutions_alone_seconds(model: BatchedModel, images: int, repeats: int) -
 
 
 class FixedLinks:
-    """The same mask for every exchange; a server algorithm gets the (N + 1) x (N + 1) access-point form of
-    the device mask: the server (node N) hears device i when anyone heard i, reaches j when j heard anyone."""
+    """The same mask for every exchange; a server algorithm gets the access-point form of the device mask."""
 
     def __init__(self, mask: torch.Tensor, server: bool = False):
-        if server:
-            devices = mask.shape[0]
-            full = torch.zeros(devices + 1, devices + 1, dtype=torch.bool)
-            full[:devices, devices], full[devices, :devices] = mask.any(dim=1), mask.any(dim=0)
-            mask = full
-        self.mask = mask
+        self.mask = access_point_mask(mask) if server else mask
 
     def exchange(self, payload_bytes) -> torch.Tensor:
         return self.mask
@@ -248,7 +242,7 @@ def float64_map_floor(x: torch.Tensor, repeats: int) -> float:
     block = x.reshape(-1)[:FLOOR_BLOCK].double().abs()
     out = torch.empty_like(block)
     log_s = median_seconds(lambda: torch.log(block, out=out), repeats * 4)
-    logs = out.mul(3.0)
+    logs = out.mul(3.0)  # p = 3, hyperprism-fixed's default: exp of ordinary (normal) magnitudes
     exp_s = median_seconds(lambda: torch.exp(logs, out=out), repeats * 4)
     maps = 2 * (log_s + exp_s) * x.numel() / block.numel()
     weights, values = torch.rand(x.shape[0], x.shape[0], dtype=torch.float64), x.double()

@@ -34,6 +34,16 @@ def is_server(algorithm: object) -> bool:
     return getattr(algorithm, "architecture", "decentralized") == SERVER_ARCHITECTURE
 
 
+def access_point_mask(device_mask: torch.Tensor) -> torch.Tensor:
+    """The (N + 1) x (N + 1) server form of an (N, N) device mask, for benches and tests without a network:
+    the server (node N) hears device i when anyone heard i, and reaches device j when j heard anyone."""
+    devices = device_mask.shape[0]
+    full = torch.zeros(devices + 1, devices + 1, dtype=torch.bool)
+    full[:devices, devices] = device_mask.any(dim=1)
+    full[devices, :devices] = device_mask.any(dim=0)
+    return full
+
+
 def upload(links: Links, payload_bytes: int | Sequence[int], devices: int) -> torch.Tensor:
     """(N,) bool: which devices' uploads of ``payload_bytes`` (one int, or one per device; 0 = not sent) the
     server received."""

@@ -10,7 +10,7 @@ import torch
 
 from learner.algorithms import REGISTRY, build_algorithm
 from learner.models import build_model
-from learner.server import is_server
+from learner.server import access_point_mask, is_server
 
 N = 6
 MODEL = build_model("mlp", num_features=5, num_classes=3, hidden=4)  # gives algorithms a layer split
@@ -45,18 +45,8 @@ def _problem(seed=0, n=N):
     return x, centres, scales
 
 
-def server_mask(mask):
-    """A server algorithm's (N + 1) x (N + 1) mask from a device mask: the server (node N) hears device i
-    when anyone heard i, and reaches device j when j heard anyone."""
-    n = mask.shape[0]
-    full = torch.zeros(n + 1, n + 1, dtype=torch.bool)
-    full[:n, n] = mask.any(dim=1)
-    full[n, :n] = mask.any(dim=0)
-    return full
-
-
 def links_for(algorithm, mask):
-    return MaskLinks(server_mask(mask) if is_server(algorithm) else mask)
+    return MaskLinks(access_point_mask(mask) if is_server(algorithm) else mask)
 
 
 def _run(algorithm, x, grad_fn, mask, rounds=ROUNDS, seed=0):
