@@ -11,7 +11,10 @@ a second process asking for a run in progress waits for it.
 
 Exit codes: 0 done, 1 a run failed (e.g. the ns-3 worker died, out of memory),
 2 bad input (the message names the field and what is allowed; nothing is written),
-130 interrupted (finished runs are kept; the same command completes the rest).
+130 interrupted (finished runs are kept; the same command completes the rest; a run with
+checkpoints resumes from its last one), 141 the reader of the output went away (``| head``).
+An algorithm that breaks its contract (raises, or returns the wrong shape) fails its run with one
+line naming the method and what the contract wants; ``--debug`` adds the traceback.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import argparse
 import os
 import signal
 import sys
+import traceback
 from pathlib import Path
 
 from experiments.config import ConfigError
@@ -27,6 +31,7 @@ from experiments.config import ConfigError
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, as a shell reports a command whose reader went away
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -44,6 +49,8 @@ def _parser() -> argparse.ArgumentParser:
         command.add_argument("--cache", type=Path, default=Path(os.environ.get("NSDML_CACHE_DIR", ".cache/traces")),
                              help="link-trace cache (default: $NSDML_CACHE_DIR or .cache/traces)")
         command.add_argument("--quiet", action="store_true", help="no progress bars (for CI and logs)")
+        command.add_argument("--debug", action="store_true",
+                             help="print the traceback of a failure (e.g. inside an algorithm plugin)")
         if name == "sweep":
             command.add_argument("--workers", type=int, default=None,
                                  help="local processes running runs in parallel (default: the CPU cores)")
@@ -90,6 +97,17 @@ class _InterruptWatch:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        code = _main(argv)
+        sys.stdout.flush()  # here, so a reader that went away (`| head`) is noticed inside the guard
+        return code
+    except BrokenPipeError:
+        # The reader closed the pipe: say nothing more, and keep Python from complaining at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
+
+
+def _main(argv: list[str] | None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "algorithms":
         from experiments.catalog import describe_algorithms
@@ -107,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BAD_INPUT
 
     from bridge import WorkerError  # imported after validation: a bad config exits fast
+    from experiments.contract import PluginFailure
     from experiments.execution import default_workers
     from experiments.runner import RunFailed, TraceCacheError, run_experiment
     from learner.download import DownloadError
@@ -141,7 +160,9 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(error, ConfigError):  # a setting only the data can refute (e.g. more devices than samples)
             print(f"nsdml: config error: {error}", file=sys.stderr)
             return EXIT_BAD_INPUT
-        if isinstance(error, (WorkerError, RunFailed, TraceCacheError, DownloadError)):
+        if isinstance(error, (WorkerError, RunFailed, TraceCacheError, DownloadError, PluginFailure)):
+            if args.debug:
+                traceback.print_exception(error)
             print(f"nsdml: {error}", file=sys.stderr)
             return EXIT_FAILED
         if isinstance(error, OSError):
@@ -171,6 +192,10 @@ def _report_sweep(sweep, summary, results_root: Path) -> int:
     out = sweep.summary_dir(results_root)
     counts = summary["status"].value_counts().to_dict()
     print(f"sweep {sweep.name}: {len(summary)} runs {counts}")
+    if "damaged_because" in summary:
+        for _, row in summary[summary["status"] == "damaged"].iterrows():
+            print(f"nsdml: warning: run {row['run_id']} is left out of the table: {row['damaged_because']}; "
+                  f"`nsdml sweep` recomputes it", file=sys.stderr)
     recomputed = summary.attrs.get("recomputed")
     if recomputed:
         print("recomputed " + "; ".join(f"{count} finished run(s): {reason}" for reason, count in recomputed.items()))

@@ -7,6 +7,8 @@ value and what is allowed. The CLI turns it into exit code 2.
 
 from __future__ import annotations
 
+import copy
+import datetime
 import hashlib
 import json
 import math
@@ -22,6 +24,7 @@ from typing import Any
 import tomli_w
 
 from bridge.link_source import LINK_MODELS, MODES
+from experiments.contract import PluginFailure, checked_payloads
 from learner.algorithms import Algorithm, build_algorithm
 from learner.data import DATASETS, DEFAULT_DATA_ROOT, PARTITIONS, dataset_plugin, dataset_shape, missing_data
 from learner.models import MODELS, build_model
@@ -35,8 +38,8 @@ class ConfigError(ValueError):
 
 
 MAX_NESTING = 16  # tables and arrays inside each other; a config needs 3
-NAME_RULE = "1 to 64 ASCII letters, digits, '-' or '_'"
-_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+NAME_RULE = "1 to 64 ASCII letters, digits, '-' or '_', the first a letter or digit"
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")  # a leading '-' would read as an option in a shell
 
 
 def _require(ok: bool, field_name: str, value: object, allowed: str) -> None:
@@ -71,6 +74,8 @@ class DataConfig:
                 dataset_plugin(self.dataset)
             except ValueError as error:
                 raise ConfigError(prefixed(str(error), "data.")) from error
+        _require(isinstance(self.root, str) and self.root.strip() != "", "data.root", self.root,
+                 "a directory path (an empty one would put the data in the current directory)")
         problem = missing_data(self.dataset, self.root)
         if problem is not None and not self.download:
             raise ConfigError(f"data.root: {problem}; or set data.download = true to fetch them")
@@ -151,6 +156,8 @@ class RunConfig:
     rounds: int = 100
     devices: int = 20
     eval_every: int = 1  # evaluate every device on the test set every k rounds (and after the last one)
+    checkpoint_every: int = 0  # save a checkpoint every k rounds (0: never); not part of the run id
+    checkpoint_every_s: float = 0.0  # ... and/or every so many simulated seconds (0: never)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     algorithm: AlgorithmConfig = field(default_factory=lambda: AlgorithmConfig.resolve(AlgorithmConfig.name))
@@ -163,6 +170,10 @@ class RunConfig:
         _require(1 <= self.rounds <= 100_000, "rounds", self.rounds, "an integer in [1, 100000]")
         _require(2 <= self.devices <= 1000, "devices", self.devices, "an integer in [2, 1000]")
         _require(1 <= self.eval_every <= 100_000, "eval_every", self.eval_every, "an integer in [1, 100000]")
+        _require(0 <= self.checkpoint_every <= 100_000, "checkpoint_every", self.checkpoint_every,
+                 "an integer in [0, 100000] (rounds between checkpoints; 0: none)")
+        _require(0.0 <= self.checkpoint_every_s <= 1e9, "checkpoint_every_s", self.checkpoint_every_s,
+                 "a number in [0, 1e9] (simulated seconds between checkpoints; 0: none)")
 
     def to_dict(self) -> dict:
         """The fully resolved config as plain TOML-able data (network holds the scenario's fields)."""
@@ -180,10 +191,16 @@ class RunConfig:
 
     @property
     def run_id(self) -> str:
-        digest = hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()
+        """name-hash of the resolved config, without the fields that cannot change a result (checkpoints)."""
+        identity = {key: value for key, value in self.to_dict().items() if key not in EXECUTION_FIELDS}
+        digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
         return f"{self.name}-{digest[:10]}"
 
     @property
+    def checkpoints(self) -> bool:
+        return self.checkpoint_every > 0 or self.checkpoint_every_s > 0
+
+    @cached_property
     def model_dim(self) -> int:
         """Parameters per device, from the dataset's declared shape (no data is loaded)."""
         features, classes, image_shape = dataset_shape(self.data.dataset, self.data.root)
@@ -199,10 +216,13 @@ class RunConfig:
             objects.append(dataset_plugin(self.data.dataset))
         return tuple(sorted({path for path in map(source_file, objects) if path and not _inside_nsdml(path)}))
 
-    @property
+    @cached_property
     def payloads(self) -> tuple[int, ...]:
-        """Bytes each device sends in each exchange of a round."""
-        return tuple(self.algorithm.instance.exchange_payloads(self.model_dim))
+        """Bytes each device sends in each exchange of a round, as the algorithm declares them (checked)."""
+        try:
+            return checked_payloads(self.algorithm.name, self.algorithm.instance, self.model_dim)
+        except PluginFailure as error:
+            raise ConfigError(f"algorithm.name: {error}") from error
 
     def with_changes(self, **changes: Any) -> "RunConfig":
         return replace(self, **changes)
@@ -212,6 +232,7 @@ def _inside_nsdml(path: str) -> bool:
     return Path(path).resolve().is_relative_to(Path(__file__).resolve().parents[1])
 
 
+EXECUTION_FIELDS = ("checkpoint_every", "checkpoint_every_s")  # how a run is carried out, not what it computes
 SCALAR_FIELDS = tuple(f.name for f in fields(RunConfig) if f.default is not MISSING)  # name, seed, rounds, ...
 SECTIONS = ("data", "model", "algorithm", "network")
 TRACE_BYTES_PER_LINK = 4 + 8 + 1  # done_s float32, rx_bytes int64, intended bool per (round, exchange, i, j)
@@ -349,6 +370,10 @@ def _check_together(config: RunConfig) -> None:
         _require(not config.scenario.access_point, "network.topology", config.scenario.topology,
                  f"not \"access_point\" for {config.algorithm.name}: a decentralized algorithm has no server "
                  f"(server algorithms: fedavg, dense_sgd, esgd, dgc, threshold_sgd)")
+    if config.checkpoints:
+        _require(config.network.mode == "offline", "checkpoint_every", config.checkpoint_every or
+                 config.checkpoint_every_s, "0 with network.mode = \"online\" (the online worker's ns-3 state "
+                 "cannot be saved, so such a run restarts from round 0)")
     if getattr(algorithm, "variable_payload", False):
         _require(config.network.mode == "online", "network.mode", config.network.mode,
                  f"\"online\" for {config.algorithm.name}: it sends a different payload size per sender and "
@@ -403,13 +428,28 @@ def read_toml(path: Path, kind: str = "config") -> dict[str, Any]:
         raise ConfigError(f"{kind} file {path}: arrays or tables nested more than {MAX_NESTING} deep") from error
     if _depth(parsed) > MAX_NESTING:
         raise ConfigError(f"{kind} file {path}: arrays or tables nested more than {MAX_NESTING} deep")
+    _refuse_dates(parsed)
     return parsed
+
+
+def _refuse_dates(value: Any, where: str = "") -> None:
+    """TOML dates and times are valid TOML but no config field takes one: name the first such field."""
+    stack = [(where, value)]
+    while stack:
+        name, item = stack.pop()
+        if isinstance(item, (datetime.date, datetime.time)):  # datetime.datetime is a date
+            raise ConfigError(f"{name or 'value'}: {item.isoformat()} is a TOML date or time; no config field "
+                              f"takes one (a number or string belongs here)")
+        if isinstance(item, dict):
+            stack.extend((f"{name}.{key}" if name else str(key), child) for key, child in item.items())
+        elif isinstance(item, list):
+            stack.extend((name, child) for child in item)
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """``--set FIELD=VALUE`` items applied to a parsed file: VALUE is read as TOML (``0.8``, ``true``,
     ``[1, 2]``, ``"text"``), a bare word as a string. The result is validated like the file."""
-    raw = json.loads(json.dumps(raw))
+    raw = copy.deepcopy(raw)
     for item in overrides:
         path, equals, text = item.partition("=")
         path = path.strip()
@@ -419,6 +459,7 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
             value = tomllib.loads(f"value = {text.strip()}")["value"]
         except tomllib.TOMLDecodeError:
             value = text.strip()
+        _refuse_dates(value, path)
         *parents, leaf = path.split(".")
         table = raw
         for parent in parents:

@@ -60,6 +60,15 @@ class EnergyMeter:
         self.spent_j = np.zeros(n)  # cumulative, per device
         self.died_round: list[int | None] = [None] * n
 
+    def snapshot(self) -> dict:
+        """The batteries as JSON-able data, for a checkpoint (floats round-trip exactly through JSON)."""
+        return {"alive": self.alive.tolist(), "spent_j": self.spent_j.tolist(), "died_round": list(self.died_round)}
+
+    def restore(self, snapshot: dict) -> None:
+        self.alive = np.array(snapshot["alive"], dtype=bool)
+        self.spent_j = np.array(snapshot["spent_j"], dtype=np.float64)
+        self.died_round = list(snapshot["died_round"])
+
     def links(self, links: RoundLinks) -> RoundLinks | PoweredLinks:
         return links if self.alive.all() else PoweredLinks(links, self.alive, self._trace.devices)
 

@@ -23,7 +23,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 RESULT_PACKAGES = ("bridge", "ns3_scenarios")
 RESULT_MODULES = ("experiments/runner.py", "experiments/config.py", "experiments/run_writer.py",
-                  "experiments/energy.py", "experiments/fingerprint.py")
+                  "experiments/energy.py", "experiments/fingerprint.py", "experiments/contract.py",
+                  "experiments/checkpoint.py")
 LEARNER_SHARED = ("learner/__init__.py", "learner/devices.py", "learner/models.py", "learner/data.py",
                   "learner/plugins.py", "learner/allocator.py", "learner/download.py",
                   "learner/algorithms/__init__.py", "learner/algorithms/base.py")

@@ -6,11 +6,14 @@ round, so an interrupted run keeps every round it completed, readable.
 (and still, after a SIGKILL), ``interrupted`` after SIGINT, and ``done`` or
 ``diverged`` only once every file is complete (``done`` only by the process
 that wrote every round's row), ``failed`` when the run raised. Only ``done``
-and ``diverged`` count as finished, and a finished run is reused only when
-``run.json`` records the same code fingerprint as the code now running
-(``experiments.fingerprint``); otherwise, or when unfinished, the run starts
-again from round 0 and, since runs are deterministic, completes with the same
-rows.
+and ``diverged`` count as finished. A finished ``run.json`` also records each
+result file's size, rows and checksum (``experiments.integrity``), and a
+finished run is reused only when ``run.json`` records the same code
+fingerprint as the code now running (``experiments.fingerprint``) and every
+file still matches its record; otherwise, or when unfinished, the run is made
+again, from its last checkpoint (``experiments.checkpoint``) when one was kept
+by the same code, else from round 0, and since runs are deterministic it
+completes with the same rows.
 
 One process owns a run directory at a time: ``run_lock`` holds an OS file
 lock (``<results>/.locks/<run-id>.lock``) from before the directory is looked
@@ -33,6 +36,7 @@ from pathlib import Path
 from typing import IO, Any, Callable, Iterator
 
 from experiments.atomic import write_atomically
+from experiments.integrity import damage, manifest
 
 FINISHED = ("done", "diverged")
 
@@ -50,6 +54,11 @@ class _CsvAppender:
         self._stream: IO[str] | None = None
         self._writer: Any = None
         self._columns: list[str] = []
+        if path.is_file() and path.stat().st_size:  # resumed: append under the header already written
+            with open(path, newline="") as stream:
+                self._columns = next(csv.reader(stream))
+            self._stream = open(path, "a", newline="")
+            self._writer = csv.writer(self._stream, lineterminator="\n")
 
     def append(self, rows: list[dict]) -> None:
         if not rows:
@@ -82,15 +91,23 @@ class _CsvAppender:
 class RunWriter:
     """Owns ``results/<run-id>/`` during a run."""
 
-    def __init__(self, run_dir: Path, config_toml: str, details: dict, expected_rounds: int):
+    def __init__(self, run_dir: Path, config_toml: str, details: dict, expected_rounds: int,
+                 resume: tuple[int, dict] | None = None):
+        """A new run directory, or with ``resume = (round, CSV marks)`` the one an interrupted run left,
+        its CSVs already cut back to the checkpoint's round (``experiments.checkpoint.cut_back``)."""
         self.run_dir = Path(run_dir)
         self.expected_rounds = expected_rounds
-        if self.run_dir.exists():
-            shutil.rmtree(self.run_dir)  # an earlier attempt is recomputed from round 0
-        self.run_dir.mkdir(parents=True)
-        write_atomically(self.run_dir / "config.toml", config_toml)
         self._details = dict(details)
-        self.rounds_completed = 0
+        if resume is None:
+            if self.run_dir.exists():
+                shutil.rmtree(self.run_dir)  # an earlier attempt is recomputed from round 0
+            self.run_dir.mkdir(parents=True)
+            self.rounds_completed = 0
+        else:
+            self.rounds_completed, _ = resume
+            for name in ("devices.csv", "accuracy.png"):  # written again at the end
+                (self.run_dir / name).unlink(missing_ok=True)
+        write_atomically(self.run_dir / "config.toml", config_toml)
         self._set_status("running")
         self._metrics = _CsvAppender(self.run_dir / "metrics.csv")
         self._links = _CsvAppender(self.run_dir / "links.csv")
@@ -111,6 +128,8 @@ class RunWriter:
         self._metrics.close()
         self._links.close(empty_header=["round", "exchange"])
         self._details.update(details, finished_utc=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
+        if status in FINISHED:
+            self._details["files"] = manifest(self.run_dir)
         self._set_status(status)
 
     def _set_status(self, status: str) -> None:
@@ -133,17 +152,25 @@ def run_status(run_dir: Path) -> str | None:
 
 
 def stale_because(run_dir: Path, fingerprint: str) -> str | None:
-    """Why a finished run may not be reused (None: it may): other code made it."""
-    recorded = run_record(run_dir).get("code_fingerprint")
-    if recorded == fingerprint:
-        return None
+    """Why a finished run may not be reused (None: it may): other code made it, or its files were damaged
+    after it finished."""
+    record = run_record(run_dir)
+    recorded = record.get("code_fingerprint")
     if recorded is None:
         return "made before code fingerprints were recorded"
-    return f"code changed since it ran (fingerprint {recorded}, now {fingerprint})"
+    if recorded != fingerprint:
+        return f"code changed since it ran (fingerprint {recorded}, now {fingerprint})"
+    broken = damage(run_dir, record.get("files"))
+    return f"damaged: {broken}" if broken else None
 
 
 def reusable(run_dir: Path, fingerprint: str) -> bool:
     return run_status(run_dir) in FINISHED and stale_because(run_dir, fingerprint) is None
+
+
+def finished_damage(run_dir: Path) -> str | None:
+    """For a finished run: why its files cannot be trusted (None: they match run.json's record)."""
+    return damage(run_dir, run_record(run_dir).get("files"))
 
 
 @contextmanager

@@ -3,8 +3,10 @@
 The round loop reads like the round contract (experiments/design.md): links of the
 round (without devices whose battery is empty), the algorithm's step (compute,
 exchange, aggregate), the simulated clock and energy, the divergence check,
-the log. Timing, progress and files live behind
-``RunRecorder``; the gradient callable is a ``GradientOracle``.
+the log, a checkpoint when one is due. Timing, progress and files live behind
+``RunRecorder``; the gradient callable is a ``GradientOracle``; every call
+into the algorithm goes through ``experiments.contract``. An interrupted run
+resumes from its last checkpoint (``experiments.checkpoint``).
 """
 
 from __future__ import annotations
@@ -24,6 +26,9 @@ import torch
 
 from bridge import link_stats, open_links, trace_key
 from experiments.config import ConfigError, RunConfig, prefixed
+from experiments import checkpoint
+from experiments.checkpoint import Checkpoint, csv_marks
+from experiments.contract import checked_init, checked_step
 from experiments.energy import EnergyMeter, round_zero_columns
 from experiments.fingerprint import run_fingerprint
 from experiments.plots import plot_accuracy
@@ -129,6 +134,9 @@ def run_experiment(config: RunConfig, results_root: Path, cache_dir: Path,
                        "trace_key": trace_key(*trace_request(config))}
             if run_status(run_dir) in FINISHED:
                 details["recomputed_because"] = stale_because(run_dir, fingerprint)
+            elif (run_dir / "run.json").is_file() and not run_record(run_dir):
+                details["recomputed_because"] = "run.json is damaged (not a readable record)"
+            if "recomputed_because" in details:
                 log(f"[nsdml] recomputing {config.run_id}: {details['recomputed_because']}")
             return _run(config, setup, recorder, run_dir, Path(cache_dir), details, log)
 
@@ -188,25 +196,35 @@ def _run(config: RunConfig, setup: Setup, recorder: "RunRecorder", run_dir: Path
         raise TraceCacheError(f"cannot use the link-trace cache {cache_dir}: {error.strerror or error} "
                               f"({error.filename or cache_dir})") from error
     log(f"[nsdml] {source.describe()}: idle density {source.trace.meta.get('idle_density', float('nan')):.3f}")
-    recorder.open(run_dir, details)
+    name = config.algorithm.name
+    saved = _checkpoint_to_resume(config, run_dir, details, algorithm, log)
+    recorder.open(run_dir, details, saved)
     oracle = GradientOracle(devices, recorder)
     network = config.network
     meter = EnergyMeter(source.trace, config.devices, network.compute_power_w, network.compute_s_per_step,
                         network.battery_j)
     server_s = network.server_compute_s if is_server(algorithm) else 0.0
-    status = "done"
+    checkpoints = Checkpoints(config, run_dir, details["code_fingerprint"], log)
+    status, clock_s, exchanges, first = "done", 0.0, 0, 0
     try:
-        x = model.init(config.devices, config.seed)
-        state = algorithm.init(x, seed=config.seed, model=model, **sample_counts(algorithm, setup.shards))
-        clock_s = 0.0
-        recorder.add_round(0, clock_s, recorder.evaluate(devices, x), math.nan, source.trace, None,
-                           round_zero_columns(config.devices))
-        for round_index in range(config.rounds):
+        if saved is None:
+            x = model.init(config.devices, config.seed)
+            state = checked_init(name, algorithm, x, seed=config.seed, model=model,
+                                 **sample_counts(algorithm, setup.shards))
+            recorder.add_round(0, clock_s, recorder.evaluate(devices, x), math.nan, source.trace, None,
+                               round_zero_columns(config.devices))
+        else:  # resumed: the rounds up to the checkpoint are in the CSVs already
+            x, state, clock_s, exchanges, first = saved.x, saved.state, saved.clock_s, saved.exchanges, saved.round
+            devices.batch_generator_state = saved.batch_generator
+            meter.restore(saved.meter)
+        for round_index in range(first, config.rounds):
             links = meter.links(source.round_links(round_index))
             oracle.new_round()
             with recorder.phase("step"):  # compute (oracle calls), exchanges and aggregation
-                x_next, state = algorithm.step(x, state, oracle, links)
+                x_next, state = checked_step(name, algorithm, x, state, oracle, links)
+            exchanges += links.used
             x = meter.hold_dead(x, x_next)
+            previous_clock_s = clock_s
             clock_s += oracle.calls * network.compute_s_per_step + links.duration_s + server_s
             energy = meter.charge(round_index, links.used, oracle.calls)
             if not torch.isfinite(x).all():
@@ -216,20 +234,78 @@ def _run(config: RunConfig, setup: Setup, recorder: "RunRecorder", run_dir: Path
             evaluated = (round_index + 1) % config.eval_every == 0 or round_index + 1 == config.rounds
             evaluation = recorder.evaluate(devices, x) if evaluated else None
             recorder.add_round(round_index + 1, clock_s, evaluation, oracle.mean_loss, source.trace, links, energy)
+            if checkpoints.due(round_index + 1, previous_clock_s, clock_s):
+                with recorder.phase("io"):
+                    checkpoints.save(Checkpoint(round_index + 1, clock_s, exchanges, x, state,
+                                                devices.batch_generator_state, meter.snapshot(),
+                                                recorder.metric_rows, csv_marks(run_dir)))
+        reused = source.finish()
+        warnings = checkpoints.warnings
+        if exchanges == 0 and not is_server(algorithm):  # allowed (a local-training baseline), rarely meant
+            warnings.append(f"algorithm {name} never called links.exchange: no device heard another")
+            log(f"[nsdml] warning: {warnings[-1]}")
+        extra = {"battery_died_round": meter.died_round} if network.battery_j > 0 else {}
+        if warnings:
+            extra["warnings"] = warnings
+        recorder.finish(status, setup, reused, source.trace.meta, energy_total_j=float(meter.spent_j.sum()), **extra)
     except KeyboardInterrupt:
         recorder.close("interrupted")
         raise
-    except Exception as error:  # the run is marked failed, never left "running"
+    except Exception as error:  # the run is marked failed, never left "running" when the disk lets us say so
         reason = "out of memory" if isinstance(error, MemoryError) else f"{type(error).__name__}: {error}"
-        recorder.close("failed", error=reason)
+        try:
+            recorder.close("failed", error=reason)
+        except OSError:  # e.g. the disk is full: run.json still says "running", which the next call redoes
+            pass
         if isinstance(error, MemoryError):
             raise RunFailed(f"run {config.run_id} ran out of memory at round {recorder.rounds_completed + 1}; "
                             f"lower rounds, devices or the model size") from error
         raise
-    reused = source.finish()
-    battery = {"battery_died_round": meter.died_round} if network.battery_j > 0 else {}
-    recorder.finish(status, setup, reused, source.trace.meta, energy_total_j=float(meter.spent_j.sum()), **battery)
+    checkpoint.remove(run_dir)  # the finished files are the record now
     return RunResult(run_dir, pd.DataFrame(recorder.metric_rows), status, reused)
+
+
+def _checkpoint_to_resume(config: RunConfig, run_dir: Path, details: dict, algorithm,
+                          log: Callable[[str], None]) -> Checkpoint | None:
+    """The checkpoint an interrupted run of this config and code left, if it can be used (else None, and
+    the run starts from round 0)."""
+    if not (run_dir / checkpoint.FILE).is_file() or run_status(run_dir) in FINISHED:
+        return None
+    identity = {"run_id": config.run_id, "code_fingerprint": details["code_fingerprint"]}
+    try:
+        saved = checkpoint.load(run_dir, identity, algorithm)
+        checkpoint.cut_back(run_dir, saved.csv)  # checked here, so a mismatch restarts instead of failing
+    except checkpoint.CheckpointError as error:
+        log(f"[nsdml] not resuming {config.run_id} from its checkpoint: {error}; starting from round 0")
+        return None
+    log(f"[nsdml] resuming {config.run_id} from its checkpoint at round {saved.round}")
+    details["resumed_from_round"] = saved.round
+    return saved
+
+
+class Checkpoints:
+    """When to save a checkpoint (every ``checkpoint_every`` rounds and/or when the simulated clock passes a
+    multiple of ``checkpoint_every_s``; never after the last round) and saving it. A state that cannot be
+    stored as data turns checkpoints off for the run, with a warning."""
+
+    def __init__(self, config: RunConfig, run_dir: Path, fingerprint: str, log: Callable[[str], None]):
+        self._config, self._run_dir, self._log = config, run_dir, log
+        self._identity = {"run_id": config.run_id, "code_fingerprint": fingerprint}
+        self.warnings: list[str] = []
+
+    def due(self, rounds_done: int, previous_clock_s: float, clock_s: float) -> bool:
+        every, every_s = self._config.checkpoint_every, self._config.checkpoint_every_s
+        if not self._config.checkpoints or self.warnings or rounds_done >= self._config.rounds:
+            return False
+        return bool((every and rounds_done % every == 0)
+                    or (every_s and math.floor(clock_s / every_s) > math.floor(previous_clock_s / every_s)))
+
+    def save(self, saved: Checkpoint) -> None:
+        try:
+            checkpoint.save(self._run_dir, saved, self._identity)
+        except checkpoint.CheckpointError as error:
+            self.warnings.append(f"checkpoints off: the algorithm's state cannot be stored as data ({error})")
+            self._log(f"[nsdml] warning: {self.warnings[-1]}")
 
 
 class RunRecorder:
@@ -252,10 +328,16 @@ class RunRecorder:
     def rounds_completed(self) -> int:
         return self._writer.rounds_completed if self._writer else 0
 
-    def open(self, run_dir: Path, details: dict) -> None:
+    def open(self, run_dir: Path, details: dict, saved: Checkpoint | None = None) -> None:
+        """A new run directory, or (``saved``) the interrupted one, cut back to the checkpoint's round."""
+        resume = None if saved is None else (saved.round, saved.csv)
         with self.phase("io"):
-            self._writer = RunWriter(run_dir, self._config.to_toml(), details, expected_rounds=self._config.rounds)
-        self._bar = progress_bar(self._config.rounds, self._config.run_id, "round", self._progress)
+            self._writer = RunWriter(run_dir, self._config.to_toml(), details, expected_rounds=self._config.rounds,
+                                     resume=resume)
+        if saved is not None:
+            self.metric_rows = list(saved.metric_rows)
+        self._bar = progress_bar(self._config.rounds, self._config.run_id, "round", self._progress,
+                                 initial=0 if saved is None else saved.round)
 
     def evaluate(self, devices: Devices, x: torch.Tensor) -> Evaluation:
         with self.phase("evaluation"):

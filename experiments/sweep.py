@@ -36,8 +36,7 @@ import pandas as pd
 from experiments.atomic import write_atomically
 from experiments.config import ConfigError, RunConfig, check_name, parse_config, read_toml
 from experiments.progress import progress_bar
-from experiments.run_writer import FINISHED, reusable, run_status, stale_because
-
+from experiments.run_writer import FINISHED, finished_damage, reusable, run_status, stale_because
 
 
 @dataclass(frozen=True)
@@ -299,15 +298,21 @@ def summarize_run(run_dir: Path, target_accuracy: float, senders: int | None = N
 def collect(sweep: Sweep, results_root: Path) -> pd.DataFrame:
     """One row per run: every config field (dotted names), run id, status and the run's summary figures.
 
-    Status is done/diverged for a finished run, failed when the last attempt raised, missing otherwise.
-    ``code_fingerprint`` says which code made each run (``nsdml sweep`` recomputes runs made by other code).
+    Status is done/diverged for a finished run, ``damaged`` for a finished run whose files no longer
+    match run.json's record (its figures are left out and ``damaged_because`` says why; ``nsdml sweep``
+    recomputes it), failed when the last attempt raised, missing otherwise. ``code_fingerprint`` says
+    which code made each run (``nsdml sweep`` recomputes runs made by other code).
     """
     rows = []
     for _, config in sweep.runs:
         run_dir = Path(results_root) / config.run_id
         row = {**flatten(config.to_dict()), "run_id": config.run_id}
         if run_status(run_dir) in FINISHED:
-            row.update(summarize_run(run_dir, sweep.target_accuracy, config.scenario.nodes))
+            broken = finished_damage(run_dir)
+            if broken:
+                row.update(status="damaged", damaged_because=broken)
+            else:
+                row.update(summarize_run(run_dir, sweep.target_accuracy, config.scenario.nodes))
         else:
             row["status"] = "failed" if failure_record(results_root, config.run_id).exists() else "missing"
         rows.append(row)

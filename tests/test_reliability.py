@@ -24,6 +24,7 @@ from bridge import WorkerError, obtain_trace
 from experiments.cli import main
 from experiments.run_writer import RunWriter
 from experiments.sweep import expand_sweep, run_sweep
+from helpers import run_dirs
 from learner.algorithms import REGISTRY
 from ns3_scenarios.scenario import ScenarioConfig
 
@@ -454,3 +455,39 @@ def test_the_results_root_is_checked_before_the_trace_is_made_and_cache_errors_n
     (tmp_path / "cache").write_text("a file where the cache should be")
     code, message = _run_cli(tmp_path, tomli_w.dumps(BASE), capsys)
     assert code == 1 and "link-trace cache" in message and "cannot write results" not in message
+
+
+@pytest.mark.parametrize("everything_fails", [False, True], ids=["csv-write-fails", "every-write-fails"])
+def test_a_disk_that_fills_mid_run_leaves_no_finished_run_and_the_next_call_redoes_it(tmp_path, capsys,
+                                                                                       monkeypatch,
+                                                                                       everything_fails):
+    """Fault injection: from round 3 on, writing the CSVs (or every file) fails with ENOSPC."""
+    from experiments import run_writer
+
+    real_append, real_write = run_writer._CsvAppender.append, run_writer.write_atomically
+    full = {"now": False}
+
+    def append(self, rows):
+        if rows and rows[0].get("round", 0) >= 3:
+            full["now"] = True
+        if full["now"]:
+            raise OSError(errno.ENOSPC, "No space left on device", str(self.path))
+        return real_append(self, rows)
+
+    def write(path, text):
+        if full["now"] and everything_fails:
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real_write(path, text)
+
+    monkeypatch.setattr(run_writer._CsvAppender, "append", append)
+    monkeypatch.setattr(run_writer, "write_atomically", write)
+    text = tomli_w.dumps({**BASE, "rounds": 6})
+    code, message = _run_cli(tmp_path, text, capsys)
+    assert code == 1 and "No space left on device" in message and "Traceback" not in message
+    (run_dir,) = run_dirs(tmp_path / "results")
+    status = json.loads((run_dir / "run.json").read_text())["status"]
+    assert status == ("running" if everything_fails else "failed")
+    monkeypatch.undo()
+    code, message = _run_cli(tmp_path, text, capsys)
+    assert code == 0 and json.loads((run_dir / "run.json").read_text())["status"] == "done"
+    assert len((run_dir / "metrics.csv").read_text().splitlines()) == 1 + 7

@@ -88,9 +88,15 @@ def build_algorithm(name: str, **hyperparameters: Any) -> Algorithm:
             raise ValueError(f"{key}: not a hyperparameter of {name}; allowed: {', '.join(sorted(allowed))}")
     try:
         return cls(**hyperparameters)
+    except ValueError:  # a hyperparameter out of range: the message names it
+        raise
     except TypeError as error:  # a plugin field without a default, for instance
         raise ValueError(f"name: {name!r} cannot be built from its defaults and the given hyperparameters: "
                          f"{error}") from error
+    except (Exception, SystemExit) as error:  # a plugin's __post_init__ may raise anything, or exit
+        what = f"exit({error.code!r})" if isinstance(error, SystemExit) else f"{type(error).__name__}: {error}"
+        raise ValueError(f"name: building {name!r} (its __post_init__) raised {what}; the contract wants "
+                         f"ValueError naming the hyperparameter for a bad value") from error
 
 
 __all__ = ["REGISTRY", "Algorithm", "GradFn", "Links", "algorithm_class", "build_algorithm"]
