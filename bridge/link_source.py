@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
 import tempfile
 import zipfile
 from dataclasses import asdict
@@ -25,7 +24,7 @@ from bridge.controls import CONTROL_MODELS, control_trace
 from bridge.synthetic import synthetic_trace
 from bridge.trace import SCHEMA_VERSION, LinkTrace, RoundLinks, TraceFormatError
 from bridge import worker
-from bridge.worker import WorkerError, describe_worker, stderr_tail
+from bridge.worker import Progress, WorkerError, describe_worker
 from ns3_scenarios.scenario import SLOT_ARRAYS, ScenarioConfig, exchange_senders
 
 LINK_MODELS = ("ns3", *CONTROL_MODELS, "synthetic")  # synthetic: a named option for fast tests only
@@ -51,9 +50,9 @@ class OfflineLinks:
 
 
 def open_links(mode: str, link_model: str, scenario: ScenarioConfig, payload_bytes: tuple[int, ...], rounds: int,
-               seed: int, cache_dir: Path, timeout_s: float = 3600.0):
+               seed: int, cache_dir: Path, timeout_s: float = 3600.0, progress: Progress = None):
     """The run's link source: ``.trace``, ``.describe()``, ``.round_links(r)`` (the algorithm's ``Links``),
-    ``.finish() -> reused``."""
+    ``.finish() -> reused``. ``progress`` hears an offline ns-3 worker's progress reports."""
     if mode not in MODES:
         raise ValueError(f"mode: unknown {mode!r}; allowed: {', '.join(MODES)}")
     if mode == "online":
@@ -62,7 +61,8 @@ def open_links(mode: str, link_model: str, scenario: ScenarioConfig, payload_byt
         from bridge.online import OnlineLinks
 
         return OnlineLinks(scenario, payload_bytes, rounds, seed, cache_dir, timeout_s)
-    return OfflineLinks(*obtain_trace(link_model, scenario, payload_bytes, rounds, seed, cache_dir, timeout_s))
+    return OfflineLinks(*obtain_trace(link_model, scenario, payload_bytes, rounds, seed, cache_dir, timeout_s,
+                                      progress))
 
 
 def trace_key(link_model: str, scenario: ScenarioConfig, payload_bytes: tuple[int, ...], rounds: int,
@@ -73,8 +73,9 @@ def trace_key(link_model: str, scenario: ScenarioConfig, payload_bytes: tuple[in
 
 
 def obtain_trace(link_model: str, scenario: ScenarioConfig, payload_bytes: tuple[int, ...], rounds: int, seed: int,
-                 cache_dir: Path, timeout_s: float = 3600.0) -> tuple[LinkTrace, bool]:
-    """Return (trace, reused): reused is True when the trace came from the cache."""
+                 cache_dir: Path, timeout_s: float = 3600.0, progress: Progress = None) -> tuple[LinkTrace, bool]:
+    """Return (trace, reused): reused is True when the trace came from the cache. ``progress`` (ns-3 only)
+    receives the worker's reports: {"slots_done", "slots", "sim_s", "events"}."""
     if link_model not in LINK_MODELS:
         raise ValueError(f"link_model: unknown {link_model!r}; allowed: {', '.join(LINK_MODELS)}")
     directory = Path(cache_dir) / trace_key(link_model, scenario, payload_bytes, rounds, seed)
@@ -88,13 +89,13 @@ def obtain_trace(link_model: str, scenario: ScenarioConfig, payload_bytes: tuple
     elif link_model in CONTROL_MODELS:
         trace = control_trace(link_model, scenario, payload_bytes, rounds, seed)
     else:
-        trace = run_ns3_worker(scenario, payload_bytes, rounds, seed, timeout_s)
+        trace = run_ns3_worker(scenario, payload_bytes, rounds, seed, timeout_s, progress)
     trace.save(directory)
     return trace, False
 
 
 def run_ns3_worker(scenario: ScenarioConfig, payload_bytes: tuple[int, ...], rounds: int, seed: int,
-                   timeout_s: float) -> LinkTrace:
+                   timeout_s: float, progress: Progress = None) -> LinkTrace:
     """Simulate every exchange of every round in one ns-3 process and wrap the result as a LinkTrace."""
     senders = [exchange_senders(scenario, e, payload) for e, payload in enumerate(payload_bytes)]
     request = {"scenario": asdict(scenario), "seed": seed, "slot_payloads": senders * rounds}
@@ -102,22 +103,13 @@ def run_ns3_worker(scenario: ScenarioConfig, payload_bytes: tuple[int, ...], rou
         scratch_path = Path(scratch)
         (scratch_path / "request.json").write_text(json.dumps(request))
         command = worker.worker_command(str(scratch_path / "request.json"), str(scratch_path / "out"))
-        where = describe_worker(scenario, seed)
-        try:
-            finished = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s)
-        except subprocess.TimeoutExpired as error:
-            raise WorkerError(f"{where} hung past {timeout_s:.0f} s; last stderr:\n{stderr_tail(error.stderr)}") from error
-        except OSError as error:
-            raise WorkerError(f"{where} failed to start: {error}") from error
-        if finished.returncode != 0:
-            raise WorkerError(f"{where} {worker.exit_description(finished.returncode)}; last stderr:\n"
-                              f"{stderr_tail(finished.stderr)}")
+        worker.run_offline(command, describe_worker(scenario, seed), timeout_s, progress)
         try:
             stats = json.loads((scratch_path / "out" / "worker.json").read_text())
             with np.load(scratch_path / "out" / "arrays.npz", allow_pickle=False) as arrays:
                 raw = {name: arrays[name] for name in arrays.files}
         except (OSError, ValueError, zipfile.BadZipFile) as error:
-            raise WorkerError(f"{where} exited cleanly but wrote no readable result: {error}") from error
+            raise WorkerError(f"{describe_worker(scenario, seed)} exited cleanly but wrote no readable result: {error}") from error
     exchanges = len(payload_bytes)
     per_slot = {name: raw[name].reshape(rounds, exchanges, *raw[name].shape[1:])
                 for name in (*SLOT_ARRAYS, "positions")}

@@ -70,3 +70,16 @@ def link_stats(trace: LinkTrace, round_index: int, exchanges: int, devices: int 
                for k, state in enumerate(RADIO_STATES)},
         })
     return rows
+
+
+def pair_delivery_rates(trace: LinkTrace, slots: list[tuple[int, int]]) -> np.ndarray:
+    """(N, N) fraction of the exchanges ``slots`` ((round index, exchange), those a run used) in which i's
+    message reached j, over those in which i addressed j; NaN for a pair never addressed."""
+    n = trace.devices
+    delivered, intended = np.zeros((n, n)), np.zeros((n, n))
+    for round_index, exchange in slots:
+        addressed = trace.intended[round_index, exchange]
+        intended += addressed
+        delivered += trace.delivered(round_index, exchange) & addressed
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(intended > 0, delivered / intended, np.nan)

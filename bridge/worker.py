@@ -12,10 +12,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from typing import Callable
 
 from ns3_scenarios.scenario import ScenarioConfig
+from ns3_scenarios.worker import PROGRESS_PREFIX
 
 STDERR_TAIL_LINES = 15
+Progress = Callable[[dict], None] | None  # hears {"slots_done", "slots", "sim_s", "events"}
 
 
 class WorkerError(RuntimeError):
@@ -54,6 +57,43 @@ def exit_description(code: int) -> str:
         name = f"signal {-code}"
     likely = ": the kernel's out-of-memory killer, or someone's kill" if -code == signal.SIGKILL else ""
     return f"exited with code {code} (killed by {name}{likely})"
+
+
+def run_offline(command: list[str], where: str, timeout_s: float, progress: Progress = None) -> None:
+    """Run an offline worker to its end, passing its progress lines (stdout) to ``progress``; WorkerError
+    when it cannot start, hangs past ``timeout_s`` or exits with an error."""
+    stderr = tempfile.TemporaryFile()
+    try:
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr)
+    except OSError as error:
+        raise WorkerError(f"{where} failed to start: {error}") from error
+
+    def tail() -> str:
+        stderr.seek(0)
+        return stderr_tail(stderr.read())
+
+    give_up, pending = time.monotonic() + timeout_s, b""
+    with stderr, process:
+        stdout = process.stdout.fileno()
+        while True:
+            left = give_up - time.monotonic()
+            if left <= 0:
+                process.kill()
+                process.wait()
+                raise WorkerError(f"{where} hung past {timeout_s:.0f} s; last stderr:\n{tail()}")
+            if not select.select([stdout], [], [], min(left, 1.0))[0]:
+                continue
+            chunk = os.read(stdout, 1 << 16)
+            if not chunk:
+                break
+            *lines, pending = (pending + chunk).split(b"\n")
+            for line in lines:
+                text = line.decode(errors="replace")
+                if text.startswith(PROGRESS_PREFIX) and progress is not None:
+                    progress(json.loads(text[len(PROGRESS_PREFIX):]))
+        code = process.wait()
+        if code != 0:
+            raise WorkerError(f"{where} {exit_description(code)}; last stderr:\n{tail()}")
 
 
 class WorkerProcess:

@@ -53,9 +53,23 @@ def declared_ranges(cls: type) -> dict[str, str]:
 
 
 def paper(cls: type) -> str:
-    """The first line of the algorithm module's docstring: its name and paper."""
+    """The first paragraph of the algorithm module's docstring (its name and paper), as one line."""
     doc = inspect.getmodule(cls).__doc__ or cls.__doc__ or ""
-    return doc.strip().splitlines()[0] if doc.strip() else "(no docstring)"
+    first = doc.strip().split("\n\n")[0]
+    return " ".join(first.split()) if first else "(no docstring)"
+
+
+def allowed_text(cls: type, field_name: str) -> str | None:
+    """What a text hyperparameter allows, as the algorithm's own validation says it (built with a value no
+    field allows: the ValueError's 'expected ...' part), or None when it accepts any text."""
+    try:
+        cls(**{field_name: "\0"})
+    except ValueError as error:
+        _, _, expected = str(error).partition("expected ")
+        return expected or str(error)
+    except Exception:  # a plugin may raise anything; it then states nothing we can show
+        return None
+    return None
 
 
 def describe_algorithms() -> str:
@@ -70,7 +84,8 @@ def describe_algorithms() -> str:
                 continue
             default = f.default if f.default is not MISSING else "(required)"
             allowed = ranges.get(f.name) or ("true or false" if isinstance(default, bool) else
-                                             "see " + (inspect.getsourcefile(cls) or "its module"))
+                                             allowed_text(cls, f.name) if isinstance(default, str) else None)
+            allowed = allowed or f"see the docstring of {cls.__module__}.{cls.__qualname__}"
             lines.append(f"    {f.name} = {default!r:<8} {allowed}")
         variable = getattr(cls, "variable_payload", False)
         if isinstance(variable, property):  # depends on the hyperparameters (FedAvg: client_fraction < 1)

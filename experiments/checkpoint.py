@@ -3,7 +3,8 @@
 ``results/<run-id>/checkpoint.npz`` holds the devices' parameters, the
 algorithm's state, the mini-batch generator's state, the simulated clock, the
 energy meter (batteries included), the metrics rows so far and the byte length
-and SHA-256 of ``metrics.csv`` and ``links.csv`` at round r. An interrupted run
+and SHA-256 of each CSV written round by round (``metrics.csv``, ``links.csv``,
+``device_metrics.csv``) at round r. An interrupted run
 of the same config and code resumes from it: the CSVs are cut back to those
 lengths (after checking that their first bytes are the ones recorded) and the
 rounds after r are computed again, so the files end byte for byte as an
@@ -34,8 +35,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from experiments.integrity import APPENDED_FILES
+
 FILE = "checkpoint.npz"
-CSV_FILES = ("metrics.csv", "links.csv")
 FORMAT = 1
 META = "__meta__"
 
@@ -75,7 +77,7 @@ def prefix_digest(path: Path, length: int) -> str:
 def csv_marks(run_dir: Path) -> dict:
     """Length and SHA-256 of each run CSV as it is now (absent: length 0)."""
     marks = {}
-    for name in CSV_FILES:
+    for name in APPENDED_FILES:
         path = Path(run_dir) / name
         size = path.stat().st_size if path.is_file() else 0
         marks[name] = {"bytes": size, "sha256": prefix_digest(path, size) if size else hashlib.sha256().hexdigest()}

@@ -4,7 +4,9 @@
     nsdml sweep SWEEP.toml [--set ...] [--workers N] [--ray-address A]           every missing run, then the summary
     nsdml table SWEEP.toml [--results DIR]            summary, tables and plots from the CSVs only
     nsdml algorithms                                  every algorithm, its paper, hyperparameters and ranges
-    nsdml show RUN_DIR                                a run's config, status, final metrics and files
+    nsdml show RUN_DIR...                             a run's config, status, final metrics and files;
+                                                      several runs or a sweep directory: one line each
+    nsdml compare RUN_OR_SWEEP... --target ACC        runs on shared axes (rounds, seconds, joules) and a table
 
 A finished run is reused when the same code made it (run.json's code fingerprint);
 a second process asking for a run in progress waits for it.
@@ -59,8 +61,15 @@ def _parser() -> argparse.ArgumentParser:
             command.add_argument("--traces-only", action="store_true",
                                  help="only simulate (or find cached) the link traces the runs need, then stop")
     commands.add_parser("algorithms", help="list every algorithm, its paper and its hyperparameters")
-    show = commands.add_parser("show", help="a run's config, status, final metrics and files")
-    show.add_argument("run_dir", type=Path, help="results/<run-id>/")
+    show = commands.add_parser("show", help="a run's config, status, final metrics and files; several runs or a "
+                                            "sweep directory: one line each")
+    show.add_argument("run_dir", type=Path, nargs="+", help="results/<run-id>/ or results/sweeps/<name>/")
+    compare = commands.add_parser("compare", help="several runs (or sweeps) on shared axes, with a table")
+    compare.add_argument("paths", type=Path, nargs="+", help="results/<run-id>/ or results/sweeps/<name>/")
+    compare.add_argument("--target", type=float, required=True,
+                         help="accuracy whose rounds, seconds and joules to reach are tabled, e.g. 0.8")
+    compare.add_argument("--out", type=Path, default=None,
+                         help="where compare.png, .csv and .md go (default: <results>/compare/<hash>/)")
     return parser
 
 
@@ -115,9 +124,11 @@ def _main(argv: list[str] | None) -> int:
         print(describe_algorithms())
         return 0
     if args.command == "show":
-        from experiments.show import show_run
+        from experiments.show import show_runs
 
-        return show_run(args.run_dir)
+        return show_runs(args.run_dir)
+    if args.command == "compare":
+        return _compare(args)
     try:
         loaded = _load(args)
     except ConfigError as error:
@@ -173,6 +184,33 @@ def _main(argv: list[str] | None) -> int:
     return _report_sweep(loaded, summary, args.results)
 
 
+def _compare(args: argparse.Namespace) -> int:
+    from experiments.compare import CompareError, compare
+
+    if not 0.0 < args.target <= 1.0:
+        print(f"nsdml: compare: --target: {args.target} is not allowed; expected an accuracy in (0, 1]",
+              file=sys.stderr)
+        return EXIT_BAD_INPUT
+    try:
+        out, table = compare(args.paths, args.target, args.out)
+    except CompareError as error:
+        print(f"nsdml: compare: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except OSError as error:
+        print(f"nsdml: compare: cannot write {args.out or 'the comparison'}: {error.strerror or error}",
+              file=sys.stderr)
+        return EXIT_FAILED
+    print((out / "compare.md").read_text(), end="")
+    print(f"{len(table)} runs compared in {out}/ ({_listing(out)})")
+    return 0
+
+
+def _listing(directory: Path) -> str:
+    """The files a command wrote into ``directory``, as they are (not a list kept by hand)."""
+    return ", ".join(sorted(path.name for path in Path(directory).iterdir()
+                            if path.is_file() and not path.name.startswith(".")))
+
+
 def _interrupted() -> int:
     print("nsdml: interrupted; finished runs are kept, run the same command again to complete the rest",
           file=sys.stderr)
@@ -183,8 +221,7 @@ def _report_run(result, config) -> int:
     how = "reused (finished earlier by the same code)" if result.run_reused else result.status
     print(f"run {config.run_id}: {how} after {len(result.metrics) - 1} rounds; "
           f"final mean test accuracy {result.final_accuracy:.4f}")
-    print(f"results in {result.run_dir}/ (config.toml, metrics.csv, links.csv, devices.csv, accuracy.png, "
-          f"run.json)")
+    print(f"results in {result.run_dir}/ ({_listing(result.run_dir)})")
     return 0
 
 
@@ -199,7 +236,7 @@ def _report_sweep(sweep, summary, results_root: Path) -> int:
     recomputed = summary.attrs.get("recomputed")
     if recomputed:
         print("recomputed " + "; ".join(f"{count} finished run(s): {reason}" for reason, count in recomputed.items()))
-    print(f"summary in {out}/ (summary.csv, table.csv, table.md, accuracy_rounds.png, accuracy_time.png)")
+    print(f"summary in {out}/ ({_listing(out)})")
     print((out / "table.md").read_text())
     return 0
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import datetime
+import difflib
 import hashlib
 import json
 import math
@@ -34,7 +35,28 @@ from ns3_scenarios.scenario import GRAPH_TOPOLOGIES, ScenarioConfig
 
 
 class ConfigError(ValueError):
-    """A config field is missing, unknown, of the wrong type or out of range."""
+    """A config field is missing, unknown, of the wrong type or out of range.
+
+    A message that lists what is allowed ("... 'dpsgd2' ...; expected one of a, b" or "... unknown field;
+    allowed: a, b") gets the closest allowed name appended ("did you mean 'dpsgd'?"), whichever layer
+    wrote it."""
+
+    def __init__(self, message: str):
+        super().__init__(message + did_you_mean(message))
+
+
+_OFFERED = re.compile(r"(?:one of|allowed:) ([\w.:\-]+(?:, [\w.:\-]+)+)")
+_GIVEN = re.compile(r"^([\w.]+): (?:unknown algorithm )?'([^']*)'|^(?:[\w]+\.)*([\w]+): unknown field")
+
+
+def did_you_mean(message: str) -> str:
+    """`` (did you mean 'x'?)`` for a message naming a wrong value and listing the allowed ones, else ''."""
+    offered, given = _OFFERED.search(message), _GIVEN.search(message)
+    if not offered or not given or "did you mean" in message:
+        return ""
+    wrong = given.group(2) if given.group(2) is not None else given.group(3)
+    close = difflib.get_close_matches(wrong, offered.group(1).split(", "), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 MAX_NESTING = 16  # tables and arrays inside each other; a config needs 3
@@ -229,7 +251,10 @@ class RunConfig:
 
 
 def _inside_nsdml(path: str) -> bool:
-    return Path(path).resolve().is_relative_to(Path(__file__).resolve().parents[1])
+    """A file of nsdml's own (the code fingerprint covers it already); its example plugins are not."""
+    root = Path(__file__).resolve().parents[1]
+    resolved = Path(path).resolve()
+    return resolved.is_relative_to(root) and not resolved.is_relative_to(root / "experiments" / "examples")
 
 
 EXECUTION_FIELDS = ("checkpoint_every", "checkpoint_every_s")  # how a run is carried out, not what it computes

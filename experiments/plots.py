@@ -22,7 +22,8 @@ def link_models_title(summary: pd.DataFrame) -> str:
 
 
 def plot_accuracy(metrics: pd.DataFrame, path: Path, title: str = "") -> None:
-    """Mean test accuracy with the min-max band across devices, against rounds and simulated seconds."""
+    """Mean test accuracy with the min-max band across devices, against rounds and simulated seconds, on a
+    fixed 0-1 axis so that two runs' figures compare by eye."""
     metrics = metrics.dropna(subset=["mean_accuracy"])  # rounds without evaluation (eval_every > 1)
     figure, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
     for axis, column, label in ((axes[0], "round", "round"), (axes[1], "sim_time_s", "simulated seconds")):
@@ -31,9 +32,63 @@ def plot_accuracy(metrics: pd.DataFrame, path: Path, title: str = "") -> None:
                           label="min-max over devices")
         axis.set_xlabel(label)
         axis.grid(alpha=0.3)
+    axes[0].set_ylim(0.0, 1.0)
     axes[0].set_ylabel("test accuracy")
     axes[0].legend(loc="lower right")
-    figure.suptitle(title)
+    figure.suptitle(title, fontsize=9)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def plot_devices(device_metrics: pd.DataFrame, path: Path, title: str = "") -> None:
+    """Every device's test accuracy at each evaluation (thin lines), their median and 10-90 % band: the spread
+    that non-IID data opens between devices; on the right each device's final accuracy against its own."""
+    wide = device_metrics.pivot(index="round", columns="device", values="accuracy")
+    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4), gridspec_kw={"width_ratios": [3, 1]})
+    left.plot(wide.index, wide.values, color="grey", linewidth=0.5, alpha=0.5)
+    left.fill_between(wide.index, wide.quantile(0.1, axis=1), wide.quantile(0.9, axis=1), alpha=0.3,
+                      label="10-90 % of devices")
+    left.plot(wide.index, wide.median(axis=1), label="median device")
+    left.set(xlabel="round", ylabel="test accuracy", ylim=(0.0, 1.0))
+    left.grid(alpha=0.3)
+    left.legend(loc="lower right", fontsize=8)
+    final = wide.iloc[-1]
+    right.bar(final.index.astype(str), final.values)
+    right.set(xlabel="device", ylabel=f"accuracy at round {int(wide.index[-1])}", ylim=(0.0, 1.0))
+    right.tick_params(axis="x", labelsize=6, rotation=90)
+    figure.suptitle(title, fontsize=9)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def plot_topology(positions: pd.DataFrame, rates, path: Path, title: str = "") -> None:
+    """Where the devices are (at the first round) and who heard whom: a line per pair that delivered at least
+    once, its width the pair's delivery rate over the run (the better direction of the two); the access
+    point as a square."""
+    first = positions[positions["round"] == positions["round"].min()].set_index("node")
+    figure, axis = plt.subplots(figsize=(6, 6))
+    n = len(first)
+    for i in range(n):
+        for j in range(i + 1, n):
+            rate = max(rates[i, j] if rates[i, j] == rates[i, j] else 0.0,
+                       rates[j, i] if rates[j, i] == rates[j, i] else 0.0)
+            if rate > 0:
+                axis.plot(first.loc[[i, j], "x_m"], first.loc[[i, j], "y_m"], color="tab:blue",
+                          linewidth=0.3 + 2.7 * rate, alpha=0.6)
+    devices = first[first["role"] == "device"]
+    axis.scatter(devices["x_m"], devices["y_m"], s=40, color="black", zorder=3, label="device")
+    for node, row in devices.iterrows():
+        axis.annotate(str(node), (row["x_m"], row["y_m"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    server = first[first["role"] == "access_point"]
+    if len(server):
+        axis.scatter(server["x_m"], server["y_m"], s=120, marker="s", color="tab:red", zorder=3,
+                     label="access point")
+    axis.plot([], [], color="tab:blue", linewidth=3, label="link, width = delivery rate")
+    axis.set(xlabel="x (m)", ylabel="y (m)", aspect="equal")
+    axis.legend(loc="upper right", fontsize=8)
+    axis.set_title(title, fontsize=9)
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
@@ -86,15 +141,18 @@ def plot_sweep_accuracy(summary: pd.DataFrame, curves: dict[str, Path], by: list
         for axis in axes.flat[len(panels):]:
             axis.set_visible(False)
         axes[0, 0].set_ylabel("mean test accuracy")
-        axes[0, 0].legend(fontsize=8, loc="lower right", title=" / ".join(line_axes) or None, title_fontsize=8)
+        handles, labels = axes[0, 0].get_legend_handles_labels()
+        figure.legend(handles, labels, fontsize=8, loc="lower center", ncol=min(4, len(labels)),
+                      title=" / ".join(line_axes) or None, title_fontsize=8, bbox_to_anchor=(0.5, 0.0))
         figure.suptitle(link_models_title(done), fontsize=9)
-        figure.tight_layout()
+        figure.tight_layout(rect=(0, 0.06 + 0.04 * (len(labels) // 4), 1, 1))  # room for the legend below
         figure.savefig(Path(out_dir) / filename, dpi=100)
         plt.close(figure)
 
 
-def plot_against_axis(summary: pd.DataFrame, x_axis: str, out_dir: Path) -> None:
-    """Conv. Rds and Max Acc against one swept setting, one line per algorithm (mean over the rest)."""
+def plot_against_axis(summary: pd.DataFrame, x_axis: str, out_dir: Path, target_accuracy: float) -> None:
+    """Conv. Rds (rounds to ``target_accuracy``) and Max Acc against one swept setting, one line per algorithm
+    (mean over the rest)."""
     done = summary[summary["status"].isin(("done", "diverged"))]
     if done.empty:
         return
@@ -104,20 +162,21 @@ def plot_against_axis(summary: pd.DataFrame, x_axis: str, out_dir: Path) -> None
         style, label = LINE_STYLES.get(model, "-."), f"{algorithm} / {model}"
         left.plot(means.index, means["conv_rounds"], linestyle=style, marker="o", label=label)
         right.plot(means.index, means["max_acc"], linestyle=style, marker="o", label=label)
-    left.set_ylabel("Conv. Rds (rounds to target; gap = not reached)")
+    left.set_ylabel(f"Conv. Rds (rounds to mean accuracy {target_accuracy:.2f}; gap = not reached)")
     right.set_ylabel("Max Acc")
     for axis in (left, right):
         axis.set_xlabel(x_axis)
         axis.grid(alpha=0.3)
     left.legend(fontsize=8)
-    figure.suptitle(link_models_title(done), fontsize=9)
+    figure.suptitle(f"target accuracy {target_accuracy:.2f}; {link_models_title(done)}", fontsize=9)
     figure.tight_layout()
     figure.savefig(Path(out_dir) / f"conv_rounds_vs_{x_axis.split('.')[-1]}.png", dpi=100)
     plt.close(figure)
 
 
 def plot_link_density(summary: pd.DataFrame, links: dict[str, Path], out_dir: Path) -> None:
-    """Measured link density (delivered / intended pairs) per round, mean over the runs of each target."""
+    """Measured link density (links.csv's ``measured_density``: delivered pairs / N(N-1), or / N through an
+    access point) per round, mean over the runs of each target."""
     done = summary[summary["status"].isin(("done", "diverged"))]
     if done.empty:
         return

@@ -24,3 +24,40 @@ def progress_bar(total: int, description: str, unit: str, enabled: bool = True, 
                ascii=not interactive, dynamic_ncols=interactive)
     bar.interactive = interactive
     return bar
+
+
+class TraceProgress:
+    """The ns-3 worker's progress while it simulates a trace: a bar with an ETA on a terminal, else a log line
+    at every further 5 % (slots done, simulated seconds, ns-3 events per wall second, time left)."""
+
+    def __init__(self, description: str, log, enabled: bool = True):
+        self._description, self._log, self._enabled = description, log, enabled
+        self._interactive = sys.stderr.isatty()
+        self._bar = None
+        self._started = None
+        self._logged_step = -1
+
+    def __call__(self, report: dict) -> None:
+        if not self._enabled:
+            return
+        import time
+
+        done, total, events = int(report["slots_done"]), int(report["slots"]), int(report["events"])
+        if self._started is None:
+            self._started = time.monotonic()
+        elapsed = time.monotonic() - self._started
+        rate = events / elapsed if elapsed > 0 else 0.0
+        if self._interactive:
+            if self._bar is None:
+                self._bar = progress_bar(total, self._description, "slot")
+            self._bar.update(done - self._bar.n)
+            self._bar.set_postfix_str(f"{report['sim_s']:.0f} sim s, {rate / 1e6:.2f} M events/s")
+            if done >= total:
+                self._bar.close()
+            return
+        step = 20 * done // max(total, 1)  # 5 % steps
+        if step > self._logged_step and (done or not total):
+            self._logged_step = step
+            left = elapsed * (total - done) / done if done else float("nan")
+            self._log(f"[nsdml] {self._description}: {done} of {total} slots ({100 * done / max(total, 1):.0f} %), "
+                      f"{report['sim_s']:.0f} simulated s, {rate / 1e6:.2f} M events/s, about {left:.0f} s left")

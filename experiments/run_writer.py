@@ -111,10 +111,12 @@ class RunWriter:
         self._set_status("running")
         self._metrics = _CsvAppender(self.run_dir / "metrics.csv")
         self._links = _CsvAppender(self.run_dir / "links.csv")
+        self._devices = _CsvAppender(self.run_dir / "device_metrics.csv")
 
-    def add_round(self, metrics_row: dict, link_rows: list[dict]) -> None:
+    def add_round(self, metrics_row: dict, link_rows: list[dict], device_rows: list[dict]) -> None:
         self._metrics.append([metrics_row])
         self._links.append(link_rows)
+        self._devices.append(device_rows)
         self.rounds_completed = int(metrics_row["round"])
 
     def write_text(self, name: str, text: str) -> None:
@@ -127,6 +129,7 @@ class RunWriter:
                                f"{self.expected_rounds} rounds")
         self._metrics.close()
         self._links.close(empty_header=["round", "exchange"])
+        self._devices.close()
         self._details.update(details, finished_utc=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
         if status in FINISHED:
             self._details["files"] = manifest(self.run_dir)

@@ -31,8 +31,8 @@ from experiments.checkpoint import Checkpoint, csv_marks
 from experiments.contract import checked_init, checked_step
 from experiments.energy import EnergyMeter, round_zero_columns
 from experiments.fingerprint import run_fingerprint
-from experiments.plots import plot_accuracy
-from experiments.progress import progress_bar
+from experiments.progress import TraceProgress, progress_bar
+from experiments.run_outputs import device_rows, write_end_files
 from experiments.run_writer import FINISHED, RunWriter, reusable, run_lock, run_record, run_status, stale_because
 from learner.allocator import keep_freed_memory
 from learner.algorithms import Algorithm
@@ -41,7 +41,6 @@ from learner.devices import Devices, Evaluation
 from learner.models import BatchedModel, build_model
 from learner.server import is_server
 
-CSV_FLOAT_FORMAT = "%.8g"
 
 
 @dataclass(frozen=True)
@@ -187,11 +186,12 @@ def _run(config: RunConfig, setup: Setup, recorder: "RunRecorder", run_dir: Path
     model, devices, algorithm = setup.model, setup.devices, setup.algorithm
     log(f"[nsdml] link trace: {config.network.link_model}, {config.devices} devices, density "
         f"{config.scenario.density}, {config.rounds} rounds x {len(config.payloads)} exchange(s) of "
-        f"{config.payloads} bytes")
+        f"{' + '.join(f'{size:,}' for size in config.payloads)} bytes")
     try:
         with recorder.phase("links"):
             source = open_links(config.network.mode, config.network.link_model, config.scenario, config.payloads,
-                                config.rounds, config.seed, cache_dir, config.network.worker_timeout_s)
+                                config.rounds, config.seed, cache_dir, config.network.worker_timeout_s,
+                                TraceProgress("ns-3 trace", log, enabled=recorder.progress))
     except OSError as error:
         raise TraceCacheError(f"cannot use the link-trace cache {cache_dir}: {error.strerror or error} "
                               f"({error.filename or cache_dir})") from error
@@ -247,7 +247,7 @@ def _run(config: RunConfig, setup: Setup, recorder: "RunRecorder", run_dir: Path
         extra = {"battery_died_round": meter.died_round} if network.battery_j > 0 else {}
         if warnings:
             extra["warnings"] = warnings
-        recorder.finish(status, setup, reused, source.trace.meta, energy_total_j=float(meter.spent_j.sum()), **extra)
+        recorder.finish(status, setup, source.trace, reused, energy_total_j=float(meter.spent_j.sum()), **extra)
     except KeyboardInterrupt:
         recorder.close("interrupted")
         raise
@@ -325,6 +325,11 @@ class RunRecorder:
         return self._clock(name)
 
     @property
+    def progress(self) -> bool:
+        """Whether progress is shown (bars on a terminal, log lines elsewhere); off with --quiet."""
+        return self._progress
+
+    @property
     def rounds_completed(self) -> int:
         return self._writer.rounds_completed if self._writer else 0
 
@@ -352,7 +357,7 @@ class RunRecorder:
         self.metric_rows.append(row)
         with self.phase("io"):
             rows = link_stats(trace, round_index - 1, used, self._config.devices) if used else []
-            self._writer.add_round(row, rows)
+            self._writer.add_round(row, rows, device_rows(round_index, clock_s, evaluation))
         if round_index > 0:
             self._bar.update()
             if row["mean_accuracy"] == row["mean_accuracy"]:
@@ -365,16 +370,14 @@ class RunRecorder:
         if self._writer is not None:
             self._writer.finish(status, wall_seconds=self._wall(), **details)
 
-    def finish(self, status: str, setup: Setup, trace_reused: bool, trace_meta: dict, **energy) -> None:
+    def finish(self, status: str, setup: Setup, trace, trace_reused: bool, **energy) -> None:
         self._bar.close()
-        metrics = pd.DataFrame(self.metric_rows)
         final = self.last_evaluation if status == "done" else None  # the last round is always evaluated
         writer = self._writer
         with self.phase("io"):
-            writer.write_text("devices.csv", device_table(setup.shards, setup.dataset.y_train, final).to_csv(
-                index=False, float_format=CSV_FLOAT_FORMAT))
-            plot_accuracy(metrics, writer.run_dir / "accuracy.png",
-                          title=f"{self._config.algorithm.name}: {self._config.run_id}")
+            write_end_files(writer, self._config, setup.shards, setup.dataset.y_train, trace, final,
+                            self.metric_rows)
+        trace_meta = trace.meta
         details = {"diverged_at_round": writer.rounds_completed + 1} if status == "diverged" else {}
         writer.finish(status, wall_seconds=self._wall(), trace_reused=trace_reused,
                       trace_meta={k: v for k, v in trace_meta.items() if not isinstance(v, dict)},
@@ -421,12 +424,3 @@ def metrics_row(round_index: int, clock_s: float, evaluation: Evaluation | None,
         "consensus_distance": evaluation.consensus_distance if evaluation else nan,
         "delivered_links": delivered,
     }
-
-
-def device_table(shards: list[np.ndarray], labels: np.ndarray, final: Evaluation | None) -> pd.DataFrame:
-    return pd.DataFrame({
-        "device": range(len(shards)),
-        "samples": [len(s) for s in shards],
-        "classes": [len(np.unique(labels[s])) for s in shards],
-        "final_accuracy": final.accuracy.numpy() if final is not None else np.nan,
-    })

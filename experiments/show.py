@@ -1,4 +1,5 @@
-"""``nsdml show RUN_DIR``: what a run is and where it stands, from its files only.
+"""``nsdml show RUN_DIR...``: what a run is and where it stands, from its files only; several runs (or a
+sweep directory) one line each.
 
 A finished run's figures are shown only while its files match the record in
 its ``run.json`` (``experiments.integrity``); a damaged run is named as such,
@@ -19,10 +20,14 @@ from experiments.run_writer import FINISHED, finished_damage
 
 FILES = {
     "config.toml": "the fully resolved config (its hash is the run id)",
-    "metrics.csv": "one row per round: accuracy, losses, consensus distance, simulated seconds",
+    "metrics.csv": "one row per round: accuracy, losses, consensus distance, simulated seconds, energy",
     "links.csv": "one row per round and exchange: who delivered, bytes and frames on the air",
+    "device_metrics.csv": "one row per device and evaluation: its accuracy and test loss",
     "devices.csv": "per device: samples, classes, final accuracy",
     "accuracy.png": "accuracy against rounds and simulated seconds",
+    "devices.png": "every device's accuracy over the rounds, and at the end",
+    "positions.csv": "where the nodes are (by round while they move)",
+    "topology.png": "positions and each pair's delivery rate over the run",
     "run.json": "status, code fingerprint, file checksums, trace statistics, wall time",
 }
 FINAL_COLUMNS = ("round", "sim_time_s", "mean_accuracy", "min_accuracy", "max_accuracy", "test_loss")
@@ -99,20 +104,109 @@ def show_run(run_dir: Path) -> int:
             print(final)
         else:
             _error(final)
-    print("\nconfig:")
     if has_config:
         raw = (run_dir / "config.toml").read_bytes()
         text = raw.decode("utf-8", errors="replace")
-        if "\ufffd" in text:
-            print("    (config.toml is not UTF-8 text; undecodable bytes shown as \ufffd)")
-        print("    " + text.strip().replace("\n", "\n    "))
+        changed = None if "\ufffd" in text else _changed_fields(text)
+        if changed is not None:
+            print(f"\nconfig (fields that differ from the defaults; all in {run_dir / 'config.toml'}):")
+            print("    " + ("\n    ".join(changed) if changed else "(none)"))
+        else:
+            print("\nconfig:")
+            if "\ufffd" in text:
+                print("    (config.toml is not UTF-8 text; undecodable bytes shown as \ufffd)")
+            print("    " + text.strip().replace("\n", "\n    "))
     else:
-        print("    (no config.toml)")
+        print("\nconfig:\n    (no config.toml)")
     print("\nfiles:")
     for name, meaning in FILES.items():
         path = run_dir / name
         if path.exists():
             print(f"    {path}  {meaning}")
-    if isinstance(record.get("trace_meta"), dict) and record["trace_meta"]:
-        print("\ntrace:", json.dumps(record["trace_meta"], sort_keys=True, default=str))
+    if not broken:
+        network = network_line(run_dir, record)
+        if network:
+            print("\n" + network)
     return 1 if broken else 0
+
+
+def _changed_fields(text: str) -> list[str] | None:
+    """``field = value`` for every field of a resolved config.toml that is not its default (None: unreadable)."""
+    import tomllib
+
+    from experiments.config import RunConfig
+    from learner.algorithms import build_algorithm
+
+    try:
+        config = tomllib.loads(text)
+        defaults = RunConfig().to_dict()
+        algorithm = config.get("algorithm", {})
+        built = build_algorithm(algorithm.get("name", "dpsgd"))
+        defaults["algorithm"] = {"name": "dpsgd", **{k: getattr(built, k) for k in algorithm if hasattr(built, k)}}
+    except Exception:  # a damaged file or a plugin that no longer loads: show the whole file instead
+        return None
+    changed = []
+    for key, value in config.items():
+        if isinstance(value, dict):
+            changed += [f"{key}.{k} = {v!r}" for k, v in value.items() if defaults.get(key, {}).get(k) != v]
+        elif defaults.get(key) != value:
+            changed.append(f"{key} = {value!r}")
+    return changed
+
+
+def _short_final(path: Path) -> str:
+    """'final accuracy 0.8298 (best 0.8467)' or why metrics.csv cannot say."""
+    final = _final_metrics(path)
+    if not final.startswith("final"):
+        return final
+    metrics = pd.read_csv(path).dropna(subset=["mean_accuracy"])
+    return (f"final accuracy {metrics['mean_accuracy'].iloc[-1]:.4f} "
+            f"(best {metrics['mean_accuracy'].max():.4f})")
+
+
+def network_line(run_dir: Path, record: dict) -> str:
+    """Delivery and energy of a run in one line, from links.csv, metrics.csv and run.json ('' if unreadable)."""
+    meta = record.get("trace_meta") if isinstance(record.get("trace_meta"), dict) else {}
+    parts = [f"network {meta.get('link_model', '?')}"]
+    if isinstance(meta.get("idle_density"), (int, float)):
+        parts.append(f"idle density {meta['idle_density']:.3f}")
+    try:
+        links = pd.read_csv(run_dir / "links.csv")
+        metrics = pd.read_csv(run_dir / "metrics.csv")
+        if len(links) and links["intended_pairs"].sum() > 0:
+            parts.append(f"{links['delivered_pairs'].sum() / links['intended_pairs'].sum():.1%} of intended "
+                         f"messages delivered over {len(links)} exchanges, mean completion "
+                         f"{links['mean_completion_s'].mean():.2f} s")
+        last = metrics.iloc[-1]
+        parts.append(f"energy {last['cumulative_energy_j']:.1f} J over {last['sim_time_s']:.1f} simulated s")
+    except (OSError, ValueError, KeyError, IndexError, pd.errors.ParserError):  # unfinished or damaged files
+        return ""
+    return "; ".join(parts)
+
+
+def show_runs(paths: list[Path]) -> int:
+    """One run in full, or several runs (a sweep directory's among them) one line each."""
+    from experiments.compare import CompareError, run_dirs_of
+
+    if len(paths) == 1 and not (Path(paths[0]) / "summary.csv").is_file():
+        return show_run(paths[0])
+    try:
+        run_dirs = run_dirs_of(paths)
+    except CompareError as error:
+        _error(str(error))
+        return 2
+    damaged = False
+    for run_dir in run_dirs:
+        record, problem = _read_record(run_dir)
+        status = record.get("status") if record else None
+        broken = problem or (finished_damage(run_dir) if status in FINISHED else None)
+        damaged |= bool(broken)
+        if broken:
+            print(f"{run_dir.name}: damaged: {broken}")
+            continue
+        line = f"{run_dir.name}: {status} after {record.get('rounds_completed')} rounds"
+        if (run_dir / "metrics.csv").is_file():
+            line += f"; {_short_final(run_dir / 'metrics.csv')}"
+        network = network_line(run_dir, record)
+        print(line + (f"; {network}" if network else ""))
+    return 1 if damaged else 0

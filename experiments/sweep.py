@@ -26,6 +26,7 @@ import itertools
 import json
 import math
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -183,13 +184,18 @@ def run_sweep(sweep: Sweep, results_root: Path, cache_dir: Path, workers: int = 
     pending = [c for _, c in sweep.runs if not reusable(results_root / c.run_id, fingerprints[c.run_id])]
     stale = [stale_because(results_root / c.run_id, fingerprints[c.run_id]) for c in pending
              if run_status(results_root / c.run_id) in FINISHED]
+    # Every trace the pending runs need is made first, once each, so the runs' ETA counts runs only.
+    traces = distinct_traces([config for config in pending if config.network.mode == "offline"])
+    missing = [config for config in traces if not trace_cached(config, cache_dir)]
+    log = (lambda message: None) if quiet else (lambda message: print(message, file=sys.stderr))
+    log(f"[sweep {sweep.name}] {len(sweep.runs) - len(pending)} runs reused, {len(pending)} to run; "
+        f"{len(traces) - len(missing)} link traces cached, {len(missing)} to simulate")
+    if missing:
+        trace_bar = progress_bar(len(missing), f"sweep {sweep.name}: link traces", "trace", enabled=not quiet)
+        make_traces(sweep, missing, cache_dir, workers, ray_address, log=trace_bar.write, done=trace_bar.update)
+        trace_bar.close()
     bar = progress_bar(len(sweep.runs), f"sweep {sweep.name}", "run", enabled=not quiet,
                        initial=len(sweep.runs) - len(pending))
-    offline = [config for config in pending if config.network.mode == "offline"]  # online traces grow per run
-    shared = distinct_traces(offline)
-    if len(shared) < len(offline):  # several runs share traces: make each once, before those runs
-        bar.set_postfix_str(f"making {len(shared)} link traces")
-        make_traces(sweep, shared, cache_dir, workers, ray_address, log=bar.write)
     failed = 0
     tasks = [(run_task, (config.to_dict(), str(results_root), str(cache_dir))) for config in pending]
     for run_id, status, error in execute(tasks, workers, ray_address):
@@ -219,7 +225,7 @@ def error_summary(error: str) -> str:
 
 
 def make_traces(sweep: Sweep, configs: list, cache_dir: Path, workers: int = 1, ray_address: str | None = None,
-                log=print) -> int:
+                log=print, done=lambda: None) -> int:
     """Make (or find in the cache) the offline link trace of each config, in the order given; returns how many
     failed.
 
@@ -235,7 +241,15 @@ def make_traces(sweep: Sweep, configs: list, cache_dir: Path, workers: int = 1, 
         if error:
             failed += 1
             log(f"[sweep {sweep.name}] trace {key} failed: {error_summary(error)}")
+        done()
     return failed
+
+
+def trace_cached(config, cache_dir: Path) -> bool:
+    """Whether the offline trace ``config`` replays is in the cache already (a damaged entry is made again)."""
+    from experiments.runner import trace_request
+
+    return (Path(cache_dir) / _trace_identity(trace_request(config)) / "meta.json").is_file()
 
 
 def sweep_traces(sweep: Sweep) -> list:
@@ -376,7 +390,7 @@ def write_summary(sweep: Sweep, results_root: Path) -> pd.DataFrame:
     """Write summary.csv, table.csv, table.md and the plots of a sweep, from the run CSVs only."""
     from experiments.plots import (plot_against_axis, plot_bytes_per_algorithm, plot_link_density,
                                    plot_sweep_accuracy)
-    from experiments.runner import CSV_FLOAT_FORMAT
+    from experiments.run_outputs import CSV_FLOAT_FORMAT
 
     out = sweep.summary_dir(results_root)
     out.mkdir(parents=True, exist_ok=True)
@@ -391,7 +405,7 @@ def write_summary(sweep: Sweep, results_root: Path) -> pd.DataFrame:
     plot_sweep_accuracy(summary, {run: d / "metrics.csv" for run, d in run_dirs.items()}, by, out)
     for axis in ("network.density", "devices", "data.alpha"):
         if axis in sweep.axes:
-            plot_against_axis(summary, axis, out)
+            plot_against_axis(summary, axis, out, sweep.target_accuracy)
     plot_link_density(summary, {run: d / "links.csv" for run, d in run_dirs.items()}, out)
     plot_bytes_per_algorithm(summary, out)
     return summary

@@ -6,7 +6,8 @@ Offline, one request simulated whole::
 
 REQUEST.json: {"scenario": {ScenarioConfig fields}, "seed": int,
                "slot_payloads": [[bytes each node sends in slot 0], [... in slot 1], ...]}
-(a slot is one exchange of one round, in order). OUT_DIR receives
+(a slot is one exchange of one round, in order). While it simulates, stdout
+carries progress lines (``PROGRESS_PREFIX`` and a JSON object). OUT_DIR receives
 ``arrays.npz`` (per slot: done_s, rx_bytes, intended, positions, air_bytes,
 frames, events, radio_energy_j; once: idle_delivered, idle_rate) and ``worker.json`` (ns-3
 version, calibration, counts, timings).
@@ -39,15 +40,29 @@ import numpy as np
 from ns3_scenarios.scenario import SLOT_ARRAYS, ScenarioConfig
 
 SLOT_RESULTS = (*SLOT_ARRAYS, "positions")
+# Offline, the worker's stdout carries only progress lines, each this prefix and a JSON object
+# {"slots_done", "slots", "sim_s", "events"}; anything else there (a stray ns-3 print) is not one.
+PROGRESS_PREFIX = "@nsdml-progress "
+PROGRESS_INTERVAL_S = 0.25  # wall seconds between progress lines (and one after the last slot)
 
 
-def simulate(config: ScenarioConfig, seed: int, slot_payloads: list[list[int]]) -> tuple[dict[str, np.ndarray], dict]:
-    """Node i sends slot_payloads[s][i] bytes in slot s (0: nothing); all slots in one simulation."""
+def simulate(config: ScenarioConfig, seed: int, slot_payloads: list[list[int]],
+             progress=lambda report: None) -> tuple[dict[str, np.ndarray], dict]:
+    """Node i sends slot_payloads[s][i] bytes in slot s (0: nothing); all slots in one simulation.
+    ``progress`` receives {"slots_done", "slots", "sim_s", "events"} at most every PROGRESS_INTERVAL_S."""
     started = time.perf_counter()
     network = _open(config, seed)
     loaded = time.perf_counter()
     depleted_before = network.source_depletion_j()
-    slots = [network.run_slot(s, payloads) for s, payloads in enumerate(slot_payloads)]
+    slots, events, reported = [], 0, 0.0
+    progress({"slots_done": 0, "slots": len(slot_payloads), "sim_s": 0.0, "events": 0})
+    for s, payloads in enumerate(slot_payloads):
+        slots.append(network.run_slot(s, payloads))
+        events += slots[-1].events
+        if time.perf_counter() - reported >= PROGRESS_INTERVAL_S or s + 1 == len(slot_payloads):
+            reported = time.perf_counter()
+            progress({"slots_done": s + 1, "slots": len(slot_payloads),
+                      "sim_s": (s + 1) * config.slot_period_s, "events": events})
     # What each device's ns-3 energy source lost over the slots: the check on radio_energy_j's split by state.
     source_depletion_j = (network.source_depletion_j() - depleted_before).tolist()
     pruned_events = network.pruned_events()
@@ -110,6 +125,10 @@ def serve(requests, answers) -> int:
     return 0
 
 
+def _report(progress: dict) -> None:
+    print(PROGRESS_PREFIX + json.dumps(progress), flush=True)
+
+
 def _answer(answers, message: dict) -> None:
     answers.write(json.dumps(message) + "\n")
     answers.flush()
@@ -127,7 +146,7 @@ def main(argv: list[str]) -> int:
         return 2
     request = json.loads(Path(argv[0]).read_text())
     config = ScenarioConfig(**request["scenario"])
-    arrays, stats = simulate(config, int(request["seed"]), list(request["slot_payloads"]))
+    arrays, stats = simulate(config, int(request["seed"]), list(request["slot_payloads"]), progress=_report)
     out = Path(argv[1])
     out.mkdir(parents=True, exist_ok=True)
     np.savez(out / "arrays.npz", **arrays)

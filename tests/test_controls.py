@@ -180,8 +180,8 @@ def test_a_sweep_over_link_models_gives_one_table_and_plots_that_tell_them_apart
     labels = {}
 
     def capture(figure, path, *args, **kwargs):
-        labels[path.name] = {text.get_text() for axis in figure.axes if axis.get_legend()
-                             for text in axis.get_legend().get_texts()}
+        legends = [axis.get_legend() for axis in figure.axes if axis.get_legend()] + list(figure.legends)
+        labels[path.name] = {text.get_text() for legend in legends for text in legend.get_texts()}
         labels[path.name].add(figure._suptitle.get_text() if figure._suptitle else "")
 
     monkeypatch.setattr(matplotlib.figure.Figure, "savefig", capture)

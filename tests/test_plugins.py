@@ -209,3 +209,18 @@ def test_a_decentralized_plugin_that_never_exchanges_runs_with_a_warning(plugin_
     assert code == 0 and "warning: algorithm lonely:NeighbourMean never called links.exchange" in out.err
     (run_dir,) = run_dirs(plugin_dir / "results")
     assert "never called links.exchange" in json.loads((run_dir / "run.json").read_text())["warnings"][0]
+
+
+def test_the_shipped_example_is_the_readme_block_and_runs_by_module_path(tmp_path, capsys):
+    assert (ROOT / "experiments" / "examples" / "my_gossip.py").read_text() == example_plugin()
+    code, out = _run(tmp_path, "experiments.examples.my_gossip:NeighbourMean", capsys)
+    assert code == 0, out.err
+    (run_dir,) = run_dirs(tmp_path / "results")
+    record = json.loads((run_dir / "run.json").read_text())
+    assert record["status"] == "done"
+    from experiments.config import parse_config
+
+    config = parse_config({"rounds": 3, "devices": 5, "data": {"dataset": "digits"},
+                           "algorithm": {"name": "experiments.examples.my_gossip:NeighbourMean"},
+                           "network": {"link_model": "synthetic"}})
+    assert any(path.endswith("experiments/examples/my_gossip.py") for path in config.plugin_sources)  # fingerprinted

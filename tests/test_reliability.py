@@ -335,8 +335,8 @@ def test_the_code_fingerprint_follows_the_source_it_covers(tmp_path):
 
 def test_only_the_writer_of_every_row_may_mark_a_run_done(tmp_path):
     writer = RunWriter(tmp_path / "run", "x = 1\n", {}, expected_rounds=3)
-    writer.add_round({"round": 0}, [])
-    writer.add_round({"round": 1}, [])
+    writer.add_round({"round": 0}, [], [])
+    writer.add_round({"round": 1}, [], [])
     with pytest.raises(RuntimeError, match="cannot mark done after 1 of 3 rounds"):
         writer.finish("done")
     assert json.loads((tmp_path / "run" / "run.json").read_text())["status"] == "running"
