@@ -25,7 +25,7 @@ from bridge.synthetic import synthetic_trace
 from bridge.trace import SCHEMA_VERSION, LinkTrace, RoundLinks, TraceFormatError
 from bridge import worker
 from bridge.worker import Progress, WorkerError, describe_worker
-from ns3_scenarios.scenario import SLOT_ARRAYS, ScenarioConfig, exchange_senders
+from ns3_scenarios.scenario import SLOT_ARRAYS, SLOT_FIELDS, ScenarioConfig, exchange_senders
 
 LINK_MODELS = ("ns3", *CONTROL_MODELS, "synthetic")  # synthetic: a named option for fast tests only
 MODES = ("offline", "online")
@@ -111,8 +111,7 @@ def run_ns3_worker(scenario: ScenarioConfig, payload_bytes: tuple[int, ...], rou
         except (OSError, ValueError, zipfile.BadZipFile) as error:
             raise WorkerError(f"{describe_worker(scenario, seed)} exited cleanly but wrote no readable result: {error}") from error
     exchanges = len(payload_bytes)
-    per_slot = {name: raw[name].reshape(rounds, exchanges, *raw[name].shape[1:])
-                for name in (*SLOT_ARRAYS, "positions")}
+    per_slot = {name: raw[name].reshape(rounds, exchanges, *raw[name].shape[1:]) for name in SLOT_FIELDS}
     return LinkTrace(
         **{name: per_slot[name] for name in SLOT_ARRAYS},
         sender_bytes=np.broadcast_to(np.array(senders, dtype=np.int64), (rounds, *np.shape(senders))).copy(),

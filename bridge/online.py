@@ -31,7 +31,7 @@ import torch
 
 from bridge.worker import WorkerProcess, describe_worker
 from bridge.trace import NOT_SENT, SCHEMA_VERSION, LinkTrace, RoundLinks, TraceFormatError, per_sender
-from ns3_scenarios.scenario import RADIO_STATES, SLOT_ARRAYS, ScenarioConfig
+from ns3_scenarios.scenario import SLOT_ARRAYS, SLOT_FIELDS, ScenarioConfig, decode_slot
 
 
 def family_key(scenario: ScenarioConfig, exchanges: int, seed: int) -> str:
@@ -101,16 +101,12 @@ class OnlineLinks:
             idle_delivered = np.array(hello["idle_delivered"], dtype=bool).reshape(n, n)
             idle_rate = np.array(hello["idle_rate"], dtype=np.float32).reshape(n, n)
             meta = dict(hello["stats"], link_model="ns3", mode="online", rounds=rounds)
+        empty = {name: np.full((*shape, *SLOT_FIELDS[name].shape(n)), SLOT_FIELDS[name].fill,
+                               dtype=SLOT_FIELDS[name].dtype) for name in SLOT_ARRAYS}  # filled slot by slot
         self.trace = LinkTrace(
-            done_s=np.full((*shape, n, n), np.nan, dtype=np.float32),
-            rx_bytes=np.zeros((*shape, n, n), dtype=np.int64),
-            positions=np.zeros((rounds, n, 2), dtype=np.float32),
+            **empty, positions=np.zeros((rounds, n, 2), dtype=np.float32),
             idle_delivered=idle_delivered, idle_rate=idle_rate,
-            intended=np.zeros((*shape, n, n), dtype=bool),
             sender_bytes=np.full((*shape, n), NOT_SENT, dtype=np.int64),
-            air_bytes=np.zeros(shape, dtype=np.int64), frames=np.zeros(shape, dtype=np.int64),
-            events=np.zeros(shape, dtype=np.int64),
-            radio_energy_j=np.zeros((*shape, n, len(RADIO_STATES))),
             payload_bytes=tuple(payload_bytes), deadline_s=scenario.deadline_s,
             datagram_bytes=scenario.datagram_bytes, meta=meta,
         )
@@ -164,7 +160,7 @@ class OnlineLinks:
             return True
         sent = self.trace.sender_bytes.reshape(-1, self._scenario.nodes)
         meta = dict(self.trace.meta, simulated=self.simulated, replayed=self.replayed)
-        LinkTrace(**{**self.trace.__dict__, "meta": meta}).save(self._family / sequence_key(sent))
+        LinkTrace(**{**self.trace.fields(), "meta": meta}).save(self._family / sequence_key(sent))
         return False
 
     def _start_worker(self) -> dict:
@@ -188,14 +184,8 @@ class OnlineLinks:
         return self._worker
 
     def _ask(self, worker: WorkerProcess, slot: int, sent: np.ndarray) -> dict:
-        n = self._scenario.nodes
         answer = worker.ask({"slot": slot, "payloads": [int(b) for b in sent]})
-        return {"done_s": np.array(answer["done_s"], dtype=np.float32).reshape(n, n),
-                "rx_bytes": np.array(answer["rx_bytes"], dtype=np.int64).reshape(n, n),
-                "intended": np.array(answer["intended"], dtype=bool).reshape(n, n),
-                "positions": np.array(answer["positions"], dtype=np.float32).reshape(n, 2),
-                "radio_energy_j": np.array(answer["radio_energy_j"], dtype=np.float64).reshape(n, len(RADIO_STATES)),
-                **{name: int(answer[name][0]) for name in ("air_bytes", "frames", "events")}}
+        return decode_slot(answer, self._scenario.nodes)
 
     def _fill(self, slot: int, values: dict, positions: np.ndarray | None) -> None:
         r, e = divmod(slot, self._exchanges)

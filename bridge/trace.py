@@ -20,14 +20,13 @@ import os
 import shutil
 import tempfile
 import zipfile
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
 
-from ns3_scenarios.scenario import RADIO_STATES, SLOT_ARRAYS
+from ns3_scenarios.scenario import SLOT_ARRAYS, SLOT_FIELDS
 
 SCHEMA_VERSION = 3  # 3: radio_energy_j
 ARRAYS = (*SLOT_ARRAYS, "positions", "idle_delivered", "sender_bytes", "idle_rate")  # what trace.npz holds
@@ -45,50 +44,59 @@ class TraceFormatError(ValueError):
     """A stored trace is truncated, from another schema, or inconsistent."""
 
 
-@dataclass(frozen=True)
 class LinkTrace:
-    done_s: np.ndarray  # (R, E, N, N) float32, NaN = not delivered by the deadline
-    rx_bytes: np.ndarray  # (R, E, N, N) int64 application bytes received by the end of the exchange window
-    positions: np.ndarray  # (R, N, 2) float32 metres at the start of each round
-    idle_delivered: np.ndarray  # (N, N) bool: pairs that deliver on a quiet channel (the neighbours)
-    payload_bytes: tuple[int, ...]  # per exchange of a round (offline); the first round's largest (online)
-    deadline_s: float
-    meta: dict = field(default_factory=dict)
-    # Filled from the fields above when not given (traces made without them, e.g. in tests).
-    intended: np.ndarray | None = None  # (R, E, N, N) bool
-    sender_bytes: np.ndarray | None = None  # (R, E, N) int64
-    air_bytes: np.ndarray | None = None  # (R, E) int64 PSDU bytes of every frame on the air
-    frames: np.ndarray | None = None  # (R, E) int64 frames transmitted
-    events: np.ndarray | None = None  # (R, E) int64 ns-3 events executed
-    idle_rate: np.ndarray | None = None  # (N, N) float32 fraction of idle probes delivered
-    radio_energy_j: np.ndarray | None = None  # (R, E, N, 3) float64 joules per radio state (zeros: not modelled)
-    datagram_bytes: int = 1400
+    """A trace: every ``SLOT_SCHEMA`` field but positions per (round, exchange), positions per round, and
+    what was measured once (idle probe) or is the bridge's own (payloads, sender_bytes, deadline).
 
-    def __post_init__(self) -> None:
-        rounds, exchanges, n, n2 = self.done_s.shape
-        defaults = {
-            "intended": lambda: np.broadcast_to(self.idle_delivered & ~np.eye(n, dtype=bool),
-                                                self.done_s.shape).copy(),
-            "sender_bytes": lambda: np.broadcast_to(np.array(self.payload_bytes, dtype=np.int64)[None, :, None],
-                                                    (rounds, exchanges, n)).copy(),
-            "air_bytes": lambda: np.zeros((rounds, exchanges), dtype=np.int64),
-            "frames": lambda: np.zeros((rounds, exchanges), dtype=np.int64),
-            "events": lambda: np.zeros((rounds, exchanges), dtype=np.int64),
-            "idle_rate": lambda: self.idle_delivered.astype(np.float32),
-            "radio_energy_j": lambda: np.zeros((rounds, exchanges, n, len(RADIO_STATES))),
-        }
-        for name, make in defaults.items():
-            if getattr(self, name) is None:
-                object.__setattr__(self, name, make())
-        if n != n2 or self.rx_bytes.shape != self.done_s.shape or self.positions.shape != (rounds, n, 2) \
-                or self.idle_delivered.shape != (n, n) or len(self.payload_bytes) != exchanges \
-                or self.intended.shape != self.done_s.shape or self.sender_bytes.shape != (rounds, exchanges, n) \
-                or any(getattr(self, name).shape != (rounds, exchanges) for name in ("air_bytes", "frames", "events")) \
-                or self.idle_rate.shape != (n, n) \
-                or self.radio_energy_j.shape != (rounds, exchanges, n, len(RADIO_STATES)):
-            raise TraceFormatError(f"inconsistent trace shapes: done_s {self.done_s.shape}, rx_bytes "
-                                   f"{self.rx_bytes.shape}, positions {self.positions.shape}, "
-                                   f"{len(self.payload_bytes)} payloads")
+    Built with each slot field as a keyword (``done_s`` and ``rx_bytes`` required; a field not given is
+    filled from its declaration: ``intended`` from the idle neighbours, the others with their ``fill``),
+    and read as attributes (``trace.done_s``); ``fields()`` gives every constructor argument, so
+    ``LinkTrace(**{**trace.fields(), "meta": meta})`` copies one with a change.
+    """
+
+    def __init__(self, *, positions: np.ndarray, idle_delivered: np.ndarray, payload_bytes: tuple[int, ...],
+                 deadline_s: float, meta: dict | None = None, sender_bytes: np.ndarray | None = None,
+                 idle_rate: np.ndarray | None = None, datagram_bytes: int = 1400, **slot_arrays: np.ndarray):
+        unknown = sorted(set(slot_arrays) - set(SLOT_ARRAYS))
+        if unknown or "done_s" not in slot_arrays or "rx_bytes" not in slot_arrays:
+            raise TypeError(f"LinkTrace: slot arrays {unknown} are not in SLOT_SCHEMA, or done_s / rx_bytes "
+                            f"are missing")
+        rounds, exchanges, n, n2 = np.shape(slot_arrays["done_s"])
+        for name in SLOT_ARRAYS:
+            if slot_arrays.get(name) is None:
+                field = SLOT_FIELDS[name]
+                shape = (rounds, exchanges, *field.shape(n))
+                slot_arrays[name] = (np.broadcast_to(idle_delivered & ~np.eye(n, dtype=bool), shape).copy()
+                                     if name == "intended" else np.full(shape, field.fill, dtype=field.dtype))
+        self._slots = slot_arrays
+        self.positions, self.idle_delivered = positions, idle_delivered
+        self.payload_bytes, self.deadline_s = tuple(payload_bytes), deadline_s
+        self.meta = {} if meta is None else meta
+        self.sender_bytes = (np.broadcast_to(np.array(self.payload_bytes, dtype=np.int64)[None, :, None],
+                                             (rounds, exchanges, n)).copy() if sender_bytes is None else sender_bytes)
+        self.idle_rate = idle_delivered.astype(np.float32) if idle_rate is None else idle_rate
+        self.datagram_bytes = datagram_bytes
+        wrong = [name for name in SLOT_ARRAYS
+                 if np.shape(slot_arrays[name]) != (rounds, exchanges, *SLOT_FIELDS[name].shape(n))]
+        if n != n2 or wrong or np.shape(positions) != (rounds, n, 2) or np.shape(idle_delivered) != (n, n) \
+                or len(self.payload_bytes) != exchanges or np.shape(self.sender_bytes) != (rounds, exchanges, n) \
+                or np.shape(self.idle_rate) != (n, n):
+            raise TraceFormatError(f"inconsistent trace shapes: done_s {np.shape(slot_arrays['done_s'])}, "
+                                   f"positions {np.shape(positions)}, {len(self.payload_bytes)} payloads"
+                                   + (f", wrong: {', '.join(wrong)}" if wrong else ""))
+
+    def __getattr__(self, name: str) -> np.ndarray:
+        slots = self.__dict__.get("_slots", {})
+        if name in slots:
+            return slots[name]
+        raise AttributeError(f"LinkTrace has no attribute {name!r}")
+
+    def fields(self) -> dict:
+        """Every constructor argument, by name."""
+        return {**self._slots, "positions": self.positions, "idle_delivered": self.idle_delivered,
+                "payload_bytes": self.payload_bytes, "deadline_s": self.deadline_s, "meta": self.meta,
+                "sender_bytes": self.sender_bytes, "idle_rate": self.idle_rate,
+                "datagram_bytes": self.datagram_bytes}
 
     @property
     def rounds(self) -> int:

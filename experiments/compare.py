@@ -114,9 +114,7 @@ def markdown(table: pd.DataFrame, target_accuracy: float) -> str:
 
 
 def plot_compare(run_dirs: list[Path], table: pd.DataFrame, target_accuracy: float, path: Path) -> None:
-    import matplotlib.pyplot as plt
-
-    from experiments import plots  # noqa: F401  (selects the non-interactive backend)
+    from experiments.plots import plt  # pyplot on the non-interactive backend the plots module selects
 
     figure, axes = plt.subplots(1, 3, figsize=(15, 4.2), sharey=True)
     for run_dir, (_, row) in zip(run_dirs, table.iterrows()):

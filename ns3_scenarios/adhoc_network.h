@@ -39,7 +39,8 @@
 // minus such events due after kPrunedBeyondS, a time no slot reaches.
 //
 // Compiled at run time through the ns-3 Python bindings (cppyy); everything
-// per packet stays in C++. Results come back as flat std::vector<double>s.
+// per packet stays in C++. Results come back as flat std::vector<double>s; a slot's is a SlotRecord laid
+// out from the Python declaration SLOT_SCHEMA (ns3_scenarios/scenario.py).
 #pragma once
 
 #include "ns3/energy-module.h"
@@ -93,6 +94,49 @@ struct NetworkParams
     uint32_t run = 1;
     // Event queue: PrunedMapScheduler (below), or "ns3::MapScheduler" to check that pruning changes nothing.
     std::string scheduler = "nsdml::PrunedMapScheduler";
+    // The slot record's layout: field names and sizes in doubles, from ns3_scenarios/scenario.py's
+    // SLOT_SCHEMA (its one declaration); RunSlot fills each field by name.
+    std::vector<std::string> slotFields;
+    std::vector<uint32_t> slotSizes;
+};
+
+// One slot's results as one flat vector of doubles, laid out by NetworkParams::slotFields: RunSlot asks for a
+// field by name and writes into it, so no offset is computed here and Python decodes the vector by the same
+// declaration. Asking for a field the schema does not declare, or for the wrong size, throws.
+class SlotRecord
+{
+  public:
+    SlotRecord(const std::vector<std::string>& names, const std::vector<uint32_t>& sizes)
+    {
+        if (names.size() != sizes.size())
+        {
+            throw std::invalid_argument("SlotRecord: one size per field");
+        }
+        size_t offset = 0;
+        for (size_t k = 0; k < names.size(); ++k)
+        {
+            m_fields[names[k]] = {offset, sizes[k]};
+            offset += sizes[k];
+        }
+        values.assign(offset, 0.0);
+    }
+
+    // The field `name`, which must hold `size` doubles.
+    double* Field(const std::string& name, size_t size)
+    {
+        const auto found = m_fields.find(name);
+        if (found == m_fields.end() || found->second.second != size)
+        {
+            throw std::invalid_argument("SlotRecord: no field " + name + " of " + std::to_string(size) +
+                                        " values in the slot schema");
+        }
+        return values.data() + found->second.first;
+    }
+
+    std::vector<double> values;
+
+  private:
+    std::map<std::string, std::pair<size_t, size_t>> m_fields;
 };
 
 // Carried in the first bytes of every UDP datagram and of every TCP stream.
@@ -283,14 +327,8 @@ class AdhocNetwork
     }
 
     // Simulate slot `slot` (slots must come in increasing order; skipped slots
-    // just let time pass), each device i sending payloads[i] bytes.
-    // Layout of the result:
-    //   [0, N*N)       bytes j received from i (application bytes, by the end of the slot), at i*N+j
-    //   [N*N, 2N*N)    completion time of i's message at j, seconds after the slot start (-1: never)
-    //   [2N*N, 3N*N)   1 if i addressed j in this slot
-    //   [3N*N, +2N)    positions at the slot start (x0, y0, x1, y1, ...)
-    //   [3N*N+2N, +3N) radio joules of each device in the slot: tx, rx, idle (device 0's three, then 1's, ...)
-    //   last three:    bytes on air (PSDU bytes of every frame transmitted), frames transmitted, events executed
+    // just let time pass), each device i sending payloads[i] bytes. The result is the slot's SlotRecord
+    // (the fields of SLOT_SCHEMA; pairs at i*N+j for sender i, receiver j; a completion time of -1: never).
     std::vector<double> RunSlot(uint32_t slot, const std::vector<uint32_t>& payloads)
     {
         using namespace ns3;
@@ -302,13 +340,14 @@ class AdhocNetwork
         }
         RunUntil(slotStart);
 
-        std::vector<double> out(3 * nn + 5 * m_n + 3, 0.0);
+        SlotRecord out(m_p.slotFields, m_p.slotSizes);
         const std::vector<double> energyBefore = RadioJoules();
+        double* positions = out.Field("positions", 2 * size_t(m_n));
         for (uint32_t i = 0; i < m_n; ++i)
         {
             const Vector where = m_nodes.Get(i)->GetObject<MobilityModel>()->GetPosition();
-            out[3 * nn + 2 * i] = where.x;
-            out[3 * nn + 2 * i + 1] = where.y;
+            positions[2 * i] = where.x;
+            positions[2 * i + 1] = where.y;
         }
         m_rxBytes.assign(nn, 0.0);
         m_done.assign(nn, -1.0);
@@ -320,6 +359,7 @@ class AdhocNetwork
         const uint64_t eventsBefore = Simulator::GetEventCount();
 
         const uint32_t perDatagram = std::max(m_p.datagramBytes, kHeaderBytes);
+        double* intended = out.Field("intended", nn);
         for (uint32_t i = 0; i < m_n; ++i)
         {
             const double start = slotStart + m_jitter->GetValue(0.0, m_p.startJitterS);
@@ -330,7 +370,7 @@ class AdhocNetwork
             }
             for (uint32_t j : targets)
             {
-                out[2 * nn + size_t(i) * m_n + j] = 1.0;
+                intended[size_t(i) * m_n + j] = 1.0;
             }
             if (m_p.transport == "tcp")
             {
@@ -363,17 +403,19 @@ class AdhocNetwork
         RunUntil(slotStart + m_p.slotPeriodS);
         m_slot = kNoSlot;
         const std::vector<double> energyAfter = RadioJoules();
+        double* joules = out.Field("radio_energy_j", energyAfter.size());
         for (size_t k = 0; k < energyAfter.size(); ++k)
         {
-            out[3 * nn + 2 * m_n + k] = energyAfter[k] - energyBefore[k];
+            joules[k] = energyAfter[k] - energyBefore[k];
         }
 
-        std::copy(m_rxBytes.begin(), m_rxBytes.end(), out.begin());
-        std::copy(m_done.begin(), m_done.end(), out.begin() + nn);
-        out[out.size() - 3] = double(m_airBytes);
-        out[out.size() - 2] = double(m_frames);
-        out[out.size() - 1] = double(Simulator::GetEventCount() - eventsBefore);
-        return out;
+        std::copy(m_rxBytes.begin(), m_rxBytes.end(), out.Field("rx_bytes", nn));
+        std::copy(m_done.begin(), m_done.end(), out.Field("done_s", nn));
+        *out.Field("air_bytes", 1) = double(m_airBytes);
+        *out.Field("frames", 1) = double(m_frames);
+        m_lastSlotEvents = Simulator::GetEventCount() - eventsBefore;
+        *out.Field("events", 1) = double(m_lastSlotEvents);
+        return out.values;
     }
 
     // Slots first .. first + count - 1 in one call, keeping only the event count: the simulation without
@@ -382,7 +424,10 @@ class AdhocNetwork
     {
         double events = 0.0;
         for (uint32_t slot = first; slot < first + count; ++slot)
-            events += RunSlot(slot, payloads).back();
+        {
+            RunSlot(slot, payloads);
+            events += double(m_lastSlotEvents);
+        }
         return events;
     }
 
@@ -813,6 +858,7 @@ class AdhocNetwork
     uint32_t m_slot = kNoSlot;
     double m_slotStartS = 0.0;
     std::vector<uint32_t> m_payloads;
+    uint64_t m_lastSlotEvents = 0;
     std::vector<double> m_rxBytes;
     std::vector<double> m_done;
     uint64_t m_frames = 0;

@@ -43,8 +43,8 @@ def bench_case(cpp, config: ScenarioConfig, payload: int, rounds: int, seed: int
     for r in range(1, rounds + 1):
         wall, slot = _timed(lambda: stepped.run_slot(r, payloads))
         walls.append(wall)
-        events += slot.events
-        delivered += int((~np.isnan(slot.done_s)).sum())
+        events += int(slot["events"])
+        delivered += int((~np.isnan(slot["done_s"])).sum())
     stepped.close()
     # The same simulation (same seed, so the same events) with every timed slot run inside one C++ call.
     alone = network.Network(config, seed)

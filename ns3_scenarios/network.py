@@ -17,30 +17,18 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import numpy as np
 
 from ns3_scenarios import ns3_loader
-from ns3_scenarios.scenario import RADIO_STATES, Placement, ScenarioConfig, place_devices
+from ns3_scenarios.scenario import Placement, ScenarioConfig, decode_slot, place_devices, slot_layout
 
 # Diagnostic only: "ns3::MapScheduler" runs ns-3's own event queue instead of PrunedMapScheduler
 # (adhoc_network.h, "Memory"), to check that pruning changes no result. Not a scenario field: no trace key depends on it.
 SCHEDULER_ENV = "NSDML_NS3_SCHEDULER"
 CALIBRATION_STEPS = 24
 CALIBRATION_TOLERANCE = 0.005  # stop when the measured idle density is this close to the target
-
-
-@dataclass(frozen=True)
-class SlotResult:
-    rx_bytes: np.ndarray  # (N, N) int64 application bytes j received from i by the end of the slot
-    done_s: np.ndarray  # (N, N) float32 completion time after the slot start, NaN if not by the deadline
-    intended: np.ndarray  # (N, N) bool: i addressed j
-    positions: np.ndarray  # (N, 2) float32 metres at the slot start
-    air_bytes: int  # PSDU bytes of every frame transmitted in the slot
-    frames: int
-    events: int
-    radio_energy_j: np.ndarray  # (N, 3) float64 joules per device in the slot: tx, rx, idle (RADIO_STATES)
 
 
 def idle_neighbours(counts: np.ndarray, probes: int, access_point: bool = False) -> np.ndarray:
@@ -92,6 +80,9 @@ def build_network(cpp, config: ScenarioConfig, seed: int, positions: np.ndarray,
     params.seed = 1
     params.run = seed + 1
     params.scheduler = os.environ.get(SCHEDULER_ENV) or params.scheduler
+    names, sizes = slot_layout(config.nodes)
+    params.slotFields = cpp.std.vector["std::string"](names)
+    params.slotSizes = to_vector(cpp, "uint32_t", sizes)
     return cpp.nsdml.AdhocNetwork(params)
 
 
@@ -165,21 +156,17 @@ class Network:
             **calibration,
         }
 
-    def run_slot(self, slot: int, payloads) -> SlotResult:
-        n = self.config.nodes
-        nn = n * n
+    def run_slot(self, slot: int, payloads) -> dict[str, np.ndarray]:
+        """Slot ``slot`` simulated: its SLOT_SCHEMA fields by name; a message not complete by the deadline
+        has done_s NaN."""
         values = to_numpy(self._network.RunSlot(slot, to_vector(self._cpp, "uint32_t", payloads)))
-        done = values[nn:2 * nn].reshape(n, n)
-        done = np.where((done >= 0) & (done <= self.config.deadline_s), done, np.nan).astype(np.float32)
-        air_bytes, frames, events = values[-3:]
-        return SlotResult(
-            rx_bytes=values[:nn].reshape(n, n).astype(np.int64),
-            done_s=done,
-            intended=values[2 * nn:3 * nn].reshape(n, n) > 0,
-            positions=values[3 * nn:3 * nn + 2 * n].reshape(n, 2).astype(np.float32),
-            air_bytes=int(air_bytes), frames=int(frames), events=int(events),
-            radio_energy_j=values[3 * nn + 2 * n:3 * nn + 5 * n].reshape(n, len(RADIO_STATES)),
-        )
+        deadline_s = self.config.deadline_s
+
+        def after_deadline_is_never(fields: dict) -> dict:
+            done = fields["done_s"]
+            return dict(fields, done_s=np.where((done >= 0) & (done <= deadline_s), done, np.nan))
+
+        return decode_slot(values, self.config.nodes, after_deadline_is_never)
 
     def source_depletion_j(self) -> np.ndarray:
         """(N,) joules each device's ns-3 energy source has lost so far (the check on the per-state split)."""

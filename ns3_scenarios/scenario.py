@@ -28,6 +28,7 @@ that rule's one home.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,11 +45,62 @@ FADING_MODELS = ("none", "nakagami")
 SCENARIO_TOPOLOGIES = ("adhoc", "access_point")  # what ns-3 (and the ideal / random_graph controls) simulate
 GRAPH_TOPOLOGIES = ("ring", "torus", "circulant", "star", "complete")  # fixed graphs (link_model fixed_graph)
 TOPOLOGIES = SCENARIO_TOPOLOGIES + GRAPH_TOPOLOGIES
-# What the worker returns for every exchange slot (plus the devices' positions at its start): the one list of
-# these names, used by the worker and by the bridge's LinkTrace.
-SLOT_ARRAYS = ("done_s", "rx_bytes", "intended", "air_bytes", "frames", "events", "radio_energy_j")
 # The radio states whose joules a slot reports per device (radio_energy_j[..., k]); "idle" includes CCA busy.
 RADIO_STATES = ("tx", "rx", "idle")
+
+
+@dataclass(frozen=True)
+class SlotField:
+    """One field of what ns-3 reports for a slot (one exchange of one round): its name, what it is indexed by
+    and its dtype. ``per``: "pair" (N, N) [sender, receiver]; "node" (N,); "node_xy" (N, 2) metres;
+    "node_state" (N, len(RADIO_STATES)); "slot" a single number. ``fill``: its value where nothing was
+    simulated (a control model that does not model it, an exchange not used)."""
+
+    name: str
+    per: str
+    dtype: str
+    fill: float = 0.0
+
+    def shape(self, nodes: int) -> tuple[int, ...]:
+        return {"pair": (nodes, nodes), "node": (nodes,), "node_xy": (nodes, 2),
+                "node_state": (nodes, len(RADIO_STATES)), "slot": ()}[self.per]
+
+
+# The slot record's one declaration. The C++ helper (adhoc_network.h) writes each field by its name into a
+# SlotRecord laid out from this list (Python passes the names and sizes), the worker ships the fields by name,
+# and the bridge's LinkTrace stores every field but the positions per (round, exchange); adding a field is a
+# line here and the line in RunSlot that fills it.
+SLOT_SCHEMA = (
+    SlotField("rx_bytes", "pair", "int64"),  # application bytes j received from i by the end of the slot
+    SlotField("done_s", "pair", "float32", math.nan),  # when j held i's whole message, s after the slot start
+    SlotField("intended", "pair", "bool"),  # i addressed j
+    SlotField("positions", "node_xy", "float32"),  # where each node was at the slot start
+    SlotField("radio_energy_j", "node_state", "float64"),  # joules per device and radio state in the slot
+    SlotField("air_bytes", "slot", "int64"),  # PSDU bytes of every frame transmitted in the slot
+    SlotField("frames", "slot", "int64"),  # frames transmitted
+    SlotField("events", "slot", "int64"),  # ns-3 events executed
+)
+SLOT_FIELDS = {field.name: field for field in SLOT_SCHEMA}
+# Stored per (round, exchange) in a LinkTrace; positions are kept per round (at its first exchange's start).
+SLOT_ARRAYS = tuple(field.name for field in SLOT_SCHEMA if field.name != "positions")
+
+
+def slot_layout(nodes: int) -> tuple[list[str], list[int]]:
+    """Field names and their sizes in doubles, in the order of the flat record RunSlot returns."""
+    return [field.name for field in SLOT_SCHEMA], [int(np.prod(field.shape(nodes))) for field in SLOT_SCHEMA]
+
+
+def decode_slot(flat, nodes: int, adjust=lambda fields: fields) -> dict[str, np.ndarray]:
+    """The flat record of one slot (C++ doubles, or the online worker's JSON lists by name) as arrays of
+    their declared dtypes; ``adjust`` sees the float64 values first (the worker's deadline cut-off)."""
+    fields, offset = {}, 0
+    for field, size in zip(SLOT_SCHEMA, slot_layout(nodes)[1]):
+        values = flat[field.name] if isinstance(flat, dict) else flat[offset:offset + size]
+        offset += size
+        fields[field.name] = np.asarray(values, dtype=np.float64).reshape(field.shape(nodes))
+    fields = adjust(fields)
+    return {name: (values > 0 if SLOT_FIELDS[name].dtype == "bool" else values.astype(SLOT_FIELDS[name].dtype))
+            for name, values in fields.items()}
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,8 @@ REQUEST.json: {"scenario": {ScenarioConfig fields}, "seed": int,
                "slot_payloads": [[bytes each node sends in slot 0], [... in slot 1], ...]}
 (a slot is one exchange of one round, in order). While it simulates, stdout
 carries progress lines (``PROGRESS_PREFIX`` and a JSON object). OUT_DIR receives
-``arrays.npz`` (per slot: done_s, rx_bytes, intended, positions, air_bytes,
-frames, events, radio_energy_j; once: idle_delivered, idle_rate) and ``worker.json`` (ns-3
+``arrays.npz`` (per slot: every ``SLOT_SCHEMA`` field, stacked; once:
+idle_delivered, idle_rate) and ``worker.json`` (ns-3
 version, calibration, counts, timings).
 
 Online, a long-lived simulation stepped one exchange at a time::
@@ -20,7 +20,7 @@ JSON lines on stdin and stdout. The first request is {"scenario": {...},
 "seed": int}; the answer carries "stats", "idle_delivered" and "idle_rate".
 Every further request {"slot": s, "payloads": [N ints]} (slots in increasing
 order) is simulated and answered with that slot's arrays, flattened
-(``SlotResult`` fields; NaN = not delivered). End of input ends the process.
+(the ``SLOT_SCHEMA`` fields by name; NaN = not delivered). End of input ends the process.
 Anything ns-3 prints goes to stderr; stdout carries only the answers.
 """
 
@@ -37,9 +37,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ns3_scenarios.scenario import SLOT_ARRAYS, ScenarioConfig
+from ns3_scenarios.scenario import SLOT_FIELDS, ScenarioConfig
 
-SLOT_RESULTS = (*SLOT_ARRAYS, "positions")
 # Offline, the worker's stdout carries only progress lines, each this prefix and a JSON object
 # {"slots_done", "slots", "sim_s", "events"}; anything else there (a stray ns-3 print) is not one.
 PROGRESS_PREFIX = "@nsdml-progress "
@@ -58,7 +57,7 @@ def simulate(config: ScenarioConfig, seed: int, slot_payloads: list[list[int]],
     progress({"slots_done": 0, "slots": len(slot_payloads), "sim_s": 0.0, "events": 0})
     for s, payloads in enumerate(slot_payloads):
         slots.append(network.run_slot(s, payloads))
-        events += slots[-1].events
+        events += int(slots[-1]["events"])
         if time.perf_counter() - reported >= PROGRESS_INTERVAL_S or s + 1 == len(slot_payloads):
             reported = time.perf_counter()
             progress({"slots_done": s + 1, "slots": len(slot_payloads),
@@ -68,8 +67,7 @@ def simulate(config: ScenarioConfig, seed: int, slot_payloads: list[list[int]],
     pruned_events = network.pruned_events()
     network.close()
     simulated = time.perf_counter()
-    arrays = {name: np.stack([getattr(slot, name) for slot in slots]) if slots else np.zeros(0)
-              for name in SLOT_RESULTS}
+    arrays = {name: np.stack([slot[name] for slot in slots]) if slots else np.zeros(0) for name in SLOT_FIELDS}
     arrays.update(idle_delivered=network.idle_delivered, idle_rate=network.idle_rate)
     stats = dict(network.stats, scenario=asdict(config), seed=seed,
                  events=int(arrays["events"].sum()), frames_sent=int(arrays["frames"].sum()),
@@ -120,7 +118,7 @@ def serve(requests, answers) -> int:
     for line in requests:
         request = json.loads(line)
         result = network.run_slot(int(request["slot"]), [int(p) for p in request["payloads"]])
-        _answer(answers, {name: np.asarray(getattr(result, name)).ravel().tolist() for name in SLOT_RESULTS})
+        _answer(answers, {name: np.asarray(values).ravel().tolist() for name, values in result.items()})
     network.close()
     return 0
 

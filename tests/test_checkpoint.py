@@ -2,7 +2,6 @@
 an uninterrupted run; the algorithm's state round-trips as data (no pickle)."""
 
 import json
-import os
 import random
 import signal
 import subprocess
@@ -21,7 +20,7 @@ from helpers import run_dirs
 from learner.algorithms import build_algorithm
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULT_FILES = ("metrics.csv", "links.csv", "devices.csv", "config.toml")
+RESULT_FILES = ("metrics.csv", "links.csv", "device_metrics.csv", "devices.csv", "positions.csv", "config.toml")
 EVERY = 7
 
 ALGORITHMS = {  # name -> extra config lines; at least five, HyperPrism adaptive and a server algorithm among them

@@ -91,7 +91,7 @@ def _trace_with_energy(per_device_j: list[float], rounds: int):
     trace = control_trace("ideal", scenario, (1400,), rounds, 0)
     energy = np.zeros_like(trace.radio_energy_j)
     energy[..., IDLE] = np.array(per_device_j)
-    return type(trace)(**{**trace.__dict__, "radio_energy_j": energy})
+    return type(trace)(**{**trace.fields(), "radio_energy_j": energy})
 
 
 def test_the_meter_charges_radio_and_compute_and_empties_batteries_at_the_capacity():

@@ -60,6 +60,10 @@ def test_a_run_over_ns3_logs_its_trace_progress_when_not_on_a_terminal(tmp_path)
                            "--results", str(tmp_path / "results"), "--cache", str(tmp_path / "cache")],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
+    (run_dir,) = [path for path in (tmp_path / "results").iterdir() if path.name.startswith("progress-")]
+    positions = (run_dir / "positions.csv").read_text().splitlines()
+    assert positions[0] == "round,node,role,x_m,y_m" and len(positions) == 1 + 4  # static: once per device
+    assert (run_dir / "topology.png").stat().st_size > 0
     lines = [line for line in done.stderr.splitlines() if line.startswith("[nsdml] ns-3 trace:")]
     assert lines[-1].startswith("[nsdml] ns-3 trace: 40 of 40 slots (100 %)") and "s left" in lines[-1]
     percents = [int(re.search(r"\((\d+) %\)", line).group(1)) for line in lines]

@@ -136,3 +136,32 @@ def test_link_stats_count_completion_percentiles_air_bytes_and_lost_datagrams():
     assert row["p95_completion_s"] == pytest.approx(np.percentile([0.1, 0.2, 0.3], 95))
     assert (row["bytes_on_air"], row["frames_on_air"], row["packets_lost"]) == (9999, 7, 2)
     assert row["bytes_received"] == 3 * 3000 + 1400
+
+
+def test_the_slot_schema_lays_out_decodes_and_fills_every_field():
+    from ns3_scenarios.scenario import SLOT_ARRAYS, SLOT_FIELDS, SLOT_SCHEMA, decode_slot, slot_layout
+
+    n = 3
+    names, sizes = slot_layout(n)
+    assert names == [field.name for field in SLOT_SCHEMA] and sizes[names.index("done_s")] == n * n
+    assert sizes[names.index("radio_energy_j")] == 3 * n and sizes[names.index("events")] == 1
+    rng = np.random.default_rng(0)
+    parts = {name: rng.integers(0, 5, size) for name, size in zip(names, sizes)}
+    flat = np.concatenate([parts[name] for name in names]).astype(np.float64)
+    decoded = decode_slot(flat, n)
+    for name in names:  # the flat record's fields in declaration order, each in its shape and dtype
+        field = SLOT_FIELDS[name]
+        assert decoded[name].shape == field.shape(n) and decoded[name].dtype == np.dtype(field.dtype)
+        np.testing.assert_array_equal(decoded[name].ravel(), parts[name] > 0 if field.dtype == "bool" else parts[name])
+    by_name = decode_slot({name: values.ravel().tolist() for name, values in decoded.items()}, n)  # online form
+    assert all(np.array_equal(by_name[name], decoded[name]) for name in names)
+    # A trace built from done_s and rx_bytes only gets every other field from its declaration.
+    done = np.full((2, 1, n, n), np.nan, dtype=np.float32)
+    trace = LinkTrace(done_s=done, rx_bytes=np.zeros((2, 1, n, n), dtype=np.int64),
+                      positions=np.zeros((2, n, 2), dtype=np.float32), idle_delivered=np.ones((n, n), dtype=bool),
+                      payload_bytes=(10,), deadline_s=1.0)
+    for name in SLOT_ARRAYS:
+        assert getattr(trace, name).shape == (2, 1, *SLOT_FIELDS[name].shape(n))
+    assert trace.intended[0, 0].sum() == n * (n - 1) and trace.events.sum() == 0
+    with pytest.raises(TypeError, match="not in SLOT_SCHEMA"):
+        LinkTrace(**{**trace.fields(), "warp": np.zeros(1)})
