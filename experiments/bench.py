@@ -22,13 +22,11 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import nn
@@ -36,6 +34,7 @@ from torch import nn
 from bridge.synthetic import synthetic_trace
 from bridge import link_stats
 from experiments.config import parse_config
+from experiments.machine import matmul_flops_per_s, median_seconds
 from experiments.runner import run_experiment, single_threaded
 from learner.algorithms import REGISTRY, build_algorithm
 from learner.algorithms.base import FLOAT32_BYTES
@@ -51,17 +50,6 @@ ROWS: list[dict] = []
 FLOOR_BLOCK = 1 << 16  # elements of the block exp's throughput is measured on
 
 
-def median_seconds(action: Callable[[], object], repeats: int, warmup: int = 1) -> float:
-    for _ in range(warmup):
-        action()
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        action()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
-
-
 def record(group: str, case: str, measured: float, reference: float, unit: str, reference_name: str,
            ratio_name: str) -> None:
     row = {"group": group, "case": case, "measured": measured, "reference": reference, "unit": unit,
@@ -70,11 +58,6 @@ def record(group: str, case: str, measured: float, reference: float, unit: str, 
     ROWS.append(row)
     print(f"{group:<12} {case:<38} {measured:>12.4g} {unit:<8} vs {reference_name} {reference:>10.4g}  "
           f"{ratio_name} {row['ratio']:.3g}", flush=True)
-
-
-def matmul_flops_per_s(size: int = 1024) -> float:
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    return 2 * size**3 / median_seconds(lambda: a @ b, repeats=5)
 
 
 def training_flops(model: BatchedModel, batch: int) -> float:

@@ -9,16 +9,26 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
+from scipy import stats  # noqa: E402
 
 
 LINK_MODEL = "network.link_model"
 LINE_STYLES = {"ns3": "-", "ideal": "--", "random_graph": ":", "fixed_graph": "-.", "synthetic": (0, (1, 3))}
 
 
+SETTING = (("devices", "N"), ("network.density", "density"), ("data.alpha", "alpha"))
+
+
 def link_models_title(summary: pd.DataFrame) -> str:
-    """Every sweep figure says which link model(s) made it: ns-3 or a control, never left implicit."""
+    """Every sweep figure says which link model(s) made it (ns-3 or a control, never left implicit) and the
+    devices, density and Dirichlet alpha its runs share (a swept one is in the panels or the legend)."""
     models = sorted(summary[LINK_MODEL].dropna().unique()) if LINK_MODEL in summary else []
-    return "link model: " + ", ".join(map(str, models)) if models else ""
+    parts = ["link model: " + ", ".join(map(str, models))] if models else []
+    for column, label in SETTING:
+        values = summary[column].dropna().unique() if column in summary else []
+        if len(values) == 1:
+            parts.append(f"{label} {values[0]}")
+    return "; ".join(parts)
 
 
 def plot_accuracy(metrics: pd.DataFrame, path: Path, title: str = "") -> None:
@@ -102,7 +112,8 @@ X_AXES = (("round", "round", "accuracy_rounds.png"),
 
 
 def plot_sweep_accuracy(summary: pd.DataFrame, curves: dict[str, Path], by: list[str], out_dir: Path) -> None:
-    """Mean accuracy ± std over seeds, one line per algorithm (or group), one panel per other setting.
+    """Mean accuracy over seeds with its 95 % t interval as a band, one line per algorithm (or group), one
+    panel per other setting, all panels on one accuracy axis.
 
     Writes accuracy_rounds.png, accuracy_time.png and accuracy_energy.png into ``out_dir``.
     """
@@ -129,11 +140,13 @@ def plot_sweep_accuracy(summary: pd.DataFrame, curves: dict[str, Path], by: list
                                      axis=1)
                 x = pd.concat([frame[x_column].iloc[:length].reset_index(drop=True) for frame in frames],
                               axis=1).mean(axis=1)
-                mean, std = accuracy.mean(axis=1), accuracy.std(axis=1).fillna(0.0)
+                mean, seeds = accuracy.mean(axis=1), accuracy.shape[1]
                 style = LINE_STYLES.get(values.get(LINK_MODEL, "ns3"), "-.")
-                label = " / ".join(str(v) for v in line_key)
+                label = " / ".join(str(v) for v in line_key) + f" ({seeds} seeds)"
                 drawn = axis.plot(x, mean, linestyle=style, label=label)
-                axis.fill_between(x, mean - std, mean + std, alpha=0.2, color=drawn[0].get_color())
+                if seeds > 1:  # the 95 % t interval of the mean over seeds (none for one seed)
+                    half = stats.t.ppf(0.975, seeds - 1) * accuracy.std(axis=1) / seeds ** 0.5
+                    axis.fill_between(x, mean - half, mean + half, alpha=0.2, color=drawn[0].get_color())
             key = panel_key if isinstance(panel_key, tuple) else (panel_key,)
             axis.set_title(", ".join(f"{a}={v}" for a, v in zip(panel_axes, key)), fontsize=9)
             axis.set_xlabel(x_label)

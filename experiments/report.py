@@ -5,24 +5,24 @@
 The report's hand-written text (the setting, the thresholds chosen before the
 runs, the reading of the results) stays as it is; only the block between
 ``<!-- measured: begin -->`` and ``<!-- measured: end -->`` is replaced (and
-added at the end when missing). The block holds the stamp (commit, date of
-the latest run, machine: cores and single-thread matmul GFLOP/s, the runs'
-wall time, the seeds) and every sweep's ``table.md`` plus the ``--extra``
-tables. The make target that measures a report calls this last, so a second
+added at the end when missing). The block holds the stamp, taken from the
+runs' own run.json (the commits and machines that made them, the dates they
+finished, their wall time, the seeds) and every sweep's ``table.md`` plus the
+``--extra`` tables. A work tree with uncommitted changes to tracked files is
+refused unless ``--allow-modified`` is given. The make target that measures a report calls this last, so a second
 call recomputes nothing and rewrites the same tables.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 
 from experiments.atomic import write_atomically
 from experiments.config import ConfigError
+from experiments.machine import DIRTY, code_commit
 from experiments.run_writer import FINISHED, run_record
 from experiments.sweep import Sweep, load_sweep, write_summary
 
@@ -31,25 +31,8 @@ REPORTS = ROOT / "experiments" / "reports"
 BEGIN, END = "<!-- measured: begin -->", "<!-- measured: end -->"
 
 
-def commit() -> str:
-    """HEAD's short hash, marked when the work tree has uncommitted changes to tracked files."""
-    def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    head = git("rev-parse", "--short", "HEAD") or "unknown"
-    return head + (" + uncommitted changes" if git("status", "--porcelain", "--untracked-files=no") else "")
-
-
-def machine() -> str:
-    from experiments.bench import matmul_flops_per_s
-    from experiments.runner import single_threaded
-
-    with single_threaded():
-        gflops = matmul_flops_per_s() / 1e9
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return f"{cores} cores, 1024² matmul {gflops:.1f} GFLOP/s on one thread (runs compute single-threaded)"
-
-
 def stamp(sweeps: list[Sweep], results_root: Path, target: str) -> str:
+    """The stamp, from the runs' own records (run.json): the commits and machines that made them and when."""
     run_ids = {config.run_id for sweep in sweeps for _, config in sweep.runs}  # sweeps may share runs
     records = [run_record(results_root / run_id) for run_id in sorted(run_ids)]
     finished = [r for r in records if r.get("status") in FINISHED]
@@ -62,14 +45,33 @@ def stamp(sweeps: list[Sweep], results_root: Path, target: str) -> str:
     missing = len(records) - len(finished)
     return "\n".join([
         f"- **Regenerate:** `make {target}` (a second call recomputes nothing and rewrites these tables).",
-        f"- **Commit:** {commit()}; **runs finished:** {dates[-1] if dates else 'none yet'} (UTC, the latest).",
-        f"- **Machine:** {machine()}.",
+        f"- **Commit:** {runs_commits(finished)}; **runs finished:** "
+        + (f"{dates[0]} to {dates[-1]}" if len(set(dates)) > 1 else dates[-1] if dates else "none yet")
+        + " (UTC).",
+        f"- **Machine:** {runs_machines(finished)}.",
         f"- **Wall time:** {ns3_s / 60:.1f} min of ns-3 making {len(traces)} link traces (those shared by "
         f"several runs counted once; control traces take well under a second) and {wall / 60:.1f} min summed "
         f"over {len(finished)} runs' own wall times (parallel workers overlap them).",
-        f"- **Seeds:** {', '.join(map(str, seeds))}; tables show mean ± std over them."
+        f"- **Seeds:** {', '.join(map(str, seeds))}; tables show means with 95 % t intervals over them."
         + (f" **{missing} run(s) missing or failed.**" if missing else ""),
     ])
+
+
+def runs_commits(records: list[dict]) -> str:
+    """The commits the runs record (their code fingerprints where a run predates commit records)."""
+    commits = sorted({r.get("code_commit") or f"fingerprint {r.get('code_fingerprint')}" for r in records})
+    return ", ".join(commits) if commits else "no runs"
+
+
+def runs_machines(records: list[dict]) -> str:
+    """The machines the runs record: cores, CPU and the range of their single-thread matmul speed."""
+    machines = [r["machine"] for r in records if isinstance(r.get("machine"), dict)]
+    if not machines:
+        return "not recorded by these runs"
+    kinds = sorted({f"{m.get('cores')} cores, {m.get('cpu')}" for m in machines})
+    speeds = sorted(float(m.get("matmul_gflops", "nan")) for m in machines)
+    speed = f"{speeds[0]:.1f}" if speeds[0] == speeds[-1] else f"{speeds[0]:.1f}-{speeds[-1]:.1f}"
+    return f"{'; '.join(kinds)}; 1024² matmul {speed} GFLOP/s on one thread (runs compute single-threaded)"
 
 
 def measured_block(sweeps: list[Sweep], extras: list[Path], results_root: Path, target: str,
@@ -109,7 +111,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--target", default=None, help="the make target that regenerates it")
     parser.add_argument("--extra-only", action="store_true",
                         help="show only the --extra tables (the sweeps still give the stamp)")
+    parser.add_argument("--allow-modified", action="store_true",
+                        help="write the report although tracked files differ from HEAD (its runs' commits say so)")
     args = parser.parse_args(argv)
+    if code_commit().endswith(DIRTY) and not args.allow_modified:
+        print("report: the work tree has uncommitted changes to tracked files: commit them first, or pass "
+              "--allow-modified (the stamp names the commits the runs record)", file=sys.stderr)
+        return 2
     try:
         sweeps = [load_sweep(path) for path in args.sweeps]
     except ConfigError as error:

@@ -31,6 +31,7 @@ from experiments.checkpoint import Checkpoint, csv_marks
 from experiments.contract import checked_init, checked_step
 from experiments.energy import EnergyMeter, round_zero_columns
 from experiments.fingerprint import run_fingerprint
+from experiments.machine import code_commit, machine_record
 from experiments.progress import TraceProgress, progress_bar
 from experiments.run_outputs import device_rows, write_end_files
 from experiments.run_writer import FINISHED, RunWriter, reusable, run_lock, run_record, run_status, stale_because
@@ -129,8 +130,8 @@ def run_experiment(config: RunConfig, results_root: Path, cache_dir: Path,
         with run_lock(results_root, config.run_id, on_wait=log):
             if reusable(run_dir, fingerprint):  # another process finished it while this one waited
                 return _reused(run_dir)
-            details = {"code_fingerprint": fingerprint, "network_mode": config.network.mode,
-                       "trace_key": trace_key(*trace_request(config))}
+            details = {"code_fingerprint": fingerprint, "code_commit": code_commit(), "machine": machine_record(),
+                       "network_mode": config.network.mode, "trace_key": trace_key(*trace_request(config))}
             if run_status(run_dir) in FINISHED:
                 details["recomputed_because"] = stale_because(run_dir, fingerprint)
             elif (run_dir / "run.json").is_file() and not run_record(run_dir):

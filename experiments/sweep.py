@@ -31,13 +31,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from experiments.atomic import write_atomically
 from experiments.config import ConfigError, RunConfig, check_name, parse_config, read_toml
 from experiments.progress import progress_bar
 from experiments.run_writer import FINISHED, finished_damage, reusable, run_status, stale_because
+from experiments.statistics import FIGURES, TO_TARGET, mean_interval, paired_differences, shown
 
 
 @dataclass(frozen=True)
@@ -349,39 +349,82 @@ def group_axes(sweep: Sweep) -> list[str]:
 
 
 def aggregate(summary: pd.DataFrame, by: list[str]) -> pd.DataFrame:
-    """Mean and std over seeds of each group; Conv. Rds averaged over the seeds that reached the target."""
+    """Per group of ``by``: the runs, and per figure its mean, std and 95 % t half-width over the seeds
+    (``experiments.statistics``); figures to the target over the seeds that reached it (``reached`` counts
+    them for Conv. Rds), their half-width only when every seed did."""
     done = summary[summary["status"].isin(FINISHED)]
     if not by:
         done = done.assign(_all="all")
         by = ["_all"]
-    grouped = done.groupby(by, sort=False, dropna=False)
-    table = grouped.agg(
-        runs=("run_id", "count"),
-        max_acc_mean=("max_acc", "mean"), max_acc_std=("max_acc", "std"),
-        final_acc_mean=("final_acc", "mean"),
-        conv_rounds_mean=("conv_rounds", "mean"), reached=("conv_rounds", "count"),
-        time_to_target_s_mean=("time_to_target_s", "mean"),
-        energy_to_target_j_mean=("energy_to_target_j", "mean"),
-        bytes_sent_mean=("bytes_sent", "mean"),
-    ).reset_index()
-    return table.drop(columns=["_all"], errors="ignore")
+    rows = []
+    for key, group in done.groupby(by, sort=False, dropna=False):
+        key = key if isinstance(key, tuple) else (key,)
+        row = {**dict(zip(by, key)), "runs": len(group)}
+        for figure in (*FIGURES, *TO_TARGET):
+            values = group[figure].astype(float)
+            mean, half = mean_interval(values)
+            reached = int(values.notna().sum())
+            row.update({f"{figure}_mean": mean, f"{figure}_std": values.std(),
+                        f"{figure}_half": half if reached == len(group) else math.nan})
+            if figure == "conv_rounds":
+                row["reached"] = reached
+        row["bytes_sent_mean"] = group["bytes_sent"].astype(float).mean()
+        rows.append(row)
+    return pd.DataFrame(rows).drop(columns=["_all"], errors="ignore")
 
 
-def markdown_table(table: pd.DataFrame, by: list[str], target_accuracy: float, link_models: list[str]) -> str:
-    """Max Acc (mean ± std over seeds) and Conv. Rds (rounds to the target; '—' if never reached).
-    The link model is a column when the sweep compares several, else stated above the table."""
-    header = [*by, "runs", "Max Acc", f"Conv. Rds (≥{target_accuracy:.2f})", "time to target (sim s)",
+def markdown_table(table: pd.DataFrame, by: list[str], target_accuracy: float, link_models: list[str],
+                   paired: pd.DataFrame | None = None) -> str:
+    """Max and final accuracy, rounds, simulated seconds and energy to the target: mean ± the 95 % t
+    half-width over seeds ('n/a' where one seed gives no spread; to the target only when every seed reached
+    it, with k/n). The link model is a column when the sweep compares several, else stated above the table.
+    ``paired``: the paired differences to each group's first algorithm, as a second table."""
+    header = [*by, "runs", "Max Acc", "Final Acc", f"Conv. Rds (≥{target_accuracy:.2f})", "time to target (sim s)",
               "energy to target (kJ)", "MB sent"]
     lines = [] if "network.link_model" in by else [f"Link model: {', '.join(link_models)}.", ""]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for _, row in table.iterrows():
-        std = 0.0 if np.isnan(row["max_acc_std"]) else row["max_acc_std"]
-        runs, reached = int(row["runs"]), int(row["reached"])
-        conv = "—" if np.isnan(row["conv_rounds_mean"]) else f"{row['conv_rounds_mean']:.1f} ({reached}/{runs})"
-        tta = "—" if np.isnan(row["time_to_target_s_mean"]) else f"{row['time_to_target_s_mean']:.1f}"
-        jtt = "—" if np.isnan(row["energy_to_target_j_mean"]) else f"{row['energy_to_target_j_mean'] / 1e3:.2f}"
-        cells = [str(row[axis]) for axis in by] + [str(runs), f"{row['max_acc_mean']:.4f} ± {std:.4f}", conv,
-                                                   tta, jtt, f"{row['bytes_sent_mean'] / 1e6:.1f}"]
+        runs = int(row["runs"])
+        cells = [str(row[axis]) for axis in by] + [
+            str(runs), shown(row["max_acc_mean"], row["max_acc_half"], 4),
+            shown(row["final_acc_mean"], row["final_acc_half"], 4),
+            _to_target(row, "conv_rounds", 1, runs), _to_target(row, "time_to_target_s", 1, runs),
+            _to_target(row, "energy_to_target_j", 2, runs, scale=1e-3), f"{row['bytes_sent_mean'] / 1e6:.1f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", INTERVALS]
+    if paired is not None and not paired.empty:
+        lines += ["", paired_markdown(paired)]
+    return "\n".join(lines) + "\n"
+
+
+INTERVALS = ("Mean ± half-width of the 95 % Student t interval over the seeds (n/a: a single seed); figures to "
+             "the target over the seeds that reached it (k/n), with an interval only when all did.")
+
+
+def _to_target(row, figure: str, digits: int, runs: int, scale: float = 1.0) -> str:
+    reached = int(row["reached"])  # a run reaches the target in rounds, seconds and joules at once
+    if not reached:
+        return f"— (0/{runs})"
+    return f"{shown(row[f'{figure}_mean'] * scale, row[f'{figure}_half'] * scale, digits)} ({reached}/{runs})"
+
+
+PAIRED = (("final_acc", "Final Acc", 4, 1.0), ("max_acc", "Max Acc", 4, 1.0), ("conv_rounds", "Conv. Rds", 1, 1.0),
+          ("time_to_target_s", "sim s to target", 1, 1.0), ("energy_to_target_j", "kJ to target", 2, 1e-3))
+
+
+def paired_markdown(paired: pd.DataFrame) -> str:
+    """Each algorithm minus its group's reference, seed by seed: mean ± 95 % t half-width (pairs)."""
+    settings = [c for c in paired.columns if c not in ("algorithm", "reference", "pairs")
+                and not any(c.startswith(figure + "_") for figure, *_ in PAIRED)]
+    header = [*settings, "difference", *[label for _, label, _, _ in PAIRED]]
+    lines = ["Paired differences (same seeds: same data split, initial models, mini-batches and link trace); "
+             "to the target over the seeds where both reached it:", "",
+             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for _, row in paired.iterrows():
+        cells = [str(row[c]) for c in settings] + [f"{row['algorithm']} − {row['reference']}"]
+        for figure, _, digits, scale in PAIRED:
+            mean, half, pairs = row[f"{figure}_diff"], row[f"{figure}_half"], int(row[f"{figure}_pairs"])
+            cells.append(f"{shown(mean * scale, half * scale, digits, signed=True)} ({pairs})")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -397,10 +440,12 @@ def write_summary(sweep: Sweep, results_root: Path) -> pd.DataFrame:
     summary = collect(sweep, results_root)
     by = group_axes(sweep)
     table = aggregate(summary, by)
+    paired = paired_differences(summary, by)
     write_atomically(out / "summary.csv", summary.to_csv(index=False, float_format=CSV_FLOAT_FORMAT))
     write_atomically(out / "table.csv", table.to_csv(index=False, float_format=CSV_FLOAT_FORMAT))
+    write_atomically(out / "paired.csv", paired.to_csv(index=False, float_format=CSV_FLOAT_FORMAT))
     link_models = sorted({config.network.link_model for _, config in sweep.runs})
-    write_atomically(out / "table.md", markdown_table(table, by, sweep.target_accuracy, link_models))
+    write_atomically(out / "table.md", markdown_table(table, by, sweep.target_accuracy, link_models, paired))
     run_dirs = {config.run_id: Path(results_root) / config.run_id for _, config in sweep.runs}
     plot_sweep_accuracy(summary, {run: d / "metrics.csv" for run, d in run_dirs.items()}, by, out)
     for axis in ("network.density", "devices", "data.alpha"):

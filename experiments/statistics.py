@@ -1,0 +1,76 @@
+"""Spread over seeds, as a reviewer reads it: means with 95 % confidence intervals, and paired differences.
+
+- ``mean_interval(values)``: the mean and the half-width of its 95 % Student t
+  interval, t(0.975, n - 1) * s / sqrt(n) (scipy.stats), NaN with fewer than
+  two values: a missing spread is printed "n/a", never "± 0".
+- Figures "to the target" (rounds, simulated seconds, joules) exist only for
+  the seeds that reached it: their interval is given only when every seed
+  did, and the count k/n is always shown.
+- ``paired_differences``: runs of two algorithms with the same seed share the
+  data split, the initial models, the mini-batches and the link trace (common
+  random numbers), so their difference seed by seed is the comparison; its mean
+  and t interval are over the seeds both runs have (for a figure to the
+  target: the seeds where both reached it).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+CONFIDENCE = 0.95
+FIGURES = ("max_acc", "final_acc")  # every run has them
+TO_TARGET = ("conv_rounds", "time_to_target_s", "energy_to_target_j")  # only runs that reached the target
+
+
+def mean_interval(values) -> tuple[float, float]:
+    """(mean, half-width of the 95 % t interval); the half-width is NaN for fewer than two values."""
+    values = np.asarray([v for v in values if v == v], dtype=float)  # NaN: not measured
+    if len(values) == 0:
+        return math.nan, math.nan
+    if len(values) < 2:
+        return float(values[0]), math.nan
+    half = stats.t.ppf(0.5 + CONFIDENCE / 2, len(values) - 1) * values.std(ddof=1) / math.sqrt(len(values))
+    return float(values.mean()), float(half)
+
+
+def shown(mean: float, half: float, digits: int, signed: bool = False) -> str:
+    """'0.8123 ± 0.0100', or '0.8123 ± n/a' where no spread exists; '—' where nothing was measured;
+    ``signed``: a difference, '+0.0200 ± 0.0248'."""
+    if mean != mean:
+        return "—"
+    value = f"{mean:+.{digits}f}" if signed else f"{mean:.{digits}f}"
+    return f"{value} ± " + ("n/a" if half != half else f"{half:.{digits}f}")
+
+
+def paired_differences(summary: pd.DataFrame, by: list[str], algorithm: str = "algorithm.name",
+                       figures: tuple[str, ...] = ("final_acc", "max_acc", "conv_rounds", "time_to_target_s",
+                                                   "energy_to_target_j")) -> pd.DataFrame:
+    """Each algorithm minus the first one of its group (the reference), seed by seed, for every setting of the
+    other axes ``by``: one row per (setting, algorithm) with, per figure, the mean difference, its 95 %
+    half-width and the number of pairs."""
+    done = summary[summary["status"].isin(("done", "diverged"))]
+    if algorithm not in done or done.empty:
+        return pd.DataFrame()
+    others = [axis for axis in by if axis != algorithm]
+    groups = done.groupby(others, sort=False, dropna=False) if others else [((), done)]
+    rows = []
+    for key, group in groups:
+        key = key if isinstance(key, tuple) else (key,)
+        names = list(dict.fromkeys(group[algorithm]))
+        if len(names) < 2:
+            continue
+        reference = group[group[algorithm] == names[0]].set_index("seed")
+        for name in names[1:]:
+            other = group[group[algorithm] == name].set_index("seed")
+            seeds = reference.index.intersection(other.index)
+            row = {**dict(zip(others, key)), "algorithm": name, "reference": names[0], "pairs": len(seeds)}
+            for figure in figures:
+                diff = (other.loc[seeds, figure].astype(float) - reference.loc[seeds, figure].astype(float)).dropna()
+                row[f"{figure}_diff"], row[f"{figure}_half"] = mean_interval(diff)
+                row[f"{figure}_pairs"] = len(diff)
+            rows.append(row)
+    return pd.DataFrame(rows)
