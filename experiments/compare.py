@@ -29,7 +29,8 @@ from experiments.run_writer import FINISHED, finished_damage, run_status
 SETTING = (("algorithm", ("algorithm", "name")), ("link_model", ("network", "link_model")),
            ("devices", ("devices",)), ("density", ("network", "density")), ("alpha", ("data", "alpha")),
            ("seed", ("seed",)))
-FIGURES = ("final_acc", "max_acc", "conv_rounds", "time_to_target_s", "energy_to_target_j", "sim_time_s", "energy_j")
+FIGURES = ("final_acc", "max_acc", "conv_rounds", "steps_to_target", "time_to_target_s", "energy_to_target_j",
+           "sim_time_s", "energy_j")
 X_AXES = (("round", "round"), ("sim_time_s", "simulated seconds"), ("cumulative_energy_j", "joules, all devices"))
 
 

@@ -178,6 +178,7 @@ class RunConfig:
     rounds: int = 100
     devices: int = 20
     eval_every: int = 1  # evaluate every device on the test set every k rounds (and after the last one)
+    eval_every_s: float = 0.0  # > 0: evaluate instead whenever the simulated clock passes a multiple of this
     checkpoint_every: int = 0  # save a checkpoint every k rounds (0: never); not part of the run id
     checkpoint_every_s: float = 0.0  # ... and/or every so many simulated seconds (0: never)
     data: DataConfig = field(default_factory=DataConfig)
@@ -192,6 +193,8 @@ class RunConfig:
         _require(1 <= self.rounds <= 100_000, "rounds", self.rounds, "an integer in [1, 100000]")
         _require(2 <= self.devices <= 1000, "devices", self.devices, "an integer in [2, 1000]")
         _require(1 <= self.eval_every <= 100_000, "eval_every", self.eval_every, "an integer in [1, 100000]")
+        _require(0.0 <= self.eval_every_s <= 1e9, "eval_every_s", self.eval_every_s,
+                 "a number in [0, 1e9] (simulated seconds between evaluations; 0: every eval_every rounds)")
         _require(0 <= self.checkpoint_every <= 100_000, "checkpoint_every", self.checkpoint_every,
                  "an integer in [0, 100000] (rounds between checkpoints; 0: none)")
         _require(0.0 <= self.checkpoint_every_s <= 1e9, "checkpoint_every_s", self.checkpoint_every_s,
@@ -217,6 +220,15 @@ class RunConfig:
         identity = {key: value for key, value in self.to_dict().items() if key not in EXECUTION_FIELDS}
         digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
         return f"{self.name}-{digest[:10]}"
+
+    def evaluated(self, rounds_done: int, previous_clock_s: float, clock_s: float) -> bool:
+        """Whether the round that ends here is evaluated: every ``eval_every`` rounds, or (``eval_every_s``)
+        when the simulated clock passed a multiple of it, and always the last round."""
+        if rounds_done == self.rounds:
+            return True
+        if self.eval_every_s > 0:
+            return math.floor(clock_s / self.eval_every_s) > math.floor(previous_clock_s / self.eval_every_s)
+        return rounds_done % self.eval_every == 0
 
     @property
     def checkpoints(self) -> bool:

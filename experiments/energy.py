@@ -28,15 +28,19 @@ from bridge.trace import LinkTrace, RoundLinks
 
 
 class PoweredLinks:
-    """A round's ``Links`` without the dead devices: their rows and columns of every mask are False."""
+    """A round's ``Links`` without the dead devices: their rows and columns of every mask are False.
+    ``delivered`` counts the pairs of the masks handed to the algorithm (metrics.csv's delivered_links)."""
 
     def __init__(self, links: RoundLinks, alive: np.ndarray, nodes: int):
         self._links = links
         powered = np.concatenate([alive, np.ones(nodes - len(alive), dtype=bool)])  # a server never dies
         self._pairs = torch.from_numpy(powered[:, None] & powered[None, :])
+        self.delivered = 0
 
     def exchange(self, payload_bytes: int | Sequence[int]) -> torch.Tensor:
-        return self._links.exchange(payload_bytes) & self._pairs
+        mask = self._links.exchange(payload_bytes) & self._pairs
+        self.delivered += int(mask.sum())
+        return mask
 
     @property
     def used(self) -> int:
@@ -69,8 +73,8 @@ class EnergyMeter:
         self.spent_j = np.array(snapshot["spent_j"], dtype=np.float64)
         self.died_round = list(snapshot["died_round"])
 
-    def links(self, links: RoundLinks) -> RoundLinks | PoweredLinks:
-        return links if self.alive.all() else PoweredLinks(links, self.alive, self._trace.devices)
+    def links(self, links: RoundLinks) -> PoweredLinks:
+        return PoweredLinks(links, self.alive, self._trace.devices)
 
     def hold_dead(self, before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
         """Parameters after the round: a dead device keeps the model it had."""

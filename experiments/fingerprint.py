@@ -27,7 +27,7 @@ RESULT_MODULES = ("experiments/runner.py", "experiments/config.py", "experiments
                   "experiments/checkpoint.py")
 LEARNER_SHARED = ("learner/__init__.py", "learner/devices.py", "learner/models.py", "learner/data.py",
                   "learner/plugins.py", "learner/allocator.py", "learner/download.py",
-                  "learner/algorithms/__init__.py", "learner/algorithms/base.py")
+                  "learner/algorithms/__init__.py", "learner/algorithms/base.py", "learner/interface.py")
 NOT_RESULT_CODE = ("bench.py",)  # measures speed, never touches a run
 LIBRARIES = ("torch", "numpy", "ns3")
 

@@ -11,6 +11,7 @@ seconds to the target beside its rounds.
 For a row r and the reference h:
 
     Max Acc change   = (MaxAcc_h - MaxAcc_r) / MaxAcc_r * 100      (> 0: the reference is more accurate)
+                       and in accuracy points, (MaxAcc_h - MaxAcc_r) * 100
     Conv. Rds change = (Rds_r - Rds_h) / Rds_r * 100               (> 0: the reference converges faster)
 
 Conv. Rds is the mean over the seeds that reached the target; a row that never reached it has no change.
@@ -27,12 +28,13 @@ import pandas as pd
 
 from experiments.atomic import write_atomically
 from experiments.config import ConfigError
+from experiments.statistics import shown
 from experiments.sweep import load_sweep
 
 
 def paper_tables(table: pd.DataFrame, reference: str) -> list[tuple[dict, pd.DataFrame]]:
     """(setting, relative table) for every combination of the axes other than the algorithm."""
-    metrics = {"runs", "reached"} | {c for c in table.columns if c.endswith(("_mean", "_std"))}
+    metrics = {"runs", "reached"} | {c for c in table.columns if c.endswith(("_mean", "_std", "_half"))}
     axes = [c for c in table.columns if c not in metrics and c != "algorithm.name"]
     groups = table.groupby(axes, sort=False) if axes else [((), table)]
     return [(dict(zip(axes, key if isinstance(key, tuple) else (key,))), relative_table(group, reference))
@@ -53,34 +55,38 @@ def relative_table(table: pd.DataFrame, reference: str) -> pd.DataFrame:
             "reached": int(row["reached"]),
             "max_acc": row["max_acc_mean"],
             "max_acc_std": row["max_acc_std"],
+            "max_acc_half": row.get("max_acc_half", math.nan),  # 95 % t half-width over seeds (NaN: one seed)
             "conv_rounds": rds,
             "seconds_to_target": row.get("time_to_target_s_mean", math.nan),
             f"{reference}_max_acc_change_pct": (ref["max_acc_mean"] - row["max_acc_mean"]) / row["max_acc_mean"] * 100,
+            f"{reference}_max_acc_change_points": (ref["max_acc_mean"] - row["max_acc_mean"]) * 100,
             f"{reference}_conv_rounds_change_pct": (rds - ref_rds) / rds * 100 if rds > 0 and ref_rds > 0 else math.nan,
         })
     return pd.DataFrame(rows)
 
 
 def markdown(relative: pd.DataFrame, reference: str, target: float) -> str:
-    header = ["algorithm", "Max Acc (mean ± std)", f"Conv. Rds (≥ {target:.2f})",
-              f"{reference} Max Acc change", f"{reference} Conv. Rds change", "sim s to target"]
+    header = ["algorithm", "Max Acc (mean ± 95 % CI)", f"Conv. Rds (≥ {target:.2f})",
+              f"{reference} Max Acc change (relative)", f"{reference} Max Acc change (points)",
+              f"{reference} Conv. Rds change", "sim s to target"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for _, row in relative.iterrows():
-        std = 0.0 if math.isnan(row["max_acc_std"]) else row["max_acc_std"]
         rounds = "—" if math.isnan(row["conv_rounds"]) else f"{row['conv_rounds']:.1f}"
         conv = f"{rounds} ({row['reached']}/{row['runs']})"
         same = row["algorithm"] == reference
         acc_change = "—" if same else f"{row[f'{reference}_max_acc_change_pct']:+.2f}%"
+        points = "—" if same else f"{row[f'{reference}_max_acc_change_points']:+.2f}"
         rds_change = row[f"{reference}_conv_rounds_change_pct"]
         rds_text = "—" if same or math.isnan(rds_change) else f"{rds_change:+.2f}%"
         seconds = row.get("seconds_to_target", math.nan)
         seconds_text = "—" if pd.isna(seconds) else f"{seconds:.1f}"
-        lines.append(f"| {row['algorithm']} | {row['max_acc']:.4f} ± {std:.4f} | {conv} | {acc_change} | {rds_text} "
-                     f"| {seconds_text} |")
+        lines.append(f"| {row['algorithm']} | {shown(row['max_acc'], row['max_acc_half'], 4)} | {conv} | {acc_change} "
+                     f"| {points} | {rds_text} | {seconds_text} |")
     return "\n".join(lines) + "\n"
 
 
-RELATIVE_COLUMNS = {"algorithm", "runs", "reached", "max_acc", "max_acc_std", "conv_rounds", "seconds_to_target"}
+RELATIVE_COLUMNS = {"algorithm", "runs", "reached", "max_acc", "max_acc_std", "max_acc_half", "conv_rounds",
+                    "seconds_to_target"}
 
 
 def headline(rows: pd.DataFrame, reference: str, baseline: str, target: float, name: str) -> str:

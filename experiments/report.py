@@ -19,6 +19,7 @@ import argparse
 import sys
 from pathlib import Path
 
+import pandas as pd
 
 from experiments.atomic import write_atomically
 from experiments.config import ConfigError
@@ -89,11 +90,28 @@ def measured_block(sweeps: list[Sweep], extras: list[Path], results_root: Path, 
     return "\n".join(parts + [END])
 
 
+PER_SEED = ("run_id", "sweep", "algorithm.name", "network.link_model", "devices", "network.density", "data.alpha",
+            "seed", "status", "max_acc", "final_acc", "conv_rounds", "steps_to_target", "time_to_target_s",
+            "energy_to_target_j", "energy_j", "bytes_sent", "code_fingerprint")
+
+
+def per_seed_table(sweeps: list[Sweep], results_root: Path) -> str:
+    """The runs behind a report, one row per run (its setting, seed and figures): small, kept beside it."""
+    from experiments.run_outputs import CSV_FLOAT_FORMAT
+    from experiments.sweep import collect
+
+    frames = [collect(sweep, results_root).assign(sweep=sweep.name) for sweep in sweeps]
+    runs = pd.concat(frames, ignore_index=True).drop_duplicates("run_id")
+    return runs[[column for column in PER_SEED if column in runs]].to_csv(index=False, float_format=CSV_FLOAT_FORMAT)
+
+
 def update_report(name: str, sweeps: list[Sweep], extras: list[Path], results_root: Path, target: str,
                   sweep_tables: bool = True) -> Path:
     path = REPORTS / f"{name}.md"
     text = path.read_text() if path.exists() else f"# {name}\n"
     block = measured_block(sweeps, extras, results_root, target, sweep_tables)
+    block = block.replace(END, f"Per-seed figures of every run: [{name}-runs.csv]({name}-runs.csv).\n\n{END}")
+    write_atomically(REPORTS / f"{name}-runs.csv", per_seed_table(sweeps, results_root))
     if BEGIN in text and END in text:
         text = text[:text.index(BEGIN)] + block + text[text.index(END) + len(END):]
     else:

@@ -1,7 +1,8 @@
 """What a run writes besides its per-round rows: per-device rows, and the files written when it ends.
 
 - ``device_metrics.csv`` (appended at every evaluation): round, sim_time_s,
-  device, accuracy, test_loss: each device's own test accuracy and loss.
+  device, local_steps, accuracy, test_loss: each device's own test accuracy
+  and loss, and the local steps it has taken.
 - ``devices.csv``: per device its samples, classes and final accuracy.
 - ``accuracy.png`` and ``devices.png``: the mean with its min-max band, and
   every device's curve with the 10-90 % band; titled with the algorithm, link
@@ -27,12 +28,13 @@ from learner.devices import Evaluation
 CSV_FLOAT_FORMAT = "%.8g"
 
 
-def device_rows(round_index: int, clock_s: float, evaluation: Evaluation | None) -> list[dict]:
-    """One row per device of an evaluated round (none when the round was not evaluated)."""
+def device_rows(round_index: int, clock_s: float, local_steps: int, evaluation: Evaluation | None) -> list[dict]:
+    """One row per device of an evaluated round (none when the round was not evaluated): its own accuracy
+    and test loss, and its local steps so far (the same for every device under synchronous rounds)."""
     if evaluation is None:
         return []
-    return [{"round": round_index, "sim_time_s": clock_s, "device": device, "accuracy": float(accuracy),
-             "test_loss": float(loss)}
+    return [{"round": round_index, "sim_time_s": clock_s, "device": device, "local_steps": local_steps,
+             "accuracy": float(accuracy), "test_loss": float(loss)}
             for device, (accuracy, loss) in enumerate(zip(evaluation.accuracy.tolist(), evaluation.loss.tolist()))]
 
 

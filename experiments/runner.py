@@ -206,16 +206,17 @@ def _run(config: RunConfig, setup: Setup, recorder: "RunRecorder", run_dir: Path
                         network.battery_j)
     server_s = network.server_compute_s if is_server(algorithm) else 0.0
     checkpoints = Checkpoints(config, run_dir, details["code_fingerprint"], log)
-    status, clock_s, exchanges, first = "done", 0.0, 0, 0
+    status, clock_s, local_steps, exchanges, first = "done", 0.0, 0, 0, 0
     try:
         if saved is None:
             x = model.init(config.devices, config.seed)
             state = checked_init(name, algorithm, x, seed=config.seed, model=model,
                                  **sample_counts(algorithm, setup.shards))
-            recorder.add_round(0, clock_s, recorder.evaluate(devices, x), math.nan, source.trace, None,
+            recorder.add_round(0, clock_s, local_steps, recorder.evaluate(devices, x), math.nan, source.trace, None,
                                round_zero_columns(config.devices))
         else:  # resumed: the rounds up to the checkpoint are in the CSVs already
             x, state, clock_s, exchanges, first = saved.x, saved.state, saved.clock_s, saved.exchanges, saved.round
+            local_steps = int(saved.metric_rows[-1]["local_steps"])
             devices.batch_generator_state = saved.batch_generator
             meter.restore(saved.meter)
         for round_index in range(first, config.rounds):
@@ -232,9 +233,11 @@ def _run(config: RunConfig, setup: Setup, recorder: "RunRecorder", run_dir: Path
                 status = "diverged"
                 log(f"[nsdml] diverged at round {round_index + 1}: non-finite parameters")
                 break
-            evaluated = (round_index + 1) % config.eval_every == 0 or round_index + 1 == config.rounds
+            local_steps += oracle.calls
+            evaluated = config.evaluated(round_index + 1, previous_clock_s, clock_s)
             evaluation = recorder.evaluate(devices, x) if evaluated else None
-            recorder.add_round(round_index + 1, clock_s, evaluation, oracle.mean_loss, source.trace, links, energy)
+            recorder.add_round(round_index + 1, clock_s, local_steps, evaluation, oracle.mean_loss, source.trace,
+                               links, energy)
             if checkpoints.due(round_index + 1, previous_clock_s, clock_s):
                 with recorder.phase("io"):
                     checkpoints.save(Checkpoint(round_index + 1, clock_s, exchanges, x, state,
@@ -350,15 +353,15 @@ class RunRecorder:
             self.last_evaluation = devices.evaluate(x)
         return self.last_evaluation
 
-    def add_round(self, round_index: int, clock_s: float, evaluation: Evaluation | None, train_loss: float,
-                  trace, links, energy: dict) -> None:
+    def add_round(self, round_index: int, clock_s: float, local_steps: int, evaluation: Evaluation | None,
+                  train_loss: float, trace, links, energy: dict) -> None:
         used = links.used if links is not None else 0
-        delivered = sum(int(trace.delivered(round_index - 1, e).sum()) for e in range(used))
-        row = {**metrics_row(round_index, clock_s, evaluation, train_loss, delivered), **energy}
+        delivered = links.delivered if links is not None else 0  # in the masks the algorithm saw
+        row = {**metrics_row(round_index, clock_s, local_steps, evaluation, train_loss, delivered), **energy}
         self.metric_rows.append(row)
         with self.phase("io"):
             rows = link_stats(trace, round_index - 1, used, self._config.devices) if used else []
-            self._writer.add_round(row, rows, device_rows(round_index, clock_s, evaluation))
+            self._writer.add_round(row, rows, device_rows(round_index, clock_s, local_steps, evaluation))
         if round_index > 0:
             self._bar.update()
             if row["mean_accuracy"] == row["mean_accuracy"]:
@@ -410,13 +413,15 @@ class PhaseClock:
         return {phase: round(seconds, 4) for phase, seconds in sorted(phases.items())}
 
 
-def metrics_row(round_index: int, clock_s: float, evaluation: Evaluation | None, train_loss: float,
-                delivered: int) -> dict:
-    """One round's row; a round that was not evaluated (``eval_every``) leaves the test columns empty (NaN)."""
+def metrics_row(round_index: int, clock_s: float, local_steps: int, evaluation: Evaluation | None,
+                train_loss: float, delivered: int) -> dict:
+    """One round's row; a round that was not evaluated (``eval_every``) leaves the test columns empty (NaN).
+    ``local_steps``: the local steps (gradient evaluations) each device has taken so far."""
     nan = math.nan
     return {
         "round": round_index,
         "sim_time_s": clock_s,
+        "local_steps": local_steps,
         "mean_accuracy": float(evaluation.accuracy.double().mean()) if evaluation else nan,  # float64: <= max
         "min_accuracy": float(evaluation.accuracy.min()) if evaluation else nan,
         "max_accuracy": float(evaluation.accuracy.max()) if evaluation else nan,

@@ -23,7 +23,7 @@ from scipy import stats
 
 CONFIDENCE = 0.95
 FIGURES = ("max_acc", "final_acc")  # every run has them
-TO_TARGET = ("conv_rounds", "time_to_target_s", "energy_to_target_j")  # only runs that reached the target
+TO_TARGET = ("conv_rounds", "steps_to_target", "time_to_target_s", "energy_to_target_j")  # runs that reached it
 
 
 def mean_interval(values) -> tuple[float, float]:
@@ -47,8 +47,8 @@ def shown(mean: float, half: float, digits: int, signed: bool = False) -> str:
 
 
 def paired_differences(summary: pd.DataFrame, by: list[str], algorithm: str = "algorithm.name",
-                       figures: tuple[str, ...] = ("final_acc", "max_acc", "conv_rounds", "time_to_target_s",
-                                                   "energy_to_target_j")) -> pd.DataFrame:
+                       figures: tuple[str, ...] = ("final_acc", "max_acc", "conv_rounds", "steps_to_target",
+                                                   "time_to_target_s", "energy_to_target_j")) -> pd.DataFrame:
     """Each algorithm minus the first one of its group (the reference), seed by seed, for every setting of the
     other axes ``by``: one row per (setting, algorithm) with, per figure, the mean difference, its 95 %
     half-width and the number of pairs."""

@@ -296,6 +296,8 @@ def summarize_run(run_dir: Path, target_accuracy: float, senders: int | None = N
         "max_acc": float(metrics["mean_accuracy"].max()),
         "final_acc": float(metrics["mean_accuracy"].dropna().iloc[-1]),  # the last evaluated round
         "conv_rounds": int(first["round"]) if first is not None else math.nan,
+        "steps_to_target": int(first["local_steps"]) if first is not None else math.nan,  # per device
+        "local_steps": int(metrics["local_steps"].iloc[-1]),
         "time_to_target_s": float(first["sim_time_s"]) if first is not None else math.nan,
         "sim_time_s": float(metrics["sim_time_s"].iloc[-1]),
         "energy_to_target_j": float(first["cumulative_energy_j"]) if first is not None else math.nan,
@@ -379,8 +381,8 @@ def markdown_table(table: pd.DataFrame, by: list[str], target_accuracy: float, l
     half-width over seeds ('n/a' where one seed gives no spread; to the target only when every seed reached
     it, with k/n). The link model is a column when the sweep compares several, else stated above the table.
     ``paired``: the paired differences to each group's first algorithm, as a second table."""
-    header = [*by, "runs", "Max Acc", "Final Acc", f"Conv. Rds (≥{target_accuracy:.2f})", "time to target (sim s)",
-              "energy to target (kJ)", "MB sent"]
+    header = [*by, "runs", "Max Acc", "Final Acc", f"Conv. Rds (≥{target_accuracy:.2f})", "local steps to target",
+              "time to target (sim s)", "energy to target (kJ)", "MB sent"]
     lines = [] if "network.link_model" in by else [f"Link model: {', '.join(link_models)}.", ""]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for _, row in table.iterrows():
@@ -388,7 +390,8 @@ def markdown_table(table: pd.DataFrame, by: list[str], target_accuracy: float, l
         cells = [str(row[axis]) for axis in by] + [
             str(runs), shown(row["max_acc_mean"], row["max_acc_half"], 4),
             shown(row["final_acc_mean"], row["final_acc_half"], 4),
-            _to_target(row, "conv_rounds", 1, runs), _to_target(row, "time_to_target_s", 1, runs),
+            _to_target(row, "conv_rounds", 1, runs), _to_target(row, "steps_to_target", 1, runs),
+            _to_target(row, "time_to_target_s", 1, runs),
             _to_target(row, "energy_to_target_j", 2, runs, scale=1e-3), f"{row['bytes_sent_mean'] / 1e6:.1f}"]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", INTERVALS]
@@ -409,7 +412,8 @@ def _to_target(row, figure: str, digits: int, runs: int, scale: float = 1.0) -> 
 
 
 PAIRED = (("final_acc", "Final Acc", 4, 1.0), ("max_acc", "Max Acc", 4, 1.0), ("conv_rounds", "Conv. Rds", 1, 1.0),
-          ("time_to_target_s", "sim s to target", 1, 1.0), ("energy_to_target_j", "kJ to target", 2, 1e-3))
+          ("steps_to_target", "local steps to target", 1, 1.0), ("time_to_target_s", "sim s to target", 1, 1.0),
+          ("energy_to_target_j", "kJ to target", 2, 1e-3))
 
 
 def paired_markdown(paired: pd.DataFrame) -> str:

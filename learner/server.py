@@ -25,7 +25,7 @@ from typing import Sequence
 
 import torch
 
-from learner.algorithms.base import FLOAT32_BYTES, Links
+from learner.interface import FLOAT32_BYTES, Links
 
 SERVER_ARCHITECTURE = "server"
 

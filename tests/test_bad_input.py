@@ -116,6 +116,7 @@ def run_cases():
         ("name '--'", {"top": 'name = "--"'}, "name"),
         ("name '-rf'", {"top": 'name = "-rf"'}, "name"),
         ("checkpoint_every negative", {"top": "checkpoint_every = -1"}, "checkpoint_every"),
+        ("eval_every_s negative", {"top": "eval_every_s = -2.0"}, "eval_every_s"),
         ("checkpoint_every_s as text", {"top": 'checkpoint_every_s = "often"'}, "checkpoint_every_s"),
     ]
     cases.append(("huge MLP", {"top": "devices = 1000", "model": 'name = "mlp"\nhidden = 10000'}, "rounds, devices"))

@@ -34,7 +34,10 @@ def test_device_metrics_hold_each_devices_evaluation_and_agree_with_metrics(tmp_
     for run_dir in _sweep(tmp_path, capsys, every=every):
         devices = pd.read_csv(run_dir / "device_metrics.csv")
         metrics = pd.read_csv(run_dir / "metrics.csv").dropna(subset=["mean_accuracy"])
-        assert list(devices.columns) == ["round", "sim_time_s", "device", "accuracy", "test_loss"]
+        assert list(devices.columns) == ["round", "sim_time_s", "device", "local_steps", "accuracy", "test_loss"]
+        steps = devices.groupby("round")["local_steps"]
+        assert (steps.nunique() == 1).all()  # synchronous rounds: every device has taken as many steps
+        np.testing.assert_array_equal(steps.first(), metrics["local_steps"])
         assert sorted(devices["round"].unique()) == metrics["round"].tolist()  # the evaluated rounds only
         assert metrics["round"].tolist() == sorted({0, 12, *range(every, 13, every)})
         per_round = devices.groupby("round")
@@ -157,3 +160,17 @@ def test_the_example_notebook_runs_on_a_tiny_control_sweep(tmp_path, capsys):
     assert done.returncode == 0, done.stderr[-3000:]
     assert "4 runs, 4 finished" in done.stdout
     assert (tmp_path / "results" / "sweeps" / "loop" / "notebook_comparison.png").stat().st_size > 0
+
+
+def test_eval_every_s_evaluates_when_the_simulated_clock_passes_its_multiples(tmp_path, capsys):
+    path = tmp_path / "timed.toml"
+    path.write_text('rounds = 30\ndevices = 5\neval_every = 1000\neval_every_s = 5.0\n[data]\ndataset = "digits"\n'
+                    '[network]\nlink_model = "synthetic"\n')
+    assert main(["run", str(path), "--results", str(tmp_path / "r"), "--cache", str(tmp_path / "c"), "--quiet"]) == 0
+    (run_dir,) = run_dirs(tmp_path / "r")
+    metrics = pd.read_csv(run_dir / "metrics.csv")
+    clock = metrics["sim_time_s"].to_numpy()
+    expected = [r == 0 or r == 30 or np.floor(clock[r] / 5.0) > np.floor(clock[r - 1] / 5.0) for r in range(31)]
+    assert metrics["mean_accuracy"].notna().tolist() == expected
+    assert 3 < sum(expected) < 31  # some rounds evaluated, not all
+    assert metrics["local_steps"].tolist() == list(range(31))  # D-PSGD: one local step a round

@@ -47,3 +47,30 @@ def test_every_algorithm_is_in_the_algorithm_table():
 
     table = (ROOT / "learner" / "README.md").read_text()
     assert all(f"| `{name}` |" in table for name in REGISTRY)
+
+
+def test_every_module_imports_on_its_own_without_circles():
+    """Each module imported first, with no other project module loaded before it (an import circle shows
+    up as a partially initialised module; learner.server had one)."""
+    import subprocess
+    import sys
+
+    script = '''
+import importlib, pathlib, sys
+root = pathlib.Path(sys.argv[1])
+failed = []
+names = sorted(".".join(p.relative_to(root).with_suffix("").parts) for package in ("learner", "bridge",
+               "ns3_scenarios", "experiments") for p in (root / package).rglob("*.py") if "__pycache__" not in p.parts)
+for name in names:
+    name = name.removesuffix(".__init__")
+    for loaded in [m for m in sys.modules if m.split(".")[0] in ("learner", "bridge", "ns3_scenarios", "experiments")]:
+        del sys.modules[loaded]
+    try:
+        importlib.import_module(name)
+    except Exception as error:
+        failed.append(f"{name}: {type(error).__name__}: {error}")
+print("\\n".join(failed))
+'''
+    done = subprocess.run([sys.executable, "-c", script, str(ROOT)], capture_output=True, text=True, timeout=300,
+                          cwd=ROOT)
+    assert done.returncode == 0 and not done.stdout.strip(), done.stdout + done.stderr[-2000:]

@@ -155,3 +155,9 @@ def test_a_run_whose_batteries_empty_records_each_devices_round_of_death_and_con
     assert record["energy_total_j"] == pytest.approx(metrics["energy_j"].sum())
     links = pd.read_csv(run / "links.csv")
     assert {"energy_tx_j", "energy_rx_j", "energy_idle_j"} <= set(links.columns)
+    # delivered_links counts the masks the algorithm saw: a dead device's links are not among them.
+    for r in range(1, 7):
+        alive = np.array([d is None or d >= r for d in died])  # dead from the round after its battery emptied
+        seen = trace.delivered(r - 1, 0) & alive[:, None] & alive[None, :]
+        assert metrics.loc[r, "delivered_links"] == seen.sum(), r
+    assert metrics.loc[5, "delivered_links"] == 0 < links.loc[4, "delivered_pairs"]  # the channel still carries them

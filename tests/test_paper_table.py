@@ -41,6 +41,7 @@ def _table():
         "algorithm.name": ["hyperprism", "dpsgd", "adom"],
         "runs": [2, 2, 2], "reached": [2, 1, 0],
         "max_acc_mean": [0.8, 0.64, 0.5], "max_acc_std": [0.01, 0.02, float("nan")],
+        "max_acc_half": [0.09, 0.18, float("nan")],
         "conv_rounds_mean": [30.0, 60.0, float("nan")],
     })
 
@@ -52,8 +53,8 @@ def test_relative_change_by_hand():
     assert relative.loc["hyperprism", "hyperprism_conv_rounds_change_pct"] == 0.0
     assert math.isnan(relative.loc["adom", "hyperprism_conv_rounds_change_pct"])  # never reached the target
     text = markdown(relative.reset_index(), "hyperprism", 0.5)
-    assert "| dpsgd | 0.6400 ± 0.0200 | 60.0 (1/2) | +25.00% | +50.00% | — |" in text
-    assert "| adom | 0.5000 ± 0.0000 | — (0/2) | +60.00% | — | — |" in text
+    assert "| dpsgd | 0.6400 ± 0.1800 | 60.0 (1/2) | +25.00% | +16.00 | +50.00% | — |" in text  # 0.80 - 0.64
+    assert "| adom | 0.5000 ± n/a | — (0/2) | +60.00% | +30.00 | — | — |" in text  # no spread: n/a, not ± 0
 
 
 def test_unknown_reference_is_refused():

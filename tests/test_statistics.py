@@ -19,6 +19,7 @@ def _summary(seeds, rows):
         for seed, (max_acc, final_acc, rounds, seconds, joules) in zip(seeds, values):
             records.append({"algorithm.name": algorithm, "seed": seed, "status": "done", "run_id": f"{algorithm}{seed}",
                             "max_acc": max_acc, "final_acc": final_acc, "conv_rounds": rounds,
+                            "steps_to_target": rounds,  # one local step a round
                             "time_to_target_s": seconds, "energy_to_target_j": joules, "bytes_sent": 1e6})
     return pd.DataFrame(records)
 
@@ -42,10 +43,12 @@ def test_a_three_seed_table_shows_intervals_and_paired_differences():
     text = markdown_table(aggregate(THREE, by), by, 0.8, ["ns3"], paired_differences(THREE, by))
     # dpsgd: max acc 0.82 ± 4.3027 * 0.02 / sqrt 3 = 0.0497; final acc (0.79, 0.80, 0.83): s = 0.02082,
     # 0.8067 ± 0.0517; rounds 60 ± 4.3027 * 10 / sqrt 3 = 24.8 (3/3); seconds 90 ± 4.3027 * 15 / sqrt 3 = 37.3.
-    assert "| dpsgd | 3 | 0.8200 ± 0.0497 | 0.8067 ± 0.0517 | 60.0 ± 24.8 (3/3) | 90.0 ± 37.3 (3/3) |" in text
+    assert ("| dpsgd | 3 | 0.8200 ± 0.0497 | 0.8067 ± 0.0517 | 60.0 ± 24.8 (3/3) | 60.0 ± 24.8 (3/3) "
+            "| 90.0 ± 37.3 (3/3) |") in text
     # hyperprism reached the target in 2 of 3 seeds: its mean over those, no interval.
     # (max acc s = 0.02646 -> 0.0657; final acc s = 0.02517 -> 0.0625.)
-    assert "| hyperprism | 3 | 0.8400 ± 0.0657 | 0.8267 ± 0.0625 | 45.0 ± n/a (2/3) | 67.5 ± n/a (2/3) |" in text
+    assert ("| hyperprism | 3 | 0.8400 ± 0.0657 | 0.8267 ± 0.0625 | 45.0 ± n/a (2/3) | 45.0 ± n/a (2/3) "
+            "| 67.5 ± n/a (2/3) |") in text
     # Paired: final acc differences +0.01, +0.03, +0.02 -> +0.0200 ± 4.3027 * 0.01 / sqrt 3 = 0.0248 (3 pairs);
     # rounds where both reached: -10, -20 -> -15.0 ± 12.706 * 7.071 / sqrt 2 = 63.5 (2 pairs).
     row = next(line for line in text.splitlines() if line.startswith("| hyperprism − dpsgd |"))
@@ -105,3 +108,21 @@ def test_a_reports_stamp_comes_from_its_runs_and_a_modified_tree_is_refused(tmp_
     monkeypatch.setattr(report, "code_commit", lambda: "abc1234 + uncommitted changes")
     assert report.main(["energy", "experiments/configs/energy_table.toml"]) == 2
     assert "uncommitted changes" in capsys.readouterr().err
+
+
+def test_a_report_keeps_its_runs_per_seed_figures_beside_it(tmp_path, monkeypatch):
+    from experiments import report
+    from experiments.sweep import expand_sweep, run_sweep
+
+    sweep = expand_sweep({"rounds": 3, "devices": 4, "seed": [0, 1, 2], "sweep": {"name": "kept"},
+                          "data": {"dataset": "digits"}, "algorithm": {"name": ["dpsgd", "dsgt"]},
+                          "network": {"link_model": "random_graph"}})
+    run_sweep(sweep, tmp_path / "r", tmp_path / "c", quiet=True)
+    monkeypatch.setattr(report, "REPORTS", tmp_path / "reports")
+    (tmp_path / "reports").mkdir()
+    path = report.update_report("kept", [sweep], [], tmp_path / "r", "table-kept")
+    runs = pd.read_csv(tmp_path / "reports" / "kept-runs.csv")
+    assert len(runs) == 6 and sorted(runs["seed"].unique()) == [0, 1, 2]
+    summary = pd.read_csv(tmp_path / "r" / "sweeps" / "kept" / "summary.csv")
+    assert runs.set_index("run_id")["final_acc"].sort_index().equals(summary.set_index("run_id")["final_acc"].sort_index())
+    assert "[kept-runs.csv](kept-runs.csv)" in path.read_text()

@@ -39,7 +39,8 @@ def test_a_bad_value_in_any_run_is_reported_before_anything_runs(tmp_path):
 def test_summary_figures_are_computed_from_the_run_files(tmp_path):
     run = tmp_path / "r"
     run.mkdir()
-    pd.DataFrame({"round": [0, 1, 2, 3], "sim_time_s": [0.0, 1.5, 3.0, 4.5], "mean_accuracy": [0.1, 0.5, 0.85, 0.8],
+    pd.DataFrame({"round": [0, 1, 2, 3], "sim_time_s": [0.0, 1.5, 3.0, 4.5], "local_steps": [0, 2, 4, 6],
+                  "mean_accuracy": [0.1, 0.5, 0.85, 0.8],
                   "cumulative_energy_j": [0.0, 2.0, 4.5, 7.0]}).to_csv(run / "metrics.csv", index=False)
     pd.DataFrame({"payload_bytes": [100, 100, 100], "bytes_received": [10, 20, 30]}).to_csv(run / "links.csv",
                                                                                         index=False)
@@ -48,6 +49,7 @@ def test_summary_figures_are_computed_from_the_run_files(tmp_path):
     row = summarize_run(run, target_accuracy=0.8)
     assert row["max_acc"] == 0.85 and row["final_acc"] == 0.8
     assert row["conv_rounds"] == 2 and row["time_to_target_s"] == 3.0
+    assert row["steps_to_target"] == 4 and row["local_steps"] == 6
     assert row["energy_to_target_j"] == 4.5 and row["energy_j"] == 7.0
     assert row["bytes_sent"] == 3 * 100 * 2 and row["bytes_received"] == 60
     assert pd.isna(summarize_run(run, target_accuracy=0.9)["conv_rounds"])
@@ -56,7 +58,8 @@ def test_summary_figures_are_computed_from_the_run_files(tmp_path):
 def test_aggregate_averages_over_seeds_and_counts_runs_that_reached_the_target():
     summary = pd.DataFrame({"algorithm.name": ["a", "a", "b"], "seed": [0, 1, 0], "run_id": ["x", "y", "z"],
                             "status": ["done"] * 3, "max_acc": [0.8, 0.9, 0.7], "final_acc": [0.8, 0.9, 0.7],
-                            "conv_rounds": [10.0, float("nan"), 5.0], "time_to_target_s": [1.0, float("nan"), 2.0],
+                            "conv_rounds": [10.0, float("nan"), 5.0], "steps_to_target": [10.0, float("nan"), 5.0],
+                            "time_to_target_s": [1.0, float("nan"), 2.0],
                             "energy_to_target_j": [30.0, float("nan"), 8.0], "bytes_sent": [1, 1, 1]})
     table = aggregate(summary, ["algorithm.name"]).set_index("algorithm.name")
     assert table.loc["a", "max_acc_mean"] == pytest.approx(0.85)

@@ -26,22 +26,14 @@ between rounds lives in ``state``.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Callable, Protocol
 
 import torch
 
+from learner.interface import FLOAT32_BYTES, Links
+
 GradFn = Callable[[torch.Tensor], torch.Tensor]
-FLOAT32_BYTES = 4
-
-
-class Links(Protocol):
-    """Who received whom in one round, one exchange at a time."""
-
-    def exchange(self, payload_bytes: int | Sequence[int]) -> torch.Tensor:
-        """Bool (N, N) mask of the next exchange: mask[i, j] = j received i's complete message.
-
-        ``payload_bytes``: what every device sends, or one size per sender (sizes that
-        change between rounds or senders need ``network.mode = "online"``)."""
+__all__ = ["FLOAT32_BYTES", "Links", "GradFn", "Algorithm"]  # FLOAT32_BYTES and Links live in learner.interface
 
 
 class Algorithm(Protocol):
