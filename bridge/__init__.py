@@ -1,7 +1,6 @@
 """The bridge between the ns-3 world and the learners: LinkTraces, their cache, per-round masks."""
 
-from bridge.controls import PLACED_LINK_MODELS
-from bridge.link_source import LINK_MODELS, MODES, WorkerError, obtain_trace, open_links, trace_key
+from bridge.link_source import LINK_MODELS, MODES, PLACED_LINK_MODELS, WorkerError, obtain_trace, open_links, trace_key
 from bridge.stats import link_stats, pair_delivery_rates
 from bridge.trace import LinkTrace, RoundLinks, TraceFormatError
 

@@ -46,8 +46,6 @@ from ns3_scenarios.airtime import UDP_FRAME_OVERHEAD_BYTES, exchange_finish_s, f
 from ns3_scenarios.scenario import RADIO_STATES, ScenarioConfig, exchange_senders, place_devices
 
 CONTROL_MODELS = ("ideal", "random_graph", "fixed_graph")
-# Link models whose links follow the devices' positions (random_graph and fixed_graph ignore them).
-PLACED_LINK_MODELS = ("ns3", "ideal", "synthetic")
 
 
 def graph_adjacency(topology: str, n: int, degree: int = 2) -> np.ndarray:

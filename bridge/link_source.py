@@ -21,13 +21,16 @@ from pathlib import Path
 import numpy as np
 
 from bridge.controls import CONTROL_MODELS, control_trace
+from bridge.ladder import LADDER_MODELS, ladder_trace
 from bridge.synthetic import synthetic_trace
 from bridge.trace import SCHEMA_VERSION, LinkTrace, RoundLinks, TraceFormatError
 from bridge import worker
 from bridge.worker import Progress, WorkerError, describe_worker
 from ns3_scenarios.scenario import SLOT_ARRAYS, SLOT_FIELDS, ScenarioConfig, exchange_senders
 
-LINK_MODELS = ("ns3", *CONTROL_MODELS, "synthetic")  # synthetic: a named option for fast tests only
+LINK_MODELS = ("ns3", *CONTROL_MODELS, *LADDER_MODELS, "synthetic")  # synthetic: a named option for fast tests only
+# Link models whose links follow the devices' positions (random graphs and fixed graphs ignore them).
+PLACED_LINK_MODELS = ("ns3", "ideal", "ns3_geometry", "ns3_independent_loss", "synthetic")
 MODES = ("offline", "online")
 
 
@@ -84,7 +87,10 @@ def obtain_trace(link_model: str, scenario: ScenarioConfig, payload_bytes: tuple
             return LinkTrace.load(directory), True
         except TraceFormatError:
             pass  # a damaged entry is simply made again
-    if link_model == "synthetic":
+    if link_model in LADDER_MODELS:  # derived from the ns-3 trace of the same request: cached, or simulated once
+        source, _ = obtain_trace("ns3", scenario, payload_bytes, rounds, seed, cache_dir, timeout_s, progress)
+        trace = ladder_trace(link_model, source, seed)
+    elif link_model == "synthetic":
         trace = synthetic_trace(scenario, seed, rounds, payload_bytes)
     elif link_model in CONTROL_MODELS:
         trace = control_trace(link_model, scenario, payload_bytes, rounds, seed)

@@ -24,6 +24,7 @@ from typing import Any
 
 import tomli_w
 
+from bridge.ladder import LADDER_MODELS
 from bridge.link_source import LINK_MODELS, MODES
 from experiments.contract import PluginFailure, checked_payloads
 from learner.algorithms import Algorithm, build_algorithm
@@ -399,6 +400,10 @@ def _check_together(config: RunConfig) -> None:
         _require(not graph, "network.topology", config.scenario.topology,
                  f"\"adhoc\" with link_model = {config.network.link_model!r} (fixed graphs need "
                  f"link_model = \"fixed_graph\")")
+    if config.network.link_model in LADDER_MODELS:
+        _require(config.scenario.topology == "adhoc", "network.topology", config.scenario.topology,
+                 f"\"adhoc\" with link_model = {config.network.link_model!r} (the ladder's rungs derive from an "
+                 f"ad-hoc ns-3 trace)")
     algorithm = config.algorithm.instance
     if is_server(algorithm):
         _require(config.scenario.access_point, "network.topology", config.scenario.topology,

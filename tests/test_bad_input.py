@@ -261,3 +261,13 @@ def test_an_unusable_data_root_with_download_names_the_data_root_not_the_results
     assert code == 1 and "Traceback" not in message, message
     assert f"nsdml: data.root: cannot write the mnist files under {blocker / 'data'}" in message
     assert "cannot write results" not in message
+
+
+def test_a_ladder_rung_through_an_access_point_is_refused(tmp_path, capsys):
+    path = tmp_path / "rung.toml"
+    path.write_text(_text({"algorithm": 'name = "fedavg"', "network": 'topology = "access_point"'}).replace(
+        'link_model = "synthetic"', 'link_model = "ns3_geometry"'))
+    assert main(["run", str(path), "--results", str(tmp_path / "results")]) == 2
+    assert "network.topology: 'access_point' is not allowed; expected \"adhoc\" with link_model = 'ns3_geometry'" \
+        in capsys.readouterr().err
+    assert not (tmp_path / "results").exists()
