@@ -26,6 +26,7 @@ import tomli_w
 
 from bridge.ladder import LADDER_MODELS
 from bridge.link_source import LINK_MODELS, MODES
+from experiments.compute import COMPUTE_MODELS, csv_step_times
 from experiments.contract import PluginFailure, checked_payloads
 from learner.algorithms import Algorithm, build_algorithm
 from learner.data import DATASETS, DEFAULT_DATA_ROOT, PARTITIONS, dataset_plugin, dataset_shape, missing_data
@@ -153,6 +154,11 @@ class NetworkConfig:
     server_compute_s: float = 0.0  # server architecture: simulated seconds the server aggregates per round
     compute_power_w: float = 3.0  # a device's power while computing (README "Energy": a Raspberry Pi 4's)
     battery_j: float = 0.0  # joules a device may spend before it stops (0: no battery limit)
+    compute_model: str = "constant"  # per-device step times: constant, lognormal, stragglers, csv (experiments/compute.py)
+    compute_sigma: float = 0.5  # lognormal: standard deviation of the log step time
+    straggler_fraction: float = 0.1  # stragglers: the share of devices that are slow
+    straggler_slowdown: float = 5.0  # stragglers: how many times slower they are
+    compute_csv: str = ""  # csv: a file with a step_s column, one row per device
 
     def __post_init__(self) -> None:
         _require(self.link_model in LINK_MODELS, "network.link_model", self.link_model,
@@ -170,6 +176,15 @@ class NetworkConfig:
                  "a number in [0, 1000] (watts)")
         _require(0.0 <= self.battery_j <= 1e12, "network.battery_j", self.battery_j,
                  "a number in [0, 1e12] (joules; 0: no battery limit)")
+        _require(self.compute_model in COMPUTE_MODELS, "network.compute_model", self.compute_model,
+                 "one of " + ", ".join(COMPUTE_MODELS))
+        _require(0.0 <= self.compute_sigma <= 5.0, "network.compute_sigma", self.compute_sigma, "a number in [0, 5]")
+        _require(0.0 <= self.straggler_fraction <= 1.0, "network.straggler_fraction", self.straggler_fraction,
+                 "a number in [0, 1]")
+        _require(1.0 <= self.straggler_slowdown <= 1000.0, "network.straggler_slowdown", self.straggler_slowdown,
+                 "a number in [1, 1000]")
+        _require((self.compute_model == "csv") == bool(self.compute_csv), "network.compute_csv", self.compute_csv,
+                 "a CSV path exactly when compute_model = \"csv\"")
 
 
 @dataclass(frozen=True)
@@ -243,13 +258,17 @@ class RunConfig:
 
     @property
     def plugin_sources(self) -> tuple[str, ...]:
-        """Files defining the plugins this run loads: they join the code fingerprint."""
+        """Files defining the plugins this run loads, and its compute CSV: they join the code fingerprint, so
+        a run is made again when one of them changes."""
         objects = [type(self.algorithm.instance)]
         if self.model.name not in MODELS:
             objects.append(load_plugin("model", self.model.name))
         if self.data.dataset not in DATASETS:
             objects.append(dataset_plugin(self.data.dataset))
-        return tuple(sorted({path for path in map(source_file, objects) if path and not _inside_nsdml(path)}))
+        files = {path for path in map(source_file, objects) if path and not _inside_nsdml(path)}
+        if self.network.compute_model == "csv":
+            files.add(str(Path(self.network.compute_csv).expanduser().resolve()))
+        return tuple(sorted(files))
 
     @cached_property
     def payloads(self) -> tuple[int, ...]:
@@ -400,6 +419,11 @@ def _check_together(config: RunConfig) -> None:
         _require(not graph, "network.topology", config.scenario.topology,
                  f"\"adhoc\" with link_model = {config.network.link_model!r} (fixed graphs need "
                  f"link_model = \"fixed_graph\")")
+    if config.network.compute_model == "csv":
+        try:
+            csv_step_times(config.network.compute_csv, config.devices)
+        except ValueError as error:
+            raise ConfigError(prefixed(str(error), "network.")) from error
     if config.network.link_model in LADDER_MODELS:
         _require(config.scenario.topology == "adhoc", "network.topology", config.scenario.topology,
                  f"\"adhoc\" with link_model = {config.network.link_model!r} (the ladder's rungs derive from an "

@@ -5,7 +5,7 @@ A round's energy on device i is
     radio_i   = joules its radio spent over the exchanges the algorithm used
                 (the trace's ``radio_energy_j``: ns-3's energy model, or the
                 controls' airtime estimate), each over its whole window
-    compute_i = network.compute_power_w x local steps x network.compute_s_per_step
+    compute_i = network.compute_power_w x local steps x device i's step time (experiments.compute)
 
 With ``network.battery_j`` > 0 a device whose cumulative energy reaches the
 capacity in round r is dead from round r + 1 on: it neither sends nor
@@ -54,10 +54,11 @@ class PoweredLinks:
 class EnergyMeter:
     """Charges each round's energy to the devices and keeps their batteries."""
 
-    def __init__(self, trace: LinkTrace, devices: int, compute_power_w: float, compute_s_per_step: float,
+    def __init__(self, trace: LinkTrace, devices: int, compute_power_w: float, step_s: np.ndarray | float,
                  battery_j: float):
+        """``step_s``: each device's simulated seconds per local step (experiments.compute), or one for all."""
         self._trace = trace
-        self._compute_j_per_step = compute_power_w * compute_s_per_step
+        self._compute_j_per_step = compute_power_w * np.broadcast_to(np.asarray(step_s, dtype=float), (devices,))
         self._battery_j = battery_j
         n = devices
         self.alive = np.ones(n, dtype=bool)
@@ -76,6 +77,11 @@ class EnergyMeter:
     def links(self, links: RoundLinks) -> PoweredLinks:
         return PoweredLinks(links, self.alive, self._trace.devices)
 
+    def slowest_step_s(self, step_s: np.ndarray) -> float:
+        """How long a synchronous round's local step lasts: the slowest live device's step (the others wait;
+        with every battery empty, the slowest device's, so the clock runs on as before batteries emptied)."""
+        return float((step_s[self.alive] if self.alive.any() else step_s).max())
+
     def hold_dead(self, before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
         """Parameters after the round: a dead device keeps the model it had."""
         if self.alive.all():
@@ -86,7 +92,7 @@ class EnergyMeter:
         """Charge round ``round_index`` (0-based) to the devices alive in it; its columns of metrics.csv."""
         devices = len(self.alive)
         radio = self._trace.radio_energy_j[round_index, :exchanges, :devices].sum(axis=(0, 2))
-        compute = np.full(devices, self._compute_j_per_step * local_steps)
+        compute = self._compute_j_per_step * local_steps
         radio, compute = np.where(self.alive, radio, 0.0), np.where(self.alive, compute, 0.0)
         spent = radio + compute
         self.spent_j += spent

@@ -72,11 +72,26 @@ def result_sources(algorithm_module: str | None = None) -> list[Path]:
     return sorted(sources)
 
 
-@lru_cache(maxsize=None)
 def code_fingerprint(algorithm_module: str | None = None, *extra_sources: str) -> str:
-    """16 hex digits over the result code, ``extra_sources`` (plugin files) and the library versions."""
+    """16 hex digits over the result code, ``extra_sources`` (plugin files, a compute CSV) and the library
+    versions. Cached per process while the extra files keep their size and modification time, so a file edited
+    between two runs of one process (a sweep) is read again."""
+    versions = tuple((path, *_stamp(path)) for path in extra_sources)
+    return _code_fingerprint(algorithm_module, versions)
+
+
+def _stamp(path: str) -> tuple[int, int]:
+    try:
+        info = Path(path).stat()
+    except OSError:
+        return (-1, -1)
+    return (info.st_mtime_ns, info.st_size)
+
+
+@lru_cache(maxsize=None)
+def _code_fingerprint(algorithm_module: str | None, extra_sources: tuple[tuple[str, int, int], ...]) -> str:
     digest = hashlib.sha256()
-    for path in [*result_sources(algorithm_module), *map(Path, extra_sources)]:
+    for path in [*result_sources(algorithm_module), *(Path(source) for source, *_ in extra_sources)]:
         name = str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else path.name
         digest.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
     for library in LIBRARIES:

@@ -28,6 +28,7 @@ from bridge import link_stats, open_links, trace_key
 from experiments.config import ConfigError, RunConfig, prefixed
 from experiments import checkpoint
 from experiments.checkpoint import Checkpoint, csv_marks
+from experiments.compute import step_times
 from experiments.contract import checked_init, checked_step
 from experiments.energy import EnergyMeter, round_zero_columns
 from experiments.fingerprint import run_fingerprint
@@ -202,8 +203,8 @@ def _run(config: RunConfig, setup: Setup, recorder: "RunRecorder", run_dir: Path
     recorder.open(run_dir, details, saved)
     oracle = GradientOracle(devices, recorder)
     network = config.network
-    meter = EnergyMeter(source.trace, config.devices, network.compute_power_w, network.compute_s_per_step,
-                        network.battery_j)
+    step_s = step_times(network, config.devices, config.seed)  # each device's seconds per local step
+    meter = EnergyMeter(source.trace, config.devices, network.compute_power_w, step_s, network.battery_j)
     server_s = network.server_compute_s if is_server(algorithm) else 0.0
     checkpoints = Checkpoints(config, run_dir, details["code_fingerprint"], log)
     status, clock_s, local_steps, exchanges, first = "done", 0.0, 0, 0, 0
@@ -227,7 +228,7 @@ def _run(config: RunConfig, setup: Setup, recorder: "RunRecorder", run_dir: Path
             exchanges += links.used
             x = meter.hold_dead(x, x_next)
             previous_clock_s = clock_s
-            clock_s += oracle.calls * network.compute_s_per_step + links.duration_s + server_s
+            clock_s += oracle.calls * meter.slowest_step_s(step_s) + links.duration_s + server_s
             energy = meter.charge(round_index, links.used, oracle.calls)
             if not torch.isfinite(x).all():
                 status = "diverged"

@@ -117,6 +117,13 @@ def run_cases():
         ("name '-rf'", {"top": 'name = "-rf"'}, "name"),
         ("checkpoint_every negative", {"top": "checkpoint_every = -1"}, "checkpoint_every"),
         ("eval_every_s negative", {"top": "eval_every_s = -2.0"}, "eval_every_s"),
+        ("compute model unknown", {"network": 'compute_model = "gaussian"'}, "network.compute_model"),
+        ("stragglers faster", {"network": 'compute_model = "stragglers"\nstraggler_slowdown = 0.5'},
+         "network.straggler_slowdown"),
+        ("compute csv without the csv model", {"network": 'compute_csv = "steps.csv"'}, "network.compute_csv"),
+        ("csv model without a file", {"network": 'compute_model = "csv"'}, "network.compute_csv"),
+        ("csv model, no such file", {"network": 'compute_model = "csv"\ncompute_csv = "/no/such/steps.csv"'},
+         "network.compute_csv"),
         ("checkpoint_every_s as text", {"top": 'checkpoint_every_s = "often"'}, "checkpoint_every_s"),
     ]
     cases.append(("huge MLP", {"top": "devices = 1000", "model": 'name = "mlp"\nhidden = 10000'}, "rounds, devices"))

@@ -96,7 +96,7 @@ def _trace_with_energy(per_device_j: list[float], rounds: int):
 
 def test_the_meter_charges_radio_and_compute_and_empties_batteries_at_the_capacity():
     trace = _trace_with_energy([1.0, 2.0, 3.0], rounds=5)
-    meter = EnergyMeter(trace, 3, compute_power_w=2.0, compute_s_per_step=0.25, battery_j=4.5)
+    meter = EnergyMeter(trace, 3, compute_power_w=2.0, step_s=0.25, battery_j=4.5)
     rows = [meter.charge(r, exchanges=1, local_steps=1) for r in range(4)]
     # Per round: radio 1, 2, 3 J plus compute 2 W x 0.25 s = 0.5 J each.
     assert rows[0]["energy_j"] == pytest.approx(7.5) and rows[0]["compute_energy_j"] == pytest.approx(1.5)
@@ -110,7 +110,7 @@ def test_the_meter_charges_radio_and_compute_and_empties_batteries_at_the_capaci
 
 def test_a_dead_device_neither_sends_nor_receives_and_keeps_its_model():
     trace = _trace_with_energy([1.0, 5.0, 1.0], rounds=3)
-    meter = EnergyMeter(trace, 3, compute_power_w=0.0, compute_s_per_step=0.0, battery_j=4.0)
+    meter = EnergyMeter(trace, 3, compute_power_w=0.0, step_s=0.0, battery_j=4.0)
     meter.charge(0, exchanges=1, local_steps=1)
     assert meter.alive.tolist() == [True, False, True]
     mask = meter.links(trace.round_links(1)).exchange(1400)
