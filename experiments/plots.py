@@ -105,8 +105,10 @@ def plot_topology(positions: pd.DataFrame, rates, path: Path, title: str = "") -
 
 
 
-# metrics.csv column, axis label, file: accuracy against rounds, simulated seconds and energy spent.
+# metrics.csv column, axis label, file: accuracy against rounds, local steps (gradient evaluations per device),
+# simulated seconds and energy spent: the budgets methods doing different work per round compare at.
 X_AXES = (("round", "round", "accuracy_rounds.png"),
+          ("local_steps", "local steps per device (gradient evaluations)", "accuracy_steps.png"),
           ("sim_time_s", "simulated seconds", "accuracy_time.png"),
           ("cumulative_energy_j", "energy spent by all devices (J)", "accuracy_energy.png"))
 
@@ -115,7 +117,7 @@ def plot_sweep_accuracy(summary: pd.DataFrame, curves: dict[str, Path], by: list
     """Mean accuracy over seeds with its 95 % t interval as a band, one line per algorithm (or group), one
     panel per other setting, all panels on one accuracy axis.
 
-    Writes accuracy_rounds.png, accuracy_time.png and accuracy_energy.png into ``out_dir``.
+    Writes accuracy_rounds.png, accuracy_steps.png, accuracy_time.png and accuracy_energy.png into ``out_dir``.
     """
     done = summary[summary["status"].isin(("done", "diverged"))]
     if done.empty:
@@ -125,7 +127,10 @@ def plot_sweep_accuracy(summary: pd.DataFrame, curves: dict[str, Path], by: list
     line_axes = [axis for axis in ("algorithm.name", LINK_MODEL) if axis in by] or by[:1]
     panel_axes = [axis for axis in by if axis not in line_axes]
     panels = list(done.groupby(panel_axes, sort=False)) if panel_axes else [((), done)]
+    recorded = set.intersection(*(set(pd.read_csv(curves[run_id], nrows=0).columns) for run_id in done["run_id"]))
     for x_column, x_label, filename in X_AXES:
+        if x_column not in recorded:  # runs made before the column existed (local_steps): no such figure
+            continue
         columns = min(3, len(panels))
         rows = -(-len(panels) // columns)
         figure, axes = plt.subplots(rows, columns, figsize=(5 * columns, 3.6 * rows), squeeze=False, sharey=True)

@@ -94,8 +94,8 @@ density = [0.4, 0.9]
     assert len(calls) == 3 and sweep.runs[0][1] not in calls
     assert list(summary["status"]) == ["done"] * 4
     out = tmp_path / "results" / "sweeps" / "t"
-    for name in ("summary.csv", "table.csv", "table.md", "accuracy_rounds.png", "accuracy_time.png",
-                 "accuracy_energy.png"):
+    for name in ("summary.csv", "table.csv", "table.md", "accuracy_rounds.png", "accuracy_steps.png",
+                 "accuracy_time.png", "accuracy_energy.png"):
         assert (out / name).stat().st_size > 0
     assert (summary["energy_j"] > 0).all()  # compute energy (the synthetic links model no radio)
     assert "energy to target (kJ)" in (out / "table.md").read_text()
