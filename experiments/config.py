@@ -243,7 +243,7 @@ class RunConfig:
         if rounds_done == self.rounds:
             return True
         if self.eval_every_s > 0:
-            return math.floor(clock_s / self.eval_every_s) > math.floor(previous_clock_s / self.eval_every_s)
+            return passes_multiple(previous_clock_s, clock_s, self.eval_every_s)
         return rounds_done % self.eval_every == 0
 
     @property
@@ -280,6 +280,11 @@ class RunConfig:
 
     def with_changes(self, **changes: Any) -> "RunConfig":
         return replace(self, **changes)
+
+
+def passes_multiple(before_s: float, after_s: float, every_s: float) -> bool:
+    """Whether the simulated clock passed a multiple of ``every_s`` going from ``before_s`` to ``after_s``."""
+    return math.floor(after_s / every_s) > math.floor(before_s / every_s)
 
 
 def _inside_nsdml(path: str) -> bool:

@@ -25,7 +25,7 @@ import pandas as pd
 import torch
 
 from bridge import link_stats, open_links, trace_key
-from experiments.config import ConfigError, RunConfig, prefixed
+from experiments.config import ConfigError, RunConfig, passes_multiple, prefixed
 from experiments import checkpoint
 from experiments.checkpoint import Checkpoint, csv_marks
 from experiments.compute import step_times
@@ -245,7 +245,7 @@ def _run(config: RunConfig, setup: Setup, recorder: "RunRecorder", run_dir: Path
                                                 devices.batch_generator_state, meter.snapshot(),
                                                 recorder.metric_rows, csv_marks(run_dir)))
         reused = source.finish()
-        warnings = checkpoints.warnings
+        warnings = list(checkpoints.warnings)
         if exchanges == 0 and not is_server(algorithm):  # allowed (a local-training baseline), rarely meant
             warnings.append(f"algorithm {name} never called links.exchange: no device heard another")
             log(f"[nsdml] warning: {warnings[-1]}")
@@ -303,7 +303,7 @@ class Checkpoints:
         if not self._config.checkpoints or self.warnings or rounds_done >= self._config.rounds:
             return False
         return bool((every and rounds_done % every == 0)
-                    or (every_s and math.floor(clock_s / every_s) > math.floor(previous_clock_s / every_s)))
+                    or (every_s and passes_multiple(previous_clock_s, clock_s, every_s)))
 
     def save(self, saved: Checkpoint) -> None:
         try:
