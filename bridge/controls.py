@@ -30,7 +30,9 @@ Energy (an estimate from the same airtime model, not ns-3's energy model): in
 each exchange a sender's radio is in TX for the PPDUs of its message (one copy
 per target for unicast), a receiver in RX for the PPDUs of every message whose
 link is up (and, for unicast, each side spends an ACK's PPDU per frame in the
-other state); the rest of the exchange window (deadline + drain) is idle.
+other state); the rest of the exchange window (deadline + drain) is idle, or,
+with ``radio_sleep``, asleep from when the device's own message and every
+message it hears are complete.
 Joules = current of the state x supply voltage x seconds, with the scenario's
 currents.
 """
@@ -134,7 +136,6 @@ def control_trace(link_model: str, scenario: ScenarioConfig, payload_bytes: tupl
     frames = np.zeros((rounds, exchanges), dtype=np.int64)
     radio_energy_j = np.zeros((rounds, exchanges, n, len(RADIO_STATES)))
     for e, sent in enumerate(senders):
-        radio_energy_j[:, e] = airtime_energy_j(scenario, sent, up[:, e], copies, acknowledged)
         talking = np.flatnonzero(sent > 0)
         frames_per_sender = [frames_of(int(sent[i]), scenario.datagram_bytes, scenario.phy_mode, int(copies[i]),
                                        bool(acknowledged[i])) for i in talking]
@@ -142,6 +143,7 @@ def control_trace(link_model: str, scenario: ScenarioConfig, payload_bytes: tupl
         finish[talking] = exchange_finish_s(frames_per_sender, scenario.datagram_interval_s)
         on_time = finish <= scenario.deadline_s
         arrived = up[:, e] & on_time[None, :, None]
+        radio_energy_j[:, e] = airtime_energy_j(scenario, sent, up[:, e], copies, acknowledged, finish)
         done_s[:, e] = np.where(arrived, finish[None, :, None], np.nan)
         rx_bytes[:, e] = np.where(arrived, sent[None, :, None], 0)
         datagrams = np.ceil(sent / scenario.datagram_bytes)
@@ -159,16 +161,23 @@ def control_trace(link_model: str, scenario: ScenarioConfig, payload_bytes: tupl
 
 
 def airtime_energy_j(scenario: ScenarioConfig, sent: np.ndarray, up: np.ndarray, copies: np.ndarray,
-                     acknowledged: np.ndarray) -> np.ndarray:
-    """(R, N, 3) estimated joules per node in tx, rx and idle for one exchange: node i sends ``sent[i]`` bytes
-    (0: nothing) in ``copies[i]`` copies, with an ACK per frame where ``acknowledged[i]``; links ``up`` (R, N, N)."""
+                     acknowledged: np.ndarray, finish_s: np.ndarray | None = None) -> np.ndarray:
+    """(R, N, 4) estimated joules per node in tx, rx, idle and sleep for one exchange: node i sends ``sent[i]``
+    bytes (0: nothing) in ``copies[i]`` copies, with an ACK per frame where ``acknowledged[i]``; links ``up``
+    (R, N, N). With radio_sleep a radio sleeps from when its own message is out and every message it hears
+    is complete (``finish_s``, (N,) s after the exchange start) to the end of the window."""
     airtime = np.array([message_radio_s(int(b), scenario.datagram_bytes, scenario.phy_mode) if b > 0 else (0.0, 0.0)
                         for b in sent])
     data_s, acks_s = airtime[:, 0], np.where(acknowledged, airtime[:, 1], 0.0)
     heard = up.astype(float)  # (R, N, N): sender i -> receiver j
     tx_s = (copies * data_s)[None, :] + np.einsum("rij,i->rj", heard, acks_s)  # own frames, ACKs for others'
     rx_s = np.einsum("rij,i->rj", heard, data_s) + (copies * acks_s)[None, :]  # others' frames, ACKs for own
-    idle_s = np.maximum(scenario.slot_period_s - tx_s - rx_s, 0.0)
+    awake_s = np.full(tx_s.shape, scenario.slot_period_s)
+    if scenario.radio_sleep and finish_s is not None:  # awake until its own message is out and it heard all
+        heard_by = np.where(up, finish_s[None, :, None], 0.0).max(axis=1)  # (R, N) its last arrival
+        awake_s = np.minimum(np.maximum(heard_by, np.where(sent > 0, finish_s, 0.0)[None, :]), awake_s)
+    idle_s = np.maximum(awake_s - tx_s - rx_s, 0.0)
+    sleep_s = scenario.slot_period_s - np.maximum(awake_s, tx_s + rx_s)
     volts = scenario.supply_voltage_v
     return np.stack([scenario.tx_current_a * volts * tx_s, scenario.rx_current_a * volts * rx_s,
-                     scenario.idle_current_a * volts * idle_s], axis=-1)
+                     scenario.idle_current_a * volts * idle_s, scenario.sleep_current_a * volts * sleep_s], axis=-1)

@@ -21,17 +21,21 @@ from pathlib import Path
 import numpy as np
 
 from bridge.controls import CONTROL_MODELS, control_trace
+from bridge.messages import DelayMessages, barrier_link_trace
 from bridge.ladder import LADDER_MODELS, ladder_trace
 from bridge.synthetic import synthetic_trace
 from bridge.trace import SCHEMA_VERSION, LinkTrace, RoundLinks, TraceFormatError
 from bridge import worker
 from bridge.worker import Progress, WorkerError, describe_worker
 from ns3_scenarios.scenario import SLOT_ARRAYS, SLOT_FIELDS, ScenarioConfig, exchange_senders
+from ns3_scenarios.schedule import BarrierPlan, local_barrier
 
 LINK_MODELS = ("ns3", *CONTROL_MODELS, *LADDER_MODELS, "synthetic")  # synthetic: a named option for fast tests only
 # Link models whose links follow the devices' positions (random graphs and fixed graphs ignore them).
 PLACED_LINK_MODELS = ("ns3", "ideal", "ns3_geometry", "ns3_independent_loss", "synthetic")
 MODES = ("offline", "online")
+SCHEDULES = ("rounds", "local_barrier")
+BARRIER_LINK_MODELS = ("ns3", *CONTROL_MODELS)  # the message core's implementations (ns-3's and the controls')
 
 
 class OfflineLinks:
@@ -53,9 +57,11 @@ class OfflineLinks:
 
 
 def open_links(mode: str, link_model: str, scenario: ScenarioConfig, payload_bytes: tuple[int, ...], rounds: int,
-               seed: int, cache_dir: Path, timeout_s: float = 3600.0, progress: Progress = None):
+               seed: int, cache_dir: Path, timeout_s: float = 3600.0, progress: Progress = None,
+               barrier: BarrierPlan | None = None):
     """The run's link source: ``.trace``, ``.describe()``, ``.round_links(r)`` (the algorithm's ``Links``),
-    ``.finish() -> reused``. ``progress`` hears an offline ns-3 worker's progress reports."""
+    ``.finish() -> reused``. ``progress`` hears an offline ns-3 worker's progress reports. ``barrier``: the
+    local-barrier schedule's plan (offline only; its steps are the trace's rounds)."""
     if mode not in MODES:
         raise ValueError(f"mode: unknown {mode!r}; allowed: {', '.join(MODES)}")
     if mode == "online":
@@ -65,20 +71,80 @@ def open_links(mode: str, link_model: str, scenario: ScenarioConfig, payload_byt
 
         return OnlineLinks(scenario, payload_bytes, rounds, seed, cache_dir, timeout_s)
     return OfflineLinks(*obtain_trace(link_model, scenario, payload_bytes, rounds, seed, cache_dir, timeout_s,
-                                      progress))
+                                      progress, barrier))
 
 
 def trace_key(link_model: str, scenario: ScenarioConfig, payload_bytes: tuple[int, ...], rounds: int,
-              seed: int) -> str:
-    canonical = json.dumps({"schema": SCHEMA_VERSION, "link_model": link_model, "scenario": asdict(scenario),
-                            "payload_bytes": list(payload_bytes), "rounds": rounds, "seed": seed}, sort_keys=True)
+              seed: int, barrier: BarrierPlan | None = None) -> str:
+    identity = {"schema": SCHEMA_VERSION, "link_model": link_model, "scenario": asdict(scenario),
+                "payload_bytes": list(payload_bytes), "rounds": rounds, "seed": seed}
+    if barrier is not None:
+        identity["barrier"] = asdict(barrier)
+    canonical = json.dumps(identity, sort_keys=True)
     return hashlib.sha256(canonical.encode()).hexdigest()[:20]
 
 
+def obtain_barrier_trace(link_model: str, scenario: ScenarioConfig, plan: BarrierPlan, seed: int, cache_dir: Path,
+                         timeout_s: float = 3600.0, progress: Progress = None) -> tuple[LinkTrace, bool]:
+    """(trace, reused) of the local-barrier schedule over ns-3 (in a worker) or a control's message core."""
+    if link_model not in BARRIER_LINK_MODELS:
+        raise ValueError(f"link_model: {link_model!r} has no message core; allowed with the local barrier: "
+                         f"{', '.join(BARRIER_LINK_MODELS)}")
+    directory = Path(cache_dir) / trace_key(link_model, scenario, plan.payload_bytes, plan.steps, seed, plan)
+    if (directory / "meta.json").exists():
+        try:
+            return LinkTrace.load(directory), True
+        except TraceFormatError:
+            pass
+    meta = {"link_model": link_model, "mode": "offline", "rounds": plan.steps, "schedule": "local_barrier",
+            "barrier": asdict(plan)}
+    if link_model == "ns3":
+        log, stats = run_ns3_worker_log(scenario, plan, seed, timeout_s, progress)
+        meta.update(stats)
+    else:  # the control's own links per step and exchange, timed by the message core
+        links = control_trace(link_model, scenario, plan.payload_bytes, plan.steps, seed)
+        messages = DelayMessages(scenario, links)
+        log = local_barrier(messages, plan, lambda step, exchange: links.intended[step, exchange])
+        log.update(idle_delivered=links.idle_delivered, positions=links.positions[0])
+        meta.update({key: links.meta[key] for key in ("idle_density", "area_side_m", "spectral_gap", "topology")
+                     if key in links.meta}, sim_s=messages.now_s())
+    trace = barrier_link_trace(log, plan.payload_bytes, plan.timeout_s, scenario.datagram_bytes, meta)
+    trace.save(directory)
+    return trace, False
+
+
+def run_ns3_worker_log(scenario: ScenarioConfig, plan: BarrierPlan, seed: int, timeout_s: float,
+                       progress: Progress = None) -> tuple[dict[str, np.ndarray], dict]:
+    """The local-barrier schedule simulated by an offline ns-3 worker: its message log and its stats."""
+    request = {"scenario": asdict(scenario), "seed": seed, "barrier": asdict(plan)}
+    return _worker_result(request, scenario, seed, timeout_s, progress)
+
+
+def _worker_result(request: dict, scenario: ScenarioConfig, seed: int, timeout_s: float,
+                   progress: Progress) -> tuple[dict[str, np.ndarray], dict]:
+    """Run an offline worker on ``request``; (its arrays, its stats), or WorkerError."""
+    with tempfile.TemporaryDirectory(prefix="nsdml-worker-") as scratch:
+        scratch_path = Path(scratch)
+        (scratch_path / "request.json").write_text(json.dumps(request))
+        command = worker.worker_command(str(scratch_path / "request.json"), str(scratch_path / "out"))
+        worker.run_offline(command, describe_worker(scenario, seed), timeout_s, progress)
+        try:
+            stats = json.loads((scratch_path / "out" / "worker.json").read_text())
+            with np.load(scratch_path / "out" / "arrays.npz", allow_pickle=False) as arrays:
+                return {name: arrays[name] for name in arrays.files}, stats
+        except (OSError, ValueError, zipfile.BadZipFile) as error:
+            raise WorkerError(f"{describe_worker(scenario, seed)} exited cleanly but wrote no readable result: "
+                              f"{error}") from error
+
+
 def obtain_trace(link_model: str, scenario: ScenarioConfig, payload_bytes: tuple[int, ...], rounds: int, seed: int,
-                 cache_dir: Path, timeout_s: float = 3600.0, progress: Progress = None) -> tuple[LinkTrace, bool]:
+                 cache_dir: Path, timeout_s: float = 3600.0, progress: Progress = None,
+                 barrier: BarrierPlan | None = None) -> tuple[LinkTrace, bool]:
     """Return (trace, reused): reused is True when the trace came from the cache. ``progress`` (ns-3 only)
-    receives the worker's reports: {"slots_done", "slots", "sim_s", "events"}."""
+    receives the worker's reports: {"slots_done", "slots", "sim_s", "events"}. ``barrier``: the trace is the
+    local-barrier schedule's message log instead (its steps are the rounds)."""
+    if barrier is not None:
+        return obtain_barrier_trace(link_model, scenario, barrier, seed, cache_dir, timeout_s, progress)
     if link_model not in LINK_MODELS:
         raise ValueError(f"link_model: unknown {link_model!r}; allowed: {', '.join(LINK_MODELS)}")
     directory = Path(cache_dir) / trace_key(link_model, scenario, payload_bytes, rounds, seed)
@@ -105,17 +171,7 @@ def run_ns3_worker(scenario: ScenarioConfig, payload_bytes: tuple[int, ...], rou
     """Simulate every exchange of every round in one ns-3 process and wrap the result as a LinkTrace."""
     senders = [exchange_senders(scenario, e, payload) for e, payload in enumerate(payload_bytes)]
     request = {"scenario": asdict(scenario), "seed": seed, "slot_payloads": senders * rounds}
-    with tempfile.TemporaryDirectory(prefix="nsdml-worker-") as scratch:
-        scratch_path = Path(scratch)
-        (scratch_path / "request.json").write_text(json.dumps(request))
-        command = worker.worker_command(str(scratch_path / "request.json"), str(scratch_path / "out"))
-        worker.run_offline(command, describe_worker(scenario, seed), timeout_s, progress)
-        try:
-            stats = json.loads((scratch_path / "out" / "worker.json").read_text())
-            with np.load(scratch_path / "out" / "arrays.npz", allow_pickle=False) as arrays:
-                raw = {name: arrays[name] for name in arrays.files}
-        except (OSError, ValueError, zipfile.BadZipFile) as error:
-            raise WorkerError(f"{describe_worker(scenario, seed)} exited cleanly but wrote no readable result: {error}") from error
+    raw, stats = _worker_result(request, scenario, seed, timeout_s, progress)
     exchanges = len(payload_bytes)
     per_slot = {name: raw[name].reshape(rounds, exchanges, *raw[name].shape[1:]) for name in SLOT_FIELDS}
     return LinkTrace(

@@ -10,7 +10,10 @@ the k drawn). ``sender_bytes[r, e, i]``: the payload i sent (-1: the exchange
 was not used, online mode only). ``radio_energy_j[r, e, i, k]``: joules device
 i's radio spent in state k (``RADIO_STATES``: tx, rx, idle) over exchange e's
 whole window (deadline + drain); from ns-3's energy model, or estimated from
-airtime by the controls.
+airtime by the controls. ``finished_s[r, e, i]``: under the local-barrier
+schedule (``ns3_scenarios.schedule``), when device i passed the barrier of
+exchange e of its step r, seconds since the schedule began; NaN under rounds,
+whose clock the runner keeps (a round lasts its compute plus ``duration_s``).
 """
 
 from __future__ import annotations
@@ -28,8 +31,8 @@ import torch
 
 from ns3_scenarios.scenario import SLOT_ARRAYS, SLOT_FIELDS
 
-SCHEMA_VERSION = 3  # 3: radio_energy_j
-ARRAYS = (*SLOT_ARRAYS, "positions", "idle_delivered", "sender_bytes", "idle_rate")  # what trace.npz holds
+SCHEMA_VERSION = 4  # 3: radio_energy_j; 4: its sleep state, finished_s
+ARRAYS = (*SLOT_ARRAYS, "positions", "idle_delivered", "sender_bytes", "idle_rate", "finished_s")  # trace.npz
 NOT_SENT = -1  # sender_bytes of an exchange the algorithm did not use
 
 
@@ -56,7 +59,8 @@ class LinkTrace:
 
     def __init__(self, *, positions: np.ndarray, idle_delivered: np.ndarray, payload_bytes: tuple[int, ...],
                  deadline_s: float, meta: dict | None = None, sender_bytes: np.ndarray | None = None,
-                 idle_rate: np.ndarray | None = None, datagram_bytes: int = 1400, **slot_arrays: np.ndarray):
+                 idle_rate: np.ndarray | None = None, datagram_bytes: int = 1400,
+                 finished_s: np.ndarray | None = None, **slot_arrays: np.ndarray):
         unknown = sorted(set(slot_arrays) - set(SLOT_ARRAYS))
         if unknown or "done_s" not in slot_arrays or "rx_bytes" not in slot_arrays:
             raise TypeError(f"LinkTrace: slot arrays {unknown} are not in SLOT_SCHEMA, or done_s / rx_bytes "
@@ -76,11 +80,12 @@ class LinkTrace:
                                              (rounds, exchanges, n)).copy() if sender_bytes is None else sender_bytes)
         self.idle_rate = idle_delivered.astype(np.float32) if idle_rate is None else idle_rate
         self.datagram_bytes = datagram_bytes
+        self.finished_s = np.full((rounds, exchanges, n), np.nan) if finished_s is None else finished_s
         wrong = [name for name in SLOT_ARRAYS
                  if np.shape(slot_arrays[name]) != (rounds, exchanges, *SLOT_FIELDS[name].shape(n))]
         if n != n2 or wrong or np.shape(positions) != (rounds, n, 2) or np.shape(idle_delivered) != (n, n) \
                 or len(self.payload_bytes) != exchanges or np.shape(self.sender_bytes) != (rounds, exchanges, n) \
-                or np.shape(self.idle_rate) != (n, n):
+                or np.shape(self.idle_rate) != (n, n) or np.shape(self.finished_s) != (rounds, exchanges, n):
             raise TraceFormatError(f"inconsistent trace shapes: done_s {np.shape(slot_arrays['done_s'])}, "
                                    f"positions {np.shape(positions)}, {len(self.payload_bytes)} payloads"
                                    + (f", wrong: {', '.join(wrong)}" if wrong else ""))
@@ -96,7 +101,18 @@ class LinkTrace:
         return {**self._slots, "positions": self.positions, "idle_delivered": self.idle_delivered,
                 "payload_bytes": self.payload_bytes, "deadline_s": self.deadline_s, "meta": self.meta,
                 "sender_bytes": self.sender_bytes, "idle_rate": self.idle_rate,
-                "datagram_bytes": self.datagram_bytes}
+                "datagram_bytes": self.datagram_bytes, "finished_s": self.finished_s}
+
+    @property
+    def local_barrier(self) -> bool:
+        """Whether the trace is a local-barrier message log (each device on its own clock)."""
+        return bool(np.isfinite(self.finished_s).any())
+
+    def step_end_s(self, round_index: int, devices: np.ndarray) -> float:
+        """Local barrier: when the last of ``devices`` (bool mask) passed the last barrier of step
+        ``round_index``, seconds since the schedule began."""
+        ends = self.finished_s[round_index, -1, :len(devices)]
+        return float(ends[devices].max() if devices.any() else ends.max())
 
     @property
     def rounds(self) -> int:

@@ -25,7 +25,7 @@ from typing import Any
 import tomli_w
 
 from bridge.ladder import LADDER_MODELS
-from bridge.link_source import LINK_MODELS, MODES
+from bridge.link_source import BARRIER_LINK_MODELS, LINK_MODELS, MODES, SCHEDULES
 from experiments.compute import COMPUTE_MODELS, csv_step_times
 from experiments.contract import PluginFailure, checked_payloads
 from learner.algorithms import Algorithm, build_algorithm
@@ -159,6 +159,9 @@ class NetworkConfig:
     straggler_fraction: float = 0.1  # stragglers: the share of devices that are slow
     straggler_slowdown: float = 5.0  # stragglers: how many times slower they are
     compute_csv: str = ""  # csv: a file with a step_s column, one row per device
+    schedule: str = "rounds"  # "rounds": a global deadline per exchange; "local_barrier" (ns3_scenarios/schedule.py)
+    barrier_timeout_s: float = 1.5  # local_barrier: a device waits at most this long after its own send
+    barrier_quorum: float = 1.0  # local_barrier: the fraction of the neighbours addressing it that it waits for
 
     def __post_init__(self) -> None:
         _require(self.link_model in LINK_MODELS, "network.link_model", self.link_model,
@@ -185,6 +188,16 @@ class NetworkConfig:
                  "a number in [1, 1000]")
         _require((self.compute_model == "csv") == bool(self.compute_csv), "network.compute_csv", self.compute_csv,
                  "a CSV path exactly when compute_model = \"csv\"")
+        _require(self.schedule in SCHEDULES, "network.schedule", self.schedule, "one of " + ", ".join(SCHEDULES))
+        _require(0.0 < self.barrier_timeout_s <= 60.0, "network.barrier_timeout_s", self.barrier_timeout_s,
+                 "a number in (0, 60] (seconds a device waits after its own send)")
+        _require(0.0 <= self.barrier_quorum <= 1.0, "network.barrier_quorum", self.barrier_quorum,
+                 "a number in [0, 1] (the fraction of its neighbours' messages a device waits for)")
+        if self.schedule == "local_barrier":
+            _require(self.mode == "offline", "network.mode", self.mode,
+                     "\"offline\" with schedule = \"local_barrier\" (its timing does not depend on the model)")
+            _require(self.link_model in BARRIER_LINK_MODELS, "network.link_model", self.link_model,
+                     f"one of {', '.join(BARRIER_LINK_MODELS)} with schedule = \"local_barrier\"")
 
 
 @dataclass(frozen=True)
@@ -434,6 +447,14 @@ def _check_together(config: RunConfig) -> None:
                  f"\"adhoc\" with link_model = {config.network.link_model!r} (the ladder's rungs derive from an "
                  f"ad-hoc ns-3 trace)")
     algorithm = config.algorithm.instance
+    if config.network.schedule == "local_barrier":
+        _require(not is_server(algorithm), "network.schedule", config.network.schedule,
+                 f"\"rounds\" for {config.algorithm.name}: it runs through a server, whose rounds are global")
+        _require(config.scenario.topology == "adhoc" or config.network.link_model == "fixed_graph",
+                 "network.topology", config.scenario.topology, "\"adhoc\" with schedule = \"local_barrier\"")
+        _require(config.scenario.transport != "tcp" and config.scenario.fanout == 0, "network.transport",
+                 config.scenario.transport, "broadcast or unicast to every neighbour (fanout 0) with "
+                 "schedule = \"local_barrier\"")
     if is_server(algorithm):
         _require(config.scenario.access_point, "network.topology", config.scenario.topology,
                  f"\"access_point\" for {config.algorithm.name}: it runs through a server")

@@ -70,10 +70,10 @@ def trace_task(config_data: dict, cache_dir: str) -> tuple[str, str | None]:
     with single_threaded():
         request = trace_request(config)
     try:
-        obtain_trace(*request, cache_dir=Path(cache_dir), timeout_s=config.network.worker_timeout_s)
-        return trace_key(*request), None
+        obtain_trace(**request, cache_dir=Path(cache_dir), timeout_s=config.network.worker_timeout_s)
+        return trace_key(**request), None
     except Exception as error:  # reported per task; the sweep carries on
-        return trace_key(*request), f"{type(error).__name__}: {error}"
+        return trace_key(**request), f"{type(error).__name__}: {error}"
 
 
 def run_task(config_data: dict, results_root: str, cache_dir: str) -> tuple[str, str, str | None]:

@@ -42,6 +42,7 @@ from learner.data import Dataset, load_dataset, partition
 from learner.devices import Devices, Evaluation
 from learner.models import BatchedModel, build_model
 from learner.server import is_server
+from ns3_scenarios.schedule import BarrierPlan
 
 
 
@@ -93,9 +94,24 @@ def sample_counts(algorithm: Algorithm, shards: list[np.ndarray]) -> dict:
     return {"samples": [len(shard) for shard in shards]} if "samples" in signature(algorithm.init).parameters else {}
 
 
-def trace_request(config: RunConfig) -> tuple:
-    """The arguments of ``obtain_trace`` this run needs (runs with equal requests share one trace)."""
-    return (config.network.link_model, config.scenario, config.payloads, config.rounds, config.seed)
+def trace_request(config: RunConfig) -> dict:
+    """The arguments of ``obtain_trace`` (and ``trace_key``) this run needs; runs with equal requests share
+    one trace."""
+    return {"link_model": config.network.link_model, "scenario": config.scenario, "payload_bytes": config.payloads,
+            "rounds": config.rounds, "seed": config.seed,
+            "barrier": barrier_plan(config, step_times(config.network, config.devices, config.seed))}
+
+
+def barrier_plan(config: RunConfig, step_s: np.ndarray) -> BarrierPlan | None:
+    """The local-barrier schedule's plan for this run (None under rounds): one gradient evaluation of each
+    device's step time per step, the scenario's start jitter before each send."""
+    network = config.network
+    if network.schedule != "local_barrier":
+        return None
+    return BarrierPlan(steps=config.rounds, payload_bytes=tuple(config.payloads),
+                       step_s=tuple(float(s) for s in step_s), timeout_s=network.barrier_timeout_s,
+                       quorum=network.barrier_quorum, radio_sleep=config.scenario.radio_sleep,
+                       send_jitter_s=config.scenario.start_jitter_s, seed=config.seed)
 
 
 @contextmanager
@@ -132,7 +148,7 @@ def run_experiment(config: RunConfig, results_root: Path, cache_dir: Path,
             if reusable(run_dir, fingerprint):  # another process finished it while this one waited
                 return _reused(run_dir)
             details = {"code_fingerprint": fingerprint, "code_commit": code_commit(), "machine": machine_record(),
-                       "network_mode": config.network.mode, "trace_key": trace_key(*trace_request(config))}
+                       "network_mode": config.network.mode, "trace_key": trace_key(**trace_request(config))}
             if run_status(run_dir) in FINISHED:
                 details["recomputed_because"] = stale_because(run_dir, fingerprint)
             elif (run_dir / "run.json").is_file() and not run_record(run_dir):
@@ -189,11 +205,14 @@ def _run(config: RunConfig, setup: Setup, recorder: "RunRecorder", run_dir: Path
     log(f"[nsdml] link trace: {config.network.link_model}, {config.devices} devices, density "
         f"{config.scenario.density}, {config.rounds} rounds x {len(config.payloads)} exchange(s) of "
         f"{' + '.join(f'{size:,}' for size in config.payloads)} bytes")
+    network = config.network
+    step_s = step_times(network, config.devices, config.seed)  # each device's seconds per local step
+    barrier = barrier_plan(config, step_s)
     try:
         with recorder.phase("links"):
             source = open_links(config.network.mode, config.network.link_model, config.scenario, config.payloads,
                                 config.rounds, config.seed, cache_dir, config.network.worker_timeout_s,
-                                TraceProgress("ns-3 trace", log, enabled=recorder.progress))
+                                TraceProgress("ns-3 trace", log, enabled=recorder.progress), barrier)
     except OSError as error:
         raise TraceCacheError(f"cannot use the link-trace cache {cache_dir}: {error.strerror or error} "
                               f"({error.filename or cache_dir})") from error
@@ -202,8 +221,6 @@ def _run(config: RunConfig, setup: Setup, recorder: "RunRecorder", run_dir: Path
     saved = _checkpoint_to_resume(config, run_dir, details, algorithm, log)
     recorder.open(run_dir, details, saved)
     oracle = GradientOracle(devices, recorder)
-    network = config.network
-    step_s = step_times(network, config.devices, config.seed)  # each device's seconds per local step
     meter = EnergyMeter(source.trace, config.devices, network.compute_power_w, step_s, network.battery_j)
     server_s = network.server_compute_s if is_server(algorithm) else 0.0
     checkpoints = Checkpoints(config, run_dir, details["code_fingerprint"], log)
@@ -228,7 +245,13 @@ def _run(config: RunConfig, setup: Setup, recorder: "RunRecorder", run_dir: Path
             exchanges += links.used
             x = meter.hold_dead(x, x_next)
             previous_clock_s = clock_s
-            clock_s += oracle.calls * meter.slowest_step_s(step_s) + links.duration_s + server_s
+            if barrier is None:  # rounds: the slowest live device's compute, then the exchanges' window
+                clock_s += oracle.calls * meter.slowest_step_s(step_s) + links.duration_s + server_s
+            else:  # the schedule ran compute on the network's clock: the step ends when its last device does
+                if oracle.calls != 1:
+                    raise RunFailed(f"schedule = \"local_barrier\" times one gradient evaluation per step; "
+                                    f"{name} made {oracle.calls} in round {round_index + 1}")
+                clock_s = max(clock_s, source.trace.step_end_s(round_index, meter.alive))
             energy = meter.charge(round_index, links.used, oracle.calls)
             if not torch.isfinite(x).all():
                 status = "diverged"

@@ -274,10 +274,10 @@ def trace_cost(config) -> int:
     return config.scenario.nodes ** 2 * sum(config.payloads) * config.rounds
 
 
-def _trace_identity(request: tuple) -> str:
+def _trace_identity(request: dict) -> str:
     from bridge import trace_key
 
-    return trace_key(*request)
+    return trace_key(**request)
 
 
 def summarize_run(run_dir: Path, target_accuracy: float, senders: int | None = None) -> dict[str, Any]:

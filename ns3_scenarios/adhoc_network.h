@@ -29,7 +29,7 @@
 // exactly as the source is depleted.
 //
 // Memory: at every radio state change WifiRadioEnergyModel (ns-3 3.44)
-// reschedules its "battery empty" event, about 1e9 s ahead with kSourceJ:
+// reschedules its "battery empty" event, about 1e8 s ahead with kSourceJ:
 // it cancels the old one, which ns-3 only marks, and a nested reschedule
 // (GetMaximumTimeInState -> source update -> HandleEnergyChanged) leaves one
 // more live event that nothing refers to. Both stay queued until their time,
@@ -37,6 +37,21 @@
 // change (about 1 KB per frame heard; 17.8 GB for Mudag's 50-device trace).
 // The simulator therefore runs on PrunedMapScheduler: MapScheduler's order,
 // minus such events due after kPrunedBeyondS, a time no slot reaches.
+//
+// Messages (SendMessage / Advance): the core under every schedule. A message is
+// device i sending B bytes to its targets from simulated time t; Advance runs
+// the simulation on and answers which receiver held which message complete,
+// and when. RunSlot is the synchronous-rounds schedule written on the same
+// send and receive paths (the slot number is its messages' id); a barrier
+// schedule (ns3_scenarios/schedule.py) drives SendMessage and Advance from
+// Python.
+//
+// Radio sleep (radioSleep): a radio with nothing to send or receive sleeps in
+// WifiRadioEnergyModel's SLEEP state (SleepCurrentA); a sleeping PHY receives
+// nothing. Under RunSlot a device sleeps once its own message is out (its MAC
+// queue empty, its PHY idle) and it holds every message addressed to it in the
+// slot, until the next slot starts; SleepBetween lets a schedule put it to
+// sleep over an interval of its own choosing, under the same conditions.
 //
 // Compiled at run time through the ns-3 Python bindings (cppyy); everything
 // per packet stays in C++. Results come back as flat std::vector<double>s; a slot's is a SlotRecord laid
@@ -53,6 +68,7 @@
 #include <memory>
 #include <stdexcept>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 namespace nsdml
@@ -89,6 +105,8 @@ struct NetworkParams
     double rxCurrentA = 0.313;
     double idleCurrentA = 0.273;
     double ccaBusyCurrentA = 0.273;
+    double sleepCurrentA = 0.033;
+    bool radioSleep = false;  // RunSlot puts a radio with nothing left to send or receive to sleep
     // RNG.
     uint32_t seed = 1;
     uint32_t run = 1;
@@ -140,23 +158,27 @@ class SlotRecord
 };
 
 // Carried in the first bytes of every UDP datagram and of every TCP stream.
+// id: the slot under RunSlot, kFirstMessageId + n for the n-th message of SendMessage.
 struct MessageTag
 {
-    uint32_t slot;
+    uint32_t id;
     uint32_t sender;
 };
 
 constexpr uint32_t kHeaderBytes = sizeof(MessageTag);
 constexpr uint32_t kProbeSlot = 0xFFFFFFFFu;
 constexpr uint32_t kNoSlot = 0xFFFFFFFEu;
+constexpr uint32_t kFirstMessageId = 0x80000000u;  // slots stay below it
+constexpr double kSleepRetryS = 0.001;             // a radio still busy when it may sleep is asked again after this
 constexpr uint32_t kProbeBytes = 100;
 constexpr double kProbeStartS = 0.05;
 constexpr double kProbeSpacingS = 0.001;  // ten times one probe frame: the probe sees an idle channel
 constexpr double kSlotLeadS = 0.1;        // quiet time between the last probe and the first slot
 constexpr double kAssociationS = 1.0;     // access point: stations hear beacons (every 102.4 ms) and associate
 constexpr uint16_t kUdpPort = 9;
-constexpr double kSourceJ = 1e9;      // energy source capacity: never the limit (see the top of this file)
-constexpr uint32_t kRadioStates = 3;  // joules per device reported as tx, rx, idle (idle + CCA busy + switching)
+constexpr double kSourceJ = 1e8;  // never the limit (see the top of this file); below 1e9 so that a sleeping radio's
+                                 // time to empty it (1e9 s at 0.1 W) fits ns-3's int64 nanoseconds
+constexpr uint32_t kRadioStates = 4;  // joules per device as tx, rx, idle (idle + CCA busy + switching), sleep
 constexpr uint16_t kTcpPort = 10;
 // Fixed RNG stream bases per component, so switching e.g. mobility on does not
 // shift the draws of the channel or of the MACs.
@@ -286,6 +308,8 @@ class AdhocNetwork
         m_tcpFlows.clear();
         ns3::Simulator::Destroy();
         m_senders.clear();
+        m_phys.clear();
+        m_queues.clear();
         m_radios.clear();
         m_sources.clear();
         m_alive = false;
@@ -339,6 +363,7 @@ class AdhocNetwork
             throw std::invalid_argument("RunSlot: one payload per device, slots in increasing order");
         }
         RunUntil(slotStart);
+        WakeAll();
 
         SlotRecord out(m_p.slotFields, m_p.slotSizes);
         const std::vector<double> energyBefore = RadioJoules();
@@ -358,8 +383,9 @@ class AdhocNetwork
         m_airBytes = 0;
         const uint64_t eventsBefore = Simulator::GetEventCount();
 
-        const uint32_t perDatagram = std::max(m_p.datagramBytes, kHeaderBytes);
         double* intended = out.Field("intended", nn);
+        m_sendsLeft.assign(m_n, 0);
+        m_waitingFor.assign(m_n, 0);
         for (uint32_t i = 0; i < m_n; ++i)
         {
             const double start = slotStart + m_jitter->GetValue(0.0, m_p.startJitterS);
@@ -371,29 +397,15 @@ class AdhocNetwork
             for (uint32_t j : targets)
             {
                 intended[size_t(i) * m_n + j] = 1.0;
+                ++m_waitingFor[j];
             }
-            if (m_p.transport == "tcp")
+            ScheduleMessage(slot, i, start, payloads[i], targets);
+        }
+        if (m_p.radioSleep)
+        {
+            for (uint32_t i = 0; i < m_n; ++i)
             {
-                for (uint32_t j : targets)
-                {
-                    Simulator::Schedule(Until(start), [this, slot, i, j]() { StartTcp(slot, i, j); });
-                }
-                continue;
-            }
-            const uint32_t count = (payloads[i] + perDatagram - 1) / perDatagram;
-            const bool broadcast = m_p.transport == "broadcast" && (!m_p.accessPoint || i + 1 == m_n);
-            const uint32_t copies = broadcast ? 1 : targets.size();
-            uint32_t left = payloads[i];
-            for (uint32_t k = 0; k < count; ++k)
-            {
-                const uint32_t size = std::max(std::min(left, perDatagram), kHeaderBytes);
-                left -= std::min(left, perDatagram);
-                for (uint32_t c = 0; c < copies; ++c)
-                {
-                    const Ipv4Address to = broadcast ? Ipv4Address::GetBroadcast() : m_addresses.GetAddress(targets[c]);
-                    const double at = start + (double(k) * copies + c) * m_p.datagramIntervalS;
-                    Simulator::Schedule(Until(at), [this, slot, i, to, size]() { SendUdp(slot, i, to, size); });
-                }
+                MaybeSleepAfterSlot(i);  // a device that neither sends nor waits sleeps at once
             }
         }
         if (m_p.transport == "tcp")
@@ -416,6 +428,50 @@ class AdhocNetwork
         m_lastSlotEvents = Simulator::GetEventCount() - eventsBefore;
         *out.Field("events", 1) = double(m_lastSlotEvents);
         return out.values;
+    }
+
+    // The message core: device `sender` sends `bytes` to its targets (its neighbours) from simulated time
+    // `atS` (not before now). Returns the message's number n (0, 1, ...); Advance reports its arrivals.
+    uint32_t SendMessage(uint32_t sender, double atS, uint32_t bytes)
+    {
+        if (sender >= m_n || bytes == 0 || m_p.transport == "tcp" || m_p.fanout > 0)
+        {
+            throw std::invalid_argument("SendMessage: a device index, bytes > 0, broadcast or unicast to every "
+                                        "neighbour");
+        }
+        const uint32_t number = m_messageBytes.size();
+        m_messageBytes.push_back(std::max(bytes, kHeaderBytes));
+        ScheduleMessage(kFirstMessageId + number, sender, std::max(atS, ns3::Simulator::Now().GetSeconds()), bytes,
+                        Targets(sender));
+        return number;
+    }
+
+    // Runs the simulation until `untilS` and returns the arrivals since the last call, flat: (message number,
+    // receiver, simulated time its last byte arrived) per arrival, in time order.
+    std::vector<double> Advance(double untilS)
+    {
+        RunUntil(std::max(untilS, ns3::Simulator::Now().GetSeconds()));
+        std::vector<double> out;
+        out.swap(m_arrivals);
+        return out;
+    }
+
+    double NowS() const
+    {
+        return ns3::Simulator::Now().GetSeconds();
+    }
+
+    // Device i's radio sleeps from `fromS` (once its MAC queue is empty and its PHY idle) until `untilS`.
+    void SleepBetween(uint32_t i, double fromS, double untilS)
+    {
+        using namespace ns3;
+        if (i >= m_n || untilS <= fromS)
+        {
+            return;
+        }
+        const double from = std::max(fromS, Simulator::Now().GetSeconds());
+        Simulator::Schedule(Until(from), [this, i, untilS]() { TrySleep(i, untilS); });
+        Simulator::Schedule(Until(untilS), [this, i]() { Wake(i); });
     }
 
     // Slots first .. first + count - 1 in one call, keeping only the event count: the simulation without
@@ -457,7 +513,8 @@ class AdhocNetwork
   private:
     static uint32_t StateIndex(ns3::WifiPhyState state)
     {
-        return state == ns3::WifiPhyState::TX ? 0 : state == ns3::WifiPhyState::RX ? 1 : 2;
+        using ns3::WifiPhyState;
+        return state == WifiPhyState::TX ? 0 : state == WifiPhyState::RX ? 1 : state == WifiPhyState::SLEEP ? 3 : 2;
     }
 
     void InstallEnergy(const ns3::NetDeviceContainer& devices)
@@ -474,6 +531,7 @@ class AdhocNetwork
         radio.Set("IdleCurrentA", DoubleValue(m_p.idleCurrentA));
         radio.Set("CcaBusyCurrentA", DoubleValue(m_p.ccaBusyCurrentA));
         radio.Set("SwitchingCurrentA", DoubleValue(m_p.idleCurrentA));
+        radio.Set("SleepCurrentA", DoubleValue(m_p.sleepCurrentA));
         energy::DeviceEnergyModelContainer models = radio.Install(devices, sources);
         m_radios.resize(m_n);
         for (uint32_t i = 0; i < m_n; ++i)
@@ -579,6 +637,13 @@ class AdhocNetwork
         }
         wifi.AssignStreams(devices, kWifiStreams);
         InstallEnergy(devices);
+        for (uint32_t i = 0; i < m_n; ++i)
+        {
+            Ptr<WifiNetDevice> device = DynamicCast<WifiNetDevice>(devices.Get(i));
+            m_phys.push_back(device->GetPhy());
+            Ptr<Txop> txop = device->GetMac()->GetTxop();
+            m_queues.push_back(txop ? txop->GetWifiMacQueue() : device->GetMac()->GetQosTxop(AC_BE)->GetWifiMacQueue());
+        }
 
         InstallMobility();
 
@@ -704,11 +769,114 @@ class AdhocNetwork
         return targets;
     }
 
+    // One message's packets from `start` on: UDP datagrams paced datagramIntervalS apart (one broadcast, or a
+    // unicast copy per target), or one TCP connection per target (slots only).
+    void ScheduleMessage(uint32_t id, uint32_t i, double start, uint32_t bytes, const std::vector<uint32_t>& targets)
+    {
+        using namespace ns3;
+        if (m_p.transport == "tcp")
+        {
+            for (uint32_t j : targets)
+            {
+                Simulator::Schedule(Until(start), [this, id, i, j]() { StartTcp(id, i, j); });
+            }
+            return;
+        }
+        const uint32_t perDatagram = std::max(m_p.datagramBytes, kHeaderBytes);
+        const uint32_t count = (bytes + perDatagram - 1) / perDatagram;
+        const bool broadcast = m_p.transport == "broadcast" && (!m_p.accessPoint || i + 1 == m_n);
+        const uint32_t copies = broadcast ? 1 : targets.size();
+        uint32_t left = bytes;
+        for (uint32_t k = 0; k < count; ++k)
+        {
+            const uint32_t size = std::max(std::min(left, perDatagram), kHeaderBytes);
+            left -= std::min(left, perDatagram);
+            for (uint32_t c = 0; c < copies; ++c)
+            {
+                const Ipv4Address to = broadcast ? Ipv4Address::GetBroadcast() : m_addresses.GetAddress(targets[c]);
+                const double at = start + (double(k) * copies + c) * m_p.datagramIntervalS;
+                if (id < kFirstMessageId)
+                {
+                    ++m_sendsLeft[i];
+                }
+                Simulator::Schedule(Until(at), [this, id, i, to, size]() { SendUdp(id, i, to, size); });
+            }
+        }
+    }
+
+    void WakeAll()
+    {
+        for (uint32_t i = 0; i < m_n; ++i)
+        {
+            Wake(i);
+        }
+    }
+
+    void Wake(uint32_t i)
+    {
+        if (m_phys[i]->IsStateSleep())
+        {
+            m_phys[i]->ResumeFromSleep();
+        }
+    }
+
+    // Sleep now if nothing is queued or on the air at i, else ask again kSleepRetryS later (until `untilS`).
+    void TrySleep(uint32_t i, double untilS)
+    {
+        using namespace ns3;
+        const double now = Simulator::Now().GetSeconds();
+        if (now + kSleepRetryS >= untilS || m_phys[i]->IsStateSleep())
+        {
+            return;
+        }
+        if (m_phys[i]->IsStateTx() || m_phys[i]->IsStateRx() || m_phys[i]->IsStateSwitching() || !m_queues[i]->IsEmpty())
+        {
+            Simulator::Schedule(Seconds(kSleepRetryS), [this, i, untilS]() { TrySleep(i, untilS); });
+            return;
+        }
+        m_phys[i]->SetSleepMode();
+    }
+
+    // RunSlot with radioSleep: i sleeps until the slot ends once its own datagrams are handed down and it holds
+    // every message addressed to it.
+    void MaybeSleepAfterSlot(uint32_t i)
+    {
+        if (m_p.radioSleep && m_slot != kNoSlot && m_sendsLeft[i] == 0 && m_waitingFor[i] == 0)
+        {
+            TrySleep(i, m_slotStartS + m_p.slotPeriodS);
+        }
+    }
+
+    void CreditMessage(uint32_t id, uint32_t sender, uint32_t receiver, double bytes)
+    {
+        const uint32_t number = id - kFirstMessageId;
+        if (number >= m_messageBytes.size())
+        {
+            return;
+        }
+        const uint64_t key = uint64_t(number) * m_n + receiver;
+        double& got = m_messageCredit[key];
+        if (got < 0)
+        {
+            return;  // already complete
+        }
+        got += bytes;
+        if (got >= m_messageBytes[number])
+        {
+            got = -1.0;
+            m_arrivals.insert(m_arrivals.end(), {double(number), double(receiver), ns3::Simulator::Now().GetSeconds()});
+        }
+    }
+
     void SendUdp(uint32_t slot, uint32_t sender, ns3::Ipv4Address to, uint32_t size)
     {
-        if (slot != m_slot && slot != kProbeSlot)
+        if (slot != m_slot && slot != kProbeSlot && slot < kFirstMessageId)
         {
             return;  // paced past the end of its slot: never sent
+        }
+        if (slot == m_slot && m_p.radioSleep && --m_sendsLeft[sender] == 0)
+        {
+            MaybeSleepAfterSlot(sender);
         }
         std::vector<uint8_t> buffer(size, 0);
         MessageTag tag{slot, sender};
@@ -724,6 +892,10 @@ class AdhocNetwork
         if (m_done[pair] < 0 && m_rxBytes[pair] >= std::max(m_payloads[sender], kHeaderBytes))
         {
             m_done[pair] = ns3::Simulator::Now().GetSeconds() - m_slotStartS;
+            if (m_p.radioSleep && m_neighbours[pair] && --m_waitingFor[receiver] == 0)
+            {
+                MaybeSleepAfterSlot(receiver);
+            }
         }
     }
 
@@ -737,13 +909,17 @@ class AdhocNetwork
             {
                 continue;
             }
-            if (tag.slot == kProbeSlot)
+            if (tag.id == kProbeSlot)
             {
                 m_probeCounts[size_t(tag.sender) * m_n + receiver] += 1.0;
             }
-            else if (tag.slot == m_slot)
+            else if (tag.id == m_slot)
             {
                 Credit(tag.sender, receiver, packet->GetSize());
+            }
+            else if (tag.id >= kFirstMessageId && tag.id != kNoSlot && tag.id != kProbeSlot)
+            {
+                CreditMessage(tag.id, tag.sender, receiver, packet->GetSize());
             }
         }
     }
@@ -766,7 +942,7 @@ class AdhocNetwork
                 }
             }
             state.total += size;
-            if (state.headerBytes == kHeaderBytes && state.tag.slot == m_slot && state.tag.sender < m_n &&
+            if (state.headerBytes == kHeaderBytes && state.tag.id == m_slot && state.tag.sender < m_n &&
                 state.tag.sender != receiver)
             {
                 Credit(state.tag.sender, receiver, double(state.total - state.credited));
@@ -861,6 +1037,15 @@ class AdhocNetwork
     uint64_t m_lastSlotEvents = 0;
     std::vector<double> m_rxBytes;
     std::vector<double> m_done;
+    std::vector<uint32_t> m_sendsLeft;   // radioSleep: datagrams each device has still to hand down in the slot
+    std::vector<uint32_t> m_waitingFor;  // radioSleep: messages addressed to each device not yet complete
+    // Messages (SendMessage): bytes of each, bytes each receiver holds (-1: complete), arrivals not yet reported.
+    std::vector<uint32_t> m_messageBytes;
+    std::unordered_map<uint64_t, double> m_messageCredit;
+    std::vector<double> m_arrivals;
+    std::vector<ns3::Ptr<ns3::WifiPhy>> m_phys;
+    std::vector<ns3::Ptr<ns3::WifiMacQueue>> m_queues;
+
     uint64_t m_frames = 0;
     uint64_t m_airBytes = 0;
     // Radio energy: joules per device and state as traced so far, and each model's last traced total.

@@ -77,6 +77,8 @@ def build_network(cpp, config: ScenarioConfig, seed: int, positions: np.ndarray,
     params.rxCurrentA = config.rx_current_a
     params.idleCurrentA = config.idle_current_a
     params.ccaBusyCurrentA = config.cca_busy_current_a
+    params.sleepCurrentA = config.sleep_current_a
+    params.radioSleep = config.radio_sleep
     params.seed = 1
     params.run = seed + 1
     params.scheduler = os.environ.get(SCHEDULER_ENV) or params.scheduler
@@ -180,5 +182,33 @@ class Network:
         """Events PrunedMapScheduler has dropped in this process (0 under ns-3's own scheduler)."""
         return int(self._cpp.nsdml.PrunedMapScheduler.Pruned())
 
+    def messages(self) -> "Ns3Messages":
+        """This simulation behind the message core (``ns3_scenarios.schedule.Messages``)."""
+        return Ns3Messages(self)
+
     def close(self) -> None:
         self._network.Destroy()
+
+
+class Ns3Messages:
+    """The message core on a live ns-3 network: every message goes to the sender's idle-probe neighbours."""
+
+    def __init__(self, network: Network):
+        self._network, self._cpp = network._network, network._cpp
+        self.nodes = network.config.nodes
+
+    def now_s(self) -> float:
+        return float(self._network.NowS())
+
+    def send(self, sender: int, at_s: float, nbytes: int, step: int, exchange: int) -> int:
+        return int(self._network.SendMessage(int(sender), float(at_s), int(nbytes)))
+
+    def advance(self, until_s: float) -> list[tuple[int, int, float]]:
+        flat = to_numpy(self._network.Advance(float(until_s)))
+        return [(int(m), int(r), float(t)) for m, r, t in flat.reshape(-1, 3)]
+
+    def sleep_between(self, device: int, from_s: float, until_s: float) -> None:
+        self._network.SleepBetween(int(device), float(from_s), float(until_s))
+
+    def radio_joules(self) -> np.ndarray:
+        return to_numpy(self._network.RadioJoules()).reshape(self.nodes, -1)

@@ -45,8 +45,9 @@ FADING_MODELS = ("none", "nakagami")
 SCENARIO_TOPOLOGIES = ("adhoc", "access_point")  # what ns-3 (and the ideal / random_graph controls) simulate
 GRAPH_TOPOLOGIES = ("ring", "torus", "circulant", "star", "complete")  # fixed graphs (link_model fixed_graph)
 TOPOLOGIES = SCENARIO_TOPOLOGIES + GRAPH_TOPOLOGIES
-# The radio states whose joules a slot reports per device (radio_energy_j[..., k]); "idle" includes CCA busy.
-RADIO_STATES = ("tx", "rx", "idle")
+# The radio states whose joules a slot reports per device (radio_energy_j[..., k]); "idle" includes CCA busy;
+# "sleep" is spent only with radio_sleep.
+RADIO_STATES = ("tx", "rx", "idle", "sleep")
 
 
 @dataclass(frozen=True)
@@ -134,6 +135,9 @@ class ScenarioConfig:
     rx_current_a: float = 0.313
     idle_current_a: float = 0.273
     cca_busy_current_a: float = 0.273
+    sleep_current_a: float = 0.033
+    # A radio with nothing left to send or receive sleeps (WifiRadioEnergyModel's SLEEP state) until it has.
+    radio_sleep: bool = False
 
     def __post_init__(self) -> None:
         _check(isinstance(self.devices, int) and 2 <= self.devices <= 1000, "devices", self.devices,
@@ -184,7 +188,11 @@ class ScenarioConfig:
 
         _check(0.1 <= self.supply_voltage_v <= 48.0, "supply_voltage_v", self.supply_voltage_v,
                "a number in [0.1, 48] (volts)")
-        for name in ("tx_current_a", "rx_current_a", "idle_current_a", "cca_busy_current_a"):
+        _check(isinstance(self.radio_sleep, bool), "radio_sleep", self.radio_sleep, "true or false")
+        _check(not self.radio_sleep or (self.topology == "adhoc" and self.transport != "tcp"), "radio_sleep",
+               self.radio_sleep, "false unless topology = \"adhoc\" with a UDP transport (broadcast or unicast): "
+                                 "stations of an access point and TCP flows need a power-save protocol")
+        for name in ("tx_current_a", "rx_current_a", "idle_current_a", "cca_busy_current_a", "sleep_current_a"):
             _check(0.0 <= getattr(self, name) <= 10.0, name, getattr(self, name), "a number in [0, 10] (amperes)")
 
     @property

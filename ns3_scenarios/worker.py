@@ -6,7 +6,10 @@ Offline, one request simulated whole::
 
 REQUEST.json: {"scenario": {ScenarioConfig fields}, "seed": int,
                "slot_payloads": [[bytes each node sends in slot 0], [... in slot 1], ...]}
-(a slot is one exchange of one round, in order). While it simulates, stdout
+(a slot is one exchange of one round, in order), or, instead of slot_payloads,
+"barrier": {BarrierPlan fields}: the local-barrier schedule
+(``ns3_scenarios.schedule``), whose arrays (sent_s, arrival_s, finished_s, used,
+intended, radio_energy_j, slept, positions) it writes instead. While it simulates, stdout
 carries progress lines (``PROGRESS_PREFIX`` and a JSON object). OUT_DIR receives
 ``arrays.npz`` (per slot: every ``SLOT_SCHEMA`` field, stacked; once:
 idle_delivered, idle_rate) and ``worker.json`` (ns-3
@@ -38,6 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from ns3_scenarios.scenario import SLOT_FIELDS, ScenarioConfig
+from ns3_scenarios.schedule import BarrierPlan, local_barrier
 
 # Offline, the worker's stdout carries only progress lines, each this prefix and a JSON object
 # {"slots_done", "slots", "sim_s", "events"}; anything else there (a stray ns-3 print) is not one.
@@ -72,6 +76,36 @@ def simulate(config: ScenarioConfig, seed: int, slot_payloads: list[list[int]],
     stats = dict(network.stats, scenario=asdict(config), seed=seed,
                  events=int(arrays["events"].sum()), frames_sent=int(arrays["frames"].sum()),
                  source_depletion_j=source_depletion_j, pruned_events=pruned_events,
+                 peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                 setup_seconds=loaded - started, simulate_seconds=simulated - loaded)
+    return arrays, stats
+
+
+def simulate_barrier(config: ScenarioConfig, seed: int, plan: BarrierPlan,
+                     progress=lambda report: None) -> tuple[dict[str, np.ndarray], dict]:
+    """The local-barrier schedule (``ns3_scenarios.schedule``) on one ns-3 simulation, messages to every
+    idle-probe neighbour; ``progress`` hears {"slots_done", "slots", "sim_s", "events"} with slots = steps."""
+    started = time.perf_counter()
+    network = _open(config, seed)
+    loaded = time.perf_counter()
+    neighbours = network.idle_delivered & ~np.eye(config.nodes, dtype=bool)
+    messages = network.messages()
+    origin, reported = messages.now_s(), [0.0]
+
+    def report(steps_done: int) -> None:
+        if time.perf_counter() - reported[0] >= PROGRESS_INTERVAL_S or steps_done == plan.steps:
+            reported[0] = time.perf_counter()
+            progress({"slots_done": steps_done, "slots": plan.steps, "sim_s": messages.now_s() - origin, "events": 0})
+
+    depleted_before = network.source_depletion_j()
+    arrays = local_barrier(messages, plan, lambda step, exchange: neighbours, report)
+    source_depletion_j = (network.source_depletion_j() - depleted_before).tolist()
+    positions, sim_s = network.placement.positions_m, messages.now_s() - origin
+    network.close()
+    simulated = time.perf_counter()
+    arrays.update(idle_delivered=network.idle_delivered, idle_rate=network.idle_rate, positions=positions)
+    stats = dict(network.stats, scenario=asdict(config), seed=seed, schedule="local_barrier",
+                 source_depletion_j=source_depletion_j, sim_s=sim_s,
                  peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                  setup_seconds=loaded - started, simulate_seconds=simulated - loaded)
     return arrays, stats
@@ -144,7 +178,12 @@ def main(argv: list[str]) -> int:
         return 2
     request = json.loads(Path(argv[0]).read_text())
     config = ScenarioConfig(**request["scenario"])
-    arrays, stats = simulate(config, int(request["seed"]), list(request["slot_payloads"]), progress=_report)
+    if "barrier" in request:
+        plan = request["barrier"]
+        plan = BarrierPlan(**dict(plan, payload_bytes=tuple(plan["payload_bytes"]), step_s=tuple(plan["step_s"])))
+        arrays, stats = simulate_barrier(config, int(request["seed"]), plan, progress=_report)
+    else:
+        arrays, stats = simulate(config, int(request["seed"]), list(request["slot_payloads"]), progress=_report)
     out = Path(argv[1])
     out.mkdir(parents=True, exist_ok=True)
     np.savez(out / "arrays.npz", **arrays)

@@ -55,7 +55,7 @@ def test_device_metrics_hold_each_devices_evaluation_and_agree_with_metrics(tmp_
 def test_positions_and_topology_over_a_placed_network_only(tmp_path, capsys):
     run_dir = _sweep(tmp_path, capsys)[0]
     config = parse_config(json.loads(json.dumps(_config_of(run_dir))))
-    trace, _ = obtain_trace(*trace_request(config), cache_dir=tmp_path / "cache")
+    trace, _ = obtain_trace(**trace_request(config), cache_dir=tmp_path / "cache")
     positions = pd.read_csv(run_dir / "positions.csv")
     assert positions["round"].unique().tolist() == [1]  # static: the first round's only
     np.testing.assert_allclose(positions[["x_m", "y_m"]].to_numpy(), trace.positions[0], rtol=1e-6)

@@ -1,0 +1,106 @@
+"""The message core for the control link models, and a schedule's message log as a LinkTrace.
+
+``DelayMessages`` answers a schedule (``ns3_scenarios.schedule``) as ns-3's
+``Ns3Messages`` does, from a control's model instead of a simulation: a
+message of (step, exchange) reaches the receivers whose link the control has
+up in that step and exchange (its rounds trace's ``intended``), each when the
+message's own frames have been sent (``airtime.message_s``: the sender
+alone on the channel, from its send time: no contention, which the controls leave
+out). A receiver whose radio sleeps when a message completes misses it. Radio
+joules follow the controls' airtime estimate: a sender in TX for its PPDUs, a
+receiver in RX for each message it gets, asleep over the intervals the
+schedule asks for, idle the rest of the time.
+
+``barrier_link_trace`` turns a local-barrier message log into the LinkTrace a
+run replays: step k is "round" k, ``done_s`` is the arrival time after the
+sender's send where the receiver used the message (NaN otherwise),
+``finished_s`` when each device passed each barrier.
+"""
+
+from __future__ import annotations
+
+import heapq
+
+import numpy as np
+
+from bridge.trace import LinkTrace
+from ns3_scenarios.airtime import message_radio_s, message_s
+from ns3_scenarios.scenario import ScenarioConfig
+
+
+class DelayMessages:
+    """A control's links (``links.intended``, (K, E, N, N)) behind the message core."""
+
+    def __init__(self, scenario: ScenarioConfig, links: LinkTrace):
+        self.nodes = links.devices
+        self._scenario, self._up = scenario, links.intended
+        self._now = 0.0
+        self._pending: list[tuple[float, int, int]] = []  # (arrival, message number, receiver)
+        self._sent = 0
+        self._busy_s = np.zeros((self.nodes, 2))  # seconds in tx, rx so far
+        self._sleeps: list[list[tuple[float, float]]] = [[] for _ in range(self.nodes)]
+
+    def now_s(self) -> float:
+        return self._now
+
+    def send(self, sender: int, at_s: float, nbytes: int, step: int, exchange: int) -> int:
+        scenario = self._scenario
+        copies = 1 if scenario.transport == "broadcast" else max(1, int(self._up[step, exchange, sender].sum()))
+        acknowledged = scenario.transport != "broadcast"
+        arrival = max(at_s, self._now) + message_s(nbytes, scenario.datagram_bytes, scenario.phy_mode,
+                                                   scenario.datagram_interval_s, copies, acknowledged)
+        data_s, ack_s = message_radio_s(nbytes, scenario.datagram_bytes, scenario.phy_mode)
+        self._busy_s[sender, 0] += copies * data_s
+        number = self._sent
+        self._sent += 1
+        for receiver in np.flatnonzero(self._up[step, exchange, sender]):
+            heapq.heappush(self._pending, (arrival, number, int(receiver)))
+            self._busy_s[receiver, 1] += data_s
+            if acknowledged:
+                self._busy_s[receiver, 0] += ack_s
+                self._busy_s[sender, 1] += ack_s
+        return number
+
+    def advance(self, until_s: float) -> list[tuple[int, int, float]]:
+        arrivals = []
+        while self._pending and self._pending[0][0] <= until_s:
+            at, number, receiver = heapq.heappop(self._pending)
+            if not self._asleep(receiver, at):
+                arrivals.append((number, receiver, at))
+        self._now = max(self._now, until_s)
+        return arrivals
+
+    def sleep_between(self, device: int, from_s: float, until_s: float) -> None:
+        if until_s > from_s:
+            self._sleeps[device].append((max(from_s, self._now), until_s))
+
+    def _asleep(self, device: int, at_s: float) -> bool:
+        return any(start <= at_s < end for start, end in self._sleeps[device])
+
+    def radio_joules(self) -> np.ndarray:
+        scenario, volts = self._scenario, self._scenario.supply_voltage_v
+        asleep = np.array([sum(max(0.0, min(end, self._now) - start) for start, end in sleeps)
+                           for sleeps in self._sleeps])
+        # The airtime of a message is charged when it is sent: a device's tx + rx can run ahead of the clock.
+        idle = np.maximum(self._now - asleep - self._busy_s.sum(axis=1), 0.0)
+        return np.stack([scenario.tx_current_a * volts * self._busy_s[:, 0],
+                         scenario.rx_current_a * volts * self._busy_s[:, 1],
+                         scenario.idle_current_a * volts * idle, scenario.sleep_current_a * volts * asleep], axis=-1)
+
+
+def barrier_link_trace(log: dict[str, np.ndarray], payload_bytes: tuple[int, ...], timeout_s: float,
+                       datagram_bytes: int, meta: dict) -> LinkTrace:
+    """The LinkTrace of a local-barrier message log (``ns3_scenarios.schedule.local_barrier``'s arrays plus
+    idle_delivered, positions and, from ns-3, idle_rate)."""
+    used = log["used"]
+    steps, exchanges, n, _ = used.shape
+    sizes = np.array(payload_bytes, dtype=np.int64)[None, :, None, None]
+    done_s = np.where(used, log["arrival_s"] - log["sent_s"][..., None], np.nan).astype(np.float32)
+    sender_bytes = np.broadcast_to(np.array(payload_bytes, dtype=np.int64)[None, :, None], (steps, exchanges, n))
+    return LinkTrace(
+        done_s=done_s, rx_bytes=np.where(used, sizes, 0).astype(np.int64), intended=log["intended"],
+        radio_energy_j=log["radio_energy_j"],
+        positions=np.broadcast_to(np.asarray(log["positions"], dtype=np.float32), (steps, n, 2)).copy(),
+        idle_delivered=np.asarray(log["idle_delivered"], dtype=bool), idle_rate=log.get("idle_rate"),
+        payload_bytes=payload_bytes, deadline_s=timeout_s, datagram_bytes=datagram_bytes,
+        sender_bytes=sender_bytes.copy(), finished_s=log["finished_s"], meta=meta)
