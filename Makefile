@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 CONFIG ?= experiments/configs/default.toml
 
-.PHONY: setup run test bench sweep table table-esgd table-hyperprism table-detag table-energy sweep-density sweep-devices sweep-alpha sweep-controls tables plots bench-ns3 density-table clean-cache
+.PHONY: setup run test bench sweep table table-esgd table-hyperprism table-detag table-energy table-time sweep-density sweep-devices sweep-alpha sweep-controls tables plots bench-ns3 density-table clean-cache
 
 setup: $(STAMP)
 
@@ -48,6 +48,16 @@ ENERGY_TABLE := experiments/configs/energy_table.toml
 table-energy: $(STAMP)
 	$(VENV)/bin/nsdml sweep $(ENERGY_TABLE) $(SWEEP_FLAGS)
 	$(PY) -m experiments.report energy $(ENERGY_TABLE) --target table-energy
+
+# Time and energy on the network's clock: rounds against the local barrier for D-PSGD, HyperPrism and DSGT over
+# ns-3 at 20 and 50 devices, with and without stragglers, radio sleep off and on, five seeds; the report
+# experiments/reports/time.md.
+TIME_TABLE := experiments/configs/time_table.toml
+table-time: $(STAMP)
+	$(VENV)/bin/nsdml sweep $(TIME_TABLE) $(SWEEP_FLAGS)
+	$(PY) -m experiments.time_table $(TIME_TABLE)
+	$(PY) -m experiments.report time $(TIME_TABLE) --extra results/sweeps/time-table/time_table.md --extra-only \
+	  --target table-time
 
 # The standard campaigns; QUICK=1 picks the preset that finishes in minutes. Each writes its report
 # experiments/reports/campaign-<sweep name>.md.

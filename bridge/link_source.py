@@ -35,6 +35,17 @@ LINK_MODELS = ("ns3", *CONTROL_MODELS, *LADDER_MODELS, "synthetic")  # synthetic
 PLACED_LINK_MODELS = ("ns3", "ideal", "ns3_geometry", "ns3_independent_loss", "synthetic")
 MODES = ("offline", "online")
 SCHEDULES = ("rounds", "local_barrier")
+# How each link model times a message (table and plot captions say it, so seconds are read for what they are).
+MESSAGE_CLOCKS = {
+    "ns3": "ns-3 simulates each message to its last byte (contention, collisions, retries)",
+    "ideal": "airtime model (rounds: the exchange's senders take turns from its start; local barrier: each "
+             "message its own airtime from its send)",
+    "ns3_random_graph": "the ns-3 trace's completion times (a ladder rung)",
+    "ns3_geometry": "the ns-3 trace's completion times (a ladder rung)",
+    "ns3_independent_loss": "the ns-3 trace's completion times (a ladder rung)",
+    "synthetic": "uniform in (0, deadline): a test model",
+}
+MESSAGE_CLOCKS.update(random_graph=MESSAGE_CLOCKS["ideal"], fixed_graph=MESSAGE_CLOCKS["ideal"])
 BARRIER_LINK_MODELS = ("ns3", *CONTROL_MODELS)  # the message core's implementations (ns-3's and the controls')
 
 

@@ -8,7 +8,7 @@ message's own frames have been sent (``airtime.message_s``: the sender
 alone on the channel, from its send time: no contention, which the controls leave
 out). A receiver whose radio sleeps when a message completes misses it. Radio
 joules follow the controls' airtime estimate: a sender in TX for its PPDUs, a
-receiver in RX for each message it gets, asleep over the intervals the
+receiver in RX for each message it gets (with unicast, TX for its ACKs), asleep over the intervals the
 schedule asks for, idle the rest of the time.
 
 ``barrier_link_trace`` turns a local-barrier message log into the LinkTrace a
@@ -35,7 +35,7 @@ class DelayMessages:
         self.nodes = links.devices
         self._scenario, self._up = scenario, links.intended
         self._now = 0.0
-        self._pending: list[tuple[float, int, int]] = []  # (arrival, message number, receiver)
+        self._pending: list[tuple] = []  # (arrival, message number, receiver, sender, data s, ACK s)
         self._sent = 0
         self._busy_s = np.zeros((self.nodes, 2))  # seconds in tx, rx so far
         self._sleeps: list[list[tuple[float, float]]] = [[] for _ in range(self.nodes)]
@@ -54,21 +54,27 @@ class DelayMessages:
         number = self._sent
         self._sent += 1
         for receiver in np.flatnonzero(self._up[step, exchange, sender]):
-            heapq.heappush(self._pending, (arrival, number, int(receiver)))
-            self._busy_s[receiver, 1] += data_s
-            if acknowledged:
-                self._busy_s[receiver, 0] += ack_s
-                self._busy_s[sender, 1] += ack_s
+            heapq.heappush(self._pending, (arrival, number, int(receiver), sender, data_s,
+                                           ack_s if acknowledged else 0.0))
         return number
 
     def advance(self, until_s: float) -> list[tuple[int, int, float]]:
-        arrivals = []
+        """Up to ``until_s`` or the first instant something arrives (a message completing at a sleeping
+        radio is lost)."""
         while self._pending and self._pending[0][0] <= until_s:
-            at, number, receiver = heapq.heappop(self._pending)
-            if not self._asleep(receiver, at):
-                arrivals.append((number, receiver, at))
+            first = self._pending[0][0]
+            arrivals = []
+            while self._pending and self._pending[0][0] == first:
+                at, number, receiver, sender, data_s, ack_s = heapq.heappop(self._pending)
+                if not self._asleep(receiver, at):
+                    arrivals.append((number, receiver, at))
+                    self._busy_s[receiver] += (ack_s, data_s)  # it hears the data and acknowledges each frame
+                    self._busy_s[sender, 1] += ack_s
+            if arrivals:
+                self._now = max(self._now, first)
+                return arrivals
         self._now = max(self._now, until_s)
-        return arrivals
+        return []
 
     def sleep_between(self, device: int, from_s: float, until_s: float) -> None:
         if until_s > from_s:
@@ -81,7 +87,7 @@ class DelayMessages:
         scenario, volts = self._scenario, self._scenario.supply_voltage_v
         asleep = np.array([sum(max(0.0, min(end, self._now) - start) for start, end in sleeps)
                            for sleeps in self._sleeps])
-        # The airtime of a message is charged when it is sent: a device's tx + rx can run ahead of the clock.
+        # A message's airtime is charged when it is sent (tx) and when it arrives (rx, ACKs): tx can run ahead.
         idle = np.maximum(self._now - asleep - self._busy_s.sum(axis=1), 0.0)
         return np.stack([scenario.tx_current_a * volts * self._busy_s[:, 0],
                          scenario.rx_current_a * volts * self._busy_s[:, 1],

@@ -13,6 +13,7 @@ from scipy import stats  # noqa: E402
 
 
 LINK_MODEL = "network.link_model"
+SCHEDULE = "network.schedule"
 LINE_STYLES = {"ns3": "-", "ideal": "--", "random_graph": ":", "fixed_graph": "-.", "synthetic": (0, (1, 3))}
 
 
@@ -24,6 +25,9 @@ def link_models_title(summary: pd.DataFrame) -> str:
     devices, density and Dirichlet alpha its runs share (a swept one is in the panels or the legend)."""
     models = sorted(summary[LINK_MODEL].dropna().unique()) if LINK_MODEL in summary else []
     parts = ["link model: " + ", ".join(map(str, models))] if models else []
+    schedules = summary[SCHEDULE].dropna().unique() if SCHEDULE in summary else []
+    if len(schedules) == 1:
+        parts.append(f"schedule {schedules[0]}")
     for column, label in SETTING:
         values = summary[column].dropna().unique() if column in summary else []
         if len(values) == 1:

@@ -446,11 +446,25 @@ class AdhocNetwork
         return number;
     }
 
-    // Runs the simulation until `untilS` and returns the arrivals since the last call, flat: (message number,
-    // receiver, simulated time its last byte arrived) per arrival, in time order.
+    // Runs the simulation until `untilS`, or only until the first event that completes a message, and returns
+    // the arrivals since the last call, flat: (message number, receiver, simulated time its last byte arrived)
+    // per arrival. Stopping at an arrival lets a schedule answer it at its exact time (NowS).
     std::vector<double> Advance(double untilS)
     {
-        RunUntil(std::max(untilS, ns3::Simulator::Now().GetSeconds()));
+        using namespace ns3;
+        const double until = std::max(untilS, Simulator::Now().GetSeconds());
+        if (until >= kPrunedBeyondS)
+        {
+            throw std::runtime_error("simulated time past kPrunedBeyondS: raise it in adhoc_network.h");
+        }
+        if (m_arrivals.empty())
+        {
+            m_stopAtArrival = true;
+            EventId stop = Simulator::Schedule(Until(until), []() { Simulator::Stop(); });
+            Simulator::Run();
+            Simulator::Cancel(stop);
+            m_stopAtArrival = false;
+        }
         std::vector<double> out;
         out.swap(m_arrivals);
         return out;
@@ -865,6 +879,10 @@ class AdhocNetwork
         {
             got = -1.0;
             m_arrivals.insert(m_arrivals.end(), {double(number), double(receiver), ns3::Simulator::Now().GetSeconds()});
+            if (m_stopAtArrival)
+            {
+                ns3::Simulator::Stop();  // after this event: Advance returns at the arrival's time
+            }
         }
     }
 
@@ -874,15 +892,15 @@ class AdhocNetwork
         {
             return;  // paced past the end of its slot: never sent
         }
-        if (slot == m_slot && m_p.radioSleep && --m_sendsLeft[sender] == 0)
-        {
-            MaybeSleepAfterSlot(sender);
-        }
         std::vector<uint8_t> buffer(size, 0);
         MessageTag tag{slot, sender};
         std::memcpy(buffer.data(), &tag, sizeof(tag));
         m_senders[sender]->SendTo(ns3::Create<ns3::Packet>(buffer.data(), size), 0,
                                   ns3::InetSocketAddress(to, kUdpPort));
+        if (slot == m_slot && m_p.radioSleep && --m_sendsLeft[sender] == 0)
+        {
+            MaybeSleepAfterSlot(sender);  // its last datagram is queued: it sleeps once the queue is empty
+        }
     }
 
     void Credit(uint32_t sender, uint32_t receiver, double bytes)
@@ -1043,6 +1061,7 @@ class AdhocNetwork
     std::vector<uint32_t> m_messageBytes;
     std::unordered_map<uint64_t, double> m_messageCredit;
     std::vector<double> m_arrivals;
+    bool m_stopAtArrival = false;
     std::vector<ns3::Ptr<ns3::WifiPhy>> m_phys;
     std::vector<ns3::Ptr<ns3::WifiMacQueue>> m_queues;
 

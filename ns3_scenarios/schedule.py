@@ -5,8 +5,10 @@ Pure Python (no ns-3 import): it drives any ``Messages`` network, ns-3's
 (``bridge.messages.DelayMessages``). A step of device j, for each exchange e of
 the algorithm's step in order::
 
-    compute  (exchange 0 only: step_s[j] simulated seconds; the radio listens, or
-              sleeps with radio_sleep when j expects nothing)
+    compute  (exchange 0 only: step_s[j] simulated seconds; the radio listens, or,
+              with radio_sleep, sleeps: j uses no more message of the step it
+              finished, and a neighbour's message of the next step that
+              completes meanwhile is lost to it)
     send     its message of (step, e) to its neighbours, U(0, send_jitter_s) after
              the compute ends (devices in lockstep, e.g. after a common time-out,
              would otherwise collide on every broadcast frame: 802.11's DCF sends
@@ -23,14 +25,12 @@ algorithms' updates (a doubly stochastic W, DSGT's tracker) are defined on
 values of the same step. How long a step lasts is therefore the network's
 answer, not a parameter.
 
-The network is advanced ``tick_s`` at a time, and never past a time-out, so a
-barrier is passed at the exact time of the arrival (or time-out) that
-satisfies it. A send is scheduled when the device passes its barrier, for the
-end of its compute: exact whenever ``tick_s`` is at most the shortest compute
-(later exchanges of a step, which compute nothing, go out at the next tick
-boundary, at most ``tick_s`` late; ``sent_s`` records when). Radio joules per
-(step, exchange, device) are the device's energy between the ends of its
-consecutive barriers, read at the tick boundary that follows each end.
+The network is run only up to the next moment a device may pass by itself (a
+send that finds its messages there already, a time-out) and stops at every
+arrival before it (``Messages.advance``), so each barrier is passed at the
+exact time of the arrival or time-out that satisfies it, and the next send is
+scheduled from that time. Radio joules per (step, exchange, device) are the
+device's energy between the ends of its consecutive barriers.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from typing import Callable, Protocol
 
 import numpy as np
 
-TICK_S = 0.01  # how far the network runs between looks (capped by the shortest compute)
+RESOLUTION_S = 1e-9  # ns-3 keeps time in nanoseconds: a moment within this of the network's clock has come
 
 
 class Messages(Protocol):
@@ -56,8 +56,8 @@ class Messages(Protocol):
         """Schedule ``sender``'s message of (step, exchange) from ``at_s`` on; returns its number (0, 1, ...)."""
 
     def advance(self, until_s: float) -> list[tuple[int, int, float]]:
-        """Run until ``until_s``; the (message number, receiver, arrival time) of every message completed
-        since the last call, in time order."""
+        """Run until ``until_s`` or the first arrival before it, whichever comes first (``now_s`` says where it
+        stopped); the (message number, receiver, arrival time) of the messages completed since the last call."""
 
     def sleep_between(self, device: int, from_s: float, until_s: float) -> None: ...
 
@@ -79,10 +79,6 @@ class BarrierPlan:
     send_jitter_s: float = 0.005  # each message leaves U(0, this) after its compute ends
     seed: int = 0
 
-    @property
-    def tick_s(self) -> float:
-        positive = [s for s in self.step_s if s > 0]
-        return min([TICK_S, *positive])
 
 
 def wanted(senders: int, quorum: float) -> int:
@@ -107,7 +103,6 @@ def local_barrier(messages: Messages, plan: BarrierPlan, intended: Callable[[int
     radio_energy_j = np.zeros((*shape, 4))
     slept = np.zeros((steps, n), dtype=bool)
     origin = messages.now_s()
-    tick = plan.tick_s
     jitter = np.random.default_rng([plan.seed, 0x5E4D])
     phase_of: list[tuple[int, int, int]] = []  # message number -> (step, exchange, sender)
     phase = np.zeros(n, dtype=int)  # each device's current (step, exchange) as step * E + exchange
@@ -143,8 +138,7 @@ def local_barrier(messages: Messages, plan: BarrierPlan, intended: Callable[[int
         waiting_since[device] = np.inf
         if phase[device] < steps * exchanges:
             next_step, next_exchange = divmod(int(phase[device]), exchanges)
-            expects_nothing = heard[p, device] >= addressing(step, exchange)[:, device].sum()
-            if plan.radio_sleep and next_exchange == 0 and expects_nothing and plan.step_s[device] > 0:
+            if plan.radio_sleep and next_exchange == 0 and plan.step_s[device] > 0:
                 messages.sleep_between(device, at_s, at_s + plan.step_s[device])
                 slept[next_step, device] = True
             start_phase(device, at_s)
@@ -158,22 +152,27 @@ def local_barrier(messages: Messages, plan: BarrierPlan, intended: Callable[[int
         senders = int(addressing(step, exchange)[:, device].sum())
         return heard[p, device] >= wanted(senders, plan.quorum) or at_s >= waiting_since[device] + plan.timeout_s
 
-    def checks(device: int, until: float) -> list[tuple[float, int, int]]:
-        """The moments up to ``until`` at which a waiting device may pass without a new arrival: its send (the
-        messages were there already) and its time-out."""
+    def check_times(device: int) -> list[float]:
+        """When a waiting device may pass without a new arrival: at its send (the messages were there
+        already) and at its time-out."""
         since = waiting_since[device]
-        return [(at, 1, device) for at in (since, since + plan.timeout_s) if at <= until]
+        return [since, since + plan.timeout_s] if math.isfinite(since) else []
 
     for device in range(n):
         start_phase(device, origin)
+    checks = [(at, device) for device in range(n) for at in check_times(device)]
+    heapq.heapify(checks)
     last_reported = -1
     while (phase < steps * exchanges).any():
-        timeouts = waiting_since[np.isfinite(waiting_since)] + plan.timeout_s
-        until = min([messages.now_s() + tick, *timeouts])
-        events = [(at, 0, (int(number), int(receiver))) for number, receiver, at in messages.advance(until)]
+        # Run to the next moment a device may pass by itself, or to the first arrival before it.
+        until = checks[0][0] if checks else math.inf
+        arrivals = messages.advance(until)
+        now = messages.now_s()
         joules = messages.radio_joules()
-        for device in range(n):
-            events += checks(device, until)
+        events = [(at, 0, (int(number), int(receiver))) for number, receiver, at in arrivals]
+        while checks and checks[0][0] <= now + RESOLUTION_S:
+            at, device = heapq.heappop(checks)
+            events.append((at, 1, device))
         heapq.heapify(events)
         while events:
             at_s, kind, what = heapq.heappop(events)
@@ -187,8 +186,11 @@ def local_barrier(messages: Messages, plan: BarrierPlan, intended: Callable[[int
                 device = what
             if ready(device, at_s):
                 finish(device, at_s, joules)
-                for event in checks(device, until):
-                    heapq.heappush(events, event)
+                for at in check_times(device):
+                    if at > now + RESOLUTION_S:
+                        heapq.heappush(checks, (at, device))
+                    else:  # a send now (no compute before it) that may find its messages there already
+                        heapq.heappush(events, (at, 1, device))
         done = int(phase.min()) // exchanges
         if done != last_reported:
             progress(done)

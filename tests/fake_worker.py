@@ -31,7 +31,7 @@ def main() -> int:
                 "intended": [i != j for i, j in pairs],
                 "positions": [float(slot)] * (2 * n),
                 "air_bytes": [sum(payloads)], "frames": [n], "events": [10 * n],
-                "radio_energy_j": [b * 1e-6 for b in payloads for _ in range(3)]})  # tx, rx, idle per device
+                "radio_energy_j": [b * 1e-6 for b in payloads for _ in range(4)]})  # tx, rx, idle, sleep per device
     return 0
 
 

@@ -29,12 +29,11 @@ def _drop_last_rows(data: bytes) -> bytes:
 
 
 def _edit_one_value(data: bytes) -> bytes:
-    """Change one digit in the last line (a value a reader would report), keeping the length."""
-    cut = data.rstrip(b"\n").rfind(b"\n") + 1
-    tail = bytearray(data[cut:])
-    index = next(i for i, b in enumerate(tail) if chr(b).isdigit())
-    tail[index] = ord("7") if tail[index] != ord("7") else ord("3")
-    return data[:cut] + bytes(tail)
+    """Change one digit in the last line that has one (a value a reader would report), keeping the length."""
+    edited = bytearray(data)
+    index = max(i for i, b in enumerate(edited) if chr(b).isdigit())
+    edited[index] = ord("7") if edited[index] != ord("7") else ord("3")
+    return bytes(edited)
 
 
 DAMAGE = {"cut to half": _half, "last rows removed": _drop_last_rows, "one value edited": _edit_one_value,

