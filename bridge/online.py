@@ -195,6 +195,44 @@ class OnlineLinks:
             self.trace.positions[r] = values["positions"] if positions is None else positions
 
 
+class OnlineMessages:
+    """The message core (``ns3_scenarios.schedule.Messages``) on a long-lived ns-3 worker, request by request:
+    the online counterpart of the offline worker's ``Ns3Messages``, for schedules whose sends depend on what
+    has arrived (every message to the sender's idle-probe neighbours)."""
+
+    def __init__(self, scenario: ScenarioConfig, seed: int, timeout_s: float = 3600.0):
+        hello = {"scenario": asdict(scenario), "seed": seed}
+        self._worker = WorkerProcess(hello, describe_worker(scenario, seed), timeout_s)
+        self.nodes = scenario.nodes
+        n = self.nodes
+        self.idle_delivered = np.array(self._worker.hello["idle_delivered"], dtype=bool).reshape(n, n)
+        self._now, self._joules = 0.0, np.zeros((n, 4))
+        self._ask({"advance": 0.0})
+
+    def _ask(self, request: dict) -> dict:
+        answer = self._worker.ask(request)
+        self._now, self._joules = float(answer["now_s"]), np.array(answer["joules"]).reshape(self.nodes, -1)
+        return answer
+
+    def now_s(self) -> float:
+        return self._now
+
+    def send(self, sender: int, at_s: float, nbytes: int, step: int, exchange: int) -> int:
+        return int(self._ask({"send": [int(sender), float(at_s), int(nbytes)]})["number"])
+
+    def advance(self, until_s: float) -> list[tuple[int, int, float]]:
+        return [(int(m), int(r), float(t)) for m, r, t in self._ask({"advance": float(until_s)})["arrivals"]]
+
+    def sleep_between(self, device: int, from_s: float, until_s: float) -> None:
+        self._ask({"sleep": [int(device), float(from_s), float(until_s)]})
+
+    def radio_joules(self) -> np.ndarray:
+        return self._joules.copy()
+
+    def close(self) -> None:
+        self._worker.close()
+
+
 class OnlineRoundLinks(RoundLinks):
     """One round's ``Links`` in online mode: each exchange is simulated when the algorithm asks for it."""
 

@@ -23,7 +23,9 @@ JSON lines on stdin and stdout. The first request is {"scenario": {...},
 "seed": int}; the answer carries "stats", "idle_delivered" and "idle_rate".
 Every further request {"slot": s, "payloads": [N ints]} (slots in increasing
 order) is simulated and answered with that slot's arrays, flattened
-(the ``SLOT_SCHEMA`` fields by name; NaN = not delivered). End of input ends the process.
+(the ``SLOT_SCHEMA`` fields by name; NaN = not delivered); or it is a request
+of the message core ({"send"}, {"advance"}, {"sleep"}: ``answer_message_request``),
+which a schedule drives through ``bridge.online.OnlineMessages``. End of input ends the process.
 Anything ns-3 prints goes to stderr; stdout carries only the answers.
 """
 
@@ -149,12 +151,34 @@ def serve(requests, answers) -> int:
                                     setup_seconds=time.perf_counter() - started),
                       "idle_delivered": network.idle_delivered.ravel().tolist(),
                       "idle_rate": network.idle_rate.ravel().tolist()})
+    messages = network.messages()
     for line in requests:
         request = json.loads(line)
-        result = network.run_slot(int(request["slot"]), [int(p) for p in request["payloads"]])
-        _answer(answers, {name: np.asarray(values).ravel().tolist() for name, values in result.items()})
+        if "slot" in request:
+            result = network.run_slot(int(request["slot"]), [int(p) for p in request["payloads"]])
+            _answer(answers, {name: np.asarray(values).ravel().tolist() for name, values in result.items()})
+        else:
+            _answer(answers, answer_message_request(messages, request))
     network.close()
     return 0
+
+
+def answer_message_request(messages, request: dict) -> dict:
+    """The message core over JSON lines: {"send": [sender, at_s, bytes]} -> {"number"};
+    {"advance": until_s} -> {"arrivals": [[number, receiver, t], ...]}; {"sleep": [device, from_s, until_s]};
+    every answer carries "now_s" and "joules" (``Messages.radio_joules``, flattened)."""
+    answer = {}
+    if "send" in request:
+        sender, at_s, nbytes = request["send"]
+        answer["number"] = messages.send(int(sender), float(at_s), int(nbytes), 0, 0)
+    elif "advance" in request:
+        answer["arrivals"] = [list(arrival) for arrival in messages.advance(float(request["advance"]))]
+    elif "sleep" in request:
+        device, from_s, until_s = request["sleep"]
+        messages.sleep_between(int(device), float(from_s), float(until_s))
+    else:
+        raise SystemExit(f"worker: unknown request {sorted(request)}")
+    return dict(answer, now_s=messages.now_s(), joules=messages.radio_joules().ravel().tolist())
 
 
 def _report(progress: dict) -> None:

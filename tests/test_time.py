@@ -153,3 +153,23 @@ def test_a_sleeping_radio_spends_less_than_an_idle_one_under_the_local_barrier(s
     assert watts[True].mean() < watts[False].mean()
     assert asleep.radio_energy_j[..., IDLE].sum() / seconds[True].sum() < \
         awake.radio_energy_j[..., IDLE].sum() / seconds[False].sum()
+
+
+def test_the_online_worker_serves_the_same_message_core(tmp_path):
+    """The local barrier driven request by request through the online worker gives the offline worker's log."""
+    from bridge.online import OnlineMessages
+    from ns3_scenarios.schedule import local_barrier
+
+    scenario = ScenarioConfig(devices=6, density=0.7)
+    plan = BarrierPlan(steps=3, payload_bytes=(5_000,), step_s=(0.05,) * 6, timeout_s=0.8, quorum=0.5,
+                       send_jitter_s=0.2, seed=4)
+    offline = obtain_barrier_trace("ns3", scenario, plan, 4, tmp_path)[0]
+    messages = OnlineMessages(scenario, 4, timeout_s=300)
+    try:
+        neighbours = messages.idle_delivered & ~np.eye(6, dtype=bool)
+        log = local_barrier(messages, plan, lambda step, exchange: neighbours)
+    finally:
+        messages.close()
+    np.testing.assert_array_equal(log["finished_s"], offline.finished_s)
+    np.testing.assert_array_equal(log["used"], ~np.isnan(offline.done_s))
+    np.testing.assert_allclose(log["radio_energy_j"], offline.radio_energy_j, rtol=1e-12)
