@@ -30,9 +30,13 @@ Energy (an estimate from the same airtime model, not ns-3's energy model): in
 each exchange a sender's radio is in TX for the PPDUs of its message (one copy
 per target for unicast), a receiver in RX for the PPDUs of every message whose
 link is up (and, for unicast, each side spends an ACK's PPDU per frame in the
-other state); the rest of the exchange window (deadline + drain) is idle, or,
-with ``radio_sleep``, asleep from when the device's own message and every
-message it hears are complete.
+other state); the rest of the exchange is idle, or, with ``radio_sleep``,
+asleep from when the device's own message and every message it hears are
+complete. The exchange lasts what the run's clock counts for it
+(``exchange_window_s``: until its last message when all arrived by the
+deadline, else the deadline), so a control's joules and seconds describe the
+same time; ns-3's radios are charged the slot they were simulated for
+(deadline + drain).
 Joules = current of the state x supply voltage x seconds, with the scenario's
 currents.
 """
@@ -143,7 +147,8 @@ def control_trace(link_model: str, scenario: ScenarioConfig, payload_bytes: tupl
         finish[talking] = exchange_finish_s(frames_per_sender, scenario.datagram_interval_s)
         on_time = finish <= scenario.deadline_s
         arrived = up[:, e] & on_time[None, :, None]
-        radio_energy_j[:, e] = airtime_energy_j(scenario, sent, up[:, e], copies, acknowledged, finish)
+        radio_energy_j[:, e] = airtime_energy_j(scenario, sent, up[:, e], copies, acknowledged, finish,
+                                                exchange_window_s(scenario, up[:, e], finish))
         done_s[:, e] = np.where(arrived, finish[None, :, None], np.nan)
         rx_bytes[:, e] = np.where(arrived, sent[None, :, None], 0)
         datagrams = np.ceil(sent / scenario.datagram_bytes)
@@ -160,24 +165,36 @@ def control_trace(link_model: str, scenario: ScenarioConfig, payload_bytes: tupl
     )
 
 
+def exchange_window_s(scenario: ScenarioConfig, up: np.ndarray, finish_s: np.ndarray) -> np.ndarray:
+    """(R,) how long each round's exchange lasts on the run's clock (``RoundLinks.duration_s``): until its
+    last message completed when every message on a link that is up completed by the deadline, else the
+    deadline. The controls charge the radios for this window, not for the slot's deadline + drain."""
+    last = np.where(up, finish_s[None, :, None], 0.0).max(axis=(1, 2))
+    return np.where(up.any(axis=(1, 2)) & (last <= scenario.deadline_s), last, scenario.deadline_s)
+
+
 def airtime_energy_j(scenario: ScenarioConfig, sent: np.ndarray, up: np.ndarray, copies: np.ndarray,
-                     acknowledged: np.ndarray, finish_s: np.ndarray | None = None) -> np.ndarray:
+                     acknowledged: np.ndarray, finish_s: np.ndarray | None = None,
+                     window_s: np.ndarray | None = None) -> np.ndarray:
     """(R, N, 4) estimated joules per node in tx, rx, idle and sleep for one exchange: node i sends ``sent[i]``
     bytes (0: nothing) in ``copies[i]`` copies, with an ACK per frame where ``acknowledged[i]``; links ``up``
-    (R, N, N). With radio_sleep a radio sleeps from when its own message is out and every message it hears
-    is complete (``finish_s``, (N,) s after the exchange start) to the end of the window."""
+    (R, N, N); ``window_s`` (R,): how long the radios are on (default: the slot, deadline + drain). With
+    radio_sleep a radio sleeps from when its own message is out and every message it hears is complete
+    (``finish_s``, (N,) s after the exchange start) to the end of the window."""
     airtime = np.array([message_radio_s(int(b), scenario.datagram_bytes, scenario.phy_mode) if b > 0 else (0.0, 0.0)
                         for b in sent])
     data_s, acks_s = airtime[:, 0], np.where(acknowledged, airtime[:, 1], 0.0)
     heard = up.astype(float)  # (R, N, N): sender i -> receiver j
     tx_s = (copies * data_s)[None, :] + np.einsum("rij,i->rj", heard, acks_s)  # own frames, ACKs for others'
     rx_s = np.einsum("rij,i->rj", heard, data_s) + (copies * acks_s)[None, :]  # others' frames, ACKs for own
-    awake_s = np.full(tx_s.shape, scenario.slot_period_s)
+    window = np.full(len(tx_s), scenario.slot_period_s) if window_s is None else np.asarray(window_s, dtype=float)
+    window = np.broadcast_to(window[:, None], tx_s.shape)
+    awake_s = window
     if scenario.radio_sleep and finish_s is not None:  # awake until its own message is out and it heard all
         heard_by = np.where(up, finish_s[None, :, None], 0.0).max(axis=1)  # (R, N) its last arrival
-        awake_s = np.minimum(np.maximum(heard_by, np.where(sent > 0, finish_s, 0.0)[None, :]), awake_s)
+        awake_s = np.minimum(np.maximum(heard_by, np.where(sent > 0, finish_s, 0.0)[None, :]), window)
     idle_s = np.maximum(awake_s - tx_s - rx_s, 0.0)
-    sleep_s = scenario.slot_period_s - np.maximum(awake_s, tx_s + rx_s)
+    sleep_s = np.maximum(window - np.maximum(awake_s, tx_s + rx_s), 0.0)
     volts = scenario.supply_voltage_v
     return np.stack([scenario.tx_current_a * volts * tx_s, scenario.rx_current_a * volts * rx_s,
                      scenario.idle_current_a * volts * idle_s, scenario.sleep_current_a * volts * sleep_s], axis=-1)

@@ -194,4 +194,4 @@ def test_a_sweep_over_link_models_gives_one_table_and_plots_that_tell_them_apart
     assert "network.link_model" in table.splitlines()[0] and "| ideal |" in table and "| random_graph |" in table
     assert {"dpsgd / ideal (2 seeds)", "dpsgd / random_graph (2 seeds)", "dsgt / ideal (2 seeds)",
             "dsgt / random_graph (2 seeds)"} <= labels["accuracy_rounds.png"]  # a line per algorithm and link model
-    assert "link model: ideal, random_graph; N 8; density 0.5; alpha 0.1" in labels["accuracy_time.png"]
+    assert "link model: ideal, random_graph; schedule rounds; N 8; density 0.5; alpha 0.1" in labels["accuracy_time.png"]
