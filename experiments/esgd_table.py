@@ -6,7 +6,8 @@ Built from finished sweeps' CSVs only (``results/sweeps/<name>/summary.csv`` and
 
     python -m experiments.esgd_table SWEEP.toml [more sweep files] [--results results]
 
-Rows of every given sweep are merged (mean ± std over seeds); the table goes to the first sweep's folder.
+Rows of every given sweep are merged (mean ± the 95 % t half-width over seeds, ``experiments.statistics``;
+to the target only when every seed reached it, k/n shown); the table goes to the first sweep's folder.
 Uplinks are the even exchanges of a round and downlinks the odd ones (``ns3_scenarios.scenario``).
 """
 
@@ -19,6 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from experiments.atomic import write_atomically
+from experiments.statistics import mean_interval, shown
 from experiments.sweep import load_sweep, write_summary
 
 # Tao & Li, HotEdge 2018, MNIST (parameter server, full MNIST): accuracy when keeping 50 / 25 / 12.5 %.
@@ -52,10 +54,15 @@ def build_table(summary: pd.DataFrame, results_root: Path) -> pd.DataFrame:
     runs = pd.DataFrame(rows)
     keys = ["algorithm", "keep %", "link model"]
     grouped = runs.groupby(keys, sort=False, dropna=False)  # threshold SGD has no fixed keep %
-    table = grouped.agg(runs=("Max Acc", "count"), max_acc=("Max Acc", "mean"), max_acc_std=("Max Acc", "std"),
-                        final_acc=("final acc", "mean"), mb_up=("MB up", "mean"), mb_down=("MB down", "mean"),
-                        reached=("sim s to target", "count"), seconds=("sim s to target", "mean"),
-                        kilojoules=("kJ to target", "mean")).reset_index()
+    table = grouped.agg(runs=("Max Acc", "count"), final_acc=("final acc", "mean"), mb_up=("MB up", "mean"),
+                        mb_down=("MB down", "mean"), reached=("sim s to target", "count")).reset_index()
+    for column, name in (("Max Acc", "max_acc"), ("final acc", "final_acc"), ("sim s to target", "seconds"),
+                         ("kJ to target", "kilojoules")):
+        intervals = [mean_interval(group[column]) for _, group in grouped]
+        table[name], table[f"{name}_half"] = [m for m, _ in intervals], [h for _, h in intervals]
+    # A figure to the target has an interval only when every seed reached it (experiments.statistics).
+    partial = table["reached"] < table["runs"]
+    table.loc[partial, ["seconds_half", "kilojoules_half"]] = float("nan")
     table["paper acc"] = [PAPER_ACCURACY.get(k / 100, float("nan")) if a == "esgd" else
                           (PAPER_DENSE if a == "dense_sgd" else float("nan"))
                           for a, k in zip(table["algorithm"], table["keep %"])]
@@ -67,15 +74,14 @@ def markdown(table: pd.DataFrame, target: float) -> str:
               f"sim s to {target:.2f}", f"kJ to {target:.2f}"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for _, row in table.iterrows():
-        std = 0.0 if pd.isna(row["max_acc_std"]) else row["max_acc_std"]
         reached = f" ({int(row['reached'])}/{int(row['runs'])})"
         keep = "—" if pd.isna(row["keep %"]) else f"{row['keep %']:g}"
         cells = [row["algorithm"], keep, row["link model"], str(int(row["runs"])),
-                 f"{row['max_acc']:.3f} ± {std:.3f}", f"{row['final_acc']:.3f}",
+                 shown(row["max_acc"], row["max_acc_half"], 3), shown(row["final_acc"], row["final_acc_half"], 3),
                  "—" if pd.isna(row["paper acc"]) else f"{row['paper acc']:.3f}",
                  f"{row['mb_up']:.2f}", f"{row['mb_down']:.2f}",
-                 "—" if pd.isna(row["seconds"]) else f"{row['seconds']:.1f}{reached}",
-                 "—" if pd.isna(row["kilojoules"]) else f"{row['kilojoules']:.2f}{reached}"]
+                 "—" if pd.isna(row["seconds"]) else shown(row["seconds"], row["seconds_half"], 1) + reached,
+                 "—" if pd.isna(row["kilojoules"]) else shown(row["kilojoules"], row["kilojoules_half"], 2) + reached]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

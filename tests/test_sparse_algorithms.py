@@ -306,6 +306,8 @@ def test_esgd_table_sweep_sends_the_encoded_size_of_each_k_up_and_the_model_down
     table = __import__("pandas").read_csv(tmp_path / "results" / "sweeps" / "t" / "esgd_table.csv")
     dense = table[table["keep %"] == 100]
     assert len(table) == 4 and (dense["mb_up"] == 4 * dense["mb_down"]).all()  # 4 uploads, one broadcast down
+    text = (tmp_path / "results" / "sweeps" / "t" / "esgd_table.md").read_text()
+    assert "± n/a" in text and "± 0.000" not in text  # one seed: no spread is claimed
 
 
 def _choco_reference_step(choco, x, estimate, copies, grad_fn, mask):
