@@ -116,6 +116,9 @@ struct NetworkParams
     // SLOT_SCHEMA (its one declaration); RunSlot fills each field by name.
     std::vector<std::string> slotFields;
     std::vector<uint32_t> slotSizes;
+    // The message core's arrival record: field names from ARRIVAL_FIELDS (ns3_scenarios/scenario.py), one
+    // double each; CreditMessage fills them by name.
+    std::vector<std::string> arrivalFields;
 };
 
 // One slot's results as one flat vector of doubles, laid out by NetworkParams::slotFields: RunSlot asks for a
@@ -447,8 +450,8 @@ class AdhocNetwork
     }
 
     // Runs the simulation until `untilS`, or only until the first event that completes a message, and returns
-    // the arrivals since the last call, flat: (message number, receiver, simulated time its last byte arrived)
-    // per arrival. Stopping at an arrival lets a schedule answer it at its exact time (NowS).
+    // the arrivals since the last call, flat: one record per arrival laid out by NetworkParams::arrivalFields
+    // (message number, receiver, simulated time its last byte arrived). Stopping at an arrival lets a schedule answer it at its exact time (NowS).
     std::vector<double> Advance(double untilS)
     {
         using namespace ns3;
@@ -878,7 +881,11 @@ class AdhocNetwork
         if (got >= m_messageBytes[number])
         {
             got = -1.0;
-            m_arrivals.insert(m_arrivals.end(), {double(number), double(receiver), ns3::Simulator::Now().GetSeconds()});
+            SlotRecord arrival(m_p.arrivalFields, std::vector<uint32_t>(m_p.arrivalFields.size(), 1));
+            *arrival.Field("message", 1) = double(number);
+            *arrival.Field("receiver", 1) = double(receiver);
+            *arrival.Field("arrival_s", 1) = ns3::Simulator::Now().GetSeconds();
+            m_arrivals.insert(m_arrivals.end(), arrival.values.begin(), arrival.values.end());
             if (m_stopAtArrival)
             {
                 ns3::Simulator::Stop();  // after this event: Advance returns at the arrival's time

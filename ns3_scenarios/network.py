@@ -22,7 +22,8 @@ from dataclasses import replace
 import numpy as np
 
 from ns3_scenarios import ns3_loader
-from ns3_scenarios.scenario import Placement, ScenarioConfig, decode_slot, place_devices, slot_layout
+from ns3_scenarios.scenario import (ARRIVAL_FIELDS, Placement, ScenarioConfig, decode_arrivals, decode_slot,
+                                    place_devices, slot_layout)
 
 # Diagnostic only: "ns3::MapScheduler" runs ns-3's own event queue instead of PrunedMapScheduler
 # (adhoc_network.h, "Memory"), to check that pruning changes no result. Not a scenario field: no trace key depends on it.
@@ -85,6 +86,7 @@ def build_network(cpp, config: ScenarioConfig, seed: int, positions: np.ndarray,
     names, sizes = slot_layout(config.nodes)
     params.slotFields = cpp.std.vector["std::string"](names)
     params.slotSizes = to_vector(cpp, "uint32_t", sizes)
+    params.arrivalFields = cpp.std.vector["std::string"](list(ARRIVAL_FIELDS))
     return cpp.nsdml.AdhocNetwork(params)
 
 
@@ -204,8 +206,8 @@ class Ns3Messages:
         return int(self._network.SendMessage(int(sender), float(at_s), int(nbytes)))
 
     def advance(self, until_s: float) -> list[tuple[int, int, float]]:
-        flat = to_numpy(self._network.Advance(float(until_s)))
-        return [(int(m), int(r), float(t)) for m, r, t in flat.reshape(-1, 3)]
+        arrivals = decode_arrivals(to_numpy(self._network.Advance(float(until_s))))
+        return [(int(a["message"]), int(a["receiver"]), float(a["arrival_s"])) for a in arrivals]
 
     def sleep_between(self, device: int, from_s: float, until_s: float) -> None:
         self._network.SleepBetween(int(device), float(from_s), float(until_s))

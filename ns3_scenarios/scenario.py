@@ -86,6 +86,16 @@ SLOT_FIELDS = {field.name: field for field in SLOT_SCHEMA}
 SLOT_ARRAYS = tuple(field.name for field in SLOT_SCHEMA if field.name != "positions")
 
 
+# The message core's arrival record, declared once: the C++ helper's Advance writes each arrival's fields by
+# name into a record laid out from this tuple (Python passes the names), and ``decode_arrivals`` reads them back.
+ARRIVAL_FIELDS = ("message", "receiver", "arrival_s")  # message number, receiving node, simulated seconds
+
+
+def decode_arrivals(flat: np.ndarray) -> list[dict[str, float]]:
+    """Advance's flat result as one dict per arrival, by ``ARRIVAL_FIELDS``."""
+    return [dict(zip(ARRIVAL_FIELDS, row)) for row in np.asarray(flat).reshape(-1, len(ARRIVAL_FIELDS))]
+
+
 def slot_layout(nodes: int) -> tuple[list[str], list[int]]:
     """Field names and their sizes in doubles, in the order of the flat record RunSlot returns."""
     return [field.name for field in SLOT_SCHEMA], [int(np.prod(field.shape(nodes))) for field in SLOT_SCHEMA]

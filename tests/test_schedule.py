@@ -207,3 +207,13 @@ def test_the_local_barrier_over_a_control_is_deterministic_and_faster_with_a_sma
         np.testing.assert_array_equal(trace.finished_s, again.finished_s)
         durations[quorum] = trace.step_end_s(7, np.ones(10, bool))
     assert durations[0.5] < durations[1.0]
+
+
+def test_the_arrival_record_is_declared_once_and_decoded_by_name():
+    from ns3_scenarios.scenario import ARRIVAL_FIELDS, decode_arrivals
+
+    assert ARRIVAL_FIELDS == ("message", "receiver", "arrival_s")
+    flat = np.array([3.0, 1.0, 0.25, 4.0, 0.0, 0.5])  # two arrivals, laid out as the C++ helper writes them
+    assert decode_arrivals(flat) == [{"message": 3.0, "receiver": 1.0, "arrival_s": 0.25},
+                                     {"message": 4.0, "receiver": 0.0, "arrival_s": 0.5}]
+    assert decode_arrivals(np.zeros(0)) == []
