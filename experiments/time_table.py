@@ -120,6 +120,11 @@ def build(sweep_path: Path, results_root: Path) -> str:
         index=False, float_format="%.6g"))
     seeds = sorted(runs["seed"].unique())
     return "\n".join([
+        "**What sets the clock.** rounds: every step lasts the slowest live device's compute plus the "
+        "exchange's 1.5 s deadline (less only when every addressed message arrived); local_barrier: a step "
+        "ends when the last device passed its barrier, i.e. when ns-3 delivered the messages it waits for "
+        "(or its time-out came), compute included on ns-3's timeline. Messages: ns-3 simulates each to its "
+        "last byte. J / step: all devices' radio (ns-3's energy model) and compute (3 W) energy.", "",
         f"**Per setting** (means ± 95 % t intervals over seeds {', '.join(map(str, seeds))}; to the target: "
         f"the interval only when every seed reached it, k/n always shown):", "",
         settings_markdown(table, target), "",

@@ -314,7 +314,8 @@ def test_the_code_fingerprint_follows_the_source_it_covers(tmp_path):
 
     sources = {p.relative_to(ROOT).as_posix() for p in result_sources()}
     assert {"learner/algorithms/dpsgd.py", "learner/powermean.py", "bridge/trace.py",
-            "ns3_scenarios/adhoc_network.h", "experiments/runner.py"} <= sources
+            "ns3_scenarios/adhoc_network.h", "ns3_scenarios/schedule.py", "experiments/runner.py",
+            "experiments/compute.py"} <= sources  # compute.py draws each device's step times
     assert "experiments/plots.py" not in sources and "experiments/bench.py" not in sources
     # A run covers its own algorithm and the learner modules that one imports, not the others.
     dpsgd = {p.relative_to(ROOT).as_posix() for p in result_sources("learner.algorithms.dpsgd")}
