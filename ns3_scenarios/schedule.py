@@ -93,15 +93,13 @@ def local_barrier(messages: Messages, plan: BarrierPlan, intended: Callable[[int
     Returns, with t measured in seconds since the schedule began:
     ``sent_s`` (K, E, N), ``arrival_s`` (K, E, N, N) [sender, receiver] (NaN: never), ``finished_s`` (K, E, N)
     (when each device passed the barrier), ``used`` (K, E, N, N) (arrived before the receiver's barrier),
-    ``intended`` (K, E, N, N), ``radio_energy_j`` (K, E, N, 4), ``slept`` (K, N) (the radio slept through
-    that step's compute)."""
+    ``intended`` (K, E, N, N), ``radio_energy_j`` (K, E, N, 4) (its sleep state shows where radios slept)."""
     n, steps, exchanges = messages.nodes, plan.steps, len(plan.payload_bytes)
     shape = (steps, exchanges, n)
     sent_s, finished_s = np.full(shape, np.nan), np.full(shape, np.nan)
     arrival_s = np.full((*shape, n), np.nan)
     addressed = np.zeros((*shape, n), dtype=bool)
     radio_energy_j = np.zeros((*shape, 4))
-    slept = np.zeros((steps, n), dtype=bool)
     origin = messages.now_s()
     jitter = np.random.default_rng([plan.seed, 0x5E4D])
     phase_of: list[tuple[int, int, int]] = []  # message number -> (step, exchange, sender)
@@ -137,10 +135,8 @@ def local_barrier(messages: Messages, plan: BarrierPlan, intended: Callable[[int
         phase[device] += 1
         waiting_since[device] = np.inf
         if phase[device] < steps * exchanges:
-            next_step, next_exchange = divmod(int(phase[device]), exchanges)
-            if plan.radio_sleep and next_exchange == 0 and plan.step_s[device] > 0:
+            if plan.radio_sleep and phase[device] % exchanges == 0 and plan.step_s[device] > 0:
                 messages.sleep_between(device, at_s, at_s + plan.step_s[device])
-                slept[next_step, device] = True
             start_phase(device, at_s)
 
     def ready(device: int, at_s: float) -> bool:
@@ -197,4 +193,4 @@ def local_barrier(messages: Messages, plan: BarrierPlan, intended: Callable[[int
             last_reported = done
     used = arrival_s <= finished_s[:, :, None, :]
     return {"sent_s": sent_s, "arrival_s": arrival_s, "finished_s": finished_s, "used": used,
-            "intended": addressed, "radio_energy_j": radio_energy_j, "slept": slept}
+            "intended": addressed, "radio_energy_j": radio_energy_j}

@@ -9,7 +9,7 @@ REQUEST.json: {"scenario": {ScenarioConfig fields}, "seed": int,
 (a slot is one exchange of one round, in order), or, instead of slot_payloads,
 "barrier": {BarrierPlan fields}: the local-barrier schedule
 (``ns3_scenarios.schedule``), whose arrays (sent_s, arrival_s, finished_s, used,
-intended, radio_energy_j, slept, positions) it writes instead. While it simulates, stdout
+intended, radio_energy_j, positions) it writes instead. While it simulates, stdout
 carries progress lines (``PROGRESS_PREFIX`` and a JSON object). OUT_DIR receives
 ``arrays.npz`` (per slot: every ``SLOT_SCHEMA`` field, stacked; once:
 idle_delivered, idle_rate) and ``worker.json`` (ns-3
