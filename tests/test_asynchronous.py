@@ -153,3 +153,56 @@ def test_a_hand_made_log_two_devices():
                        eval_s=np.array([0.5, 1.6, 2.5]))
     assert result.snapshots[:, :, 0].tolist() == [[0.0, 4.0], [0.0, 2.0], [2.0, 2.0]]
     assert result.levels == 3  # 0@1s, then 1@1.5s (needs it), then 0@2s (needs 1's)
+
+
+RUN = """seed = 1
+rounds = {rounds}
+devices = {devices}
+[data]
+dataset = "digits"
+alpha = 0.1
+[algorithm]
+name = "{algorithm}"
+[network]
+link_model = "{link_model}"
+schedule = "{schedule}"
+compute_s_per_step = 0.3
+{extra}
+"""
+
+
+@pytest.mark.parametrize("algorithm,schedule,extra,field", [
+    ("dpsgd", "async", "", "network.schedule: 'async' is not allowed; expected \"rounds\" or \"local_barrier\" for dpsgd"),
+    ("adpsgd", "rounds", "", "network.schedule: 'rounds' is not allowed; expected \"async\" for adpsgd"),
+    ("gossip_learning", "async", "radio_sleep = true", "network.radio_sleep"),
+    ("swarm_sgd", "async", 'mode = "online"', "network.mode"),
+])
+def test_settings_that_do_not_go_with_the_asynchronous_schedule_are_refused(tmp_path, capsys, algorithm, schedule,
+                                                                             extra, field):
+    from experiments.cli import main
+    path = tmp_path / "run.toml"
+    path.write_text(RUN.format(rounds=3, devices=4, algorithm=algorithm, link_model="ideal", schedule=schedule,
+                               extra=extra))
+    assert main(["run", str(path), "--results", str(tmp_path / "results")]) == 2
+    assert field in capsys.readouterr().err
+    assert not (tmp_path / "results").exists()
+
+
+def test_an_async_run_over_real_ns3_completes_and_a_second_one_is_byte_identical(tmp_path):
+    """Ten devices over ns-3, each run simulating its own trace (two caches): the same CSVs byte for byte."""
+    from experiments.cli import main
+    path = tmp_path / "run.toml"
+    path.write_text(RUN.format(rounds=4, devices=10, algorithm="async_dpsgd", link_model="ns3", schedule="async",
+                               extra='compute_model = "stragglers"'))
+    outputs = []
+    for copy in ("a", "b"):
+        assert main(["run", str(path), "--results", str(tmp_path / copy), "--cache", str(tmp_path / f"cache-{copy}"),
+                     "--quiet"]) == 0
+        (run_dir,) = (tmp_path / copy).glob("run-*")
+        outputs.append({name: (run_dir / name).read_bytes() for name in
+                        ("metrics.csv", "links.csv", "device_metrics.csv", "staleness.csv")})
+    assert outputs[0] == outputs[1]
+    metrics = outputs[0]["metrics.csv"].decode().splitlines()
+    assert len(metrics) == 1 + 5 and "mean_staleness_s" in metrics[0]  # header, rows 0-4
+    staleness_rows = outputs[0]["staleness.csv"].decode().splitlines()
+    assert len(staleness_rows) > 10  # devices merged their neighbours' messages on ns-3's clock
