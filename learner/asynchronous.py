@@ -41,13 +41,31 @@ GradFn = Callable[[torch.Tensor], torch.Tensor]
 @dataclass(frozen=True)
 class Inbox:
     """What the devices of one level merge: the r-th message each received since its last merge, in arrival
-    order. ``messages`` (R, N, m) (zeros where absent), ``sender`` (R, N) (-1 where absent), ``present`` (R, N);
-    ``step`` (N,): each device's step index at this level (-1: not active), for draws keyed by (device, step)."""
+    order. ``sender`` (R, N) (-1 where absent), ``present`` (R, N), ``row`` (R, N): the message's row in
+    ``pool``, every message sent so far ((K x N, m): row k * N + i is device i's k-th message; models in the
+    first ``dim`` columns, the algorithm's scalars after them); ``step`` (N,): each device's step index at
+    this level (-1: not active), for draws keyed by (device, step)."""
 
-    messages: torch.Tensor
     sender: torch.Tensor
     present: torch.Tensor
+    row: torch.Tensor
+    pool: torch.Tensor
     step: torch.Tensor
+
+    def scalars(self, column: int) -> torch.Tensor:
+        """(R, N): column ``column`` of each message (0 where absent)."""
+        return torch.where(self.present, self.pool[self.row.clamp(min=0), column], 0.0)
+
+    def combine(self, rows: torch.Tensor, receivers: torch.Tensor, weights: torch.Tensor, n: int,
+                dim: int) -> torch.Tensor:
+        """(N, dim): sum over entries of weights * pool[rows, :dim] into receivers, as one dense product over the
+        distinct rows (a message many devices merge is read once)."""
+        if rows.numel() == 0:
+            return torch.zeros(n, dim, dtype=self.pool.dtype)
+        distinct, position = torch.unique(rows, return_inverse=True)
+        mixing = torch.zeros(n, len(distinct), dtype=self.pool.dtype)
+        mixing.index_put_((receivers, position), weights.to(self.pool.dtype), accumulate=True)
+        return mixing @ self.pool[distinct, :dim]
 
 
 class AsyncAlgorithm(Protocol):
@@ -97,14 +115,15 @@ def average_with_one(x: torch.Tensor, inbox: Inbox, active: torch.Tensor, seed: 
     """Pairwise averaging, one-sided: each active device with messages averages its model with one of them,
     drawn uniformly (``keyed_uniform``) among those it received since its last merge: x_j <- (x_j + x_i) / 2.
     Returns (x, used (R, N))."""
+    n, dim = x.shape
     counts = inbox.present.sum(0)
-    devices = np.arange(x.shape[0])
-    draw = torch.from_numpy(keyed_uniform(seed, devices, inbox.step.clamp(min=0).numpy()))
+    draw = torch.from_numpy(keyed_uniform(seed, np.arange(n), inbox.step.clamp(min=0).numpy()))
     pick = torch.minimum((draw * counts).long(), (counts - 1).clamp(min=0))  # the pick-th present message
     rank = inbox.present.long().cumsum(0) - 1
-    used = inbox.present & (rank == pick[None, :]) & active[None, :] & (counts > 0)[None, :]
-    chosen = (inbox.messages[:, :, :x.shape[1]] * used[:, :, None]).sum(0)
-    return torch.where(used.any(0)[:, None], (x + chosen) / 2, x), used
+    used = inbox.present & (rank == pick[None, :]) & active[None, :]
+    picked, receivers = torch.nonzero(used, as_tuple=True)
+    partner = inbox.combine(inbox.row[picked, receivers], receivers, torch.ones(len(receivers)), n, dim)
+    return torch.where(used.any(0)[:, None], (x + partner) / 2, x), used
 
 
 @dataclass(frozen=True)
@@ -139,11 +158,12 @@ class Merge:
 
 @dataclass(frozen=True)
 class Level:
-    """Causally independent steps: ``step`` (N,) each device's step index at this level (-1: none); ``inbox``
-    per active device, its messages (sender, sent_step) in merge order."""
+    """Causally independent steps: ``step`` (N,) each device's step index at this level (-1: none); ``sender``
+    and ``sent_step`` (R, N): each active device's messages in merge order (-1 where none)."""
 
     step: np.ndarray
-    inbox: dict[int, list[tuple[int, int]]]
+    sender: np.ndarray
+    sent_step: np.ndarray
 
 
 def step_counts(log: MessageLog) -> np.ndarray:
@@ -152,37 +172,47 @@ def step_counts(log: MessageLog) -> np.ndarray:
 
 
 def plan_levels(log: MessageLog) -> tuple[list[Level], list[Merge]]:
-    """Each step's level and inbox (see the module docstring); the merges in (level, receiver) order."""
+    """Each step's level and inbox (see the module docstring); the merges in (level, receiver, rank) order."""
     steps_of = step_counts(log)
     k_max, n = log.step_s.shape
-    inboxes: dict[tuple[int, int], list[tuple[float, int, int]]] = {}
-    for sent_step, sender, receiver in zip(*np.nonzero(~np.isnan(log.arrival_s))):
-        times = log.step_s[:steps_of[receiver], receiver]
-        at = float(log.arrival_s[sent_step, sender, receiver])
-        merged_at = int(np.searchsorted(times, at, side="left"))
-        if merged_at < len(times) and receiver != sender:
-            inboxes.setdefault((merged_at, int(receiver)), []).append((at, int(sender), int(sent_step)))
+    sent_step, sender, receiver = np.nonzero(~np.isnan(log.arrival_s))
+    keep = sender != receiver
+    sent_step, sender, receiver = sent_step[keep], sender[keep], receiver[keep]
+    arrival = log.arrival_s[sent_step, sender, receiver]
+    merged_at = np.empty(len(arrival), dtype=np.int64)  # the receiver's first step ending at or after it
+    for j in range(n):
+        here = receiver == j
+        merged_at[here] = np.searchsorted(log.step_s[:steps_of[j], j], arrival[here], side="left")
+    keep = merged_at < steps_of[receiver]  # arrived after the receiver's last step: never merged
+    order = np.lexsort((sent_step[keep], sender[keep], arrival[keep], merged_at[keep], receiver[keep]))
+    sent_step, sender, receiver, arrival, merged_at = (a[keep][order] for a in
+                                                       (sent_step, sender, receiver, arrival, merged_at))
+    starts = np.flatnonzero(np.r_[True, (receiver[1:] != receiver[:-1]) | (merged_at[1:] != merged_at[:-1])]
+                            if len(receiver) else np.zeros(0, dtype=bool))
+    ends = np.r_[starts[1:], len(receiver)]
+    inbox = {(int(merged_at[a]), int(receiver[a])): (a, b) for a, b in zip(starts, ends)}
     level = np.zeros((k_max, n), dtype=np.int64)
-    order = sorted((float(log.step_s[k, j]), j, k) for j in range(n) for k in range(steps_of[j]))
-    for _, j, k in order:  # every message a step merges was sent strictly earlier: its level is known
+    times = [(float(log.step_s[k, j]), j, k) for j in range(n) for k in range(steps_of[j])]
+    for _, j, k in sorted(times):  # every message a step merges was sent strictly earlier: its level is known
         below = level[k - 1, j] if k else 0
-        for _, sender, sent_step in inboxes.get((k, j), ()):
-            below = max(below, level[sent_step, sender])
+        if (k, j) in inbox:
+            a, b = inbox[(k, j)]
+            below = max(below, int(level[sent_step[a:b], sender[a:b]].max()))
         level[k, j] = below + 1
     levels: list[Level] = []
     merges: list[Merge] = []
+    valid = np.arange(k_max)[:, None] < steps_of[None, :]
     for number in range(1, int(level.max(initial=0)) + 1):
-        step = np.full(n, -1, dtype=np.int64)
-        inbox = {}
-        for j in range(n):
-            hits = np.flatnonzero(level[:steps_of[j], j] == number)
-            if len(hits):
-                k = int(hits[0])
-                step[j] = k
-                ordered = sorted(inboxes.get((k, j), ()))
-                inbox[j] = [(sender, sent_step) for _, sender, sent_step in ordered]
-                merges += [Merge(number, j, k, sender, sent_step, at) for at, sender, sent_step in ordered]
-        levels.append(Level(step, inbox))
+        at_level = (level == number) & valid
+        step = np.where(at_level.any(0), at_level.argmax(0), -1)
+        spans = {j: inbox.get((int(step[j]), j), (0, 0)) for j in np.flatnonzero(step >= 0)}
+        width = max((b - a for a, b in spans.values()), default=0)
+        senders, sent_steps = np.full((width, n), -1, dtype=np.int64), np.full((width, n), -1, dtype=np.int64)
+        for j, (a, b) in spans.items():
+            senders[:b - a, j], sent_steps[:b - a, j] = sender[a:b], sent_step[a:b]
+            merges += [Merge(number, int(j), int(step[j]), int(i), int(kk), float(t))
+                       for i, kk, t in zip(sender[a:b], sent_step[a:b], arrival[a:b])]
+        levels.append(Level(step, senders, sent_steps))
     return levels, merges
 
 
@@ -218,32 +248,27 @@ def run_async(algorithm: AsyncAlgorithm, x: torch.Tensor, state, grad_fn: GradFn
     for j in range(n):
         first, last = windows[0, j]
         snapshots[first:last, j] = x[j]
-    sent: torch.Tensor | None = None
+    pool: torch.Tensor | None = None
     used: list[Merge] = []
-    merge_at = iter(merges)
-    for number, level in enumerate(levels, start=1):
+    first_merge = 0
+    for level in levels:
         active = torch.from_numpy(level.step >= 0)
         x, state = algorithm.local(x, state, grad_fn, active)
         message = algorithm.message(x, state)
-        if sent is None:
-            sent = torch.zeros((log.step_s.shape[0], n, message.shape[1]), dtype=message.dtype)
+        if pool is None:
+            pool = torch.zeros((log.step_s.shape[0] * n, message.shape[1]), dtype=message.dtype)
         devices = np.flatnonzero(level.step >= 0)
-        sent[level.step[devices], devices] = message[devices]
-        width = max((len(messages) for messages in level.inbox.values()), default=0)
-        sender = torch.full((width, n), -1, dtype=torch.long)
-        sent_step = torch.zeros((width, n), dtype=torch.long)
-        for j, messages in level.inbox.items():
-            for r, (i, k) in enumerate(messages):
-                sender[r, j], sent_step[r, j] = i, k
-        present = sender >= 0
-        inbox_messages = torch.where(present[:, :, None], sent[sent_step, sender.clamp(min=0)], 0.0)
-        x, state, taken = algorithm.merge(x, state, Inbox(inbox_messages, sender, present, torch.from_numpy(level.step)),
-                                         active)
+        pool[level.step[devices] * n + devices] = message[devices]
+        present = torch.from_numpy(level.sender >= 0)
+        row = torch.from_numpy(np.where(level.sender >= 0, level.sent_step * n + level.sender, -1))
+        inbox = Inbox(torch.from_numpy(level.sender), present, row, pool, torch.from_numpy(level.step))
+        x, state, taken = algorithm.merge(x, state, inbox, active)
+        count = int(present.sum())
+        level_merges = merges[first_merge:first_merge + count]  # in (receiver, arrival) order, as the columns
+        first_merge += count
+        taken_by_receiver = taken.T[present.T].tolist()  # the same order: receiver, then rank
+        used += [merge for merge, keep in zip(level_merges, taken_by_receiver) if keep]
         for j in devices:
-            for r in range(len(level.inbox.get(j, ()))):
-                merge = next(merge_at)
-                if bool(taken[r, j]):
-                    used.append(merge)
             first, last = windows[level.step[j] + 1, j]
             snapshots[first:last, j] = x[j]
         after_level(level, x)

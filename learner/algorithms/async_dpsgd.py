@@ -27,15 +27,15 @@ from learner.asynchronous import Inbox, sgd_steps
 
 @dataclass(frozen=True)
 class AsyncState:
-    newest: torch.Tensor  # (N, N, d) [receiver, sender]: the newest model received from each sender
-    newest_steps: torch.Tensor  # (N, N): its sender's step count then (-1: none yet)
+    newest: torch.Tensor  # (N, N) long [receiver, sender]: the newest message received from each (-1: none yet)
+    newest_steps: torch.Tensor  # (N, N): its sender's step count then
     newest_degree: torch.Tensor  # (N, N): the degree its sender reported then
     steps: torch.Tensor  # (N,): each device's own step count
 
     @property
     def degree(self) -> torch.Tensor:
         """(N,): how many senders each device has heard."""
-        return (self.newest_steps >= 0).sum(1).to(self.steps.dtype)
+        return (self.newest >= 0).sum(1).to(self.steps.dtype)
 
 
 @dataclass(frozen=True)
@@ -51,8 +51,9 @@ class AsyncDPSGD:
         return (dim * FLOAT32_BYTES + 2 * FLOAT32_BYTES,)
 
     def init(self, x: torch.Tensor, seed: int = 0) -> AsyncState:
-        n, d = x.shape
-        return AsyncState(torch.zeros(n, n, d, dtype=x.dtype), torch.full((n, n), -1.0, dtype=x.dtype),
+        """V[j, i] is kept as a reference to the message (its row in the engine's pool of sent messages)."""
+        n = x.shape[0]
+        return AsyncState(torch.full((n, n), -1, dtype=torch.long), torch.full((n, n), -1.0, dtype=x.dtype),
                           torch.zeros(n, n, dtype=x.dtype), torch.zeros(n, dtype=x.dtype))
 
     def local(self, x: torch.Tensor, state: AsyncState, grad_fn: GradFn,
@@ -67,17 +68,19 @@ class AsyncDPSGD:
               active: torch.Tensor) -> tuple[torch.Tensor, AsyncState, torch.Tensor]:
         n, dim = x.shape
         newest, newest_steps, newest_degree = state.newest.clone(), state.newest_steps.clone(), state.newest_degree.clone()
+        their_steps, their_degree = inbox.scalars(dim), inbox.scalars(dim + 1)
         receivers = torch.arange(n)
-        for r in range(inbox.messages.shape[0]):
+        for r in range(inbox.present.shape[0]):
             senders = inbox.sender[r].clamp(min=0)
-            their_steps, their_degree = inbox.messages[r, :, dim], inbox.messages[r, :, dim + 1]
-            newer = inbox.present[r] & active & (their_steps > newest_steps[receivers, senders])
+            newer = inbox.present[r] & active & (their_steps[r] > newest_steps[receivers, senders])
             rows, cols = receivers[newer], senders[newer]
-            newest[rows, cols] = inbox.messages[r, newer, :dim]
-            newest_steps[rows, cols] = their_steps[newer]
-            newest_degree[rows, cols] = their_degree[newer]
+            newest[rows, cols] = inbox.row[r, newer]
+            newest_steps[rows, cols] = their_steps[r, newer]
+            newest_degree[rows, cols] = their_degree[r, newer]
         state = AsyncState(newest, newest_steps, newest_degree, state.steps)
-        heard = newest_steps >= 0  # [receiver, sender]
+        heard = newest >= 0  # [receiver, sender]
         weights = torch.where(heard, 1.0 / (1.0 + torch.maximum(state.degree[:, None], newest_degree)), 0.0)
-        mixed = (1.0 - weights.sum(1))[:, None] * x + torch.einsum("ji,jid->jd", weights, newest)
+        mixing, sources = torch.nonzero(heard & active[:, None], as_tuple=True)
+        mixed = (1.0 - weights.sum(1))[:, None] * x + inbox.combine(newest[mixing, sources], mixing,
+                                                                    weights[mixing, sources], n, dim)
         return torch.where(active[:, None], mixed, x), state, inbox.present & active[None, :]

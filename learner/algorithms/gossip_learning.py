@@ -48,12 +48,21 @@ class GossipLearning:
 
     def merge(self, x: torch.Tensor, age: torch.Tensor, inbox: Inbox,
               active: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        dim = x.shape[1]
-        for r in range(inbox.messages.shape[0]):
-            here = inbox.present[r] & active
-            model, their_age = inbox.messages[r, :, :dim], inbox.messages[r, :, dim]
-            total = age + their_age
+        """The sequential merges x <- m x + (1 - m) x_r, in arrival order, as one weighted sum: each merge scales
+        the weights so far by m and gives the new message 1 - m."""
+        n, dim = x.shape
+        their_age = inbox.scalars(dim)
+        merging = inbox.present & active[None, :]
+        own = torch.ones(n, dtype=x.dtype)
+        weights = torch.zeros(merging.shape, dtype=x.dtype)
+        for r in range(merging.shape[0]):
+            here = merging[r]
+            total = age + their_age[r]
             mine = torch.where(total > 0, age / total.clamp(min=1e-30), torch.full_like(age, 0.5))
-            x = torch.where(here[:, None], mine[:, None] * x + (1 - mine)[:, None] * model, x)
-            age = torch.where(here, torch.maximum(age, their_age), age)
-        return x, age, inbox.present & active[None, :]
+            own = torch.where(here, own * mine, own)
+            weights[:r] = torch.where(here[None, :], weights[:r] * mine[None, :], weights[:r])
+            weights[r] = torch.where(here, 1 - mine, 0.0)
+            age = torch.where(here, torch.maximum(age, their_age[r]), age)
+        ranks, receivers = torch.nonzero(merging, as_tuple=True)
+        merged = inbox.combine(inbox.row[ranks, receivers], receivers, weights[ranks, receivers], n, dim)
+        return torch.where(merging.any(0)[:, None], own[:, None] * x + merged, x), age, merging
