@@ -40,6 +40,7 @@ MESSAGE_CLOCKS = {
     "ns3": "ns-3 simulates each message to its last byte (contention, collisions, retries)",
     "ideal": "airtime model (rounds: the exchange's senders take turns from its start; local barrier: each "
              "message its own airtime from its send)",
+    "ns3_ideal": "the ns-3 trace's completion times (a ladder rung)",
     "ns3_random_graph": "the ns-3 trace's completion times (a ladder rung)",
     "ns3_geometry": "the ns-3 trace's completion times (a ladder rung)",
     "ns3_independent_loss": "the ns-3 trace's completion times (a ladder rung)",

@@ -85,7 +85,7 @@ def run_asynchronously(config, model, devices, algorithm, trace: LinkTrace, step
     log(f"[nsdml] async: {int(step_counts(messages).sum())} device steps in {result.levels} batched levels, "
         f"{len(result.used)} merges")
     stale = staleness(result.used, messages, algorithm.local_steps)
-    merge_s = np.array([messages.step_s[m.step, m.receiver] for m in result.used])
+    merge_s = messages.step_s[result.used.step, result.used.receiver]
     steps_by = np.stack([(messages.step_s <= t).sum(0) for t in eval_s])  # (E, N) steps ended by each time
     step_end = np.where(np.isnan(messages.step_s), np.inf, messages.step_s)
     radio = np.where(np.isfinite(step_end)[..., None], trace.radio_energy_j[:messages.step_s.shape[0], 0], 0.0)
@@ -130,10 +130,9 @@ def _window_loss(losses, step_s: np.ndarray, start: float, end: float) -> float:
 
 def staleness_table(used, stale: np.ndarray, messages: MessageLog) -> pd.DataFrame:
     """One row per device and step that merged something: how many messages, their mean staleness."""
-    frame = pd.DataFrame({"device": [m.receiver for m in used], "step": [m.step + 1 for m in used],
-                          "time_s": [messages.step_s[m.step, m.receiver] for m in used],
-                          "staleness_steps": stale[:, 0] if len(stale) else [],
-                          "staleness_s": stale[:, 1] if len(stale) else []})
+    frame = pd.DataFrame({"device": used.receiver, "step": used.step + 1,
+                          "time_s": messages.step_s[used.step, used.receiver],
+                          "staleness_steps": stale[:, 0], "staleness_s": stale[:, 1]})
     if frame.empty:
         return pd.DataFrame(columns=["device", "step", "time_s", "merged", "mean_staleness_steps",
                                      "mean_staleness_s"])

@@ -29,7 +29,7 @@ simulated seconds (merge time minus send time).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Callable, Protocol
 
 import numpy as np
@@ -145,15 +145,26 @@ class MessageLog:
 
 
 @dataclass(frozen=True)
-class Merge:
-    """One message merged: receiver's step (k, receiver), the message (sent_step, sender), and when."""
+class Merges:
+    """Messages merged, one entry each (arrays): the receiver's step (``step``, ``receiver``), the message
+    (``sent_step``, ``sender``), when it arrived, and the level that merged it."""
 
-    level: int
-    receiver: int
-    step: int
-    sender: int
-    sent_step: int
-    arrival_s: float
+    level: np.ndarray
+    receiver: np.ndarray
+    step: np.ndarray
+    sender: np.ndarray
+    sent_step: np.ndarray
+    arrival_s: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.receiver)
+
+    def select(self, keep: np.ndarray) -> "Merges":
+        return Merges(*(getattr(self, f.name)[keep] for f in fields(self)))
+
+    def rows(self) -> list[tuple[int, int, int, int]]:
+        """(receiver, step, sender, sent_step) per merge, sorted."""
+        return sorted(zip(*(getattr(self, name).tolist() for name in ("receiver", "step", "sender", "sent_step"))))
 
 
 @dataclass(frozen=True)
@@ -171,7 +182,7 @@ def step_counts(log: MessageLog) -> np.ndarray:
     return (~np.isnan(log.step_s)).sum(axis=0)
 
 
-def plan_levels(log: MessageLog) -> tuple[list[Level], list[Merge]]:
+def plan_levels(log: MessageLog) -> tuple[list[Level], Merges]:
     """Each step's level and inbox (see the module docstring); the merges in (level, receiver, rank) order."""
     steps_of = step_counts(log)
     k_max, n = log.step_s.shape
@@ -200,7 +211,7 @@ def plan_levels(log: MessageLog) -> tuple[list[Level], list[Merge]]:
             below = max(below, int(level[sent_step[a:b], sender[a:b]].max()))
         level[k, j] = below + 1
     levels: list[Level] = []
-    merges: list[Merge] = []
+    merged: list[np.ndarray] = []  # per level, the indices into the sorted arrays, (receiver, rank) order
     valid = np.arange(k_max)[:, None] < steps_of[None, :]
     for number in range(1, int(level.max(initial=0)) + 1):
         at_level = (level == number) & valid
@@ -210,10 +221,11 @@ def plan_levels(log: MessageLog) -> tuple[list[Level], list[Merge]]:
         senders, sent_steps = np.full((width, n), -1, dtype=np.int64), np.full((width, n), -1, dtype=np.int64)
         for j, (a, b) in spans.items():
             senders[:b - a, j], sent_steps[:b - a, j] = sender[a:b], sent_step[a:b]
-            merges += [Merge(number, int(j), int(step[j]), int(i), int(kk), float(t))
-                       for i, kk, t in zip(sender[a:b], sent_step[a:b], arrival[a:b])]
+            merged.append(np.arange(a, b))
         levels.append(Level(step, senders, sent_steps))
-    return levels, merges
+    index = np.concatenate(merged) if merged else np.zeros(0, dtype=np.int64)
+    return levels, Merges(level[merged_at[index], receiver[index]], receiver[index], merged_at[index],
+                          sender[index], sent_step[index], arrival[index])
 
 
 @dataclass(frozen=True)
@@ -222,7 +234,7 @@ class AsyncResult:
     ``used``: the merges the algorithm used; ``levels``: batched steps run."""
 
     snapshots: torch.Tensor
-    used: list[Merge]
+    used: Merges
     levels: int
     state: object
 
@@ -249,7 +261,7 @@ def run_async(algorithm: AsyncAlgorithm, x: torch.Tensor, state, grad_fn: GradFn
         first, last = windows[0, j]
         snapshots[first:last, j] = x[j]
     pool: torch.Tensor | None = None
-    used: list[Merge] = []
+    used = np.zeros(len(merges), dtype=bool)
     first_merge = 0
     for level in levels:
         active = torch.from_numpy(level.step >= 0)
@@ -263,27 +275,20 @@ def run_async(algorithm: AsyncAlgorithm, x: torch.Tensor, state, grad_fn: GradFn
         row = torch.from_numpy(np.where(level.sender >= 0, level.sent_step * n + level.sender, -1))
         inbox = Inbox(torch.from_numpy(level.sender), present, row, pool, torch.from_numpy(level.step))
         x, state, taken = algorithm.merge(x, state, inbox, active)
-        count = int(present.sum())
-        level_merges = merges[first_merge:first_merge + count]  # in (receiver, arrival) order, as the columns
+        count = int(present.sum())  # this level's merges, in (receiver, rank) order as taken.T[present.T]
+        used[first_merge:first_merge + count] = taken.T[present.T].numpy()
         first_merge += count
-        taken_by_receiver = taken.T[present.T].tolist()  # the same order: receiver, then rank
-        used += [merge for merge, keep in zip(level_merges, taken_by_receiver) if keep]
         for j in devices:
             first, last = windows[level.step[j] + 1, j]
             snapshots[first:last, j] = x[j]
         after_level(level, x)
-    return AsyncResult(snapshots, used, len(levels), state)
+    return AsyncResult(snapshots, merges.select(used), len(levels), state)
 
 
-def staleness(used: list[Merge], log: MessageLog, local_steps: int) -> np.ndarray:
+def staleness(used: Merges, log: MessageLog, local_steps: int) -> np.ndarray:
     """(M, 2) per used merge: the sender's local steps since it sent the message, when the receiver merged it,
     and the message's age in seconds (merge time minus send time)."""
-    if not used:
-        return np.zeros((0, 2))
-    rows = []
-    for merge in used:
-        merged_s = log.step_s[merge.step, merge.receiver]
-        sent_s = log.step_s[merge.sent_step, merge.sender]
-        sender_steps = int((log.step_s[:, merge.sender] <= merged_s).sum())  # steps it ended by then
-        rows.append(((sender_steps - (merge.sent_step + 1)) * local_steps, merged_s - sent_s))
-    return np.asarray(rows, dtype=np.float64)
+    merged_s = log.step_s[used.step, used.receiver]
+    sent_s = log.step_s[used.sent_step, used.sender]
+    sender_steps = (log.step_s[:, used.sender] <= merged_s[None, :]).sum(axis=0)  # steps it ended by then
+    return np.stack([(sender_steps - (used.sent_step + 1)) * local_steps, merged_s - sent_s], axis=-1).astype(float)

@@ -112,7 +112,7 @@ def test_the_batched_engine_equals_a_per_event_loop_from_the_paper(name, log_see
     result = run_async(algorithm, x0.clone(), algorithm.init(x0, seed=11), grad, log, eval_s)
     expected, used = reference(name, algorithm, log, x0, device_grad, seed=11, eval_s=eval_s)
     torch.testing.assert_close(result.snapshots, expected, atol=1e-6, rtol=0)
-    assert sorted((m.receiver, m.step, m.sender, m.sent_step) for m in result.used) == used
+    assert result.used.rows() == used
     assert result.levels < int((~np.isnan(log.step_s)).sum())  # batched: fewer levels than steps
 
 
@@ -121,23 +121,24 @@ def test_the_batched_engine_equals_a_per_event_loop_from_the_paper(name, log_see
 def test_no_message_is_merged_before_it_arrived_or_without_being_received(seed, loss, n, steps):
     log = random_log(seed, n=n, steps=steps, loss=loss)
     _, merges = plan_levels(log)
-    for merge in merges:
-        arrival = log.arrival_s[merge.sent_step, merge.sender, merge.receiver]
-        assert not math.isnan(arrival) and arrival == merge.arrival_s  # it was received
-        assert arrival <= log.step_s[merge.step, merge.receiver]  # and arrived before the merge
-        if merge.step:  # and after the receiver's previous merge (each message merged once, at the first chance)
-            assert arrival > log.step_s[merge.step - 1, merge.receiver]
+    for receiver, step, sender, sent_step in merges.rows():
+        arrival = log.arrival_s[sent_step, sender, receiver]
+        assert not math.isnan(arrival)  # it was received
+        assert arrival <= log.step_s[step, receiver]  # and arrived before the merge
+        if step:  # and after the receiver's previous merge (each message merged once, at the first chance)
+            assert arrival > log.step_s[step - 1, receiver]
     last_step_s = np.where(np.isnan(log.step_s), -np.inf, log.step_s).max(axis=0)
     received = {(k, i, j) for k, i, j in zip(*np.nonzero(~np.isnan(log.arrival_s)))
                 if log.arrival_s[k, i, j] <= last_step_s[j]}
-    assert {(m.sent_step, m.sender, m.receiver) for m in merges} == received
+    assert {(k, i, j) for j, _, i, k in merges.rows()} == received
     # staleness: the sender's steps since the send, at the merge, as a per-event count gives it
-    for merge, (stale_steps, age_s) in zip(merges, staleness(merges, log, local_steps=2)):
-        merged_s = log.step_s[merge.step, merge.receiver]
-        later = [k for k in range(log.step_s.shape[0]) if k > merge.sent_step
-                 and log.step_s[k, merge.sender] <= merged_s]
+    for n_merge, (stale_steps, age_s) in enumerate(staleness(merges, log, local_steps=2)):
+        receiver, step, sender, sent_step = (int(getattr(merges, name)[n_merge])
+                                             for name in ("receiver", "step", "sender", "sent_step"))
+        merged_s = log.step_s[step, receiver]
+        later = [k for k in range(log.step_s.shape[0]) if k > sent_step and log.step_s[k, sender] <= merged_s]
         assert stale_steps == 2 * len(later)
-        assert age_s == pytest.approx(merged_s - log.step_s[merge.sent_step, merge.sender])
+        assert age_s == pytest.approx(merged_s - log.step_s[sent_step, sender])
 
 
 def test_a_hand_made_log_two_devices():

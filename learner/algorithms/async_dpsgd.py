@@ -17,6 +17,7 @@ bytes.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 
 import torch
@@ -69,14 +70,14 @@ class AsyncDPSGD:
         n, dim = x.shape
         newest, newest_steps, newest_degree = state.newest.clone(), state.newest_steps.clone(), state.newest_degree.clone()
         their_steps, their_degree = inbox.scalars(dim), inbox.scalars(dim + 1)
-        receivers = torch.arange(n)
-        for r in range(inbox.present.shape[0]):
-            senders = inbox.sender[r].clamp(min=0)
-            newer = inbox.present[r] & active & (their_steps[r] > newest_steps[receivers, senders])
-            rows, cols = receivers[newer], senders[newer]
-            newest[rows, cols] = inbox.row[r, newer]
-            newest_steps[rows, cols] = their_steps[r, newer]
-            newest_degree[rows, cols] = their_degree[r, newer]
+        ranks, receivers = torch.nonzero(inbox.present & active[None, :], as_tuple=True)
+        pair = receivers * n + inbox.sender[ranks, receivers]  # (receiver, sender) of each message merged
+        steps = their_steps[ranks, receivers]
+        newest_of_pair = torch.full((n * n,), -math.inf, dtype=x.dtype).scatter_reduce(0, pair, steps, "amax")
+        take = (steps == newest_of_pair[pair]) & (steps > newest_steps.view(-1)[pair])  # newer than what it held
+        newest.view(-1)[pair[take]] = inbox.row[ranks[take], receivers[take]]
+        newest_steps.view(-1)[pair[take]] = steps[take]
+        newest_degree.view(-1)[pair[take]] = their_degree[ranks[take], receivers[take]]
         state = AsyncState(newest, newest_steps, newest_degree, state.steps)
         heard = newest >= 0  # [receiver, sender]
         weights = torch.where(heard, 1.0 / (1.0 + torch.maximum(state.degree[:, None], newest_degree)), 0.0)
