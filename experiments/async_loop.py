@@ -5,8 +5,9 @@
 simulated first, offline, by the message core (``ns3_scenarios.schedule.local_barrier`` with quorum 0 and no
 time-out: nobody waits), over ns-3 or a control.
 
-**Time.** The run lasts ``rounds`` evaluation periods; a period is the median device's step (its local steps'
-compute plus half the 5 ms send jitter; devices drift apart by themselves, so the rounds' 1 s start jitter
+**Time.** The run lasts ``rounds`` evaluation periods; a period is the median device's loop (its local steps'
+compute, or ``network.async_period_s`` if longer: a device sends at most once per period, as gossip
+learning's nodes do, so a fast device does not flood a shared channel) plus half the 5 ms send jitter; devices drift apart by themselves, so the rounds' 1 s start jitter
 is not used), so a device of median speed takes about ``rounds`` steps, a straggler 5x
 slower a fifth of them, a faster one more. metrics.csv row e is the state at e periods: every device's model
 after its last step by then, its steps so far (``local_steps``: their mean, gradient evaluations per device),
@@ -40,20 +41,26 @@ from ns3_scenarios.schedule import BarrierPlan
 SEND_JITTER_S = 0.005  # each send U(0, this) after the compute: breaks the first steps' ties, nothing more
 
 
+def loop_s(config, step_s: np.ndarray) -> np.ndarray:
+    """(N,) each device's loop: its local steps' compute, or ``network.async_period_s`` if longer (a device
+    sends at most once per period; it computes while it waits)."""
+    return np.maximum(np.asarray(step_s, dtype=float) * config.algorithm.instance.local_steps,
+                      config.network.async_period_s)
+
+
 def step_period_s(config, step_s: np.ndarray) -> float:
-    """The evaluation period: the median device's step (its local steps' compute) plus half the send jitter."""
-    local_steps = config.algorithm.instance.local_steps
-    return float(np.median(step_s)) * local_steps + SEND_JITTER_S / 2
+    """The evaluation period: the median device's loop plus half the send jitter."""
+    return float(np.median(loop_s(config, step_s))) + SEND_JITTER_S / 2
 
 
 def free_running_plan(config, step_s: np.ndarray) -> BarrierPlan:
-    """The message core's plan for an asynchronous run: every device sends after each of its steps, nobody
+    """The message core's plan for an asynchronous run: every device sends after each of its loops, nobody
     waits; as many steps as the fastest device takes in ``rounds`` periods (plus one)."""
-    local_steps = config.algorithm.instance.local_steps
+    loops = loop_s(config, step_s)
     duration = config.rounds * step_period_s(config, step_s)
-    fastest = max(float(np.min(step_s)) * local_steps, 1e-6)
-    return BarrierPlan(steps=int(math.ceil(duration / fastest)) + 1, payload_bytes=tuple(config.payloads),
-                       step_s=tuple(float(s) * local_steps for s in step_s), timeout_s=0.0, quorum=0.0,
+    return BarrierPlan(steps=int(math.ceil(duration / max(float(loops.min()), 1e-6))) + 1,
+                       payload_bytes=tuple(config.payloads), step_s=tuple(float(s) for s in loops), timeout_s=0.0,
+                       quorum=0.0,
                        radio_sleep=False, send_jitter_s=SEND_JITTER_S, seed=config.seed)
 
 

@@ -163,6 +163,7 @@ class NetworkConfig:
     # "async": every device on its own clock, no barrier (learner/asynchronous.py; asynchronous algorithms only)
     barrier_timeout_s: float = 1.5  # local_barrier: a device waits at most this long after its own send
     barrier_quorum: float = 1.0  # local_barrier: the fraction of the neighbours addressing it that it waits for
+    async_period_s: float = 0.0  # async: a device sends at most once per period (0: as fast as it computes)
 
     def __post_init__(self) -> None:
         _require(self.link_model in LINK_MODELS, "network.link_model", self.link_model,
@@ -194,6 +195,10 @@ class NetworkConfig:
                  "a number in (0, 60] (seconds a device waits after its own send)")
         _require(0.0 <= self.barrier_quorum <= 1.0, "network.barrier_quorum", self.barrier_quorum,
                  "a number in [0, 1] (the fraction of its neighbours' messages a device waits for)")
+        _require(0.0 <= self.async_period_s <= 3600.0, "network.async_period_s", self.async_period_s,
+                 "a number in [0, 3600] (seconds between a device's sends)")
+        _require(self.async_period_s == 0.0 or self.schedule == "async", "network.async_period_s",
+                 self.async_period_s, "0 unless schedule = \"async\"")
         if self.schedule in ("local_barrier", "async"):
             _require(self.mode == "offline", "network.mode", self.mode,
                      f"\"offline\" with schedule = {self.schedule!r} (its timing does not depend on the model)")
