@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 CONFIG ?= experiments/configs/default.toml
 
-.PHONY: setup run test bench sweep table table-esgd table-hyperprism table-detag table-energy table-time table-ladder sweep-density sweep-devices sweep-alpha sweep-controls tables plots bench-ns3 density-table clean-cache
+.PHONY: setup run test bench sweep table table-esgd table-hyperprism table-detag table-energy table-time table-ladder table-async sweep-density sweep-devices sweep-alpha sweep-controls tables plots bench-ns3 density-table clean-cache
 
 setup: $(STAMP)
 
@@ -70,6 +70,17 @@ table-ladder: $(STAMP)
 	$(PY) -m experiments.ladder_table $(LADDER_TUNING) $(LADDER_TABLE)
 	$(PY) -m experiments.report ladder $(LADDER_TUNING) $(LADDER_TABLE) \
 	  --extra results/sweeps/ladder-table/ladder_table.md --extra-only --target table-ladder
+
+# Asynchronous learning: AD-PSGD, SwarmSGD, gossip learning and asynchronous D-PSGD (schedule "async") against
+# synchronous D-PSGD (rounds, local barrier) over ns-3 and the random graph, 20 and 50 devices, with and without
+# stragglers; learning rates tuned on seed 0; the report experiments/reports/async.md.
+ASYNC_TUNING := experiments/configs/async_tuning.toml
+ASYNC_TABLE  := experiments/configs/async_table.toml experiments/configs/async_table_sync.toml
+table-async: $(STAMP)
+	for sweep in $(ASYNC_TUNING) $(ASYNC_TABLE); do $(VENV)/bin/nsdml sweep $$sweep $(SWEEP_FLAGS) || exit 1; done
+	$(PY) -m experiments.async_table $(ASYNC_TABLE)
+	$(PY) -m experiments.report async $(ASYNC_TUNING) $(ASYNC_TABLE) \
+	  --extra results/sweeps/async-table/async_table.md --extra-only --target table-async
 
 # The standard campaigns; QUICK=1 picks the preset that finishes in minutes. Each writes its report
 # experiments/reports/campaign-<sweep name>.md.

@@ -4,8 +4,8 @@ From the idealised graph of the papers to the real network, one rung at a
 time (each a named link model, cached and labelled like any other, never a
 fallback):
 
-1. ``ideal`` (a control, ``bridge.controls``): every pair within radio range
-   of the placement delivers every exchange;
+1. ``ns3_ideal``: every pair of devices delivers every exchange (the complete
+   graph the papers' analyses start from), on the ns-3 trace's clock;
 2. ``ns3_random_graph``: each unordered pair up both ways, independently in
    every exchange, with probability equal to the density the ns-3 trace
    *measured* (delivered ordered pairs over N(N - 1), over its exchanges);
@@ -37,7 +37,7 @@ import numpy as np
 from bridge.stats import pair_delivery_rates
 from bridge.trace import LinkTrace
 
-LADDER_MODELS = ("ns3_random_graph", "ns3_geometry", "ns3_independent_loss")
+LADDER_MODELS = ("ns3_ideal", "ns3_random_graph", "ns3_geometry", "ns3_independent_loss")
 _STREAMS = {"ns3_random_graph": 0x1ADD, "ns3_independent_loss": 0x1055}
 
 
@@ -64,7 +64,10 @@ def ladder_trace(link_model: str, source: LinkTrace, seed: int) -> LinkTrace:
     meta = {"link_model": link_model, "mode": "offline", "derived_from": "ns3",
             "source_measured_density": measured_density(source),
             **{k: v for k, v in source.meta.items() if k in ("area_side_m", "range_m", "idle_density", "rounds")}}
-    if link_model == "ns3_random_graph":
+    if link_model == "ns3_ideal":
+        intended = np.broadcast_to(off_diagonal, shape).copy()
+        delivered = intended.copy()
+    elif link_model == "ns3_random_graph":
         upper = np.triu(rng.random(shape) < meta["source_measured_density"], k=1)
         delivered = (upper | np.swapaxes(upper, -1, -2)) & off_diagonal
         intended = np.broadcast_to(off_diagonal, shape).copy()

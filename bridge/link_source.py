@@ -28,18 +28,19 @@ from bridge.trace import SCHEMA_VERSION, LinkTrace, RoundLinks, TraceFormatError
 from bridge import worker
 from bridge.worker import Progress, WorkerError, describe_worker
 from ns3_scenarios.scenario import SLOT_ARRAYS, SLOT_FIELDS, ScenarioConfig, exchange_senders
-from ns3_scenarios.schedule import BarrierPlan, local_barrier
+from ns3_scenarios.schedule import BarrierPlan, free_running, local_barrier
 
 LINK_MODELS = ("ns3", *CONTROL_MODELS, *LADDER_MODELS, "synthetic")  # synthetic: a named option for fast tests only
 # Link models whose links follow the devices' positions (random graphs and fixed graphs ignore them).
 PLACED_LINK_MODELS = ("ns3", "ideal", "ns3_geometry", "ns3_independent_loss", "synthetic")
 MODES = ("offline", "online")
-SCHEDULES = ("rounds", "local_barrier")
+SCHEDULES = ("rounds", "local_barrier", "async")
 # How each link model times a message (table and plot captions say it, so seconds are read for what they are).
 MESSAGE_CLOCKS = {
     "ns3": "ns-3 simulates each message to its last byte (contention, collisions, retries)",
     "ideal": "airtime model (rounds: the exchange's senders take turns from its start; local barrier: each "
              "message its own airtime from its send)",
+    "ns3_ideal": "the ns-3 trace's completion times (a ladder rung)",
     "ns3_random_graph": "the ns-3 trace's completion times (a ladder rung)",
     "ns3_geometry": "the ns-3 trace's completion times (a ladder rung)",
     "ns3_independent_loss": "the ns-3 trace's completion times (a ladder rung)",
@@ -107,8 +108,8 @@ def obtain_barrier_trace(link_model: str, scenario: ScenarioConfig, plan: Barrie
             return LinkTrace.load(directory), True
         except TraceFormatError:
             pass
-    meta = {"link_model": link_model, "mode": "offline", "rounds": plan.steps, "schedule": "local_barrier",
-            "barrier": asdict(plan)}
+    meta = {"link_model": link_model, "mode": "offline", "rounds": plan.steps,
+            "schedule": "async" if free_running(plan) else "local_barrier", "barrier": asdict(plan)}
     if link_model == "ns3":
         log, stats = run_ns3_worker_log(scenario, plan, seed, timeout_s, progress)
         meta.update(stats)
@@ -119,7 +120,8 @@ def obtain_barrier_trace(link_model: str, scenario: ScenarioConfig, plan: Barrie
         log.update(idle_delivered=links.idle_delivered, positions=links.positions[0])
         meta.update({key: links.meta[key] for key in ("idle_density", "area_side_m", "spectral_gap", "topology")
                      if key in links.meta}, sim_s=messages.now_s())
-    trace = barrier_link_trace(log, plan.payload_bytes, plan.timeout_s, scenario.datagram_bytes, meta)
+    trace = barrier_link_trace(log, plan.payload_bytes, plan.timeout_s, scenario.datagram_bytes, meta,
+                               keep_every_arrival=free_running(plan))
     trace.save(directory)
     return trace, False
 

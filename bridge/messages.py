@@ -14,7 +14,8 @@ schedule asks for, idle the rest of the time.
 ``barrier_link_trace`` turns a local-barrier message log into the LinkTrace a
 run replays: step k is "round" k, ``done_s`` is the arrival time after the
 sender's send where the receiver used the message (NaN otherwise),
-``finished_s`` when each device passed each barrier.
+``finished_s`` when each device passed each barrier. The free-running schedule's log
+(``schedule = "async"``) keeps every arrival, and ``finished_s`` is each device's send.
 """
 
 from __future__ import annotations
@@ -95,10 +96,12 @@ class DelayMessages:
 
 
 def barrier_link_trace(log: dict[str, np.ndarray], payload_bytes: tuple[int, ...], timeout_s: float,
-                       datagram_bytes: int, meta: dict) -> LinkTrace:
+                       datagram_bytes: int, meta: dict, keep_every_arrival: bool = False) -> LinkTrace:
     """The LinkTrace of a local-barrier message log (``ns3_scenarios.schedule.local_barrier``'s arrays plus
-    idle_delivered, positions and, from ns-3, idle_rate)."""
-    used = log["used"]
+    idle_delivered, positions and, from ns-3, idle_rate). ``keep_every_arrival``: the free-running
+    (asynchronous) schedule's log, where a receiver merges a message whenever it arrives, not only before a
+    barrier of the same step."""
+    used = ~np.isnan(log["arrival_s"]) if keep_every_arrival else log["used"]
     steps, exchanges, n, _ = used.shape
     sizes = np.array(payload_bytes, dtype=np.int64)[None, :, None, None]
     done_s = np.where(used, log["arrival_s"] - log["sent_s"][..., None], np.nan).astype(np.float32)

@@ -28,7 +28,7 @@ from bridge.ladder import LADDER_MODELS
 from bridge.link_source import BARRIER_LINK_MODELS, LINK_MODELS, MODES, SCHEDULES
 from experiments.compute import COMPUTE_MODELS, csv_step_times
 from experiments.contract import PluginFailure, checked_payloads
-from learner.algorithms import Algorithm, build_algorithm
+from learner.algorithms import ASYNC_REGISTRY, Algorithm, build_algorithm, is_asynchronous
 from learner.data import DATASETS, DEFAULT_DATA_ROOT, PARTITIONS, dataset_plugin, dataset_shape, missing_data
 from learner.models import MODELS, build_model
 from learner.plugins import entry_point_names, is_reference, load_plugin, source_file
@@ -159,9 +159,11 @@ class NetworkConfig:
     straggler_fraction: float = 0.1  # stragglers: the share of devices that are slow
     straggler_slowdown: float = 5.0  # stragglers: how many times slower they are
     compute_csv: str = ""  # csv: a file with a step_s column, one row per device
-    schedule: str = "rounds"  # "rounds": a global deadline per exchange; "local_barrier" (ns3_scenarios/schedule.py)
+    schedule: str = "rounds"  # "rounds": a global deadline per exchange; "local_barrier" (ns3_scenarios/schedule.py);
+    # "async": every device on its own clock, no barrier (learner/asynchronous.py; asynchronous algorithms only)
     barrier_timeout_s: float = 1.5  # local_barrier: a device waits at most this long after its own send
     barrier_quorum: float = 1.0  # local_barrier: the fraction of the neighbours addressing it that it waits for
+    async_period_s: float = 0.0  # async: a device sends at most once per period (0: as fast as it computes)
 
     def __post_init__(self) -> None:
         _require(self.link_model in LINK_MODELS, "network.link_model", self.link_model,
@@ -193,11 +195,15 @@ class NetworkConfig:
                  "a number in (0, 60] (seconds a device waits after its own send)")
         _require(0.0 <= self.barrier_quorum <= 1.0, "network.barrier_quorum", self.barrier_quorum,
                  "a number in [0, 1] (the fraction of its neighbours' messages a device waits for)")
-        if self.schedule == "local_barrier":
+        _require(0.0 <= self.async_period_s <= 3600.0, "network.async_period_s", self.async_period_s,
+                 "a number in [0, 3600] (seconds between a device's sends)")
+        _require(self.async_period_s == 0.0 or self.schedule == "async", "network.async_period_s",
+                 self.async_period_s, "0 unless schedule = \"async\"")
+        if self.schedule in ("local_barrier", "async"):
             _require(self.mode == "offline", "network.mode", self.mode,
-                     "\"offline\" with schedule = \"local_barrier\" (its timing does not depend on the model)")
+                     f"\"offline\" with schedule = {self.schedule!r} (its timing does not depend on the model)")
             _require(self.link_model in BARRIER_LINK_MODELS, "network.link_model", self.link_model,
-                     f"one of {', '.join(BARRIER_LINK_MODELS)} with schedule = \"local_barrier\"")
+                     f"one of {', '.join(BARRIER_LINK_MODELS)} with schedule = {self.schedule!r}")
 
 
 @dataclass(frozen=True)
@@ -447,14 +453,25 @@ def _check_together(config: RunConfig) -> None:
                  f"\"adhoc\" with link_model = {config.network.link_model!r} (the ladder's rungs derive from an "
                  f"ad-hoc ns-3 trace)")
     algorithm = config.algorithm.instance
-    if config.network.schedule == "local_barrier":
+    asynchronous = config.network.schedule == "async"
+    _require(is_asynchronous(algorithm) == asynchronous, "network.schedule", config.network.schedule,
+             f"\"async\" for {config.algorithm.name}: it merges on its own clock (asynchronous algorithms: "
+             f"{', '.join(sorted(ASYNC_REGISTRY))})" if is_asynchronous(algorithm) else
+             f"\"rounds\" or \"local_barrier\" for {config.algorithm.name} (asynchronous algorithms: "
+             f"{', '.join(sorted(ASYNC_REGISTRY))})")
+    if asynchronous:
+        _require(not config.scenario.radio_sleep, "network.radio_sleep", config.scenario.radio_sleep,
+                 "false with schedule = \"async\" (a message may arrive at any time)")
+        _require(not config.checkpoints, "checkpoint_every", config.checkpoint_every or config.checkpoint_every_s,
+                 "0 with schedule = \"async\" (an asynchronous run takes minutes and restarts from the start)")
+    if config.network.schedule in ("local_barrier", "async"):
         _require(not is_server(algorithm), "network.schedule", config.network.schedule,
                  f"\"rounds\" for {config.algorithm.name}: it runs through a server, whose rounds are global")
         _require(config.scenario.topology == "adhoc" or config.network.link_model == "fixed_graph",
-                 "network.topology", config.scenario.topology, "\"adhoc\" with schedule = \"local_barrier\"")
+                 "network.topology", config.scenario.topology, f"\"adhoc\" with schedule = {config.network.schedule!r}")
         _require(config.scenario.transport != "tcp" and config.scenario.fanout == 0, "network.transport",
                  config.scenario.transport, "broadcast or unicast to every neighbour (fanout 0) with "
-                 "schedule = \"local_barrier\"")
+                 f"schedule = {config.network.schedule!r}")
     if is_server(algorithm):
         _require(config.scenario.access_point, "network.topology", config.scenario.topology,
                  f"\"access_point\" for {config.algorithm.name}: it runs through a server")

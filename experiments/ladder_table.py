@@ -29,8 +29,8 @@ from experiments.atomic import write_atomically
 from experiments.statistics import mean_interval, paired_differences, shown
 from experiments.sweep import Sweep, load_sweep, write_summary
 
-RUNGS = ("ideal", "ns3_random_graph", "ns3_geometry", "ns3_independent_loss", "ns3")
-RUNG_NAMES = {"ideal": "ideal", "ns3_random_graph": "random graph", "ns3_geometry": "geometry",
+RUNGS = ("ns3_ideal", "ns3_random_graph", "ns3_geometry", "ns3_independent_loss", "ns3")
+RUNG_NAMES = {"ns3_ideal": "ideal", "ns3_random_graph": "random graph", "ns3_geometry": "geometry",
               "ns3_independent_loss": "independent loss", "ns3": "ns-3"}
 ALGORITHM_NAMES = {"dpsgd": "D-PSGD", "hyperprism": "HyperPrism", "dsgt": "DSGT", "detag": "DeTAG",
                    "choco_sgd": "CHOCO-SGD"}

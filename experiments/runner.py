@@ -27,6 +27,7 @@ import torch
 from bridge import link_stats, open_links, trace_key
 from experiments.config import ConfigError, RunConfig, passes_multiple, prefixed
 from experiments import checkpoint
+from experiments.async_loop import free_running_plan, run_asynchronously
 from experiments.checkpoint import Checkpoint, csv_marks
 from experiments.compute import step_times
 from experiments.contract import checked_init, checked_step
@@ -97,15 +98,18 @@ def sample_counts(algorithm: Algorithm, shards: list[np.ndarray]) -> dict:
 def trace_request(config: RunConfig) -> dict:
     """The arguments of ``obtain_trace`` (and ``trace_key``) this run needs; runs with equal requests share
     one trace."""
+    plan = barrier_plan(config, step_times(config.network, config.devices, config.seed))
     return {"link_model": config.network.link_model, "scenario": config.scenario, "payload_bytes": config.payloads,
-            "rounds": config.rounds, "seed": config.seed,
-            "barrier": barrier_plan(config, step_times(config.network, config.devices, config.seed))}
+            "rounds": config.rounds if plan is None else plan.steps, "seed": config.seed, "barrier": plan}
 
 
 def barrier_plan(config: RunConfig, step_s: np.ndarray) -> BarrierPlan | None:
     """The local-barrier schedule's plan for this run (None under rounds): one gradient evaluation of each
-    device's step time per step, the scenario's start jitter before each send."""
+    device's step time per step, the scenario's start jitter before each send. Under ``async``: the
+    free-running plan (``experiments.async_loop.free_running_plan``)."""
     network = config.network
+    if network.schedule == "async":
+        return free_running_plan(config, step_s)
     if network.schedule != "local_barrier":
         return None
     return BarrierPlan(steps=config.rounds, payload_bytes=tuple(config.payloads),
@@ -218,6 +222,21 @@ def _run(config: RunConfig, setup: Setup, recorder: "RunRecorder", run_dir: Path
                               f"({error.filename or cache_dir})") from error
     log(f"[nsdml] {source.describe()}: idle density {source.trace.meta.get('idle_density', float('nan')):.3f}")
     name = config.algorithm.name
+    if network.schedule == "async":  # every device on its own clock: no rounds (experiments/async_loop.py)
+        recorder.open(run_dir, details)
+        try:
+            status = run_asynchronously(config, model, devices, algorithm, source.trace, step_s, recorder,
+                                        GradientOracle(devices, recorder), log)
+            reused = source.finish()
+            recorder.finish(status, setup, source.trace, reused,
+                            energy_total_j=float(recorder.metric_rows[-1]["cumulative_energy_j"]))
+        except KeyboardInterrupt:
+            recorder.close("interrupted")
+            raise
+        except Exception as error:
+            recorder.close("failed", error=f"{type(error).__name__}: {error}")
+            raise
+        return RunResult(run_dir, pd.DataFrame(recorder.metric_rows), status, reused)
     saved = _checkpoint_to_resume(config, run_dir, details, algorithm, log)
     recorder.open(run_dir, details, saved)
     oracle = GradientOracle(devices, recorder)
@@ -390,6 +409,10 @@ class RunRecorder:
             self._bar.update()
             if row["mean_accuracy"] == row["mean_accuracy"]:
                 self._bar.set_postfix(accuracy=f"{row['mean_accuracy']:.4f}")
+
+    def write_text(self, name: str, text: str) -> None:
+        with self.phase("io"):
+            self._writer.write_text(name, text)
 
     def close(self, status: str, **details) -> None:
         """End an unfinished run (interrupted or failed): its rows are kept, its status says why."""

@@ -74,3 +74,27 @@ def paired_differences(summary: pd.DataFrame, by: list[str], algorithm: str = "a
                 row[f"{figure}_pairs"] = len(diff)
             rows.append(row)
     return pd.DataFrame(rows)
+
+
+def settings_table(runs: pd.DataFrame, setting: list[str], figures: tuple[str, ...],
+                   to_target: tuple[str, ...], reached_by: str = "time_to_target_s") -> pd.DataFrame:
+    """Per setting: the runs, how many reached the target (``reached_by``), and per figure its mean and 95 % t
+    half-width; a figure ``to_target`` gets its interval only when every seed reached it (an interval over the
+    seeds that did would flatter)."""
+    rows = []
+    for key, group in runs.groupby(setting, sort=True):
+        row = dict(zip(setting, key), runs=len(group), reached=int(group[reached_by].notna().sum()))
+        for figure in figures:
+            values = group[figure].astype(float)
+            row[figure], row[f"{figure}_half"] = mean_interval(values)
+            if figure in to_target and values.isna().any():
+                row[f"{figure}_half"] = math.nan
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def to_target_cell(row: pd.Series, figure: str, digits: int) -> str:
+    """'12.0 ± 1.5 (5/5)', '12.0 ± n/a (3/5)' or '— (0/5)'."""
+    if row["reached"] == 0:
+        return f"— (0/{row['runs']})"
+    return f"{shown(row[figure], row[f'{figure}_half'], digits)} ({row['reached']}/{row['runs']})"

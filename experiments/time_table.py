@@ -21,7 +21,8 @@ from pathlib import Path
 import pandas as pd
 
 from experiments.atomic import write_atomically
-from experiments.statistics import mean_interval, paired_differences, shown
+from experiments import statistics
+from experiments.statistics import paired_differences, shown
 from experiments.sweep import load_sweep, write_summary
 
 SETTING = ["devices", "algorithm.name", "network.compute_model", "network.radio_sleep", "network.schedule"]
@@ -29,6 +30,7 @@ NAMES = {"devices": "N", "algorithm.name": "algorithm", "network.compute_model":
          "network.radio_sleep": "sleep", "network.schedule": "schedule"}
 FIGURES = ("s_per_step", "j_per_step", "links_per_step", "final_acc", "steps_to_target", "time_to_target_s",
            "energy_to_target_j")
+TO_TARGET = ("steps_to_target", "time_to_target_s", "energy_to_target_j")
 
 
 def per_run(summary: pd.DataFrame, results_root: Path) -> pd.DataFrame:
@@ -42,22 +44,10 @@ def per_run(summary: pd.DataFrame, results_root: Path) -> pd.DataFrame:
 
 
 def settings_table(runs: pd.DataFrame) -> pd.DataFrame:
-    rows = []
-    for key, group in runs.groupby(SETTING, sort=True):
-        row = dict(zip(SETTING, key), runs=len(group), reached=int(group["steps_to_target"].notna().sum()))
-        for figure in FIGURES:
-            values = group[figure].astype(float)
-            row[figure], row[f"{figure}_half"] = mean_interval(values)
-            if figure in ("steps_to_target", "time_to_target_s", "energy_to_target_j") and values.isna().any():
-                row[f"{figure}_half"] = float("nan")  # an interval over the seeds that reached it would flatter
-        rows.append(row)
-    return pd.DataFrame(rows)
+    return statistics.settings_table(runs, SETTING, FIGURES, TO_TARGET, reached_by="steps_to_target")
 
 
-def _to_target(row: pd.Series, figure: str, digits: int) -> str:
-    if row["reached"] == 0:
-        return f"— (0/{row['runs']})"
-    return f"{shown(row[figure], row[f'{figure}_half'], digits)} ({row['reached']}/{row['runs']})"
+_to_target = statistics.to_target_cell
 
 
 def settings_markdown(table: pd.DataFrame, target: float) -> str:

@@ -81,6 +81,12 @@ class BarrierPlan:
 
 
 
+def free_running(plan: BarrierPlan) -> bool:
+    """A plan with quorum 0 and no time-out: nobody waits, each device computes, sends and goes on (the
+    asynchronous schedule's message log, ``learner.asynchronous``): every arrival counts, whenever it comes."""
+    return plan.quorum == 0 and plan.timeout_s == 0
+
+
 def wanted(senders: int, quorum: float) -> int:
     """How many of its ``senders`` messages a device waits for: ceil(quorum x senders), at least 0."""
     return min(senders, math.ceil(quorum * senders - 1e-9))

@@ -38,6 +38,9 @@ def test_geometry_is_lossless_on_the_neighbour_graph_and_the_random_graph_keeps_
     delivered = ~np.isnan(graph.done_s)
     assert (delivered == np.swapaxes(delivered, -1, -2)).all()  # both ways, as the papers' graph
     assert measured_density(graph) == pytest.approx(measured_density(source), abs=0.01)
+    ideal = ladder_trace("ns3_ideal", source, seed=7)  # the complete graph: every pair, every exchange
+    assert (~np.isnan(ideal.done_s) == ~np.eye(source.devices, dtype=bool)).all()
+    assert measured_density(ideal) == 1.0
 
 
 def test_every_rung_keeps_the_ns3_clock_and_energy(source):

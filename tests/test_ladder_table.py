@@ -47,7 +47,7 @@ def test_an_evaluation_at_an_untuned_rate_is_refused_naming_the_field():
 def _ladder_runs():
     """Three seeds of D-PSGD on the ideal and the random-graph rungs at one density."""
     rows = []
-    for link, finals, rounds, seconds in (("ideal", (0.70, 0.72, 0.74), (20, 30, 40), (10.0, 15.0, 20.0)),
+    for link, finals, rounds, seconds in (("ns3_ideal", (0.70, 0.72, 0.74), (20, 30, 40), (10.0, 15.0, 20.0)),
                                            ("ns3_random_graph", (0.66, 0.70, 0.71), (30, 35, NAN), (14.0, 18.0, NAN))):
         for seed, final, conv, sec in zip((1, 2, 3), finals, rounds, seconds):
             rows.append({"network.density": 0.5, "algorithm.name": "dpsgd", "network.link_model": link, "seed": seed,
@@ -59,7 +59,7 @@ def _ladder_runs():
 
 def test_a_rung_minus_the_rung_below_is_paired_seed_by_seed():
     paired = rung_differences(_ladder_runs())
-    row = paired[(paired["algorithm"] == "ns3_random_graph") & (paired["reference"] == "ideal")].iloc[0]
+    row = paired[(paired["algorithm"] == "ns3_random_graph") & (paired["reference"] == "ns3_ideal")].iloc[0]
     # final acc differences -0.04, -0.02, -0.03: mean -0.03, s = 0.01 -> half 4.3027 * 0.01 / sqrt 3 = 0.02484
     assert row["final_acc_diff"] == pytest.approx(-0.03)
     assert row["final_acc_half"] == pytest.approx(T_975_2 * 0.01 / math.sqrt(3))

@@ -8,6 +8,8 @@ from typing import Any
 from learner.algorithms.base import Algorithm, GradFn, Links
 from learner.plugins import entry_point_names, load_plugin
 from learner.algorithms.adom import ADOM
+from learner.algorithms.adpsgd import ADPSGD
+from learner.algorithms.async_dpsgd import AsyncDPSGD
 from learner.algorithms.choco_sgd import ChocoSGD
 from learner.algorithms.d2 import D2
 from learner.algorithms.defacto import DeFacto
@@ -18,9 +20,11 @@ from learner.algorithms.dpsgd import DPSGD
 from learner.algorithms.dsgt import DSGT
 from learner.algorithms.esgd import ESGD
 from learner.algorithms.fedavg import FedAvg
+from learner.algorithms.gossip_learning import GossipLearning
 from learner.algorithms.hyperprism import HyperPrism, HyperPrismFixed
 from learner.algorithms.mudag import Mudag
 from learner.algorithms.sgp import SGP
+from learner.algorithms.swarm_sgd import SwarmSGDAsync
 from learner.algorithms.swarmsgd import SwarmSGD
 from learner.algorithms.threshold_sgd import ThresholdSGD
 
@@ -44,6 +48,20 @@ REGISTRY: dict[str, type] = {
     "adom": ADOM,  # the primal form ADOM+
 }
 
+# Asynchronous algorithms (``schedule = "async"``, learner/asynchronous.py): local steps, send, merge on each
+# device's own clock; their contract is ``local``, ``message`` and ``merge`` instead of ``step``.
+ASYNC_REGISTRY: dict[str, type] = {
+    "adpsgd": ADPSGD,
+    "async_dpsgd": AsyncDPSGD,
+    "gossip_learning": GossipLearning,
+    "swarm_sgd": SwarmSGDAsync,  # SwarmSGD as published; "swarmsgd" is its synchronous round-based variant
+}
+
+
+def is_asynchronous(algorithm: object) -> bool:
+    """Whether ``algorithm`` (an instance or class) runs under the asynchronous schedule."""
+    return callable(getattr(algorithm, "merge", None)) and callable(getattr(algorithm, "local", None))
+
 
 ALGORITHM_METHODS = ("exchange_payloads", "init", "step")
 
@@ -55,10 +73,12 @@ def algorithm_class(name: str) -> type:
     ``exchange_payloads``, ``init`` and ``step``; what it lacks is named in the ValueError."""
     if name in REGISTRY:
         return REGISTRY[name]
+    if name in ASYNC_REGISTRY:
+        return ASYNC_REGISTRY[name]
     cls = load_plugin("algorithm", name)
     if cls is None:
         plugins = entry_point_names("algorithm")
-        raise ValueError(f"name: unknown algorithm {name!r}; allowed: {', '.join(sorted(REGISTRY))}"
+        raise ValueError(f"name: unknown algorithm {name!r}; allowed: {', '.join(sorted({**REGISTRY, **ASYNC_REGISTRY}))}"
                          + (f", plugins {', '.join(plugins)}" if plugins else "")
                          + ", or a 'module:Class' reference")
     check_algorithm_contract(cls, name)

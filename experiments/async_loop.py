@@ -1,0 +1,148 @@
+"""The asynchronous schedule's run: the free-running message log, the batched engine, the run's files.
+
+``schedule = "async"``: each device loops local step(s), send, merge on its own clock
+(``learner.asynchronous``). The sends depend only on the devices' compute times, so the message log is
+simulated first, offline, by the message core (``ns3_scenarios.schedule.local_barrier`` with quorum 0 and no
+time-out: nobody waits), over ns-3 or a control.
+
+**Time.** The run lasts ``rounds`` evaluation periods; a period is the median device's loop (its local steps'
+compute, or ``network.async_period_s`` if longer: a device sends at most once per period, as gossip
+learning's nodes do, so a fast device does not flood a shared channel) plus half the 5 ms send jitter; devices drift apart by themselves, so the rounds' 1 s start jitter
+is not used), so a device of median speed takes about ``rounds`` steps, a straggler 5x
+slower a fifth of them, a faster one more. metrics.csv row e is the state at e periods: every device's model
+after its last step by then, its steps so far (``local_steps``: their mean, gradient evaluations per device),
+the radio joules of the steps it ended by then plus their compute joules. The log is simulated until every
+device has taken enough steps to cover the run (the fastest one's count); steps after the run's end are
+dropped, which changes nothing before it (a later send cannot change an earlier arrival).
+
+**Files.** links.csv row e: the e-th message of every device (``bridge.stats.link_stats`` of log step e - 1);
+``staleness.csv``: one row per device and step, the messages it merged and their mean staleness (the
+sender's local steps since it sent, and the age in seconds). Per step rather than per message: a per-message
+file is about as many times larger as a device has neighbours, and the messages are in the cached trace.
+"""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import torch
+
+from bridge.trace import LinkTrace
+from experiments.energy import energy_columns, round_zero_columns
+from experiments.run_outputs import CSV_FLOAT_FORMAT
+from learner.asynchronous import MessageLog, run_async, staleness, step_counts
+from ns3_scenarios.schedule import BarrierPlan
+
+
+SEND_JITTER_S = 0.005  # each send U(0, this) after the compute: breaks the first steps' ties, nothing more
+
+
+def loop_s(config, step_s: np.ndarray) -> np.ndarray:
+    """(N,) each device's loop: its local steps' compute, or ``network.async_period_s`` if longer (a device
+    sends at most once per period; it computes while it waits)."""
+    return np.maximum(np.asarray(step_s, dtype=float) * config.algorithm.instance.local_steps,
+                      config.network.async_period_s)
+
+
+def step_period_s(config, step_s: np.ndarray) -> float:
+    """The evaluation period: the median device's loop plus half the send jitter."""
+    return float(np.median(loop_s(config, step_s))) + SEND_JITTER_S / 2
+
+
+def free_running_plan(config, step_s: np.ndarray) -> BarrierPlan:
+    """The message core's plan for an asynchronous run: every device sends after each of its loops, nobody
+    waits; as many steps as the fastest device takes in ``rounds`` periods (plus one)."""
+    loops = loop_s(config, step_s)
+    duration = config.rounds * step_period_s(config, step_s)
+    return BarrierPlan(steps=int(math.ceil(duration / max(float(loops.min()), 1e-6))) + 1,
+                       payload_bytes=tuple(config.payloads), step_s=tuple(float(s) for s in loops), timeout_s=0.0,
+                       quorum=0.0,
+                       radio_sleep=False, send_jitter_s=SEND_JITTER_S, seed=config.seed)
+
+
+def message_log(trace: LinkTrace) -> MessageLog:
+    """The free-running trace as a message log: steps end at the sends, arrivals after them."""
+    sent = trace.finished_s[:, 0, :].astype(np.float64)
+    return MessageLog(sent, sent[:, :, None] + trace.done_s[:, 0].astype(np.float64))
+
+
+def run_asynchronously(config, model, devices, algorithm, trace: LinkTrace, step_s: np.ndarray, recorder,
+                       oracle, log: Callable[[str], None]) -> str:
+    """Run, evaluate every period and write the rows; the run's status."""
+    n, period = config.devices, step_period_s(config, step_s)
+    eval_s = period * np.arange(1, config.rounds + 1)
+    messages = message_log(trace).within(float(eval_s[-1]))
+    x = model.init(n, config.seed)
+    recorder.add_round(0, 0.0, 0, recorder.evaluate(devices, x), math.nan, trace, None,
+                       {**round_zero_columns(n), **merge_columns(np.zeros((0, 2)))})
+    losses: list[tuple[np.ndarray, np.ndarray, torch.Tensor]] = []  # (devices, their step index, loss)
+
+    def keep_losses(level, _x) -> None:
+        active = np.flatnonzero(level.step >= 0)
+        if oracle.losses:
+            losses.append((active, level.step[active], torch.stack(oracle.losses).mean(0)[active]))
+        oracle.new_round()
+
+    with recorder.phase("step"):
+        result = run_async(algorithm, x, algorithm.init(x, seed=config.seed), oracle, messages, eval_s, keep_losses)
+    log(f"[nsdml] async: {int(step_counts(messages).sum())} device steps in {result.levels} batched levels, "
+        f"{len(result.used)} merges")
+    stale = staleness(result.used, messages, algorithm.local_steps)
+    merge_s = messages.step_s[result.used.step, result.used.receiver]
+    steps_by = np.stack([(messages.step_s <= t).sum(0) for t in eval_s])  # (E, N) steps ended by each time
+    step_end = np.where(np.isnan(messages.step_s), np.inf, messages.step_s)
+    radio = np.where(np.isfinite(step_end)[..., None], trace.radio_energy_j[:messages.step_s.shape[0], 0], 0.0)
+    compute_j = config.network.compute_power_w * np.asarray(step_s) * algorithm.local_steps
+    status, spent_before = "done", np.zeros(n)
+    for e, t in enumerate(eval_s, start=1):
+        x_e = result.snapshots[e - 1]
+        if not torch.isfinite(x_e).all():
+            status = "diverged"
+            log(f"[nsdml] diverged by period {e}: non-finite parameters")
+            break
+        ended = step_end <= t
+        spent = (radio * ended[..., None]).sum(axis=(0, 2)) + compute_j * ended.sum(0)
+        window = spent - spent_before
+        radio_window = (radio * (ended & (step_end > t - period))[..., None]).sum(axis=(0, 2))
+        spent_before = spent
+        in_window = (merge_s > t - period) & (merge_s <= t)
+        columns = {**energy_columns(radio_window, window - radio_window, spent, n), **merge_columns(stale[in_window])}
+        links = SimpleNamespace(used=1 if e - 1 < trace.rounds else 0, delivered=int(in_window.sum()))
+        recorder.add_round(e, float(t), float(steps_by[e - 1].mean() * algorithm.local_steps),
+                           recorder.evaluate(devices, x_e), _window_loss(losses, messages.step_s, t - period, t),
+                           trace, links, columns)
+    recorder.write_text("staleness.csv", staleness_table(result.used, stale, messages).to_csv(
+        index=False, float_format=CSV_FLOAT_FORMAT))
+    return status
+
+
+def merge_columns(stale: np.ndarray) -> dict:
+    """metrics.csv's asynchronous columns for one period: messages merged, their mean staleness."""
+    return {"merged_messages": len(stale),
+            "mean_staleness_steps": float(stale[:, 0].mean()) if len(stale) else math.nan,
+            "mean_staleness_s": float(stale[:, 1].mean()) if len(stale) else math.nan}
+
+
+def _window_loss(losses, step_s: np.ndarray, start: float, end: float) -> float:
+    """Mean training loss of the local steps that ended in (start, end]."""
+    values = [loss[(step_s[steps, active] > start) & (step_s[steps, active] <= end)]
+              for active, steps, loss in losses]
+    values = [v for v in values if len(v)]
+    return float(torch.cat(values).mean()) if values else math.nan
+
+
+def staleness_table(used, stale: np.ndarray, messages: MessageLog) -> pd.DataFrame:
+    """One row per device and step that merged something: how many messages, their mean staleness."""
+    frame = pd.DataFrame({"device": used.receiver, "step": used.step + 1,
+                          "time_s": messages.step_s[used.step, used.receiver],
+                          "staleness_steps": stale[:, 0], "staleness_s": stale[:, 1]})
+    if frame.empty:
+        return pd.DataFrame(columns=["device", "step", "time_s", "merged", "mean_staleness_steps",
+                                     "mean_staleness_s"])
+    return frame.groupby(["device", "step"], sort=True).agg(
+        time_s=("time_s", "first"), merged=("staleness_steps", "size"),
+        mean_staleness_steps=("staleness_steps", "mean"), mean_staleness_s=("staleness_s", "mean")).reset_index()

@@ -1,0 +1,134 @@
+"""The asynchronous table: AD-PSGD, SwarmSGD, gossip learning and asynchronous D-PSGD against synchronous D-PSGD
+(rounds, local barrier), over 802.11a and the random graph, with and without stragglers; seconds, joules and
+local steps to the target, final accuracy, staleness, with 95 % intervals and paired differences.
+
+Built from finished sweeps' CSVs only (``make table-async`` runs them first)::
+
+    python -m experiments.async_table ASYNC.toml SYNC.toml [--results results]
+
+Writes ``async_table.md`` and ``async_table.csv`` beside the first sweep's summary. Per setting (N, network,
+compute, method): the final accuracy, local steps per device, simulated seconds and joules to the target
+(mean ± 95 % t interval when every seed reached it; k/n always shown), the mean staleness of the messages
+merged (asynchronous methods: the sender's local steps since the send, and the age in seconds). Paired: each
+method minus D-PSGD under rounds, seed by seed (same seed: same data split, initial models and mini-batches).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from experiments.atomic import write_atomically
+from experiments import statistics
+from experiments.statistics import paired_differences, shown
+from experiments.sweep import load_sweep, write_summary
+
+SETTING = ["devices", "network.link_model", "network.compute_model", "method"]
+REFERENCE = "dpsgd (rounds)"
+TO_TARGET = (("steps_to_target", 1), ("time_to_target_s", 1), ("energy_to_target_j", 0))
+FIGURES = ("final_acc", "steps_to_target", "time_to_target_s", "energy_to_target_j", "staleness_steps",
+           "staleness_s")
+
+
+def method(row: pd.Series) -> str:
+    name, schedule = row["algorithm.name"], row["network.schedule"]
+    return name if schedule == "async" else f"{name} ({schedule})"
+
+
+def per_run(summary: pd.DataFrame, results_root: Path) -> pd.DataFrame:
+    """The finished runs, named by method, with their mean staleness over the merges (from metrics.csv)."""
+    done = summary[summary["status"].isin(("done", "diverged"))].copy()
+    done["method"] = done.apply(method, axis=1)
+    stale_steps, stale_s = [], []
+    for run_id in done["run_id"]:
+        metrics = pd.read_csv(results_root / run_id / "metrics.csv")
+        if "merged_messages" not in metrics:
+            stale_steps.append(math.nan)
+            stale_s.append(math.nan)
+            continue
+        weights = metrics["merged_messages"].fillna(0)
+        total = weights.sum()
+        stale_steps.append(float((metrics["mean_staleness_steps"].fillna(0) * weights).sum() / total) if total else math.nan)
+        stale_s.append(float((metrics["mean_staleness_s"].fillna(0) * weights).sum() / total) if total else math.nan)
+    return done.assign(staleness_steps=stale_steps, staleness_s=stale_s)
+
+
+def settings_table(runs: pd.DataFrame) -> pd.DataFrame:
+    return statistics.settings_table(runs, SETTING, FIGURES, tuple(dict(TO_TARGET)))
+
+
+_to_target = statistics.to_target_cell
+
+
+def settings_markdown(table: pd.DataFrame, target: float) -> str:
+    header = ["N", "network", "compute", "method", "final acc", f"steps to {target:g}", f"s to {target:g}",
+              f"J to {target:g}", "staleness (steps)", "staleness (s)"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for _, row in table.iterrows():
+        cells = [str(row["devices"]), row["network.link_model"], row["network.compute_model"], row["method"],
+                 shown(row["final_acc"], row["final_acc_half"], 3),
+                 *[_to_target(row, figure, digits) for figure, digits in TO_TARGET],
+                 shown(row["staleness_steps"], row["staleness_steps_half"], 2),
+                 shown(row["staleness_s"], row["staleness_s_half"], 2)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def paired(runs: pd.DataFrame) -> pd.DataFrame:
+    """Each method minus D-PSGD under rounds, seed by seed, per setting."""
+    ranked = runs.assign(_reference=(runs["method"] != REFERENCE).astype(int)).sort_values(
+        ["_reference", "method", "seed"], kind="stable")
+    return paired_differences(ranked, SETTING, algorithm="method",
+                              figures=("final_acc", "steps_to_target", "time_to_target_s", "energy_to_target_j"))
+
+
+def paired_markdown(differences: pd.DataFrame) -> str:
+    header = ["N", "network", "compute", "method − dpsgd (rounds)", "pairs", "Δ final acc", "Δ steps (pairs)",
+              "Δ s (pairs)", "Δ J (pairs)"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for _, row in differences.iterrows():
+        cells = [str(row["devices"]), row["network.link_model"], row["network.compute_model"], row["algorithm"],
+                 str(row["pairs"]), shown(row["final_acc_diff"], row["final_acc_half"], 3, signed=True)]
+        for figure, digits in TO_TARGET:
+            cells.append(f"{shown(row[f'{figure}_diff'], row[f'{figure}_half'], digits, signed=True)} "
+                         f"({row[f'{figure}_pairs']})")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def build(sweep_paths: list[Path], results_root: Path) -> tuple[str, pd.DataFrame]:
+    sweeps = [load_sweep(path) for path in sweep_paths]
+    runs = pd.concat([per_run(write_summary(sweep, results_root), results_root) for sweep in sweeps],
+                     ignore_index=True)
+    table = settings_table(runs)
+    target = sweeps[0].target_accuracy
+    seeds = sorted(runs["seed"].unique())
+    text = "\n".join([
+        f"**Per setting** (means ± 95 % t intervals over seeds {', '.join(map(str, seeds))}; steps: local steps "
+        f"(gradient evaluations) per device; to the target: the interval only when every seed reached it, k/n "
+        f"always shown; staleness: mean over the messages merged):", "",
+        settings_markdown(table, target), "",
+        f"**Each method minus {REFERENCE}**, seed by seed (to the target over the seeds where both reached it):", "",
+        paired_markdown(paired(runs)), ""])
+    return text, table
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m experiments.async_table", description=__doc__.splitlines()[0])
+    parser.add_argument("sweeps", type=Path, nargs="+")
+    parser.add_argument("--results", type=Path, default=Path("results"))
+    args = parser.parse_args(argv)
+    text, table = build(args.sweeps, args.results)
+    out = load_sweep(args.sweeps[0]).summary_dir(args.results)
+    write_atomically(out / "async_table.md", text)
+    write_atomically(out / "async_table.csv", table.to_csv(index=False, float_format="%.6g"))
+    print(f"written: {out}/async_table.md, async_table.csv", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,55 @@
+"""AD-PSGD: asynchronous decentralized parallel SGD (Lian, Zhang, Zhang & Liu, ICML 2018).
+
+The paper's worker i, in a loop, with no barrier::
+
+    pick a neighbour j at random
+    g <- stochastic gradient at (a read of) x_i
+    x_i, x_j <- (x_i + x_j) / 2        (atomic, both sides)
+    x_i <- x_i - lr * g
+
+Reconstructed for broadcast 802.11a (``schedule = "async"``, ``learner.asynchronous``): after its local step a
+device broadcasts its model, then averages with **one** model it received since its last merge, drawn
+uniformly among them (``average_with_one``): x_j <- (x_j + x_i) / 2. The paper's atomic two-sided averaging
+needs a locked two-way exchange that a lossy broadcast channel does not give; here each side averages when it
+picks the other's message, with the model as it was when sent (stale by the airtime and the receiver's wait).
+The gradient is taken at the device's own current model and applied before the averaging (the paper applies
+the gradient of the read copy after it); a device that received nothing keeps its model. Payload: the dense
+float32 model, d x 4 bytes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from learner.algorithms.base import FLOAT32_BYTES, GradFn, check_range
+from learner.asynchronous import Inbox, average_with_one, sgd_steps
+
+
+@dataclass(frozen=True)
+class ADPSGD:
+    lr: float = 0.1
+    name: str = "adpsgd"
+    local_steps = 1  # one gradient step between sends (the paper's loop)
+
+    def __post_init__(self) -> None:
+        check_range("lr", self.lr, 0.0, 100.0)
+
+    def exchange_payloads(self, dim: int) -> tuple[int, ...]:
+        return (dim * FLOAT32_BYTES,)
+
+    def init(self, x: torch.Tensor, seed: int = 0) -> int:
+        """The state is the seed its partner draws are keyed by."""
+        return seed
+
+    def local(self, x: torch.Tensor, state: int, grad_fn: GradFn, active: torch.Tensor) -> tuple[torch.Tensor, int]:
+        return sgd_steps(x, grad_fn, self.lr, self.local_steps, active), state
+
+    def message(self, x: torch.Tensor, state: int) -> torch.Tensor:
+        return x
+
+    def merge(self, x: torch.Tensor, state: int, inbox: Inbox,
+              active: torch.Tensor) -> tuple[torch.Tensor, int, torch.Tensor]:
+        x, used = average_with_one(x, inbox, active, state)
+        return x, state, used

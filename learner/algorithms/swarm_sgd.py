@@ -1,0 +1,52 @@
+"""SwarmSGD as published: asynchronous, H local steps between pairwise averagings (Nadiradze, Sabour, Davies,
+Li & Alistarh, "Asynchronous Decentralized SGD with Quantized and Local Updates", NeurIPS 2021).
+
+The paper: an interaction picks a random edge {i, j} of the graph; both nodes run their local SGD steps
+(H in expectation) on their own models and then average, x_i, x_j <- (x_i + x_j) / 2; nodes never wait for
+the others.
+
+Reconstructed for broadcast 802.11a (``schedule = "async"``, ``learner.asynchronous``): every device loops
+on its own clock, H local steps (exactly H; the paper draws a random number with mean H), broadcast, then
+averages with one model it received since its last merge, drawn uniformly among them (``average_with_one``):
+one-sided, as the two-sided atomic average needs a locked two-way exchange a lossy broadcast does not give.
+No quantization. The round-based form that the HyperPrism comparison ran stays registered as ``swarmsgd``
+(synchronous rounds, a random matching of the two-way links). Payload: the dense float32 model, d x 4 bytes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from learner.algorithms.base import FLOAT32_BYTES, GradFn, check_integer, check_range
+from learner.asynchronous import Inbox, average_with_one, sgd_steps
+
+
+@dataclass(frozen=True)
+class SwarmSGDAsync:
+    lr: float = 0.1
+    local_steps: int = 2  # H
+    name: str = "swarm_sgd"
+
+    def __post_init__(self) -> None:
+        check_range("lr", self.lr, 0.0, 100.0)
+        check_integer("local_steps", self.local_steps, 1, 1000)
+
+    def exchange_payloads(self, dim: int) -> tuple[int, ...]:
+        return (dim * FLOAT32_BYTES,)
+
+    def init(self, x: torch.Tensor, seed: int = 0) -> int:
+        """The state is the seed its partner draws are keyed by."""
+        return seed
+
+    def local(self, x: torch.Tensor, state: int, grad_fn: GradFn, active: torch.Tensor) -> tuple[torch.Tensor, int]:
+        return sgd_steps(x, grad_fn, self.lr, self.local_steps, active), state
+
+    def message(self, x: torch.Tensor, state: int) -> torch.Tensor:
+        return x
+
+    def merge(self, x: torch.Tensor, state: int, inbox: Inbox,
+              active: torch.Tensor) -> tuple[torch.Tensor, int, torch.Tensor]:
+        x, used = average_with_one(x, inbox, active, state)
+        return x, state, used

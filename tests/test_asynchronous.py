@@ -1,0 +1,226 @@
+"""The asynchronous engine against plain per-event loops written from the papers, over random message logs
+(lossy, with stragglers): the batched levels give the same models (1e-6), merge nothing before its arrival
+nor anything not received, and record the staleness the loop sees."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings, strategies as st
+
+from learner.algorithms.adpsgd import ADPSGD
+from learner.algorithms.async_dpsgd import AsyncDPSGD
+from learner.algorithms.gossip_learning import GossipLearning
+from learner.algorithms.swarm_sgd import SwarmSGDAsync
+from learner.asynchronous import MessageLog, keyed_uniform, plan_levels, run_async, staleness
+
+DIM = 3
+
+
+def random_log(seed: int, n: int = 6, steps: int = 7, loss: float = 0.3, stragglers: bool = True) -> MessageLog:
+    """Each device's steps end at cumulative compute times (two devices 4x slower with ``stragglers``); each
+    message arrives 0.05-0.6 s after its send, or is lost with probability ``loss``."""
+    rng = np.random.default_rng(seed)
+    compute = rng.uniform(0.2, 0.4, n) * np.where(np.arange(n) < (2 if stragglers else 0), 4.0, 1.0)
+    step_s = np.cumsum(compute[None, :] + rng.uniform(0, 0.01, (steps, n)), axis=0)
+    delay = rng.uniform(0.05, 0.6, (steps, n, n))
+    arrival_s = np.where(rng.random((steps, n, n)) < loss, np.nan, step_s[:, :, None] + delay)
+    arrival_s[:, np.arange(n), np.arange(n)] = np.nan
+    return MessageLog(step_s, arrival_s).within(float(np.median(step_s[-1])))
+
+
+def quadratic(n: int, seed: int):
+    """Device i's gradient g_i(x) = a_i * (x - b_i): deterministic, different per device."""
+    gen = torch.Generator().manual_seed(seed)
+    a = torch.rand(n, 1, generator=gen, dtype=torch.float64) + 0.5
+    b = torch.randn(n, DIM, generator=gen, dtype=torch.float64)
+    return lambda x: a * (x - b), (lambda i, xi: a[i] * (xi - b[i]))
+
+
+def reference(name: str, algorithm, log: MessageLog, x0: torch.Tensor, device_grad, seed: int,
+              eval_s: np.ndarray):
+    """Per-event loop: the steps one by one in time order (ties by device), each device's update written from
+    its paper (module docstrings), its merges in arrival order. Returns (models at eval_s, used merges)."""
+    n = x0.shape[0]
+    x = [x0[i].clone() for i in range(n)]
+    age = [0.0] * n
+    steps_done = [0] * n
+    newest: list[dict[int, tuple[torch.Tensor, float, float]]] = [{} for _ in range(n)]  # sender -> (model, steps, degree)
+    sent: dict[tuple[int, int], tuple] = {}
+    merged: set[tuple[int, int, int]] = set()
+    used = []
+    snapshots = torch.zeros(len(eval_s), n, DIM, dtype=x0.dtype)
+    events = sorted((float(log.step_s[k, j]), j, k) for j in range(n) for k in range(log.step_s.shape[0])
+                    if not math.isnan(log.step_s[k, j]))
+    for e, t in enumerate(eval_s):  # initial models stand until a device's first step
+        for j in range(n):
+            if t < log.step_s[0, j]:
+                snapshots[e, j] = x[j]
+    for t, j, k in events:
+        for _ in range(algorithm.local_steps):
+            x[j] = x[j] - algorithm.lr * device_grad(j, x[j])
+        age[j] += algorithm.local_steps
+        steps_done[j] += 1
+        sent[(k, j)] = (x[j].clone(), age[j], float(steps_done[j]), float(len(newest[j])))
+        inbox = sorted((float(log.arrival_s[kk, i, j]), i, kk) for kk in range(log.step_s.shape[0]) for i in range(n)
+                       if not math.isnan(log.arrival_s[kk, i, j]) and log.arrival_s[kk, i, j] <= t
+                       and (kk, i, j) not in merged)
+        for _, i, kk in inbox:
+            merged.add((kk, i, j))
+        if name in ("adpsgd", "swarm_sgd") and inbox:
+            pick = min(int(keyed_uniform(seed, np.array([j]), np.array([k]))[0] * len(inbox)), len(inbox) - 1)
+            _, i, kk = inbox[pick]
+            x[j] = (x[j] + sent[(kk, i)][0]) / 2
+            used.append((j, k, i, kk))
+        elif name == "gossip_learning":
+            for _, i, kk in inbox:
+                model, their_age = sent[(kk, i)][0], sent[(kk, i)][1]
+                mine = age[j] / (age[j] + their_age) if age[j] + their_age > 0 else 0.5
+                x[j] = mine * x[j] + (1 - mine) * model
+                age[j] = max(age[j], their_age)
+                used.append((j, k, i, kk))
+        elif name == "async_dpsgd":
+            for _, i, kk in inbox:
+                model, _, their_steps, their_degree = sent[(kk, i)]
+                if i not in newest[j] or their_steps > newest[j][i][1]:
+                    newest[j][i] = (model, their_steps, their_degree)
+                used.append((j, k, i, kk))
+            degree = len(newest[j])
+            weights = {i: 1.0 / (1.0 + max(degree, d)) for i, (_, _, d) in newest[j].items()}
+            x[j] = (1 - sum(weights.values())) * x[j] + sum(w * newest[j][i][0] for i, w in weights.items())
+        following = log.step_s[k + 1, j] if k + 1 < log.step_s.shape[0] else math.inf
+        following = math.inf if math.isnan(following) else following
+        for e, te in enumerate(eval_s):
+            if t <= te < following:
+                snapshots[e, j] = x[j]
+    return snapshots, sorted(used)
+
+
+ALGORITHMS = {"adpsgd": ADPSGD(lr=0.2), "swarm_sgd": SwarmSGDAsync(lr=0.2, local_steps=3),
+              "gossip_learning": GossipLearning(lr=0.2), "async_dpsgd": AsyncDPSGD(lr=0.2)}
+
+
+@pytest.mark.parametrize("name", sorted(ALGORITHMS))
+@pytest.mark.parametrize("log_seed,loss,stragglers", [(1, 0.0, False), (2, 0.3, True), (3, 0.6, True)])
+def test_the_batched_engine_equals_a_per_event_loop_from_the_paper(name, log_seed, loss, stragglers):
+    algorithm = ALGORITHMS[name]
+    log = random_log(log_seed, loss=loss, stragglers=stragglers)
+    grad, device_grad = quadratic(log.step_s.shape[1], seed=log_seed)
+    x0 = torch.randn(log.step_s.shape[1], DIM, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+    eval_s = np.linspace(0.1, float(np.nanmax(log.step_s)) + 0.5, 9)
+    result = run_async(algorithm, x0.clone(), algorithm.init(x0, seed=11), grad, log, eval_s)
+    expected, used = reference(name, algorithm, log, x0, device_grad, seed=11, eval_s=eval_s)
+    torch.testing.assert_close(result.snapshots, expected, atol=1e-6, rtol=0)
+    assert result.used.rows() == used
+    assert result.levels < int((~np.isnan(log.step_s)).sum())  # batched: fewer levels than steps
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 10_000), loss=st.floats(0.0, 0.9), n=st.integers(2, 7), steps=st.integers(1, 8))
+def test_no_message_is_merged_before_it_arrived_or_without_being_received(seed, loss, n, steps):
+    log = random_log(seed, n=n, steps=steps, loss=loss)
+    _, merges = plan_levels(log)
+    for receiver, step, sender, sent_step in merges.rows():
+        arrival = log.arrival_s[sent_step, sender, receiver]
+        assert not math.isnan(arrival)  # it was received
+        assert arrival <= log.step_s[step, receiver]  # and arrived before the merge
+        if step:  # and after the receiver's previous merge (each message merged once, at the first chance)
+            assert arrival > log.step_s[step - 1, receiver]
+    last_step_s = np.where(np.isnan(log.step_s), -np.inf, log.step_s).max(axis=0)
+    received = {(k, i, j) for k, i, j in zip(*np.nonzero(~np.isnan(log.arrival_s)))
+                if log.arrival_s[k, i, j] <= last_step_s[j]}
+    assert {(k, i, j) for j, _, i, k in merges.rows()} == received
+    # staleness: the sender's steps since the send, at the merge, as a per-event count gives it
+    for n_merge, (stale_steps, age_s) in enumerate(staleness(merges, log, local_steps=2)):
+        receiver, step, sender, sent_step = (int(getattr(merges, name)[n_merge])
+                                             for name in ("receiver", "step", "sender", "sent_step"))
+        merged_s = log.step_s[step, receiver]
+        later = [k for k in range(log.step_s.shape[0]) if k > sent_step and log.step_s[k, sender] <= merged_s]
+        assert stale_steps == 2 * len(later)
+        assert age_s == pytest.approx(merged_s - log.step_s[sent_step, sender])
+
+
+def test_a_hand_made_log_two_devices():
+    """Device 0 steps at 1 and 2 s, device 1 at 1.5 s; 0's first message reaches 1 at 1.2 s, 1's reaches 0 at
+    1.9 s; AD-PSGD with a vanishing lr (pure averaging): at 1.5 s device 1 sends its model (4), then merges:
+    x1 <- (4 + 0) / 2 = 2; at 2 s device 0 merges 1's message, sent before that merge: x0 <- (0 + 4) / 2."""
+    nan = math.nan
+    step_s = np.array([[1.0, 1.5], [2.0, nan]])
+    arrival_s = np.full((2, 2, 2), nan)
+    arrival_s[0, 0, 1], arrival_s[0, 1, 0] = 1.2, 1.9
+    x0 = torch.tensor([[0.0], [4.0]], dtype=torch.float64)
+    result = run_async(ADPSGD(lr=1e-12), x0, 0, lambda x: torch.zeros_like(x), MessageLog(step_s, arrival_s),
+                       eval_s=np.array([0.5, 1.6, 2.5]))
+    assert result.snapshots[:, :, 0].tolist() == [[0.0, 4.0], [0.0, 2.0], [2.0, 2.0]]
+    assert result.levels == 3  # 0@1s, then 1@1.5s (needs it), then 0@2s (needs 1's)
+
+
+RUN = """seed = 1
+rounds = {rounds}
+devices = {devices}
+[data]
+dataset = "digits"
+alpha = 0.1
+[algorithm]
+name = "{algorithm}"
+[network]
+link_model = "{link_model}"
+schedule = "{schedule}"
+compute_s_per_step = 0.3
+{extra}
+"""
+
+
+@pytest.mark.parametrize("algorithm,schedule,extra,field", [
+    ("dpsgd", "async", "", "network.schedule: 'async' is not allowed; expected \"rounds\" or \"local_barrier\" for dpsgd"),
+    ("adpsgd", "rounds", "", "network.schedule: 'rounds' is not allowed; expected \"async\" for adpsgd"),
+    ("gossip_learning", "async", "radio_sleep = true", "network.radio_sleep"),
+    ("swarm_sgd", "async", 'mode = "online"', "network.mode"),
+])
+def test_settings_that_do_not_go_with_the_asynchronous_schedule_are_refused(tmp_path, capsys, algorithm, schedule,
+                                                                             extra, field):
+    from experiments.cli import main
+    path = tmp_path / "run.toml"
+    path.write_text(RUN.format(rounds=3, devices=4, algorithm=algorithm, link_model="ideal", schedule=schedule,
+                               extra=extra))
+    assert main(["run", str(path), "--results", str(tmp_path / "results")]) == 2
+    assert field in capsys.readouterr().err
+    assert not (tmp_path / "results").exists()
+
+
+def test_an_async_run_over_real_ns3_completes_and_a_second_one_is_byte_identical(tmp_path):
+    """Ten devices over ns-3, each run simulating its own trace (two caches): the same CSVs byte for byte."""
+    from experiments.cli import main
+    path = tmp_path / "run.toml"
+    path.write_text(RUN.format(rounds=4, devices=10, algorithm="async_dpsgd", link_model="ns3", schedule="async",
+                               extra='compute_model = "stragglers"'))
+    outputs = []
+    for copy in ("a", "b"):
+        assert main(["run", str(path), "--results", str(tmp_path / copy), "--cache", str(tmp_path / f"cache-{copy}"),
+                     "--quiet"]) == 0
+        (run_dir,) = (tmp_path / copy).glob("run-*")
+        outputs.append({name: (run_dir / name).read_bytes() for name in
+                        ("metrics.csv", "links.csv", "device_metrics.csv", "staleness.csv")})
+    assert outputs[0] == outputs[1]
+    metrics = outputs[0]["metrics.csv"].decode().splitlines()
+    assert len(metrics) == 1 + 5 and "mean_staleness_s" in metrics[0]  # header, rows 0-4
+    staleness_rows = outputs[0]["staleness.csv"].decode().splitlines()
+    assert len(staleness_rows) > 10  # devices merged their neighbours' messages on ns-3's clock
+
+
+def test_a_device_sends_at_most_once_per_async_period():
+    import tomllib
+
+    from experiments.async_loop import free_running_plan
+    from experiments.compute import step_times
+    from experiments.config import parse_config
+    config = parse_config(tomllib.loads(RUN.format(rounds=10, devices=5, algorithm="swarm_sgd", link_model="ideal",
+                                                   schedule="async", extra="async_period_s = 1.0")))
+    plan = free_running_plan(config, step_times(config.network, 5, 1))
+    # compute 0.3 s x H = 2 local steps = 0.6 s < the 1 s period: every device loops once a second
+    assert plan.step_s == (1.0,) * 5 and plan.quorum == 0 and plan.timeout_s == 0
+    assert plan.steps == 11 + 1  # ceil(10 periods of 1.0025 s (half the 5 ms jitter) / 1 s a loop), plus one
+    slow = parse_config(tomllib.loads(RUN.format(rounds=10, devices=5, algorithm="swarm_sgd", link_model="ideal",
+                                                 schedule="async", extra="async_period_s = 0.5")))
+    assert free_running_plan(slow, step_times(slow.network, 5, 1)).step_s == (0.6,) * 5  # compute is longer
