@@ -224,3 +224,26 @@ def test_a_device_sends_at_most_once_per_async_period():
     slow = parse_config(tomllib.loads(RUN.format(rounds=10, devices=5, algorithm="swarm_sgd", link_model="ideal",
                                                  schedule="async", extra="async_period_s = 0.5")))
     assert free_running_plan(slow, step_times(slow.network, 5, 1)).step_s == (0.6,) * 5  # compute is longer
+
+
+def test_the_async_table_pairs_each_method_with_dpsgd_under_rounds_seed_by_seed():
+    import pandas as pd
+
+    from experiments.async_table import paired, settings_markdown, settings_table
+    rows = []
+    for name, schedule, seconds in (("dpsgd", "rounds", (40.0, 50.0, 60.0)), ("adpsgd", "async", (30.0, 42.0, 51.0))):
+        for seed, s in zip((1, 2, 3), seconds):
+            rows.append({"devices": 20, "network.link_model": "ns3", "network.compute_model": "constant",
+                         "method": name if schedule == "async" else f"{name} ({schedule})", "seed": seed,
+                         "final_acc": 0.7, "steps_to_target": s / 2, "time_to_target_s": s,
+                         "energy_to_target_j": 10 * s, "staleness_steps": 0.5 if schedule == "async" else math.nan,
+                         "staleness_s": 0.4 if schedule == "async" else math.nan, "status": "done"})
+    runs = pd.DataFrame(rows)
+    row = paired(runs).iloc[0]
+    # seconds: -10, -8, -9 -> -9.0 ± 4.3027 * 1 / sqrt 3 = 2.48 (3 pairs)
+    assert row["algorithm"] == "adpsgd" and row["reference"] == "dpsgd (rounds)"
+    assert row["time_to_target_s_diff"] == pytest.approx(-9.0)
+    assert row["time_to_target_s_half"] == pytest.approx(4.302652729911275 / math.sqrt(3))
+    text = settings_markdown(settings_table(runs), 0.6)
+    assert "| 20 | ns3 | constant | dpsgd (rounds) | 0.700 ± 0.000 | 25.0 ± 12.4 (3/3) | 50.0 ± 24.8 (3/3) |" in text
+    assert "| n/a |" not in text.split("adpsgd")[1]  # the asynchronous rows have a staleness
