@@ -77,6 +77,7 @@ def test_the_settings_table_gives_an_interval_to_the_target_only_when_every_seed
     # random graph: final acc 0.66, 0.70, 0.71 -> s = sqrt(0.0014 / 2) = 0.02646 -> 0.066; rounds in 2 of 3 seeds
     assert "| 0.5 | D-PSGD | random graph | 0.690 ± 0.066 | 32.5 ± n/a (2/3) |" in text
     assert ranking(table).iloc[0]["order"] == "D-PSGD"
+    assert ranking(table).iloc[1]["by_time"] == "D-PSGD (2/3)"  # the random graph: not every seed reached it
 
 
 def test_megabytes_on_air_to_the_target_sum_every_exchange_up_to_the_round_that_reached_it(tmp_path):
