@@ -78,7 +78,7 @@ ASYNC_TUNING := experiments/configs/async_tuning.toml
 ASYNC_TABLE  := experiments/configs/async_table.toml experiments/configs/async_table_sync.toml
 table-async: $(STAMP)
 	for sweep in $(ASYNC_TUNING) $(ASYNC_TABLE); do $(VENV)/bin/nsdml sweep $$sweep $(SWEEP_FLAGS) || exit 1; done
-	$(PY) -m experiments.async_table $(ASYNC_TABLE)
+	$(PY) -m experiments.async_table $(ASYNC_TUNING) $(ASYNC_TABLE)
 	$(PY) -m experiments.report async $(ASYNC_TUNING) $(ASYNC_TABLE) \
 	  --extra results/sweeps/async-table/async_table.md --extra-only --target table-async
 

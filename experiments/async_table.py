@@ -4,7 +4,10 @@ local steps to the target, final accuracy, staleness, with 95 % intervals and pa
 
 Built from finished sweeps' CSVs only (``make table-async`` runs them first)::
 
-    python -m experiments.async_table ASYNC.toml SYNC.toml [--results results]
+    python -m experiments.async_table TUNING.toml ASYNC.toml SYNC.toml [--results results]
+
+The asynchronous algorithms' learning rates come from the tuning sweep by ``experiments.tuning``'s rule, which
+the asynchronous sweep must follow (exit 2 otherwise); the synchronous reference uses the time table's rate.
 
 Writes ``async_table.md`` and ``async_table.csv`` beside the first sweep's summary. Per setting (N, network,
 compute, method): the final accuracy, local steps per device, simulated seconds and joules to the target
@@ -26,6 +29,7 @@ from experiments.atomic import write_atomically
 from experiments import statistics
 from experiments.statistics import paired_differences, shown
 from experiments.sweep import load_sweep, write_summary
+from experiments.tuning import TuningError, check_rates, chosen_rates, tuning_markdown, tuning_table
 
 SETTING = ["devices", "network.link_model", "network.compute_model", "method"]
 REFERENCE = "dpsgd (rounds)"
@@ -100,14 +104,22 @@ def paired_markdown(differences: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def build(sweep_paths: list[Path], results_root: Path) -> tuple[str, pd.DataFrame]:
+def build(tuning_path: Path, sweep_paths: list[Path], results_root: Path) -> tuple[str, pd.DataFrame]:
+    tuning_sweep = load_sweep(tuning_path)
+    tuning = tuning_table(write_summary(tuning_sweep, results_root), tuning_sweep.runs[0][1].rounds)
     sweeps = [load_sweep(path) for path in sweep_paths]
-    runs = pd.concat([per_run(write_summary(sweep, results_root), results_root) for sweep in sweeps],
-                     ignore_index=True)
+    summaries = [write_summary(sweep, results_root) for sweep in sweeps]
+    asynchronous = summaries[0][summaries[0]["status"].isin(("done", "diverged"))]
+    check_rates(asynchronous, chosen_rates(tuning), sweeps[0].name)
+    runs = pd.concat([per_run(summary, results_root) for summary in summaries], ignore_index=True)
     table = settings_table(runs)
     target = sweeps[0].target_accuracy
     seeds = sorted(runs["seed"].unique())
     text = "\n".join([
+        f"**Learning rates** of the asynchronous algorithms, tuned on seed 0 (not an evaluation seed): periods to "
+        f"{target:g} averaged over the tuning settings (one that never reached it counted as periods + 1), "
+        f"settings that reached it in brackets; bold: the rate chosen and used below.", "",
+        tuning_markdown(tuning), "",
         f"**Per setting** (means ± 95 % t intervals over seeds {', '.join(map(str, seeds))}; steps: local steps "
         f"(gradient evaluations) per device; to the target: the interval only when every seed reached it, k/n "
         f"always shown; staleness: mean over the messages merged):", "",
@@ -119,10 +131,15 @@ def build(sweep_paths: list[Path], results_root: Path) -> tuple[str, pd.DataFram
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m experiments.async_table", description=__doc__.splitlines()[0])
-    parser.add_argument("sweeps", type=Path, nargs="+")
+    parser.add_argument("tuning", type=Path)
+    parser.add_argument("sweeps", type=Path, nargs="+", help="the asynchronous sweep first, then the references")
     parser.add_argument("--results", type=Path, default=Path("results"))
     args = parser.parse_args(argv)
-    text, table = build(args.sweeps, args.results)
+    try:
+        text, table = build(args.tuning, args.sweeps, args.results)
+    except TuningError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     out = load_sweep(args.sweeps[0]).summary_dir(args.results)
     write_atomically(out / "async_table.md", text)
     write_atomically(out / "async_table.csv", table.to_csv(index=False, float_format="%.6g"))

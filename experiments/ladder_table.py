@@ -28,12 +28,12 @@ import pandas as pd
 from experiments.atomic import write_atomically
 from experiments.statistics import mean_interval, paired_differences, shown
 from experiments.sweep import Sweep, load_sweep, write_summary
+from experiments.tuning import (TuningError, algorithm_label, check_rates, chosen_rates, markdown_table, tuning_markdown,
+                                tuning_table)
 
 RUNGS = ("ns3_ideal", "ns3_random_graph", "ns3_geometry", "ns3_independent_loss", "ns3")
 RUNG_NAMES = {"ns3_ideal": "ideal", "ns3_random_graph": "random graph", "ns3_geometry": "geometry",
               "ns3_independent_loss": "independent loss", "ns3": "ns-3"}
-ALGORITHM_NAMES = {"dpsgd": "D-PSGD", "hyperprism": "HyperPrism", "dsgt": "DSGT", "detag": "DeTAG",
-                   "choco_sgd": "CHOCO-SGD"}
 LINK, ALGORITHM, DENSITY = "network.link_model", "algorithm.name", "network.density"
 SETTING = [DENSITY, ALGORITHM, LINK]
 # figure, column header, digits, scale
@@ -43,12 +43,8 @@ TO_TARGET = (("conv_rounds", "rounds", 1, 1.0), ("steps_to_target", "gradients /
 PAIRED_FIGURES = ("final_acc", "conv_rounds", "time_to_target_s", "energy_to_target_j")
 
 
-class LadderError(ValueError):
-    """A campaign that cannot be tabled as configured (the message names the field)."""
-
-
 def label(name: str) -> str:
-    return ALGORITHM_NAMES.get(name, RUNG_NAMES.get(name, name))
+    return RUNG_NAMES.get(name, algorithm_label(name))
 
 
 def with_air_to_target(summary: pd.DataFrame, results_root: Path) -> pd.DataFrame:
@@ -62,35 +58,6 @@ def with_air_to_target(summary: pd.DataFrame, results_root: Path) -> pd.DataFram
         links = pd.read_csv(results_root / run_id / "links.csv", usecols=["round", "bytes_on_air"])
         air.append(float(links.loc[links["round"] <= reached, "bytes_on_air"].sum()) / 1e6)
     return done.assign(air_to_target_mb=air)
-
-
-def tuning_table(tuning: pd.DataFrame, rounds: int) -> pd.DataFrame:
-    """Per algorithm and lr: the rounds to the target averaged over the rungs (never reached: rounds + 1), the
-    rungs that reached it, the mean final accuracy; ``chosen`` marks each algorithm's rate by the rule above."""
-    done = tuning[tuning["status"].isin(("done", "diverged"))]
-    table = done.assign(censored_rounds=done["conv_rounds"].fillna(rounds + 1)).groupby(
-        [ALGORITHM, "algorithm.lr"], sort=True).agg(
-        mean_rounds=("censored_rounds", "mean"), reached=("conv_rounds", "count"), rungs=("run_id", "count"),
-        final_acc=("final_acc", "mean")).reset_index()
-    ranked = table.sort_values([ALGORITHM, "mean_rounds", "final_acc"], ascending=[True, True, False])
-    chosen = ranked.groupby(ALGORITHM).head(1).index
-    table["chosen"] = table.index.isin(chosen)
-    return table
-
-
-def chosen_rates(tuning: pd.DataFrame) -> dict[str, float]:
-    return dict(zip(tuning.loc[tuning["chosen"], ALGORITHM], tuning.loc[tuning["chosen"], "algorithm.lr"]))
-
-
-def check_rates(evaluation: pd.DataFrame, rates: dict[str, float], sweep_name: str) -> None:
-    """The evaluation sweep must run every algorithm at its tuned rate."""
-    for name, used in evaluation.groupby(ALGORITHM)["algorithm.lr"].unique().items():
-        if name not in rates:
-            raise LadderError(f"algorithm.name: {name!r} in sweep {sweep_name!r} was not tuned (not in the tuning "
-                              f"sweep)")
-        if len(used) != 1 or not math.isclose(float(used[0]), rates[name]):
-            raise LadderError(f"algorithm_overrides.{name}.lr: sweep {sweep_name!r} uses "
-                              f"{', '.join(f'{v:g}' for v in used)}; the tuning chose {rates[name]:g}")
 
 
 def settings_table(runs: pd.DataFrame) -> pd.DataFrame:
@@ -138,37 +105,13 @@ def _to_target(row: pd.Series, figure: str, digits: int) -> str:
     return f"{shown(row[figure], row[f'{figure}_half'], digits)} ({row['reached']}/{row['runs']})"
 
 
-def _markdown(header: list[str], rows: list[list[str]]) -> str:
-    return "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
-                      *("| " + " | ".join(cells) + " |" for cells in rows)])
-
-
-def tuning_markdown(tuning: pd.DataFrame) -> str:
-    grid = sorted(tuning["algorithm.lr"].unique())
-    rows = []
-    for name, group in tuning.groupby(ALGORITHM, sort=False):
-        by_lr = group.set_index("algorithm.lr")
-        cells = []
-        for lr in grid:
-            if lr not in by_lr.index:
-                cells.append("—")
-                continue
-            entry = by_lr.loc[lr]
-            text = f"{entry['mean_rounds']:.1f} ({entry['reached']}/{entry['rungs']})"
-            cells.append(f"**{text}**" if entry["chosen"] else text)
-        chosen = float(by_lr.index[by_lr["chosen"]][0])
-        edge = " (grid edge)" if chosen in (grid[0], grid[-1]) else ""
-        rows.append([label(name), *cells, f"{chosen:g}{edge}"])
-    return _markdown(["algorithm", *[f"lr {lr:g}" for lr in grid], "chosen"], rows)
-
-
 def settings_markdown(table: pd.DataFrame, target: float) -> str:
     header = ["density", "algorithm", "rung", "final acc", *[f"{name} to {target:g}" for _, name, *_ in TO_TARGET]]
     rows = [[f"{row[DENSITY]:g}", label(row[ALGORITHM]), label(row[LINK]),
              shown(row["final_acc"], row["final_acc_half"], 3),
              *[_to_target(row, figure, digits) for figure, _, digits, _ in TO_TARGET]]
             for _, row in table.iterrows()]
-    return _markdown(header, rows)
+    return markdown_table(header, rows)
 
 
 def differences_markdown(paired: pd.DataFrame) -> str:
@@ -182,12 +125,12 @@ def differences_markdown(paired: pd.DataFrame) -> str:
             cells.append(f"{shown(row[f'{figure}_diff'], row[f'{figure}_half'], digits, signed=True)} "
                          f"({row[f'{figure}_pairs']})")
         rows.append(cells)
-    return _markdown(header, rows)
+    return markdown_table(header, rows)
 
 
 def ranking_markdown(order: pd.DataFrame) -> str:
     rows = [[f"{row[DENSITY]:g}", label(row[LINK]), row["order"], row["by_time"]] for _, row in order.iterrows()]
-    return _markdown(["density", "rung", "by mean final accuracy", "by mean simulated seconds to the target"], rows)
+    return markdown_table(["density", "rung", "by mean final accuracy", "by mean simulated seconds to the target"], rows)
 
 
 def build(tuning_sweep: Sweep, evaluation_sweep: Sweep, results_root: Path) -> str:
@@ -235,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     evaluation = load_sweep(args.evaluation)
     try:
         text = build(load_sweep(args.tuning), evaluation, args.results)
-    except LadderError as error:
+    except TuningError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     out = evaluation.summary_dir(args.results)

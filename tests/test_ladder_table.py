@@ -6,7 +6,8 @@ import math
 import pandas as pd
 import pytest
 
-from experiments.ladder_table import (LadderError, check_rates, chosen_rates, differences_markdown, ranking,
+from experiments.tuning import TuningError
+from experiments.ladder_table import (check_rates, chosen_rates, differences_markdown, ranking,
                                       rung_differences, settings_markdown, settings_table, tuning_markdown,
                                       tuning_table, with_air_to_target)
 
@@ -38,9 +39,9 @@ def test_the_tuning_rule_counts_a_rung_that_never_reached_the_target_as_rounds_p
 def test_an_evaluation_at_an_untuned_rate_is_refused_naming_the_field():
     evaluation = pd.DataFrame({"algorithm.name": ["dpsgd", "dpsgd", "dsgt"], "algorithm.lr": [0.3, 0.3, 0.1]})
     check_rates(evaluation, {"dpsgd": 0.3, "dsgt": 0.1}, "ladder")
-    with pytest.raises(LadderError, match=r"algorithm_overrides\.dpsgd\.lr: sweep 'ladder' uses 0\.3; the tuning chose 1"):
+    with pytest.raises(TuningError, match=r"algorithm_overrides\.dpsgd\.lr: sweep 'ladder' uses 0\.3; the tuning chose 1"):
         check_rates(evaluation, {"dpsgd": 1.0, "dsgt": 0.1}, "ladder")
-    with pytest.raises(LadderError, match="algorithm.name: 'dsgt'.*not tuned"):
+    with pytest.raises(TuningError, match="algorithm.name: 'dsgt'.*not tuned"):
         check_rates(evaluation, {"dpsgd": 0.3}, "ladder")
 
 
