@@ -2,7 +2,7 @@
 
 A run's fingerprint hashes the source of everything that decides its numbers:
 the run loop, config and run-file code (``experiments/runner.py``,
-``config.py``, ``run_writer.py``, ``energy.py``, ``compute.py``, this file), the bridge and the ns-3
+``config.py``, ``run_writer.py``, ``energy.py``, ``compute.py``, ``async_loop.py``, this file), the bridge and the ns-3
 scenarios, the learner's shared parts (devices, models, data, plugins, the
 algorithm interface and registry), **its own algorithm's module and the
 learner modules that module imports** (found by reading its imports, so
@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULT_PACKAGES = ("bridge", "ns3_scenarios")
 RESULT_MODULES = ("experiments/runner.py", "experiments/config.py", "experiments/run_writer.py",
                   "experiments/energy.py", "experiments/fingerprint.py", "experiments/contract.py",
-                  "experiments/checkpoint.py", "experiments/compute.py")
+                  "experiments/checkpoint.py", "experiments/compute.py", "experiments/async_loop.py")
 LEARNER_SHARED = ("learner/__init__.py", "learner/devices.py", "learner/models.py", "learner/data.py",
                   "learner/plugins.py", "learner/allocator.py", "learner/download.py",
                   "learner/algorithms/__init__.py", "learner/algorithms/base.py", "learner/interface.py")

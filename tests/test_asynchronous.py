@@ -220,7 +220,7 @@ def test_a_device_sends_at_most_once_per_async_period():
     plan = free_running_plan(config, step_times(config.network, 5, 1))
     # compute 0.3 s x H = 2 local steps = 0.6 s < the 1 s period: every device loops once a second
     assert plan.step_s == (1.0,) * 5 and plan.quorum == 0 and plan.timeout_s == 0
-    assert plan.steps == 11 + 1  # ceil(10 periods of 1.0025 s (half the 5 ms jitter) / 1 s a loop), plus one
+    assert plan.steps == 15 + 1  # ceil(10 periods of 1.5 s (the loop and half the 1 s jitter) / 1 s a loop), + 1
     slow = parse_config(tomllib.loads(RUN.format(rounds=10, devices=5, algorithm="swarm_sgd", link_model="ideal",
                                                  schedule="async", extra="async_period_s = 0.5")))
     assert free_running_plan(slow, step_times(slow.network, 5, 1)).step_s == (0.6,) * 5  # compute is longer
