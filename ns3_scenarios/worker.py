@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from ns3_scenarios.scenario import SLOT_FIELDS, ScenarioConfig
-from ns3_scenarios.schedule import BarrierPlan, local_barrier
+from ns3_scenarios.schedule import BarrierPlan, free_running, local_barrier
 
 # Offline, the worker's stdout carries only progress lines, each this prefix and a JSON object
 # {"slots_done", "slots", "sim_s", "events"}; anything else there (a stray ns-3 print) is not one.
@@ -106,7 +106,8 @@ def simulate_barrier(config: ScenarioConfig, seed: int, plan: BarrierPlan,
     network.close()
     simulated = time.perf_counter()
     arrays.update(idle_delivered=network.idle_delivered, idle_rate=network.idle_rate, positions=positions)
-    stats = dict(network.stats, scenario=asdict(config), seed=seed, schedule="local_barrier",
+    stats = dict(network.stats, scenario=asdict(config), seed=seed,
+                 schedule="async" if free_running(plan) else "local_barrier",
                  source_depletion_j=source_depletion_j, sim_s=sim_s,
                  peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                  setup_seconds=loaded - started, simulate_seconds=simulated - loaded)
