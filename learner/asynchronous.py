@@ -35,6 +35,8 @@ from typing import Callable, Protocol
 import numpy as np
 import torch
 
+from learner.interface import FLOAT32_BYTES
+
 GradFn = Callable[[torch.Tensor], torch.Tensor]
 
 
@@ -124,6 +126,32 @@ def average_with_one(x: torch.Tensor, inbox: Inbox, active: torch.Tensor, seed: 
     picked, receivers = torch.nonzero(used, as_tuple=True)
     partner = inbox.combine(inbox.row[picked, receivers], receivers, torch.ones(len(receivers)), n, dim)
     return torch.where(used.any(0)[:, None], (x + partner) / 2, x), used
+
+
+class PairwiseAveraging:
+    """The loop AD-PSGD and SwarmSGD share on the message core: ``local_steps`` SGD steps, send the dense model
+    (d x 4 bytes), average with one message received since the last merge (``average_with_one``). The state is
+    the seed the partner draws are keyed by. Subclasses are frozen dataclasses with ``lr`` and ``local_steps``."""
+
+    lr: float
+    local_steps: int
+
+    def exchange_payloads(self, dim: int) -> tuple[int, ...]:
+        return (dim * FLOAT32_BYTES,)
+
+    def init(self, x: torch.Tensor, seed: int = 0) -> int:
+        return seed
+
+    def local(self, x: torch.Tensor, state: int, grad_fn: GradFn, active: torch.Tensor) -> tuple[torch.Tensor, int]:
+        return sgd_steps(x, grad_fn, self.lr, self.local_steps, active), state
+
+    def message(self, x: torch.Tensor, state: int) -> torch.Tensor:
+        return x
+
+    def merge(self, x: torch.Tensor, state: int, inbox: Inbox,
+              active: torch.Tensor) -> tuple[torch.Tensor, int, torch.Tensor]:
+        x, used = average_with_one(x, inbox, active, state)
+        return x, state, used
 
 
 @dataclass(frozen=True)

@@ -21,35 +21,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-
-from learner.algorithms.base import FLOAT32_BYTES, GradFn, check_range
-from learner.asynchronous import Inbox, average_with_one, sgd_steps
+from learner.algorithms.base import check_range
+from learner.asynchronous import PairwiseAveraging
 
 
 @dataclass(frozen=True)
-class ADPSGD:
+class ADPSGD(PairwiseAveraging):
     lr: float = 0.1
     name: str = "adpsgd"
     local_steps = 1  # one gradient step between sends (the paper's loop)
 
     def __post_init__(self) -> None:
         check_range("lr", self.lr, 0.0, 100.0)
-
-    def exchange_payloads(self, dim: int) -> tuple[int, ...]:
-        return (dim * FLOAT32_BYTES,)
-
-    def init(self, x: torch.Tensor, seed: int = 0) -> int:
-        """The state is the seed its partner draws are keyed by."""
-        return seed
-
-    def local(self, x: torch.Tensor, state: int, grad_fn: GradFn, active: torch.Tensor) -> tuple[torch.Tensor, int]:
-        return sgd_steps(x, grad_fn, self.lr, self.local_steps, active), state
-
-    def message(self, x: torch.Tensor, state: int) -> torch.Tensor:
-        return x
-
-    def merge(self, x: torch.Tensor, state: int, inbox: Inbox,
-              active: torch.Tensor) -> tuple[torch.Tensor, int, torch.Tensor]:
-        x, used = average_with_one(x, inbox, active, state)
-        return x, state, used

@@ -17,14 +17,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-
-from learner.algorithms.base import FLOAT32_BYTES, GradFn, check_integer, check_range
-from learner.asynchronous import Inbox, average_with_one, sgd_steps
+from learner.algorithms.base import check_integer, check_range
+from learner.asynchronous import PairwiseAveraging
 
 
 @dataclass(frozen=True)
-class SwarmSGDAsync:
+class SwarmSGDAsync(PairwiseAveraging):
     lr: float = 0.1
     local_steps: int = 2  # H
     name: str = "swarm_sgd"
@@ -32,21 +30,3 @@ class SwarmSGDAsync:
     def __post_init__(self) -> None:
         check_range("lr", self.lr, 0.0, 100.0)
         check_integer("local_steps", self.local_steps, 1, 1000)
-
-    def exchange_payloads(self, dim: int) -> tuple[int, ...]:
-        return (dim * FLOAT32_BYTES,)
-
-    def init(self, x: torch.Tensor, seed: int = 0) -> int:
-        """The state is the seed its partner draws are keyed by."""
-        return seed
-
-    def local(self, x: torch.Tensor, state: int, grad_fn: GradFn, active: torch.Tensor) -> tuple[torch.Tensor, int]:
-        return sgd_steps(x, grad_fn, self.lr, self.local_steps, active), state
-
-    def message(self, x: torch.Tensor, state: int) -> torch.Tensor:
-        return x
-
-    def merge(self, x: torch.Tensor, state: int, inbox: Inbox,
-              active: torch.Tensor) -> tuple[torch.Tensor, int, torch.Tensor]:
-        x, used = average_with_one(x, inbox, active, state)
-        return x, state, used
