@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 CONFIG ?= experiments/configs/default.toml
 
-.PHONY: setup run test bench sweep table table-esgd table-hyperprism table-detag table-energy table-time table-ladder table-async sweep-density sweep-devices sweep-alpha sweep-controls tables plots bench-ns3 density-table clean-cache
+.PHONY: setup run test bench sweep table table-esgd table-hyperprism table-detag table-energy table-time table-ladder table-async table-scale sweep-density sweep-devices sweep-alpha sweep-controls tables plots bench-ns3 density-table clean-cache
 
 setup: $(STAMP)
 
@@ -81,6 +81,18 @@ table-async: $(STAMP)
 	$(PY) -m experiments.async_table $(ASYNC_TUNING) $(ASYNC_TABLE)
 	$(PY) -m experiments.report async $(ASYNC_TUNING) $(ASYNC_TABLE) \
 	  --extra results/sweeps/async-table/async_table.md --extra-only --target table-async
+
+# 1,000 devices over 802.11a (experiments/reports/scale.md): cost per round from 20 to 1,000 devices on the pruned
+# and unpruned channels, what pruning changes, chunked traces in parallel, a 1,000-device 100-round trace, and
+# D-PSGD against HyperPrism at 200, 500 and 1,000 devices (experiments/scale_table.py says what each sweep gives).
+SCALE_SWEEPS := $(foreach name,tuning cost cnn trace table,experiments/configs/scale_$(name).toml)
+table-scale: $(STAMP)
+	$(VENV)/bin/nsdml sweep experiments/configs/scale_pruning.toml --traces-only $(SWEEP_FLAGS)
+	for sweep in $(SCALE_SWEEPS); do $(VENV)/bin/nsdml sweep $$sweep $(SWEEP_FLAGS) || exit 1; done
+	$(PY) -m experiments.scale_table --speedup
+	$(PY) -m experiments.scale_table
+	$(PY) -m experiments.report scale $(SCALE_SWEEPS) \
+	  --extra results/sweeps/scale-table/scale_table.md --extra-only --target table-scale
 
 # The standard campaigns; QUICK=1 picks the preset that finishes in minutes. Each writes its report
 # experiments/reports/campaign-<sweep name>.md.

@@ -114,7 +114,7 @@ def control_trace(link_model: str, scenario: ScenarioConfig, payload_bytes: tupl
         up = np.broadcast_to(potential, shape)
     elif link_model == "random_graph":
         potential = off_diagonal.copy()
-        draws = np.random.default_rng([seed, 0xC047]).random(shape) < scenario.density
+        draws = np.random.default_rng([seed, 0xC047]).random(shape) < scenario.pair_density
         upper = np.triu(np.ones((n, n), dtype=bool), k=1)
         up = draws & upper
         up = (up | np.swapaxes(up, -1, -2)) & off_diagonal

@@ -25,9 +25,9 @@ from bridge.messages import DelayMessages, barrier_link_trace
 from bridge.ladder import LADDER_MODELS, ladder_trace
 from bridge.synthetic import synthetic_trace
 from bridge.trace import SCHEMA_VERSION, LinkTrace, RoundLinks, TraceFormatError
-from bridge import worker
+from bridge import chunks, worker
 from bridge.worker import Progress, WorkerError, describe_worker
-from ns3_scenarios.scenario import SLOT_ARRAYS, SLOT_FIELDS, ScenarioConfig, exchange_senders
+from ns3_scenarios.scenario import SLOT_ARRAYS, SLOT_FIELDS, ScenarioConfig, exchange_senders, scenario_identity
 from ns3_scenarios.schedule import BarrierPlan, free_running, local_barrier
 
 LINK_MODELS = ("ns3", *CONTROL_MODELS, *LADDER_MODELS, "synthetic")  # synthetic: a named option for fast tests only
@@ -88,7 +88,7 @@ def open_links(mode: str, link_model: str, scenario: ScenarioConfig, payload_byt
 
 def trace_key(link_model: str, scenario: ScenarioConfig, payload_bytes: tuple[int, ...], rounds: int,
               seed: int, barrier: BarrierPlan | None = None) -> str:
-    identity = {"schema": SCHEMA_VERSION, "link_model": link_model, "scenario": asdict(scenario),
+    identity = {"schema": SCHEMA_VERSION, "link_model": link_model, "scenario": scenario_identity(scenario),
                 "payload_bytes": list(payload_bytes), "rounds": rounds, "seed": seed}
     if barrier is not None:
         identity["barrier"] = asdict(barrier)
@@ -174,17 +174,44 @@ def obtain_trace(link_model: str, scenario: ScenarioConfig, payload_bytes: tuple
     elif link_model in CONTROL_MODELS:
         trace = control_trace(link_model, scenario, payload_bytes, rounds, seed)
     else:
-        trace = run_ns3_worker(scenario, payload_bytes, rounds, seed, timeout_s, progress)
+        trace = run_ns3_worker(scenario, payload_bytes, rounds, seed, timeout_s, progress, directory)
     trace.save(directory)
+    chunks.remove_chunks(directory)
     return trace, False
 
 
+def missing_chunks(link_model: str, scenario: ScenarioConfig, payload_bytes: tuple[int, ...], rounds: int,
+                   seed: int, cache_dir: Path, barrier: BarrierPlan | None = None) -> list[int]:
+    """The chunks of this request's ns-3 trace (a ladder rung's: its source's) still to simulate; none when the
+    trace is not chunked, not from ns-3 or cached already. A sweep runs them as tasks before the join."""
+    if not scenario.trace_chunk_rounds or barrier is not None or link_model not in ("ns3", *LADDER_MODELS):
+        return []
+    directory = Path(cache_dir) / trace_key("ns3", scenario, payload_bytes, rounds, seed)
+    if (directory / "meta.json").exists():
+        return []
+    count = len(chunks.chunk_ranges(rounds, scenario.trace_chunk_rounds))
+    return [chunk for chunk in range(count) if not chunks.chunk_done(directory, chunk)]
+
+
+def make_ns3_chunk(scenario: ScenarioConfig, payload_bytes: tuple[int, ...], rounds: int, seed: int, chunk: int,
+                   cache_dir: Path, timeout_s: float = 3600.0, progress: Progress = None) -> None:
+    """Simulate one chunk of the ns-3 trace of this request into the cache (``bridge.chunks``)."""
+    directory = Path(cache_dir) / trace_key("ns3", scenario, payload_bytes, rounds, seed)
+    chunks.make_chunk(scenario, payload_bytes, rounds, seed, chunk, directory, timeout_s, progress)
+
+
 def run_ns3_worker(scenario: ScenarioConfig, payload_bytes: tuple[int, ...], rounds: int, seed: int,
-                   timeout_s: float, progress: Progress = None) -> LinkTrace:
-    """Simulate every exchange of every round in one ns-3 process and wrap the result as a LinkTrace."""
+                   timeout_s: float, progress: Progress = None, directory: Path | None = None) -> LinkTrace:
+    """Simulate every exchange of every round in one ns-3 process (or, with ``trace_chunk_rounds``, chunk by
+    chunk, each cached beside ``directory`` until the join: ``bridge.chunks``) and wrap it as a LinkTrace."""
     senders = [exchange_senders(scenario, e, payload) for e, payload in enumerate(payload_bytes)]
-    request = {"scenario": asdict(scenario), "seed": seed, "slot_payloads": senders * rounds}
-    raw, stats = _worker_result(request, scenario, seed, timeout_s, progress)
+    if scenario.trace_chunk_rounds:
+        for chunk in range(len(chunks.chunk_ranges(rounds, scenario.trace_chunk_rounds))):
+            chunks.make_chunk(scenario, payload_bytes, rounds, seed, chunk, directory, timeout_s, progress)
+        raw, stats = chunks.join_chunks(scenario, payload_bytes, rounds, seed, directory)
+    else:
+        request = {"scenario": asdict(scenario), "seed": seed, "slot_payloads": senders * rounds}
+        raw, stats = _worker_result(request, scenario, seed, timeout_s, progress)
     exchanges = len(payload_bytes)
     per_slot = {name: raw[name].reshape(rounds, exchanges, *raw[name].shape[1:]) for name in SLOT_FIELDS}
     return LinkTrace(

@@ -31,12 +31,12 @@ import torch
 
 from bridge.worker import WorkerProcess, describe_worker
 from bridge.trace import NOT_SENT, SCHEMA_VERSION, LinkTrace, RoundLinks, TraceFormatError, per_sender
-from ns3_scenarios.scenario import SLOT_ARRAYS, SLOT_FIELDS, ScenarioConfig, decode_slot
+from ns3_scenarios.scenario import SLOT_ARRAYS, SLOT_FIELDS, ScenarioConfig, decode_slot, scenario_identity
 
 
 def family_key(scenario: ScenarioConfig, exchanges: int, seed: int) -> str:
     canonical = json.dumps({"schema": SCHEMA_VERSION, "mode": "online", "link_model": "ns3",
-                            "scenario": asdict(scenario), "exchanges": exchanges, "seed": seed}, sort_keys=True)
+                            "scenario": scenario_identity(scenario), "exchanges": exchanges, "seed": seed}, sort_keys=True)
     return "online-" + hashlib.sha256(canonical.encode()).hexdigest()[:20]
 
 

@@ -452,6 +452,14 @@ def _check_together(config: RunConfig) -> None:
         _require(config.scenario.topology == "adhoc", "network.topology", config.scenario.topology,
                  f"\"adhoc\" with link_model = {config.network.link_model!r} (the ladder's rungs derive from an "
                  f"ad-hoc ns-3 trace)")
+    if config.scenario.trace_chunk_rounds:
+        _require(config.network.link_model in ("ns3", *LADDER_MODELS) and config.network.mode == "offline"
+                 and config.network.schedule == "rounds", "network.trace_chunk_rounds",
+                 config.scenario.trace_chunk_rounds, "0 unless an offline ns-3 trace of synchronous rounds "
+                 "(link_model = \"ns3\" or a ladder rung, mode = \"offline\", schedule = \"rounds\")")
+    _require(config.scenario.channel == "yans" or config.network.link_model in ("ns3", *LADDER_MODELS),
+             "network.channel", config.scenario.channel, f"\"yans\" (left out) with link_model = "
+             f"{config.network.link_model!r}: only ns-3 simulates a channel")
     algorithm = config.algorithm.instance
     asynchronous = config.network.schedule == "async"
     _require(is_asynchronous(algorithm) == asynchronous, "network.schedule", config.network.schedule,

@@ -76,6 +76,24 @@ def trace_task(config_data: dict, cache_dir: str) -> tuple[str, str | None]:
         return trace_key(**request), f"{type(error).__name__}: {error}"
 
 
+def chunk_task(config_data: dict, cache_dir: str, chunk: int) -> tuple[str, str | None]:
+    """Simulate chunk ``chunk`` of the ns-3 trace a run needs (``bridge.chunks``). Returns (label, error or None)."""
+    from bridge.link_source import make_ns3_chunk, trace_key
+    from experiments.config import parse_config
+    from experiments.runner import single_threaded, trace_request
+
+    config = parse_config(config_data)
+    with single_threaded():
+        request = trace_request(config)
+    label = f"{trace_key(**request)} chunk {chunk}"
+    try:
+        make_ns3_chunk(request["scenario"], request["payload_bytes"], request["rounds"], request["seed"], chunk,
+                       Path(cache_dir), timeout_s=config.network.worker_timeout_s)
+        return label, None
+    except Exception as error:  # reported per task; the sweep carries on (the join then fails for this trace)
+        return label, f"{type(error).__name__}: {error}"
+
+
 def run_task(config_data: dict, results_root: str, cache_dir: str) -> tuple[str, str, str | None]:
     """One run of a sweep. Returns (run id, status, error or None); never raises for a failed run."""
     from experiments.config import parse_config

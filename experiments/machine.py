@@ -76,3 +76,14 @@ def machine_record() -> dict:
         torch.set_num_threads(previous)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return {"host": platform.node(), "cores": cores, "cpu": _cpu_model(), "matmul_gflops": round(gflops, 1)}
+
+
+def resident_mb() -> float:
+    """This process's resident memory now (MB): /proc/self/statm on Linux, else the peak so far."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -33,7 +33,7 @@ from experiments.compute import step_times
 from experiments.contract import checked_init, checked_step
 from experiments.energy import EnergyMeter, round_zero_columns
 from experiments.fingerprint import run_fingerprint
-from experiments.machine import code_commit, machine_record
+from experiments.machine import code_commit, machine_record, resident_mb
 from experiments.progress import TraceProgress, progress_bar
 from experiments.run_outputs import device_rows, write_end_files
 from experiments.run_writer import FINISHED, RunWriter, reusable, run_lock, run_record, run_status, stale_because
@@ -367,6 +367,9 @@ class RunRecorder:
         self._bar = None
         self.metric_rows: list[dict] = []
         self.last_evaluation: Evaluation | None = None
+        # The most resident memory seen at a round's end: this run's peak, not the process's (a pool's process
+        # runs many runs, so the kernel's lifetime maximum would mix them).
+        self.peak_resident_mb = resident_mb()
 
     def phase(self, name: str):
         return self._clock(name)
@@ -402,6 +405,7 @@ class RunRecorder:
         delivered = links.delivered if links is not None else 0  # in the masks the algorithm saw
         row = {**metrics_row(round_index, clock_s, local_steps, evaluation, train_loss, delivered), **energy}
         self.metric_rows.append(row)
+        self.peak_resident_mb = max(self.peak_resident_mb, resident_mb())
         with self.phase("io"):
             rows = link_stats(trace, round_index - 1, used, self._config.devices) if used else []
             self._writer.add_round(row, rows, device_rows(round_index, clock_s, local_steps, evaluation))
@@ -432,7 +436,8 @@ class RunRecorder:
         details = {"diverged_at_round": writer.rounds_completed + 1} if status == "diverged" else {}
         writer.finish(status, wall_seconds=self._wall(), trace_reused=trace_reused,
                       trace_meta={k: v for k, v in trace_meta.items() if not isinstance(v, dict)},
-                      wall_split_s=self._clock.split(), **energy, **details)
+                      wall_split_s=self._clock.split(), peak_resident_mb=round(self.peak_resident_mb, 1),
+                      **energy, **details)
 
     def _wall(self) -> float:
         return round(time.perf_counter() - self._started, 3)

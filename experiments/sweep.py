@@ -234,9 +234,18 @@ def make_traces(sweep: Sweep, configs: list, cache_dir: Path, workers: int = 1, 
     can simulate a campaign's traces ahead of its runs (on another machine too: copy the cache). An ns-3
     worker's memory no longer grows with the traffic (ns3_scenarios/README.md, "Worker memory"), so any
     ``workers`` of them run side by side."""
-    from experiments.execution import execute, trace_task
+    from bridge.link_source import missing_chunks
+    from experiments.execution import chunk_task, execute, trace_task
+    from experiments.runner import trace_request
 
     failed = 0
+    # Chunked ns-3 traces (network.trace_chunk_rounds): every missing chunk is a task of its own, so the pool or
+    # the Ray cluster simulates a long trace's chunks side by side; each trace task below then joins them.
+    chunk_jobs = [(chunk_task, (config.to_dict(), str(cache_dir), chunk)) for config in configs
+                  for chunk in missing_chunks(**trace_request(config), cache_dir=cache_dir)]
+    for label, error in execute(chunk_jobs, workers, ray_address):
+        if error:
+            log(f"[sweep {sweep.name}] trace {label} failed: {error_summary(error)}")
     tasks = [(trace_task, (config.to_dict(), str(cache_dir))) for config in configs]
     for key, error in execute(tasks, workers, ray_address):
         if error:

@@ -59,6 +59,11 @@
 #pragma once
 
 #include "ns3/energy-module.h"
+#include "ns3/multi-model-spectrum-channel.h"
+#include "ns3/spectrum-phy.h"
+#include "ns3/spectrum-signal-parameters.h"
+#include "ns3/spectrum-transmit-filter.h"
+#include "ns3/spectrum-wifi-helper.h"
 #include "ns3/wifi-radio-energy-model-helper.h"
 
 #include <algorithm>
@@ -85,6 +90,11 @@ struct NetworkParams
     std::string rateControl = "constant";  // "constant" | "minstrel"
     std::string fading = "none";           // "none" | "nakagami"
     double nakagamiM = 1.0;
+    // "yans": YansWifiChannel (a reception event at every PHY, however far); "spectrum": SpectrumWifiPhy on a
+    // MultiModelSpectrumChannel with the same loss models; with maxLossDb > 0 a LossCutoffFilter on that
+    // channel skips every receiver whose mean loss exceeds it (no event at all).
+    std::string channel = "yans";
+    double maxLossDb = 0.0;
     // Mobility.
     std::string mobility = "static";  // "static" | "random_walk" | "random_waypoint"
     double speedMps = 1.0;
@@ -110,6 +120,7 @@ struct NetworkParams
     // RNG.
     uint32_t seed = 1;
     uint32_t run = 1;
+    uint32_t chunk = 0;  // trace chunk index: shifts the non-mobility streams by chunk * kChunkStreamStride
     // Event queue: PrunedMapScheduler (below), or "ns3::MapScheduler" to check that pruning changes nothing.
     std::string scheduler = "nsdml::PrunedMapScheduler";
     // The slot record's layout: field names and sizes in doubles, from ns3_scenarios/scenario.py's
@@ -191,6 +202,9 @@ constexpr int64_t kInternetStreams = 200000;
 constexpr int64_t kMobilityStreams = 300000;
 constexpr int64_t kWaypointStreams = 350000;
 constexpr int64_t kTrafficStreams = 400000;
+// A trace chunk (NetworkParams::chunk) moves every stream but the mobility's this far per chunk index, so each
+// chunk draws its own backoffs, jitter and fading while its devices follow the serial simulation's paths.
+constexpr int64_t kChunkStreamStride = 1000000;
 
 constexpr double kPrunedBeyondS = 1e7;  // simulated seconds; RunUntil refuses to go past it
 
@@ -276,6 +290,46 @@ class PrunedMapScheduler : public ns3::Scheduler
     std::map<EventKey, ns3::EventImpl*> m_events;
     size_t m_sweepAt = 4096;
     static inline uint64_t s_pruned = 0;
+};
+
+// Receptions only where they can matter: a SpectrumTransmitFilter that drops, before any event is scheduled,
+// every receiver whose mean path loss (the LogDistance model alone, without fading, which would spend random
+// draws) exceeds maxLossDb. The channel's own MaxLossDb attribute is checked only inside the reception event, so
+// it saves the PHY's work but not the event (ns-3 3.44 MultiModelSpectrumChannel::StartRx).
+class LossCutoffFilter : public ns3::SpectrumTransmitFilter
+{
+  public:
+    static ns3::TypeId GetTypeId()
+    {
+        static ns3::TypeId tid = ns3::TypeId("nsdml::LossCutoffFilter")
+                                     .SetParent<ns3::SpectrumTransmitFilter>()
+                                     .SetGroupName("Spectrum")
+                                     .AddConstructor<LossCutoffFilter>();
+        return tid;
+    }
+
+    void Set(ns3::Ptr<ns3::PropagationLossModel> meanLoss, double maxLossDb)
+    {
+        m_meanLoss = meanLoss;
+        m_maxLossDb = maxLossDb;
+    }
+
+  private:
+    bool DoFilter(ns3::Ptr<const ns3::SpectrumSignalParameters> params,
+                  ns3::Ptr<const ns3::SpectrumPhy> receiverPhy) override
+    {
+        const ns3::Ptr<ns3::MobilityModel> from = params->txPhy->GetMobility();
+        const ns3::Ptr<ns3::MobilityModel> to = receiverPhy->GetMobility();
+        return from && to && -m_meanLoss->CalcRxPower(0.0, from, to) > m_maxLossDb;
+    }
+
+    int64_t DoAssignStreams(int64_t) override
+    {
+        return 0;
+    }
+
+    ns3::Ptr<ns3::PropagationLossModel> m_meanLoss;
+    double m_maxLossDb = 0.0;
 };
 
 class AdhocNetwork
@@ -618,18 +672,45 @@ class AdhocNetwork
                                          "ControlMode", StringValue(m_p.phyMode),
                                          "NonUnicastMode", StringValue(m_p.phyMode));
         }
-        YansWifiChannelHelper channelHelper = YansWifiChannelHelper::Default();
+        // Both channels: ns-3's default LogDistance loss (exponent 3, 46.6777 dB at 1 m), Nakagami fading
+        // after it if asked, constant-speed delay; the fading draws come from kChannelStreams on either.
+        Ptr<LogDistancePropagationLossModel> loss = CreateObject<LogDistancePropagationLossModel>();
         if (m_p.fading == "nakagami")
         {
-            channelHelper.AddPropagationLoss("ns3::NakagamiPropagationLossModel",
-                                             "m0", DoubleValue(m_p.nakagamiM),
-                                             "m1", DoubleValue(m_p.nakagamiM),
-                                             "m2", DoubleValue(m_p.nakagamiM));
+            Ptr<NakagamiPropagationLossModel> nakagami = CreateObject<NakagamiPropagationLossModel>();
+            nakagami->SetAttribute("m0", DoubleValue(m_p.nakagamiM));
+            nakagami->SetAttribute("m1", DoubleValue(m_p.nakagamiM));
+            nakagami->SetAttribute("m2", DoubleValue(m_p.nakagamiM));
+            loss->SetNext(nakagami);
         }
-        Ptr<YansWifiChannel> channel = channelHelper.Create();
-        channelHelper.AssignStreams(channel, kChannelStreams);
-        YansWifiPhyHelper phy;
-        phy.SetChannel(channel);
+        loss->AssignStreams(kChannelStreams + Shift());
+        Ptr<ConstantSpeedPropagationDelayModel> delay = CreateObject<ConstantSpeedPropagationDelayModel>();
+        std::unique_ptr<WifiPhyHelper> phyHelper;
+        if (m_p.channel == "spectrum")
+        {
+            Ptr<MultiModelSpectrumChannel> channel = CreateObject<MultiModelSpectrumChannel>();
+            channel->AddPropagationLossModel(loss);
+            channel->SetPropagationDelayModel(delay);
+            if (m_p.maxLossDb > 0.0)
+            {
+                Ptr<LossCutoffFilter> cutoff = CreateObject<LossCutoffFilter>();
+                cutoff->Set(CreateObject<LogDistancePropagationLossModel>(), m_p.maxLossDb);
+                channel->AddSpectrumTransmitFilter(cutoff);
+            }
+            auto spectrum = std::make_unique<SpectrumWifiPhyHelper>();
+            spectrum->SetChannel(channel);
+            phyHelper = std::move(spectrum);
+        }
+        else
+        {
+            Ptr<YansWifiChannel> channel = CreateObject<YansWifiChannel>();
+            channel->SetPropagationLossModel(loss);
+            channel->SetPropagationDelayModel(delay);
+            auto yans = std::make_unique<YansWifiPhyHelper>();
+            yans->SetChannel(channel);
+            phyHelper = std::move(yans);
+        }
+        WifiPhyHelper& phy = *phyHelper;
         phy.Set("TxPowerStart", DoubleValue(m_p.txPowerDbm));
         phy.Set("TxPowerEnd", DoubleValue(m_p.txPowerDbm));
         WifiMacHelper mac;
@@ -652,7 +733,7 @@ class AdhocNetwork
             mac.SetType("ns3::AdhocWifiMac");
             devices = wifi.Install(phy, mac, m_nodes);
         }
-        wifi.AssignStreams(devices, kWifiStreams);
+        wifi.AssignStreams(devices, kWifiStreams + Shift());
         InstallEnergy(devices);
         for (uint32_t i = 0; i < m_n; ++i)
         {
@@ -666,7 +747,7 @@ class AdhocNetwork
 
         InternetStackHelper internet;
         internet.Install(m_nodes);
-        internet.AssignStreams(m_nodes, kInternetStreams);
+        internet.AssignStreams(m_nodes, kInternetStreams + Shift());
         Ipv4AddressGenerator::Reset();
         Ipv4AddressHelper addresses;
         addresses.SetBase("10.1.0.0", "255.255.0.0");
@@ -685,10 +766,15 @@ class AdhocNetwork
         InstallSockets();
 
         m_jitter = CreateObject<UniformRandomVariable>();
-        m_jitter->SetStream(kTrafficStreams);
+        m_jitter->SetStream(kTrafficStreams + Shift());
         m_pick = CreateObject<UniformRandomVariable>();
-        m_pick->SetStream(kTrafficStreams + 1);
+        m_pick->SetStream(kTrafficStreams + 1 + Shift());
         m_alive = true;
+    }
+
+    int64_t Shift() const
+    {
+        return int64_t(m_p.chunk) * kChunkStreamStride;
     }
 
     void InstallMobility()

@@ -52,7 +52,8 @@ def to_numpy(flat) -> np.ndarray:
     return np.frombuffer(view, dtype=np.float64, count=flat.size()).copy()
 
 
-def build_network(cpp, config: ScenarioConfig, seed: int, positions: np.ndarray, side_m: float) -> object:
+def build_network(cpp, config: ScenarioConfig, seed: int, positions: np.ndarray, side_m: float,
+                  chunk: int = 0) -> object:
     params = cpp.nsdml.NetworkParams()
     params.x = to_vector(cpp, "double", positions[:, 0])
     params.y = to_vector(cpp, "double", positions[:, 1])
@@ -62,6 +63,8 @@ def build_network(cpp, config: ScenarioConfig, seed: int, positions: np.ndarray,
     params.rateControl = config.rate_control
     params.fading = config.fading
     params.nakagamiM = config.nakagami_m
+    params.channel = "yans" if config.channel == "yans" else "spectrum"
+    params.maxLossDb = config.max_loss_db
     params.mobility = config.mobility
     params.speedMps = config.speed_mps
     params.pauseS = config.pause_s
@@ -82,6 +85,7 @@ def build_network(cpp, config: ScenarioConfig, seed: int, positions: np.ndarray,
     params.radioSleep = config.radio_sleep
     params.seed = 1
     params.run = seed + 1
+    params.chunk = chunk
     params.scheduler = os.environ.get(SCHEDULER_ENV) or params.scheduler
     names, sizes = slot_layout(config.nodes)
     params.slotFields = cpp.std.vector["std::string"](names)
@@ -113,10 +117,10 @@ def calibrated_placement(cpp, config: ScenarioConfig, seed: int) -> tuple[Placem
     for steps in range(1, CALIBRATION_STEPS + 1):
         side = math.sqrt(low * high)
         measured = measure_idle_density(cpp, config, seed, unit * side, side)
-        best = min(best, (abs(measured - config.density), side))
-        if abs(measured - config.density) <= CALIBRATION_TOLERANCE:
+        best = min(best, (abs(measured - config.pair_density), side))
+        if abs(measured - config.pair_density) <= CALIBRATION_TOLERANCE:
             break
-        if measured > config.density:
+        if measured > config.pair_density:
             low = side
         else:
             high = side
@@ -140,11 +144,13 @@ def idle_density(idle_delivered: np.ndarray, counts: np.ndarray, config: Scenari
 class Network:
     """A live ns-3 simulation of one scenario: probed on construction, then stepped slot by slot."""
 
-    def __init__(self, config: ScenarioConfig, seed: int):
+    def __init__(self, config: ScenarioConfig, seed: int, chunk: int = 0):
+        """``chunk``: a trace chunk's index (its own traffic, MAC and fading draws; same placement and paths)."""
         self.config = config
         self._cpp = ns3_loader.load()
         self.placement, calibration = calibrated_placement(self._cpp, config, seed)
-        self._network = build_network(self._cpp, config, seed, self.placement.positions_m, self.placement.side_m)
+        self._network = build_network(self._cpp, config, seed, self.placement.positions_m, self.placement.side_m,
+                                      chunk)
         n = config.nodes
         counts = to_numpy(self._network.Probe(config.idle_probes)).reshape(n, n)
         self.idle_rate = (counts / config.idle_probes).astype(np.float32)

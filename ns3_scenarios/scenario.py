@@ -29,7 +29,7 @@ that rule's one home.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
@@ -37,6 +37,13 @@ PHY_MODES = tuple(f"OfdmRate{rate}Mbps" for rate in (6, 9, 12, 18, 24, 36, 48, 5
 REFERENCE_LOSS_DB = 46.6777  # LogDistancePropagationLossModel default at 1 m (5.15 GHz)
 PATH_LOSS_EXPONENT = 3.0
 PREAMBLE_THRESHOLD_DBM = -82.0  # ThresholdPreambleDetectionModel::MinimumRssi default
+# ns-3's noise floor at 20 MHz: thermal noise kTB at 290 K plus WifiPhy's default 7 dB noise figure.
+NOISE_FLOOR_DBM = 10 * math.log10(1.380649e-23 * 290.0 * 20e6 * 1e3) + 7.0  # -93.97 dBm
+# "yans": YansWifiChannel, a reception event at every PHY on the channel (the default; every earlier trace);
+# "spectrum": SpectrumWifiPhy on a MultiModelSpectrumChannel, same loss models, every PHY still reached;
+# "spectrum_pruned": the same channel with a cut-off (adhoc_network.h, LossCutoffFilter): a frame creates events
+# only at PHYs whose mean received power is above it.
+CHANNELS = ("yans", "spectrum", "spectrum_pruned")
 MAX_UDP_PAYLOAD = 1472  # 1500-byte MTU minus IP and UDP headers
 TRANSPORTS = ("broadcast", "unicast", "tcp")
 RATE_CONTROLS = ("constant", "minstrel")
@@ -120,6 +127,9 @@ class ScenarioConfig:
 
     devices: int = 20
     density: float = 0.5
+    # > 0: place the devices so that each has this many in range on average (the square grows with N, a device
+    # hears a constant number of others); density is then derived (mean_neighbours / (devices - 1)).
+    mean_neighbours: float = 0.0
     phy_mode: str = "OfdmRate24Mbps"
     tx_power_dbm: float = 16.0206
     datagram_bytes: int = 1400
@@ -136,6 +146,13 @@ class ScenarioConfig:
     fading: str = "none"
     nakagami_m: float = 1.0
     idle_probes: int = 4
+    channel: str = "yans"
+    # spectrum_pruned: receivers whose mean power would fall this many dB below NOISE_FLOOR_DBM get no event. 7 dB puts
+    # the cut-off at WifiPhy's RxSensitivity (-101 dBm), below which both PHYs ignore a signal entirely.
+    cutoff_margin_db: float = 7.0
+    # > 0: an ns-3 trace of synchronous rounds is simulated as independent chunks of this many rounds (in
+    # parallel), then joined; see bridge/chunks.py. 0: one simulation from the first round to the last.
+    trace_chunk_rounds: int = 0
     topology: str = "adhoc"  # "adhoc": devices placed in a square; a graph name: link_model = "fixed_graph"
     topology_degree: int = 2  # circulant: each device linked to its k nearest on each side of a ring
     # Radio energy: ns-3's WifiRadioEnergyModel and BasicEnergySource defaults (README "Energy" says where
@@ -153,6 +170,15 @@ class ScenarioConfig:
         _check(isinstance(self.devices, int) and 2 <= self.devices <= 1000, "devices", self.devices,
                "an integer in [2, 1000]")
         _check(0.0 < self.density <= 1.0, "density", self.density, "a number in (0, 1]")
+        _check(0.0 <= self.mean_neighbours <= self.devices - 1, "mean_neighbours", self.mean_neighbours,
+               f"a number in [0, devices - 1 = {self.devices - 1}] (0: use density)")
+        _check(self.mean_neighbours == 0.0 or self.density == 0.5, "density", self.density,
+               "left out with mean_neighbours (the density follows from it)")
+        _check(self.channel in CHANNELS, "channel", self.channel, "one of " + ", ".join(CHANNELS))
+        _check(0.0 <= self.cutoff_margin_db <= 60.0, "cutoff_margin_db", self.cutoff_margin_db,
+               "a number in [0, 60] (dB below the noise floor)")
+        _check(isinstance(self.trace_chunk_rounds, int) and self.trace_chunk_rounds >= 0, "trace_chunk_rounds",
+               self.trace_chunk_rounds, "an integer >= 0 (0: one simulation)")
         _check(self.phy_mode in PHY_MODES, "phy_mode", self.phy_mode, "one of " + ", ".join(PHY_MODES))
         _check(-10.0 <= self.tx_power_dbm <= 30.0, "tx_power_dbm", self.tx_power_dbm, "a number in [-10, 30]")
         _check(isinstance(self.datagram_bytes, int) and 64 <= self.datagram_bytes <= MAX_UDP_PAYLOAD,
@@ -215,6 +241,25 @@ class ScenarioConfig:
         return self.devices + 1 if self.access_point else self.devices
 
     @property
+    def pair_density(self) -> float:
+        """The fraction of ordered pairs in range the placement aims at: density, or from mean_neighbours."""
+        return self.mean_neighbours / (self.devices - 1) if self.mean_neighbours > 0 else self.density
+
+    @property
+    def max_loss_db(self) -> float:
+        """The pruned channel's cut-off as a path loss (dB): the loss at which the mean received power reaches
+        NOISE_FLOOR_DBM - cutoff_margin_db; 0: no cut-off."""
+        if self.channel != "spectrum_pruned":
+            return 0.0
+        return self.tx_power_dbm - (NOISE_FLOOR_DBM - self.cutoff_margin_db)
+
+    @property
+    def cutoff_m(self) -> float:
+        """Distance at which the received power reaches the cut-off (LogDistance)."""
+        loss = self.tx_power_dbm - (NOISE_FLOOR_DBM - self.cutoff_margin_db)
+        return 10 ** ((loss - REFERENCE_LOSS_DB) / (10 * PATH_LOSS_EXPONENT))
+
+    @property
     def range_m(self) -> float:
         return 10 ** ((self.tx_power_dbm - PREAMBLE_THRESHOLD_DBM - REFERENCE_LOSS_DB) / (10 * PATH_LOSS_EXPONENT))
 
@@ -234,6 +279,18 @@ def exchange_senders(config: ScenarioConfig, exchange: int, payload_bytes: int) 
     if exchange % 2 == 0:
         return [payload_bytes] * config.devices + [0]
     return [0] * config.devices + [payload_bytes]
+
+
+# Fields added after traces were cached: left out of a trace's identity while at these defaults, so every trace
+# made before them keeps its key (``scenario_identity``).
+IDENTITY_NEUTRAL_DEFAULTS = {"mean_neighbours": 0.0, "channel": "yans", "cutoff_margin_db": 7.0,
+                             "trace_chunk_rounds": 0}
+
+
+def scenario_identity(config: ScenarioConfig) -> dict:
+    """The scenario's fields as they enter a trace key (``IDENTITY_NEUTRAL_DEFAULTS`` left out at their default)."""
+    return {name: value for name, value in asdict(config).items()
+            if not (name in IDENTITY_NEUTRAL_DEFAULTS and value == IDENTITY_NEUTRAL_DEFAULTS[name])}
 
 
 def _check(ok: bool, field: str, value: object, allowed: str) -> None:
@@ -259,7 +316,7 @@ def place_devices(config: ScenarioConfig, seed: int) -> Placement:
     else:
         upper = np.triu_indices(config.devices, k=1)
         distances = np.sort(np.linalg.norm(unit[:, None] - unit[None], axis=-1)[upper])
-    in_range = int(round(config.density * len(distances)))
+    in_range = int(round(config.pair_density * len(distances)))
     if in_range >= len(distances):
         scale = distances[-1] * 1.001  # every pair strictly inside the range
     elif in_range == 0:

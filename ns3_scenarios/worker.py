@@ -6,7 +6,8 @@ Offline, one request simulated whole::
 
 REQUEST.json: {"scenario": {ScenarioConfig fields}, "seed": int,
                "slot_payloads": [[bytes each node sends in slot 0], [... in slot 1], ...]}
-(a slot is one exchange of one round, in order), or, instead of slot_payloads,
+(a slot is one exchange of one round, in order; optional "first_slot" and "chunk" make
+a trace chunk, ``bridge.chunks``), or, instead of slot_payloads,
 "barrier": {BarrierPlan fields}: the local-barrier schedule
 (``ns3_scenarios.schedule``), whose arrays (sent_s, arrival_s, finished_s, used,
 intended, radio_energy_j, positions) it writes instead. While it simulates, stdout
@@ -52,17 +53,19 @@ PROGRESS_INTERVAL_S = 0.25  # wall seconds between progress lines (and one after
 
 
 def simulate(config: ScenarioConfig, seed: int, slot_payloads: list[list[int]],
-             progress=lambda report: None) -> tuple[dict[str, np.ndarray], dict]:
-    """Node i sends slot_payloads[s][i] bytes in slot s (0: nothing); all slots in one simulation.
-    ``progress`` receives {"slots_done", "slots", "sim_s", "events"} at most every PROGRESS_INTERVAL_S."""
+             progress=lambda report: None, first_slot: int = 0, chunk: int = 0) -> tuple[dict[str, np.ndarray], dict]:
+    """Node i sends slot_payloads[s][i] bytes in slot first_slot + s (0: nothing); all slots in one simulation.
+    ``progress`` receives {"slots_done", "slots", "sim_s", "events"} at most every PROGRESS_INTERVAL_S.
+    A trace chunk (``chunk`` > 0, ``first_slot`` its first slot) lets the idle network run to its first slot
+    (the devices move as in the serial simulation) and draws its own traffic, MAC and fading numbers."""
     started = time.perf_counter()
-    network = _open(config, seed)
+    network = _open(config, seed, chunk)
     loaded = time.perf_counter()
     depleted_before = network.source_depletion_j()
     slots, events, reported = [], 0, 0.0
     progress({"slots_done": 0, "slots": len(slot_payloads), "sim_s": 0.0, "events": 0})
     for s, payloads in enumerate(slot_payloads):
-        slots.append(network.run_slot(s, payloads))
+        slots.append(network.run_slot(first_slot + s, payloads))
         events += int(slots[-1]["events"])
         if time.perf_counter() - reported >= PROGRESS_INTERVAL_S or s + 1 == len(slot_payloads):
             reported = time.perf_counter()
@@ -75,7 +78,7 @@ def simulate(config: ScenarioConfig, seed: int, slot_payloads: list[list[int]],
     simulated = time.perf_counter()
     arrays = {name: np.stack([slot[name] for slot in slots]) if slots else np.zeros(0) for name in SLOT_FIELDS}
     arrays.update(idle_delivered=network.idle_delivered, idle_rate=network.idle_rate)
-    stats = dict(network.stats, scenario=asdict(config), seed=seed,
+    stats = dict(network.stats, scenario=asdict(config), seed=seed, first_slot=first_slot, chunk=chunk,
                  events=int(arrays["events"].sum()), frames_sent=int(arrays["frames"].sum()),
                  source_depletion_j=source_depletion_j, pruned_events=pruned_events,
                  peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -133,10 +136,10 @@ def inject_fault(fault: str) -> None:
     raise SystemExit(f"worker: unknown fault {fault!r}")
 
 
-def _open(config: ScenarioConfig, seed: int):
+def _open(config: ScenarioConfig, seed: int, chunk: int = 0):
     from ns3_scenarios.network import Network  # imports ns-3
 
-    return Network(config, seed)
+    return Network(config, seed, chunk)
 
 
 def serve(requests, answers) -> int:
@@ -208,7 +211,8 @@ def main(argv: list[str]) -> int:
         plan = BarrierPlan(**dict(plan, payload_bytes=tuple(plan["payload_bytes"]), step_s=tuple(plan["step_s"])))
         arrays, stats = simulate_barrier(config, int(request["seed"]), plan, progress=_report)
     else:
-        arrays, stats = simulate(config, int(request["seed"]), list(request["slot_payloads"]), progress=_report)
+        arrays, stats = simulate(config, int(request["seed"]), list(request["slot_payloads"]), progress=_report,
+                                 first_slot=int(request.get("first_slot", 0)), chunk=int(request.get("chunk", 0)))
     out = Path(argv[1])
     out.mkdir(parents=True, exist_ok=True)
     np.savez(out / "arrays.npz", **arrays)
