@@ -243,7 +243,7 @@ def make_traces(sweep: Sweep, configs: list, cache_dir: Path, workers: int = 1, 
     # the Ray cluster simulates a long trace's chunks side by side; each trace task below then joins them.
     chunk_jobs = [(chunk_task, (config.to_dict(), str(cache_dir), chunk)) for config in configs
                   for chunk in missing_chunks(**trace_request(config), cache_dir=cache_dir)]
-    for label, error in execute(chunk_jobs, workers, ray_address):
+    for label, error in execute(chunk_jobs, workers, ray_address) if chunk_jobs else ():
         if error:
             log(f"[sweep {sweep.name}] trace {label} failed: {error_summary(error)}")
     tasks = [(trace_task, (config.to_dict(), str(cache_dir))) for config in configs]

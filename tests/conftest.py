@@ -5,7 +5,15 @@ Ctrl-C is restored to Python's default for the session: a shell that starts the 
 tests would then measure the shell, not nsdml.
 """
 
+import os
+import shutil
 import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
 
 signal.signal(signal.SIGINT, signal.default_int_handler)
 
@@ -14,3 +22,30 @@ def pytest_addoption(parser):
     parser.addoption("--algorithm", action="append", default=[],
                      help="run tests/test_contract.py against this algorithm (registered name, entry point or "
                           "module:Class); repeatable; default: every registered algorithm")
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(tmp_path_factory):
+    """A local Ray cluster for the session: a head node and a second node joined to it (one CPU each, so the
+    tasks spread over both), stopped afterwards."""
+    ray = shutil.which("ray", path=str(Path(sys.executable).parent))
+    if ray is None:
+        pytest.fail("ray is a pinned dependency; `make setup` installs it")
+    port = _free_port()
+    temp = tmp_path_factory.mktemp("ray")
+    environment = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
+    subprocess.run([ray, "start", "--head", f"--port={port}", "--num-cpus=1", "--include-dashboard=false",
+                    "--disable-usage-stats", f"--temp-dir={temp}"], check=True, capture_output=True,
+                   env=environment, timeout=180)
+    subprocess.run([ray, "start", f"--address=127.0.0.1:{port}", "--num-cpus=1", "--disable-usage-stats"],
+                   check=True, capture_output=True, env=environment, timeout=180)
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        subprocess.run([ray, "stop", "--force"], capture_output=True, env=environment, timeout=120)

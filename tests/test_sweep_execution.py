@@ -6,22 +6,16 @@ execution machinery, not the network.
 
 import json
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 
-from bridge import obtain_trace
-from bridge.trace import ARRAYS
-from experiments.runner import trace_request
-from experiments.sweep import load_sweep, make_traces, run_sweep
+from experiments.sweep import load_sweep, run_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 SWEEP = """
@@ -126,79 +120,9 @@ def test_an_interrupted_sweep_resumes_only_the_missing_runs(reference, tmp_path,
     assert _outputs(tmp_path / "results", sweep) == expected
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def ray_cluster(tmp_path_factory):
-    """A local Ray cluster for this module: a head node and a second node joined to it (one CPU each, so the
-    tasks spread over both), stopped afterwards."""
-    ray = shutil.which("ray", path=str(Path(sys.executable).parent))
-    if ray is None:
-        pytest.fail("ray is a pinned dependency; `make setup` installs it")
-    port = _free_port()
-    temp = tmp_path_factory.mktemp("ray")
-    environment = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
-    subprocess.run([ray, "start", "--head", f"--port={port}", "--num-cpus=1", "--include-dashboard=false",
-                    "--disable-usage-stats", f"--temp-dir={temp}"], check=True, capture_output=True,
-                   env=environment, timeout=180)
-    subprocess.run([ray, "start", f"--address=127.0.0.1:{port}", "--num-cpus=1", "--disable-usage-stats"],
-                   check=True, capture_output=True, env=environment, timeout=180)
-    try:
-        yield f"127.0.0.1:{port}"
-    finally:
-        subprocess.run([ray, "stop", "--force"], capture_output=True, env=environment, timeout=120)
-
-
 def test_the_same_sweep_on_a_ray_instance_gives_identical_csvs(reference, ray_cluster, tmp_path):
     sweep, expected = reference
     summary = run_sweep(sweep, tmp_path / "results", tmp_path / "cache", ray_address=ray_cluster, quiet=True)
     assert list(summary["status"]) == ["done"] * 8
     assert _outputs(tmp_path / "results", sweep) == expected
 
-
-CHUNKED = """
-seed = 0
-rounds = 4
-devices = 6
-
-[sweep]
-name = "chunked"
-target_accuracy = 0.3
-
-[data]
-dataset = "digits"
-alpha = 5.0
-
-[algorithm]
-name = "dpsgd"
-lr = 0.2
-
-[network]
-link_model = "ns3"
-trace_chunk_rounds = 2
-"""
-
-
-def _chunked_trace(tmp_path: Path, **execution) -> dict:
-    """The sweep's ns-3 trace made by ``make_traces`` (its chunks as tasks, then the join), as arrays."""
-    tmp_path.mkdir()
-    (tmp_path / "chunked.toml").write_text(CHUNKED)
-    sweep = load_sweep(tmp_path / "chunked.toml")
-    configs = [config for _, config in sweep.runs]
-    assert make_traces(sweep, configs, tmp_path / "cache", log=print, **execution) == 0
-    trace, reused = obtain_trace(**trace_request(configs[0]), cache_dir=tmp_path / "cache")
-    assert reused and trace.meta["chunks"][1]["first_slot"] == 2
-    return {name: getattr(trace, name) for name in ARRAYS}
-
-
-def test_a_chunked_ns3_trace_made_on_the_ray_cluster_equals_the_process_pool_s(ray_cluster, tmp_path):
-    """The chunks of an ns-3 trace are tasks of their own (on the pool, on the cluster's two nodes); the joined
-    traces are the same array for array."""
-    on_pool = _chunked_trace(tmp_path / "pool", workers=2)
-    on_ray = _chunked_trace(tmp_path / "ray", ray_address=ray_cluster)
-    assert all(np.array_equal(on_pool[name], on_ray[name], equal_nan=True) for name in ARRAYS)
-    assert (~np.isnan(on_pool["done_s"])).sum() > 0  # ns-3 delivered something
