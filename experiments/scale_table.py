@@ -15,7 +15,7 @@ Sections (experiments/reports/scale.md holds them):
 - **Pruning** (``scale_pruning.toml``): 100 devices, everyone within the cut-off and a sparse placement; the pruned
   spectrum channel against the unpruned one on the same seed: arrays identical or not, per-pair delivery rates,
   completion times (Kolmogorov-Smirnov), events per frame; YansWifiChannel beside them.
-- **Chunks in parallel**: one trace (500 devices, 8 rounds) made serially, in 2 chunks on 1 worker and on 2;
+- **Chunks in parallel**: one trace (500 devices, 4 rounds) made serially, in 2 chunks on 1 worker and on 2;
   wall seconds, measured once by ``--speedup`` on an otherwise idle machine and kept in results/scale/.
 - **The 1,000-device trace** (``scale_trace.toml``): 100 rounds in 2 chunks side by side, and a D-PSGD run over it.
 - **D-PSGD against HyperPrism** (``scale_table.toml``, rates from ``scale_tuning.toml`` by experiments.tuning's
@@ -48,7 +48,7 @@ from experiments.tuning import TuningError, check_rates, chosen_rates, markdown_
 CONFIGS = Path(__file__).resolve().parent / "configs"
 SWEEPS = {name: CONFIGS / f"scale_{name}.toml" for name in ("tuning", "table", "cost", "cnn", "pruning", "trace")}
 FIT_FROM = 100  # devices: the fitted exponent uses 100 to 1,000 (below, fixed costs dominate)
-SPEEDUP = dict(devices=500, rounds=8, chunk_rounds=4)
+SPEEDUP = dict(devices=500, rounds=4, chunk_rounds=2)
 SPEEDUP_FILE = Path("scale") / "speedup.json"
 TO_TARGET = (("conv_rounds", 1), ("time_to_target_s", 1), ("energy_to_target_j", 0))
 
@@ -137,7 +137,7 @@ def pruning_rows(results_root: Path, cache_dir: Path) -> pd.DataFrame:
                      "ks_p": float(stats.ks_2samp(times, ref_times).pvalue) if times.size and ref_times.size
                      else math.nan,
                      "events_per_frame": float(trace.events.sum() / trace.frames.sum())})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows).sort_values(["placement", "channel"], kind="stable")
 
 
 def pruning_markdown(pruning: pd.DataFrame) -> str:
