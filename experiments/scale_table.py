@@ -9,8 +9,8 @@ Built from finished sweeps' files only (``make table-scale`` runs them first)::
 Sections (experiments/reports/scale.md holds them):
 
 - **Cost** (``scale_cost.toml``): per device count and channel, ns-3's seconds per round, events per frame and
-  peak memory (the worker's own record), the learner's seconds per round and peak memory (a D-PSGD run's
-  run.json); the exponent b of a least-squares fit seconds ∝ N^b over 100-1,000 devices (below 100 the fixed
+  peak memory (the worker's own record), the learner's seconds per round (local steps and aggregation), per
+  evaluation (every device's model on the test set) and peak memory (a D-PSGD run's run.json); the exponent b of a least-squares fit seconds ∝ N^b over 100-1,000 devices (below 100 the fixed
   costs dominate); the small CNN at 1,000 devices (``scale_cnn.toml``).
 - **Pruning** (``scale_pruning.toml``): 100 devices, everyone within the cut-off and a sparse placement; the pruned
   spectrum channel against the unpruned one on the same seed: arrays identical or not, per-pair delivery rates,
@@ -74,8 +74,9 @@ def cost_row(config, info: dict) -> dict:
             "ns3_s_per_round": meta["simulate_seconds"] / slots, "ns3_setup_s": meta["setup_seconds"],
             "events_per_frame": meta["events"] / meta["frames_sent"], "events_per_round": meta["events"] / slots,
             "ns3_peak_mb": meta["peak_rss_mb"],
-            "learner_s_per_round": sum(split.get(k, 0.0) for k in ("training", "aggregation", "evaluation"))
+            "learner_s_per_round": (split.get("training", 0.0) + split.get("aggregation", 0.0))
             / info["rounds_completed"],
+            "evaluation_s": split.get("evaluation", 0.0) / (info["rounds_completed"] + 1),  # round 0 is evaluated too
             "learner_peak_mb": info.get("peak_resident_mb", math.nan)}
 
 
@@ -89,9 +90,9 @@ def cost_markdown(cost: pd.DataFrame) -> str:
     for _, r in cost.sort_values(["model", "channel", "devices"]).iterrows():
         rows.append([str(r["devices"]), r["channel"], r["model"], f"{r['area_side_m']:.0f}", f"{r['idle_density']:.3f}",
                      f"{r['ns3_s_per_round']:.2f}", f"{r['events_per_frame']:.0f}", f"{r['ns3_peak_mb']:.0f}",
-                     f"{r['learner_s_per_round']:.3f}", f"{r['learner_peak_mb']:.0f}"])
+                     f"{r['learner_s_per_round']:.3f}", f"{r['evaluation_s']:.2f}", f"{r['learner_peak_mb']:.0f}"])
     table = markdown_table(["N", "channel", "model", "side (m)", "idle density", "ns-3 s / round", "events / frame",
-                            "ns-3 peak MB", "learner s / round", "learner peak MB"], rows)
+                            "ns-3 peak MB", "learner s / round", "s / evaluation", "learner peak MB"], rows)
     fits = []
     for channel, group in cost[cost["model"] == "logreg"].groupby("channel"):
         fits.append([channel, f"{fitted_exponent(group, 'ns3_s_per_round'):.2f}",

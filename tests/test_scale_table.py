@@ -26,7 +26,8 @@ def test_a_cost_row_divides_by_the_slots_and_sums_the_learner_phases():
             "rounds_completed": 4, "peak_resident_mb": 900.0}
     row = cost_row(config, info)
     assert row["ns3_s_per_round"] == 5.0 and row["events_per_frame"] == 400.0
-    assert row["events_per_round"] == 2_000_000 and row["learner_s_per_round"] == 0.5
+    assert row["events_per_round"] == 2_000_000 and row["learner_s_per_round"] == 1.5 / 4
+    assert row["evaluation_s"] == 0.5 / 5  # rounds 0 to 4 are evaluated
     assert row["learner_peak_mb"] == 900.0
 
 
