@@ -253,7 +253,7 @@ def build(results_root: Path, cache_dir: Path) -> str:
         "**Chunks in parallel**:", "",
         speedup_markdown(json.loads(speedup.read_text())) if speedup.exists() else "not measured yet "
         "(`python -m experiments.scale_table --speedup`)", "",
-        "**The 1,000-device, 100-round trace** (2 chunks of 50 rounds side by side on this machine's 2 cores) "
+        "**The 1,000-device, 100-round trace** (4 chunks of 25 rounds, two at a time on this machine's 2 cores) "
         "and the D-PSGD run over it:", "", long_trace_markdown(results_root), "",
         campaign(results_root), ""])
 
