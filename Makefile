@@ -20,8 +20,10 @@ $(STAMP): requirements.txt pyproject.toml
 run: $(STAMP)
 	$(VENV)/bin/nsdml run $(CONFIG)
 
+# One test process per core (pytest-xdist); tests that share an ns-3 fixture or the Ray cluster stay in one
+# process (their modules' xdist_group marks).
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto --dist loadgroup
 
 # make sweep SWEEP=path/to/sweep.toml: run the missing runs, then the summary, table and plots.
 sweep: $(STAMP)

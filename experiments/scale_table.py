@@ -17,7 +17,8 @@ Sections (experiments/reports/scale.md holds them):
   completion times (Kolmogorov-Smirnov), events per frame; YansWifiChannel beside them.
 - **Chunks in parallel**: one trace (500 devices, 4 rounds) made serially, in 2 chunks on 1 worker and on 2;
   wall seconds, measured once by ``--speedup`` on an otherwise idle machine and kept in results/scale/.
-- **The 1,000-device trace** (``scale_trace.toml``): 100 rounds in 2 chunks side by side, and a D-PSGD run over it.
+- **The 1,000-device trace** (``scale_trace.toml``): 100 rounds in 4 chunks of 25, two at a time, and a D-PSGD run
+  over it.
 - **D-PSGD against HyperPrism** (``scale_table.toml``, rates from ``scale_tuning.toml`` by experiments.tuning's
   rule): final accuracy, rounds, seconds and joules to the target (95 % t intervals, k/n), paired differences.
 """

@@ -39,7 +39,8 @@ def ray_cluster(tmp_path_factory):
         pytest.fail("ray is a pinned dependency; `make setup` installs it")
     port = _free_port()
     temp = tmp_path_factory.mktemp("ray")
-    environment = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
+    # Ray starts its workers at nice 15; beside the other pytest-xdist process they would then wait minutes.
+    environment = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", RAY_worker_niceness="0")
     subprocess.run([ray, "start", "--head", f"--port={port}", "--num-cpus=1", "--include-dashboard=false",
                     "--disable-usage-stats", f"--temp-dir={temp}"], check=True, capture_output=True,
                    env=environment, timeout=180)

@@ -23,6 +23,9 @@ from experiments.runner import trace_request
 from experiments.sweep import load_sweep, make_traces
 from ns3_scenarios.scenario import ScenarioConfig
 
+# Shares the session's Ray cluster with the other Ray module: one pytest-xdist process starts it and stops it.
+pytestmark = pytest.mark.xdist_group("ray")
+
 PAYLOAD = (31400,)  # a logistic regression on MNIST
 MOVING = dict(devices=10, mobility="random_walk", speed_mps=5.0)
 ROUNDS, SEED = 8, 3

@@ -16,6 +16,9 @@ from helpers import run_dirs
 from ns3_scenarios.airtime import ppdu_s
 from ns3_scenarios.scenario import RADIO_STATES, ScenarioConfig, place_devices
 
+# Its tests share a costly module fixture (ns-3 traces or a finished run): one pytest-xdist process builds it once.
+pytestmark = pytest.mark.xdist_group("test_energy")
+
 TX, RX, IDLE = (RADIO_STATES.index(state) for state in ("tx", "rx", "idle"))
 SMALL, LARGE = 2800, 28000  # 2 and 20 datagrams of 1400 bytes
 # Seed 7 at density 0.2 places device 6 about 99 m from its nearest neighbour: twice the 51.5 m radio range.

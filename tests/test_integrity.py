@@ -14,6 +14,9 @@ from experiments.cli import main
 from experiments.integrity import RESULT_FILES, damage, file_entry
 from helpers import run_dirs
 
+# Its tests share a costly module fixture (ns-3 traces or a finished run): one pytest-xdist process builds it once.
+pytestmark = pytest.mark.xdist_group("test_integrity")
+
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ('name = "intact"\nrounds = 40\ndevices = 5\n[data]\ndataset = "digits"\n'
           '[network]\nlink_model = "synthetic"\n')

@@ -19,7 +19,8 @@ from ns3_scenarios.network import SCHEDULER_ENV
 from ns3_scenarios.scenario import ScenarioConfig
 from helpers import run_dirs
 
-pytestmark = pytest.mark.ns3
+# Its tests share a costly module fixture (ns-3 traces or a finished run): one pytest-xdist process builds it once.
+pytestmark = [pytest.mark.ns3, pytest.mark.xdist_group("test_ns3")]
 
 DATAGRAM = 1400
 

@@ -11,7 +11,8 @@ import bridge.link_source
 from bridge import obtain_trace, open_links
 from ns3_scenarios.scenario import ScenarioConfig
 
-pytestmark = pytest.mark.ns3
+# Its tests share a costly module fixture (ns-3 traces or a finished run): one pytest-xdist process builds it once.
+pytestmark = [pytest.mark.ns3, pytest.mark.xdist_group("test_ns3_physics")]
 
 SMALL, LARGE = 7000, 56000  # 5 and 40 datagrams of 1400 bytes
 

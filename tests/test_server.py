@@ -11,6 +11,9 @@ from experiments.cli import main
 from helpers import run_dirs
 from ns3_scenarios.scenario import ScenarioConfig, exchange_senders, place_devices
 
+# Its tests share a costly module fixture (ns-3 traces or a finished run): one pytest-xdist process builds it once.
+pytestmark = pytest.mark.xdist_group("test_server")
+
 SMALL, LARGE = 7000, 42000  # 5 and 30 datagrams of 1400 bytes
 # Seed 3, 6 devices, coverage 0.7: four devices within the access point's 51.5 m, two outside.
 SCENARIO = ScenarioConfig(devices=6, density=0.7, topology="access_point")

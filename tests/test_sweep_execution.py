@@ -17,6 +17,9 @@ import pytest
 
 from experiments.sweep import load_sweep, run_sweep
 
+# Shares the session's Ray cluster with the other Ray module: one pytest-xdist process starts it and stops it.
+pytestmark = pytest.mark.xdist_group("ray")
+
 ROOT = Path(__file__).resolve().parents[1]
 SWEEP = """
 seed = [0, 1]

@@ -20,6 +20,9 @@ from helpers import run_dirs
 from ns3_scenarios.scenario import RADIO_STATES, ScenarioConfig
 from ns3_scenarios.schedule import BarrierPlan
 
+# Its tests share a costly module fixture (ns-3 traces or a finished run): one pytest-xdist process builds it once.
+pytestmark = pytest.mark.xdist_group("test_time")
+
 DATA = Path(__file__).parent / "data"
 ROOT = Path(__file__).resolve().parents[1]
 COLUMNS = ["round", "mean_accuracy", "delivered_links", "sim_time_s"]
