@@ -34,6 +34,7 @@ import pandas as pd
 import torch
 
 from bridge.trace import LinkTrace
+from experiments import interrupts
 from experiments.energy import energy_columns, round_zero_columns
 from experiments.run_outputs import CSV_FLOAT_FORMAT
 from learner.asynchronous import MessageLog, run_async, staleness, step_counts
@@ -81,6 +82,7 @@ def run_asynchronously(config, model, devices, algorithm, trace: LinkTrace, step
     losses: list[tuple[np.ndarray, np.ndarray, torch.Tensor]] = []  # (devices, their step index, loss)
 
     def keep_losses(level, _x) -> None:
+        interrupts.check()
         active = np.flatnonzero(level.step >= 0)
         if oracle.losses:
             losses.append((active, level.step[active], torch.stack(oracle.losses).mean(0)[active]))

@@ -23,11 +23,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
 import traceback
 from pathlib import Path
 
+from experiments import interrupts
 from experiments.config import ConfigError
 
 EXIT_FAILED = 1
@@ -82,34 +82,13 @@ def _load(args: argparse.Namespace):
     return parse_config(raw) if args.command == "run" else expand_sweep(raw, default_name=args.config.stem)
 
 
-class _InterruptWatch:
-    """Remember a Ctrl-C even when a library turns it into its own error (pandas' C parser raises
-    ParserError from an interrupted read), so the command still ends as interrupted (130)."""
-
-    def __init__(self):
-        self.seen = False
-
-    def __enter__(self):
-        self._previous = signal.getsignal(signal.SIGINT)
-        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
-            signal.signal(signal.SIGINT, self._handle)
-        return self
-
-    def _handle(self, signum, frame):
-        self.seen = True
-        raise KeyboardInterrupt
-
-    def __exit__(self, *exc_info):
-        if self._previous is signal.default_int_handler:
-            signal.signal(signal.SIGINT, self._previous)
-        return False
-
-
 def main(argv: list[str] | None = None) -> int:
     try:
         code = _main(argv)
         sys.stdout.flush()  # here, so a reader that went away (`| head`) is noticed inside the guard
         return code
+    except KeyboardInterrupt:  # outside the command's own watch: while parsing, or printing the report
+        return _interrupted()
     except BrokenPipeError:
         # The reader closed the pipe: say nothing more, and keep Python from complaining at exit.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -142,9 +121,8 @@ def _main(argv: list[str] | None) -> int:
     from learner.download import DownloadError
     from experiments.sweep import make_traces, run_sweep, sweep_traces, write_summary
 
-    watch = _InterruptWatch()
     try:
-        with watch:
+        with interrupts.watch():
             if args.command == "run":
                 return _report_run(run_experiment(loaded, args.results, args.cache, progress=not args.quiet),
                                    loaded)
@@ -166,7 +144,7 @@ def _main(argv: list[str] | None) -> int:
     except KeyboardInterrupt:
         return _interrupted()
     except Exception as error:
-        if watch.seen:  # a library turned the Ctrl-C into its own error
+        if interrupts.seen():  # a library turned the Ctrl-C into its own error
             return _interrupted()
         if isinstance(error, ConfigError):  # a setting only the data can refute (e.g. more devices than samples)
             print(f"nsdml: config error: {error}", file=sys.stderr)

@@ -15,6 +15,8 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
+from experiments import interrupts
+
 Task = tuple[Callable[..., Any], tuple]
 
 
@@ -27,10 +29,17 @@ def execute(tasks: list[Task], workers: int = 1, ray_address: str | None = None)
     if not tasks:
         return iter(())
     if ray_address:
-        return _on_ray(tasks, ray_address)
+        return _interruptible(_on_ray(tasks, ray_address))
     if workers <= 1:
-        return (fn(*args) for fn, args in tasks)
-    return _on_pool(tasks, workers)
+        return _interruptible(fn(*args) for fn, args in tasks)
+    return _interruptible(_on_pool(tasks, workers))
+
+
+def _interruptible(results: Iterator[Any]) -> Iterator[Any]:
+    """Stop after the task during which a Ctrl-C was lost (experiments.interrupts)."""
+    for result in results:
+        interrupts.check()
+        yield result
 
 
 def _on_pool(tasks: list[Task], workers: int) -> Iterator[Any]:

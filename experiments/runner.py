@@ -26,7 +26,7 @@ import torch
 
 from bridge import link_stats, open_links, trace_key
 from experiments.config import ConfigError, RunConfig, passes_multiple, prefixed
-from experiments import checkpoint
+from experiments import checkpoint, interrupts
 from experiments.async_loop import free_running_plan, run_asynchronously
 from experiments.checkpoint import Checkpoint, csv_marks
 from experiments.compute import step_times
@@ -257,6 +257,7 @@ def _run(config: RunConfig, setup: Setup, recorder: "RunRecorder", run_dir: Path
             devices.batch_generator_state = saved.batch_generator
             meter.restore(saved.meter)
         for round_index in range(first, config.rounds):
+            interrupts.check()
             links = meter.links(source.round_links(round_index))
             oracle.new_round()
             with recorder.phase("step"):  # compute (oracle calls), exchanges and aggregation

@@ -15,6 +15,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import tomli_w
 from hypothesis import HealthCheck, given, settings
@@ -409,6 +410,54 @@ def test_ctrl_c_during_data_loading_exits_130_even_when_pandas_turns_it_into_a_p
     code, message = _run_cli(tmp_path, tomli_w.dumps(BASE), capsys)
     assert code == 130 and "interrupted" in message and "Traceback" not in message
     assert not (tmp_path / "results").exists()
+
+
+class _InterruptedFinalizer:
+    """Ctrl-C landing inside a finalizer, as a sweep once saw it land in a WeakSet callback: Python prints
+    "Exception ignored" and drops the KeyboardInterrupt."""
+
+    def __del__(self):
+        signal.raise_signal(signal.SIGINT)
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the point
+def test_a_ctrl_c_that_python_drops_inside_a_finalizer_still_stops_the_run_at_the_next_round(
+        tmp_path, capsys, monkeypatch):
+    from learner.devices import Devices
+
+    gradients, calls = Devices.gradients, []
+
+    def gradients_then_ctrl_c(self, params):
+        calls.append(1)
+        if len(calls) == 1:
+            _InterruptedFinalizer()  # dropped at once: its Ctrl-C is raised and lost inside __del__
+        return gradients(self, params)
+
+    monkeypatch.setattr(Devices, "gradients", gradients_then_ctrl_c)
+    code, message = _run_cli(tmp_path, tomli_w.dumps(BASE), capsys)
+    assert code == 130 and "interrupted" in message, message
+    assert len(calls) == 1  # round 1 finished its step; round 2 never started
+    (run_dir,) = run_dirs(tmp_path / "results")
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "interrupted"
+    assert list(pd.read_csv(run_dir / "metrics.csv")["round"]) == [0, 1]
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the point
+def test_a_sweep_stops_after_the_task_during_which_a_ctrl_c_was_dropped():
+    from experiments import interrupts
+    from experiments.execution import execute
+
+    ran = []
+
+    def task(index):
+        ran.append(index)
+        if index == 1:
+            _InterruptedFinalizer()
+
+    with pytest.raises(KeyboardInterrupt), interrupts.watch():
+        list(execute([(task, (index,)) for index in range(4)], workers=1))
+    assert ran == [0, 1]  # not [0, 1, 2, 3]: the watch alone would raise only after the last task
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the watch gave Ctrl-C back
 
 
 def test_running_out_of_memory_marks_the_run_failed_with_a_clear_message(tmp_path, capsys, monkeypatch):
