@@ -28,7 +28,6 @@ import traceback
 from pathlib import Path
 
 from experiments import interrupts
-from experiments.config import ConfigError
 
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
@@ -108,6 +107,10 @@ def _main(argv: list[str] | None) -> int:
         return show_runs(args.run_dir)
     if args.command == "compare":
         return _compare(args)
+    # Imported here, not at the top: importing it loads torch (about a second), and a Ctrl-C meanwhile is
+    # then main's to report like any other, not a traceback from an import.
+    from experiments.config import ConfigError
+
     try:
         loaded = _load(args)
     except ConfigError as error:
