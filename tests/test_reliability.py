@@ -412,6 +412,18 @@ def test_ctrl_c_during_data_loading_exits_130_even_when_pandas_turns_it_into_a_p
     assert not (tmp_path / "results").exists()
 
 
+def test_ctrl_c_while_the_command_starts_exits_130_without_a_traceback(tmp_path, capsys, monkeypatch):
+    import experiments.cli
+
+    def interrupted_start(args):  # where a Ctrl-C in the first second lands: importing torch, reading the config
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(experiments.cli, "_load", interrupted_start)
+    code, message = _run_cli(tmp_path, tomli_w.dumps(BASE), capsys)
+    assert code == 130 and "interrupted" in message and "Traceback" not in message
+    assert not (tmp_path / "results").exists()
+
+
 class _InterruptedFinalizer:
     """Ctrl-C landing inside a finalizer, as a sweep once saw it land in a WeakSet callback: Python prints
     "Exception ignored" and drops the KeyboardInterrupt."""
