@@ -117,7 +117,11 @@ def test_an_interrupted_sweep_resumes_only_the_missing_runs(reference, tmp_path,
         while len(_finished(tmp_path / "results")) < 3 and time.monotonic() < deadline and process.poll() is None:
             time.sleep(0.05)
         os.killpg(process.pid, signal_number)
-        _, stderr = process.communicate(timeout=120)
+        try:
+            _, stderr = process.communicate(timeout=120)
+        except subprocess.TimeoutExpired:  # it went on waiting for the fifth run: the signal was lost
+            os.killpg(process.pid, signal.SIGKILL)
+            pytest.fail(f"the sweep did not stop on signal {signal_number}: {process.communicate()[1][-2000:]!r}")
     before = _finished(tmp_path / "results")
     assert len(before) in (3, 4), f"the interruption must land mid-sweep; stderr: {stderr[-2000:]!r}"
     if signal_number == signal.SIGINT:
