@@ -16,7 +16,8 @@ import contextlib
 import signal
 from typing import Iterator
 
-_seen = False
+_seen = False  # a Ctrl-C arrived inside the current (or, once it ended, the last) watch
+_watching = False
 
 
 def _handle(signum, frame):
@@ -26,13 +27,14 @@ def _handle(signum, frame):
 
 
 def seen() -> bool:
-    """Whether a Ctrl-C arrived inside the current ``watch()``."""
+    """Whether a Ctrl-C arrived inside the current ``watch()``, or the last one after it ended."""
     return _seen
 
 
 def check() -> None:
-    """Raise KeyboardInterrupt if a Ctrl-C arrived inside ``watch()``, however it was handled then."""
-    if _seen:
+    """Raise KeyboardInterrupt if a Ctrl-C arrived inside the current ``watch()``, however it was handled then.
+    Outside a watch (a library caller's own loop, a test after an interrupted command) it does nothing."""
+    if _watching and _seen:
         raise KeyboardInterrupt
 
 
@@ -40,14 +42,15 @@ def check() -> None:
 def watch() -> Iterator[None]:
     """Remember Ctrl-C while the block runs. A process that ignores SIGINT (a shell's background job) or has a
     handler of its own keeps it: only Python's default handler is replaced."""
-    global _seen
+    global _seen, _watching
     installed = signal.getsignal(signal.SIGINT) is signal.default_int_handler
     if installed:
         signal.signal(signal.SIGINT, _handle)
-    _seen = False
+    _seen, _watching = False, True
     try:
         yield
         check()  # lost in the block's last stretch, after the last safe point: the block still ends interrupted
     finally:
+        _watching = False
         if installed:
             signal.signal(signal.SIGINT, signal.default_int_handler)

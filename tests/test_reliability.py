@@ -472,6 +472,19 @@ def test_a_sweep_stops_after_the_task_during_which_a_ctrl_c_was_dropped():
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the watch gave Ctrl-C back
 
 
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the point
+def test_a_ctrl_c_remembered_by_one_command_does_not_interrupt_the_next_call_in_the_same_process():
+    from experiments import interrupts
+    from experiments.execution import execute
+
+    with pytest.raises(KeyboardInterrupt), interrupts.watch():
+        _InterruptedFinalizer()
+    assert interrupts.seen()  # what the CLI reads after the block, to report 130
+    assert list(execute([(abs, (-1,))], workers=1)) == [1]  # a library caller's loop, outside any watch
+    with interrupts.watch():  # the next command starts clean
+        assert list(execute([(abs, (-2,))], workers=1)) == [2]
+
+
 def test_running_out_of_memory_marks_the_run_failed_with_a_clear_message(tmp_path, capsys, monkeypatch):
     from learner.devices import Devices
 
