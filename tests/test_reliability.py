@@ -432,7 +432,11 @@ class _InterruptedFinalizer:
         signal.raise_signal(signal.SIGINT)
 
 
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the point
+# Python reports the dropped KeyboardInterrupt as an unraisable exception: here that is the point, not a fault.
+_DROPS_A_CTRL_C = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+
+
+@_DROPS_A_CTRL_C
 def test_a_ctrl_c_that_python_drops_inside_a_finalizer_still_stops_the_run_at_the_next_round(
         tmp_path, capsys, monkeypatch):
     from learner.devices import Devices
@@ -454,7 +458,7 @@ def test_a_ctrl_c_that_python_drops_inside_a_finalizer_still_stops_the_run_at_th
     assert list(pd.read_csv(run_dir / "metrics.csv")["round"]) == [0, 1]
 
 
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the point
+@_DROPS_A_CTRL_C
 def test_a_sweep_stops_after_the_task_during_which_a_ctrl_c_was_dropped():
     from experiments import interrupts
     from experiments.execution import execute
@@ -472,7 +476,7 @@ def test_a_sweep_stops_after_the_task_during_which_a_ctrl_c_was_dropped():
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the watch gave Ctrl-C back
 
 
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the point
+@_DROPS_A_CTRL_C
 def test_a_ctrl_c_remembered_by_one_command_does_not_interrupt_the_next_call_in_the_same_process():
     from experiments import interrupts
     from experiments.execution import execute

@@ -4,8 +4,6 @@ The runs use the named ``synthetic`` link model: what is tested here is the
 execution machinery, not the network.
 """
 
-import contextlib
-import fcntl
 import json
 import os
 import signal
@@ -17,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from experiments.run_writer import run_lock
 from experiments.sweep import load_sweep, run_sweep
 
 # Shares the session's Ray cluster with the other Ray module: one pytest-xdist process starts it and stops it.
@@ -90,19 +89,6 @@ def _finished(results: Path) -> dict[str, float]:
             for run, status in _statuses(results).items() if status in ("done", "diverged")}
 
 
-@contextlib.contextmanager
-def _holding_run_lock(results: Path, run_id: str):
-    """Hold the OS lock the sweep takes before it computes ``run_id`` (experiments.run_writer.run_lock)."""
-    locks = results / ".locks"
-    locks.mkdir(parents=True)
-    with open(locks / f"{run_id}.lock", "a+") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 @pytest.mark.parametrize("signal_number", [signal.SIGINT, signal.SIGKILL])
 def test_an_interrupted_sweep_resumes_only_the_missing_runs(reference, tmp_path, signal_number):
     sweep, expected = reference
@@ -110,7 +96,7 @@ def test_an_interrupted_sweep_resumes_only_the_missing_runs(reference, tmp_path,
                str(tmp_path / "results"), "--cache", str(tmp_path / "cache"), "--workers", "1", "--quiet"]
     # The sweep runs in order on one worker. Holding the fifth run's lock stops it there whatever the machine's
     # speed, so the signal lands in the fourth run or while the sweep waits for the fifth, never after the end.
-    with _holding_run_lock(tmp_path / "results", sweep.runs[4][1].run_id):
+    with run_lock(tmp_path / "results", sweep.runs[4][1].run_id, on_wait=print):
         process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                    start_new_session=True)
         deadline = time.monotonic() + 300
