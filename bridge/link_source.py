@@ -28,13 +28,12 @@ from bridge.trace import SCHEMA_VERSION, LinkTrace, RoundLinks, TraceFormatError
 from bridge import chunks, worker
 from bridge.worker import Progress, WorkerError, describe_worker
 from ns3_scenarios.scenario import SLOT_ARRAYS, SLOT_FIELDS, ScenarioConfig, exchange_senders, scenario_identity
-from ns3_scenarios.schedule import BarrierPlan, free_running, local_barrier
+from messages.schedules import Plan, schedule_of
 
 LINK_MODELS = ("ns3", *CONTROL_MODELS, *LADDER_MODELS, "synthetic")  # synthetic: a named option for fast tests only
 # Link models whose links follow the devices' positions (random graphs and fixed graphs ignore them).
 PLACED_LINK_MODELS = ("ns3", "ideal", "ns3_geometry", "ns3_independent_loss", "synthetic")
 MODES = ("offline", "online")
-SCHEDULES = ("rounds", "local_barrier", "async")
 # How each link model times a message (table and plot captions say it, so seconds are read for what they are).
 MESSAGE_CLOCKS = {
     "ns3": "ns-3 simulates each message to its last byte (contention, collisions, retries)",
@@ -70,7 +69,7 @@ class OfflineLinks:
 
 def open_links(mode: str, link_model: str, scenario: ScenarioConfig, payload_bytes: tuple[int, ...], rounds: int,
                seed: int, cache_dir: Path, timeout_s: float = 3600.0, progress: Progress = None,
-               barrier: BarrierPlan | None = None):
+               barrier: Plan | None = None):
     """The run's link source: ``.trace``, ``.describe()``, ``.round_links(r)`` (the algorithm's ``Links``),
     ``.finish() -> reused``. ``progress`` hears an offline ns-3 worker's progress reports. ``barrier``: the
     local-barrier schedule's plan (offline only; its steps are the trace's rounds)."""
@@ -87,7 +86,7 @@ def open_links(mode: str, link_model: str, scenario: ScenarioConfig, payload_byt
 
 
 def trace_key(link_model: str, scenario: ScenarioConfig, payload_bytes: tuple[int, ...], rounds: int,
-              seed: int, barrier: BarrierPlan | None = None) -> str:
+              seed: int, barrier: Plan | None = None) -> str:
     identity = {"schema": SCHEMA_VERSION, "link_model": link_model, "scenario": scenario_identity(scenario),
                 "payload_bytes": list(payload_bytes), "rounds": rounds, "seed": seed}
     if barrier is not None:
@@ -96,7 +95,7 @@ def trace_key(link_model: str, scenario: ScenarioConfig, payload_bytes: tuple[in
     return hashlib.sha256(canonical.encode()).hexdigest()[:20]
 
 
-def obtain_barrier_trace(link_model: str, scenario: ScenarioConfig, plan: BarrierPlan, seed: int, cache_dir: Path,
+def obtain_barrier_trace(link_model: str, scenario: ScenarioConfig, plan: Plan, seed: int, cache_dir: Path,
                          timeout_s: float = 3600.0, progress: Progress = None) -> tuple[LinkTrace, bool]:
     """(trace, reused) of the local-barrier schedule over ns-3 (in a worker) or a control's message core."""
     if link_model not in BARRIER_LINK_MODELS:
@@ -109,27 +108,26 @@ def obtain_barrier_trace(link_model: str, scenario: ScenarioConfig, plan: Barrie
         except TraceFormatError:
             pass
     meta = {"link_model": link_model, "mode": "offline", "rounds": plan.steps,
-            "schedule": "async" if free_running(plan) else "local_barrier", "barrier": asdict(plan)}
+            "schedule": plan.schedule, "barrier": asdict(plan)}
     if link_model == "ns3":
         log, stats = run_ns3_worker_log(scenario, plan, seed, timeout_s, progress)
         meta.update(stats)
     else:  # the control's own links per step and exchange, timed by the message core
         links = control_trace(link_model, scenario, plan.payload_bytes, plan.steps, seed)
         messages = DelayMessages(scenario, links)
-        log = local_barrier(messages, plan, lambda step, exchange: links.intended[step, exchange])
+        log = schedule_of(plan).run(messages, lambda step, exchange: links.intended[step, exchange])
         log.update(idle_delivered=links.idle_delivered, positions=links.positions[0])
         meta.update({key: links.meta[key] for key in ("idle_density", "area_side_m", "spectral_gap", "topology")
                      if key in links.meta}, sim_s=messages.now_s())
-    trace = barrier_link_trace(log, plan.payload_bytes, plan.timeout_s, scenario.datagram_bytes, meta,
-                               keep_every_arrival=free_running(plan))
+    trace = barrier_link_trace(log, plan.payload_bytes, plan.timeout_s, scenario.datagram_bytes, meta)
     trace.save(directory)
     return trace, False
 
 
-def run_ns3_worker_log(scenario: ScenarioConfig, plan: BarrierPlan, seed: int, timeout_s: float,
+def run_ns3_worker_log(scenario: ScenarioConfig, plan: Plan, seed: int, timeout_s: float,
                        progress: Progress = None) -> tuple[dict[str, np.ndarray], dict]:
     """The local-barrier schedule simulated by an offline ns-3 worker: its message log and its stats."""
-    request = {"scenario": asdict(scenario), "seed": seed, "barrier": asdict(plan)}
+    request = {"scenario": asdict(scenario), "seed": seed, "plan": asdict(plan)}
     return _worker_result(request, scenario, seed, timeout_s, progress)
 
 
@@ -152,7 +150,7 @@ def _worker_result(request: dict, scenario: ScenarioConfig, seed: int, timeout_s
 
 def obtain_trace(link_model: str, scenario: ScenarioConfig, payload_bytes: tuple[int, ...], rounds: int, seed: int,
                  cache_dir: Path, timeout_s: float = 3600.0, progress: Progress = None,
-                 barrier: BarrierPlan | None = None) -> tuple[LinkTrace, bool]:
+                 barrier: Plan | None = None) -> tuple[LinkTrace, bool]:
     """Return (trace, reused): reused is True when the trace came from the cache. ``progress`` (ns-3 only)
     receives the worker's reports: {"slots_done", "slots", "sim_s", "events"}. ``barrier``: the trace is the
     local-barrier schedule's message log instead (its steps are the rounds)."""
@@ -181,7 +179,7 @@ def obtain_trace(link_model: str, scenario: ScenarioConfig, payload_bytes: tuple
 
 
 def missing_chunks(link_model: str, scenario: ScenarioConfig, payload_bytes: tuple[int, ...], rounds: int,
-                   seed: int, cache_dir: Path, barrier: BarrierPlan | None = None) -> list[int]:
+                   seed: int, cache_dir: Path, barrier: Plan | None = None) -> list[int]:
     """The chunks of this request's ns-3 trace (a ladder rung's: its source's) still to simulate; none when the
     trace is not chunked, not from ns-3 or cached already. A sweep runs them as tasks before the join."""
     if not scenario.trace_chunk_rounds or barrier is not None or link_model not in ("ns3", *LADDER_MODELS):

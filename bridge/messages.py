@@ -1,6 +1,6 @@
 """The message core for the control link models, and a schedule's message log as a LinkTrace.
 
-``DelayMessages`` answers a schedule (``ns3_scenarios.schedule``) as ns-3's
+``DelayMessages`` answers a schedule (``messages.schedules``) as ns-3's
 ``Ns3Messages`` does, from a control's model instead of a simulation: a
 message of (step, exchange) reaches the receivers whose link the control has
 up in that step and exchange (its rounds trace's ``intended``), each when the
@@ -11,7 +11,7 @@ joules follow the controls' airtime estimate: a sender in TX for its PPDUs, a
 receiver in RX for each message it gets (with unicast, TX for its ACKs), asleep over the intervals the
 schedule asks for, idle the rest of the time.
 
-``barrier_link_trace`` turns a local-barrier message log into the LinkTrace a
+``barrier_link_trace`` turns a message-core schedule's log into the LinkTrace a
 run replays: step k is "round" k, ``done_s`` is the arrival time after the
 sender's send where the receiver used the message (NaN otherwise),
 ``finished_s`` when each device passed each barrier. The free-running schedule's log
@@ -96,12 +96,11 @@ class DelayMessages:
 
 
 def barrier_link_trace(log: dict[str, np.ndarray], payload_bytes: tuple[int, ...], timeout_s: float,
-                       datagram_bytes: int, meta: dict, keep_every_arrival: bool = False) -> LinkTrace:
-    """The LinkTrace of a local-barrier message log (``ns3_scenarios.schedule.local_barrier``'s arrays plus
-    idle_delivered, positions and, from ns-3, idle_rate). ``keep_every_arrival``: the free-running
-    (asynchronous) schedule's log, where a receiver merges a message whenever it arrives, not only before a
-    barrier of the same step."""
-    used = ~np.isnan(log["arrival_s"]) if keep_every_arrival else log["used"]
+                       datagram_bytes: int, meta: dict) -> LinkTrace:
+    """The LinkTrace of a message-core schedule's log (``messages.schedules.Schedule.run``'s arrays plus
+    idle_delivered, positions and, from ns-3, idle_rate): the messages that count (``used``, the schedule's
+    rule) are the trace's deliveries."""
+    used = log["used"]
     steps, exchanges, n, _ = used.shape
     sizes = np.array(payload_bytes, dtype=np.int64)[None, :, None, None]
     done_s = np.where(used, log["arrival_s"] - log["sent_s"][..., None], np.nan).astype(np.float32)

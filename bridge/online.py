@@ -196,7 +196,7 @@ class OnlineLinks:
 
 
 class OnlineMessages:
-    """The message core (``ns3_scenarios.schedule.Messages``) on a long-lived ns-3 worker, request by request:
+    """The message core (``messages.network.Messages``) on a long-lived ns-3 worker, request by request:
     the online counterpart of the offline worker's ``Ns3Messages``, for schedules whose sends depend on what
     has arrived (every message to the sender's idle-probe neighbours)."""
 

@@ -11,7 +11,7 @@ was not used, online mode only). ``radio_energy_j[r, e, i, k]``: joules device
 i's radio spent in state k (``RADIO_STATES``: tx, rx, idle) over exchange e's
 whole window (deadline + drain); from ns-3's energy model, or estimated from
 airtime by the controls. ``finished_s[r, e, i]``: under the local-barrier
-schedule (``ns3_scenarios.schedule``), when device i passed the barrier of
+schedule (``messages.schedules``), when device i passed the barrier of
 exchange e of its step r, seconds since the schedule began; NaN under rounds,
 whose clock the runner keeps (a round lasts its compute plus ``duration_s``).
 """

@@ -2,8 +2,8 @@
 
 ``schedule = "async"``: each device loops local step(s), send, merge on its own clock
 (``learner.asynchronous``). The sends depend only on the devices' compute times, so the message log is
-simulated first, offline, by the message core (``ns3_scenarios.schedule.local_barrier`` with quorum 0 and no
-time-out: nobody waits), over ns-3 or a control.
+simulated first, offline, by the message core (``messages.schedules.FreeRunning``: nobody waits), over ns-3 or
+a control.
 
 **Time.** The run lasts ``rounds`` evaluation periods; a period is the median device's loop (its local steps'
 compute, or ``network.async_period_s`` if longer: a device sends at most once per period, as gossip
@@ -34,34 +34,13 @@ import pandas as pd
 import torch
 
 from bridge.trace import LinkTrace
+from experiments.contract import CheckedAsync, checked_init
 from experiments import interrupts
 from experiments.energy import energy_columns, round_zero_columns
 from experiments.run_outputs import CSV_FLOAT_FORMAT
-from learner.asynchronous import MessageLog, run_async, staleness, step_counts
-from ns3_scenarios.schedule import BarrierPlan
-
-
-def loop_s(config, step_s: np.ndarray) -> np.ndarray:
-    """(N,) each device's loop: its local steps' compute, or ``network.async_period_s`` if longer (a device
-    sends at most once per period; it computes while it waits)."""
-    return np.maximum(np.asarray(step_s, dtype=float) * config.algorithm.instance.local_steps,
-                      config.network.async_period_s)
-
-
-def step_period_s(config, step_s: np.ndarray) -> float:
-    """The evaluation period: the median device's loop plus half the send jitter (its mean)."""
-    return float(np.median(loop_s(config, step_s))) + config.scenario.start_jitter_s / 2
-
-
-def free_running_plan(config, step_s: np.ndarray) -> BarrierPlan:
-    """The message core's plan for an asynchronous run: every device sends after each of its loops, nobody
-    waits; as many steps as the fastest device takes in ``rounds`` periods (plus one)."""
-    loops = loop_s(config, step_s)
-    duration = config.rounds * step_period_s(config, step_s)
-    return BarrierPlan(steps=int(math.ceil(duration / max(float(loops.min()), 1e-6))) + 1,
-                       payload_bytes=tuple(config.payloads), step_s=tuple(float(s) for s in loops), timeout_s=0.0,
-                       quorum=0.0,
-                       radio_sleep=False, send_jitter_s=config.scenario.start_jitter_s, seed=config.seed)
+from learner.asynchronous import run_async, staleness, step_counts
+from messages.log import MessageLog
+from messages.schedules import FreeRunning
 
 
 def message_log(trace: LinkTrace) -> MessageLog:
@@ -73,7 +52,7 @@ def message_log(trace: LinkTrace) -> MessageLog:
 def run_asynchronously(config, model, devices, algorithm, trace: LinkTrace, step_s: np.ndarray, recorder,
                        oracle, log: Callable[[str], None]) -> str:
     """Run, evaluate every period and write the rows; the run's status."""
-    n, period = config.devices, step_period_s(config, step_s)
+    n, period = config.devices, FreeRunning.period_s(config, step_s)
     eval_s = period * np.arange(1, config.rounds + 1)
     messages = message_log(trace).within(float(eval_s[-1]))
     x = model.init(n, config.seed)
@@ -88,8 +67,10 @@ def run_asynchronously(config, model, devices, algorithm, trace: LinkTrace, step
             losses.append((active, level.step[active], torch.stack(oracle.losses).mean(0)[active]))
         oracle.new_round()
 
+    guarded = CheckedAsync(config.algorithm.name, algorithm, config.messages[0].width)
     with recorder.phase("step"):
-        result = run_async(algorithm, x, algorithm.init(x, seed=config.seed), oracle, messages, eval_s, keep_losses)
+        result = run_async(guarded, x, checked_init(config.algorithm.name, algorithm, x, seed=config.seed), oracle,
+                           messages, eval_s, keep_losses)
     log(f"[nsdml] async: {int(step_counts(messages).sum())} device steps in {result.levels} batched levels, "
         f"{len(result.used)} merges")
     stale = staleness(result.used, messages, algorithm.local_steps)

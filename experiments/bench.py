@@ -36,8 +36,8 @@ from bridge import link_stats
 from experiments.config import parse_config
 from experiments.machine import matmul_flops_per_s, median_seconds
 from experiments.runner import run_experiment, single_threaded
-from learner.algorithms import REGISTRY, build_algorithm
-from learner.algorithms.base import FLOAT32_BYTES
+from learner.algorithms.registry import SYNCHRONOUS, build_algorithm, names_of_kind
+from learner.algorithms.base import FLOAT32_BYTES, payload_bytes
 from learner.compress import keep_count
 from learner.devices import batch_gradients
 from learner.mixing import symmetric_links
@@ -128,7 +128,8 @@ def bench_asynchronous(devices: int, repeats: int, steps: int = 20) -> None:
     import numpy as np
 
     from learner.algorithms.dpsgd import DPSGD
-    from learner.asynchronous import MessageLog, run_async
+    from learner.asynchronous import run_async
+    from messages.log import MessageLog
 
     model = build_model("logreg", 784, 10)
     generator = torch.Generator().manual_seed(0)
@@ -193,7 +194,7 @@ class FixedLinks:
     def __init__(self, mask: torch.Tensor, server: bool = False):
         self.mask = access_point_mask(mask) if server else mask
 
-    def exchange(self, payload_bytes) -> torch.Tensor:
+    def exchange(self, senders=None, kept=None) -> torch.Tensor:
         return self.mask
 
 
@@ -206,7 +207,7 @@ def bench_aggregation(repeats: int) -> None:
             grad = torch.randn(devices, dim) * 0.01
             weights = torch.rand(devices, devices)
             reference = median_seconds(lambda: weights.T @ x, repeats)
-            for name in sorted(REGISTRY):
+            for name in names_of_kind(SYNCHRONOUS):
                 algorithm = build_algorithm(name)
                 model = build_model(model_name, 784, 10)
                 try:
@@ -217,7 +218,7 @@ def bench_aggregation(repeats: int) -> None:
                 except Exception as error:  # a bench row per algorithm; one that cannot run here is reported
                     print(f"aggregation  {name}: skipped ({type(error).__name__}: {error})")
                     continue
-                payloads = algorithm.exchange_payloads(dim)
+                payloads = payload_bytes(algorithm.messages(dim))
                 # The products the update needs at least: one per dense vector sent (DSGT sends two per
                 # exchange, DeTAG two in each of R exchanges); a sparse message still needs one.
                 products = max(1, round(sum(payloads) / (FLOAT32_BYTES * dim)))

@@ -12,7 +12,7 @@ import inspect
 import textwrap
 from dataclasses import MISSING, fields
 
-from learner.algorithms import REGISTRY, algorithm_class
+from learner.algorithms.registry import ALGORITHMS, algorithm_class, kind_of
 from learner.plugins import entry_point_names
 
 CHECKS = {"check_range", "check_integer"}
@@ -72,8 +72,26 @@ def allowed_text(cls: type, field_name: str) -> str | None:
     return None
 
 
+def sent_text(cls: type, dim: int = 1000) -> str:
+    """What the algorithm's defaults declare it sends (``messages``), at d = ``dim``: each message's fields,
+    bytes and destination; a per-sender size needs ``network.mode = "online"``."""
+    try:
+        messages = cls().messages(dim)
+    except Exception:  # a plugin without defaults, or one whose messages raise: the contract check says why
+        return "see its docstring"
+    per_round = "per round" if kind_of(cls) == "synchronous" else "after each step"
+    parts = []
+    for message in messages:
+        what = " + ".join(f"{field.name} ({field.width}" + (f", {field.kept} kept" if field.kept is not None else "")
+                          + ")" for field in message.fields)
+        size = f"up to {message.nbytes:,} B" if message.per_sender else f"{message.nbytes:,} B"
+        parts.append(f"{what}, {size} to {message.to}" + (" (needs network.mode = \"online\")"
+                                                          if message.per_sender else ""))
+    return f"at d = {dim:,}, {per_round}: " + "; ".join(parts)
+
+
 def describe_algorithms() -> str:
-    names = sorted(REGISTRY) + entry_point_names("algorithm")
+    names = sorted(ALGORITHMS) + entry_point_names("algorithm")
     blocks = []
     for name in names:
         cls = algorithm_class(name)
@@ -87,12 +105,7 @@ def describe_algorithms() -> str:
                                              allowed_text(cls, f.name) if isinstance(default, str) else None)
             allowed = allowed or f"see the docstring of {cls.__module__}.{cls.__qualname__}"
             lines.append(f"    {f.name} = {default!r:<8} {allowed}")
-        variable = getattr(cls, "variable_payload", False)
-        if isinstance(variable, property):  # depends on the hyperparameters (FedAvg: client_fraction < 1)
-            lines.append("    (needs network.mode = \"online\" when its settings make the payload change per sender "
-                         "and round: see its docstring)")
-        elif variable:
-            lines.append("    (needs network.mode = \"online\": its payload changes per sender and round)")
+        lines.append(f"    sends: {sent_text(cls)}")
         if getattr(cls, "architecture", "") == "server":
             lines.append("    (runs through a server: network.topology = \"access_point\")")
         blocks.append("\n".join(lines))

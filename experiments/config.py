@@ -25,10 +25,12 @@ from typing import Any
 import tomli_w
 
 from bridge.ladder import LADDER_MODELS
-from bridge.link_source import BARRIER_LINK_MODELS, LINK_MODELS, MODES, SCHEDULES
+from bridge.link_source import BARRIER_LINK_MODELS, LINK_MODELS, MODES
+from messages.schedules import SCHEDULES
 from experiments.compute import COMPUTE_MODELS, csv_step_times
-from experiments.contract import PluginFailure, checked_payloads
-from learner.algorithms import ASYNC_REGISTRY, Algorithm, build_algorithm, is_asynchronous
+from experiments.contract import PluginFailure, checked_messages
+from learner.algorithms.base import Message, payload_bytes
+from learner.algorithms.registry import ASYNCHRONOUS, Algorithm, build_algorithm, kind_of, names_of_kind
 from learner.data import DATASETS, DEFAULT_DATA_ROOT, PARTITIONS, dataset_plugin, dataset_shape, missing_data
 from learner.models import MODELS, build_model
 from learner.plugins import entry_point_names, is_reference, load_plugin, source_file
@@ -159,10 +161,11 @@ class NetworkConfig:
     straggler_fraction: float = 0.1  # stragglers: the share of devices that are slow
     straggler_slowdown: float = 5.0  # stragglers: how many times slower they are
     compute_csv: str = ""  # csv: a file with a step_s column, one row per device
-    schedule: str = "rounds"  # "rounds": a global deadline per exchange; "local_barrier" (ns3_scenarios/schedule.py);
-    # "async": every device on its own clock, no barrier (learner/asynchronous.py; asynchronous algorithms only)
-    barrier_timeout_s: float = 1.5  # local_barrier: a device waits at most this long after its own send
+    schedule: str = "rounds"  # messages/schedules.py: "rounds" (a global deadline per exchange), "local_barrier",
+    # "stale_synchronous", "async" (every device on its own clock, no barrier; asynchronous algorithms only)
+    barrier_timeout_s: float = 1.5  # local_barrier, stale_synchronous: a device waits at most this long after its send
     barrier_quorum: float = 1.0  # local_barrier: the fraction of the neighbours addressing it that it waits for
+    max_staleness: int = 0  # stale_synchronous: steps a device may run ahead of a neighbour whose messages it uses
     async_period_s: float = 0.0  # async: a device sends at most once per period (0: as fast as it computes)
 
     def __post_init__(self) -> None:
@@ -197,9 +200,9 @@ class NetworkConfig:
                  "a number in [0, 1] (the fraction of its neighbours' messages a device waits for)")
         _require(0.0 <= self.async_period_s <= 3600.0, "network.async_period_s", self.async_period_s,
                  "a number in [0, 3600] (seconds between a device's sends)")
-        _require(self.async_period_s == 0.0 or self.schedule == "async", "network.async_period_s",
-                 self.async_period_s, "0 unless schedule = \"async\"")
-        if self.schedule in ("local_barrier", "async"):
+        _require(0 <= self.max_staleness <= 1000, "network.max_staleness", self.max_staleness,
+                 "an integer in [0, 1000] (steps a device may run ahead of a neighbour)")
+        if SCHEDULES[self.schedule].message_core:
             _require(self.mode == "offline", "network.mode", self.mode,
                      f"\"offline\" with schedule = {self.schedule!r} (its timing does not depend on the model)")
             _require(self.link_model in BARRIER_LINK_MODELS, "network.link_model", self.link_model,
@@ -290,12 +293,18 @@ class RunConfig:
         return tuple(sorted(files))
 
     @cached_property
-    def payloads(self) -> tuple[int, ...]:
-        """Bytes each device sends in each exchange of a round, as the algorithm declares them (checked)."""
+    def messages(self) -> tuple[Message, ...]:
+        """What each device sends in each exchange of a round (or after each step), as the algorithm declares it
+        (checked)."""
         try:
-            return checked_payloads(self.algorithm.name, self.algorithm.instance, self.model_dim)
+            return checked_messages(self.algorithm.name, self.algorithm.instance, self.model_dim)
         except PluginFailure as error:
             raise ConfigError(f"algorithm.name: {error}") from error
+
+    @property
+    def payloads(self) -> tuple[int, ...]:
+        """Bytes each device sends in each exchange of a round: derived from ``messages``."""
+        return payload_bytes(self.messages)
 
     def with_changes(self, **changes: Any) -> "RunConfig":
         return replace(self, **changes)
@@ -461,18 +470,15 @@ def _check_together(config: RunConfig) -> None:
              "network.channel", config.scenario.channel, f"\"yans\" (left out) with link_model = "
              f"{config.network.link_model!r}: only ns-3 simulates a channel")
     algorithm = config.algorithm.instance
-    asynchronous = config.network.schedule == "async"
-    _require(is_asynchronous(algorithm) == asynchronous, "network.schedule", config.network.schedule,
-             f"\"async\" for {config.algorithm.name}: it merges on its own clock (asynchronous algorithms: "
-             f"{', '.join(sorted(ASYNC_REGISTRY))})" if is_asynchronous(algorithm) else
-             f"\"rounds\" or \"local_barrier\" for {config.algorithm.name} (asynchronous algorithms: "
-             f"{', '.join(sorted(ASYNC_REGISTRY))})")
-    if asynchronous:
-        _require(not config.scenario.radio_sleep, "network.radio_sleep", config.scenario.radio_sleep,
-                 "false with schedule = \"async\" (a message may arrive at any time)")
-        _require(not config.checkpoints, "checkpoint_every", config.checkpoint_every or config.checkpoint_every_s,
-                 "0 with schedule = \"async\" (an asynchronous run takes minutes and restarts from the start)")
-    if config.network.schedule in ("local_barrier", "async"):
+    kind = kind_of(algorithm)
+    fitting = " or ".join(f'"{name}"' for name, schedule in SCHEDULES.items() if schedule.algorithm_kind == kind)
+    _require(SCHEDULES[config.network.schedule].algorithm_kind == kind, "network.schedule", config.network.schedule,
+             f"{fitting} for {config.algorithm.name}: " + ("it merges on its own clock" if kind == ASYNCHRONOUS else
+                                                           "it steps in rounds")
+             + f" (asynchronous algorithms: {', '.join(names_of_kind(ASYNCHRONOUS))})")
+    for field_name, value, holds, expected in SCHEDULES[config.network.schedule].rules(config):
+        _require(holds, field_name, value, expected)
+    if SCHEDULES[config.network.schedule].message_core:
         _require(not is_server(algorithm), "network.schedule", config.network.schedule,
                  f"\"rounds\" for {config.algorithm.name}: it runs through a server, whose rounds are global")
         _require(config.scenario.topology == "adhoc" or config.network.link_model == "fixed_graph",
@@ -491,7 +497,7 @@ def _check_together(config: RunConfig) -> None:
         _require(config.network.mode == "offline", "checkpoint_every", config.checkpoint_every or
                  config.checkpoint_every_s, "0 with network.mode = \"online\" (the online worker's ns-3 state "
                  "cannot be saved, so such a run restarts from round 0)")
-    if getattr(algorithm, "variable_payload", False):
+    if any(message.per_sender for message in config.messages):
         _require(config.network.mode == "online", "network.mode", config.network.mode,
                  f"\"online\" for {config.algorithm.name}: it sends a different payload size per sender and "
                  f"round, which an offline trace cannot replay")

@@ -1,23 +1,29 @@
-"""The algorithm contract, enforced where the runner calls an algorithm (a plugin or one of nsdml's own).
+"""The algorithm contract, enforced where the runner calls an algorithm (a plugin or one of nsdml's own), for
+both kinds (``learner/algorithms/registry.py``).
 
-Every call (``exchange_payloads``, ``init``, ``step``) is guarded: whatever it
-raises, or a result the contract does not allow, becomes one ``PluginFailure``
-whose message names the algorithm, the method and what the contract expects
-(``learner/README.md``, "The algorithm contract"). The CLI prints that one
-line (the traceback only with ``--debug``) and marks the run ``failed``.
-``exchange_payloads`` is checked when the config is read, so a bad payload
-declaration exits 2 before anything runs.
+Every call is guarded: whatever it raises, or a result the contract does not
+allow, becomes one ``PluginFailure`` whose message names the algorithm, the
+method and what the contract expects (``learner/README.md``, "The algorithm
+contract"). The CLI prints that one line (the traceback only with
+``--debug``) and marks the run ``failed``. ``messages`` is checked when the
+config is read, so a bad declaration exits 2 before anything runs.
 
 Contract of a result:
 
-- ``exchange_payloads(d)``: a non-empty tuple (or list) of at most
-  ``MAX_EXCHANGES_PER_ROUND`` positive integers, the bytes each device sends
-  in each exchange of a round;
+- ``messages(d)``: a non-empty tuple (or list) of ``learner.algorithms.base.Message``,
+  at most ``MAX_EXCHANGES_PER_ROUND`` (exactly one for an asynchronous
+  algorithm), each with at least one field of positive integer width;
 - ``step(x, state, grad_fn, links)``: a pair ``(x_new, state_new)`` whose
   ``x_new`` is a torch tensor of x's shape (N, d) and dtype; ``links.exchange``
-  called at most once per declared exchange, in order. An algorithm that never
+  called at most once per declared message, in order. An algorithm that never
   exchanges is allowed (a local-training baseline); the runner warns when a
-  decentralized one made no exchange in a whole run.
+  decentralized one made no exchange in a whole run;
+- ``local(x, state, grad_fn, active)``: ``(x_new, state)``, x_new as for ``step``;
+- ``message(x, state)``: a tensor (N, m) of x's dtype, m the declared message's
+  width (its fields' float32 widths, the model first);
+- ``merge(x, state, inbox, active)``: ``(x_new, state, used)``, x_new as for
+  ``step``, ``used`` a bool tensor of the inbox's shape (R, N) that uses only
+  messages present in the inbox.
 """
 
 from __future__ import annotations
@@ -26,7 +32,8 @@ from typing import Any, Callable
 
 import torch
 
-from learner.algorithms.base import MAX_EXCHANGES_PER_ROUND
+from learner.algorithms.base import MAX_EXCHANGES_PER_ROUND, Message
+from learner.algorithms.registry import is_asynchronous
 
 CONTRACT = "learner/README.md, \"The algorithm contract\""
 
@@ -45,18 +52,25 @@ def _call(name: str, method: str, fn: Callable[..., Any], *args: Any, **kwargs: 
         raise PluginFailure(f"algorithm {name}: {method} raised {what}") from error
 
 
-def checked_payloads(name: str, algorithm: Any, dim: int) -> tuple[int, ...]:
-    """``algorithm.exchange_payloads(dim)``, checked; PluginFailure names what is wrong."""
-    payloads = _call(name, "exchange_payloads", algorithm.exchange_payloads, dim)
-    wanted = (f"the contract wants a non-empty tuple of at most {MAX_EXCHANGES_PER_ROUND} positive integers "
-              f"(bytes each device sends per exchange)")
-    if not isinstance(payloads, (tuple, list)) or not payloads or len(payloads) > MAX_EXCHANGES_PER_ROUND:
-        raise PluginFailure(f"algorithm {name}: exchange_payloads({dim}) returned {_shown(payloads)}; {wanted}")
-    for entry in payloads:
-        if isinstance(entry, bool) or not isinstance(entry, int) or entry <= 0:
-            raise PluginFailure(f"algorithm {name}: exchange_payloads({dim}) returned {_shown(payloads)} "
-                                f"(entry {entry!r}); {wanted}")
-    return tuple(int(entry) for entry in payloads)
+def checked_messages(name: str, algorithm: Any, dim: int) -> tuple[Message, ...]:
+    """``algorithm.messages(dim)``, checked; PluginFailure names what is wrong."""
+    messages = _call(name, "messages", algorithm.messages, dim)
+    asynchronous = is_asynchronous(algorithm)
+    most = 1 if asynchronous else MAX_EXCHANGES_PER_ROUND
+    wanted = (f"the contract wants a non-empty tuple of at most {most} learner.algorithms.base.Message "
+              f"({'the one message a device sends after each step' if asynchronous else 'one per exchange'}), "
+              f"each with fields of positive integer width")
+    if not isinstance(messages, (tuple, list)) or not messages or len(messages) > most:
+        raise PluginFailure(f"algorithm {name}: messages({dim}) returned {_shown(messages)}; {wanted}")
+    for message in messages:
+        good = isinstance(message, Message) and message.fields and all(
+            isinstance(field.width, int) and not isinstance(field.width, bool) and field.width > 0
+            and (field.kept is None or (isinstance(field.kept, int) and 0 <= field.kept <= field.width))
+            for field in message.fields) and message.to in ("neighbours", "server", "devices")
+        if not good:
+            raise PluginFailure(f"algorithm {name}: messages({dim}) returned {_shown(messages)} "
+                                f"(entry {_shown(message)}); {wanted}")
+    return tuple(messages)
 
 
 def checked_init(name: str, algorithm: Any, x: torch.Tensor, **kwargs: Any) -> Any:
@@ -70,13 +84,59 @@ def checked_step(name: str, algorithm: Any, x: torch.Tensor, state: Any, grad_fn
     wanted = f"the contract wants (x_new, state) with x_new a torch.Tensor of shape {tuple(x.shape)} and {x.dtype}"
     if not isinstance(result, tuple) or len(result) != 2:
         raise PluginFailure(f"algorithm {name}: step returned {_described(result)}; {wanted}")
-    x_new = result[0]
-    if not isinstance(x_new, torch.Tensor):
-        raise PluginFailure(f"algorithm {name}: step returned x_new as {_described(x_new)}; {wanted}")
-    if tuple(x_new.shape) != tuple(x.shape) or x_new.dtype != x.dtype:
-        raise PluginFailure(f"algorithm {name}: step returned x_new of shape {tuple(x_new.shape)} and "
-                            f"{x_new.dtype}; {wanted}")
+    _checked_x(name, "step", result[0], x, wanted)
     return result
+
+
+def _checked_x(name: str, method: str, x_new: Any, x: torch.Tensor, wanted: str) -> None:
+    if not isinstance(x_new, torch.Tensor):
+        raise PluginFailure(f"algorithm {name}: {method} returned x_new as {_described(x_new)}; {wanted}")
+    if tuple(x_new.shape) != tuple(x.shape) or x_new.dtype != x.dtype:
+        raise PluginFailure(f"algorithm {name}: {method} returned x_new of shape {tuple(x_new.shape)} and "
+                            f"{x_new.dtype}; {wanted}")
+
+
+class CheckedAsync:
+    """An asynchronous algorithm whose ``local``, ``message`` and ``merge`` are guarded (what the engine,
+    ``learner.asynchronous.run_async``, calls); everything else is the algorithm's own."""
+
+    def __init__(self, name: str, algorithm: Any, width: int):
+        self._name, self._algorithm, self._width = name, algorithm, width
+
+    def __getattr__(self, attribute: str) -> Any:
+        return getattr(self._algorithm, attribute)
+
+    def local(self, x: torch.Tensor, state: Any, grad_fn: Any, active: torch.Tensor) -> tuple[torch.Tensor, Any]:
+        result = _call(self._name, "local", self._algorithm.local, x, state, grad_fn, active)
+        wanted = f"the contract wants (x_new, state) with x_new a torch.Tensor of shape {tuple(x.shape)} and {x.dtype}"
+        if not isinstance(result, tuple) or len(result) != 2:
+            raise PluginFailure(f"algorithm {self._name}: local returned {_described(result)}; {wanted}")
+        _checked_x(self._name, "local", result[0], x, wanted)
+        return result
+
+    def message(self, x: torch.Tensor, state: Any) -> torch.Tensor:
+        result = _call(self._name, "message", self._algorithm.message, x, state)
+        shape = (x.shape[0], self._width)
+        if not isinstance(result, torch.Tensor) or tuple(result.shape) != shape or result.dtype != x.dtype:
+            raise PluginFailure(f"algorithm {self._name}: message returned {_described(result)}; the contract "
+                                f"wants a torch.Tensor of shape {shape} (the declared message's width) and {x.dtype}")
+        return result
+
+    def merge(self, x: torch.Tensor, state: Any, inbox: Any, active: torch.Tensor) -> tuple[torch.Tensor, Any, Any]:
+        result = _call(self._name, "merge", self._algorithm.merge, x, state, inbox, active)
+        shape = tuple(inbox.present.shape)
+        wanted = (f"the contract wants (x_new, state, used) with x_new a torch.Tensor of shape {tuple(x.shape)} and "
+                  f"{x.dtype}, used a bool tensor of shape {shape} marking only received messages")
+        if not isinstance(result, tuple) or len(result) != 3:
+            raise PluginFailure(f"algorithm {self._name}: merge returned {_described(result)}; {wanted}")
+        _checked_x(self._name, "merge", result[0], x, wanted)
+        used = result[2]
+        if not isinstance(used, torch.Tensor) or used.dtype != torch.bool or tuple(used.shape) != shape:
+            raise PluginFailure(f"algorithm {self._name}: merge returned used as {_described(used)}; {wanted}")
+        if (used & ~inbox.present).any():
+            raise PluginFailure(f"algorithm {self._name}: merge marked a message used that is not in the inbox; "
+                                f"{wanted}")
+        return result
 
 
 def _described(value: Any) -> str:

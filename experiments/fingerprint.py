@@ -21,13 +21,14 @@ from functools import lru_cache
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULT_PACKAGES = ("bridge", "ns3_scenarios")
+RESULT_PACKAGES = ("bridge", "ns3_scenarios", "messages")
 RESULT_MODULES = ("experiments/runner.py", "experiments/config.py", "experiments/run_writer.py",
                   "experiments/energy.py", "experiments/fingerprint.py", "experiments/contract.py",
                   "experiments/checkpoint.py", "experiments/compute.py", "experiments/async_loop.py")
 LEARNER_SHARED = ("learner/__init__.py", "learner/devices.py", "learner/models.py", "learner/data.py",
                   "learner/plugins.py", "learner/allocator.py", "learner/download.py",
-                  "learner/algorithms/__init__.py", "learner/algorithms/base.py", "learner/interface.py")
+                  "learner/algorithms/__init__.py", "learner/algorithms/base.py",
+                  "learner/algorithms/registry.py")
 NOT_RESULT_CODE = ("bench.py",)  # measures speed, never touches a run
 LIBRARIES = ("torch", "numpy", "ns3")
 

@@ -27,7 +27,7 @@ import torch
 from bridge import link_stats, open_links, trace_key
 from experiments.config import ConfigError, RunConfig, passes_multiple, prefixed
 from experiments import checkpoint, interrupts
-from experiments.async_loop import free_running_plan, run_asynchronously
+from experiments.async_loop import run_asynchronously
 from experiments.checkpoint import Checkpoint, csv_marks
 from experiments.compute import step_times
 from experiments.contract import checked_init, checked_step
@@ -38,12 +38,13 @@ from experiments.progress import TraceProgress, progress_bar
 from experiments.run_outputs import device_rows, write_end_files
 from experiments.run_writer import FINISHED, RunWriter, reusable, run_lock, run_record, run_status, stale_because
 from learner.allocator import keep_freed_memory
-from learner.algorithms import Algorithm
+from learner.algorithms.base import DeclaredLinks
+from learner.algorithms.registry import Algorithm
 from learner.data import Dataset, load_dataset, partition
 from learner.devices import Devices, Evaluation
 from learner.models import BatchedModel, build_model
 from learner.server import is_server
-from ns3_scenarios.schedule import BarrierPlan
+from messages.schedules import SCHEDULES, Plan
 
 
 
@@ -103,19 +104,9 @@ def trace_request(config: RunConfig) -> dict:
             "rounds": config.rounds if plan is None else plan.steps, "seed": config.seed, "barrier": plan}
 
 
-def barrier_plan(config: RunConfig, step_s: np.ndarray) -> BarrierPlan | None:
-    """The local-barrier schedule's plan for this run (None under rounds): one gradient evaluation of each
-    device's step time per step, the scenario's start jitter before each send. Under ``async``: the
-    free-running plan (``experiments.async_loop.free_running_plan``)."""
-    network = config.network
-    if network.schedule == "async":
-        return free_running_plan(config, step_s)
-    if network.schedule != "local_barrier":
-        return None
-    return BarrierPlan(steps=config.rounds, payload_bytes=tuple(config.payloads),
-                       step_s=tuple(float(s) for s in step_s), timeout_s=network.barrier_timeout_s,
-                       quorum=network.barrier_quorum, radio_sleep=config.scenario.radio_sleep,
-                       send_jitter_s=config.scenario.start_jitter_s, seed=config.seed)
+def barrier_plan(config: RunConfig, step_s: np.ndarray) -> Plan | None:
+    """The message-core schedule's plan for this run (``messages.schedules``; None under rounds)."""
+    return SCHEDULES[config.network.schedule].plan_for(config, step_s)
 
 
 @contextmanager
@@ -222,7 +213,7 @@ def _run(config: RunConfig, setup: Setup, recorder: "RunRecorder", run_dir: Path
                               f"({error.filename or cache_dir})") from error
     log(f"[nsdml] {source.describe()}: idle density {source.trace.meta.get('idle_density', float('nan')):.3f}")
     name = config.algorithm.name
-    if network.schedule == "async":  # every device on its own clock: no rounds (experiments/async_loop.py)
+    if SCHEDULES[network.schedule].algorithm_kind == "asynchronous":  # own clocks, no rounds (async_loop.py)
         recorder.open(run_dir, details)
         try:
             status = run_asynchronously(config, model, devices, algorithm, source.trace, step_s, recorder,
@@ -261,7 +252,8 @@ def _run(config: RunConfig, setup: Setup, recorder: "RunRecorder", run_dir: Path
             links = meter.links(source.round_links(round_index))
             oracle.new_round()
             with recorder.phase("step"):  # compute (oracle calls), exchanges and aggregation
-                x_next, state = checked_step(name, algorithm, x, state, oracle, links)
+                x_next, state = checked_step(name, algorithm, x, state, oracle,
+                                             DeclaredLinks(links, config.messages, config.devices))
             exchanges += links.used
             x = meter.hold_dead(x, x_next)
             previous_clock_s = clock_s

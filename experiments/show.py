@@ -135,7 +135,7 @@ def _changed_fields(text: str) -> list[str] | None:
     import tomllib
 
     from experiments.config import RunConfig
-    from learner.algorithms import build_algorithm
+    from learner.algorithms.registry import build_algorithm
 
     try:
         config = tomllib.loads(text)

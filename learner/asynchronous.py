@@ -6,11 +6,12 @@ The schedule (``schedule = "async"``): device j loops on its own clock::
     send           its message (the model, plus what the algorithm declares) to its neighbours
     merge          every message that arrived since its last merge, in arrival order
 
-The network decides when each message arrives (``MessageLog``: ns-3's message
-core, or a control's, ``ns3_scenarios.schedule``); the send times depend only on
+The network decides when each message arrives (``messages.log.MessageLog``: ns-3's message
+core, or a control's, under ``messages.schedules.FreeRunning``); the send times depend only on
 the compute times, never on the learning, so the log is simulated first, offline.
 A message is merged at the receiver's first step that ends at or after its
-arrival; one that arrives after the receiver's last step is never merged.
+arrival (``FreeRunning.merged_at``, the schedule's rule); one that arrives after
+the receiver's last step is never merged.
 
 **Batched and exact.** A step depends on the receiver's previous step and on the
 steps that produced the messages it merges, nothing else. ``plan_levels`` gives
@@ -35,7 +36,9 @@ from typing import Callable, Protocol
 import numpy as np
 import torch
 
-from learner.interface import FLOAT32_BYTES
+from learner.algorithms.base import Message, model_message
+from messages.log import MessageLog
+from messages.schedules import FreeRunning
 
 GradFn = Callable[[torch.Tensor], torch.Tensor]
 
@@ -74,14 +77,15 @@ class AsyncAlgorithm(Protocol):
     """An asynchronous algorithm: a frozen dataclass of hyperparameters with pure methods.
 
     ``local(x, state, grad_fn, active)`` runs the local steps of the ``active`` devices (the others unchanged);
-    ``message(x, state) -> (N, m)`` is what each device sends (its declared bytes: ``exchange_payloads``);
+    ``message(x, state) -> (N, m)`` is what each device sends: the columns of its one declared message
+    (``messages(dim)``, m = its fields' widths, the model first);
     ``merge(x, state, inbox, active) -> (x, state, used (R, N))`` merges the active devices' inboxes and says
     which messages it used."""
 
     name: str
     local_steps: int
 
-    def exchange_payloads(self, dim: int) -> tuple[int, ...]: ...
+    def messages(self, dim: int) -> tuple[Message]: ...
 
     def init(self, x: torch.Tensor, seed: int = 0) -> object: ...
 
@@ -128,6 +132,43 @@ def average_with_one(x: torch.Tensor, inbox: Inbox, active: torch.Tensor, seed: 
     return torch.where(used.any(0)[:, None], (x + partner) / 2, x), used
 
 
+class EventReference:
+    """One device's loop written plainly from the paper, one event at a time: the per-event reference an
+    asynchronous algorithm carries next to it (``algorithm.reference()``), which ``tests/test_asynchronous.py``
+    replays in time order and holds the batched engine to (1e-6). ``memory`` is the device's own state (a
+    dict); ``inbox`` the messages received since its last merge, ``(sender, payload)`` in arrival order;
+    ``draw`` the device's ``keyed_uniform`` at this step. ``merge`` returns the positions in ``inbox`` it used."""
+
+    def __init__(self, algorithm):
+        self.algorithm = algorithm
+
+    def start(self, x_j: torch.Tensor) -> dict:
+        return {}
+
+    def local(self, x_j: torch.Tensor, memory: dict, device_grad: Callable[[torch.Tensor], torch.Tensor]
+              ) -> tuple[torch.Tensor, dict]:
+        for _ in range(self.algorithm.local_steps):
+            x_j = x_j - self.algorithm.lr * device_grad(x_j)
+        return x_j, memory
+
+    def send(self, x_j: torch.Tensor, memory: dict) -> tuple:
+        return (x_j.clone(),)
+
+    def merge(self, x_j: torch.Tensor, memory: dict, inbox: list[tuple[int, tuple]],
+              draw: float) -> tuple[torch.Tensor, dict, list[int]]:
+        raise NotImplementedError
+
+
+class PairwiseByEvent(EventReference):
+    """Average with the message at position floor(draw x count) of those received: x_j <- (x_j + x_i) / 2."""
+
+    def merge(self, x_j, memory, inbox, draw):
+        if not inbox:
+            return x_j, memory, []
+        pick = min(int(draw * len(inbox)), len(inbox) - 1)
+        return (x_j + inbox[pick][1][0]) / 2, memory, [pick]
+
+
 class PairwiseAveraging:
     """The loop AD-PSGD and SwarmSGD share on the message core: ``local_steps`` SGD steps, send the dense model
     (d x 4 bytes), average with one message received since the last merge (``average_with_one``). The state is
@@ -136,8 +177,8 @@ class PairwiseAveraging:
     lr: float
     local_steps: int
 
-    def exchange_payloads(self, dim: int) -> tuple[int, ...]:
-        return (dim * FLOAT32_BYTES,)
+    def messages(self, dim: int) -> tuple[Message]:
+        return model_message(dim)
 
     def init(self, x: torch.Tensor, seed: int = 0) -> int:
         return seed
@@ -153,23 +194,8 @@ class PairwiseAveraging:
         x, used = average_with_one(x, inbox, active, state)
         return x, state, used
 
-
-@dataclass(frozen=True)
-class MessageLog:
-    """When each device ends its steps and where its messages arrive, in seconds since the schedule began.
-
-    ``step_s`` (K, N): device i ends its k-th step (and sends) at step_s[k, i]; NaN: no such step.
-    ``arrival_s`` (K, N, N) [k, sender, receiver]: when sender's k-th message completed at receiver (NaN: never).
-    """
-
-    step_s: np.ndarray
-    arrival_s: np.ndarray
-
-    def within(self, horizon_s: float) -> "MessageLog":
-        """The steps that end by ``horizon_s`` and the messages they sent."""
-        step_s = np.where(self.step_s <= horizon_s, self.step_s, np.nan)
-        arrival_s = np.where(~np.isnan(step_s)[:, :, None], self.arrival_s, np.nan)
-        return MessageLog(step_s, arrival_s)
+    def reference(self) -> EventReference:
+        return PairwiseByEvent(self)
 
 
 @dataclass(frozen=True)
@@ -221,7 +247,7 @@ def plan_levels(log: MessageLog) -> tuple[list[Level], Merges]:
     merged_at = np.empty(len(arrival), dtype=np.int64)  # the receiver's first step ending at or after it
     for j in range(n):
         here = receiver == j
-        merged_at[here] = np.searchsorted(log.step_s[:steps_of[j], j], arrival[here], side="left")
+        merged_at[here] = FreeRunning.merged_at(log.step_s[:steps_of[j], j], arrival[here])
     keep = merged_at < steps_of[receiver]  # arrived after the receiver's last step: never merged
     order = np.lexsort((sent_step[keep], sender[keep], arrival[keep], merged_at[keep], receiver[keep]))
     sent_step, sender, receiver, arrival, merged_at = (a[keep][order] for a in

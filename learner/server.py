@@ -21,11 +21,9 @@ received, keeps the step of each update fixed whatever the network loses
 
 from __future__ import annotations
 
-from typing import Sequence
-
 import torch
 
-from learner.interface import FLOAT32_BYTES, Links
+from learner.algorithms.base import FLOAT32_BYTES, Links, Message, dense
 
 SERVER_ARCHITECTURE = "server"
 
@@ -44,16 +42,16 @@ def access_point_mask(device_mask: torch.Tensor) -> torch.Tensor:
     return full
 
 
-def upload(links: Links, payload_bytes: int | Sequence[int], devices: int) -> torch.Tensor:
-    """(N,) bool: which devices' uploads of ``payload_bytes`` (one int, or one per device; 0 = not sent) the
-    server received."""
-    sizes = [int(payload_bytes)] * devices if isinstance(payload_bytes, int) else [int(b) for b in payload_bytes]
-    return links.exchange(sizes + [0])[:devices, devices]
+def upload(links: Links, devices: int, senders: torch.Tensor | None = None,
+           kept: torch.Tensor | None = None) -> torch.Tensor:
+    """(N,) bool: which devices' uploads (the exchange's declared message; ``senders``/``kept`` as in
+    ``DeclaredLinks.exchange``) the server received."""
+    return links.exchange(senders=senders, kept=kept)[:devices, devices]
 
 
-def download(links: Links, payload_bytes: int, devices: int) -> torch.Tensor:
-    """(N,) bool: which devices received the server's ``payload_bytes``."""
-    return links.exchange([0] * devices + [int(payload_bytes)])[devices, :devices]
+def download(links: Links, devices: int) -> torch.Tensor:
+    """(N,) bool: which devices received the server's declared download."""
+    return links.exchange()[devices, :devices]
 
 
 def model_bytes(dim: int) -> int:
@@ -61,14 +59,21 @@ def model_bytes(dim: int) -> int:
     return dim * FLOAT32_BYTES
 
 
-def sgd_round(x: torch.Tensor, global_model: torch.Tensor, updates: torch.Tensor, upload_bytes,
-              links: Links, lr: float) -> tuple[torch.Tensor, torch.Tensor]:
+def server_messages(upload_field, dim: int, per_sender: bool = False) -> tuple[Message, Message]:
+    """An upload of ``upload_field`` to the server, then the dense global model down to every device."""
+    return (Message((upload_field,), to="server", per_sender=per_sender),
+            Message((dense("model", dim),), to="devices"))
+
+
+def sgd_round(x: torch.Tensor, global_model: torch.Tensor, updates: torch.Tensor, links: Links, lr: float,
+              kept: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """One round of the SGD family through the server (the update in the module docstring).
 
-    ``updates`` (N, d): what each device sends, dense (zeros where not sent); ``upload_bytes``: their sizes.
+    ``updates`` (N, d): what each device sends, dense (zeros where not sent); ``kept``: each sender's count of
+    sent coordinates, when the upload's sparse size varies per sender.
     Returns (the devices' models, the new global model)."""
     n, dim = x.shape
-    received = upload(links, upload_bytes, n)
+    received = upload(links, n, kept=kept)
     global_model = global_model - (lr / n) * updates[received].sum(0)
-    got = download(links, model_bytes(dim), n)
+    got = download(links, n)
     return torch.where(got[:, None], global_model, x), global_model

@@ -191,7 +191,7 @@ class Network:
         return int(self._cpp.nsdml.PrunedMapScheduler.Pruned())
 
     def messages(self) -> "Ns3Messages":
-        """This simulation behind the message core (``ns3_scenarios.schedule.Messages``)."""
+        """This simulation behind the message core (``messages.network.Messages``)."""
         return Ns3Messages(self)
 
     def close(self) -> None:

@@ -8,8 +8,8 @@ REQUEST.json: {"scenario": {ScenarioConfig fields}, "seed": int,
                "slot_payloads": [[bytes each node sends in slot 0], [... in slot 1], ...]}
 (a slot is one exchange of one round, in order; optional "first_slot" and "chunk" make
 a trace chunk, ``bridge.chunks``), or, instead of slot_payloads,
-"barrier": {BarrierPlan fields}: the local-barrier schedule
-(``ns3_scenarios.schedule``), whose arrays (sent_s, arrival_s, finished_s, used,
+"plan": {messages.schedules.Plan fields}: a message-core schedule
+(``messages.schedules``: the local barrier, stale synchronous or free running), whose arrays (sent_s, arrival_s, finished_s, used,
 intended, radio_energy_j, positions) it writes instead. While it simulates, stdout
 carries progress lines (``PROGRESS_PREFIX`` and a JSON object). OUT_DIR receives
 ``arrays.npz`` (per slot: every ``SLOT_SCHEMA`` field, stacked; once:
@@ -44,7 +44,7 @@ from pathlib import Path
 import numpy as np
 
 from ns3_scenarios.scenario import SLOT_FIELDS, ScenarioConfig
-from ns3_scenarios.schedule import BarrierPlan, free_running, local_barrier
+from messages.schedules import Plan, schedule_of
 
 # Offline, the worker's stdout carries only progress lines, each this prefix and a JSON object
 # {"slots_done", "slots", "sim_s", "events"}; anything else there (a stray ns-3 print) is not one.
@@ -86,9 +86,9 @@ def simulate(config: ScenarioConfig, seed: int, slot_payloads: list[list[int]],
     return arrays, stats
 
 
-def simulate_barrier(config: ScenarioConfig, seed: int, plan: BarrierPlan,
+def simulate_barrier(config: ScenarioConfig, seed: int, plan: Plan,
                      progress=lambda report: None) -> tuple[dict[str, np.ndarray], dict]:
-    """The local-barrier schedule (``ns3_scenarios.schedule``) on one ns-3 simulation, messages to every
+    """A message-core schedule (``messages.schedules``) on one ns-3 simulation, messages to every
     idle-probe neighbour; ``progress`` hears {"slots_done", "slots", "sim_s", "events"} with slots = steps."""
     started = time.perf_counter()
     network = _open(config, seed)
@@ -103,14 +103,14 @@ def simulate_barrier(config: ScenarioConfig, seed: int, plan: BarrierPlan,
             progress({"slots_done": steps_done, "slots": plan.steps, "sim_s": messages.now_s() - origin, "events": 0})
 
     depleted_before = network.source_depletion_j()
-    arrays = local_barrier(messages, plan, lambda step, exchange: neighbours, report)
+    arrays = schedule_of(plan).run(messages, lambda step, exchange: neighbours, report)
     source_depletion_j = (network.source_depletion_j() - depleted_before).tolist()
     positions, sim_s = network.placement.positions_m, messages.now_s() - origin
     network.close()
     simulated = time.perf_counter()
     arrays.update(idle_delivered=network.idle_delivered, idle_rate=network.idle_rate, positions=positions)
     stats = dict(network.stats, scenario=asdict(config), seed=seed,
-                 schedule="async" if free_running(plan) else "local_barrier",
+                 schedule=plan.schedule,
                  source_depletion_j=source_depletion_j, sim_s=sim_s,
                  peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                  setup_seconds=loaded - started, simulate_seconds=simulated - loaded)
@@ -206,10 +206,9 @@ def main(argv: list[str]) -> int:
         return 2
     request = json.loads(Path(argv[0]).read_text())
     config = ScenarioConfig(**request["scenario"])
-    if "barrier" in request:
-        plan = request["barrier"]
-        plan = BarrierPlan(**dict(plan, payload_bytes=tuple(plan["payload_bytes"]), step_s=tuple(plan["step_s"])))
-        arrays, stats = simulate_barrier(config, int(request["seed"]), plan, progress=_report)
+    if "plan" in request:
+        arrays, stats = simulate_barrier(config, int(request["seed"]), Plan.from_dict(request["plan"]),
+                                         progress=_report)
     else:
         arrays, stats = simulate(config, int(request["seed"]), list(request["slot_payloads"]), progress=_report,
                                  first_slot=int(request.get("first_slot", 0)), chunk=int(request.get("chunk", 0)))

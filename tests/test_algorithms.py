@@ -7,7 +7,8 @@ minimiser of sum_i f_i is known: x* = sum_i a_i c_i / sum_i a_i.
 import pytest
 import torch
 
-from learner.algorithms import build_algorithm
+from learner.algorithms.base import DeclaredLinks, payload_bytes
+from learner.algorithms.registry import build_algorithm
 from learner.algorithms.hyperprism import _exponents
 from learner.mixing import metropolis_hastings, random_matching, symmetric_links
 from learner.models import build_model
@@ -20,7 +21,7 @@ class MaskLinks:
         self.masks = list(masks)
         self.payloads = []
 
-    def exchange(self, payload_bytes):
+    def exchange(self, payload_bytes=None, senders=None, kept=None):
         self.payloads.append(payload_bytes)
         return self.masks[(len(self.payloads) - 1) % len(self.masks)].clone()
 
@@ -288,10 +289,10 @@ def test_mudag_converges_to_the_exact_optimum_on_a_connected_graph():
 
 def test_mudag_declares_two_k_exchanges_and_uses_them_all():
     algorithm = build_algorithm("mudag", mix_steps=3)
-    assert algorithm.exchange_payloads(10) == (40,) * 6
+    assert payload_bytes(algorithm.messages(10)) == (40,) * 6
     x, centres, scales = _problem(10)
     links = MaskLinks([_mask(1)])
-    algorithm.step(x, algorithm.init(x), _grad_fn(scales, centres), links)
+    algorithm.step(x, algorithm.init(x), _grad_fn(scales, centres), DeclaredLinks(links, algorithm.messages(D), N))
     assert links.payloads == [D * 4] * 6
 
 
@@ -344,7 +345,7 @@ def test_adom_converges_to_the_exact_optimum_with_its_theoretical_constants():
 
 def test_adom_sends_two_vectors_in_one_exchange():
     algorithm = build_algorithm("adom")
-    assert algorithm.exchange_payloads(10) == (80,)
+    assert payload_bytes(algorithm.messages(10)) == (80,)
 
 
 @pytest.mark.parametrize("name, field, value", [

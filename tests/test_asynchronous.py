@@ -13,7 +13,10 @@ from learner.algorithms.adpsgd import ADPSGD
 from learner.algorithms.async_dpsgd import AsyncDPSGD
 from learner.algorithms.gossip_learning import GossipLearning
 from learner.algorithms.swarm_sgd import SwarmSGDAsync
-from learner.asynchronous import MessageLog, keyed_uniform, plan_levels, run_async, staleness
+from learner.algorithms.registry import ASYNCHRONOUS, names_of_kind
+from learner.asynchronous import keyed_uniform, plan_levels, run_async, staleness
+from messages.log import MessageLog
+from experiments.examples.my_async_gossip import NewestMean
 
 DIM = 3
 
@@ -38,15 +41,14 @@ def quadratic(n: int, seed: int):
     return lambda x: a * (x - b), (lambda i, xi: a[i] * (xi - b[i]))
 
 
-def reference(name: str, algorithm, log: MessageLog, x0: torch.Tensor, device_grad, seed: int,
-              eval_s: np.ndarray):
-    """Per-event loop: the steps one by one in time order (ties by device), each device's update written from
-    its paper (module docstrings), its merges in arrival order. Returns (models at eval_s, used merges)."""
+def reference(algorithm, log: MessageLog, x0: torch.Tensor, device_grad, seed: int, eval_s: np.ndarray):
+    """Per-event loop: the steps one by one in time order (ties by device), each device's local step, send and
+    merge written from its paper by the algorithm's own ``reference()`` (next to it), its merges in arrival
+    order. Returns (models at eval_s, used merges)."""
+    by_event = algorithm.reference()
     n = x0.shape[0]
     x = [x0[i].clone() for i in range(n)]
-    age = [0.0] * n
-    steps_done = [0] * n
-    newest: list[dict[int, tuple[torch.Tensor, float, float]]] = [{} for _ in range(n)]  # sender -> (model, steps, degree)
+    memory = [by_event.start(x[i]) for i in range(n)]
     sent: dict[tuple[int, int], tuple] = {}
     merged: set[tuple[int, int, int]] = set()
     used = []
@@ -58,37 +60,16 @@ def reference(name: str, algorithm, log: MessageLog, x0: torch.Tensor, device_gr
             if t < log.step_s[0, j]:
                 snapshots[e, j] = x[j]
     for t, j, k in events:
-        for _ in range(algorithm.local_steps):
-            x[j] = x[j] - algorithm.lr * device_grad(j, x[j])
-        age[j] += algorithm.local_steps
-        steps_done[j] += 1
-        sent[(k, j)] = (x[j].clone(), age[j], float(steps_done[j]), float(len(newest[j])))
+        x[j], memory[j] = by_event.local(x[j], memory[j], lambda xj: device_grad(j, xj))
+        sent[(k, j)] = by_event.send(x[j], memory[j])
         inbox = sorted((float(log.arrival_s[kk, i, j]), i, kk) for kk in range(log.step_s.shape[0]) for i in range(n)
                        if not math.isnan(log.arrival_s[kk, i, j]) and log.arrival_s[kk, i, j] <= t
                        and (kk, i, j) not in merged)
         for _, i, kk in inbox:
             merged.add((kk, i, j))
-        if name in ("adpsgd", "swarm_sgd") and inbox:
-            pick = min(int(keyed_uniform(seed, np.array([j]), np.array([k]))[0] * len(inbox)), len(inbox) - 1)
-            _, i, kk = inbox[pick]
-            x[j] = (x[j] + sent[(kk, i)][0]) / 2
-            used.append((j, k, i, kk))
-        elif name == "gossip_learning":
-            for _, i, kk in inbox:
-                model, their_age = sent[(kk, i)][0], sent[(kk, i)][1]
-                mine = age[j] / (age[j] + their_age) if age[j] + their_age > 0 else 0.5
-                x[j] = mine * x[j] + (1 - mine) * model
-                age[j] = max(age[j], their_age)
-                used.append((j, k, i, kk))
-        elif name == "async_dpsgd":
-            for _, i, kk in inbox:
-                model, _, their_steps, their_degree = sent[(kk, i)]
-                if i not in newest[j] or their_steps > newest[j][i][1]:
-                    newest[j][i] = (model, their_steps, their_degree)
-                used.append((j, k, i, kk))
-            degree = len(newest[j])
-            weights = {i: 1.0 / (1.0 + max(degree, d)) for i, (_, _, d) in newest[j].items()}
-            x[j] = (1 - sum(weights.values())) * x[j] + sum(w * newest[j][i][0] for i, w in weights.items())
+        draw = float(keyed_uniform(seed, np.array([j]), np.array([k]))[0])
+        x[j], memory[j], positions = by_event.merge(x[j], memory[j], [(i, sent[(kk, i)]) for _, i, kk in inbox], draw)
+        used += [(j, k, inbox[p][1], inbox[p][2]) for p in positions]
         following = log.step_s[k + 1, j] if k + 1 < log.step_s.shape[0] else math.inf
         following = math.inf if math.isnan(following) else following
         for e, te in enumerate(eval_s):
@@ -98,7 +79,13 @@ def reference(name: str, algorithm, log: MessageLog, x0: torch.Tensor, device_gr
 
 
 ALGORITHMS = {"adpsgd": ADPSGD(lr=0.2), "swarm_sgd": SwarmSGDAsync(lr=0.2, local_steps=3),
-              "gossip_learning": GossipLearning(lr=0.2), "async_dpsgd": AsyncDPSGD(lr=0.2)}
+              "gossip_learning": GossipLearning(lr=0.2, local_steps=2), "async_dpsgd": AsyncDPSGD(lr=0.2),
+              "plugin": NewestMean(lr=0.2)}  # the example plugin (experiments/examples/my_async_gossip.py)
+
+
+def test_every_registered_asynchronous_algorithm_is_held_to_its_reference():
+    assert set(names_of_kind(ASYNCHRONOUS)) == set(ALGORITHMS) - {"plugin"}
+    assert all(callable(getattr(ALGORITHMS[name], "reference", None)) for name in ALGORITHMS)
 
 
 @pytest.mark.parametrize("name", sorted(ALGORITHMS))
@@ -110,7 +97,7 @@ def test_the_batched_engine_equals_a_per_event_loop_from_the_paper(name, log_see
     x0 = torch.randn(log.step_s.shape[1], DIM, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
     eval_s = np.linspace(0.1, float(np.nanmax(log.step_s)) + 0.5, 9)
     result = run_async(algorithm, x0.clone(), algorithm.init(x0, seed=11), grad, log, eval_s)
-    expected, used = reference(name, algorithm, log, x0, device_grad, seed=11, eval_s=eval_s)
+    expected, used = reference(algorithm, log, x0, device_grad, seed=11, eval_s=eval_s)
     torch.testing.assert_close(result.snapshots, expected, atol=1e-6, rtol=0)
     assert result.used.rows() == used
     assert result.levels < int((~np.isnan(log.step_s)).sum())  # batched: fewer levels than steps
@@ -173,7 +160,7 @@ compute_s_per_step = 0.3
 
 
 @pytest.mark.parametrize("algorithm,schedule,extra,field", [
-    ("dpsgd", "async", "", "network.schedule: 'async' is not allowed; expected \"rounds\" or \"local_barrier\" for dpsgd"),
+    ("dpsgd", "async", "", "network.schedule: 'async' is not allowed; expected \"rounds\" or \"local_barrier\" or \"stale_synchronous\" for dpsgd"),
     ("adpsgd", "rounds", "", "network.schedule: 'rounds' is not allowed; expected \"async\" for adpsgd"),
     ("gossip_learning", "async", "radio_sleep = true", "network.radio_sleep"),
     ("swarm_sgd", "async", 'mode = "online"', "network.mode"),
@@ -214,7 +201,7 @@ def test_an_async_run_over_real_ns3_completes_and_a_second_one_is_byte_identical
     eval_s = np.linspace(0.5, float(np.nanmax(log.step_s)), 6)
     for name, algorithm in ALGORITHMS.items():
         result = run_async(algorithm, x0.clone(), algorithm.init(x0, seed=2), grad, log, eval_s)
-        expected, used = reference(name, algorithm, log, x0, device_grad, seed=2, eval_s=eval_s)
+        expected, used = reference(algorithm, log, x0, device_grad, seed=2, eval_s=eval_s)
         torch.testing.assert_close(result.snapshots, expected, atol=1e-6, rtol=0)
         assert result.used.rows() == used
     metrics = outputs[0]["metrics.csv"].decode().splitlines()
@@ -226,18 +213,18 @@ def test_an_async_run_over_real_ns3_completes_and_a_second_one_is_byte_identical
 def test_a_device_sends_at_most_once_per_async_period():
     import tomllib
 
-    from experiments.async_loop import free_running_plan
     from experiments.compute import step_times
+    from messages.schedules import FreeRunning
     from experiments.config import parse_config
     config = parse_config(tomllib.loads(RUN.format(rounds=10, devices=5, algorithm="swarm_sgd", link_model="ideal",
                                                    schedule="async", extra="async_period_s = 1.0")))
-    plan = free_running_plan(config, step_times(config.network, 5, 1))
+    plan = FreeRunning.plan_for(config, step_times(config.network, 5, 1))
     # compute 0.3 s x H = 2 local steps = 0.6 s < the 1 s period: every device loops once a second
     assert plan.step_s == (1.0,) * 5 and plan.quorum == 0 and plan.timeout_s == 0
     assert plan.steps == 15 + 1  # ceil(10 periods of 1.5 s (the loop and half the 1 s jitter) / 1 s a loop), + 1
     slow = parse_config(tomllib.loads(RUN.format(rounds=10, devices=5, algorithm="swarm_sgd", link_model="ideal",
                                                  schedule="async", extra="async_period_s = 0.5")))
-    assert free_running_plan(slow, step_times(slow.network, 5, 1)).step_s == (0.6,) * 5  # compute is longer
+    assert FreeRunning.plan_for(slow, step_times(slow.network, 5, 1)).step_s == (0.6,) * 5  # compute is longer
 
 
 def test_the_async_table_pairs_each_method_with_dpsgd_under_rounds_seed_by_seed():

@@ -16,7 +16,7 @@ import pytest
 
 from experiments.cli import main
 from experiments.config import DataConfig, NetworkConfig
-from learner.algorithms import REGISTRY
+from learner.algorithms.registry import ALGORITHMS
 from ns3_scenarios.scenario import ScenarioConfig
 
 BASE = """{top}
@@ -45,11 +45,11 @@ def run_cases():
     for name in _float_fields(NetworkConfig) + _float_fields(ScenarioConfig):
         cases.append((f"huge network.{name}", {"network": f"{name} = {HUGE}"}, f"network.{name}"))
     for algorithm in ("dpsgd", "hyperprism", "esgd", "adom", "choco_sgd"):
-        for name in [f.name for f in fields(REGISTRY[algorithm]) if isinstance(f.default, float)][:3]:
+        for name in [f.name for f in fields(ALGORITHMS[algorithm]) if isinstance(f.default, float)][:3]:
             cases.append((f"huge {algorithm}.{name}",
                           {"algorithm": f'name = "{algorithm}"\n{name} = {HUGE}'}, f"algorithm.{name}"))
     # Every registered algorithm: a hyperparameter it does not have, and a learning rate out of range.
-    for algorithm in sorted(REGISTRY):
+    for algorithm in sorted(ALGORITHMS):
         cases.append((f"{algorithm} unknown field", {"algorithm": f'name = "{algorithm}"\nwarp = 2'},
                       "algorithm.warp"))
         cases.append((f"{algorithm} negative lr", {"algorithm": f'name = "{algorithm}"\nlr = -1.0'}, "algorithm.lr"))

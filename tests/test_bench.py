@@ -31,13 +31,13 @@ def test_every_registered_algorithm_steps_on_the_benchs_links():
     # access-point mask (it was skipped with an IndexError on the device mask before).
     import torch
 
-    from learner.algorithms import REGISTRY, build_algorithm
+    from learner.algorithms.registry import SYNCHRONOUS, build_algorithm, names_of_kind
     from learner.server import is_server
 
     model = build_model("logreg", 4, 3)
     x = torch.randn(5, model.dim, generator=torch.Generator().manual_seed(0)) * 0.1
     mask = torch.rand(5, 5, generator=torch.Generator().manual_seed(1)) < 0.5
-    for name in sorted(REGISTRY):
+    for name in names_of_kind(SYNCHRONOUS):
         algorithm = build_algorithm(name)
         links = bench.FixedLinks(mask, server=is_server(algorithm))
         assert links.mask.shape == ((6, 6) if is_server(algorithm) else (5, 5))

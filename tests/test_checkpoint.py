@@ -17,7 +17,7 @@ from experiments.cli import main
 from experiments.config import parse_config
 from experiments.runner import run_experiment
 from helpers import run_dirs
-from learner.algorithms import build_algorithm
+from learner.algorithms.registry import build_algorithm
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULT_FILES = ("metrics.csv", "links.csv", "device_metrics.csv", "devices.csv", "positions.csv", "config.toml")

@@ -12,7 +12,7 @@ import pytest
 
 from experiments.cli import main
 from experiments.config import load_config
-from learner.algorithms import REGISTRY
+from learner.algorithms.registry import ALGORITHMS, SYNCHRONOUS, names_of_kind
 from learner.server import is_server
 from helpers import run_dirs
 
@@ -140,14 +140,15 @@ def test_console_script_module_runs_as_a_process(tmp_path):
 
 # Variable-payload algorithms (threshold SGD) need network.mode = "online", i.e. real ns-3: they are run
 # end to end by their own tests and by the esgd table, not over this offline synthetic trace.
-OFFLINE_ALGORITHMS = sorted(name for name, cls in REGISTRY.items() if not getattr(cls(), "variable_payload", False))
+OFFLINE_ALGORITHMS = [name for name in names_of_kind(SYNCHRONOUS)
+                      if not any(message.per_sender for message in ALGORITHMS[name]().messages(10))]
 
 
 @pytest.mark.parametrize("algorithm", OFFLINE_ALGORITHMS)
 def test_every_algorithm_runs_end_to_end_with_the_cnn(tmp_path, capsys, algorithm):
     text = SMALL.replace('name = "dpsgd"\nlr = 0.2', f'name = "{algorithm}"\nlr = 0.05').replace(
         "rounds = 8", "rounds = 3") + '\n[model]\nname = "cnn"\nhidden = 8\n'
-    if is_server(REGISTRY[algorithm]):  # through the access point
+    if is_server(ALGORITHMS[algorithm]):  # through the access point
         text = text.replace("[network]\n", '[network]\ntopology = "access_point"\n')
     assert _run(tmp_path, _write(tmp_path, text)) == 0
     run_dir = run_dirs(tmp_path / "results")[0]

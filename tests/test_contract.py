@@ -8,7 +8,9 @@ only come from the algorithm and the masks it was given.
 import pytest
 import torch
 
-from learner.algorithms import REGISTRY, build_algorithm
+from learner.algorithms.base import DeclaredLinks, payload_bytes
+from learner.algorithms.registry import ASYNCHRONOUS, SYNCHRONOUS, algorithm_class, build_algorithm, kind_of, names_of_kind
+from learner.compress import encoded_bytes
 from learner.models import build_model
 from learner.server import access_point_mask, is_server
 
@@ -25,7 +27,7 @@ class MaskLinks:
         self.mask = mask
         self.payloads = []
 
-    def exchange(self, payload_bytes):
+    def exchange(self, payload_bytes=None, senders=None, kept=None):
         self.payloads.append(payload_bytes)
         return self.mask.clone()
 
@@ -50,11 +52,13 @@ def links_for(algorithm, mask):
 
 
 def _run(algorithm, x, grad_fn, mask, rounds=ROUNDS, seed=0):
+    """``rounds`` steps over the algorithm's declared messages (``DeclaredLinks``, as the runner gives them);
+    the bytes each exchange put on the air, per round."""
     state = algorithm.init(x, seed=seed, model=MODEL)
     payloads = []
     for _ in range(rounds):
         links = links_for(algorithm, mask)
-        x, state = algorithm.step(x, state, grad_fn, links)
+        x, state = algorithm.step(x, state, grad_fn, DeclaredLinks(links, algorithm.messages(x.shape[1]), x.shape[0]))
         payloads.append(links.payloads)
     return x, payloads
 
@@ -68,8 +72,12 @@ def _random_mask(seed, n=N, p=0.6):
 
 def pytest_generate_tests(metafunc):
     """Every registered algorithm, or only those named with ``--algorithm`` (a plugin's ``module:Class``)."""
-    if "algorithm" in metafunc.fixturenames:
-        metafunc.parametrize("algorithm_name", metafunc.config.getoption("algorithm") or sorted(REGISTRY))
+    chosen = metafunc.config.getoption("algorithm")
+    for fixture, kind in (("algorithm", SYNCHRONOUS), ("async_algorithm", ASYNCHRONOUS)):
+        if fixture in metafunc.fixturenames:
+            names = [name for name in chosen if kind_of(algorithm_class(name)) == kind] if chosen else \
+                names_of_kind(kind)
+            metafunc.parametrize(f"{fixture}_name", names)
 
 
 @pytest.fixture
@@ -77,22 +85,29 @@ def algorithm(algorithm_name):
     return build_algorithm(algorithm_name)
 
 
+@pytest.fixture
+def async_algorithm(async_algorithm_name):
+    return build_algorithm(async_algorithm_name)
+
+
 def test_shapes_finiteness_and_declared_payloads(algorithm):
     x, centres, scales = _problem()
     out, payloads = _run(algorithm, x, quadratic(scales, centres), _random_mask(1))
     assert out.shape == (N, D) and out.dtype == x.dtype
     assert torch.isfinite(out).all()
-    declared = list(algorithm.exchange_payloads(D))
+    messages = algorithm.messages(D)
+    declared = list(payload_bytes(messages))
+    per_sender = any(message.per_sender for message in messages)
     if is_server(algorithm):  # uploads from the N devices, then a download from the server (node N)
         for used in payloads:
             up, down = used
             assert len(up) == N + 1 and up[N] == 0 and all(0 <= b <= declared[0] for b in up[:N])
             assert down == [0] * N + [declared[1]]
-            if not getattr(algorithm, "variable_payload", False):
+            if not per_sender:
                 assert up[:N] == [declared[0]] * N
         return
     for used in payloads:  # every exchange carries a declared payload, in order
-        if getattr(algorithm, "variable_payload", False):
+        if per_sender:
             # Per-sender sizes that follow the selection (online mode only): N ints within the declared bound.
             assert all(len(sizes) == N and all(1 <= int(b) <= bound for b in sizes)
                        for sizes, bound in zip(used, declared, strict=False)) and len(used) <= len(declared)
@@ -162,3 +177,30 @@ def test_non_finite_parameters_do_not_raise(algorithm):
     x[3, 0] = float("nan")
     out, _ = _run(algorithm, x, quadratic(scales, centres), _random_mask(6), rounds=2)
     assert out.shape == (N, D)
+
+
+def test_the_bytes_on_the_air_are_the_declared_fields(algorithm):
+    """What a step puts on the air, exchange by exchange, equals its declared fields: 4 bytes per float32 of a
+    dense field, the sparse encoding (learner/compress.py) of a sparse one; never a size written elsewhere."""
+    x, centres, scales = _problem()
+    messages = algorithm.messages(D)
+    _, payloads = _run(algorithm, x, quadratic(scales, centres), torch.ones(N, N, dtype=torch.bool), rounds=1)
+    assert 0 < len(payloads[0]) <= len(messages)
+    for sent, message in zip(payloads[0], messages):
+        declared = sum(4 * f.width if f.kept is None else encoded_bytes(f.kept, f.width) for f in message.fields)
+        sizes = [sent] * N if isinstance(sent, int) else list(sent)
+        if message.to == "server":
+            sizes = sizes[:N]
+        elif message.to == "devices":
+            sizes = sizes[N:]
+        assert all(0 <= size <= declared for size in sizes) if message.per_sender else set(sizes) == {declared}
+
+
+def test_an_asynchronous_message_is_its_declared_fields(async_algorithm):
+    algorithm = async_algorithm
+    (message,) = algorithm.messages(D)
+    x = torch.randn(N, D)
+    sent = algorithm.message(x, algorithm.init(x, seed=0))
+    assert sent.shape == (N, sum(field.width for field in message.fields)) and message.fields[0].width == D
+    assert message.nbytes == 4 * sent.shape[1]  # dense float32 columns, nothing else on the air
+    torch.testing.assert_close(sent[:, :D], x)  # the model first

@@ -4,8 +4,8 @@ import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("experiments", "bridge", "ns3_scenarios", "learner", "tests")
-CITED = re.compile(r"(?<![\w./-])((?:experiments|bridge|ns3_scenarios|learner|tests)/[\w./-]+\.(?:md|py|toml|h))")
+PACKAGES = ("experiments", "bridge", "ns3_scenarios", "learner", "messages", "tests")
+CITED = re.compile(r"(?<![\w./-])((?:experiments|bridge|ns3_scenarios|learner|messages|tests)/[\w./-]+\.(?:md|py|toml|h))")
 
 
 def _texts():
@@ -43,10 +43,10 @@ def test_no_document_outside_the_project_is_cited_and_papers_go_by_name():
 
 
 def test_every_algorithm_is_in_the_algorithm_table():
-    from learner.algorithms import REGISTRY
+    from learner.algorithms.registry import ALGORITHMS
 
     table = (ROOT / "learner" / "README.md").read_text()
-    assert all(f"| `{name}` |" in table for name in REGISTRY)
+    assert all(f"| `{name}` |" in table for name in ALGORITHMS)
 
 
 def test_every_module_imports_on_its_own_without_circles():
@@ -59,11 +59,12 @@ def test_every_module_imports_on_its_own_without_circles():
 import importlib, pathlib, sys
 root = pathlib.Path(sys.argv[1])
 failed = []
-names = sorted(".".join(p.relative_to(root).with_suffix("").parts) for package in ("learner", "bridge",
+names = sorted(".".join(p.relative_to(root).with_suffix("").parts) for package in ("messages", "learner", "bridge",
                "ns3_scenarios", "experiments") for p in (root / package).rglob("*.py") if "__pycache__" not in p.parts)
 for name in names:
     name = name.removesuffix(".__init__")
-    for loaded in [m for m in sys.modules if m.split(".")[0] in ("learner", "bridge", "ns3_scenarios", "experiments")]:
+    for loaded in [m for m in sys.modules if m.split(".")[0] in ("messages", "learner", "bridge", "ns3_scenarios",
+                                                                 "experiments")]:
         del sys.modules[loaded]
     try:
         importlib.import_module(name)
@@ -74,3 +75,28 @@ print("\\n".join(failed))
     done = subprocess.run([sys.executable, "-c", script, str(ROOT)], capture_output=True, text=True, timeout=300,
                           cwd=ROOT)
     assert done.returncode == 0 and not done.stdout.strip(), done.stdout + done.stderr[-2000:]
+
+
+# Which project packages each package may import (experiments/design.md, "Layers"): one way, messages at the bottom.
+ALLOWED_IMPORTS = {"messages": set(), "ns3_scenarios": {"messages"}, "learner": {"messages"},
+                   "bridge": {"messages", "ns3_scenarios"},
+                   "experiments": {"messages", "ns3_scenarios", "learner", "bridge"}}
+
+
+def test_the_layers_import_one_way_and_messages_only_numpy():
+    import ast
+
+    third_party = {"messages": {"numpy"}}
+    for package, allowed in ALLOWED_IMPORTS.items():
+        for path in (ROOT / package).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                names = [alias.name for alias in node.names] if isinstance(node, ast.Import) else \
+                    [node.module] if isinstance(node, ast.ImportFrom) and node.module and not node.level else []
+                for name in names:
+                    top = name.split(".")[0]
+                    if top in ALLOWED_IMPORTS and top != package:
+                        assert top in allowed, f"{path.relative_to(ROOT)} imports {name}"
+                    if package in third_party and top not in ALLOWED_IMPORTS:
+                        import sys
+                        assert top in third_party[package] or top in sys.stdlib_module_names, \
+                            f"{path.relative_to(ROOT)} imports {name}"

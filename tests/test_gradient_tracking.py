@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from learner.algorithms import build_algorithm
+from learner.algorithms.base import DeclaredLinks, payload_bytes
+from learner.algorithms.registry import build_algorithm
 from learner.algorithms.detag import default_gossip_steps
 from learner.mixing import receiver_mean
 from masks import mask_from_edges as _mask
@@ -26,7 +27,7 @@ class ListLinks:
         self.masks = list(masks)
         self.payloads = []
 
-    def exchange(self, payload_bytes):
+    def exchange(self, payload_bytes=None, senders=None, kept=None):
         mask = self.masks[len(self.payloads) % len(self.masks)]
         self.payloads.append(payload_bytes)
         return mask.clone()
@@ -263,18 +264,19 @@ def test_detag_uses_r_exchanges_and_r_mini_batches_per_phase(mask, cap, steps):
     algorithm = build_algorithm("detag", gossip_steps_max=cap)
     links = ListLinks([mask])
     x = torch.zeros(8, D)
-    algorithm.step(x, algorithm.init(x), problem, links)
+    algorithm.step(x, algorithm.init(x), problem, DeclaredLinks(links, algorithm.messages(D), 8))
     assert len(links.payloads) == steps and problem.calls == steps
-    assert links.payloads == list(algorithm.exchange_payloads(D))[:steps] == [2 * D * 4] * steps
-    assert len(algorithm.exchange_payloads(D)) == cap
+    assert links.payloads == list(payload_bytes(algorithm.messages(D)))[:steps] == [2 * D * 4] * steps
+    assert len(algorithm.messages(D)) == cap
 
 
 def test_declared_payloads():
-    assert build_algorithm("dsgt").exchange_payloads(10) == (80,)
-    assert build_algorithm("d2").exchange_payloads(10) == (40,)
-    assert build_algorithm("sgp").exchange_payloads(10) == (44,)
-    assert build_algorithm("defacto", gossip_steps=3).exchange_payloads(10) == (40, 40, 40)
-    assert build_algorithm("detag", gossip_steps=2, gossip_steps_max=5).exchange_payloads(10) == (80, 80)
+    def declared(name, **hyperparameters):
+        return payload_bytes(build_algorithm(name, **hyperparameters).messages(10))
+
+    assert declared("dsgt") == (80,) and declared("d2") == (40,) and declared("sgp") == (44,)
+    assert declared("defacto", gossip_steps=3) == (40, 40, 40)
+    assert declared("detag", gossip_steps=2, gossip_steps_max=5) == (80, 80)
 
 
 @pytest.mark.parametrize("name, field, value", [

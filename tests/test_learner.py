@@ -5,7 +5,8 @@ import pytest
 import torch
 from torch import nn
 
-from learner.algorithms import REGISTRY, build_algorithm
+from learner.algorithms.base import DeclaredLinks
+from learner.algorithms.registry import ALGORITHMS, build_algorithm
 from learner.data import Dataset
 from learner.devices import Devices, autograd_gradients, batch_gradients, dense_backprop
 from learner.models import build_model
@@ -20,7 +21,7 @@ class FixedLinks:
         self.mask = mask
         self.payloads = []
 
-    def exchange(self, payload_bytes):
+    def exchange(self, payload_bytes=None, senders=None, kept=None):
         self.payloads.append(payload_bytes)
         return self.mask
 
@@ -93,7 +94,8 @@ def test_dpsgd_step_equals_a_per_device_loop():
     links = FixedLinks(mask)
 
     new, _ = algorithm.step(params, algorithm.init(params),
-                            lambda x: batch_gradients(model, x, inputs, labels)[0], links)
+                            lambda x: batch_gradients(model, x, inputs, labels)[0],
+                            DeclaredLinks(links, algorithm.messages(model.dim), N))
 
     # Per device: an optimizer step on its own module, then Metropolis-Hastings
     # averaging with the neighbours it exchanged with both ways.
@@ -139,7 +141,7 @@ def test_devices_sample_only_from_their_own_shard():
 
 
 def test_registry_rejects_unknown_names_and_bad_hyperparameters():
-    assert "dpsgd" in REGISTRY
+    assert "dpsgd" in ALGORITHMS
     with pytest.raises(ValueError, match="^name: unknown algorithm"):
         build_algorithm("nope")
     with pytest.raises(ValueError, match="^lr:"):

@@ -205,7 +205,7 @@ start_jitter_s = 0.3
     assert main(["run", str(config), "--results", str(tmp_path / "results"), "--cache", str(tmp_path / "cache")]) == 0
     run_dir = run_dirs(tmp_path / "results")[0]
     links, metrics = pd.read_csv(run_dir / "links.csv"), pd.read_csv(run_dir / "metrics.csv")
-    declared = load_config(config).algorithm.build().exchange_payloads(650)  # digits logreg: 64 * 10 + 10
+    declared = load_config(config).payloads  # its declared messages' bytes; digits logreg: d = 64 * 10 + 10
     for r in (1, 2, 3):
         used = links["payload_bytes"][links["round"] == r]
         assert len(used) in exchanges and tuple(used) == declared[:len(used)]

@@ -8,7 +8,7 @@ import pytest
 
 from experiments.paper_table import main, markdown, relative_table
 from experiments.sweep import load_sweep
-from learner.algorithms import REGISTRY
+from learner.algorithms.registry import ALGORITHMS
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "experiments" / "configs"
@@ -23,7 +23,7 @@ def test_the_three_comparisons_are_the_papers_settings_for_every_algorithm_seed_
     sweep = load_sweep(CONFIGS / f"hyperprism_{comparison}.toml")
     axis, values = COMPARISONS[comparison]
     algorithms = {config.algorithm.name for _, config in sweep.runs}
-    assert algorithms == {"hyperprism", "hyperprism-fixed", "swarmsgd", "dpsgd", "mudag", "adom"} <= set(REGISTRY)
+    assert algorithms == {"hyperprism", "hyperprism-fixed", "swarmsgd", "dpsgd", "mudag", "adom"} <= set(ALGORITHMS)
     seeds = {config.seed for _, config in sweep.runs}
     assert len(seeds) >= 3 and len(sweep.runs) == len(algorithms) * len(seeds) * len(values) * 2
     settings = {"data.alpha": lambda c: c.data.alpha, "network.density": lambda c: c.scenario.density,

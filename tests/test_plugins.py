@@ -74,7 +74,7 @@ def test_an_algorithm_registered_through_an_entry_point_runs_by_its_name(tmp_pat
 
 @pytest.mark.parametrize("broken, missing", [
     ("step", "step"),
-    ("exchange_payloads", "exchange_payloads"),
+    ("messages", "messages"),
 ])
 def test_a_plugin_missing_a_method_exits_2_naming_it(plugin_dir, capsys, broken, missing):
     source = example_plugin().replace(f"    def {broken}(", f"    def _{broken}_renamed(")
@@ -103,14 +103,20 @@ def test_a_plugin_that_is_not_a_dataclass_exits_2(plugin_dir, capsys):
     sys.modules.pop("plain", None)
 
 
-def test_the_contract_tests_run_against_a_users_class_with_one_option(plugin_dir):
+@pytest.mark.parametrize("module, reference, fixture", [
+    ("my_gossip", "my_gossip:NeighbourMean", "algorithm"),  # synchronous: the README's block
+    ("my_async_gossip", "my_async_gossip:NewestMean", "async_algorithm"),
+])
+def test_the_contract_tests_run_against_a_users_class_with_one_option(tmp_path, module, reference, fixture):
+    source = example_plugin() if module == "my_gossip" else ASYNC_EXAMPLE
+    (tmp_path / f"{module}.py").write_text(source)
     done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                           str(ROOT / "tests" / "test_contract.py"), "--algorithm", "my_gossip:NeighbourMean"],
-                          cwd=plugin_dir, capture_output=True, text=True, timeout=300,
-                          env={"PYTHONPATH": f"{plugin_dir}:{ROOT}", "PATH": "/usr/bin:/bin"})
+                           str(ROOT / "tests" / "test_contract.py"), "--algorithm", reference],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                          env={"PYTHONPATH": f"{tmp_path}:{ROOT}", "PATH": "/usr/bin:/bin"})
     assert done.returncode == 0, done.stdout[-3000:]
     passed = int(re.search(r"(\d+) passed", done.stdout).group(1))
-    assert passed == (ROOT / "tests" / "test_contract.py").read_text().count("\ndef test_")  # each test, once
+    assert passed == (ROOT / "tests" / "test_contract.py").read_text().count(f"({fixture}):\n")  # each test, once
 
 
 def test_model_and_dataset_plugins_by_reference(tmp_path, capsys, monkeypatch):
@@ -162,10 +168,11 @@ BROKEN = [  # (what, old, new, exit code, words the one line must hold)
     ("post_init raises RuntimeError", "        if not 0.0 < self.lr", "        raise RuntimeError('no')\n        if not 0.0 < self.lr",
      2, "algorithm.name: building 'broken_0:NeighbourMean' (its __post_init__) raised RuntimeError: no"),
     ("import exits", "import torch\n", "import sys\nimport torch\nsys.exit(3)\n", 2, "exit(3)"),
-    ("payload negative", "return (dim * 4,)", "return (-5,)", 2, "exchange_payloads(650) returned (-5,)"),
-    ("payload empty", "return (dim * 4,)", "return ()", 2, "exchange_payloads(650) returned ()"),
-    ("payload text", "return (dim * 4,)", "return ('big',)", 2, "entry 'big'"),
-    ("payload raises", "return (dim * 4,)", "raise KeyError('d')", 2, "exchange_payloads raised KeyError"),
+    ("field width negative", 'dense("model", dim)', 'dense("model", -5)', 2, "messages(650) returned"),
+    ("no message", 'return (Message((dense("model", dim),)),)', "return ()", 2, "messages(650) returned ()"),
+    ("message text", 'return (Message((dense("model", dim),)),)', "return ('big',)", 2, "entry 'big'"),
+    ("messages raises", 'return (Message((dense("model", dim),)),)', "raise KeyError('d')", 2,
+     "messages raised KeyError"),
     ("init raises", "        return None\n\n    def step", "        raise ZeroDivisionError('init')\n\n    def step",
      1, "algorithm broken_6:NeighbourMean: init raised ZeroDivisionError: init"),
     ("step raises", "        x = x - self.lr", "        raise IndexError('oops')\n        x = x - self.lr",
@@ -175,9 +182,9 @@ BROKEN = [  # (what, old, new, exit code, words the one line must hold)
     ("step bare tensor", STEP_RETURN, "        return x", 1, "step returned a bare tensor of shape (5, 650)"),
     ("step numpy array", STEP_RETURN, "        return x.numpy(), None", 1, "step returned x_new as a numpy.ndarray"),
     ("step wrong dtype", STEP_RETURN, "        return x.double(), None", 1, "torch.float64"),
-    ("two exchanges over a one-exchange trace", "        heard.fill_diagonal_",
-     "        links.exchange(x.shape[1] * 4)\n        heard.fill_diagonal_", 1,
-     "step raised RuntimeError: round 0: the algorithm asked for exchange 2, the trace has 1 per round"),
+    ("two exchanges with one declared message", "        heard.fill_diagonal_",
+     "        links.exchange()\n        heard.fill_diagonal_", 1,
+     "step raised RuntimeError: links.exchange called 2 times in one round; the algorithm declares 1 message(s)"),
 ]
 
 
@@ -204,7 +211,7 @@ def test_debug_prints_the_plugins_traceback(plugin_dir, capsys):
 
 
 def test_a_decentralized_plugin_that_never_exchanges_runs_with_a_warning(plugin_dir, capsys):
-    code, out = _broken(plugin_dir, capsys, "lonely", "        heard = links.exchange(x.shape[1] * 4).to(x.dtype)",
+    code, out = _broken(plugin_dir, capsys, "lonely", "        heard = links.exchange().to(x.dtype)",
                         "        heard = torch.zeros(x.shape[0], x.shape[0], dtype=x.dtype)")
     assert code == 0 and "warning: algorithm lonely:NeighbourMean never called links.exchange" in out.err
     (run_dir,) = run_dirs(plugin_dir / "results")
@@ -224,3 +231,54 @@ def test_the_shipped_example_is_the_readme_block_and_runs_by_module_path(tmp_pat
                            "algorithm": {"name": "experiments.examples.my_gossip:NeighbourMean"},
                            "network": {"link_model": "synthetic"}})
     assert any(path.endswith("experiments/examples/my_gossip.py") for path in config.plugin_sources)  # fingerprinted
+
+
+ASYNC_CONFIG = CONFIG.replace('link_model = "synthetic"', 'link_model = "ideal"\nschedule = "async"')
+ASYNC_EXAMPLE = (ROOT / "experiments" / "examples" / "my_async_gossip.py").read_text()
+
+
+def _async_run(plugin_dir, capsys, module, source):
+    (plugin_dir / f"{module}.py").write_text(source)
+    config = plugin_dir / f"{module}.toml"
+    config.write_text(ASYNC_CONFIG.format(name=f"{module}:NewestMean"))
+    try:
+        code = main(["run", str(config), "--results", str(plugin_dir / "results"), "--cache",
+                     str(plugin_dir / "cache"), "--quiet"])
+    finally:
+        sys.modules.pop(module, None)
+    return code, capsys.readouterr()
+
+
+def test_an_asynchronous_plugin_runs_by_module_and_class(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, out = _async_run(tmp_path, capsys, "my_async_gossip", ASYNC_EXAMPLE)
+    assert code == 0, out.err
+    (run_dir,) = run_dirs(tmp_path / "results")
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "done"
+    assert (run_dir / "staleness.csv").read_text().count("\n") > 5  # it merged its neighbours' messages
+
+
+MERGE_RETURN = "        return total / (1.0 + used.sum(0))[:, None].to(x.dtype), state, used"
+BROKEN_ASYNC = [  # (what, old, new, exit code, words the one 'nsdml:' line must hold)
+    ("no merge", "    def merge(", "    def _merge_renamed(", 2, "missing method(s) merge"),
+    ("no local_steps field", "    local_steps: int = 1\n", "", 2, "needs a local_steps field"),
+    ("two messages", 'return (Message((dense("model", dim),)),)',
+     'return (Message((dense("model", dim),)),) * 2', 2, "at most 1"),
+    ("message of another width", "    def message(self, x, state):\n        return x",
+     "    def message(self, x, state):\n        return x[:, :5]", 1, "message returned a bare tensor of shape (5, 5)"),
+    ("merge uses what it did not receive", MERGE_RETURN,
+     "        return x, state, torch.ones_like(used)", 1, "merge marked a message used that is not in the inbox"),
+    ("local of another shape", "        return sgd_steps(x, grad_fn, self.lr, self.local_steps, active), state",
+     "        return x[:2], state", 1, "local returned x_new of shape (2, 650)"),
+]
+
+
+@pytest.mark.parametrize("index, case", list(enumerate(BROKEN_ASYNC)), ids=[case[0] for case in BROKEN_ASYNC])
+def test_a_broken_asynchronous_plugin_is_refused_with_one_line(tmp_path, capsys, monkeypatch, index, case):
+    monkeypatch.chdir(tmp_path)
+    _, old, new, expected_code, words = case
+    assert old in ASYNC_EXAMPLE
+    code, out = _async_run(tmp_path, capsys, f"broken_async_{index}", ASYNC_EXAMPLE.replace(old, new))
+    assert code == expected_code, out.err
+    (message,) = [line for line in out.err.splitlines() if line.startswith("nsdml:")]  # one line
+    assert words in message and "Traceback" not in out.err, out.err

@@ -26,7 +26,8 @@ from experiments.cli import main
 from experiments.run_writer import RunWriter
 from experiments.sweep import expand_sweep, run_sweep
 from helpers import run_dirs
-from learner.algorithms import REGISTRY
+from learner.algorithms.base import model_message
+from learner.algorithms.registry import ALGORITHMS
 from ns3_scenarios.scenario import ScenarioConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,7 +56,7 @@ BAD_VALUES = {
     ("data", "batch_size"): st.one_of(st.integers(max_value=0), st.integers(min_value=4097), st.floats()),
     ("model", "name"): words.filter(lambda w: w not in ("logreg", "mlp")),
     ("model", "hidden"): st.integers(max_value=0),
-    ("algorithm", "name"): words.filter(lambda w: w not in REGISTRY),
+    ("algorithm", "name"): words.filter(lambda w: w not in ALGORITHMS),
     ("algorithm", "lr"): st.one_of(st.floats(max_value=0.0), st.floats(min_value=100.0, exclude_min=True),
                                    not_finite, words),
     ("network", "link_model"): words.filter(lambda w: w not in ("ns3", "synthetic")),
@@ -153,20 +154,20 @@ class Exploding:
 
     name: str = "explode"
 
-    def exchange_payloads(self, dim):
-        return (dim * 4,)
+    def messages(self, dim):
+        return model_message(dim)
 
     def init(self, x, seed=0, model=None):
         return None
 
     def step(self, x, state, grad_fn, links):
-        links.exchange(x.shape[1] * 4)
+        links.exchange()
         grad_fn(x)
         return x * 1e30 + 1.0, None
 
 
 def test_a_diverging_run_is_recorded_at_its_round_and_the_sweep_carries_on(tmp_path, monkeypatch):
-    monkeypatch.setitem(REGISTRY, "explode", Exploding)
+    monkeypatch.setitem(ALGORITHMS, "explode", Exploding)
     raw = json.loads(json.dumps(BASE))
     raw["rounds"] = 6
     raw["algorithm"] = {"name": ["explode", "dpsgd"]}
@@ -289,7 +290,7 @@ def test_a_changed_algorithm_default_gives_a_new_run_id_and_a_changed_code_finge
     class NewDefault(DPSGD):
         lr: float = 0.37  # as if someone changed the default in the code
 
-    monkeypatch.setitem(REGISTRY, "dpsgd", NewDefault)
+    monkeypatch.setitem(ALGORITHMS, "dpsgd", NewDefault)
     changed = expand_sweep(raw)
     assert {c.run_id for _, c in changed.runs}.isdisjoint(first["run_id"])  # not the old results
     monkeypatch.undo()
@@ -315,14 +316,14 @@ def test_the_code_fingerprint_follows_the_source_it_covers(tmp_path):
 
     sources = {p.relative_to(ROOT).as_posix() for p in result_sources()}
     assert {"learner/algorithms/dpsgd.py", "learner/powermean.py", "bridge/trace.py",
-            "ns3_scenarios/adhoc_network.h", "ns3_scenarios/schedule.py", "experiments/runner.py",
+            "ns3_scenarios/adhoc_network.h", "messages/schedules.py", "experiments/runner.py",
             "experiments/compute.py"} <= sources  # compute.py draws each device's step times
     assert "experiments/plots.py" not in sources and "experiments/bench.py" not in sources
     # A run covers its own algorithm and the learner modules that one imports, not the others.
     dpsgd = {p.relative_to(ROOT).as_posix() for p in result_sources("learner.algorithms.dpsgd")}
     assert {"learner/algorithms/dpsgd.py", "learner/mixing.py", "learner/devices.py",
             "learner/algorithms/base.py"} <= dpsgd
-    assert not {"learner/algorithms/hyperprism.py", "learner/powermean.py", "learner/compress.py"} & dpsgd
+    assert not {"learner/algorithms/hyperprism.py", "learner/powermean.py"} & dpsgd  # (compress: the sparse field encoding)
     hyperprism = {p.relative_to(ROOT).as_posix() for p in result_sources("learner.algorithms.hyperprism")}
     assert {"learner/powermean.py", "learner/mixing.py"} <= hyperprism
     plugin = tmp_path / "plugin.py"

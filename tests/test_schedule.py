@@ -1,5 +1,6 @@
-"""The local-barrier schedule (ns3_scenarios/schedule.py) against a plain per-event loop written from its
-definition, properties over random schedules, the controls' message core, and the schedule on real ns-3."""
+"""The barrier schedules (messages/schedules.py: the local barrier, stale synchronous) against a plain per-event
+loop written from their definitions, properties over random schedules, the controls' message core, and the
+schedules on real ns-3."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from bridge.controls import control_trace
 from bridge.messages import DelayMessages, barrier_link_trace
 from ns3_scenarios.airtime import message_radio_s, message_s
 from ns3_scenarios.scenario import ScenarioConfig
-from ns3_scenarios.schedule import BarrierPlan, local_barrier, wanted
+from messages.schedules import Plan, schedule_of, wanted
 
 
 class TableMessages:
@@ -52,10 +53,13 @@ class TableMessages:
         return np.zeros((self.nodes, 4))
 
 
-def reference_barrier(delay: np.ndarray, intended: np.ndarray, step_s, timeout_s: float, quorum: float):
+def reference_barrier(delay: np.ndarray, intended: np.ndarray, step_s, timeout_s: float, quorum: float,
+                      max_staleness: int | None = None):
     """The schedule as one event queue, from its definition (no ticks): device j computes step_s[j] (first
     exchange of a step only), sends, and passes the barrier at the first moment it holds the messages of
-    ceil(quorum x n_j) of the n_j devices addressing it in that (step, exchange), or timeout_s after its send."""
+    ceil(quorum x n_j) of the n_j devices addressing it in that (step, exchange), or timeout_s after its send.
+    With ``max_staleness`` s (stale synchronous): at the first moment it holds, from each of those devices, a
+    message of that exchange from some step in [step - s, step]."""
     steps, exchanges, n, _ = delay.shape
     finished = np.full((steps, exchanges, n), np.nan)
     sent = np.full((steps, exchanges, n), np.nan)
@@ -94,9 +98,14 @@ def reference_barrier(delay: np.ndarray, intended: np.ndarray, step_s, timeout_s
         if math.isnan(sent[step, exchange, device]) or at < sent[step, exchange, device]:
             continue  # still computing
         senders = intended[step, exchange, :, device]
-        held = int((~np.isnan(arrival[step, exchange, :, device]) & senders).sum())
-        need = min(int(senders.sum()), math.ceil(quorum * senders.sum() - 1e-9))
-        if held >= need or at >= sent[step, exchange, device] + timeout_s:
+        if max_staleness is None:
+            held = int((~np.isnan(arrival[step, exchange, :, device]) & senders).sum())
+            passes = held >= min(int(senders.sum()), math.ceil(quorum * senders.sum() - 1e-9))
+        else:
+            passes = all(any(not math.isnan(arrival[k, exchange, i, device])
+                             for k in range(max(0, step - max_staleness), step + 1))
+                         for i in range(n) if senders[i])
+        if passes or at >= sent[step, exchange, device] + timeout_s:
             finished[step, exchange, device] = at
             current[device] += 1
             if current[device] < steps * exchanges:
@@ -118,9 +127,9 @@ def random_setting(seed: int, n: int, steps: int, exchanges: int, loss: float):
 def test_the_schedule_equals_a_plain_per_event_loop_over_the_same_message_log(seed, quorum, loss, exchanges):
     n, steps, timeout = 7, 6, 0.8
     delay, intended, step_s = random_setting(seed, n, steps, exchanges, loss)
-    plan = BarrierPlan(steps=steps, payload_bytes=(100,) * exchanges, step_s=step_s, timeout_s=timeout,
+    plan = Plan(schedule="local_barrier", steps=steps, payload_bytes=(100,) * exchanges, step_s=step_s, timeout_s=timeout,
                        quorum=quorum, send_jitter_s=0.0)
-    log = local_barrier(TableMessages(delay), plan, lambda k, e: intended[k, e])
+    log = schedule_of(plan).run(TableMessages(delay), lambda k, e: intended[k, e])
     sent, finished, arrival = reference_barrier(delay, intended, step_s, timeout, quorum)
     np.testing.assert_allclose(log["finished_s"], finished, atol=1e-6)
     np.testing.assert_allclose(log["sent_s"], sent, atol=1e-6)
@@ -138,9 +147,9 @@ def test_the_schedule_waits_for_the_quorum_and_no_longer():
     intended = ~np.eye(3, dtype=bool)[None, None]
     step_s = (0.05, 0.05, 0.05)
     for quorum, expected in [(1.0, [0.55, 0.55, 0.05 + 1.0]), (0.5, [0.15, 0.15, 1.05])]:
-        plan = BarrierPlan(steps=1, payload_bytes=(10,), step_s=step_s, timeout_s=1.0, quorum=quorum,
+        plan = Plan(schedule="local_barrier", steps=1, payload_bytes=(10,), step_s=step_s, timeout_s=1.0, quorum=quorum,
                            send_jitter_s=0.0)
-        log = local_barrier(TableMessages(delay), plan, lambda k, e: intended[k, e])
+        log = schedule_of(plan).run(TableMessages(delay), lambda k, e: intended[k, e])
         np.testing.assert_allclose(log["finished_s"][0, 0], expected, atol=1e-9)
     assert wanted(4, 0.5) == 2 and wanted(3, 0.5) == 2 and wanted(3, 1.0) == 3 and wanted(5, 0.0) == 0
 
@@ -151,9 +160,9 @@ def test_the_schedule_waits_for_the_quorum_and_no_longer():
        jitter=st.floats(0.0, 0.3))
 def test_a_device_never_uses_a_message_before_it_arrives(seed, n, steps, exchanges, quorum, loss, timeout, jitter):
     delay, intended, step_s = random_setting(seed, n, steps, exchanges, loss)
-    plan = BarrierPlan(steps=steps, payload_bytes=(100,) * exchanges, step_s=step_s, timeout_s=timeout,
+    plan = Plan(schedule="local_barrier", steps=steps, payload_bytes=(100,) * exchanges, step_s=step_s, timeout_s=timeout,
                        quorum=quorum, send_jitter_s=jitter, seed=seed)
-    log = local_barrier(TableMessages(delay), plan, lambda k, e: intended[k, e])
+    log = schedule_of(plan).run(TableMessages(delay), lambda k, e: intended[k, e])
     finished, sent, arrival, used = log["finished_s"], log["sent_s"], log["arrival_s"], log["used"]
     assert np.isfinite(finished).all() and np.isfinite(sent).all()
     # Used only if it arrived, and before the receiver passed that barrier; arrivals come after the send.
@@ -199,7 +208,7 @@ def test_the_local_barrier_over_a_control_is_deterministic_and_faster_with_a_sma
     scenario = ScenarioConfig(devices=10, density=0.5)
     durations = {}
     for quorum in (1.0, 0.5):
-        plan = BarrierPlan(steps=8, payload_bytes=(20_000,), step_s=(0.05,) * 10, timeout_s=1.5, quorum=quorum,
+        plan = Plan(schedule="local_barrier", steps=8, payload_bytes=(20_000,), step_s=(0.05,) * 10, timeout_s=1.5, quorum=quorum,
                            send_jitter_s=1.0, seed=3)
         trace, reused = obtain_barrier_trace("random_graph", scenario, plan, 3, tmp_path)
         again, reused_again = obtain_barrier_trace("random_graph", scenario, plan, 3, tmp_path)
@@ -217,3 +226,103 @@ def test_the_arrival_record_is_declared_once_and_decoded_by_name():
     assert decode_arrivals(flat) == [{"message": 3.0, "receiver": 1.0, "arrival_s": 0.25},
                                      {"message": 4.0, "receiver": 0.0, "arrival_s": 0.5}]
     assert decode_arrivals(np.zeros(0)) == []
+
+
+# --- stale synchronous -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed, max_staleness, loss, exchanges", [(0, 1, 0.0, 1), (1, 1, 0.3, 1), (2, 2, 0.5, 2),
+                                                                  (3, 0, 0.4, 1), (4, 3, 0.6, 3)])
+def test_stale_synchronous_equals_a_plain_per_event_loop(seed, max_staleness, loss, exchanges):
+    n, steps, timeout = 7, 6, 0.8
+    delay, intended, step_s = random_setting(seed, n, steps, exchanges, loss)
+    plan = Plan(schedule="stale_synchronous", steps=steps, payload_bytes=(100,) * exchanges, step_s=step_s,
+                timeout_s=timeout, max_staleness=max_staleness, send_jitter_s=0.0)
+    log = schedule_of(plan).run(TableMessages(delay), lambda k, e: intended[k, e])
+    sent, finished, arrival = reference_barrier(delay, intended, step_s, timeout, 1.0, max_staleness=max_staleness)
+    np.testing.assert_allclose(log["finished_s"], finished, atol=1e-6)
+    np.testing.assert_allclose(log["sent_s"], sent, atol=1e-6)
+    np.testing.assert_array_equal(log["used"], log["arrival_s"] <= finished[:, :, None, :])  # its own step only
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 10**6), n=st.integers(2, 8), steps=st.integers(1, 7), exchanges=st.integers(1, 2),
+       max_staleness=st.integers(0, 4), loss=st.floats(0.0, 0.9), timeout=st.floats(0.05, 2.0),
+       jitter=st.floats(0.0, 0.3))
+def test_stale_synchronous_uses_no_message_early_and_runs_at_most_s_steps_ahead_of_those_it_waits_for(
+        seed, n, steps, exchanges, max_staleness, loss, timeout, jitter):
+    delay, intended, step_s = random_setting(seed, n, steps, exchanges, loss)
+    plan = Plan(schedule="stale_synchronous", steps=steps, payload_bytes=(100,) * exchanges, step_s=step_s,
+                timeout_s=timeout, max_staleness=max_staleness, send_jitter_s=jitter, seed=seed)
+    log = schedule_of(plan).run(TableMessages(delay), lambda k, e: intended[k, e])
+    finished, sent, arrival, used = log["finished_s"], log["sent_s"], log["arrival_s"], log["used"]
+    assert not (used & np.isnan(arrival)).any()  # used only if it arrived ...
+    assert (arrival[used] <= np.broadcast_to(finished[:, :, None, :], used.shape)[used] + 1e-12).all()  # in time
+    for k in range(steps):
+        for e in range(exchanges):
+            for j in range(n):
+                if finished[k, e, j] >= sent[k, e, j] + timeout - 1e-9:
+                    continue  # it passed by its time-out: a neighbour's messages never came
+                for i in np.flatnonzero(intended[k, e, :, j]):
+                    # Every neighbour it waited for had been heard at a step no more than s behind.
+                    window = arrival[max(0, k - max_staleness):k + 1, e, i, j]
+                    assert (window <= finished[k, e, j] + 1e-12).any(), (k, e, j, i)
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 10**6), n=st.integers(2, 8), steps=st.integers(1, 6), exchanges=st.integers(1, 2),
+       loss=st.floats(0.0, 0.9), timeout=st.floats(0.05, 2.0), jitter=st.floats(0.0, 0.3))
+def test_stale_synchronous_with_no_staleness_is_the_local_barrier_with_quorum_one(seed, n, steps, exchanges, loss,
+                                                                                  timeout, jitter):
+    delay, intended, step_s = random_setting(seed, n, steps, exchanges, loss)
+    common = dict(steps=steps, payload_bytes=(100,) * exchanges, step_s=step_s, timeout_s=timeout,
+                  send_jitter_s=jitter, seed=seed)
+    stale = schedule_of(Plan(schedule="stale_synchronous", max_staleness=0, **common)).run(
+        TableMessages(delay), lambda k, e: intended[k, e])
+    barrier = schedule_of(Plan(schedule="local_barrier", quorum=1.0, **common)).run(
+        TableMessages(delay), lambda k, e: intended[k, e])
+    for name in barrier:
+        np.testing.assert_array_equal(stale[name], barrier[name], err_msg=name)
+
+
+def test_a_larger_staleness_bound_never_makes_a_step_end_later_on_the_same_log():
+    delay, intended, step_s = random_setting(11, 8, 8, 1, 0.3)
+    ends = []
+    for bound in (0, 1, 2, 4):
+        plan = Plan(schedule="stale_synchronous", steps=8, payload_bytes=(100,), step_s=step_s, timeout_s=1.0,
+                    max_staleness=bound, send_jitter_s=0.0)
+        ends.append(schedule_of(plan).run(TableMessages(delay), lambda k, e: intended[k, e])["finished_s"].max())
+    assert ends[0] > ends[-1] and all(a >= b - 1e-12 for a, b in zip(ends, ends[1:]))
+
+
+def test_stale_synchronous_over_a_control_is_deterministic_and_says_its_schedule(tmp_path):
+    from bridge.link_source import obtain_barrier_trace
+
+    scenario = ScenarioConfig(devices=10, density=0.5)
+    plan = Plan(schedule="stale_synchronous", steps=8, payload_bytes=(20_000,), step_s=(0.05,) * 8 + (0.4,) * 2,
+                timeout_s=1.5, max_staleness=1, send_jitter_s=1.0, seed=3)
+    trace, reused = obtain_barrier_trace("random_graph", scenario, plan, 3, tmp_path)
+    again, reused_again = obtain_barrier_trace("random_graph", scenario, plan, 3, tmp_path)
+    assert not reused and reused_again and trace.meta["schedule"] == "stale_synchronous"
+    np.testing.assert_array_equal(trace.finished_s, again.finished_s)
+    assert trace.local_barrier and np.isfinite(trace.finished_s).all()
+
+
+@pytest.mark.parametrize("schedule, field, value, words", [
+    ("local_barrier", "max_staleness", "2", "network.max_staleness: 2 is not allowed; expected 0 unless schedule = "
+                                            "'stale_synchronous'"),
+    ("stale_synchronous", "barrier_quorum", "0.5", "network.barrier_quorum: 0.5 is not allowed; expected 1.0 unless "
+                                                   "schedule = 'local_barrier'"),
+    ("rounds", "async_period_s", "1.0", "network.async_period_s: 1.0 is not allowed; expected 0.0 unless schedule = "
+                                        "'async'"),
+])
+def test_a_field_only_another_schedule_reads_is_refused_naming_that_schedule(tmp_path, capsys, schedule, field, value,
+                                                                            words):
+    from experiments.cli import main
+
+    config = tmp_path / "run.toml"
+    config.write_text(f'rounds = 2\ndevices = 4\n[data]\ndataset = "digits"\n[network]\nlink_model = "ideal"\n'
+                      f'schedule = "{schedule}"\n{field} = {value}\n')
+    assert main(["run", str(config), "--results", str(tmp_path / "results")]) == 2
+    err = capsys.readouterr().err
+    assert words in err and "Traceback" not in err and not (tmp_path / "results").exists()

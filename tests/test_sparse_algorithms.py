@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from bridge import obtain_trace
-from learner.algorithms import build_algorithm
+from learner.algorithms.base import DeclaredLinks, payload_bytes
+from learner.algorithms.registry import build_algorithm
 from learner.algorithms.base import gradients_and_losses
 from learner.compress import encoded_bytes, keep_count
 from ns3_scenarios.scenario import ScenarioConfig
@@ -17,7 +18,7 @@ class MaskLinks:
         self.masks = list(masks)
         self.payloads = []
 
-    def exchange(self, payload_bytes):
+    def exchange(self, payload_bytes=None, senders=None, kept=None):
         self.payloads.append(payload_bytes)
         return self.masks.pop(0) if len(self.masks) > 1 else self.masks[0].clone()
 
@@ -64,7 +65,7 @@ def test_dense_sgd_server_sums_what_arrived_and_only_devices_that_downloaded_tak
     algorithm = build_algorithm("dense_sgd", lr=0.5)
     up, down = [True, False, True, False, False], [True, True, False, False, False]
     links = ServerLinks((up, down))
-    out, global_model = algorithm.step(x, algorithm.init(x), grad_fn, links)
+    out, global_model = algorithm.step(x, algorithm.init(x), grad_fn, DeclaredLinks(links, algorithm.messages(D), N))
     g = grad_fn(x)
     expected = x[0] - 0.5 / N * (g[0] + g[2])
     assert torch.allclose(global_model, expected, atol=1e-6)
@@ -92,9 +93,9 @@ def test_esgd_sends_exactly_k_and_drops_nothing(ratio):
     for _ in range(5):
         links = ServerLinks((ALL, ALL))
         g = grad_fn(x)
-        new_x, new_state = esgd.step(x, state, grad_fn, links)
+        new_x, new_state = esgd.step(x, state, grad_fn, DeclaredLinks(links, esgd.messages(D), N))
         assert links.payloads[0] == [encoded_bytes(k, D)] * N + [0]
-        assert list(esgd.exchange_payloads(D)) == [encoded_bytes(k, D), 4 * D]
+        assert list(payload_bytes(esgd.messages(D))) == [encoded_bytes(k, D), 4 * D]
         assert (new_state.selection.sum(1) == k).all() and (new_state.residual[new_state.selection] == 0).all()
         sent_sum = (state.global_model - new_state.global_model) * N  # lr = 1: the sum of what was sent
         assert torch.allclose(sent_sum + new_state.residual.sum(0), (esgd.beta * state.residual + g).sum(0),
@@ -132,7 +133,7 @@ def test_threshold_sgd_uploads_per_device_sizes_of_its_selection():
     algorithm = build_algorithm("threshold_sgd", threshold=0.8, lr=1.0)
     links = ServerLinks((ALL, ALL))
     state = algorithm.init(x)
-    _, new_state = algorithm.step(x, state, grad_fn, links)
+    _, new_state = algorithm.step(x, state, grad_fn, DeclaredLinks(links, algorithm.messages(D), N))
     g = grad_fn(x)
     chosen = g.abs() > 0.8
     assert links.payloads[0] == [encoded_bytes(int(c), D) for c in chosen.sum(1)] + [0]
@@ -146,7 +147,7 @@ def test_threshold_sgd_offline_gets_the_bridge_error(tmp_path):
     x, grad_fn = _problem()
     algorithm = build_algorithm("threshold_sgd", threshold=0.8)
     with pytest.raises(RuntimeError, match='network.mode = "online"'):
-        algorithm.step(x, algorithm.init(x), grad_fn, trace.round_links(0))
+        algorithm.step(x, algorithm.init(x), grad_fn, DeclaredLinks(trace.round_links(0), algorithm.messages(D), N))
 
 
 def test_dgc_accumulates_momentum_and_drops_nothing():
@@ -157,7 +158,7 @@ def test_dgc_accumulates_momentum_and_drops_nothing():
     for _ in range(3):
         g = grad_fn(x)
         links = ServerLinks((ALL, ALL))
-        new_x, new_state = dgc.step(x, state, grad_fn, links)
+        new_x, new_state = dgc.step(x, state, grad_fn, DeclaredLinks(links, dgc.messages(D), N))
         assert links.payloads[0] == [encoded_bytes(k, D)] * N + [0]
         sent_sum = (state.global_model - new_state.global_model) * N
         assert torch.allclose(sent_sum + new_state.accumulated.sum(0),
@@ -236,10 +237,10 @@ def test_fedavg_equals_a_per_device_loop_over_lossy_up_and_down_masks(fraction):
     state, y = fedavg.init(x, seed=2, samples=samples), x
     for round_masks in rounds:
         links = ServerLinks(round_masks)
-        y, state = fedavg.step(y, state, grad_fn, links)
+        y, state = fedavg.step(y, state, grad_fn, DeclaredLinks(links, fedavg.messages(D), N))
     assert torch.allclose(y, _fedavg_reference(fedavg, x.clone(), grad_fn, samples, rounds, seed=2), atol=1e-5)
     if fraction < 1:  # only the chosen devices upload; the others send nothing
-        assert sorted(set(links.payloads[0][:N])) == [0, 4 * D] and fedavg.variable_payload
+        assert sorted(set(links.payloads[0][:N])) == [0, 4 * D] and fedavg.messages(D)[0].per_sender
 
 
 def test_choco_copies_stay_in_sync_without_loss_and_desynchronise_for_good_after_one():

@@ -18,7 +18,7 @@ from experiments.compute import step_times
 from experiments.config import NetworkConfig
 from helpers import run_dirs
 from ns3_scenarios.scenario import RADIO_STATES, ScenarioConfig
-from ns3_scenarios.schedule import BarrierPlan
+from messages.schedules import Plan, schedule_of
 
 # Its tests share a costly module fixture (ns-3 traces or a finished run): one pytest-xdist process builds it once.
 pytestmark = pytest.mark.xdist_group("test_time")
@@ -84,6 +84,21 @@ def test_a_local_barrier_run_over_ns3_lets_the_network_set_the_step(tmp_path):
     np.testing.assert_allclose(metrics["sim_time_s"].iloc[1:], finished[:, -1].max(axis=1), rtol=1e-7)  # CSV digits
 
 
+def test_a_stale_synchronous_run_over_ns3_runs_ahead_of_its_slow_neighbours(tmp_path):
+    """Stale synchronous over real ns-3 with stragglers: the run is done, its trace says its schedule, and
+    allowing two steps of staleness ends the run no later than the local barrier with quorum 1 (same seed)."""
+    text = BARRIER_RUN.replace("barrier_quorum = 0.5\n", 'compute_model = "stragglers"\n')
+    ends = {}
+    for schedule, extra in (("stale_synchronous", "max_staleness = 2\n"), ("local_barrier", "")):
+        config = tmp_path / f"{schedule}.toml"
+        config.write_text(text.replace('schedule = "local_barrier"\n', f'schedule = "{schedule}"\n{extra}'))
+        run_dir = _run(tmp_path / schedule, config)
+        record = json.loads((run_dir / "run.json").read_text())
+        assert record["status"] == "done" and record["trace_meta"]["schedule"] == schedule
+        ends[schedule] = pd.read_csv(run_dir / "metrics.csv")["sim_time_s"].iloc[-1]
+    assert ends["stale_synchronous"] <= ends["local_barrier"]
+
+
 @pytest.fixture(scope="module")
 def sleep_pair(tmp_path_factory):
     """Rounds over ns-3 with and without radio sleep: 6 devices that all hear each other, 4 rounds."""
@@ -128,7 +143,7 @@ def straggler_barrier(tmp_path_factory):
     traces = {}
     for sleep in (False, True):
         scenario = ScenarioConfig(devices=8, density=0.8, radio_sleep=sleep)
-        plan = BarrierPlan(steps=5, payload_bytes=(8_000,), step_s=tuple(step_s), timeout_s=1.0, quorum=0.5,
+        plan = Plan(schedule="local_barrier", steps=5, payload_bytes=(8_000,), step_s=tuple(step_s), timeout_s=1.0, quorum=0.5,
                            radio_sleep=sleep, send_jitter_s=0.3, seed=2)
         traces[sleep] = obtain_barrier_trace("ns3", scenario, plan, 2, cache)[0]
     return step_s, traces
@@ -161,16 +176,14 @@ def test_a_sleeping_radio_spends_less_than_an_idle_one_under_the_local_barrier(s
 def test_the_online_worker_serves_the_same_message_core(tmp_path):
     """The local barrier driven request by request through the online worker gives the offline worker's log."""
     from bridge.online import OnlineMessages
-    from ns3_scenarios.schedule import local_barrier
-
     scenario = ScenarioConfig(devices=6, density=0.7)
-    plan = BarrierPlan(steps=3, payload_bytes=(5_000,), step_s=(0.05,) * 6, timeout_s=0.8, quorum=0.5,
+    plan = Plan(schedule="local_barrier", steps=3, payload_bytes=(5_000,), step_s=(0.05,) * 6, timeout_s=0.8, quorum=0.5,
                        send_jitter_s=0.2, seed=4)
     offline = obtain_barrier_trace("ns3", scenario, plan, 4, tmp_path)[0]
     messages = OnlineMessages(scenario, 4, timeout_s=300)
     try:
         neighbours = messages.idle_delivered & ~np.eye(6, dtype=bool)
-        log = local_barrier(messages, plan, lambda step, exchange: neighbours)
+        log = schedule_of(plan).run(messages, lambda step, exchange: neighbours)
     finally:
         messages.close()
     np.testing.assert_array_equal(log["finished_s"], offline.finished_s)

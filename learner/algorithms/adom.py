@@ -50,7 +50,7 @@ from typing import NamedTuple
 
 import torch
 
-from learner.algorithms.base import FLOAT32_BYTES, GradFn, Links, check_range
+from learner.algorithms.base import GradFn, Links, Message, check_range, dense
 from learner.laplacian import normalized_laplacian
 from learner.mixing import gossip_laplacian
 
@@ -99,8 +99,8 @@ class ADOM:
             "delta": 1.0 / (17.0 * smooth), "zeta": 0.5,
         }
 
-    def exchange_payloads(self, dim: int) -> tuple[int, ...]:
-        return (2 * dim * FLOAT32_BYTES,)
+    def messages(self, dim: int) -> tuple[Message, ...]:
+        return (Message((dense("model_sum", dim), dense("dual", dim))),)
 
     def init(self, x: torch.Tensor, seed: int = 0, model: object = None) -> AdomState:
         zeros = torch.zeros_like(x)
@@ -127,7 +127,7 @@ class ADOM:
         # x+ = damp (x + eta alpha x_g - eta (grad - nu x_g - y+)), expanded.
         x_new = torch.mul(x, damp).add_(x_g, alpha=damp * eta * (alpha + nu))
         x_new.add_(grad, alpha=-damp * eta).add_(y_new, alpha=damp * eta)
-        mask = links.exchange(2 * x.shape[1] * FLOAT32_BYTES)
+        mask = links.exchange()
         laplacian = (normalized_laplacian(mask, x.dtype) if self.gossip == "laplacian"
                      else gossip_laplacian(mask, x.dtype))
         sent = torch.add(m, dual, alpha=c["gamma"] / nu)

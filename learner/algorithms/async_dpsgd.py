@@ -22,8 +22,33 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from learner.algorithms.base import FLOAT32_BYTES, GradFn, check_range
-from learner.asynchronous import Inbox, sgd_steps
+from learner.algorithms.base import GradFn, Message, check_integer, check_range, dense
+from learner.asynchronous import EventReference, Inbox, sgd_steps
+
+
+class AsyncDPSGDByEvent(EventReference):
+    """Keep the newest model from each sender (by its step count); x_j <- w_jj x_j + sum_i w_ji V[j, i] with
+    w_ji = 1 / (1 + max(d_i, d_j)) over the senders heard so far."""
+
+    def start(self, x_j):
+        return {"steps": 0.0, "newest": {}}  # sender -> (model, its steps, its degree)
+
+    def local(self, x_j, memory, device_grad):
+        x_j, memory = super().local(x_j, memory, device_grad)
+        return x_j, {**memory, "steps": memory["steps"] + 1}
+
+    def send(self, x_j, memory):
+        return (x_j.clone(), memory["steps"], float(len(memory["newest"])))
+
+    def merge(self, x_j, memory, inbox, draw):
+        newest = dict(memory["newest"])
+        for sender, (model, their_steps, their_degree) in inbox:
+            if sender not in newest or their_steps > newest[sender][1]:
+                newest[sender] = (model, their_steps, their_degree)
+        degree = len(newest)
+        weights = {i: 1.0 / (1.0 + max(degree, d)) for i, (_, _, d) in newest.items()}
+        x_j = (1 - sum(weights.values())) * x_j + sum(w * newest[i][0] for i, w in weights.items())
+        return x_j, {**memory, "newest": newest}, list(range(len(inbox)))
 
 
 @dataclass(frozen=True)
@@ -43,13 +68,14 @@ class AsyncState:
 class AsyncDPSGD:
     lr: float = 0.1
     name: str = "async_dpsgd"
-    local_steps = 1
+    local_steps: int = 1
 
     def __post_init__(self) -> None:
         check_range("lr", self.lr, 0.0, 100.0)
+        check_integer("local_steps", self.local_steps, 1, 1000)
 
-    def exchange_payloads(self, dim: int) -> tuple[int, ...]:
-        return (dim * FLOAT32_BYTES + 2 * FLOAT32_BYTES,)
+    def messages(self, dim: int) -> tuple[Message]:
+        return (Message((dense("model", dim), dense("steps", 1), dense("degree", 1))),)
 
     def init(self, x: torch.Tensor, seed: int = 0) -> AsyncState:
         """V[j, i] is kept as a reference to the message (its row in the engine's pool of sent messages)."""
@@ -85,3 +111,6 @@ class AsyncDPSGD:
         mixed = (1.0 - weights.sum(1))[:, None] * x + inbox.combine(newest[mixing, sources], mixing,
                                                                     weights[mixing, sources], n, dim)
         return torch.where(active[:, None], mixed, x), state, inbox.present & active[None, :]
+
+    def reference(self) -> EventReference:
+        return AsyncDPSGDByEvent(self)

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 
 import torch
 
-from learner.algorithms.base import GradFn, Links, check_range
-from learner.compress import encoded_bytes, keep_count, topk_indices
+from learner.algorithms.base import GradFn, Links, Message, check_range, sparse
+from learner.compress import keep_count, topk_indices
 from learner.mixing import metropolis_hastings
 
 
@@ -46,8 +46,8 @@ class ChocoSGD:
         check_range("gamma", self.gamma, 0.0, 1.0)
         check_range("keep_ratio", self.keep_ratio, 0.0, 1.0)
 
-    def exchange_payloads(self, dim: int) -> tuple[int, ...]:
-        return (encoded_bytes(keep_count(dim, self.keep_ratio), dim),)
+    def messages(self, dim: int) -> tuple[Message, ...]:
+        return (Message((sparse("difference", dim, keep_count(dim, self.keep_ratio)),)),)
 
     def init(self, x: torch.Tensor, seed: int = 0, model: object = None) -> ChocoState:
         n, d = x.shape
@@ -61,7 +61,7 @@ class ChocoSGD:
         difference = half - state.estimate
         chosen = topk_indices(difference, k).sort(dim=1).values  # in order: the copies update walks memory forward
         sent = difference.gather(1, chosen)  # q_i on its k coordinates (0 elsewhere)
-        mask = links.exchange(encoded_bytes(k, dim))
+        mask = links.exchange()
         estimate = state.estimate.scatter_add(1, chosen, sent)
         copies = _received(state.copies, mask, chosen, sent)
         weights = metropolis_hastings(mask, x.dtype)

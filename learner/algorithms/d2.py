@@ -30,7 +30,7 @@ from typing import NamedTuple
 
 import torch
 
-from learner.algorithms.base import FLOAT32_BYTES, GradFn, Links, check_range
+from learner.algorithms.base import GradFn, Links, Message, check_range, model_message
 from learner.mixing import metropolis_hastings
 
 
@@ -47,8 +47,8 @@ class D2:
     def __post_init__(self) -> None:
         check_range("lr", self.lr, 0.0, 100.0)
 
-    def exchange_payloads(self, dim: int) -> tuple[int, ...]:
-        return (dim * FLOAT32_BYTES,)
+    def messages(self, dim: int) -> tuple[Message, ...]:
+        return model_message(dim)
 
     def init(self, x: torch.Tensor, seed: int = 0, model: object = None) -> D2State:
         return D2State(x.clone(), torch.zeros_like(x))
@@ -56,6 +56,6 @@ class D2:
     def step(self, x: torch.Tensor, state: D2State, grad_fn: GradFn, links: Links) -> tuple[torch.Tensor, D2State]:
         grad = grad_fn(x)
         half = 2 * x - state.last_x - self.lr * (grad - state.last_grad)
-        weights = metropolis_hastings(links.exchange(x.shape[1] * FLOAT32_BYTES), x.dtype)
+        weights = metropolis_hastings(links.exchange(), x.dtype)
         halved = (weights + torch.eye(x.shape[0], dtype=x.dtype)) / 2
         return halved.T @ half, D2State(x, grad)

@@ -32,8 +32,8 @@ from dataclasses import dataclass
 
 import torch
 
-from learner.algorithms.base import (FLOAT32_BYTES, MAX_EXCHANGES_PER_ROUND, GradFn, Links, check_integer,
-                                     check_range, mean_gradient)
+from learner.algorithms.base import (MAX_EXCHANGES_PER_ROUND, GradFn, Links, Message, check_integer, check_range,
+                                     mean_gradient, model_message)
 from learner.mixing import metropolis_hastings
 
 
@@ -49,8 +49,8 @@ class DeFacto:
         check_integer("gossip_steps", self.gossip_steps, 1, MAX_EXCHANGES_PER_ROUND)
         check_integer("grad_batches", self.grad_batches, 0, 1024)
 
-    def exchange_payloads(self, dim: int) -> tuple[int, ...]:
-        return (dim * FLOAT32_BYTES,) * self.gossip_steps
+    def messages(self, dim: int) -> tuple[Message, ...]:
+        return model_message(dim) * self.gossip_steps
 
     def init(self, x: torch.Tensor, seed: int = 0, model: object = None) -> None:
         return None
@@ -59,5 +59,5 @@ class DeFacto:
         batches = self.grad_batches or self.gossip_steps
         z = x - self.lr * mean_gradient(grad_fn, x, batches)
         for _ in range(self.gossip_steps):
-            z = metropolis_hastings(links.exchange(x.shape[1] * FLOAT32_BYTES), x.dtype).T @ z
+            z = metropolis_hastings(links.exchange(), x.dtype).T @ z
         return z, None

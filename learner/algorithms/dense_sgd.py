@@ -19,8 +19,8 @@ from dataclasses import dataclass
 
 import torch
 
-from learner.algorithms.base import FLOAT32_BYTES, GradFn, Links, check_range
-from learner.server import SERVER_ARCHITECTURE, model_bytes, sgd_round
+from learner.algorithms.base import GradFn, Links, Message, check_range, dense
+from learner.server import SERVER_ARCHITECTURE, server_messages, sgd_round
 
 
 @dataclass(frozen=True)
@@ -32,8 +32,8 @@ class DenseSGD:
     def __post_init__(self) -> None:
         check_range("lr", self.lr, 0.0, 100.0)
 
-    def exchange_payloads(self, dim: int) -> tuple[int, ...]:
-        return (dim * FLOAT32_BYTES, model_bytes(dim))  # upload, download
+    def messages(self, dim: int) -> tuple[Message, ...]:
+        return server_messages(dense("gradient", dim), dim)
 
     def init(self, x: torch.Tensor, seed: int = 0, model: object = None) -> torch.Tensor:
         return x[0].clone()  # the global model: every device starts from the same initial model
@@ -41,4 +41,4 @@ class DenseSGD:
     def step(self, x: torch.Tensor, state: torch.Tensor, grad_fn: GradFn,
              links: Links) -> tuple[torch.Tensor, torch.Tensor]:
         grad = grad_fn(x)
-        return sgd_round(x, state, grad, x.shape[1] * FLOAT32_BYTES, links, self.lr)
+        return sgd_round(x, state, grad, links, self.lr)

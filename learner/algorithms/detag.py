@@ -45,8 +45,8 @@ from typing import NamedTuple
 
 import torch
 
-from learner.algorithms.base import (FLOAT32_BYTES, MAX_EXCHANGES_PER_ROUND, GradFn, Links, check_integer,
-                                     check_range, mean_gradient)
+from learner.algorithms.base import (MAX_EXCHANGES_PER_ROUND, GradFn, Links, Message, check_integer, check_range,
+                                     dense, mean_gradient)
 from learner.mixing import accelerated_gossip, gossip_momentum, metropolis_hastings, spectral_lambda
 
 class DeTAGState(NamedTuple):
@@ -75,8 +75,8 @@ class DeTAG:
         check_integer("gossip_steps", self.gossip_steps, 0, self.gossip_steps_max)
         check_integer("grad_batches", self.grad_batches, 0, 1024)
 
-    def exchange_payloads(self, dim: int) -> tuple[int, ...]:
-        return (2 * dim * FLOAT32_BYTES,) * (self.gossip_steps or self.gossip_steps_max)
+    def messages(self, dim: int) -> tuple[Message, ...]:
+        return (Message((dense("model", dim), dense("tracker", dim))),) * (self.gossip_steps or self.gossip_steps_max)
 
     def init(self, x: torch.Tensor, seed: int = 0, model: object = None) -> DeTAGState:
         return DeTAGState(torch.zeros_like(x), torch.zeros_like(x))
@@ -84,11 +84,10 @@ class DeTAG:
     def step(self, x: torch.Tensor, state: DeTAGState, grad_fn: GradFn,
              links: Links) -> tuple[torch.Tensor, DeTAGState]:
         n, dim = x.shape
-        payload = 2 * dim * FLOAT32_BYTES
-        weights = [metropolis_hastings(links.exchange(payload), x.dtype)]
+        weights = [metropolis_hastings(links.exchange(), x.dtype)]
         lam = spectral_lambda(weights[0])
         steps = self.gossip_steps or default_gossip_steps(n, lam, self.gossip_steps_max)
-        weights += [metropolis_hastings(links.exchange(payload), x.dtype) for _ in range(steps - 1)]
+        weights += [metropolis_hastings(links.exchange(), x.dtype) for _ in range(steps - 1)]
 
         batches = self.grad_batches or steps
         grad = mean_gradient(grad_fn, x, batches)

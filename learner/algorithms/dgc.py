@@ -21,9 +21,9 @@ from dataclasses import dataclass
 
 import torch
 
-from learner.algorithms.base import GradFn, Links, check_range
-from learner.compress import encoded_bytes, keep_count, split, topk_mask
-from learner.server import SERVER_ARCHITECTURE, model_bytes, sgd_round
+from learner.algorithms.base import GradFn, Links, Message, check_range, sparse
+from learner.compress import keep_count, split, topk_mask
+from learner.server import SERVER_ARCHITECTURE, server_messages, sgd_round
 
 
 @dataclass(frozen=True)
@@ -46,8 +46,8 @@ class DGC:
         check_range("keep_ratio", self.keep_ratio, 0.0, 1.0)
         check_range("momentum", self.momentum, 0.0, 1.0, low_open=False)
 
-    def exchange_payloads(self, dim: int) -> tuple[int, ...]:
-        return (encoded_bytes(keep_count(dim, self.keep_ratio), dim), model_bytes(dim))
+    def messages(self, dim: int) -> tuple[Message, ...]:
+        return server_messages(sparse("update", dim, keep_count(dim, self.keep_ratio)), dim)
 
     def init(self, x: torch.Tensor, seed: int = 0, model: object = None) -> DGCState:
         return DGCState(x[0].clone(), torch.zeros_like(x), torch.zeros_like(x))
@@ -60,5 +60,5 @@ class DGC:
         selected = topk_mask(accumulated, k)
         sent, accumulated = split(accumulated, selected)
         momentum = momentum - momentum * selected.to(x.dtype)  # zero the sent coordinates (exact)
-        x, global_model = sgd_round(x, state.global_model, sent, encoded_bytes(k, dim), links, self.lr)
+        x, global_model = sgd_round(x, state.global_model, sent, links, self.lr)
         return x, DGCState(global_model, momentum, accumulated)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-from learner.algorithms.base import FLOAT32_BYTES, GradFn, Links, StatelessDenseModel, check_range
+from learner.algorithms.base import GradFn, Links, StatelessDenseModel, check_range
 from learner.mixing import metropolis_hastings
 
 
@@ -31,5 +31,5 @@ class DPSGD(StatelessDenseModel):
 
     def step(self, x: torch.Tensor, state: None, grad_fn: GradFn, links: Links) -> tuple[torch.Tensor, None]:
         grad = grad_fn(x)
-        weights = metropolis_hastings(links.exchange(x.shape[1] * FLOAT32_BYTES), x.dtype)
+        weights = metropolis_hastings(links.exchange(), x.dtype)
         return weights.T @ x - self.lr * grad, None

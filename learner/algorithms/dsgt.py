@@ -24,7 +24,7 @@ from typing import NamedTuple
 
 import torch
 
-from learner.algorithms.base import FLOAT32_BYTES, GradFn, Links, check_range
+from learner.algorithms.base import GradFn, Links, Message, check_range, dense
 from learner.mixing import metropolis_hastings
 
 
@@ -41,8 +41,8 @@ class DSGT:
     def __post_init__(self) -> None:
         check_range("lr", self.lr, 0.0, 100.0)
 
-    def exchange_payloads(self, dim: int) -> tuple[int, ...]:
-        return (2 * dim * FLOAT32_BYTES,)
+    def messages(self, dim: int) -> tuple[Message, ...]:
+        return (Message((dense("model", dim), dense("tracker", dim))),)
 
     def init(self, x: torch.Tensor, seed: int = 0, model: object = None) -> DSGTState:
         return DSGTState(torch.zeros_like(x), torch.zeros_like(x))
@@ -50,5 +50,5 @@ class DSGT:
     def step(self, x: torch.Tensor, state: DSGTState, grad_fn: GradFn, links: Links) -> tuple[torch.Tensor, DSGTState]:
         grad = grad_fn(x)
         tracker = state.mixed_tracker + grad - state.last_grad
-        weights = metropolis_hastings(links.exchange(2 * x.shape[1] * FLOAT32_BYTES), x.dtype)
+        weights = metropolis_hastings(links.exchange(), x.dtype)
         return weights.T @ x - self.lr * tracker, DSGTState(weights.T @ tracker, grad)

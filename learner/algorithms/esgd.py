@@ -29,9 +29,9 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from learner.algorithms.base import GradFn, Links, check_integer, check_range, gradients_and_losses
-from learner.compress import encoded_bytes, esgd_select, keep_count, replace_lowest_importance, split
-from learner.server import SERVER_ARCHITECTURE, model_bytes, sgd_round
+from learner.algorithms.base import GradFn, Links, Message, check_integer, check_range, gradients_and_losses, sparse
+from learner.compress import esgd_select, keep_count, replace_lowest_importance, split
+from learner.server import SERVER_ARCHITECTURE, server_messages, sgd_round
 
 
 @dataclass(frozen=True)
@@ -62,8 +62,8 @@ class ESGD:
         check_range("importance_step", self.importance_step, 0.0, 1e6, low_open=False)
         check_integer("epoch_rounds", self.epoch_rounds, 0, 100_000)
 
-    def exchange_payloads(self, dim: int) -> tuple[int, ...]:
-        return (encoded_bytes(keep_count(dim, self.keep_ratio), dim), model_bytes(dim))
+    def messages(self, dim: int) -> tuple[Message, ...]:
+        return server_messages(sparse("update", dim, keep_count(dim, self.keep_ratio)), dim)
 
     def init(self, x: torch.Tensor, seed: int = 0, model: object = None) -> ESGDState:
         n = x.shape[0]
@@ -91,8 +91,7 @@ class ESGD:
         accumulated = self.beta * state.residual + grad
         selection = replace_lowest_importance(selection, importance, accumulated, grad.abs().mean(1))
         sent, residual = split(accumulated, selection)
-        x, global_model = sgd_round(x, state.global_model, sent, encoded_bytes(k, dim), links,
-                                    self.learning_rate(state.round))
+        x, global_model = sgd_round(x, state.global_model, sent, links, self.learning_rate(state.round))
         return x, replace(state, round=state.round + 1, global_model=global_model, selection=selection,
                           importance=importance, residual=residual, loss=loss.detach().clone(),
                           generator_state=generator.get_state())

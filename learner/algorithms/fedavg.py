@@ -27,8 +27,8 @@ from dataclasses import dataclass
 
 import torch
 
-from learner.algorithms.base import FLOAT32_BYTES, GradFn, Links, check_integer, check_range
-from learner.server import SERVER_ARCHITECTURE, download, model_bytes, upload
+from learner.algorithms.base import GradFn, Links, Message, check_integer, check_range, dense
+from learner.server import SERVER_ARCHITECTURE, download, server_messages, upload
 
 
 @dataclass(frozen=True)
@@ -51,12 +51,8 @@ class FedAvg:
         check_integer("local_steps", self.local_steps, 1, 1000)
         check_range("client_fraction", self.client_fraction, 0.0, 1.0)
 
-    @property
-    def variable_payload(self) -> bool:
-        return self.client_fraction < 1.0
-
-    def exchange_payloads(self, dim: int) -> tuple[int, ...]:
-        return (dim * FLOAT32_BYTES, model_bytes(dim))
+    def messages(self, dim: int) -> tuple[Message, ...]:
+        return server_messages(dense("model", dim), dim, per_sender=self.client_fraction < 1.0)
 
     def init(self, x: torch.Tensor, seed: int = 0, model: object = None, samples=None) -> FedAvgState:
         weights = torch.ones(x.shape[0], dtype=torch.float64) if samples is None else \
@@ -72,11 +68,11 @@ class FedAvg:
         chosen[torch.randperm(n, generator=generator)[:max(1, round(self.client_fraction * n))]] = True
         for _ in range(self.local_steps):
             x = torch.where(chosen[:, None], x - self.lr * grad_fn(x), x)
-        received = upload(links, torch.where(chosen, dim * FLOAT32_BYTES, 0).tolist(), n) & chosen
+        received = upload(links, n, senders=chosen) & chosen
         global_model = state.global_model
         if received.any():
             weights = state.weights[received]
             global_model = ((weights[:, None] * x[received].double()).sum(0) / weights.sum()).to(x.dtype)
-        got = download(links, model_bytes(dim), n)
+        got = download(links, n)
         x = torch.where(got[:, None], global_model, x)
         return x, FedAvgState(global_model, state.weights, generator.get_state())

@@ -19,21 +19,44 @@ from dataclasses import dataclass
 
 import torch
 
-from learner.algorithms.base import FLOAT32_BYTES, GradFn, check_range
-from learner.asynchronous import Inbox, sgd_steps
+from learner.algorithms.base import GradFn, Message, check_integer, check_range, dense
+from learner.asynchronous import EventReference, Inbox, sgd_steps
+
+
+class GossipByEvent(EventReference):
+    """The paper's node: age a; each receipt merges x <- (a x + a_r x_r) / (a + a_r), a <- max(a, a_r)."""
+
+    def start(self, x_j):
+        return {"age": 0.0}
+
+    def local(self, x_j, memory, device_grad):
+        x_j, memory = super().local(x_j, memory, device_grad)
+        return x_j, {"age": memory["age"] + self.algorithm.local_steps}
+
+    def send(self, x_j, memory):
+        return (x_j.clone(), memory["age"])
+
+    def merge(self, x_j, memory, inbox, draw):
+        age = memory["age"]
+        for _, (model, their_age) in inbox:
+            mine = age / (age + their_age) if age + their_age > 0 else 0.5
+            x_j = mine * x_j + (1 - mine) * model
+            age = max(age, their_age)
+        return x_j, {"age": age}, list(range(len(inbox)))
 
 
 @dataclass(frozen=True)
 class GossipLearning:
     lr: float = 0.1
     name: str = "gossip_learning"
-    local_steps = 1
+    local_steps: int = 1
 
     def __post_init__(self) -> None:
         check_range("lr", self.lr, 0.0, 100.0)
+        check_integer("local_steps", self.local_steps, 1, 1000)
 
-    def exchange_payloads(self, dim: int) -> tuple[int, ...]:
-        return (dim * FLOAT32_BYTES + FLOAT32_BYTES,)
+    def messages(self, dim: int) -> tuple[Message]:
+        return (Message((dense("model", dim), dense("age", 1))),)
 
     def init(self, x: torch.Tensor, seed: int = 0) -> torch.Tensor:
         """The state is each model's age (N,)."""
@@ -66,3 +89,6 @@ class GossipLearning:
         ranks, receivers = torch.nonzero(merging, as_tuple=True)
         merged = inbox.combine(inbox.row[ranks, receivers], receivers, weights[ranks, receivers], n, dim)
         return torch.where(merging.any(0)[:, None], own[:, None] * x + merged, x), age, merging
+
+    def reference(self) -> EventReference:
+        return GossipByEvent(self)

@@ -77,7 +77,7 @@ from typing import NamedTuple
 
 import torch
 
-from learner.algorithms.base import FLOAT32_BYTES, GradFn, Links, StatelessDenseModel, check_range
+from learner.algorithms.base import GradFn, Links, Message, StatelessDenseModel, check_range, model_message
 from learner.mixing import metropolis_hastings
 from learner.powermean import power_mean
 
@@ -112,7 +112,7 @@ def hyperprism_round(x: torch.Tensor, grad: torch.Tensor, exponents: torch.Tenso
     ``exponents``: a number, or (N, d) float64 (each coordinate's exponent: its part's). The maps work in
     place on a handful of (N, d) float64 buffers: each fresh one is a pass over memory."""
     dtype = x.dtype
-    weights = metropolis_hastings(links.exchange(x.shape[1] * FLOAT32_BYTES), torch.float64)
+    weights = metropolis_hastings(links.exchange(), torch.float64)
     if variant == "receiver":
         mean = power_mean(x, weights, exponents, with_dp=with_slope)
         mean, slope = mean if with_slope else (mean, None)
@@ -191,8 +191,8 @@ class HyperPrism:
     def candidates(self) -> torch.Tensor:
         return torch.arange(1, self.p_max + 1, 2, dtype=torch.float64)
 
-    def exchange_payloads(self, dim: int) -> tuple[int, ...]:
-        return (dim * FLOAT32_BYTES,)
+    def messages(self, dim: int) -> tuple[Message, ...]:
+        return model_message(dim)
 
     def init(self, x: torch.Tensor, seed: int = 0, model: object = None) -> HyperPrismState:
         n, d = x.shape

@@ -49,7 +49,7 @@ from typing import NamedTuple
 
 import torch
 
-from learner.algorithms.base import FLOAT32_BYTES, GradFn, Links, check_range
+from learner.algorithms.base import GradFn, Links, Message, check_range, dense, model_message
 from learner.laplacian import laplacian_mixing
 from learner.mixing import accelerated_gossip, fastmix, gossip_momentum, spectral_lambda
 
@@ -88,8 +88,8 @@ class Mudag:
         momenta = [gossip_momentum(spectral_lambda(w)) if self.chebyshev else 0.0 for w in weights]
         return accelerated_gossip(z, weights, momenta)
 
-    def exchange_payloads(self, dim: int) -> tuple[int, ...]:
-        return (dim * FLOAT32_BYTES,) * (2 * self.mix_steps)
+    def messages(self, dim: int) -> tuple[Message, ...]:
+        return model_message(dim) * self.mix_steps + (Message((dense("tracker", dim),)),) * self.mix_steps
 
     def init(self, x: torch.Tensor, seed: int = 0, model: object = None) -> MudagState:
         return MudagState(x.clone(), None, None)
@@ -100,9 +100,8 @@ class Mudag:
         if s is None:
             grad_y = grad_fn(y)
             s = grad_y
-        payload = x.shape[1] * FLOAT32_BYTES
-        x_new = self._mix(y - self.lr * s, [links.exchange(payload) for _ in range(self.mix_steps)])
+        x_new = self._mix(y - self.lr * s, [links.exchange() for _ in range(self.mix_steps)])
         y_new = x_new + self.momentum * (x_new - x)
         grad_new = grad_fn(y_new)
-        s_new = self._mix(s + grad_new - grad_y, [links.exchange(payload) for _ in range(self.mix_steps)])
+        s_new = self._mix(s + grad_new - grad_y, [links.exchange() for _ in range(self.mix_steps)])
         return x_new, MudagState(y_new, s_new, grad_new)

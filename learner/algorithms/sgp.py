@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import torch
 
-from learner.algorithms.base import FLOAT32_BYTES, GradFn, Links, check_range
+from learner.algorithms.base import GradFn, Links, Message, check_range, dense
 from learner.mixing import push_sum_weights
 
 
@@ -41,8 +41,8 @@ class SGP:
     def __post_init__(self) -> None:
         check_range("lr", self.lr, 0.0, 100.0)
 
-    def exchange_payloads(self, dim: int) -> tuple[int, ...]:
-        return ((dim + 1) * FLOAT32_BYTES,)
+    def messages(self, dim: int) -> tuple[Message, ...]:
+        return (Message((dense("numerator", dim), dense("weight", 1))),)
 
     def init(self, x: torch.Tensor, seed: int = 0, model: object = None) -> torch.Tensor:
         return torch.ones(x.shape[0], 1, dtype=x.dtype)
@@ -50,6 +50,6 @@ class SGP:
     def step(self, x: torch.Tensor, state: torch.Tensor, grad_fn: GradFn,
              links: Links) -> tuple[torch.Tensor, torch.Tensor]:
         numerators = x * state - self.lr * grad_fn(x)
-        shares = push_sum_weights(links.exchange((x.shape[1] + 1) * FLOAT32_BYTES), x.dtype)
+        shares = push_sum_weights(links.exchange(), x.dtype)
         weights = shares.T @ state
         return (shares.T @ numerators) / weights, weights

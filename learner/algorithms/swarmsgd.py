@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import torch
 
-from learner.algorithms.base import FLOAT32_BYTES, GradFn, Links, check_range
+from learner.algorithms.base import GradFn, Links, Message, check_range, model_message
 from learner.mixing import random_matching, symmetric_links
 
 
@@ -41,8 +41,8 @@ class SwarmSGD:
         check_range("lr", self.lr, 0.0, 100.0)
         check_range("local_steps", self.local_steps, 1, 1000, low_open=False)
 
-    def exchange_payloads(self, dim: int) -> tuple[int, ...]:
-        return (dim * FLOAT32_BYTES,)
+    def messages(self, dim: int) -> tuple[Message, ...]:
+        return model_message(dim)
 
     def init(self, x: torch.Tensor, seed: int = 0, model: object = None) -> torch.Tensor:
         """The state is the matching generator's state (a byte tensor)."""
@@ -54,7 +54,7 @@ class SwarmSGD:
             x = x - self.lr * grad_fn(x)
         generator = torch.Generator()
         generator.set_state(state)
-        partner = random_matching(symmetric_links(links.exchange(x.shape[1] * FLOAT32_BYTES)), generator)
+        partner = random_matching(symmetric_links(links.exchange()), generator)
         matched = partner >= 0
         averaged = torch.where(matched[:, None], (x + x[partner.clamp(min=0)]) / 2, x)
         return averaged, generator.get_state()

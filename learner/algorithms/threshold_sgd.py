@@ -12,7 +12,7 @@ applies what arrived to the global model and sends it back
 Upload: ``learner.compress.encoded_bytes(|S_j|, d)`` per device (its header
 alone when nothing is selected: an empty message still goes up), which changes
 per device and round, so this algorithm needs ``network.mode = "online"``;
-``exchange_payloads`` declares the upper bound (dense) and the download.
+``messages`` declares the upload ``per_sender``, at most the dense size, and the download.
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from dataclasses import dataclass
 
 import torch
 
-from learner.algorithms.base import FLOAT32_BYTES, GradFn, Links, check_range
-from learner.compress import encoded_sizes, split, threshold_mask
-from learner.server import SERVER_ARCHITECTURE, model_bytes, sgd_round
+from learner.algorithms.base import GradFn, Links, Message, check_range, sparse
+from learner.compress import split, threshold_mask
+from learner.server import SERVER_ARCHITECTURE, server_messages, sgd_round
 
 
 @dataclass(frozen=True)
@@ -37,15 +37,14 @@ class ThresholdSGD:
     lr: float = 0.1
     threshold: float = 0.01
     name: str = "threshold_sgd"
-    variable_payload = True  # class attribute, not a field: per-device upload sizes change every round
     architecture = SERVER_ARCHITECTURE
 
     def __post_init__(self) -> None:
         check_range("lr", self.lr, 0.0, 100.0)
         check_range("threshold", self.threshold, 0.0, 1e6, low_open=False)
 
-    def exchange_payloads(self, dim: int) -> tuple[int, ...]:
-        return (dim * FLOAT32_BYTES, model_bytes(dim))
+    def messages(self, dim: int) -> tuple[Message, ...]:
+        return server_messages(sparse("update", dim, dim), dim, per_sender=True)
 
     def init(self, x: torch.Tensor, seed: int = 0, model: object = None) -> ThresholdState:
         return ThresholdState(x[0].clone(), torch.zeros_like(x))
@@ -55,5 +54,5 @@ class ThresholdSGD:
         accumulated = state.residual + grad_fn(x)
         selected = threshold_mask(accumulated, self.threshold)
         sent, residual = split(accumulated, selected)
-        x, global_model = sgd_round(x, state.global_model, sent, encoded_sizes(selected), links, self.lr)
+        x, global_model = sgd_round(x, state.global_model, sent, links, self.lr, kept=selected.sum(1))
         return x, ThresholdState(global_model, residual)
