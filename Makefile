@@ -40,8 +40,8 @@ ESGD_SWEEPS := experiments/configs/esgd_table.toml experiments/configs/esgd_tabl
                experiments/configs/esgd_table_threshold.toml
 table-esgd: $(STAMP)
 	for sweep in $(ESGD_SWEEPS); do $(VENV)/bin/nsdml sweep $$sweep $(SWEEP_FLAGS) || exit 1; done
-	$(PY) -m experiments.esgd_table $(ESGD_SWEEPS)
-	$(PY) -m experiments.report esgd $(ESGD_SWEEPS) --extra results/sweeps/esgd-table/esgd_table.md \
+	$(PY) -m experiments.campaigns.esgd_table $(ESGD_SWEEPS)
+	$(PY) -m experiments.campaigns.report esgd $(ESGD_SWEEPS) --extra results/sweeps/esgd-table/esgd_table.md \
 	  --target table-esgd
 
 # Joules to a stated accuracy: dense D-PSGD vs CHOCO-SGD over ns-3 (its radio energy model) and the ideal
@@ -49,7 +49,7 @@ table-esgd: $(STAMP)
 ENERGY_TABLE := experiments/configs/energy_table.toml
 table-energy: $(STAMP)
 	$(VENV)/bin/nsdml sweep $(ENERGY_TABLE) $(SWEEP_FLAGS)
-	$(PY) -m experiments.report energy $(ENERGY_TABLE) --target table-energy
+	$(PY) -m experiments.campaigns.report energy $(ENERGY_TABLE) --target table-energy
 
 # Time and energy on the network's clock: rounds against the local barrier for D-PSGD, HyperPrism and DSGT over
 # ns-3 at 20 and 50 devices, with and without stragglers, radio sleep off and on, five seeds; the report
@@ -57,8 +57,8 @@ table-energy: $(STAMP)
 TIME_TABLE := experiments/configs/time_table.toml
 table-time: $(STAMP)
 	$(VENV)/bin/nsdml sweep $(TIME_TABLE) $(SWEEP_FLAGS)
-	$(PY) -m experiments.time_table $(TIME_TABLE)
-	$(PY) -m experiments.report time $(TIME_TABLE) --extra results/sweeps/time-table/time_table.md --extra-only \
+	$(PY) -m experiments.campaigns.time_table $(TIME_TABLE)
+	$(PY) -m experiments.campaigns.report time $(TIME_TABLE) --extra results/sweeps/time-table/time_table.md --extra-only \
 	  --target table-time
 
 # The ablation ladder: ideal graph -> random graph at ns-3's measured density -> geometry -> independent loss ->
@@ -69,8 +69,8 @@ LADDER_TABLE  := experiments/configs/ladder_table.toml
 table-ladder: $(STAMP)
 	$(VENV)/bin/nsdml sweep $(LADDER_TUNING) $(SWEEP_FLAGS)
 	$(VENV)/bin/nsdml sweep $(LADDER_TABLE) $(SWEEP_FLAGS)
-	$(PY) -m experiments.ladder_table $(LADDER_TUNING) $(LADDER_TABLE)
-	$(PY) -m experiments.report ladder $(LADDER_TUNING) $(LADDER_TABLE) \
+	$(PY) -m experiments.campaigns.ladder_table $(LADDER_TUNING) $(LADDER_TABLE)
+	$(PY) -m experiments.campaigns.report ladder $(LADDER_TUNING) $(LADDER_TABLE) \
 	  --extra results/sweeps/ladder-table/ladder_table.md --extra-only --target table-ladder
 
 # Asynchronous learning: AD-PSGD, SwarmSGD, gossip learning and asynchronous D-PSGD (schedule "async") against
@@ -80,27 +80,27 @@ ASYNC_TUNING := experiments/configs/async_tuning.toml
 ASYNC_TABLE  := experiments/configs/async_table.toml experiments/configs/async_table_sync.toml
 table-async: $(STAMP)
 	for sweep in $(ASYNC_TUNING) $(ASYNC_TABLE); do $(VENV)/bin/nsdml sweep $$sweep $(SWEEP_FLAGS) || exit 1; done
-	$(PY) -m experiments.async_table $(ASYNC_TUNING) $(ASYNC_TABLE)
-	$(PY) -m experiments.report async $(ASYNC_TUNING) $(ASYNC_TABLE) \
+	$(PY) -m experiments.campaigns.async_table $(ASYNC_TUNING) $(ASYNC_TABLE)
+	$(PY) -m experiments.campaigns.report async $(ASYNC_TUNING) $(ASYNC_TABLE) \
 	  --extra results/sweeps/async-table/async_table.md --extra-only --target table-async
 
 # 1,000 devices over 802.11a (experiments/reports/scale.md): cost per round from 20 to 1,000 devices on the pruned
 # and unpruned channels, what pruning changes, chunked traces in parallel, a 1,000-device 100-round trace, and
-# D-PSGD against HyperPrism at 200, 500 and 1,000 devices (experiments/scale_table.py says what each sweep gives).
+# D-PSGD against HyperPrism at 200, 500 and 1,000 devices (experiments/campaigns/scale_table.py says what each sweep gives).
 SCALE_SWEEPS := $(foreach name,tuning cost cnn trace table,experiments/configs/scale_$(name).toml)
 table-scale: $(STAMP)
 	$(VENV)/bin/nsdml sweep experiments/configs/scale_pruning.toml --traces-only $(SWEEP_FLAGS)
 	for sweep in $(SCALE_SWEEPS); do $(VENV)/bin/nsdml sweep $$sweep $(SWEEP_FLAGS) || exit 1; done
-	$(PY) -m experiments.scale_table --speedup
-	$(PY) -m experiments.scale_table
-	$(PY) -m experiments.report scale $(SCALE_SWEEPS) \
+	$(PY) -m experiments.campaigns.scale_table --speedup
+	$(PY) -m experiments.campaigns.scale_table
+	$(PY) -m experiments.campaigns.report scale $(SCALE_SWEEPS) \
 	  --extra results/sweeps/scale-table/scale_table.md --extra-only --target table-scale
 
 # The standard campaigns; QUICK=1 picks the preset that finishes in minutes. Each writes its report
 # experiments/reports/campaign-<sweep name>.md.
 sweep-density sweep-devices sweep-alpha sweep-controls: sweep-%: $(STAMP)
 	$(VENV)/bin/nsdml sweep experiments/sweeps/$*$(if $(QUICK),-quick,).toml $(SWEEP_FLAGS)
-	$(PY) -m experiments.report campaign-$*$(if $(QUICK),-quick,) experiments/sweeps/$*$(if $(QUICK),-quick,).toml \
+	$(PY) -m experiments.campaigns.report campaign-$*$(if $(QUICK),-quick,) experiments/sweeps/$*$(if $(QUICK),-quick,).toml \
 	  --target "sweep-$*$(if $(QUICK), QUICK=1,)"
 
 # DeTAG's comparison: DeTAG, DeFacto, DSGT, D2, SGP and D-PSGD in the paper's setting (fixed graphs of
@@ -109,11 +109,11 @@ sweep-density sweep-devices sweep-alpha sweep-controls: sweep-%: $(STAMP)
 DETAG_GENERATED := results/sweeps/detag-generated
 table-detag: $(STAMP)
 	$(VENV)/bin/nsdml sweep experiments/configs/detag_paper_tuning.toml $(SWEEP_FLAGS)
-	$(PY) -m experiments.detag_campaign choose
+	$(PY) -m experiments.campaigns.detag_campaign choose
 	$(VENV)/bin/nsdml sweep $(DETAG_GENERATED)/detag-paper.toml $(SWEEP_FLAGS)
 	$(VENV)/bin/nsdml sweep $(DETAG_GENERATED)/detag-wireless.toml $(SWEEP_FLAGS)
-	$(PY) -m experiments.detag_campaign table
-	$(PY) -m experiments.report detag experiments/configs/detag_paper_tuning.toml \
+	$(PY) -m experiments.campaigns.detag_campaign table
+	$(PY) -m experiments.campaigns.report detag experiments/configs/detag_paper_tuning.toml \
 	  $(DETAG_GENERATED)/detag-paper.toml $(DETAG_GENERATED)/detag-wireless.toml \
 	  --extra $(DETAG_GENERATED)/detag_tables.md --extra-only --target table-detag
 
@@ -148,8 +148,8 @@ HYPERPRISM_COMPARISONS := alpha density devices cnn cnn_lr
 HYPERPRISM_SWEEPS := $(foreach c,$(HYPERPRISM_COMPARISONS),experiments/configs/hyperprism_$(c).toml)
 table-hyperprism: $(STAMP)
 	for sweep in $(HYPERPRISM_SWEEPS); do $(VENV)/bin/nsdml sweep $$sweep $(SWEEP_FLAGS) || exit 1; done
-	for sweep in $(HYPERPRISM_SWEEPS); do $(PY) -m experiments.paper_table $$sweep > /dev/null || exit 1; done
-	$(PY) -m experiments.report hyperprism $(HYPERPRISM_SWEEPS) \
+	for sweep in $(HYPERPRISM_SWEEPS); do $(PY) -m experiments.campaigns.paper_table $$sweep > /dev/null || exit 1; done
+	$(PY) -m experiments.campaigns.report hyperprism $(HYPERPRISM_SWEEPS) \
 	  $(foreach c,$(HYPERPRISM_COMPARISONS),--extra results/sweeps/hyperprism-$(subst _,-,$(c))/paper_table.md) \
 	  --extra-only --target table-hyperprism
 

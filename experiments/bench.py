@@ -34,8 +34,8 @@ from torch import nn
 from bridge.synthetic import synthetic_trace
 from bridge import link_stats
 from experiments.config import parse_config
-from experiments.machine import matmul_flops_per_s, median_seconds
-from experiments.runner import run_experiment, single_threaded
+from experiments.run.machine import matmul_flops_per_s, median_seconds
+from experiments.run.runner import run_experiment, single_threaded
 from learner.algorithms.registry import SYNCHRONOUS, build_algorithm, names_of_kind
 from learner.algorithms.base import FLOAT32_BYTES, payload_bytes
 from learner.compress import keep_count

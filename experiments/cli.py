@@ -27,7 +27,7 @@ import sys
 import traceback
 from pathlib import Path
 
-from experiments import interrupts
+from experiments.run import interrupts
 
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
@@ -74,7 +74,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _load(args: argparse.Namespace):
     from experiments.config import apply_overrides, parse_config, read_toml
-    from experiments.sweep import expand_sweep
+    from experiments.run.sweep import expand_sweep
 
     kind = "config" if args.command == "run" else "sweep"
     raw = apply_overrides(read_toml(args.config, kind=kind), args.overrides)
@@ -97,12 +97,12 @@ def main(argv: list[str] | None = None) -> int:
 def _main(argv: list[str] | None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "algorithms":
-        from experiments.catalog import describe_algorithms
+        from experiments.analysis.catalog import describe_algorithms
 
         print(describe_algorithms())
         return 0
     if args.command == "show":
-        from experiments.show import show_runs
+        from experiments.analysis.show import show_runs
 
         return show_runs(args.run_dir)
     if args.command == "compare":
@@ -118,11 +118,11 @@ def _main(argv: list[str] | None) -> int:
         return EXIT_BAD_INPUT
 
     from bridge import WorkerError  # imported after validation: a bad config exits fast
-    from experiments.contract import PluginFailure
-    from experiments.execution import default_workers
-    from experiments.runner import RunFailed, TraceCacheError, run_experiment
+    from experiments.run.contract import PluginFailure
+    from experiments.run.execution import default_workers
+    from experiments.run.runner import RunFailed, TraceCacheError, run_experiment
     from learner.download import DownloadError
-    from experiments.sweep import make_traces, run_sweep, sweep_traces, write_summary
+    from experiments.run.sweep import make_traces, run_sweep, sweep_traces, write_summary
 
     try:
         with interrupts.watch():
@@ -166,7 +166,7 @@ def _main(argv: list[str] | None) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from experiments.compare import CompareError, compare
+    from experiments.analysis.compare import CompareError, compare
 
     if not 0.0 < args.target <= 1.0:
         print(f"nsdml: compare: --target: {args.target} is not allowed; expected an accuracy in (0, 1]",

@@ -27,8 +27,8 @@ import tomli_w
 from bridge.ladder import LADDER_MODELS
 from bridge.link_source import BARRIER_LINK_MODELS, LINK_MODELS, MODES
 from messages.schedules import SCHEDULES
-from experiments.compute import COMPUTE_MODELS, csv_step_times
-from experiments.contract import PluginFailure, checked_messages
+from experiments.run.compute import COMPUTE_MODELS, csv_step_times
+from experiments.run.contract import PluginFailure, checked_messages
 from learner.algorithms.base import Message, payload_bytes
 from learner.algorithms.registry import ASYNCHRONOUS, Algorithm, build_algorithm, kind_of, names_of_kind
 from learner.data import DATASETS, DEFAULT_DATA_ROOT, PARTITIONS, dataset_plugin, dataset_shape, missing_data
@@ -156,7 +156,7 @@ class NetworkConfig:
     server_compute_s: float = 0.0  # server architecture: simulated seconds the server aggregates per round
     compute_power_w: float = 3.0  # a device's power while computing (README "Energy": a Raspberry Pi 4's)
     battery_j: float = 0.0  # joules a device may spend before it stops (0: no battery limit)
-    compute_model: str = "constant"  # per-device step times: constant, lognormal, stragglers, csv (experiments/compute.py)
+    compute_model: str = "constant"  # per-device step times: constant, lognormal, stragglers, csv (experiments/run/compute.py)
     compute_sigma: float = 0.5  # lognormal: standard deviation of the log step time
     straggler_fraction: float = 0.1  # stragglers: the share of devices that are slow
     straggler_slowdown: float = 5.0  # stragglers: how many times slower they are

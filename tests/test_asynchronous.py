@@ -192,7 +192,7 @@ def test_an_async_run_over_real_ns3_completes_and_a_second_one_is_byte_identical
     assert outputs[0] == outputs[1]
     # The engine against the per-event loops over this real 802.11a message log too (stragglers included).
     from bridge.trace import LinkTrace
-    from experiments.async_loop import message_log
+    from experiments.run.async_loop import message_log
     (trace_dir,) = [p.parent for p in (tmp_path / "cache-a").rglob("meta.json")]
     log = message_log(LinkTrace.load(trace_dir))
     assert 0 < np.isfinite(log.arrival_s).mean() < 1  # lossy
@@ -213,7 +213,7 @@ def test_an_async_run_over_real_ns3_completes_and_a_second_one_is_byte_identical
 def test_a_device_sends_at_most_once_per_async_period():
     import tomllib
 
-    from experiments.compute import step_times
+    from experiments.run.compute import step_times
     from messages.schedules import FreeRunning
     from experiments.config import parse_config
     config = parse_config(tomllib.loads(RUN.format(rounds=10, devices=5, algorithm="swarm_sgd", link_model="ideal",
@@ -230,7 +230,7 @@ def test_a_device_sends_at_most_once_per_async_period():
 def test_the_async_table_pairs_each_method_with_dpsgd_under_rounds_seed_by_seed():
     import pandas as pd
 
-    from experiments.async_table import paired, settings_markdown, settings_table
+    from experiments.campaigns.async_table import paired, settings_markdown, settings_table
     rows = []
     for name, schedule, seconds in (("dpsgd", "rounds", (40.0, 50.0, 60.0)), ("adpsgd", "async", (30.0, 42.0, 51.0))):
         for seed, s in zip((1, 2, 3), seconds):

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from experiments import checkpoint
+from experiments.run import checkpoint
 from experiments.cli import main
 from experiments.config import parse_config
-from experiments.runner import run_experiment
+from experiments.run.runner import run_experiment
 from helpers import run_dirs
 from learner.algorithms.registry import build_algorithm
 

@@ -19,8 +19,8 @@ from scipy import stats
 from bridge import chunks, obtain_trace
 from bridge.link_source import make_ns3_chunk, missing_chunks, trace_key
 from bridge.trace import ARRAYS
-from experiments.runner import trace_request
-from experiments.sweep import load_sweep, make_traces
+from experiments.run.runner import trace_request
+from experiments.run.sweep import load_sweep, make_traces
 from ns3_scenarios.scenario import ScenarioConfig
 
 # Shares the session's Ray cluster with the other Ray module: one pytest-xdist process starts it and stops it.

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from experiments.cli import main
-from experiments.compute import step_times
+from experiments.run.compute import step_times
 from experiments.config import NetworkConfig
 from helpers import run_dirs
 

@@ -175,7 +175,7 @@ def test_one_device_alone_on_an_idle_ns3_channel_completes_within_5_percent_of_t
 def test_a_sweep_over_link_models_gives_one_table_and_plots_that_tell_them_apart(tmp_path, no_ns3, monkeypatch):
     import matplotlib.figure
 
-    from experiments.sweep import expand_sweep, run_sweep
+    from experiments.run.sweep import expand_sweep, run_sweep
 
     labels = {}
 

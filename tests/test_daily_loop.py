@@ -11,7 +11,7 @@ import pytest
 from bridge import obtain_trace
 from experiments.cli import main
 from experiments.config import parse_config
-from experiments.runner import trace_request
+from experiments.run.runner import trace_request
 from helpers import run_dirs
 
 SWEEP = ('rounds = 12\ndevices = 5\neval_every = {every}\nseed = [0, 1]\n[sweep]\nname = "loop"\n'

@@ -84,19 +84,45 @@ ALLOWED_IMPORTS = {"messages": set(), "ns3_scenarios": {"messages"}, "learner": 
 
 
 def test_the_layers_import_one_way_and_messages_only_numpy():
-    import ast
+    import sys
 
     third_party = {"messages": {"numpy"}}
     for package, allowed in ALLOWED_IMPORTS.items():
-        for path in (ROOT / package).rglob("*.py"):
-            for node in ast.walk(ast.parse(path.read_text())):
-                names = [alias.name for alias in node.names] if isinstance(node, ast.Import) else \
-                    [node.module] if isinstance(node, ast.ImportFrom) and node.module and not node.level else []
-                for name in names:
-                    top = name.split(".")[0]
-                    if top in ALLOWED_IMPORTS and top != package:
-                        assert top in allowed, f"{path.relative_to(ROOT)} imports {name}"
-                    if package in third_party and top not in ALLOWED_IMPORTS:
-                        import sys
-                        assert top in third_party[package] or top in sys.stdlib_module_names, \
-                            f"{path.relative_to(ROOT)} imports {name}"
+        for path, name in _absolute_imports(package):
+            top = name.split(".")[0]
+            if top in ALLOWED_IMPORTS and top != package:
+                assert top in allowed, f"{path.relative_to(ROOT)} imports {name}"
+            if package in third_party and top not in ALLOWED_IMPORTS:
+                assert top in third_party[package] or top in sys.stdlib_module_names, \
+                    f"{path.relative_to(ROOT)} imports {name}"
+
+
+def _absolute_imports(package: str):
+    """(file, module name) of every absolute import in ``package``'s source."""
+    import ast
+
+    for path in (ROOT / package).rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                yield from ((path, alias.name) for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                yield path, node.module
+
+
+def test_every_imported_third_party_package_is_declared():
+    """What the packages import is in pyproject.toml's dependencies (by its distribution's name) and pinned in
+    requirements.txt; ns-3's bindings bring cppyy with them."""
+    import sys
+    import tomllib
+
+    distribution = {"sklearn": "scikit-learn", "tomli_w": "tomli-w", "cppyy": "ns3", "libcppyy": "ns3"}
+    declared = {re.split(r"[<>=!~ ]", d)[0].lower() for d in
+                tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]}
+    pinned = {line.split("==")[0].lower() for line in (ROOT / "requirements.txt").read_text().splitlines()
+              if "==" in line}
+    for package in ALLOWED_IMPORTS:
+        for path, name in _absolute_imports(package):
+            top = name.split(".")[0]
+            if top not in ALLOWED_IMPORTS and top not in sys.stdlib_module_names:
+                wanted = distribution.get(top, top).lower()
+                assert wanted in declared and wanted in pinned, f"{path.relative_to(ROOT)} imports {name}"

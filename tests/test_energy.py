@@ -11,7 +11,7 @@ import torch
 from bridge import obtain_trace
 from bridge.controls import control_trace
 from experiments.cli import main
-from experiments.energy import EnergyMeter
+from experiments.run.energy import EnergyMeter
 from helpers import run_dirs
 from ns3_scenarios.airtime import ppdu_s
 from ns3_scenarios.scenario import RADIO_STATES, ScenarioConfig, place_devices

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from experiments.cli import main
-from experiments.integrity import RESULT_FILES, damage, file_entry
+from experiments.run.integrity import RESULT_FILES, damage, file_entry
 from helpers import run_dirs
 
 # Its tests share a costly module fixture (ns-3 traces or a finished run): one pytest-xdist process builds it once.

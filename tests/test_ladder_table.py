@@ -6,8 +6,8 @@ import math
 import pandas as pd
 import pytest
 
-from experiments.tuning import TuningError
-from experiments.ladder_table import (check_rates, chosen_rates, differences_markdown, ranking,
+from experiments.analysis.tuning import TuningError
+from experiments.campaigns.ladder_table import (check_rates, chosen_rates, differences_markdown, ranking,
                                       rung_differences, settings_markdown, settings_table, tuning_markdown,
                                       tuning_table, with_air_to_target)
 

@@ -6,8 +6,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from experiments.paper_table import main, markdown, relative_table
-from experiments.sweep import load_sweep
+from experiments.campaigns.paper_table import main, markdown, relative_table
+from experiments.run.sweep import load_sweep
 from learner.algorithms.registry import ALGORITHMS
 
 ROOT = Path(__file__).resolve().parents[1]

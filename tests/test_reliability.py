@@ -23,8 +23,8 @@ from hypothesis import strategies as st
 
 from bridge import WorkerError, obtain_trace
 from experiments.cli import main
-from experiments.run_writer import RunWriter
-from experiments.sweep import expand_sweep, run_sweep
+from experiments.run.run_writer import RunWriter
+from experiments.run.sweep import expand_sweep, run_sweep
 from helpers import run_dirs
 from learner.algorithms.base import model_message
 from learner.algorithms.registry import ALGORITHMS
@@ -250,7 +250,7 @@ def test_worker_faults_raise_a_clear_error_quoting_stderr_and_cache_nothing(tmp_
 
 def test_a_worker_failure_is_logged_by_its_exit_line_not_by_the_stderr_it_quotes():
     from bridge.worker import exit_description
-    from experiments.sweep import error_summary
+    from experiments.run.sweep import error_summary
 
     assert exit_description(133) == "exited with code 133"
     assert exit_description(-15) == "exited with code -15 (killed by SIGTERM)"
@@ -277,8 +277,8 @@ def test_the_written_config_holds_every_algorithm_default_and_the_run_id_hashes_
 def test_a_changed_algorithm_default_gives_a_new_run_id_and_a_changed_code_fingerprint_recomputes(
         tmp_path, monkeypatch):
     from learner.algorithms.dpsgd import DPSGD
-    import experiments.fingerprint
-    import experiments.runner
+    import experiments.run.fingerprint
+    import experiments.run.runner
 
     raw = json.loads(json.dumps(BASE))
     raw["algorithm"] = {"name": "dpsgd"}  # lr left to the default
@@ -299,8 +299,8 @@ def test_a_changed_algorithm_default_gives_a_new_run_id_and_a_changed_code_finge
     assert again.attrs["recomputed"] == {}  # same code, same config: reused
     mtimes = {r: (tmp_path / "results" / r / "metrics.csv").stat().st_mtime_ns for r in first["run_id"]}
 
-    monkeypatch.setattr(experiments.fingerprint, "run_fingerprint", lambda config: "0123456789abcdef")
-    monkeypatch.setattr(experiments.runner, "run_fingerprint", lambda config: "0123456789abcdef")
+    monkeypatch.setattr(experiments.run.fingerprint, "run_fingerprint", lambda config: "0123456789abcdef")
+    monkeypatch.setattr(experiments.run.runner, "run_fingerprint", lambda config: "0123456789abcdef")
     recomputed = run_sweep(expand_sweep(raw), tmp_path / "results", tmp_path / "cache", quiet=True)
     assert recomputed.attrs["recomputed"] == {"code changed since it ran": 2}
     for run_id in first["run_id"]:
@@ -312,13 +312,13 @@ def test_a_changed_algorithm_default_gives_a_new_run_id_and_a_changed_code_finge
 
 
 def test_the_code_fingerprint_follows_the_source_it_covers(tmp_path):
-    from experiments.fingerprint import code_fingerprint, result_sources
+    from experiments.run.fingerprint import code_fingerprint, result_sources
 
     sources = {p.relative_to(ROOT).as_posix() for p in result_sources()}
     assert {"learner/algorithms/dpsgd.py", "learner/powermean.py", "bridge/trace.py",
-            "ns3_scenarios/adhoc_network.h", "messages/schedules.py", "experiments/runner.py",
-            "experiments/compute.py"} <= sources  # compute.py draws each device's step times
-    assert "experiments/plots.py" not in sources and "experiments/bench.py" not in sources
+            "ns3_scenarios/adhoc_network.h", "messages/schedules.py", "experiments/run/runner.py",
+            "experiments/run/compute.py"} <= sources  # compute.py draws each device's step times
+    assert "experiments/analysis/plots.py" not in sources and "experiments/bench.py" not in sources
     # A run covers its own algorithm and the learner modules that one imports, not the others.
     dpsgd = {p.relative_to(ROOT).as_posix() for p in result_sources("learner.algorithms.dpsgd")}
     assert {"learner/algorithms/dpsgd.py", "learner/mixing.py", "learner/devices.py",
@@ -398,7 +398,7 @@ def test_a_damaged_trace_cache_entry_is_simulated_again_with_identical_metrics(t
 def test_ctrl_c_during_data_loading_exits_130_even_when_pandas_turns_it_into_a_parser_error(
         tmp_path, capsys, monkeypatch):
     import pandas as pd
-    import experiments.runner
+    import experiments.run.runner
 
     def interrupted_read(*args, **kwargs):
         try:  # what pandas' C parser does with a SIGINT that lands inside it
@@ -407,7 +407,7 @@ def test_ctrl_c_during_data_loading_exits_130_even_when_pandas_turns_it_into_a_p
         except KeyboardInterrupt:
             raise pd.errors.ParserError("Error tokenizing data. C error: interrupted") from None
 
-    monkeypatch.setattr(experiments.runner, "load_dataset", interrupted_read)
+    monkeypatch.setattr(experiments.run.runner, "load_dataset", interrupted_read)
     code, message = _run_cli(tmp_path, tomli_w.dumps(BASE), capsys)
     assert code == 130 and "interrupted" in message and "Traceback" not in message
     assert not (tmp_path / "results").exists()
@@ -461,8 +461,8 @@ def test_a_ctrl_c_that_python_drops_inside_a_finalizer_still_stops_the_run_at_th
 
 @_DROPS_A_CTRL_C
 def test_a_sweep_stops_after_the_task_during_which_a_ctrl_c_was_dropped():
-    from experiments import interrupts
-    from experiments.execution import execute
+    from experiments.run import interrupts
+    from experiments.run.execution import execute
 
     ran = []
 
@@ -479,8 +479,8 @@ def test_a_sweep_stops_after_the_task_during_which_a_ctrl_c_was_dropped():
 
 @_DROPS_A_CTRL_C
 def test_a_ctrl_c_remembered_by_one_command_does_not_interrupt_the_next_call_in_the_same_process():
-    from experiments import interrupts
-    from experiments.execution import execute
+    from experiments.run import interrupts
+    from experiments.run.execution import execute
 
     with pytest.raises(KeyboardInterrupt), interrupts.watch():
         _InterruptedFinalizer()
@@ -541,7 +541,7 @@ def test_a_disk_that_fills_mid_run_leaves_no_finished_run_and_the_next_call_redo
                                                                                        monkeypatch,
                                                                                        everything_fails):
     """Fault injection: from round 3 on, writing the CSVs (or every file) fails with ENOSPC."""
-    from experiments import run_writer
+    from experiments.run import run_writer
 
     real_append, real_write = run_writer._CsvAppender.append, run_writer.write_atomically
     full = {"now": False}

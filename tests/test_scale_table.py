@@ -1,4 +1,4 @@
-"""The large-network table's arithmetic (experiments/scale_table.py) on hand-made records."""
+"""The large-network table's arithmetic (experiments/campaigns/scale_table.py) on hand-made records."""
 
 import math
 from types import SimpleNamespace
@@ -6,7 +6,7 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 
-from experiments.scale_table import cost_row, fitted_exponent, speedup_markdown
+from experiments.campaigns.scale_table import cost_row, fitted_exponent, speedup_markdown
 
 
 def test_the_fitted_exponent_recovers_a_power_law_and_ignores_small_networks():

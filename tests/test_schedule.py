@@ -328,6 +328,7 @@ def test_a_field_only_another_schedule_reads_is_refused_naming_that_schedule(tmp
     assert words in err and "Traceback" not in err and not (tmp_path / "results").exists()
 
 
+@pytest.mark.ns3
 def test_a_stale_synchronous_run_over_ns3_finishes_on_the_networks_clock(tmp_path):
     """Stale synchronous over real ns-3 with stragglers, end to end from a config: done, its trace says its
     schedule, every step ended, and the rows' clock is when the last device passed each step's barrier."""

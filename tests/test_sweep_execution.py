@@ -15,8 +15,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from experiments.run_writer import run_lock
-from experiments.sweep import load_sweep, run_sweep
+from experiments.run.run_writer import run_lock
+from experiments.run.sweep import load_sweep, run_sweep
 
 # Shares the session's Ray cluster with the other Ray module: one pytest-xdist process starts it and stops it.
 pytestmark = pytest.mark.xdist_group("ray")

@@ -14,7 +14,7 @@ import pytest
 
 from bridge.link_source import obtain_barrier_trace, obtain_trace
 from experiments.cli import main
-from experiments.compute import step_times
+from experiments.run.compute import step_times
 from experiments.config import NetworkConfig
 from helpers import run_dirs
 from ns3_scenarios.scenario import RADIO_STATES, ScenarioConfig

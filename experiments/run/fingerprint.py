@@ -1,7 +1,7 @@
 """What identifies the code that produced a run, so a finished run is reused only by the same code.
 
 A run's fingerprint hashes the source of everything that decides its numbers:
-the run loop, config and run-file code (``experiments/runner.py``,
+the run loop, config and run-file code (``experiments/run/runner.py``,
 ``config.py``, ``run_writer.py``, ``energy.py``, ``compute.py``, ``async_loop.py``, this file), the bridge and the ns-3
 scenarios, the learner's shared parts (devices, models, data, plugins, the
 algorithm interface and registry), **its own algorithm's module and the
@@ -20,11 +20,11 @@ import importlib.metadata
 from functools import lru_cache
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 RESULT_PACKAGES = ("bridge", "ns3_scenarios", "messages")
-RESULT_MODULES = ("experiments/runner.py", "experiments/config.py", "experiments/run_writer.py",
-                  "experiments/energy.py", "experiments/fingerprint.py", "experiments/contract.py",
-                  "experiments/checkpoint.py", "experiments/compute.py", "experiments/async_loop.py")
+RESULT_MODULES = ("experiments/run/runner.py", "experiments/config.py", "experiments/run/run_writer.py",
+                  "experiments/run/energy.py", "experiments/run/fingerprint.py", "experiments/run/contract.py",
+                  "experiments/run/checkpoint.py", "experiments/run/compute.py", "experiments/run/async_loop.py")
 LEARNER_SHARED = ("learner/__init__.py", "learner/devices.py", "learner/models.py", "learner/data.py",
                   "learner/plugins.py", "learner/allocator.py", "learner/download.py",
                   "learner/algorithms/__init__.py", "learner/algorithms/base.py",

@@ -34,10 +34,10 @@ import pandas as pd
 import torch
 
 from bridge.trace import LinkTrace
-from experiments.contract import CheckedAsync, checked_init
-from experiments import interrupts
-from experiments.energy import energy_columns, round_zero_columns
-from experiments.run_outputs import CSV_FLOAT_FORMAT
+from experiments.run.contract import CheckedAsync, checked_init
+from experiments.run import interrupts
+from experiments.run.energy import energy_columns, round_zero_columns
+from experiments.run.run_outputs import CSV_FLOAT_FORMAT
 from learner.asynchronous import run_async, staleness, step_counts
 from messages.log import MessageLog
 from messages.schedules import FreeRunning

@@ -4,9 +4,9 @@ local steps to the target, final accuracy, staleness, with 95 % intervals and pa
 
 Built from finished sweeps' CSVs only (``make table-async`` runs them first)::
 
-    python -m experiments.async_table TUNING.toml ASYNC.toml SYNC.toml [--results results]
+    python -m experiments.campaigns.async_table TUNING.toml ASYNC.toml SYNC.toml [--results results]
 
-The asynchronous algorithms' learning rates come from the tuning sweep by ``experiments.tuning``'s rule, which
+The asynchronous algorithms' learning rates come from the tuning sweep by ``experiments.analysis.tuning``'s rule, which
 the asynchronous sweep must follow (exit 2 otherwise); the synchronous reference uses the time table's rate.
 
 Writes ``async_table.md`` and ``async_table.csv`` beside the first sweep's summary. Per setting (N, network,
@@ -25,11 +25,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from experiments.atomic import write_atomically
-from experiments import statistics
-from experiments.statistics import paired_differences, shown
-from experiments.sweep import load_sweep, write_summary
-from experiments.tuning import TuningError, check_rates, chosen_rates, tuning_markdown, tuning_table
+from experiments.run.atomic import write_atomically
+from experiments.analysis import statistics
+from experiments.analysis.statistics import paired_differences, shown
+from experiments.run.sweep import load_sweep, write_summary
+from experiments.analysis.tuning import TuningError, check_rates, chosen_rates, tuning_markdown, tuning_table
 
 SETTING = ["devices", "network.link_model", "network.compute_model", "method"]
 REFERENCE = "dpsgd (rounds)"
@@ -130,7 +130,7 @@ def build(tuning_path: Path, sweep_paths: list[Path], results_root: Path) -> tup
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m experiments.async_table", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m experiments.campaigns.async_table", description=__doc__.splitlines()[0])
     parser.add_argument("tuning", type=Path)
     parser.add_argument("sweeps", type=Path, nargs="+", help="the asynchronous sweep first, then the references")
     parser.add_argument("--results", type=Path, default=Path("results"))

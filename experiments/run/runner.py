@@ -5,8 +5,8 @@ round (without devices whose battery is empty), the algorithm's step (compute,
 exchange, aggregate), the simulated clock and energy, the divergence check,
 the log, a checkpoint when one is due. Timing, progress and files live behind
 ``RunRecorder``; the gradient callable is a ``GradientOracle``; every call
-into the algorithm goes through ``experiments.contract``. An interrupted run
-resumes from its last checkpoint (``experiments.checkpoint``).
+into the algorithm goes through ``experiments.run.contract``. An interrupted run
+resumes from its last checkpoint (``experiments.run.checkpoint``).
 """
 
 from __future__ import annotations
@@ -26,17 +26,17 @@ import torch
 
 from bridge import link_stats, open_links, trace_key
 from experiments.config import ConfigError, RunConfig, passes_multiple, prefixed
-from experiments import checkpoint, interrupts
-from experiments.async_loop import run_asynchronously
-from experiments.checkpoint import Checkpoint, csv_marks
-from experiments.compute import step_times
-from experiments.contract import checked_init, checked_step
-from experiments.energy import EnergyMeter, round_zero_columns
-from experiments.fingerprint import run_fingerprint
-from experiments.machine import code_commit, machine_record, resident_mb
-from experiments.progress import TraceProgress, progress_bar
-from experiments.run_outputs import device_rows, write_end_files
-from experiments.run_writer import FINISHED, RunWriter, reusable, run_lock, run_record, run_status, stale_because
+from experiments.run import checkpoint, interrupts
+from experiments.run.async_loop import run_asynchronously
+from experiments.run.checkpoint import Checkpoint, csv_marks
+from experiments.run.compute import step_times
+from experiments.run.contract import checked_init, checked_step
+from experiments.run.energy import EnergyMeter, round_zero_columns
+from experiments.run.fingerprint import run_fingerprint
+from experiments.run.machine import code_commit, machine_record, resident_mb
+from experiments.run.progress import TraceProgress, progress_bar
+from experiments.run.run_outputs import device_rows, write_end_files
+from experiments.run.run_writer import FINISHED, RunWriter, reusable, run_lock, run_record, run_status, stale_because
 from learner.allocator import keep_freed_memory
 from learner.algorithms.base import DeclaredLinks
 from learner.algorithms.registry import Algorithm

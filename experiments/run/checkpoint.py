@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from experiments.integrity import APPENDED_FILES
+from experiments.run.integrity import APPENDED_FILES
 
 FILE = "checkpoint.npz"
 FORMAT = 1

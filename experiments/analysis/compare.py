@@ -7,7 +7,7 @@ on stderr and left out. The figure plots mean test accuracy against rounds,
 simulated seconds and joules (all devices), one line per run, on one 0-1
 accuracy axis; the table gives each run's setting, final and best accuracy,
 and the rounds, simulated seconds and joules to the ``--target`` accuracy
-(the same figures as a sweep's ``summary.csv``: ``experiments.sweep``'s
+(the same figures as a sweep's ``summary.csv``: ``experiments.run.sweep``'s
 ``summarize_run``). Both go to ``--out`` (default
 ``<results>/compare/<hash of the runs and target>/``): ``compare.png``,
 ``compare.csv``, ``compare.md``.
@@ -22,9 +22,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from experiments.atomic import write_atomically
-from experiments.run_outputs import CSV_FLOAT_FORMAT
-from experiments.run_writer import FINISHED, finished_damage, run_status
+from experiments.run.atomic import write_atomically
+from experiments.run.run_outputs import CSV_FLOAT_FORMAT
+from experiments.run.run_writer import FINISHED, finished_damage, run_status
 
 SETTING = (("algorithm", ("algorithm", "name")), ("link_model", ("network", "link_model")),
            ("devices", ("devices",)), ("density", ("network", "density")), ("alpha", ("data", "alpha")),
@@ -86,7 +86,7 @@ def comparable(run_dirs: list[Path], warn=lambda message: print(message, file=sy
 
 def compare_table(run_dirs: list[Path], target_accuracy: float) -> pd.DataFrame:
     """One row per run: its id, setting and the figures of ``summarize_run`` at ``target_accuracy``."""
-    from experiments.sweep import summarize_run
+    from experiments.run.sweep import summarize_run
 
     rows = []
     for run_dir in run_dirs:
@@ -115,7 +115,7 @@ def markdown(table: pd.DataFrame, target_accuracy: float) -> str:
 
 
 def plot_compare(run_dirs: list[Path], table: pd.DataFrame, target_accuracy: float, path: Path) -> None:
-    from experiments.plots import plt  # pyplot on the non-interactive backend the plots module selects
+    from experiments.analysis.plots import plt  # pyplot on the non-interactive backend the plots module selects
 
     figure, axes = plt.subplots(1, 3, figsize=(15, 4.2), sharey=True)
     for run_dir, (_, row) in zip(run_dirs, table.iterrows()):

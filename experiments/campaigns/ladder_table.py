@@ -3,7 +3,7 @@ paired difference of every rung to the rung below, and the algorithms' ranking a
 
 Built from finished sweeps' CSVs only (``make table-ladder`` runs both sweeps first)::
 
-    python -m experiments.ladder_table TUNING.toml EVALUATION.toml [--results results]
+    python -m experiments.campaigns.ladder_table TUNING.toml EVALUATION.toml [--results results]
 
 The learning rates: per algorithm, the tuning sweep's (seed 0) lr with the fewest rounds to the target averaged
 over the rungs, a rung that never reached it counted as rounds + 1; ties go to the higher mean final accuracy.
@@ -25,10 +25,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from experiments.atomic import write_atomically
-from experiments.statistics import mean_interval, paired_differences, shown
-from experiments.sweep import Sweep, load_sweep, write_summary
-from experiments.tuning import (TuningError, algorithm_label, check_rates, chosen_rates, markdown_table, tuning_markdown,
+from experiments.run.atomic import write_atomically
+from experiments.analysis.statistics import mean_interval, paired_differences, shown
+from experiments.run.sweep import Sweep, load_sweep, write_summary
+from experiments.analysis.tuning import (TuningError, algorithm_label, check_rates, chosen_rates, markdown_table, tuning_markdown,
                                 tuning_table)
 
 RUNGS = ("ns3_ideal", "ns3_random_graph", "ns3_geometry", "ns3_independent_loss", "ns3")
@@ -170,7 +170,7 @@ def tuning_sweep_seeds(sweep: Sweep) -> set[int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m experiments.ladder_table", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m experiments.campaigns.ladder_table", description=__doc__.splitlines()[0])
     parser.add_argument("tuning", type=Path)
     parser.add_argument("evaluation", type=Path)
     parser.add_argument("--results", type=Path, default=Path("results"))

@@ -7,11 +7,11 @@ round, so an interrupted run keeps every round it completed, readable.
 ``diverged`` only once every file is complete (``done`` only by the process
 that wrote every round's row), ``failed`` when the run raised. Only ``done``
 and ``diverged`` count as finished. A finished ``run.json`` also records each
-result file's size, rows and checksum (``experiments.integrity``), and a
+result file's size, rows and checksum (``experiments.run.integrity``), and a
 finished run is reused only when ``run.json`` records the same code
-fingerprint as the code now running (``experiments.fingerprint``) and every
+fingerprint as the code now running (``experiments.run.fingerprint``) and every
 file still matches its record; otherwise, or when unfinished, the run is made
-again, from its last checkpoint (``experiments.checkpoint``) when one was kept
+again, from its last checkpoint (``experiments.run.checkpoint``) when one was kept
 by the same code, else from round 0, and since runs are deterministic it
 completes with the same rows.
 
@@ -35,8 +35,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any, Callable, Iterator
 
-from experiments.atomic import write_atomically
-from experiments.integrity import damage, manifest
+from experiments.run.atomic import write_atomically
+from experiments.run.integrity import damage, manifest
 
 FINISHED = ("done", "diverged")
 
@@ -94,7 +94,7 @@ class RunWriter:
     def __init__(self, run_dir: Path, config_toml: str, details: dict, expected_rounds: int,
                  resume: tuple[int, dict] | None = None):
         """A new run directory, or with ``resume = (round, CSV marks)`` the one an interrupted run left,
-        its CSVs already cut back to the checkpoint's round (``experiments.checkpoint.cut_back``)."""
+        its CSVs already cut back to the checkpoint's round (``experiments.run.checkpoint.cut_back``)."""
         self.run_dir = Path(run_dir)
         self.expected_rounds = expected_rounds
         self._details = dict(details)

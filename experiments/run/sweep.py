@@ -34,11 +34,11 @@ from typing import Any
 import pandas as pd
 
 from bridge.link_source import MESSAGE_CLOCKS
-from experiments.atomic import write_atomically
+from experiments.run.atomic import write_atomically
 from experiments.config import ConfigError, RunConfig, check_name, parse_config, read_toml
-from experiments.progress import progress_bar
-from experiments.run_writer import FINISHED, finished_damage, reusable, run_status, stale_because
-from experiments.statistics import FIGURES, TO_TARGET, mean_interval, paired_differences, shown
+from experiments.run.progress import progress_bar
+from experiments.run.run_writer import FINISHED, finished_damage, reusable, run_status, stale_because
+from experiments.analysis.statistics import FIGURES, TO_TARGET, mean_interval, paired_differences, shown
 
 
 @dataclass(frozen=True)
@@ -176,9 +176,9 @@ def run_sweep(sweep: Sweep, results_root: Path, cache_dir: Path, workers: int = 
     is recorded under ``results/failed/`` and retried by the next call; a
     finished run is never recomputed, so an interrupted sweep resumes.
     """
-    from experiments.execution import execute, run_task
+    from experiments.run.execution import execute, run_task
 
-    from experiments.fingerprint import run_fingerprint
+    from experiments.run.fingerprint import run_fingerprint
 
     results_root, cache_dir = Path(results_root), Path(cache_dir)
     fingerprints = {c.run_id: run_fingerprint(c) for _, c in sweep.runs}
@@ -235,8 +235,8 @@ def make_traces(sweep: Sweep, configs: list, cache_dir: Path, workers: int = 1, 
     worker's memory no longer grows with the traffic (ns3_scenarios/README.md, "Worker memory"), so any
     ``workers`` of them run side by side."""
     from bridge.link_source import missing_chunks
-    from experiments.execution import chunk_task, execute, trace_task
-    from experiments.runner import trace_request
+    from experiments.run.execution import chunk_task, execute, trace_task
+    from experiments.run.runner import trace_request
 
     failed = 0
     # Chunked ns-3 traces (network.trace_chunk_rounds): every missing chunk is a task of its own, so the pool or
@@ -257,7 +257,7 @@ def make_traces(sweep: Sweep, configs: list, cache_dir: Path, workers: int = 1, 
 
 def trace_cached(config, cache_dir: Path) -> bool:
     """Whether the offline trace ``config`` replays is in the cache already (a damaged entry is made again)."""
-    from experiments.runner import trace_request
+    from experiments.run.runner import trace_request
 
     return (Path(cache_dir) / _trace_identity(trace_request(config)) / "meta.json").is_file()
 
@@ -270,8 +270,8 @@ def sweep_traces(sweep: Sweep) -> list:
 
 def distinct_traces(configs: list) -> list:
     """One config per distinct trace among ``configs``, the costliest first."""
-    from experiments.execution import unique_by
-    from experiments.runner import trace_request
+    from experiments.run.execution import unique_by
+    from experiments.run.runner import trace_request
 
     distinct = unique_by(configs, key=lambda config: _trace_identity(trace_request(config)))
     return sorted(distinct, key=trace_cost, reverse=True)  # stable: equal costs keep the sweep's order
@@ -362,7 +362,7 @@ def group_axes(sweep: Sweep) -> list[str]:
 
 def aggregate(summary: pd.DataFrame, by: list[str]) -> pd.DataFrame:
     """Per group of ``by``: the runs, and per figure its mean, std and 95 % t half-width over the seeds
-    (``experiments.statistics``); figures to the target over the seeds that reached it (``reached`` counts
+    (``experiments.analysis.statistics``); figures to the target over the seeds that reached it (``reached`` counts
     them for Conv. Rds), their half-width only when every seed did."""
     done = summary[summary["status"].isin(FINISHED)]
     if not by:
@@ -446,9 +446,9 @@ def paired_markdown(paired: pd.DataFrame) -> str:
 
 def write_summary(sweep: Sweep, results_root: Path) -> pd.DataFrame:
     """Write summary.csv, table.csv, table.md and the plots of a sweep, from the run CSVs only."""
-    from experiments.plots import (plot_against_axis, plot_bytes_per_algorithm, plot_link_density,
+    from experiments.analysis.plots import (plot_against_axis, plot_bytes_per_algorithm, plot_link_density,
                                    plot_sweep_accuracy)
-    from experiments.run_outputs import CSV_FLOAT_FORMAT
+    from experiments.run.run_outputs import CSV_FLOAT_FORMAT
 
     out = sweep.summary_dir(results_root)
     out.mkdir(parents=True, exist_ok=True)

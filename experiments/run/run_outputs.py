@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from bridge import PLACED_LINK_MODELS, LinkTrace, pair_delivery_rates
-from experiments.plots import plot_accuracy, plot_devices, plot_topology
+from experiments.analysis.plots import plot_accuracy, plot_devices, plot_topology
 from learner.devices import Evaluation
 
 CSV_FLOAT_FORMAT = "%.8g"

@@ -5,7 +5,7 @@ tracked files differ from it ("unknown" outside a git checkout);
 ``machine_record()`` names the host, the cores, the CPU model and the speed of
 one single-threaded 1024² float32 matmul (GFLOP/s; runs compute
 single-threaded), measured once per process. A report's stamp is drawn from
-these records of its runs (``experiments.report``), not from the machine that
+these records of its runs (``experiments.campaigns.report``), not from the machine that
 writes the report.
 """
 
@@ -22,7 +22,7 @@ from typing import Callable
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DIRTY = " + uncommitted changes"
 
 

@@ -3,13 +3,13 @@ sleep; seconds, joules and steps to the target, with 95 % intervals and paired d
 
 Built from a finished sweep's CSVs only (``make table-time`` runs the sweep first)::
 
-    python -m experiments.time_table SWEEP.toml [--results results]
+    python -m experiments.campaigns.time_table SWEEP.toml [--results results]
 
 Writes ``time_table.md`` and ``time_table.csv`` beside the sweep's summary. Per setting: seconds and joules
 per step (the run's simulated seconds and cumulative joules over its steps), delivered links per step,
 steps, seconds and joules to the target (mean ± 95 % t interval when every seed reached it; k/n always
 shown), the final accuracy. Paired: local barrier minus rounds, and radio sleep on minus off, seed by
-seed (``experiments.statistics.paired_differences``).
+seed (``experiments.analysis.statistics.paired_differences``).
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from experiments.atomic import write_atomically
-from experiments import statistics
-from experiments.statistics import paired_differences, shown
-from experiments.sweep import load_sweep, write_summary
+from experiments.run.atomic import write_atomically
+from experiments.analysis import statistics
+from experiments.analysis.statistics import paired_differences, shown
+from experiments.run.sweep import load_sweep, write_summary
 
 SETTING = ["devices", "algorithm.name", "network.compute_model", "network.radio_sleep", "network.schedule"]
 NAMES = {"devices": "N", "algorithm.name": "algorithm", "network.compute_model": "compute",
@@ -126,7 +126,7 @@ def build(sweep_path: Path, results_root: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m experiments.time_table", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m experiments.campaigns.time_table", description=__doc__.splitlines()[0])
     parser.add_argument("sweep", type=Path)
     parser.add_argument("--results", type=Path, default=Path("results"))
     args = parser.parse_args(argv)

@@ -1,6 +1,6 @@
 """Write a measured report: ``experiments/reports/<name>.md``, stamped, from sweeps' CSVs only.
 
-    python -m experiments.report NAME SWEEP.toml [SWEEP.toml ...] [--extra TABLE_FILE ...] [--target MAKE-TARGET]
+    python -m experiments.campaigns.report NAME SWEEP.toml [SWEEP.toml ...] [--extra TABLE_FILE ...] [--target MAKE-TARGET]
 
 The report's hand-written text (the setting, the thresholds chosen before the
 runs, the reading of the results) stays as it is; only the block between
@@ -21,13 +21,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from experiments.atomic import write_atomically
+from experiments.run.atomic import write_atomically
 from experiments.config import ConfigError
-from experiments.machine import DIRTY, code_commit
-from experiments.run_writer import FINISHED, run_record
-from experiments.sweep import Sweep, load_sweep, write_summary
+from experiments.run.machine import DIRTY, code_commit
+from experiments.run.run_writer import FINISHED, run_record
+from experiments.run.sweep import Sweep, load_sweep, write_summary
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 REPORTS = ROOT / "experiments" / "reports"
 BEGIN, END = "<!-- measured: begin -->", "<!-- measured: end -->"
 
@@ -97,8 +97,8 @@ PER_SEED = ("run_id", "sweep", "algorithm.name", "network.link_model", "devices"
 
 def per_seed_table(sweeps: list[Sweep], results_root: Path) -> str:
     """The runs behind a report, one row per run (its setting, seed and figures): small, kept beside it."""
-    from experiments.run_outputs import CSV_FLOAT_FORMAT
-    from experiments.sweep import collect
+    from experiments.run.run_outputs import CSV_FLOAT_FORMAT
+    from experiments.run.sweep import collect
 
     frames = [collect(sweep, results_root).assign(sweep=sweep.name) for sweep in sweeps]
     runs = pd.concat(frames, ignore_index=True).drop_duplicates("run_id")
@@ -121,7 +121,7 @@ def update_report(name: str, sweeps: list[Sweep], extras: list[Path], results_ro
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m experiments.report", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m experiments.campaigns.report", description=__doc__.splitlines()[0])
     parser.add_argument("name", help="the report: experiments/reports/<name>.md")
     parser.add_argument("sweeps", nargs="+", type=Path, help="sweep files whose tables it holds")
     parser.add_argument("--extra", action="append", default=[], type=Path, help="another table (.md) to include")

@@ -4,9 +4,9 @@ on the parameter server over ns-3 and its lossless control, beside eSGD's report
 Built from finished sweeps' CSVs only (``results/sweeps/<name>/summary.csv`` and each run's links.csv);
 ``make table-esgd`` runs the sweeps first.
 
-    python -m experiments.esgd_table SWEEP.toml [more sweep files] [--results results]
+    python -m experiments.campaigns.esgd_table SWEEP.toml [more sweep files] [--results results]
 
-Rows of every given sweep are merged (mean ± the 95 % t half-width over seeds, ``experiments.statistics``;
+Rows of every given sweep are merged (mean ± the 95 % t half-width over seeds, ``experiments.analysis.statistics``;
 to the target only when every seed reached it, k/n shown); the table goes to the first sweep's folder.
 Uplinks are the even exchanges of a round and downlinks the odd ones (``ns3_scenarios.scenario``).
 """
@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from experiments.atomic import write_atomically
-from experiments.statistics import mean_interval, shown
-from experiments.sweep import load_sweep, write_summary
+from experiments.run.atomic import write_atomically
+from experiments.analysis.statistics import mean_interval, shown
+from experiments.run.sweep import load_sweep, write_summary
 
 # Tao & Li, HotEdge 2018, MNIST (parameter server, full MNIST): accuracy when keeping 50 / 25 / 12.5 %.
 PAPER_ACCURACY = {0.5: 0.912, 0.25: 0.867, 0.125: 0.815}
@@ -60,7 +60,7 @@ def build_table(summary: pd.DataFrame, results_root: Path) -> pd.DataFrame:
                          ("kJ to target", "kilojoules")):
         intervals = [mean_interval(group[column]) for _, group in grouped]
         table[name], table[f"{name}_half"] = [m for m, _ in intervals], [h for _, h in intervals]
-    # A figure to the target has an interval only when every seed reached it (experiments.statistics).
+    # A figure to the target has an interval only when every seed reached it (experiments.analysis.statistics).
     partial = table["reached"] < table["runs"]
     table.loc[partial, ["seconds_half", "kilojoules_half"]] = float("nan")
     table["paper acc"] = [PAPER_ACCURACY.get(k / 100, float("nan")) if a == "esgd" else

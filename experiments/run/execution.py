@@ -15,7 +15,7 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
-from experiments import interrupts
+from experiments.run import interrupts
 
 Task = tuple[Callable[..., Any], tuple]
 
@@ -36,7 +36,7 @@ def execute(tasks: list[Task], workers: int = 1, ray_address: str | None = None)
 
 
 def _interruptible(results: Iterator[Any]) -> Iterator[Any]:
-    """Stop after the task during which a Ctrl-C was lost (experiments.interrupts)."""
+    """Stop after the task during which a Ctrl-C was lost (experiments.run.interrupts)."""
     for result in results:
         interrupts.check()
         yield result
@@ -73,7 +73,7 @@ def trace_task(config_data: dict, cache_dir: str) -> tuple[str, str | None]:
     """Make (or find) the link trace a run needs. Returns (trace key, error or None)."""
     from bridge import obtain_trace, trace_key
     from experiments.config import parse_config
-    from experiments.runner import single_threaded, trace_request
+    from experiments.run.runner import single_threaded, trace_request
 
     config = parse_config(config_data)
     with single_threaded():
@@ -89,7 +89,7 @@ def chunk_task(config_data: dict, cache_dir: str, chunk: int) -> tuple[str, str 
     """Simulate chunk ``chunk`` of the ns-3 trace a run needs (``bridge.chunks``). Returns (label, error or None)."""
     from bridge.link_source import make_ns3_chunk, trace_key
     from experiments.config import parse_config
-    from experiments.runner import single_threaded, trace_request
+    from experiments.run.runner import single_threaded, trace_request
 
     config = parse_config(config_data)
     with single_threaded():
@@ -106,7 +106,7 @@ def chunk_task(config_data: dict, cache_dir: str, chunk: int) -> tuple[str, str 
 def run_task(config_data: dict, results_root: str, cache_dir: str) -> tuple[str, str, str | None]:
     """One run of a sweep. Returns (run id, status, error or None); never raises for a failed run."""
     from experiments.config import parse_config
-    from experiments.runner import run_experiment
+    from experiments.run.runner import run_experiment
 
     config = parse_config(config_data)
     try:

@@ -2,7 +2,7 @@
 sweep directory) one line each.
 
 A finished run's figures are shown only while its files match the record in
-its ``run.json`` (``experiments.integrity``); a damaged run is named as such,
+its ``run.json`` (``experiments.run.integrity``); a damaged run is named as such,
 with the file and what is wrong with it, and exits 1. Files that cannot be
 parsed are described, never a traceback.
 """
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from experiments.run_writer import FINISHED, finished_damage
+from experiments.run.run_writer import FINISHED, finished_damage
 
 FILES = {
     "config.toml": "the fully resolved config (its hash is the run id)",
@@ -186,7 +186,7 @@ def network_line(run_dir: Path, record: dict) -> str:
 
 def show_runs(paths: list[Path]) -> int:
     """One run in full, or several runs (a sweep directory's among them) one line each."""
-    from experiments.compare import CompareError, run_dirs_of
+    from experiments.analysis.compare import CompareError, run_dirs_of
 
     if len(paths) == 1 and not (Path(paths[0]) / "summary.csv").is_file():
         return show_run(paths[0])

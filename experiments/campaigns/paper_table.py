@@ -1,7 +1,7 @@
 """A sweep's table in the shape of HyperPrism's: Max Acc and Conv. Rds per algorithm, with the reference
 algorithm's % change against each row.
 
-    python -m experiments.paper_table SWEEP.toml [--results DIR] [--reference hyperprism]
+    python -m experiments.campaigns.paper_table SWEEP.toml [--results DIR] [--reference hyperprism]
 
 Reads only ``results/sweeps/<name>/table.csv`` (written by ``nsdml sweep``/``nsdml table``) and writes
 ``paper_table.csv`` and ``paper_table.md`` beside it: a headline (the reference against ``--baseline``
@@ -26,10 +26,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from experiments.atomic import write_atomically
+from experiments.run.atomic import write_atomically
 from experiments.config import ConfigError
-from experiments.statistics import shown
-from experiments.sweep import load_sweep
+from experiments.analysis.statistics import shown
+from experiments.run.sweep import load_sweep
 
 
 def paper_tables(table: pd.DataFrame, reference: str) -> list[tuple[dict, pd.DataFrame]]:
@@ -130,7 +130,7 @@ def _percent(value) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m experiments.paper_table", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m experiments.campaigns.paper_table", description=__doc__.splitlines()[0])
     parser.add_argument("sweep", type=Path, help="the TOML sweep file whose table to reshape")
     parser.add_argument("--results", type=Path, default=Path("results"))
     parser.add_argument("--reference", default="hyperprism")

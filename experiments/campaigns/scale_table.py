@@ -3,8 +3,8 @@ D-PSGD against HyperPrism at 200, 500 and 1,000 devices.
 
 Built from finished sweeps' files only (``make table-scale`` runs them first)::
 
-    python -m experiments.scale_table [--results results] [--cache .cache/traces]
-    python -m experiments.scale_table --speedup   # measure the chunked speed-up once (results/scale/speedup.json)
+    python -m experiments.campaigns.scale_table [--results results] [--cache .cache/traces]
+    python -m experiments.campaigns.scale_table --speedup   # measure the chunked speed-up once (results/scale/speedup.json)
 
 Sections (experiments/reports/scale.md holds them):
 
@@ -19,7 +19,7 @@ Sections (experiments/reports/scale.md holds them):
   wall seconds, measured once by ``--speedup`` on an otherwise idle machine and kept in results/scale/.
 - **The 1,000-device trace** (``scale_trace.toml``): 100 rounds in 4 chunks of 25, two at a time, and a D-PSGD run
   over it.
-- **D-PSGD against HyperPrism** (``scale_table.toml``, rates from ``scale_tuning.toml`` by experiments.tuning's
+- **D-PSGD against HyperPrism** (``scale_table.toml``, rates from ``scale_tuning.toml`` by experiments.analysis.tuning's
   rule): final accuracy, rounds, seconds and joules to the target (95 % t intervals, k/n), paired differences.
 """
 
@@ -40,13 +40,13 @@ import pandas as pd
 from scipy import stats
 
 from bridge import obtain_trace
-from experiments.atomic import write_atomically
-from experiments.machine import machine_record
-from experiments.statistics import paired_differences, settings_table, shown, to_target_cell
-from experiments.sweep import load_sweep, write_summary
-from experiments.tuning import TuningError, check_rates, chosen_rates, markdown_table, tuning_markdown, tuning_table
+from experiments.run.atomic import write_atomically
+from experiments.run.machine import machine_record
+from experiments.analysis.statistics import paired_differences, settings_table, shown, to_target_cell
+from experiments.run.sweep import load_sweep, write_summary
+from experiments.analysis.tuning import TuningError, check_rates, chosen_rates, markdown_table, tuning_markdown, tuning_table
 
-CONFIGS = Path(__file__).resolve().parent / "configs"
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 SWEEPS = {name: CONFIGS / f"scale_{name}.toml" for name in ("tuning", "table", "cost", "cnn", "pruning", "trace")}
 FIT_FROM = 100  # devices: the fitted exponent uses 100 to 1,000 (below, fixed costs dominate)
 SPEEDUP = dict(devices=500, rounds=4, chunk_rounds=2)
@@ -111,7 +111,7 @@ def cost_markdown(cost: pd.DataFrame) -> str:
 
 def pruning_rows(results_root: Path, cache_dir: Path) -> pd.DataFrame:
     """Per placement, each channel's trace against the unpruned spectrum channel's (same seed)."""
-    from experiments.runner import trace_request
+    from experiments.run.runner import trace_request
 
     traces = {}
     for _, config in load_sweep(SWEEPS["pruning"]).runs:
@@ -253,14 +253,14 @@ def build(results_root: Path, cache_dir: Path) -> str:
         pruning_markdown(pruning_rows(results_root, cache_dir)), "",
         "**Chunks in parallel**:", "",
         speedup_markdown(json.loads(speedup.read_text())) if speedup.exists() else "not measured yet "
-        "(`python -m experiments.scale_table --speedup`)", "",
+        "(`python -m experiments.campaigns.scale_table --speedup`)", "",
         "**The 1,000-device, 100-round trace** (4 chunks of 25 rounds, two at a time on this machine's 2 cores) "
         "and the D-PSGD run over it:", "", long_trace_markdown(results_root), "",
         campaign(results_root), ""])
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m experiments.scale_table", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m experiments.campaigns.scale_table", description=__doc__.splitlines()[0])
     parser.add_argument("--results", type=Path, default=Path("results"))
     parser.add_argument("--cache", type=Path, default=Path(".cache/traces"))
     parser.add_argument("--speedup", action="store_true", help="measure the chunked speed-up (once) and stop")

@@ -5,7 +5,7 @@ A round's energy on device i is
     radio_i   = joules its radio spent over the exchanges the algorithm used
                 (the trace's ``radio_energy_j``: ns-3's energy model, or the
                 controls' airtime estimate), each over its whole window
-    compute_i = network.compute_power_w x local steps x device i's step time (experiments.compute)
+    compute_i = network.compute_power_w x local steps x device i's step time (experiments.run.compute)
 
 With ``network.battery_j`` > 0 a device whose cumulative energy reaches the
 capacity in round r is dead from round r + 1 on: it neither sends nor
@@ -56,7 +56,7 @@ class EnergyMeter:
 
     def __init__(self, trace: LinkTrace, devices: int, compute_power_w: float, step_s: np.ndarray | float,
                  battery_j: float):
-        """``step_s``: each device's simulated seconds per local step (experiments.compute), or one for all."""
+        """``step_s``: each device's simulated seconds per local step (experiments.run.compute), or one for all."""
         self._trace = trace
         self._compute_j_per_step = compute_power_w * np.broadcast_to(np.asarray(step_s, dtype=float), (devices,))
         self._battery_j = battery_j
