@@ -47,11 +47,12 @@ import math
 
 import numpy as np
 
+from bridge.link_models import names_of_kind
 from bridge.trace import LinkTrace
 from ns3_scenarios.airtime import UDP_FRAME_OVERHEAD_BYTES, exchange_finish_s, frames_of, message_radio_s
 from ns3_scenarios.scenario import RADIO_STATES, ScenarioConfig, exchange_senders, place_devices
 
-CONTROL_MODELS = ("ideal", "random_graph", "fixed_graph")
+CONTROL_MODELS = names_of_kind("control")  # ideal, random_graph, fixed_graph (bridge/link_models.py)
 
 
 def graph_adjacency(topology: str, n: int, degree: int = 2) -> np.ndarray:

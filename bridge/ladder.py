@@ -34,10 +34,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from bridge.link_models import names_of_kind
 from bridge.stats import pair_delivery_rates
 from bridge.trace import LinkTrace
 
-LADDER_MODELS = ("ns3_ideal", "ns3_random_graph", "ns3_geometry", "ns3_independent_loss")
+LADDER_MODELS = names_of_kind("ladder")  # the rungs, in order (bridge/link_models.py)
 _STREAMS = {"ns3_random_graph": 0x1ADD, "ns3_independent_loss": 0x1055}
 
 

@@ -20,9 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from bridge.controls import CONTROL_MODELS, control_trace
+from bridge.controls import control_trace
 from bridge.messages import DelayMessages, barrier_link_trace
-from bridge.ladder import LADDER_MODELS, ladder_trace
+from bridge.ladder import ladder_trace
+from bridge.link_models import LINK_MODELS
 from bridge.synthetic import synthetic_trace
 from bridge.trace import SCHEMA_VERSION, LinkTrace, RoundLinks, TraceFormatError
 from bridge import chunks, worker
@@ -30,23 +31,7 @@ from bridge.worker import Progress, WorkerError, describe_worker
 from ns3_scenarios.scenario import SLOT_ARRAYS, SLOT_FIELDS, ScenarioConfig, exchange_senders, scenario_identity
 from messages.schedules import Plan, schedule_of
 
-LINK_MODELS = ("ns3", *CONTROL_MODELS, *LADDER_MODELS, "synthetic")  # synthetic: a named option for fast tests only
-# Link models whose links follow the devices' positions (random graphs and fixed graphs ignore them).
-PLACED_LINK_MODELS = ("ns3", "ideal", "ns3_geometry", "ns3_independent_loss", "synthetic")
 MODES = ("offline", "online")
-# How each link model times a message (table and plot captions say it, so seconds are read for what they are).
-MESSAGE_CLOCKS = {
-    "ns3": "ns-3 simulates each message to its last byte (contention, collisions, retries)",
-    "ideal": "airtime model (rounds: the exchange's senders take turns from its start; local barrier: each "
-             "message its own airtime from its send)",
-    "ns3_ideal": "the ns-3 trace's completion times (a ladder rung)",
-    "ns3_random_graph": "the ns-3 trace's completion times (a ladder rung)",
-    "ns3_geometry": "the ns-3 trace's completion times (a ladder rung)",
-    "ns3_independent_loss": "the ns-3 trace's completion times (a ladder rung)",
-    "synthetic": "uniform in (0, deadline): a test model",
-}
-MESSAGE_CLOCKS.update(random_graph=MESSAGE_CLOCKS["ideal"], fixed_graph=MESSAGE_CLOCKS["ideal"])
-BARRIER_LINK_MODELS = ("ns3", *CONTROL_MODELS)  # the message core's implementations (ns-3's and the controls')
 
 
 class OfflineLinks:
@@ -98,9 +83,9 @@ def trace_key(link_model: str, scenario: ScenarioConfig, payload_bytes: tuple[in
 def obtain_barrier_trace(link_model: str, scenario: ScenarioConfig, plan: Plan, seed: int, cache_dir: Path,
                          timeout_s: float = 3600.0, progress: Progress = None) -> tuple[LinkTrace, bool]:
     """(trace, reused) of the local-barrier schedule over ns-3 (in a worker) or a control's message core."""
-    if link_model not in BARRIER_LINK_MODELS:
+    if link_model not in LINK_MODELS or not LINK_MODELS[link_model].message_core:
         raise ValueError(f"link_model: {link_model!r} has no message core; allowed with the local barrier: "
-                         f"{', '.join(BARRIER_LINK_MODELS)}")
+                         f"{', '.join(name for name, record in LINK_MODELS.items() if record.message_core)}")
     directory = Path(cache_dir) / trace_key(link_model, scenario, plan.payload_bytes, plan.steps, seed, plan)
     if (directory / "meta.json").exists():
         try:
@@ -164,12 +149,13 @@ def obtain_trace(link_model: str, scenario: ScenarioConfig, payload_bytes: tuple
             return LinkTrace.load(directory), True
         except TraceFormatError:
             pass  # a damaged entry is simply made again
-    if link_model in LADDER_MODELS:  # derived from the ns-3 trace of the same request: cached, or simulated once
+    kind = LINK_MODELS[link_model].kind
+    if kind == "ladder":  # derived from the ns-3 trace of the same request: cached, or simulated once
         source, _ = obtain_trace("ns3", scenario, payload_bytes, rounds, seed, cache_dir, timeout_s, progress)
         trace = ladder_trace(link_model, source, seed)
-    elif link_model == "synthetic":
+    elif kind == "test":
         trace = synthetic_trace(scenario, seed, rounds, payload_bytes)
-    elif link_model in CONTROL_MODELS:
+    elif kind == "control":
         trace = control_trace(link_model, scenario, payload_bytes, rounds, seed)
     else:
         trace = run_ns3_worker(scenario, payload_bytes, rounds, seed, timeout_s, progress, directory)
@@ -182,7 +168,7 @@ def missing_chunks(link_model: str, scenario: ScenarioConfig, payload_bytes: tup
                    seed: int, cache_dir: Path, barrier: Plan | None = None) -> list[int]:
     """The chunks of this request's ns-3 trace (a ladder rung's: its source's) still to simulate; none when the
     trace is not chunked, not from ns-3 or cached already. A sweep runs them as tasks before the join."""
-    if not scenario.trace_chunk_rounds or barrier is not None or link_model not in ("ns3", *LADDER_MODELS):
+    if not scenario.trace_chunk_rounds or barrier is not None or not LINK_MODELS[link_model].from_ns3:
         return []
     directory = Path(cache_dir) / trace_key("ns3", scenario, payload_bytes, rounds, seed)
     if (directory / "meta.json").exists():

@@ -24,8 +24,8 @@ from typing import Any
 
 import tomli_w
 
-from bridge.ladder import LADDER_MODELS
-from bridge.link_source import BARRIER_LINK_MODELS, LINK_MODELS, MODES
+from bridge.link_models import LINK_MODELS
+from bridge.link_source import MODES
 from messages.schedules import SCHEDULES
 from experiments.run.compute import COMPUTE_MODELS, csv_step_times
 from experiments.run.contract import PluginFailure, checked_messages
@@ -172,8 +172,6 @@ class NetworkConfig:
         _require(self.link_model in LINK_MODELS, "network.link_model", self.link_model,
                  "one of " + ", ".join(LINK_MODELS))
         _require(self.mode in MODES, "network.mode", self.mode, "one of " + ", ".join(MODES))
-        _require(self.mode == "offline" or self.link_model == "ns3", "network.mode", self.mode,
-                 f"\"offline\" with link_model = {self.link_model!r} (online mode simulates in ns-3)")
         _require(1.0 <= self.worker_timeout_s <= 86400.0, "network.worker_timeout_s", self.worker_timeout_s,
                  "a number in [1, 86400]")
         _require(0.0 <= self.compute_s_per_step <= 3600.0, "network.compute_s_per_step", self.compute_s_per_step,
@@ -205,8 +203,9 @@ class NetworkConfig:
         if SCHEDULES[self.schedule].message_core:
             _require(self.mode == "offline", "network.mode", self.mode,
                      f"\"offline\" with schedule = {self.schedule!r} (its timing does not depend on the model)")
-            _require(self.link_model in BARRIER_LINK_MODELS, "network.link_model", self.link_model,
-                     f"one of {', '.join(BARRIER_LINK_MODELS)} with schedule = {self.schedule!r}")
+            cores = [name for name, record in LINK_MODELS.items() if record.message_core]
+            _require(LINK_MODELS[self.link_model].message_core, "network.link_model", self.link_model,
+                     f"one of {', '.join(cores)} with schedule = {self.schedule!r} (a link model with a message core)")
 
 
 @dataclass(frozen=True)
@@ -457,18 +456,8 @@ def _check_together(config: RunConfig) -> None:
             csv_step_times(config.network.compute_csv, config.devices)
         except ValueError as error:
             raise ConfigError(prefixed(str(error), "network.")) from error
-    if config.network.link_model in LADDER_MODELS:
-        _require(config.scenario.topology == "adhoc", "network.topology", config.scenario.topology,
-                 f"\"adhoc\" with link_model = {config.network.link_model!r} (the ladder's rungs derive from an "
-                 f"ad-hoc ns-3 trace)")
-    if config.scenario.trace_chunk_rounds:
-        _require(config.network.link_model in ("ns3", *LADDER_MODELS) and config.network.mode == "offline"
-                 and config.network.schedule == "rounds", "network.trace_chunk_rounds",
-                 config.scenario.trace_chunk_rounds, "0 unless an offline ns-3 trace of synchronous rounds "
-                 "(link_model = \"ns3\" or a ladder rung, mode = \"offline\", schedule = \"rounds\")")
-    _require(config.scenario.channel == "yans" or config.network.link_model in ("ns3", *LADDER_MODELS),
-             "network.channel", config.scenario.channel, f"\"yans\" (left out) with link_model = "
-             f"{config.network.link_model!r}: only ns-3 simulates a channel")
+    for field_name, value, holds, expected in LINK_MODELS[config.network.link_model].rules(config):
+        _require(holds, field_name, value, expected)
     algorithm = config.algorithm.instance
     kind = kind_of(algorithm)
     fitting = " or ".join(f'"{name}"' for name, schedule in SCHEDULES.items() if schedule.algorithm_kind == kind)

@@ -195,3 +195,19 @@ def test_a_sweep_over_link_models_gives_one_table_and_plots_that_tell_them_apart
     assert {"dpsgd / ideal (2 seeds)", "dpsgd / random_graph (2 seeds)", "dsgt / ideal (2 seeds)",
             "dsgt / random_graph (2 seeds)"} <= labels["accuracy_rounds.png"]  # a line per algorithm and link model
     assert "link model: ideal, random_graph; schedule rounds; N 8; density 0.5; alpha 0.1" in labels["accuracy_time.png"]
+
+
+def test_every_link_model_is_one_record_that_the_pieces_read():
+    """The link models' facts live in bridge/link_models.py only: the controls, the ladder's rungs, the config's
+    allowed names, the plots' line styles and the captions' clocks all come from the records."""
+    from bridge.controls import CONTROL_MODELS
+    from bridge.ladder import LADDER_MODELS
+    from bridge.link_models import KINDS, LINK_MODELS
+    from experiments.analysis.plots import line_style
+
+    assert CONTROL_MODELS == ("ideal", "random_graph", "fixed_graph")
+    assert LADDER_MODELS == ("ns3_ideal", "ns3_random_graph", "ns3_geometry", "ns3_independent_loss")
+    assert all(record.kind in KINDS and record.clock and line_style(name) == record.style
+               for name, record in LINK_MODELS.items())
+    assert [name for name, record in LINK_MODELS.items() if record.message_core] == ["ns3", *CONTROL_MODELS]
+    assert line_style("a model of an older run") == "-."

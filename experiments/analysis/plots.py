@@ -11,10 +11,16 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 from scipy import stats  # noqa: E402
 
+from bridge.link_models import LINK_MODELS  # noqa: E402
+
 
 LINK_MODEL = "network.link_model"
 SCHEDULE = "network.schedule"
-LINE_STYLES = {"ns3": "-", "ideal": "--", "random_graph": ":", "fixed_graph": "-.", "synthetic": (0, (1, 3))}
+
+
+def line_style(link_model: str):
+    """The link model's own line (bridge/link_models.py); "-." for one this code does not know (older runs)."""
+    return LINK_MODELS[link_model].style if link_model in LINK_MODELS else "-."
 
 
 SETTING = (("devices", "N"), ("network.density", "density"), ("data.alpha", "alpha"))
@@ -150,7 +156,7 @@ def plot_sweep_accuracy(summary: pd.DataFrame, curves: dict[str, Path], by: list
                 x = pd.concat([frame[x_column].iloc[:length].reset_index(drop=True) for frame in frames],
                               axis=1).mean(axis=1)
                 mean, seeds = accuracy.mean(axis=1), accuracy.shape[1]
-                style = LINE_STYLES.get(values.get(LINK_MODEL, "ns3"), "-.")
+                style = line_style(values.get(LINK_MODEL, "ns3"))
                 label = " / ".join(str(v) for v in line_key) + f" ({seeds} seeds)"
                 drawn = axis.plot(x, mean, linestyle=style, label=label)
                 if seeds > 1:  # the 95 % t interval of the mean over seeds (none for one seed)
@@ -181,7 +187,7 @@ def plot_against_axis(summary: pd.DataFrame, x_axis: str, out_dir: Path, target_
     figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     for (algorithm, model), group in done.groupby(["algorithm.name", LINK_MODEL], sort=False):
         means = group.groupby(x_axis)[["conv_rounds", "max_acc"]].mean()
-        style, label = LINE_STYLES.get(model, "-."), f"{algorithm} / {model}"
+        style, label = line_style(model), f"{algorithm} / {model}"
         left.plot(means.index, means["conv_rounds"], linestyle=style, marker="o", label=label)
         right.plot(means.index, means["max_acc"], linestyle=style, marker="o", label=label)
     left.set_ylabel(f"Conv. Rds (rounds to mean accuracy {target_accuracy:.2f}; gap = not reached)")
@@ -206,7 +212,7 @@ def plot_link_density(summary: pd.DataFrame, links: dict[str, Path], out_dir: Pa
     for (target, devices, model), group in done.groupby(["network.density", "devices", LINK_MODEL], sort=True):
         frames = [pd.read_csv(links[run_id]) for run_id in group["run_id"]]
         first = pd.concat([f[f["exchange"] == 0].set_index("round")["measured_density"] for f in frames], axis=1)
-        axis.plot(first.index, first.mean(axis=1), linestyle=LINE_STYLES.get(model, "-."),
+        axis.plot(first.index, first.mean(axis=1), linestyle=line_style(model),
                   label=f"{model}: target {target}, {devices} devices")
     axis.set_xlabel("round")
     axis.set_ylabel("measured link density (first exchange)")

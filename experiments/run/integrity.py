@@ -14,7 +14,7 @@ import hashlib
 from pathlib import Path
 
 APPENDED_FILES = ("metrics.csv", "links.csv", "device_metrics.csv")  # written round by round
-PLACED_FILES = ("positions.csv", "topology.png")  # only over a placed network (bridge.PLACED_LINK_MODELS)
+PLACED_FILES = ("positions.csv", "topology.png")  # only over a placed network (bridge.LINK_MODELS[name].placed)
 RESULT_FILES = ("config.toml", *APPENDED_FILES, "devices.csv", "accuracy.png", "devices.png", *PLACED_FILES)
 CSV_FILES = tuple(name for name in RESULT_FILES if name.endswith(".csv"))
 CHUNK_BYTES = 1 << 20

@@ -7,7 +7,7 @@
 - ``accuracy.png`` and ``devices.png``: the mean with its min-max band, and
   every device's curve with the 10-90 % band; titled with the algorithm, link
   model, devices, density and Dirichlet alpha; accuracy on a fixed 0-1 axis.
-- over a placed network (``bridge.PLACED_LINK_MODELS``): ``positions.csv``
+- over a placed network (``bridge.LINK_MODELS[name].placed``): ``positions.csv``
   (round, node, role, x_m, y_m: the positions at the start of each round
   while they move, of the first round when they do not) and ``topology.png``
   (positions and each pair's delivery rate over the exchanges the run used,
@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from bridge import PLACED_LINK_MODELS, LinkTrace, pair_delivery_rates
+from bridge import LINK_MODELS, LinkTrace, pair_delivery_rates
 from experiments.analysis.plots import plot_accuracy, plot_devices, plot_topology
 from learner.devices import Evaluation
 
@@ -74,7 +74,7 @@ def write_end_files(writer, config, shards: list[np.ndarray], labels: np.ndarray
                                                                                 float_format=CSV_FLOAT_FORMAT))
     plot_accuracy(pd.DataFrame(metric_rows), run_dir / "accuracy.png", title=title)
     plot_devices(pd.read_csv(run_dir / "device_metrics.csv"), run_dir / "devices.png", title=title)
-    if config.network.link_model not in PLACED_LINK_MODELS:
+    if not LINK_MODELS[config.network.link_model].placed:
         return
     positions = positions_table(trace, writer.rounds_completed, config.devices)
     writer.write_text("positions.csv", positions.to_csv(index=False, float_format=CSV_FLOAT_FORMAT))

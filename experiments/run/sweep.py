@@ -33,7 +33,7 @@ from typing import Any
 
 import pandas as pd
 
-from bridge.link_source import MESSAGE_CLOCKS
+from bridge.link_models import LINK_MODELS
 from experiments.run.atomic import write_atomically
 from experiments.config import ConfigError, RunConfig, check_name, parse_config, read_toml
 from experiments.run.progress import progress_bar
@@ -405,7 +405,7 @@ def markdown_table(table: pd.DataFrame, by: list[str], target_accuracy: float, l
             _to_target(row, "energy_to_target_j", 2, runs, scale=1e-3), f"{row['bytes_sent_mean'] / 1e6:.1f}"]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", INTERVALS, "", "Message times: " + "; ".join(
-        f"{model}: {MESSAGE_CLOCKS.get(model, 'see its module')}" for model in link_models) + "."]
+        f"{model}: {LINK_MODELS[model].clock if model in LINK_MODELS else 'see its module'}" for model in link_models) + "."]
     if paired is not None and not paired.empty:
         lines += ["", paired_markdown(paired)]
     return "\n".join(lines) + "\n"
