@@ -96,18 +96,22 @@ class Schedule:
         """The config rules this schedule owns (``config`` is a run config: ``network``, ``scenario``, ...)."""
         network = config.network
         own = [(name, default) for schedule in SCHEDULES.values() if schedule is not cls
-               for name, default in schedule.own_fields() if name not in dict(cls.own_fields())]
+               for name, default in schedule.own_fields if name not in dict(cls.own_fields)]
         return [(f"network.{name}", getattr(network, name), getattr(network, name) == default,
                  f"{default!r} unless schedule = {_owner(name)!r} (the field is its own)") for name, default in own]
 
-    @classmethod
-    def own_fields(cls) -> tuple[tuple[str, Any], ...]:
-        """(network field, its default) that only this schedule reads; refused elsewhere unless left out."""
-        return ()
+    own_fields: ClassVar[tuple[tuple[str, Any], ...]] = ()  # (network field, default) only this schedule reads
 
     @classmethod
     def plan_for(cls, config: Any, step_s: np.ndarray) -> Plan | None:
         return None
+
+    @classmethod
+    def _plan(cls, config: Any, steps: int, step_s: np.ndarray, **rule: Any) -> Plan:
+        """The plan of ``steps`` steps, each device's ``step_s``, the run's payloads, send jitter and seed."""
+        return Plan(schedule=cls.name, steps=steps, payload_bytes=tuple(config.payloads),
+                    step_s=tuple(float(s) for s in step_s), send_jitter_s=config.scenario.start_jitter_s,
+                    seed=config.seed, **rule)
 
     def counts(self, arrival_s: np.ndarray, finished_s: np.ndarray) -> np.ndarray:
         """Which received messages the learner uses (K, E, N, N): those that arrived before the receiver
@@ -131,7 +135,7 @@ class Schedule:
 
 
 def _owner(field_name: str) -> str:
-    return next(name for name, schedule in SCHEDULES.items() if field_name in dict(schedule.own_fields()))
+    return next(name for name, schedule in SCHEDULES.items() if field_name in dict(schedule.own_fields))
 
 
 class Rounds(Schedule):
@@ -159,20 +163,18 @@ class LocalBarrier(Schedule):
     ceil(quorum x n_j) of the n_j neighbours that address it, or ``timeout_s`` after its own send."""
 
     name = "local_barrier"
-
-    @classmethod
-    def own_fields(cls) -> tuple[tuple[str, Any], ...]:
-        return (("barrier_quorum", 1.0),)
+    own_fields = (("barrier_quorum", 1.0),)
 
     @classmethod
     def plan_for(cls, config: Any, step_s: np.ndarray) -> Plan:
         """One gradient evaluation of each device's step time per step, the scenario's start jitter before
-        each send."""
-        network = config.network
-        return Plan(schedule=cls.name, steps=config.rounds, payload_bytes=tuple(config.payloads),
-                    step_s=tuple(float(s) for s in step_s), timeout_s=network.barrier_timeout_s,
-                    quorum=network.barrier_quorum, radio_sleep=config.scenario.radio_sleep,
-                    send_jitter_s=config.scenario.start_jitter_s, seed=config.seed)
+        each send, the barrier's time-out and this schedule's own waiting rule."""
+        return cls._plan(config, config.rounds, step_s, timeout_s=config.network.barrier_timeout_s,
+                         radio_sleep=config.scenario.radio_sleep, **cls.waiting_rule(config.network))
+
+    @staticmethod
+    def waiting_rule(network: Any) -> dict[str, Any]:
+        return {"quorum": network.barrier_quorum}
 
     def may_pass(self, engine, device, step, exchange, at_s):
         senders = int(engine.addressing(step, exchange)[:, device].sum())
@@ -194,16 +196,11 @@ class StaleSynchronous(LocalBarrier):
     own step (``counts``): staleness loosens the waiting, not the mixing."""
 
     name = "stale_synchronous"
+    own_fields = (("max_staleness", 0),)
 
-    @classmethod
-    def own_fields(cls) -> tuple[tuple[str, Any], ...]:
-        return (("max_staleness", 0),)
-
-    @classmethod
-    def plan_for(cls, config: Any, step_s: np.ndarray) -> Plan:
-        plan = super().plan_for(config, step_s)
-        return Plan(**{**plan.__dict__, "schedule": cls.name, "quorum": 1.0,
-                       "max_staleness": config.network.max_staleness})
+    @staticmethod
+    def waiting_rule(network: Any) -> dict[str, Any]:
+        return {"max_staleness": network.max_staleness}
 
     def may_pass(self, engine, device, step, exchange, at_s):
         senders = np.flatnonzero(engine.addressing(step, exchange)[:, device])
@@ -218,10 +215,7 @@ class FreeRunning(Schedule):
 
     name = "async"
     algorithm_kind = "asynchronous"
-
-    @classmethod
-    def own_fields(cls) -> tuple[tuple[str, Any], ...]:
-        return (("async_period_s", 0.0),)
+    own_fields = (("async_period_s", 0.0),)
 
     @classmethod
     def rules(cls, config: Any) -> list[Rule]:
@@ -252,9 +246,8 @@ class FreeRunning(Schedule):
         in ``rounds`` periods (plus one)."""
         loops = cls.loop_s(config, step_s)
         duration = config.rounds * cls.period_s(config, step_s)
-        return Plan(schedule=cls.name, steps=int(math.ceil(duration / max(float(loops.min()), 1e-6))) + 1,
-                    payload_bytes=tuple(config.payloads), step_s=tuple(float(s) for s in loops), timeout_s=0.0,
-                    quorum=0.0, radio_sleep=False, send_jitter_s=config.scenario.start_jitter_s, seed=config.seed)
+        return cls._plan(config, int(math.ceil(duration / max(float(loops.min()), 1e-6))) + 1, loops, timeout_s=0.0,
+                         quorum=0.0)
 
     def may_pass(self, engine, device, step, exchange, at_s):
         engine.addressing(step, exchange)  # records who addresses whom (the log's ``intended``)
