@@ -145,7 +145,7 @@ def bench_asynchronous(devices: int, repeats: int, steps: int = 20) -> None:
     arrival_s = np.where(rng.random((steps, devices, devices)) < 0.3, np.nan,
                          step_s[:, :, None] + rng.uniform(0.05, 0.4, (steps, devices, devices)))
     log = MessageLog(step_s, arrival_s).within(0.5 * steps)
-    device_steps = int((~np.isnan(log.step_s)).sum())
+    device_steps = int((~np.isnan(log.step_end_s)).sum())
     algorithm = build_algorithm("async_dpsgd", lr=0.1)
     x0 = model.init(devices, 0)
 

@@ -233,13 +233,13 @@ class Level:
 
 def step_counts(log: MessageLog) -> np.ndarray:
     """(N,) how many steps each device takes (its steps are the first ones: a device stops, never skips)."""
-    return (~np.isnan(log.step_s)).sum(axis=0)
+    return (~np.isnan(log.step_end_s)).sum(axis=0)
 
 
 def plan_levels(log: MessageLog) -> tuple[list[Level], Merges]:
     """Each step's level and inbox (see the module docstring); the merges in (level, receiver, rank) order."""
     steps_of = step_counts(log)
-    k_max, n = log.step_s.shape
+    k_max, n = log.step_end_s.shape
     sent_step, sender, receiver = np.nonzero(~np.isnan(log.arrival_s))
     keep = sender != receiver
     sent_step, sender, receiver = sent_step[keep], sender[keep], receiver[keep]
@@ -247,7 +247,7 @@ def plan_levels(log: MessageLog) -> tuple[list[Level], Merges]:
     merged_at = np.empty(len(arrival), dtype=np.int64)  # the receiver's first step ending at or after it
     for j in range(n):
         here = receiver == j
-        merged_at[here] = FreeRunning.merged_at(log.step_s[:steps_of[j], j], arrival[here])
+        merged_at[here] = FreeRunning.merged_at(log.step_end_s[:steps_of[j], j], arrival[here])
     keep = merged_at < steps_of[receiver]  # arrived after the receiver's last step: never merged
     order = np.lexsort((sent_step[keep], sender[keep], arrival[keep], merged_at[keep], receiver[keep]))
     sent_step, sender, receiver, arrival, merged_at = (a[keep][order] for a in
@@ -257,7 +257,7 @@ def plan_levels(log: MessageLog) -> tuple[list[Level], Merges]:
     ends = np.r_[starts[1:], len(receiver)]
     inbox = {(int(merged_at[a]), int(receiver[a])): (a, b) for a, b in zip(starts, ends)}
     level = np.zeros((k_max, n), dtype=np.int64)
-    times = [(float(log.step_s[k, j]), j, k) for j in range(n) for k in range(steps_of[j])]
+    times = [(float(log.step_end_s[k, j]), j, k) for j in range(n) for k in range(steps_of[j])]
     for _, j, k in sorted(times):  # every message a step merges was sent strictly earlier: its level is known
         below = level[k - 1, j] if k else 0
         if (k, j) in inbox:
@@ -296,8 +296,8 @@ class AsyncResult:
 def snapshot_windows(log: MessageLog, eval_s: np.ndarray) -> np.ndarray:
     """(K + 1, N, 2): for each device, the evaluation times [first, last) its model after step k - 1 stands
     for (row 0: the initial model, before its first step)."""
-    k_max, n = log.step_s.shape
-    ends = np.vstack([np.zeros((1, n)), np.where(np.isnan(log.step_s), np.inf, log.step_s), np.full((1, n), np.inf)])
+    k_max, n = log.step_end_s.shape
+    ends = np.vstack([np.zeros((1, n)), np.where(np.isnan(log.step_end_s), np.inf, log.step_end_s), np.full((1, n), np.inf)])
     first = np.searchsorted(eval_s, ends[:-1], side="left")  # eval times at or after the step's end
     last = np.searchsorted(eval_s, ends[1:], side="left")
     return np.stack([first, last], axis=-1)
@@ -322,7 +322,7 @@ def run_async(algorithm: AsyncAlgorithm, x: torch.Tensor, state, grad_fn: GradFn
         x, state = algorithm.local(x, state, grad_fn, active)
         message = algorithm.message(x, state)
         if pool is None:
-            pool = torch.zeros((log.step_s.shape[0] * n, message.shape[1]), dtype=message.dtype)
+            pool = torch.zeros((log.step_end_s.shape[0] * n, message.shape[1]), dtype=message.dtype)
         devices = np.flatnonzero(level.step >= 0)
         pool[level.step[devices] * n + devices] = message[devices]
         present = torch.from_numpy(level.sender >= 0)
@@ -342,7 +342,7 @@ def run_async(algorithm: AsyncAlgorithm, x: torch.Tensor, state, grad_fn: GradFn
 def staleness(used: Merges, log: MessageLog, local_steps: int) -> np.ndarray:
     """(M, 2) per used merge: the sender's local steps since it sent the message, when the receiver merged it,
     and the message's age in seconds (merge time minus send time)."""
-    merged_s = log.step_s[used.step, used.receiver]
-    sent_s = log.step_s[used.sent_step, used.sender]
-    sender_steps = (log.step_s[:, used.sender] <= merged_s[None, :]).sum(axis=0)  # steps it ended by then
+    merged_s = log.step_end_s[used.step, used.receiver]
+    sent_s = log.step_end_s[used.sent_step, used.sender]
+    sender_steps = (log.step_end_s[:, used.sender] <= merged_s[None, :]).sum(axis=0)  # steps it ended by then
     return np.stack([(sender_steps - (used.sent_step + 1)) * local_steps, merged_s - sent_s], axis=-1).astype(float)

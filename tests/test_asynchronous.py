@@ -53,16 +53,16 @@ def reference(algorithm, log: MessageLog, x0: torch.Tensor, device_grad, seed: i
     merged: set[tuple[int, int, int]] = set()
     used = []
     snapshots = torch.zeros(len(eval_s), n, DIM, dtype=x0.dtype)
-    events = sorted((float(log.step_s[k, j]), j, k) for j in range(n) for k in range(log.step_s.shape[0])
-                    if not math.isnan(log.step_s[k, j]))
+    events = sorted((float(log.step_end_s[k, j]), j, k) for j in range(n) for k in range(log.step_end_s.shape[0])
+                    if not math.isnan(log.step_end_s[k, j]))
     for e, t in enumerate(eval_s):  # initial models stand until a device's first step
         for j in range(n):
-            if t < log.step_s[0, j]:
+            if t < log.step_end_s[0, j]:
                 snapshots[e, j] = x[j]
     for t, j, k in events:
         x[j], memory[j] = by_event.local(x[j], memory[j], lambda xj: device_grad(j, xj))
         sent[(k, j)] = by_event.send(x[j], memory[j])
-        inbox = sorted((float(log.arrival_s[kk, i, j]), i, kk) for kk in range(log.step_s.shape[0]) for i in range(n)
+        inbox = sorted((float(log.arrival_s[kk, i, j]), i, kk) for kk in range(log.step_end_s.shape[0]) for i in range(n)
                        if not math.isnan(log.arrival_s[kk, i, j]) and log.arrival_s[kk, i, j] <= t
                        and (kk, i, j) not in merged)
         for _, i, kk in inbox:
@@ -70,7 +70,7 @@ def reference(algorithm, log: MessageLog, x0: torch.Tensor, device_grad, seed: i
         draw = float(keyed_uniform(seed, np.array([j]), np.array([k]))[0])
         x[j], memory[j], positions = by_event.merge(x[j], memory[j], [(i, sent[(kk, i)]) for _, i, kk in inbox], draw)
         used += [(j, k, inbox[p][1], inbox[p][2]) for p in positions]
-        following = log.step_s[k + 1, j] if k + 1 < log.step_s.shape[0] else math.inf
+        following = log.step_end_s[k + 1, j] if k + 1 < log.step_end_s.shape[0] else math.inf
         following = math.inf if math.isnan(following) else following
         for e, te in enumerate(eval_s):
             if t <= te < following:
@@ -93,14 +93,14 @@ def test_every_registered_asynchronous_algorithm_is_held_to_its_reference():
 def test_the_batched_engine_equals_a_per_event_loop_from_the_paper(name, log_seed, loss, stragglers):
     algorithm = ALGORITHMS[name]
     log = random_log(log_seed, loss=loss, stragglers=stragglers)
-    grad, device_grad = quadratic(log.step_s.shape[1], seed=log_seed)
-    x0 = torch.randn(log.step_s.shape[1], DIM, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
-    eval_s = np.linspace(0.1, float(np.nanmax(log.step_s)) + 0.5, 9)
+    grad, device_grad = quadratic(log.step_end_s.shape[1], seed=log_seed)
+    x0 = torch.randn(log.step_end_s.shape[1], DIM, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+    eval_s = np.linspace(0.1, float(np.nanmax(log.step_end_s)) + 0.5, 9)
     result = run_async(algorithm, x0.clone(), algorithm.init(x0, seed=11), grad, log, eval_s)
     expected, used = reference(algorithm, log, x0, device_grad, seed=11, eval_s=eval_s)
     torch.testing.assert_close(result.snapshots, expected, atol=1e-6, rtol=0)
     assert result.used.rows() == used
-    assert result.levels < int((~np.isnan(log.step_s)).sum())  # batched: fewer levels than steps
+    assert result.levels < int((~np.isnan(log.step_end_s)).sum())  # batched: fewer levels than steps
 
 
 @settings(max_examples=30, deadline=None)
@@ -111,10 +111,10 @@ def test_no_message_is_merged_before_it_arrived_or_without_being_received(seed, 
     for receiver, step, sender, sent_step in merges.rows():
         arrival = log.arrival_s[sent_step, sender, receiver]
         assert not math.isnan(arrival)  # it was received
-        assert arrival <= log.step_s[step, receiver]  # and arrived before the merge
+        assert arrival <= log.step_end_s[step, receiver]  # and arrived before the merge
         if step:  # and after the receiver's previous merge (each message merged once, at the first chance)
-            assert arrival > log.step_s[step - 1, receiver]
-    last_step_s = np.where(np.isnan(log.step_s), -np.inf, log.step_s).max(axis=0)
+            assert arrival > log.step_end_s[step - 1, receiver]
+    last_step_s = np.where(np.isnan(log.step_end_s), -np.inf, log.step_end_s).max(axis=0)
     received = {(k, i, j) for k, i, j in zip(*np.nonzero(~np.isnan(log.arrival_s)))
                 if log.arrival_s[k, i, j] <= last_step_s[j]}
     assert {(k, i, j) for j, _, i, k in merges.rows()} == received
@@ -122,10 +122,10 @@ def test_no_message_is_merged_before_it_arrived_or_without_being_received(seed, 
     for n_merge, (stale_steps, age_s) in enumerate(staleness(merges, log, local_steps=2)):
         receiver, step, sender, sent_step = (int(getattr(merges, name)[n_merge])
                                              for name in ("receiver", "step", "sender", "sent_step"))
-        merged_s = log.step_s[step, receiver]
-        later = [k for k in range(log.step_s.shape[0]) if k > sent_step and log.step_s[k, sender] <= merged_s]
+        merged_s = log.step_end_s[step, receiver]
+        later = [k for k in range(log.step_end_s.shape[0]) if k > sent_step and log.step_end_s[k, sender] <= merged_s]
         assert stale_steps == 2 * len(later)
-        assert age_s == pytest.approx(merged_s - log.step_s[sent_step, sender])
+        assert age_s == pytest.approx(merged_s - log.step_end_s[sent_step, sender])
 
 
 def test_a_hand_made_log_two_devices():
@@ -198,7 +198,7 @@ def test_an_async_run_over_real_ns3_completes_and_a_second_one_is_byte_identical
     assert 0 < np.isfinite(log.arrival_s).mean() < 1  # lossy
     grad, device_grad = quadratic(10, seed=5)
     x0 = torch.randn(10, DIM, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
-    eval_s = np.linspace(0.5, float(np.nanmax(log.step_s)), 6)
+    eval_s = np.linspace(0.5, float(np.nanmax(log.step_end_s)), 6)
     for name, algorithm in ALGORITHMS.items():
         result = run_async(algorithm, x0.clone(), algorithm.init(x0, seed=2), grad, log, eval_s)
         expected, used = reference(algorithm, log, x0, device_grad, seed=2, eval_s=eval_s)

@@ -74,10 +74,10 @@ def run_asynchronously(config, model, devices, algorithm, trace: LinkTrace, step
     log(f"[nsdml] async: {int(step_counts(messages).sum())} device steps in {result.levels} batched levels, "
         f"{len(result.used)} merges")
     stale = staleness(result.used, messages, algorithm.local_steps)
-    merge_s = messages.step_s[result.used.step, result.used.receiver]
-    steps_by = np.stack([(messages.step_s <= t).sum(0) for t in eval_s])  # (E, N) steps ended by each time
-    step_end = np.where(np.isnan(messages.step_s), np.inf, messages.step_s)
-    radio = np.where(np.isfinite(step_end)[..., None], trace.radio_energy_j[:messages.step_s.shape[0], 0], 0.0)
+    merge_s = messages.step_end_s[result.used.step, result.used.receiver]
+    steps_by = np.stack([(messages.step_end_s <= t).sum(0) for t in eval_s])  # (E, N) steps ended by each time
+    step_end = np.where(np.isnan(messages.step_end_s), np.inf, messages.step_end_s)
+    radio = np.where(np.isfinite(step_end)[..., None], trace.radio_energy_j[:messages.step_end_s.shape[0], 0], 0.0)
     compute_j = config.network.compute_power_w * np.asarray(step_s) * algorithm.local_steps
     status, spent_before = "done", np.zeros(n)
     for e, t in enumerate(eval_s, start=1):
@@ -95,7 +95,7 @@ def run_asynchronously(config, model, devices, algorithm, trace: LinkTrace, step
         columns = {**energy_columns(radio_window, window - radio_window, spent, n), **merge_columns(stale[in_window])}
         links = SimpleNamespace(used=1 if e - 1 < trace.rounds else 0, delivered=int(in_window.sum()))
         recorder.add_round(e, float(t), float(steps_by[e - 1].mean() * algorithm.local_steps),
-                           recorder.evaluate(devices, x_e), _window_loss(losses, messages.step_s, t - period, t),
+                           recorder.evaluate(devices, x_e), _window_loss(losses, messages.step_end_s, t - period, t),
                            trace, links, columns)
     recorder.write_text("staleness.csv", staleness_table(result.used, stale, messages).to_csv(
         index=False, float_format=CSV_FLOAT_FORMAT))
@@ -109,9 +109,9 @@ def merge_columns(stale: np.ndarray) -> dict:
             "mean_staleness_s": float(stale[:, 1].mean()) if len(stale) else math.nan}
 
 
-def _window_loss(losses, step_s: np.ndarray, start: float, end: float) -> float:
+def _window_loss(losses, step_end_s: np.ndarray, start: float, end: float) -> float:
     """Mean training loss of the local steps that ended in (start, end]."""
-    values = [loss[(step_s[steps, active] > start) & (step_s[steps, active] <= end)]
+    values = [loss[(step_end_s[steps, active] > start) & (step_end_s[steps, active] <= end)]
               for active, steps, loss in losses]
     values = [v for v in values if len(v)]
     return float(torch.cat(values).mean()) if values else math.nan
@@ -120,7 +120,7 @@ def _window_loss(losses, step_s: np.ndarray, start: float, end: float) -> float:
 def staleness_table(used, stale: np.ndarray, messages: MessageLog) -> pd.DataFrame:
     """One row per device and step that merged something: how many messages, their mean staleness."""
     frame = pd.DataFrame({"device": used.receiver, "step": used.step + 1,
-                          "time_s": messages.step_s[used.step, used.receiver],
+                          "time_s": messages.step_end_s[used.step, used.receiver],
                           "staleness_steps": stale[:, 0], "staleness_s": stale[:, 1]})
     if frame.empty:
         return pd.DataFrame(columns=["device", "step", "time_s", "merged", "mean_staleness_steps",
