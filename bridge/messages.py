@@ -21,6 +21,7 @@ sender's send where the receiver used the message (NaN otherwise),
 from __future__ import annotations
 
 import heapq
+from typing import Sequence
 
 import numpy as np
 
@@ -44,17 +45,26 @@ class DelayMessages:
     def now_s(self) -> float:
         return self._now
 
-    def send(self, sender: int, at_s: float, nbytes: int, step: int, exchange: int) -> int:
+    def send(self, sender: int, at_s: float, nbytes: int, step: int, exchange: int,
+             targets: Sequence[int] | None = None) -> int:
+        """To every neighbour whose link is up, or (``targets``) a unicast copy to each chosen device, which
+        arrives where the control has that link up."""
         scenario = self._scenario
-        copies = 1 if scenario.transport == "broadcast" else max(1, int(self._up[step, exchange, sender].sum()))
-        acknowledged = scenario.transport != "broadcast"
+        up = self._up[step, exchange, sender]
+        if targets is not None:
+            chosen = np.zeros(self.nodes, dtype=bool)
+            chosen[list(targets)] = True
+            up = up & chosen
+        unicast = targets is not None or scenario.transport != "broadcast"
+        copies = max(1, len(targets) if targets is not None else int(up.sum())) if unicast else 1
+        acknowledged = unicast
         arrival = max(at_s, self._now) + message_s(nbytes, scenario.datagram_bytes, scenario.phy_mode,
                                                    scenario.datagram_interval_s, copies, acknowledged)
         data_s, ack_s = message_radio_s(nbytes, scenario.datagram_bytes, scenario.phy_mode)
         self._busy_s[sender, 0] += copies * data_s
         number = self._sent
         self._sent += 1
-        for receiver in np.flatnonzero(self._up[step, exchange, sender]):
+        for receiver in np.flatnonzero(up):
             heapq.heappush(self._pending, (arrival, number, int(receiver), sender, data_s,
                                            ack_s if acknowledged else 0.0))
         return number

@@ -217,8 +217,12 @@ class OnlineMessages:
     def now_s(self) -> float:
         return self._now
 
-    def send(self, sender: int, at_s: float, nbytes: int, step: int, exchange: int) -> int:
-        return int(self._ask({"send": [int(sender), float(at_s), int(nbytes)]})["number"])
+    def send(self, sender: int, at_s: float, nbytes: int, step: int, exchange: int,
+             targets: Sequence[int] | None = None) -> int:
+        request: dict = {"send": [int(sender), float(at_s), int(nbytes)]}
+        if targets is not None:
+            request["targets"] = [int(j) for j in targets]
+        return int(self._ask(request)["number"])
 
     def advance(self, until_s: float) -> list[tuple[int, int, float]]:
         return [(int(m), int(r), float(t)) for m, r, t in self._ask({"advance": float(until_s)})["arrivals"]]

@@ -5,7 +5,7 @@ link models' (``bridge.messages.DelayMessages``), so every schedule runs over ei
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Protocol, Sequence
 
 import numpy as np
 
@@ -19,8 +19,12 @@ class Messages(Protocol):
 
     def now_s(self) -> float: ...
 
-    def send(self, sender: int, at_s: float, nbytes: int, step: int, exchange: int) -> int:
-        """Schedule ``sender``'s message of (step, exchange) from ``at_s`` on; returns its number (0, 1, ...)."""
+    def send(self, sender: int, at_s: float, nbytes: int, step: int, exchange: int,
+             targets: Sequence[int] | None = None) -> int:
+        """Schedule ``sender``'s message of (step, exchange) from ``at_s`` on; returns its number (0, 1, ...).
+        ``targets``: None sends to every neighbour (the scenario's transport: a broadcast, or a unicast copy
+        each); a list of devices sends a unicast, acknowledged copy to each of them only (a pairwise
+        algorithm's chosen peer)."""
 
     def advance(self, until_s: float) -> list[tuple[int, int, float]]:
         """Run until ``until_s`` or the first arrival before it, whichever comes first (``now_s`` says where it

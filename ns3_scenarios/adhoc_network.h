@@ -43,8 +43,8 @@
 // the simulation on and answers which receiver held which message complete,
 // and when. RunSlot is the synchronous-rounds schedule written on the same
 // send and receive paths (the slot number is its messages' id); a barrier
-// schedule (ns3_scenarios/schedule.py) drives SendMessage and Advance from
-// Python.
+// schedule (messages/schedules.py) drives SendMessage (or SendMessageTo, to
+// chosen receivers) and Advance from Python.
 //
 // Radio sleep (radioSleep): a radio with nothing to send or receive sleeps in
 // WifiRadioEnergyModel's SLEEP state (SleepCurrentA); a sleeping PHY receives
@@ -491,16 +491,24 @@ class AdhocNetwork
     // `atS` (not before now). Returns the message's number n (0, 1, ...); Advance reports its arrivals.
     uint32_t SendMessage(uint32_t sender, double atS, uint32_t bytes)
     {
-        if (sender >= m_n || bytes == 0 || m_p.transport == "tcp" || m_p.fanout > 0)
+        CheckMessage("SendMessage", sender, bytes);
+        return QueueMessage(sender, atS, bytes, Targets(sender), false);
+    }
+
+    // The message core to chosen receivers: unicast copies to `targets` (devices other than the sender; an
+    // empty list sends nothing), each acknowledged, whatever the scenario's transport. A message to one chosen
+    // peer is what pairwise algorithms send.
+    uint32_t SendMessageTo(uint32_t sender, double atS, uint32_t bytes, const std::vector<uint32_t>& targets)
+    {
+        CheckMessage("SendMessageTo", sender, bytes);
+        for (uint32_t j : targets)
         {
-            throw std::invalid_argument("SendMessage: a device index, bytes > 0, broadcast or unicast to every "
-                                        "neighbour");
+            if (j >= m_n || j == sender || (m_p.accessPoint && j + 1 == m_n))
+            {
+                throw std::invalid_argument("SendMessageTo: every target is a device other than the sender");
+            }
         }
-        const uint32_t number = m_messageBytes.size();
-        m_messageBytes.push_back(std::max(bytes, kHeaderBytes));
-        ScheduleMessage(kFirstMessageId + number, sender, std::max(atS, ns3::Simulator::Now().GetSeconds()), bytes,
-                        Targets(sender));
-        return number;
+        return QueueMessage(sender, atS, bytes, targets, true);
     }
 
     // Runs the simulation until `untilS`, or only until the first event that completes a message, and returns
@@ -872,9 +880,29 @@ class AdhocNetwork
         return targets;
     }
 
+    void CheckMessage(const char* what, uint32_t sender, uint32_t bytes) const
+    {
+        if (sender >= m_n || bytes == 0 || m_p.transport == "tcp" || m_p.fanout > 0)
+        {
+            throw std::invalid_argument(std::string(what) + ": a device index, bytes > 0, broadcast or unicast "
+                                                            "to every neighbour");
+        }
+    }
+
+    uint32_t QueueMessage(uint32_t sender, double atS, uint32_t bytes, const std::vector<uint32_t>& targets,
+                          bool unicast)
+    {
+        const uint32_t number = m_messageBytes.size();
+        m_messageBytes.push_back(std::max(bytes, kHeaderBytes));
+        ScheduleMessage(kFirstMessageId + number, sender, std::max(atS, ns3::Simulator::Now().GetSeconds()), bytes,
+                        targets, unicast);
+        return number;
+    }
+
     // One message's packets from `start` on: UDP datagrams paced datagramIntervalS apart (one broadcast, or a
-    // unicast copy per target), or one TCP connection per target (slots only).
-    void ScheduleMessage(uint32_t id, uint32_t i, double start, uint32_t bytes, const std::vector<uint32_t>& targets)
+    // unicast copy per target; `unicast` forces the copies), or one TCP connection per target (slots only).
+    void ScheduleMessage(uint32_t id, uint32_t i, double start, uint32_t bytes, const std::vector<uint32_t>& targets,
+                         bool unicast = false)
     {
         using namespace ns3;
         if (m_p.transport == "tcp")
@@ -887,7 +915,7 @@ class AdhocNetwork
         }
         const uint32_t perDatagram = std::max(m_p.datagramBytes, kHeaderBytes);
         const uint32_t count = (bytes + perDatagram - 1) / perDatagram;
-        const bool broadcast = m_p.transport == "broadcast" && (!m_p.accessPoint || i + 1 == m_n);
+        const bool broadcast = !unicast && m_p.transport == "broadcast" && (!m_p.accessPoint || i + 1 == m_n);
         const uint32_t copies = broadcast ? 1 : targets.size();
         uint32_t left = bytes;
         for (uint32_t k = 0; k < count; ++k)

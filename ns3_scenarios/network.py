@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import replace
+from typing import Sequence
 
 import numpy as np
 
@@ -199,7 +200,8 @@ class Network:
 
 
 class Ns3Messages:
-    """The message core on a live ns-3 network: every message goes to the sender's idle-probe neighbours."""
+    """The message core on a live ns-3 network: a message goes to the sender's idle-probe neighbours, or as
+    unicast copies to chosen ``targets``."""
 
     def __init__(self, network: Network):
         self._network, self._cpp = network._network, network._cpp
@@ -208,8 +210,12 @@ class Ns3Messages:
     def now_s(self) -> float:
         return float(self._network.NowS())
 
-    def send(self, sender: int, at_s: float, nbytes: int, step: int, exchange: int) -> int:
-        return int(self._network.SendMessage(int(sender), float(at_s), int(nbytes)))
+    def send(self, sender: int, at_s: float, nbytes: int, step: int, exchange: int,
+             targets: Sequence[int] | None = None) -> int:
+        if targets is None:
+            return int(self._network.SendMessage(int(sender), float(at_s), int(nbytes)))
+        return int(self._network.SendMessageTo(int(sender), float(at_s), int(nbytes),
+                                               to_vector(self._cpp, "uint32_t", [int(j) for j in targets])))
 
     def advance(self, until_s: float) -> list[tuple[int, int, float]]:
         arrivals = decode_arrivals(to_numpy(self._network.Advance(float(until_s))))

@@ -168,13 +168,16 @@ def serve(requests, answers) -> int:
 
 
 def answer_message_request(messages, request: dict) -> dict:
-    """The message core over JSON lines: {"send": [sender, at_s, bytes]} -> {"number"};
+    """The message core over JSON lines: {"send": [sender, at_s, bytes], "targets": [j, ...] (optional: chosen
+    receivers, unicast)} -> {"number"};
     {"advance": until_s} -> {"arrivals": [[number, receiver, t], ...]}; {"sleep": [device, from_s, until_s]};
     every answer carries "now_s" and "joules" (``Messages.radio_joules``, flattened)."""
     answer = {}
     if "send" in request:
         sender, at_s, nbytes = request["send"]
-        answer["number"] = messages.send(int(sender), float(at_s), int(nbytes), 0, 0)
+        targets = request.get("targets")
+        answer["number"] = messages.send(int(sender), float(at_s), int(nbytes), 0, 0,
+                                         None if targets is None else [int(j) for j in targets])
     elif "advance" in request:
         answer["arrivals"] = [list(arrival) for arrival in messages.advance(float(request["advance"]))]
     elif "sleep" in request:

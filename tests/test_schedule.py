@@ -352,3 +352,45 @@ def test_a_stale_synchronous_run_over_ns3_finishes_on_the_networks_clock(tmp_pat
     metrics = pd.read_csv(run_dir / "metrics.csv")
     assert np.isfinite(finished).all() and (metrics["delivered_links"].iloc[1:] > 0).all()
     np.testing.assert_allclose(metrics["sim_time_s"].iloc[1:], finished[:, -1].max(axis=1), rtol=1e-7)
+
+
+def test_a_message_to_chosen_targets_reaches_only_them_as_acknowledged_unicast_copies():
+    """The controls' message core: targets restrict the receivers to the chosen devices whose link is up, each
+    gets its own unicast copy (the sender pays one per target), and a broadcast config does not change that."""
+    scenario = ScenarioConfig(devices=5, density=1.0)
+    links = control_trace("ideal", scenario, (5000,), 1, 0)
+    one, two = DelayMessages(scenario, links), DelayMessages(scenario, links)
+    one.send(0, 0.0, 5000, 0, 0, targets=[3])
+    two.send(0, 0.0, 5000, 0, 0, targets=[2, 3])
+    assert sorted(r for _, r, _ in one.advance(5.0)) == [3]
+    assert sorted(r for _, r, _ in two.advance(5.0)) == [2, 3]
+    data_s, _ = message_radio_s(5000, scenario.datagram_bytes, scenario.phy_mode)
+    assert two.radio_joules()[0, 0] == pytest.approx(2 * one.radio_joules()[0, 0])  # a copy per target
+    assert one.radio_joules()[0, 0] == pytest.approx(scenario.tx_current_a * scenario.supply_voltage_v * data_s)
+    assert one.radio_joules()[1, 1] == 0 and one.radio_joules()[3, 1] > 0  # only the target receives
+
+
+@pytest.mark.ns3
+def test_ns3_sends_a_message_to_chosen_targets_only():
+    """Over real 802.11a: a message to one chosen neighbour arrives there and nowhere else; the same sender's
+    message to every neighbour (the scenario's broadcast) reaches the others too, offline and online alike."""
+    from bridge.online import OnlineMessages
+
+    scenario = ScenarioConfig(devices=5, density=1.0)
+    messages = OnlineMessages(scenario, 1, timeout_s=300)
+    try:
+        neighbours = np.flatnonzero(messages.idle_delivered[0])
+        assert len(neighbours) >= 2
+        chosen = int(neighbours[0])
+        to_one = messages.send(0, messages.now_s() + 0.01, 3000, 0, 0, targets=[chosen])
+        arrivals = []
+        while messages.now_s() < 2.0:
+            arrivals += messages.advance(2.0)
+        assert [(m, r) for m, r, _ in arrivals] == [(to_one, chosen)]
+        to_all = messages.send(0, messages.now_s() + 0.01, 3000, 0, 0)
+        arrivals = []
+        while messages.now_s() < 4.0:
+            arrivals += messages.advance(4.0)
+        assert sorted(r for m, r, _ in arrivals if m == to_all) == sorted(int(j) for j in neighbours)
+    finally:
+        messages.close()
