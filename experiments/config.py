@@ -30,11 +30,10 @@ from messages.schedules import SCHEDULES
 from experiments.run.compute import COMPUTE_MODELS, csv_step_times
 from experiments.run.contract import PluginFailure, checked_messages
 from learner.algorithms.base import Message, payload_bytes
-from learner.algorithms.registry import ASYNCHRONOUS, Algorithm, build_algorithm, kind_of, names_of_kind
+from learner.algorithms.registry import Algorithm, algorithm_rules, build_algorithm
 from learner.data import DATASETS, DEFAULT_DATA_ROOT, PARTITIONS, dataset_plugin, dataset_shape, missing_data
 from learner.models import MODELS, build_model
 from learner.plugins import entry_point_names, is_reference, load_plugin, source_file
-from learner.server import is_server
 from ns3_scenarios.scenario import GRAPH_TOPOLOGIES, ScenarioConfig
 
 
@@ -458,30 +457,9 @@ def _check_together(config: RunConfig) -> None:
             raise ConfigError(prefixed(str(error), "network.")) from error
     for field_name, value, holds, expected in LINK_MODELS[config.network.link_model].rules(config):
         _require(holds, field_name, value, expected)
-    algorithm = config.algorithm.instance
-    kind = kind_of(algorithm)
-    fitting = " or ".join(f'"{name}"' for name, schedule in SCHEDULES.items() if schedule.algorithm_kind == kind)
-    _require(SCHEDULES[config.network.schedule].algorithm_kind == kind, "network.schedule", config.network.schedule,
-             f"{fitting} for {config.algorithm.name}: " + ("it merges on its own clock" if kind == ASYNCHRONOUS else
-                                                           "it steps in rounds")
-             + f" (asynchronous algorithms: {', '.join(names_of_kind(ASYNCHRONOUS))})")
-    for field_name, value, holds, expected in SCHEDULES[config.network.schedule].rules(config):
+    for field_name, value, holds, expected in (algorithm_rules(config.algorithm.instance, config)
+                                               + SCHEDULES[config.network.schedule].rules(config)):
         _require(holds, field_name, value, expected)
-    if SCHEDULES[config.network.schedule].message_core:
-        _require(not is_server(algorithm), "network.schedule", config.network.schedule,
-                 f"\"rounds\" for {config.algorithm.name}: it runs through a server, whose rounds are global")
-        _require(config.scenario.topology == "adhoc" or config.network.link_model == "fixed_graph",
-                 "network.topology", config.scenario.topology, f"\"adhoc\" with schedule = {config.network.schedule!r}")
-        _require(config.scenario.transport != "tcp" and config.scenario.fanout == 0, "network.transport",
-                 config.scenario.transport, "broadcast or unicast to every neighbour (fanout 0) with "
-                 f"schedule = {config.network.schedule!r}")
-    if is_server(algorithm):
-        _require(config.scenario.access_point, "network.topology", config.scenario.topology,
-                 f"\"access_point\" for {config.algorithm.name}: it runs through a server")
-    else:
-        _require(not config.scenario.access_point, "network.topology", config.scenario.topology,
-                 f"not \"access_point\" for {config.algorithm.name}: a decentralized algorithm has no server "
-                 f"(server algorithms: fedavg, dense_sgd, esgd, dgc, threshold_sgd)")
     if config.checkpoints:
         _require(config.network.mode == "offline", "checkpoint_every", config.checkpoint_every or
                  config.checkpoint_every_s, "0 with network.mode = \"online\" (the online worker's ns-3 state "

@@ -94,11 +94,18 @@ class Schedule:
     @classmethod
     def rules(cls, config: Any) -> list[Rule]:
         """The config rules this schedule owns (``config`` is a run config: ``network``, ``scenario``, ...)."""
-        network = config.network
+        network, scenario = config.network, config.scenario
         own = [(name, default) for schedule in SCHEDULES.values() if schedule is not cls
                for name, default in schedule.own_fields if name not in dict(cls.own_fields)]
-        return [(f"network.{name}", getattr(network, name), getattr(network, name) == default,
-                 f"{default!r} unless schedule = {_owner(name)!r} (the field is its own)") for name, default in own]
+        rules = [(f"network.{name}", getattr(network, name), getattr(network, name) == default,
+                  f"{default!r} unless schedule = {_owner(name)!r} (the field is its own)") for name, default in own]
+        if cls.message_core:  # each device addresses its neighbours itself, over ad-hoc links
+            rules += [("network.topology", scenario.topology,
+                       scenario.topology == "adhoc" or network.link_model == "fixed_graph",
+                       f"\"adhoc\" with schedule = {cls.name!r}"),
+                      ("network.transport", scenario.transport, scenario.transport != "tcp" and scenario.fanout == 0,
+                       f"broadcast or unicast to every neighbour (fanout 0) with schedule = {cls.name!r}")]
+        return rules
 
     own_fields: ClassVar[tuple[tuple[str, Any], ...]] = ()  # (network field, default) only this schedule reads
 

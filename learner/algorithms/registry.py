@@ -9,6 +9,8 @@ from dataclasses import fields, is_dataclass
 from typing import Any
 
 from learner.algorithms.base import Algorithm, GradFn, Links, Message
+from learner.server import is_server
+from messages.schedules import SCHEDULES
 from learner.plugins import entry_point_names, load_plugin
 from learner.algorithms.adom import ADOM
 from learner.algorithms.adpsgd import ADPSGD
@@ -75,6 +77,29 @@ def is_asynchronous(algorithm: object) -> bool:
 
 def names_of_kind(kind: str) -> list[str]:
     return sorted(name for name, cls in ALGORITHMS.items() if kind_of(cls) == kind)
+
+
+def algorithm_rules(algorithm: object, config: Any) -> list[tuple[str, Any, bool, str]]:
+    """The config rules an algorithm owns, as (field, value, holds, expected): the schedules of its kind, a
+    server algorithm's access point and global rounds, an offline trace only for fixed message sizes."""
+    name, network, scenario = config.algorithm.name, config.network, config.scenario
+    kind, schedule = kind_of(algorithm), SCHEDULES[network.schedule]
+    fitting = " or ".join(f'"{label}"' for label, each in SCHEDULES.items() if each.algorithm_kind == kind)
+    server = is_server(algorithm)
+    rules = [("network.schedule", network.schedule, schedule.algorithm_kind == kind,
+              f"{fitting} for {name}: " + ("it merges on its own clock" if kind == ASYNCHRONOUS else "it steps in rounds")
+              + f" (asynchronous algorithms: {', '.join(names_of_kind(ASYNCHRONOUS))})"),
+             ("network.schedule", network.schedule, not (server and schedule.message_core),
+              f"\"rounds\" for {name}: it runs through a server, whose rounds are global"),
+             ("network.topology", scenario.topology, scenario.access_point == server,
+              f"\"access_point\" for {name}: it runs through a server" if server else
+              f"not \"access_point\" for {name}: a decentralized algorithm has no server (server algorithms: "
+              f"{', '.join(label for label, cls in ALGORITHMS.items() if is_server(cls))})"),
+             ("network.mode", network.mode,
+              network.mode == "online" or not any(message.per_sender for message in config.messages),
+              f"\"online\" for {name}: it sends a different payload size per sender and round, which an "
+              f"offline trace cannot replay")]
+    return rules
 
 
 def algorithm_class(name: str) -> type:
