@@ -19,6 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from ns3_scenarios.scenario import GRAPH_TOPOLOGIES
+
 Rule = tuple[str, Any, bool, str]  # (config field, its value, whether it holds, what is expected)
 KINDS = ("ns3", "control", "ladder", "test")
 
@@ -30,6 +32,7 @@ class LinkModel:
     placed: bool  # its links follow the devices' positions (positions.csv, topology.png)
     clock: str  # how it times a message
     style: Any  # matplotlib line style in plots
+    graph: bool = False  # its topology is a fixed graph (network.topology one of GRAPH_TOPOLOGIES)
 
     @property
     def from_ns3(self) -> bool:
@@ -44,7 +47,11 @@ class LinkModel:
     def rules(self, config: Any) -> list[Rule]:
         """The config rules this link model owns (``config`` is a run config)."""
         network, scenario, name = config.network, config.scenario, repr(self.name)
+        graph_expected = (f"one of {', '.join(GRAPH_TOPOLOGIES)} with link_model = \"{self.name}\"" if self.graph
+                          else f"\"adhoc\" with link_model = {name} (fixed graphs need link_model = \"fixed_graph\")")
         rules = [
+            ("network.topology", scenario.topology, (scenario.topology in GRAPH_TOPOLOGIES) == self.graph,
+             graph_expected),
             ("network.mode", network.mode, network.mode == "offline" or self.kind == "ns3",
              f"\"offline\" with link_model = {name} (online mode simulates in ns-3)"),
             ("network.channel", scenario.channel, scenario.channel == "yans" or self.from_ns3,
@@ -69,7 +76,7 @@ LINK_MODELS: dict[str, LinkModel] = {record.name: record for record in (
               "-"),
     LinkModel("ideal", "control", True, _CONTROL_CLOCK, "--"),
     LinkModel("random_graph", "control", False, _CONTROL_CLOCK, ":"),
-    LinkModel("fixed_graph", "control", False, _CONTROL_CLOCK, "-."),
+    LinkModel("fixed_graph", "control", False, _CONTROL_CLOCK, "-.", graph=True),
     LinkModel("ns3_ideal", "ladder", False, _RUNG_CLOCK, "-."),
     LinkModel("ns3_random_graph", "ladder", False, _RUNG_CLOCK, "-."),
     LinkModel("ns3_geometry", "ladder", True, _RUNG_CLOCK, "-."),

@@ -34,7 +34,7 @@ from learner.algorithms.registry import Algorithm, algorithm_rules, build_algori
 from learner.data import DATASETS, DEFAULT_DATA_ROOT, PARTITIONS, dataset_plugin, dataset_shape, missing_data
 from learner.models import MODELS, build_model
 from learner.plugins import entry_point_names, is_reference, load_plugin, source_file
-from ns3_scenarios.scenario import GRAPH_TOPOLOGIES, ScenarioConfig
+from ns3_scenarios.scenario import ScenarioConfig
 
 
 class ConfigError(ValueError):
@@ -442,14 +442,6 @@ def parse_config(raw: dict[str, Any]) -> RunConfig:
 
 def _check_together(config: RunConfig) -> None:
     """Settings that are each valid but do not go together, refuted before anything runs."""
-    graph = config.scenario.topology in GRAPH_TOPOLOGIES
-    if config.network.link_model == "fixed_graph":
-        _require(graph, "network.topology", config.scenario.topology,
-                 f"one of {', '.join(GRAPH_TOPOLOGIES)} with link_model = \"fixed_graph\"")
-    else:
-        _require(not graph, "network.topology", config.scenario.topology,
-                 f"\"adhoc\" with link_model = {config.network.link_model!r} (fixed graphs need "
-                 f"link_model = \"fixed_graph\")")
     if config.network.compute_model == "csv":
         try:
             csv_step_times(config.network.compute_csv, config.devices)
@@ -464,10 +456,6 @@ def _check_together(config: RunConfig) -> None:
         _require(config.network.mode == "offline", "checkpoint_every", config.checkpoint_every or
                  config.checkpoint_every_s, "0 with network.mode = \"online\" (the online worker's ns-3 state "
                  "cannot be saved, so such a run restarts from round 0)")
-    if any(message.per_sender for message in config.messages):
-        _require(config.network.mode == "online", "network.mode", config.network.mode,
-                 f"\"online\" for {config.algorithm.name}: it sends a different payload size per sender and "
-                 f"round, which an offline trace cannot replay")
     try:
         _construct(type(config.model), "model.", name=config.model.name, hidden=config.model.hidden)
         config.model_dim  # the model must suit the data's shape (e.g. the CNN needs images)
