@@ -27,7 +27,7 @@ import tomli_w
 from bridge.link_models import LINK_MODELS
 from bridge.link_source import MODES
 from messages.schedules import SCHEDULES
-from experiments.run.compute import COMPUTE_MODELS, csv_step_times
+from experiments.run.compute import COMPUTE_MODELS, csv_step_times, step_times
 from experiments.run.contract import PluginFailure, checked_messages
 from learner.algorithms.base import Message, payload_bytes
 from learner.algorithms.registry import Algorithm, algorithm_rules, build_algorithm
@@ -324,12 +324,14 @@ EXECUTION_FIELDS = ("checkpoint_every", "checkpoint_every_s")  # how a run is ca
 SCALAR_FIELDS = tuple(f.name for f in fields(RunConfig) if f.default is not MISSING)  # name, seed, rounds, ...
 SECTIONS = ("data", "model", "algorithm", "network")
 TRACE_BYTES_PER_LINK = 4 + 8 + 1  # done_s float32, rx_bytes int64, intended bool per (round, exchange, i, j)
-COPIES_OF_THE_MODELS = 8  # parameters, gradients, algorithm state and temporaries, (N, d) float32 each
+COPIES_OF_THE_MODELS = 8  # parameters, gradients, algorithm state and temporaries, (N, d)
+ASYNC_STEPS_PER_PERIOD = 100  # an asynchronous run's fastest device may loop this many times per evaluation period float32 each
 
 
-def memory_estimate_bytes(config: RunConfig) -> int:
-    """What a run holds at once: its link trace and a few (N, d) float32 copies of the models."""
-    n, rounds, exchanges = config.devices, config.rounds, len(config.payloads)
+def memory_estimate_bytes(config: RunConfig, steps: int | None = None) -> int:
+    """What a run holds at once: its link trace (``steps`` of it: a schedule's plan, or the rounds) and a few
+    (N, d) float32 copies of the models."""
+    n, rounds, exchanges = config.devices, steps or config.rounds, len(config.payloads)
     trace = rounds * exchanges * n * n * TRACE_BYTES_PER_LINK
     models = COPIES_OF_THE_MODELS * n * config.model_dim * 4
     return trace + models
@@ -461,7 +463,17 @@ def _check_together(config: RunConfig) -> None:
         config.model_dim  # the model must suit the data's shape (e.g. the CNN needs images)
     except ValueError as error:
         raise ConfigError(prefixed(str(error), "model.")) from error
-    needed, available = memory_estimate_bytes(config), physical_memory_bytes()
+    steps = None
+    if SCHEDULES[config.network.schedule].algorithm_kind == "asynchronous":  # its log's steps, not the rounds
+        steps = SCHEDULES[config.network.schedule].plan_for(
+            config, step_times(config.network, config.devices, config.seed)).steps
+        if steps > ASYNC_STEPS_PER_PERIOD * config.rounds + 1:
+            raise ConfigError(f"network.compute_model: under schedule = \"async\" the fastest device would take "
+                              f"{steps:,} steps in {config.rounds} evaluation periods (at most "
+                              f"{ASYNC_STEPS_PER_PERIOD} a period): its step time is next to nothing beside the "
+                              f"median device's; set network.async_period_s, or step times above 0 and closer "
+                              f"together (compute_s_per_step, compute_sigma, compute_csv)")
+    needed, available = memory_estimate_bytes(config, steps), physical_memory_bytes()
     if needed > 0.8 * available:
         raise ConfigError(f"rounds, devices: this run would hold about {needed / 2**30:.1f} GiB (a link trace of "
                           f"rounds x exchanges x devices^2 x {TRACE_BYTES_PER_LINK} bytes and "
@@ -507,6 +519,21 @@ def read_toml(path: Path, kind: str = "config") -> dict[str, Any]:
     if _depth(parsed) > MAX_NESTING:
         raise ConfigError(f"{kind} file {path}: arrays or tables nested more than {MAX_NESTING} deep")
     _refuse_dates(parsed)
+    return _anchored(parsed, path.resolve().parent)
+
+
+def _anchored(parsed: dict[str, Any], directory: Path) -> dict[str, Any]:
+    """A path the file names (``network.compute_csv``, or a sweep's list of them) is read from the file's own
+    directory, not from wherever the command runs."""
+    network = parsed.get("network")
+    if isinstance(network, dict) and "compute_csv" in network:
+        def anchor(value: Any) -> Any:
+            if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
+                return str(directory / value)
+            return value
+
+        value = network["compute_csv"]
+        network["compute_csv"] = [anchor(v) for v in value] if isinstance(value, list) else anchor(value)
     return parsed
 
 

@@ -177,8 +177,8 @@ class ScenarioConfig:
         _check(self.channel in CHANNELS, "channel", self.channel, "one of " + ", ".join(CHANNELS))
         _check(0.0 <= self.cutoff_margin_db <= 60.0, "cutoff_margin_db", self.cutoff_margin_db,
                "a number in [0, 60] (dB below the noise floor)")
-        _check(isinstance(self.trace_chunk_rounds, int) and self.trace_chunk_rounds >= 0, "trace_chunk_rounds",
-               self.trace_chunk_rounds, "an integer >= 0 (0: one simulation)")
+        _check(isinstance(self.trace_chunk_rounds, int) and 0 <= self.trace_chunk_rounds <= 100_000,
+               "trace_chunk_rounds", self.trace_chunk_rounds, "an integer in [0, 100000] (0: one simulation)")
         _check(self.phy_mode in PHY_MODES, "phy_mode", self.phy_mode, "one of " + ", ".join(PHY_MODES))
         _check(-10.0 <= self.tx_power_dbm <= 30.0, "tx_power_dbm", self.tx_power_dbm, "a number in [-10, 30]")
         _check(isinstance(self.datagram_bytes, int) and 64 <= self.datagram_bytes <= MAX_UDP_PAYLOAD,

@@ -66,8 +66,8 @@ def _copy(finished: Path, tmp_path: Path) -> tuple[Path, Path]:
     return run_dir, finished
 
 
-FORMS = [(name, form) for name in RESULT_FILES for form in DAMAGE
-         if not (name.endswith(".png") and form in ("last rows removed", "one value edited"))]
+FORMS = [(name, form) for name in RESULT_FILES for form in DAMAGE  # staleness.csv: an asynchronous run's, below
+         if not (name.endswith(".png") and form in ("last rows removed", "one value edited")) and name != "staleness.csv"]
 
 
 @pytest.mark.parametrize("name, form", FORMS, ids=[f"{n}-{f}" for n, f in FORMS])

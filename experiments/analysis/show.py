@@ -147,8 +147,8 @@ def _changed_fields(text: str) -> list[str] | None:
         return None
     changed = []
     for key, value in config.items():
-        if isinstance(value, dict):
-            changed += [f"{key}.{k} = {v!r}" for k, v in value.items() if defaults.get(key, {}).get(k) != v]
+        if isinstance(value, dict) and isinstance(defaults.get(key), dict):
+            changed += [f"{key}.{k} = {v!r}" for k, v in value.items() if defaults[key].get(k) != v]
         elif defaults.get(key) != value:
             changed.append(f"{key} = {value!r}")
     return changed
@@ -159,9 +159,8 @@ def _short_final(path: Path) -> str:
     final = _final_metrics(path)
     if not final.startswith("final"):
         return final
-    metrics = pd.read_csv(path).dropna(subset=["mean_accuracy"])
-    return (f"final accuracy {metrics['mean_accuracy'].iloc[-1]:.4f} "
-            f"(best {metrics['mean_accuracy'].max():.4f})")
+    accuracy = pd.to_numeric(pd.read_csv(path)["mean_accuracy"], errors="coerce").dropna()  # as _final_metrics
+    return f"final accuracy {accuracy.iloc[-1]:.4f} (best {accuracy.max():.4f})"
 
 
 def network_line(run_dir: Path, record: dict) -> str:
@@ -171,15 +170,15 @@ def network_line(run_dir: Path, record: dict) -> str:
     if isinstance(meta.get("idle_density"), (int, float)):
         parts.append(f"idle density {meta['idle_density']:.3f}")
     try:
-        links = pd.read_csv(run_dir / "links.csv")
-        metrics = pd.read_csv(run_dir / "metrics.csv")
+        links = pd.read_csv(run_dir / "links.csv").apply(pd.to_numeric, errors="coerce")
+        metrics = pd.read_csv(run_dir / "metrics.csv").apply(pd.to_numeric, errors="coerce")
         if len(links) and links["intended_pairs"].sum() > 0:
             parts.append(f"{links['delivered_pairs'].sum() / links['intended_pairs'].sum():.1%} of intended "
                          f"messages delivered over {len(links)} exchanges, mean completion "
                          f"{links['mean_completion_s'].mean():.2f} s")
         last = metrics.iloc[-1]
         parts.append(f"energy {last['cumulative_energy_j']:.1f} J over {last['sim_time_s']:.1f} simulated s")
-    except (OSError, ValueError, KeyError, IndexError, pd.errors.ParserError):  # unfinished or damaged files
+    except (OSError, ValueError, TypeError, KeyError, IndexError, pd.errors.ParserError):  # unfinished or damaged
         return ""
     return "; ".join(parts)
 

@@ -27,7 +27,6 @@ import json
 import os
 import sys
 import tempfile
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -115,8 +114,9 @@ def load(run_dir: Path, identity: dict, algorithm: Any) -> Checkpoint:
         with np.load(path, allow_pickle=False) as stored:
             arrays = {name: stored[name] for name in stored.files}
         meta = json.loads(arrays.pop(META).tobytes().decode())
-    except (OSError, KeyError, ValueError, zipfile.BadZipFile, UnicodeDecodeError) as error:
-        raise CheckpointError(f"{FILE} cannot be read ({type(error).__name__}: {error})") from error
+    except Exception as error:  # any file it cannot read as its arrays (EOFError, TokenError, a bare .npy ...)
+        # Not numpy's text: for bytes it cannot parse it advises loading them as a pickle, which nsdml never does.
+        raise CheckpointError(f"{FILE} cannot be read as nsdml's arrays ({type(error).__name__})") from error
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(f"{FILE} is of another format")
     for key, value in identity.items():

@@ -26,10 +26,14 @@ import numpy as np
 import pandas as pd
 
 COMPUTE_MODELS = ("constant", "lognormal", "stragglers", "csv")
+MAX_STEP_S = 3600.0  # as network.compute_s_per_step: an hour per local step at most
 
 
 def csv_step_times(path: str, devices: int) -> np.ndarray:
-    """The ``step_s`` column of ``path``: N positive finite numbers (ValueError naming what is wrong)."""
+    """The ``step_s`` column of ``path``: N positive numbers of at most ``MAX_STEP_S`` (ValueError naming what is
+    wrong). Only a regular file is read: a FIFO or a device would block or never end."""
+    if not Path(path).expanduser().is_file():
+        raise ValueError(f"compute_csv: {path!r} is not a regular file")
     try:
         table = pd.read_csv(Path(path).expanduser())
     except (OSError, ValueError, pd.errors.ParserError) as error:
@@ -37,9 +41,9 @@ def csv_step_times(path: str, devices: int) -> np.ndarray:
     if "step_s" not in table:
         raise ValueError(f"compute_csv: {path!r} has no step_s column (columns: {', '.join(map(str, table.columns))})")
     values = pd.to_numeric(table["step_s"], errors="coerce").to_numpy(dtype=float)
-    if len(values) != devices or not np.isfinite(values).all() or (values <= 0).any():
-        raise ValueError(f"compute_csv: {path!r} must give {devices} positive step times in step_s, one per "
-                         f"device; it has {len(values)}")
+    if len(values) != devices or not np.isfinite(values).all() or (values <= 0).any() or (values > MAX_STEP_S).any():
+        raise ValueError(f"compute_csv: {path!r} must give {devices} step times in (0, {MAX_STEP_S:g}] s in step_s, "
+                         f"one per device; it has {len(values)}")
     return values
 
 

@@ -15,7 +15,8 @@ from pathlib import Path
 
 APPENDED_FILES = ("metrics.csv", "links.csv", "device_metrics.csv")  # written round by round
 PLACED_FILES = ("positions.csv", "topology.png")  # only over a placed network (bridge.LINK_MODELS[name].placed)
-RESULT_FILES = ("config.toml", *APPENDED_FILES, "devices.csv", "accuracy.png", "devices.png", *PLACED_FILES)
+RESULT_FILES = ("config.toml", *APPENDED_FILES, "devices.csv", "staleness.csv", "accuracy.png", "devices.png",
+                *PLACED_FILES)  # staleness.csv: asynchronous runs only
 CSV_FILES = tuple(name for name in RESULT_FILES if name.endswith(".csv"))
 CHUNK_BYTES = 1 << 20
 

@@ -290,6 +290,11 @@ def _trace_identity(request: dict) -> str:
     return trace_key(**request)
 
 
+def _number(value: Any) -> float:
+    """A recorded number as float, NaN where it is absent or not a number."""
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
+
+
 def summarize_run(run_dir: Path, target_accuracy: float, senders: int | None = None) -> dict[str, Any]:
     """Max Acc, Conv. Rds, time to target, traffic and wall time of one finished run, from its files.
     ``senders``: the nodes of its network (default: its devices)."""
@@ -302,7 +307,7 @@ def summarize_run(run_dir: Path, target_accuracy: float, senders: int | None = N
     senders = senders or int(pd.read_csv(run_dir / "devices.csv")["device"].count())
     return {
         "status": info["status"],
-        "rounds_completed": info["rounds_completed"],
+        "rounds_completed": info.get("rounds_completed", math.nan),
         "max_acc": float(metrics["mean_accuracy"].max()),
         "final_acc": float(metrics["mean_accuracy"].dropna().iloc[-1]),  # the last evaluated round
         "conv_rounds": int(first["round"]) if first is not None else math.nan,
@@ -315,7 +320,7 @@ def summarize_run(run_dir: Path, target_accuracy: float, senders: int | None = N
         "bytes_sent": int((links["payload_bytes"] * senders).sum()) if len(links) else 0,
         "bytes_received": int(links["bytes_received"].sum()) if len(links) else 0,
         "bytes_on_air": int(links["bytes_on_air"].sum()) if "bytes_on_air" in links else math.nan,
-        "wall_s": float(info["wall_seconds"]),
+        "wall_s": _number(info.get("wall_seconds")),  # absent in runs made by older code
         "code_fingerprint": info.get("code_fingerprint"),
         "recomputed_because": info.get("recomputed_because"),
     }
