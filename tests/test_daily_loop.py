@@ -141,6 +141,11 @@ def test_the_catalogue_lists_text_values_and_whole_first_paragraphs(capsys):
     assert "gossip = 'laplacian' one of laplacian, metropolis" in text
     detag = next(line for line in text.splitlines() if line.startswith("detag:"))
     assert detag.rstrip().endswith(")") or detag.rstrip().endswith(".")  # a sentence, not cut mid-way
+    blocks = {block.split(":")[0]: block for block in text.split("\n\n")}
+    assert "kind: asynchronous (schedules: async)" in blocks["gossip_learning"]
+    assert "kind: synchronous (schedules: rounds, local_barrier, stale_synchronous)" in blocks["dpsgd"]
+    assert "sends: at d = 1,000, per round: model (1000), 4,000 B to neighbours" in blocks["dpsgd"]
+    assert "up to 4,000 B to server (needs network.mode = \"online\")" in blocks["threshold_sgd"]
 
 
 def test_the_example_notebook_runs_on_a_tiny_control_sweep(tmp_path, capsys):

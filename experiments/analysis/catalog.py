@@ -13,6 +13,7 @@ import textwrap
 from dataclasses import MISSING, fields
 
 from learner.algorithms.registry import ALGORITHMS, algorithm_class, kind_of
+from messages.schedules import SCHEDULES
 from learner.plugins import entry_point_names
 
 CHECKS = {"check_range", "check_integer"}
@@ -96,7 +97,8 @@ def describe_algorithms() -> str:
     for name in names:
         cls = algorithm_class(name)
         ranges = declared_ranges(cls)
-        lines = [f"{name}: {paper(cls)}"]
+        lines = [f"{name}: {paper(cls)}", f"    kind: {kind_of(cls)} (schedules: "
+                 f"{', '.join(label for label, schedule in SCHEDULES.items() if schedule.algorithm_kind == kind_of(cls))})"]
         for f in fields(cls):
             if f.name == "name":
                 continue
