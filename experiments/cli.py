@@ -214,6 +214,9 @@ def _report_sweep(sweep, summary, results_root: Path) -> int:
         for _, row in summary[summary["status"] == "damaged"].iterrows():
             print(f"nsdml: warning: run {row['run_id']} is left out of the table: {row['damaged_because']}; "
                   f"`nsdml sweep` recomputes it", file=sys.stderr)
+    for field, values in summary.attrs.get("unswept", {}).items():
+        print(f"nsdml: warning: {field} differs between the compared runs without being swept ({values}); "
+              f"sweep it or set it equal to compare like with like", file=sys.stderr)
     recomputed = summary.attrs.get("recomputed")
     if recomputed:
         print("recomputed " + "; ".join(f"{count} finished run(s): {reason}" for reason, count in recomputed.items()))

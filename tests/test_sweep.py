@@ -175,3 +175,34 @@ def test_traces_are_made_costliest_first_all_workers_at_once(monkeypatch):
     sweep = _ns3_sweep(["dpsgd", "adom", "mudag"])
     assert sweep_module.make_traces(sweep, sweep_module.sweep_traces(sweep), Path("unused"), workers=2) == 0
     assert batches == [(["mudag", "adom", "dpsgd"], 2)]  # four exchanges, then a message twice as long
+
+
+def test_algorithms_at_different_default_learning_rates_are_shown_and_warned_about(tmp_path, capsys):
+    """D-PSGD (lr 0.1 by default) against HyperPrism (0.01): the rate is a column of table.md, of paired.csv
+    (for each side), a line above the table and a warning on stderr; with lr set equal, none of them."""
+    from experiments.cli import main
+    from experiments.run.sweep import unswept_differences
+
+    text = ('rounds = 3\ndevices = 4\nseed = [0, 1]\n[sweep]\nname = "{name}"\n[data]\ndataset = "digits"\n'
+            '[algorithm]\nname = ["dpsgd", "hyperprism"]\n{lr}[network]\nlink_model = "synthetic"\n')
+    for name, lr in (("defaults", ""), ("equal", "lr = 0.05\n")):
+        path = tmp_path / f"{name}.toml"
+        path.write_text(text.format(name=name, lr=lr))
+        assert main(["sweep", str(path), "--results", str(tmp_path / "r"), "--cache", str(tmp_path / "c"),
+                     "--quiet"]) == 0
+        err = capsys.readouterr().err
+        out = tmp_path / "r" / "sweeps" / name
+        table, paired = (out / "table.md").read_text(), pd.read_csv(out / "paired.csv")
+        if lr:
+            assert unswept_differences(load_sweep(path)) == [] and "algorithm.lr" not in table
+            assert "warning" not in err and "algorithm.lr" not in paired
+            continue
+        assert unswept_differences(load_sweep(path)) == ["algorithm.lr"]
+        assert "warning: algorithm.lr differs between the compared runs without being swept (dpsgd 0.1, " \
+               "hyperprism 0.01)" in err
+        assert table.startswith("**Not swept, yet different between rows:** algorithm.lr (dpsgd 0.1, hyperprism 0.01)")
+        rows = {line.split("|")[1].strip(): line.split("|")[2].strip() for line in table.splitlines()
+                if line.startswith("| dpsgd") or line.startswith("| hyperprism")}
+        assert rows == {"dpsgd": "0.1", "hyperprism": "0.01"}
+        assert paired[["algorithm", "algorithm.lr", "reference", "reference algorithm.lr"]].values.tolist() == \
+            [["hyperprism", 0.01, "dpsgd", 0.1]]

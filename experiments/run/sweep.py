@@ -365,6 +365,21 @@ def group_axes(sweep: Sweep) -> list[str]:
     return [axis for axis in sweep.axes if axis != "seed"]
 
 
+def unswept_differences(sweep: Sweep) -> list[str]:
+    """Fields that every run of the sweep has, that no axis sets, and that still differ between its runs: an
+    algorithm's own default (learning rates differ per algorithm) makes rows compare more than the axes."""
+    flat = [flatten(config.to_dict()) for _, config in sweep.runs]
+    common = set.intersection(*(set(run) for run in flat)) if flat else set()
+    return sorted(field for field in common - set(sweep.axes) - {"name", "seed"}
+                  if len({json.dumps(run[field], sort_keys=True) for run in flat}) > 1)
+
+
+def unswept_values(summary: pd.DataFrame, field: str, key: str = "algorithm.name") -> str:
+    """'dpsgd 0.1, hyperprism 0.01': a field's values per ``key`` (what sets them), for a warning."""
+    pairs = summary[[key, field]].drop_duplicates()
+    return ", ".join(f"{name} {value}" for name, value in zip(pairs[key], pairs[field]))
+
+
 def aggregate(summary: pd.DataFrame, by: list[str]) -> pd.DataFrame:
     """Per group of ``by``: the runs, and per figure its mean, std and 95 % t half-width over the seeds
     (``experiments.analysis.statistics``); figures to the target over the seeds that reached it (``reached`` counts
@@ -432,6 +447,27 @@ PAIRED = (("final_acc", "Final Acc", 4, 1.0), ("max_acc", "Max Acc", 4, 1.0), ("
           ("energy_to_target_j", "kJ to target", 2, 1e-3))
 
 
+def with_unswept(paired: pd.DataFrame, summary: pd.DataFrame, by: list[str], unswept: list[str],
+                 algorithm: str = "algorithm.name") -> pd.DataFrame:
+    """The paired rows with each unswept difference's value for the algorithm and for its reference."""
+    if paired.empty or not unswept:
+        return paired
+    others = [axis for axis in by if axis != algorithm]
+
+    def value(row: pd.Series, name: str, field: str) -> str:
+        match = summary[summary[algorithm] == name]
+        for axis in others:
+            match = match[match[axis] == row[axis]]
+        return ", ".join(map(str, dict.fromkeys(match[field])))
+
+    paired = paired.copy()
+    for position, field in enumerate(unswept):
+        paired.insert(len(others) + 2 * position, field, [value(r, r["algorithm"], field) for _, r in paired.iterrows()])
+        paired.insert(len(others) + 2 * position + 1, f"reference {field}",
+                      [value(r, r["reference"], field) for _, r in paired.iterrows()])
+    return paired
+
+
 def paired_markdown(paired: pd.DataFrame) -> str:
     """Each algorithm minus its group's reference, seed by seed: mean ± 95 % t half-width (pairs)."""
     settings = [c for c in paired.columns if c not in ("algorithm", "reference", "pairs")
@@ -458,14 +494,20 @@ def write_summary(sweep: Sweep, results_root: Path) -> pd.DataFrame:
     out = sweep.summary_dir(results_root)
     out.mkdir(parents=True, exist_ok=True)
     summary = collect(sweep, results_root)
-    by = group_axes(sweep)
-    table = aggregate(summary, by)
-    paired = paired_differences(summary, by)
+    by, unswept = group_axes(sweep), unswept_differences(sweep)
+    table = aggregate(summary, by + unswept)  # an unswept difference follows the axes: a column, not a split
+    paired = with_unswept(paired_differences(summary, by), summary, by, unswept)
     write_atomically(out / "summary.csv", summary.to_csv(index=False, float_format=CSV_FLOAT_FORMAT))
     write_atomically(out / "table.csv", table.to_csv(index=False, float_format=CSV_FLOAT_FORMAT))
     write_atomically(out / "paired.csv", paired.to_csv(index=False, float_format=CSV_FLOAT_FORMAT))
     link_models = sorted({config.network.link_model for _, config in sweep.runs})
-    write_atomically(out / "table.md", markdown_table(table, by, sweep.target_accuracy, link_models, paired))
+    markdown = markdown_table(table, by + unswept, sweep.target_accuracy, link_models, paired)
+    if unswept:
+        markdown = (f"**Not swept, yet different between rows:** "
+                    + "; ".join(f"{field} ({unswept_values(summary, field)})" for field in unswept)
+                    + ". These rows differ in more than the axes; sweep the field, or set it equal.\n\n" + markdown)
+    write_atomically(out / "table.md", markdown)
+    summary.attrs["unswept"] = {field: unswept_values(summary, field) for field in unswept}
     run_dirs = {config.run_id: Path(results_root) / config.run_id for _, config in sweep.runs}
     plot_sweep_accuracy(summary, {run: d / "metrics.csv" for run, d in run_dirs.items()}, by, out)
     for axis in ("network.density", "devices", "data.alpha"):
