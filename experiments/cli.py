@@ -6,7 +6,7 @@
     nsdml algorithms                                  every algorithm, its paper, hyperparameters and ranges
     nsdml show RUN_DIR...                             a run's config, status, final metrics and files;
                                                       several runs or a sweep directory: one line each
-    nsdml compare RUN_OR_SWEEP... --target ACC        runs on shared axes (rounds, seconds, joules) and a table
+    nsdml compare RUN_OR_SWEEP... [--target ACC]      runs on shared axes (rounds, seconds, joules) and a table
 
 A finished run is reused when the same code made it (run.json's code fingerprint);
 a second process asking for a run in progress waits for it.
@@ -65,8 +65,9 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("run_dir", type=Path, nargs="+", help="results/<run-id>/ or results/sweeps/<name>/")
     compare = commands.add_parser("compare", help="several runs (or sweeps) on shared axes, with a table")
     compare.add_argument("paths", type=Path, nargs="+", help="results/<run-id>/ or results/sweeps/<name>/")
-    compare.add_argument("--target", type=float, required=True,
-                         help="accuracy whose rounds, seconds and joules to reach are tabled, e.g. 0.8")
+    compare.add_argument("--target", type=float, default=None,
+                         help="accuracy whose rounds, seconds and joules to reach are tabled, e.g. 0.8 "
+                              "(left out: the curves and final figures only)")
     compare.add_argument("--out", type=Path, default=None,
                          help="where compare.png, .csv and .md go (default: <results>/compare/<hash>/)")
     return parser
@@ -168,7 +169,7 @@ def _main(argv: list[str] | None) -> int:
 def _compare(args: argparse.Namespace) -> int:
     from experiments.analysis.compare import CompareError, compare
 
-    if not 0.0 < args.target <= 1.0:
+    if args.target is not None and not 0.0 < args.target <= 1.0:
         print(f"nsdml: compare: --target: {args.target} is not allowed; expected an accuracy in (0, 1]",
               file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -95,6 +95,12 @@ def test_compare_two_runs_and_a_sweep_tables_what_the_runs_csvs_say(tmp_path, ca
     assert main(["compare", str(sweep_dir), "--target", "0.25"]) == 0
     printed = capsys.readouterr().out
     assert "4 runs compared in" in printed and printed.count("| dpsgd |") == 2
+    # Without a target: the curves and the final figures, no to-target columns, the same final accuracies.
+    assert main(["compare", str(runs[0]), str(runs[1]), "--out", str(tmp_path / "plain")]) == 0
+    plain = (tmp_path / "plain" / "compare.md").read_text()
+    assert "| final acc | max acc |" in plain and "rounds to" not in plain
+    untargeted = pd.read_csv(tmp_path / "plain" / "compare.csv")
+    assert untargeted["final_acc"].tolist() == table["final_acc"].tolist() and untargeted["conv_rounds"].isna().all()
 
 
 def test_compare_refuses_what_is_not_a_run_and_leaves_out_damaged_runs(tmp_path, capsys):

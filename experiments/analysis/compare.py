@@ -6,7 +6,7 @@ Only finished runs whose files are intact are compared; the others are named
 on stderr and left out. The figure plots mean test accuracy against rounds,
 simulated seconds and joules (all devices), one line per run, on one 0-1
 accuracy axis; the table gives each run's setting, final and best accuracy,
-and the rounds, simulated seconds and joules to the ``--target`` accuracy
+and, given a ``--target`` accuracy, the rounds, simulated seconds and joules to it
 (the same figures as a sweep's ``summary.csv``: ``experiments.run.sweep``'s
 ``summarize_run``). Both go to ``--out`` (default
 ``<results>/compare/<hash of the runs and target>/``): ``compare.png``,
@@ -16,6 +16,7 @@ and the rounds, simulated seconds and joules to the ``--target`` accuracy
 from __future__ import annotations
 
 import hashlib
+import math
 import sys
 import tomllib
 from pathlib import Path
@@ -97,9 +98,11 @@ def compare_table(run_dirs: list[Path], target_accuracy: float) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def markdown(table: pd.DataFrame, target_accuracy: float) -> str:
-    header = ["run", "algorithm", "link model", "N", "density", "alpha", "seed", "final acc", "max acc",
-              f"rounds to {target_accuracy:.2f}", "seconds to it", "joules to it"]
+def markdown(table: pd.DataFrame, target_accuracy: float | None) -> str:
+    """The runs' table; the rounds, seconds and joules to the target only when one is given."""
+    to_target = [] if target_accuracy is None else [f"rounds to {target_accuracy:.2f}", "seconds to it",
+                                                    "joules to it"]
+    header = ["run", "algorithm", "link model", "N", "density", "alpha", "seed", "final acc", "max acc", *to_target]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
 
     def shown(value, digits):
@@ -109,12 +112,13 @@ def markdown(table: pd.DataFrame, target_accuracy: float) -> str:
         lines.append("| " + " | ".join([
             row["run_id"], str(row["algorithm"]), str(row["link_model"]), str(row["devices"]), str(row["density"]),
             str(row["alpha"]), str(row["seed"]), shown(row["final_acc"], 4), shown(row["max_acc"], 4),
-            shown(row["conv_rounds"], 0), shown(row["time_to_target_s"], 1), shown(row["energy_to_target_j"], 1),
+            *([] if target_accuracy is None else [shown(row["conv_rounds"], 0), shown(row["time_to_target_s"], 1),
+                                                  shown(row["energy_to_target_j"], 1)]),
         ]) + " |")
     return "\n".join(lines) + "\n"
 
 
-def plot_compare(run_dirs: list[Path], table: pd.DataFrame, target_accuracy: float, path: Path) -> None:
+def plot_compare(run_dirs: list[Path], table: pd.DataFrame, target_accuracy: float | None, path: Path) -> None:
     from experiments.analysis.plots import plt  # pyplot on the non-interactive backend the plots module selects
 
     figure, axes = plt.subplots(1, 3, figsize=(15, 4.2), sharey=True)
@@ -124,29 +128,32 @@ def plot_compare(run_dirs: list[Path], table: pd.DataFrame, target_accuracy: flo
         for axis, (column, _) in zip(axes, X_AXES):
             axis.plot(metrics[column], metrics["mean_accuracy"], label=label)
     for axis, (_, x_label) in zip(axes, X_AXES):
-        axis.axhline(target_accuracy, color="grey", linestyle=":", linewidth=1)
+        if target_accuracy is not None:
+            axis.axhline(target_accuracy, color="grey", linestyle=":", linewidth=1)
         axis.set(xlabel=x_label, ylim=(0.0, 1.0))
         axis.grid(alpha=0.3)
     axes[0].set_ylabel("mean test accuracy")
     handles, labels = axes[0].get_legend_handles_labels()
     figure.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=8)
-    figure.suptitle(f"{len(run_dirs)} runs; dotted: target accuracy {target_accuracy:.2f}", fontsize=9)
+    figure.suptitle(f"{len(run_dirs)} runs" + ("" if target_accuracy is None else
+                                               f"; dotted: target accuracy {target_accuracy:.2f}"), fontsize=9)
     figure.tight_layout(rect=(0, 0.08 + 0.04 * (len(labels) // 4), 1, 1))
     figure.savefig(path, dpi=100)
     plt.close(figure)
 
 
-def default_out(run_dirs: list[Path], target_accuracy: float) -> Path:
+def default_out(run_dirs: list[Path], target_accuracy: float | None) -> Path:
     digest = hashlib.sha256(("\n".join(d.name for d in run_dirs) + f"\n{target_accuracy}").encode()).hexdigest()
     return run_dirs[0].parent / "compare" / digest[:10]
 
 
-def compare(paths: list[Path], target_accuracy: float, out: Path | None = None) -> tuple[Path, pd.DataFrame]:
-    """Write compare.png, compare.csv and compare.md for the runs ``paths`` name; returns (out, table)."""
+def compare(paths: list[Path], target_accuracy: float | None, out: Path | None = None) -> tuple[Path, pd.DataFrame]:
+    """Write compare.png, compare.csv and compare.md for the runs ``paths`` name; returns (out, table).
+    Without a target the curves and the final figures only (the to-target columns stay empty)."""
     run_dirs = comparable(run_dirs_of(paths))
     if not run_dirs:
         raise CompareError("no finished, intact run to compare")
-    table = compare_table(run_dirs, target_accuracy)
+    table = compare_table(run_dirs, math.inf if target_accuracy is None else target_accuracy)
     out = Path(out) if out is not None else default_out(run_dirs, target_accuracy)
     out.mkdir(parents=True, exist_ok=True)
     write_atomically(out / "compare.csv", table.to_csv(index=False, float_format=CSV_FLOAT_FORMAT))
