@@ -7,6 +7,7 @@
     nsdml show RUN_DIR...                             a run's config, status, final metrics and files;
                                                       several runs or a sweep directory: one line each
     nsdml compare RUN_OR_SWEEP... [--target ACC]      runs on shared axes (rounds, seconds, joules) and a table
+    nsdml ls [--results DIR] [--where FIELD=VALUE]    every run, one line each, found by its settings
 
 A finished run is reused when the same code made it (run.json's code fingerprint);
 a second process asking for a run in progress waits for it.
@@ -60,6 +61,11 @@ def _parser() -> argparse.ArgumentParser:
             command.add_argument("--traces-only", action="store_true",
                                  help="only simulate (or find cached) the link traces the runs need, then stop")
     commands.add_parser("algorithms", help="list every algorithm, its paper and its hyperparameters")
+    listing = commands.add_parser("ls", help="every run under a results root, one line each, found by its settings")
+    listing.add_argument("--results", type=Path, default=Path("results"), help="results root (default: results)")
+    listing.add_argument("--where", action="append", default=[], metavar="FIELD=VALUE",
+                         help="only runs whose resolved config has FIELD at VALUE, e.g. algorithm.name=dpsgd; "
+                              "repeatable (all must hold)")
     show = commands.add_parser("show", help="a run's config, status, final metrics and files; several runs or a "
                                             "sweep directory: one line each")
     show.add_argument("run_dir", type=Path, nargs="+", help="results/<run-id>/ or results/sweeps/<name>/")
@@ -102,6 +108,8 @@ def _main(argv: list[str] | None) -> int:
 
         print(describe_algorithms())
         return 0
+    if args.command == "ls":
+        return _list(args)
     if args.command == "show":
         from experiments.analysis.show import show_runs
 
@@ -164,6 +172,19 @@ def _main(argv: list[str] | None) -> int:
             return EXIT_FAILED
         raise
     return _report_sweep(loaded, summary, args.results)
+
+
+def _list(args: argparse.Namespace) -> int:
+    from experiments.analysis.listing import WhereError, list_runs, parse_where
+
+    try:
+        lines = list_runs(args.results, parse_where(args.where))
+    except WhereError as error:
+        print(f"nsdml: ls: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print("\n".join(lines) if lines else f"no run under {args.results}"
+          + (" with " + ", ".join(args.where) if args.where else ""))
+    return 0
 
 
 def _compare(args: argparse.Namespace) -> int:

@@ -185,3 +185,25 @@ def test_eval_every_s_evaluates_when_the_simulated_clock_passes_its_multiples(tm
     assert metrics["mean_accuracy"].notna().tolist() == expected
     assert 3 < sum(expected) < 31  # some rounds evaluated, not all
     assert metrics["local_steps"].tolist() == list(range(31))  # D-PSGD: one local step a round
+
+
+def test_ls_lists_every_run_and_finds_runs_by_their_settings(tmp_path, capsys):
+    runs = _sweep(tmp_path, capsys)
+    results = str(tmp_path / "results")
+    assert main(["ls", "--results", results]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert sorted(line.split(":")[0] for line in lines) == sorted(run.name for run in runs)
+    assert all("done; algorithm " in line and "final accuracy" in line for line in lines)
+    for run in runs:  # each run found by its own seed and algorithm, and nothing else
+        config = _config_of(run)
+        assert main(["ls", "--results", results, "--where", f"seed={config['seed']}", "--where",
+                     f"algorithm.name={config['algorithm']['name']}"]) == 0
+        found = capsys.readouterr().out.splitlines()
+        assert [line.split(":")[0] for line in found] == [run.name]
+    assert main(["ls", "--results", results, "--where", "network.density=0.99"]) == 0
+    assert capsys.readouterr().out.startswith("no run under")
+    (runs[0] / "config.toml").write_text("rounds = {")  # damaged: still listed, as such
+    assert main(["ls", "--results", results]) == 0
+    assert f"{runs[0].name}: status done; config.toml cannot be read" in capsys.readouterr().out
+    assert main(["ls", "--results", results, "--where", "density"]) == 2
+    assert "--where: 'density' is not FIELD=VALUE" in capsys.readouterr().err
