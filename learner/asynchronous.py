@@ -30,6 +30,7 @@ simulated seconds (merge time minus send time).
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, fields
 from typing import Callable, Protocol
 
@@ -132,7 +133,7 @@ def average_with_one(x: torch.Tensor, inbox: Inbox, active: torch.Tensor, seed: 
     return torch.where(used.any(0)[:, None], (x + partner) / 2, x), used
 
 
-class EventReference:
+class EventReference(ABC):
     """One device's loop written plainly from the paper, one event at a time: the per-event reference an
     asynchronous algorithm carries next to it (``algorithm.reference()``), which ``tests/test_asynchronous.py``
     replays in time order and holds the batched engine to (1e-6). ``memory`` is the device's own state (a
@@ -154,9 +155,10 @@ class EventReference:
     def send(self, x_j: torch.Tensor, memory: dict) -> tuple:
         return (x_j.clone(),)
 
+    @abstractmethod
     def merge(self, x_j: torch.Tensor, memory: dict, inbox: list[tuple[int, tuple]],
               draw: float) -> tuple[torch.Tensor, dict, list[int]]:
-        raise NotImplementedError
+        """The device's merge of ``inbox``: (x_j, memory, the positions in ``inbox`` it used)."""
 
 
 class PairwiseByEvent(EventReference):

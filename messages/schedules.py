@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import heapq
 import math
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar
 
@@ -81,15 +82,12 @@ Rule = tuple[str, Any, bool, str]  # (config field, its value, whether it holds,
 
 
 class Schedule:
-    """A schedule's class-level contract: ``name``, ``message_core`` (it runs over ``Messages``),
-    ``rules(config)``, ``plan_for(config, step_s)``; an instance holds a ``Plan`` and ``run``s it."""
+    """A schedule's class-level contract: ``name``, ``message_core`` (it runs over ``Messages``: a
+    ``BarrierSchedule``), ``algorithm_kind``, ``rules(config)``, ``plan_for(config, step_s)``."""
 
     name: ClassVar[str]
-    message_core: ClassVar[bool] = True
+    message_core: ClassVar[bool] = False
     algorithm_kind: ClassVar[str] = "synchronous"  # the algorithms it runs (learner/algorithms/registry.py)
-
-    def __init__(self, plan: Plan):
-        self.plan = plan
 
     @classmethod
     def rules(cls, config: Any) -> list[Rule]:
@@ -120,13 +118,28 @@ class Schedule:
                     step_s=tuple(float(s) for s in step_s), send_jitter_s=config.scenario.start_jitter_s,
                     seed=config.seed, **rule)
 
+def _owner(field_name: str) -> str:
+    return next(name for name, schedule in SCHEDULES.items() if field_name in dict(schedule.own_fields))
+
+
+class BarrierSchedule(Schedule, ABC):
+    """A schedule over the message core: an instance holds a ``Plan`` and ``run``s the barrier engine with its
+    own passing rule (``may_pass``) and its rule for when a message counts (``counts``)."""
+
+    message_core = True
+
+    def __init__(self, plan: Plan):
+        self.plan = plan
+
     def counts(self, arrival_s: np.ndarray, finished_s: np.ndarray) -> np.ndarray:
         """Which received messages the learner uses (K, E, N, N): those that arrived before the receiver
         passed the same step's barrier."""
         return arrival_s <= finished_s[:, :, None, :]
 
+    @abstractmethod
     def may_pass(self, engine: "BarrierEngine", device: int, step: int, exchange: int, at_s: float) -> bool:
-        raise NotImplementedError
+        """Whether ``device``, waiting at its barrier of (step, exchange), may go on at ``at_s`` before its
+        time-out (the engine's arrays say what it holds)."""
 
     def run(self, messages: Messages, intended: Callable[[int, int], np.ndarray],
             progress: Callable[[int], None] = lambda steps_done: None) -> dict[str, np.ndarray]:
@@ -141,17 +154,12 @@ class Schedule:
         return log
 
 
-def _owner(field_name: str) -> str:
-    return next(name for name, schedule in SCHEDULES.items() if field_name in dict(schedule.own_fields))
-
-
 class Rounds(Schedule):
     """A global deadline per exchange: every device sends at the exchange's start (plus its start jitter) and
     a message counts if it arrived by the deadline. Runs on ns-3's C++ ``RunSlot`` and the controls' round
     traces (the fast path: one slot per exchange of all devices), not on the barrier engine."""
 
     name = "rounds"
-    message_core = False
 
     @classmethod
     def rules(cls, config: Any) -> list[Rule]:
@@ -165,7 +173,7 @@ def wanted(senders: int, quorum: float) -> int:
     return min(senders, math.ceil(quorum * senders - 1e-9))
 
 
-class LocalBarrier(Schedule):
+class LocalBarrier(BarrierSchedule):
     """No global deadline: a device passes its barrier once it holds the (step, exchange) messages of
     ceil(quorum x n_j) of the n_j neighbours that address it, or ``timeout_s`` after its own send."""
 
@@ -215,7 +223,7 @@ class StaleSynchronous(LocalBarrier):
         return bool((~np.isnan(window)).any(axis=0).all())
 
 
-class FreeRunning(Schedule):
+class FreeRunning(BarrierSchedule):
     """Nobody waits (``schedule = "async"``): each device computes ``local_steps`` gradient steps (or for
     ``async_period_s``, if longer), sends, and goes on; every arrival counts, at the receiver's first step
     that ends at or after it (``merged_at``; ``learner.asynchronous``)."""
@@ -278,7 +286,7 @@ SCHEDULES: dict[str, type[Schedule]] = {
 }
 
 
-def schedule_of(plan: Plan) -> Schedule:
+def schedule_of(plan: Plan) -> BarrierSchedule:
     return SCHEDULES[plan.schedule](plan)
 
 
@@ -287,7 +295,7 @@ class BarrierEngine:
     ``may_pass`` reads ``addressing``, ``heard`` (messages of each phase a device holds from the senders that
     address it) and ``arrival_s`` (every arrival so far)."""
 
-    def __init__(self, schedule: Schedule, messages: Messages, intended: Callable[[int, int], np.ndarray]):
+    def __init__(self, schedule: BarrierSchedule, messages: Messages, intended: Callable[[int, int], np.ndarray]):
         plan = schedule.plan
         self.schedule, self.messages, self.plan, self._intended = schedule, messages, plan, intended
         n, steps, exchanges = messages.nodes, plan.steps, len(plan.payload_bytes)

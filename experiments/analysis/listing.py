@@ -15,6 +15,7 @@ from typing import Any
 
 from experiments.analysis.show import _short_final
 from experiments.run.run_writer import run_status
+from experiments.run.sweep import flatten
 
 SHOWN = {"algorithm.name": "algorithm", "algorithm.lr": "lr", "network.link_model": "link model",
          "network.schedule": "schedule", "devices": "devices", "seed": "seed"}
@@ -27,19 +28,9 @@ class WhereError(ValueError):
 def flat_config(run_dir: Path) -> dict[str, Any] | None:
     """The run's resolved config as dotted fields (None when config.toml is missing or not TOML)."""
     try:
-        data = tomllib.loads((run_dir / "config.toml").read_text())
+        return flatten(tomllib.loads((run_dir / "config.toml").read_text()))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
         return None
-    flat: dict[str, Any] = {}
-    stack = [("", data)]
-    while stack:
-        prefix, table = stack.pop()
-        for key, value in table.items():
-            if isinstance(value, dict):
-                stack.append((f"{prefix}{key}.", value))
-            else:
-                flat[f"{prefix}{key}"] = value
-    return flat
 
 
 def parse_where(clauses: list[str]) -> dict[str, Any]:

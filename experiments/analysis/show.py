@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from experiments.run.run_writer import FINISHED, finished_damage
+from experiments.run.run_writer import FINISHED, finished_damage, recorded_number
 
 FILES = {
     "config.toml": "the fully resolved config (its hash is the run id)",
@@ -49,10 +49,6 @@ def _read_record(run_dir: Path) -> tuple[dict | None, str | None]:
     if not isinstance(record, dict):
         return None, "run.json is damaged (not a JSON object)"
     return record, None
-
-
-def _number(value: object) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 def _final_metrics(path: Path) -> str | None:
@@ -89,7 +85,7 @@ def show_run(run_dir: Path) -> int:
     status = record.get("status")
     print(f"run {run_dir.name}: {status} after {record.get('rounds_completed')} rounds"
           + (f" ({record['error']})" if record.get("error") else ""))
-    wall = _number(record.get("wall_seconds"))
+    wall = recorded_number(record.get("wall_seconds"))
     if "wall_seconds" in record:
         shown = f"{wall:.1f} s" if wall is not None and math.isfinite(wall) else f"unreadable ({record['wall_seconds']!r})"
         print(f"wall time {shown}; code fingerprint {record.get('code_fingerprint')}; "

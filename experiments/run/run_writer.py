@@ -140,6 +140,11 @@ class RunWriter:
         write_atomically(self.run_dir / "run.json", json.dumps(record, indent=2, sort_keys=True))
 
 
+def recorded_number(value: object) -> float | None:
+    """A number as run.json records it, or None where it is absent or not a number (a damaged or older run)."""
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
 def run_record(run_dir: Path) -> dict:
     """The run's ``run.json``, or {} when there is no readable record."""
     try:

@@ -37,7 +37,8 @@ from bridge.link_models import LINK_MODELS
 from experiments.run.atomic import write_atomically
 from experiments.config import ConfigError, RunConfig, check_name, parse_config, read_toml
 from experiments.run.progress import progress_bar
-from experiments.run.run_writer import FINISHED, finished_damage, reusable, run_status, stale_because
+from experiments.run.run_writer import (FINISHED, finished_damage, recorded_number, reusable, run_status,
+                                        stale_because)
 from experiments.analysis.statistics import FIGURES, TO_TARGET, mean_interval, paired_differences, shown
 
 
@@ -290,17 +291,13 @@ def _trace_identity(request: dict) -> str:
     return trace_key(**request)
 
 
-def _number(value: Any) -> float:
-    """A recorded number as float, NaN where it is absent or not a number."""
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
-
-
 def summarize_run(run_dir: Path, target_accuracy: float, senders: int | None = None) -> dict[str, Any]:
     """Max Acc, Conv. Rds, time to target, traffic and wall time of one finished run, from its files.
     ``senders``: the nodes of its network (default: its devices)."""
     metrics = pd.read_csv(run_dir / "metrics.csv")
     links = pd.read_csv(run_dir / "links.csv")
     info = json.loads((run_dir / "run.json").read_text())
+    wall = recorded_number(info.get("wall_seconds"))  # absent in runs made by older code
     reached = metrics.index[metrics["mean_accuracy"] >= target_accuracy]
     first = metrics.loc[reached[0]] if len(reached) else None
     # links.csv's payload_bytes is the mean over an exchange's senders: every node, an access point included
@@ -320,7 +317,7 @@ def summarize_run(run_dir: Path, target_accuracy: float, senders: int | None = N
         "bytes_sent": int((links["payload_bytes"] * senders).sum()) if len(links) else 0,
         "bytes_received": int(links["bytes_received"].sum()) if len(links) else 0,
         "bytes_on_air": int(links["bytes_on_air"].sum()) if "bytes_on_air" in links else math.nan,
-        "wall_s": _number(info.get("wall_seconds")),  # absent in runs made by older code
+        "wall_s": math.nan if wall is None else wall,
         "code_fingerprint": info.get("code_fingerprint"),
         "recomputed_because": info.get("recomputed_because"),
     }
