@@ -19,26 +19,20 @@ never start ns-3. All three are lossless; what they model and leave out:
   reported in ``meta`` (and so in ``run.json``) and per exchange in
   ``links.csv``.
 
-Time: all devices start sending at the exchange's start (no collision means
-no need for ns-3's start jitter) and their frames take turns on one shared
-channel, each frame for the airtime of ``ns3_scenarios.airtime``; a message
-completes for all its receivers when its last frame ends
-(``airtime.exchange_finish_s``); anything past ``deadline_s`` does not count.
-Bytes and frames on the air come from the same model (an estimate).
+Time, under every schedule (the same rule as ``bridge.messages.DelayMessages``): each device sends at the
+offset every schedule uses (``messages.schedules.send_offsets``: U(0, ``start_jitter_s``) after its compute
+ends, here after the exchange's start), and its message takes the airtime of ``ns3_scenarios.airtime`` as if
+alone on the channel (``airtime.message_s``: the controls leave out contention and collisions); it completes
+for all its receivers then; anything past ``deadline_s`` does not count. Bytes and frames on the air come from
+the same model (an estimate).
 
-Energy (an estimate from the same airtime model, not ns-3's energy model): in
-each exchange a sender's radio is in TX for the PPDUs of its message (one copy
-per target for unicast), a receiver in RX for the PPDUs of every message whose
-link is up (and, for unicast, each side spends an ACK's PPDU per frame in the
-other state); the rest of the exchange is idle, or, with ``radio_sleep``,
-asleep from when the device's own message and every message it hears are
-complete. The exchange lasts what the run's clock counts for it
-(``exchange_window_s``: until its last message when all arrived by the
-deadline, else the deadline), so a control's joules and seconds describe the
-same time; ns-3's radios are charged the slot they were simulated for
-(deadline + drain).
-Joules = current of the state x supply voltage x seconds, with the scenario's
-currents.
+Radio seconds (an estimate from the same airtime model, for the ledger, ``messages.ledger``): in each exchange
+a sender's radio is in TX for the PPDUs of its message (one copy per target for unicast), a receiver in RX for
+the PPDUs of every message whose link is up (and, for unicast, each side spends an ACK's PPDU per frame in the
+other state); the rest is idle, or, with ``radio_sleep``, asleep from when the device's own message and every
+message it hears are complete. They are cut where ns-3's are: at the exchange's clock end
+(``exchange_window_s``: its last message when all arrived by the deadline, else the deadline) and at the
+deadline.
 """
 
 from __future__ import annotations
@@ -49,8 +43,10 @@ import numpy as np
 
 from bridge.link_models import names_of_kind
 from bridge.trace import LinkTrace
-from ns3_scenarios.airtime import UDP_FRAME_OVERHEAD_BYTES, exchange_finish_s, frames_of, message_radio_s
-from ns3_scenarios.scenario import RADIO_STATES, ScenarioConfig, exchange_senders, place_devices
+from messages.ledger import RADIO_STATES, busy_within
+from messages.schedules import send_offsets
+from ns3_scenarios.airtime import UDP_FRAME_OVERHEAD_BYTES, message_radio_s, message_s
+from ns3_scenarios.scenario import ScenarioConfig, exchange_senders, place_devices
 
 CONTROL_MODELS = names_of_kind("control")  # ideal, random_graph, fixed_graph (bridge/link_models.py)
 
@@ -139,18 +135,20 @@ def control_trace(link_model: str, scenario: ScenarioConfig, payload_bytes: tupl
     rx_bytes = np.zeros(shape, dtype=np.int64)
     air_bytes = np.zeros((rounds, exchanges), dtype=np.int64)
     frames = np.zeros((rounds, exchanges), dtype=np.int64)
-    radio_energy_j = np.zeros((rounds, exchanges, n, len(RADIO_STATES)))
+    radio_s = np.zeros((rounds, exchanges, n, len(RADIO_STATES)))
+    radio_deadline_s, clock_end_s = np.zeros_like(radio_s), np.zeros((rounds, exchanges))
+    offsets = send_offsets(seed, rounds, exchanges, n, scenario.start_jitter_s)
     for e, sent in enumerate(senders):
-        talking = np.flatnonzero(sent > 0)
-        frames_per_sender = [frames_of(int(sent[i]), scenario.datagram_bytes, scenario.phy_mode, int(copies[i]),
-                                       bool(acknowledged[i])) for i in talking]
-        finish = np.full(n, np.inf)
-        finish[talking] = exchange_finish_s(frames_per_sender, scenario.datagram_interval_s)
-        on_time = finish <= scenario.deadline_s
-        arrived = up[:, e] & on_time[None, :, None]
-        radio_energy_j[:, e] = airtime_energy_j(scenario, sent, up[:, e], copies, acknowledged, finish,
-                                                exchange_window_s(scenario, up[:, e], finish))
-        done_s[:, e] = np.where(arrived, finish[None, :, None], np.nan)
+        alone = np.array([message_s(int(sent[i]), scenario.datagram_bytes, scenario.phy_mode,
+                                    scenario.datagram_interval_s, int(copies[i]), bool(acknowledged[i]))
+                          if sent[i] > 0 else np.inf for i in range(n)])
+        finish = offsets[:, e] + alone[None, :]  # (R, N)
+        arrived = up[:, e] & (finish <= scenario.deadline_s)[:, :, None]
+        clock_end_s[:, e] = exchange_window_s(scenario, up[:, e], finish)
+        radio_s[:, e] = airtime_radio_s(scenario, sent, up[:, e], copies, acknowledged, finish, clock_end_s[:, e])
+        radio_deadline_s[:, e] = airtime_radio_s(scenario, sent, up[:, e], copies, acknowledged, finish,
+                                                 np.full(rounds, scenario.deadline_s))
+        done_s[:, e] = np.where(arrived, finish[:, :, None], np.nan)
         rx_bytes[:, e] = np.where(arrived, sent[None, :, None], 0)
         datagrams = np.ceil(sent / scenario.datagram_bytes)
         frames[:, e] = int((datagrams * copies).sum())
@@ -162,40 +160,34 @@ def control_trace(link_model: str, scenario: ScenarioConfig, payload_bytes: tupl
         datagram_bytes=scenario.datagram_bytes, meta=meta,
         intended=np.ascontiguousarray(up), sender_bytes=np.broadcast_to(senders, (rounds, *senders.shape)).copy(),
         air_bytes=air_bytes, frames=frames,
-        events=np.zeros((rounds, exchanges), dtype=np.int64), radio_energy_j=radio_energy_j,
+        events=np.zeros((rounds, exchanges), dtype=np.int64), radio_s=radio_s, radio_deadline_s=radio_deadline_s,
+        clock_end_s=clock_end_s,
     )
 
 
 def exchange_window_s(scenario: ScenarioConfig, up: np.ndarray, finish_s: np.ndarray) -> np.ndarray:
-    """(R,) how long each round's exchange lasts on the run's clock (``RoundLinks.duration_s``): until its
+    """(R,) how long each round's exchange lasts on the run's clock (``LinkTrace.exchange_end_s``): until its
     last message completed when every message on a link that is up completed by the deadline, else the
-    deadline. The controls charge the radios for this window, not for the slot's deadline + drain."""
-    last = np.where(up, finish_s[None, :, None], 0.0).max(axis=(1, 2))
+    deadline. ``finish_s`` (R, N): when each sender's message completed."""
+    last = np.where(up, finish_s[:, :, None], 0.0).max(axis=(1, 2))
     return np.where(up.any(axis=(1, 2)) & (last <= scenario.deadline_s), last, scenario.deadline_s)
 
 
-def airtime_energy_j(scenario: ScenarioConfig, sent: np.ndarray, up: np.ndarray, copies: np.ndarray,
-                     acknowledged: np.ndarray, finish_s: np.ndarray | None = None,
-                     window_s: np.ndarray | None = None) -> np.ndarray:
-    """(R, N, 4) estimated joules per node in tx, rx, idle and sleep for one exchange: node i sends ``sent[i]``
-    bytes (0: nothing) in ``copies[i]`` copies, with an ACK per frame where ``acknowledged[i]``; links ``up``
-    (R, N, N); ``window_s`` (R,): how long the radios are on (default: the slot, deadline + drain). With
-    radio_sleep a radio sleeps from when its own message is out and every message it hears is complete
-    (``finish_s``, (N,) s after the exchange start) to the end of the window."""
+def airtime_radio_s(scenario: ScenarioConfig, sent: np.ndarray, up: np.ndarray, copies: np.ndarray,
+                    acknowledged: np.ndarray, finish_s: np.ndarray, window_s: np.ndarray) -> np.ndarray:
+    """(R, N, 4) estimated seconds per node in tx, rx, idle and sleep over the first ``window_s`` (R,) of one
+    exchange: node i sends ``sent[i]`` bytes (0: nothing) in ``copies[i]`` copies, with an ACK per frame where
+    ``acknowledged[i]``, completing at ``finish_s`` (R, N); links ``up`` (R, N, N). With radio_sleep a radio
+    sleeps from when its own message is out and every message it hears is complete."""
     airtime = np.array([message_radio_s(int(b), scenario.datagram_bytes, scenario.phy_mode) if b > 0 else (0.0, 0.0)
                         for b in sent])
     data_s, acks_s = airtime[:, 0], np.where(acknowledged, airtime[:, 1], 0.0)
     heard = up.astype(float)  # (R, N, N): sender i -> receiver j
     tx_s = (copies * data_s)[None, :] + np.einsum("rij,i->rj", heard, acks_s)  # own frames, ACKs for others'
     rx_s = np.einsum("rij,i->rj", heard, data_s) + (copies * acks_s)[None, :]  # others' frames, ACKs for own
-    window = np.full(len(tx_s), scenario.slot_period_s) if window_s is None else np.asarray(window_s, dtype=float)
-    window = np.broadcast_to(window[:, None], tx_s.shape)
+    window = np.broadcast_to(np.asarray(window_s, dtype=float)[:, None], tx_s.shape)
     awake_s = window
-    if scenario.radio_sleep and finish_s is not None:  # awake until its own message is out and it heard all
-        heard_by = np.where(up, finish_s[None, :, None], 0.0).max(axis=1)  # (R, N) its last arrival
-        awake_s = np.minimum(np.maximum(heard_by, np.where(sent > 0, finish_s, 0.0)[None, :]), window)
-    idle_s = np.maximum(awake_s - tx_s - rx_s, 0.0)
-    sleep_s = np.maximum(window - np.maximum(awake_s, tx_s + rx_s), 0.0)
-    volts = scenario.supply_voltage_v
-    return np.stack([scenario.tx_current_a * volts * tx_s, scenario.rx_current_a * volts * rx_s,
-                     scenario.idle_current_a * volts * idle_s, scenario.sleep_current_a * volts * sleep_s], axis=-1)
+    if scenario.radio_sleep:  # awake until its own message is out and it heard all
+        heard_by = np.where(up, finish_s[:, :, None], 0.0).max(axis=1)  # (R, N) its last arrival
+        awake_s = np.maximum(heard_by, np.where(sent > 0, finish_s, 0.0))
+    return busy_within(tx_s, rx_s, awake_s, window)

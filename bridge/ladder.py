@@ -20,13 +20,15 @@ fallback):
    terminals; time variation).
 
 **One clock.** A derived rung changes who receives whom, not the exchanges'
-timing or energy: its radio joules, frames and bytes on the air are the ns-3
-trace's; a message it delivers completes when ns-3 completed it in that
-exchange, or, where ns-3 did not deliver it, at the median completion time of
-the messages ns-3 delivered in that exchange (of the whole trace when none).
-So rounds, simulated seconds and joules compare like with like along the
-ladder, and a rung's seconds differ from ns-3's only through which messages
-arrive (a round ends early when every addressed message arrived). Draws come
+timing: its frames and bytes on the air are the ns-3 trace's; a message it
+delivers completes when ns-3 completed it in that exchange, or, where ns-3 did
+not deliver it, at the median completion time of the messages ns-3 delivered in
+that exchange (of the whole trace when none). A rung's seconds differ from
+ns-3's only through which messages arrive (a round ends early when every
+addressed message arrived), and its radios are charged over its own clock: ns-3's
+radio timeline cut at the rung's exchange end (``LinkTrace.radio_window_s``,
+between ns-3's recorded cuts). So rounds, simulated seconds and joules compare
+like with like along the ladder. Draws come
 from the run's seed, independent of the ns-3 trace's.
 """
 
@@ -85,7 +87,8 @@ def ladder_trace(link_model: str, source: LinkTrace, seed: int) -> LinkTrace:
         intended=intended, positions=source.positions, idle_delivered=source.idle_delivered,
         idle_rate=source.idle_rate, payload_bytes=source.payload_bytes, deadline_s=source.deadline_s,
         datagram_bytes=source.datagram_bytes, sender_bytes=source.sender_bytes, meta=meta,
-        **{name: getattr(source, name) for name in ("air_bytes", "frames", "events", "radio_energy_j")},
+        **{name: getattr(source, name) for name in ("air_bytes", "frames", "events", "radio_s", "radio_deadline_s", "clock_end_s",
+                                                  "source_deadline_j")},
     )
 
 

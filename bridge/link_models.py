@@ -67,8 +67,8 @@ class LinkModel:
         return rules
 
 
-_CONTROL_CLOCK = ("airtime model (rounds: the exchange's senders take turns from its start; local barrier: each "
-                  "message its own airtime from its send)")
+_CONTROL_CLOCK = ("airtime model: each message its own airtime from its send, sent at every schedule's offset "
+                  "U(0, start_jitter_s) after its compute")
 _RUNG_CLOCK = "the ns-3 trace's completion times (a ladder rung)"
 
 LINK_MODELS: dict[str, LinkModel] = {record.name: record for record in (

@@ -2,10 +2,13 @@
 
 Offline: ns-3 traces come from the worker, control traces (``bridge.controls``)
 are computed here; the cache key is a hash of the canonical scenario config, the payload
-of each exchange, the number of rounds, the seed and the link model, so every
+of each exchange, the number of rounds, the seed, the link model (a schedule's plan) and
+the fingerprint of the code that makes traces (``bridge.identity``), so every
 algorithm with the same payload replays the *same* trace (common random
-numbers). A trace is cached only after the worker succeeded and the result
-passed its checks; a failed worker leaves nothing behind. Online mode lives in
+numbers), and a changed simulator makes new ones. A trace is cached only after the worker
+succeeded and the result passed its checks; a failed worker leaves nothing behind. An
+entry records its key's inputs and its arrays' SHA-256; one that does not match them
+(copied from another request, edited, damaged) is made again, with a warning saying why. Online mode lives in
 ``bridge.online``; ``open_links`` hands the runner either behind one interface.
 """
 
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import tempfile
 import zipfile
 from dataclasses import asdict
@@ -22,6 +26,7 @@ import numpy as np
 
 from bridge.controls import control_trace
 from bridge.messages import DelayMessages, barrier_link_trace
+from bridge.identity import simulator_fingerprint
 from bridge.ladder import ladder_trace
 from bridge.link_models import LINK_MODELS
 from bridge.synthetic import synthetic_trace
@@ -32,6 +37,7 @@ from ns3_scenarios.scenario import SLOT_ARRAYS, SLOT_FIELDS, ScenarioConfig, exc
 from messages.schedules import Plan, schedule_of
 
 MODES = ("offline", "online")
+LOG = logging.getLogger("nsdml.traces")
 
 
 class OfflineLinks:
@@ -70,14 +76,48 @@ def open_links(mode: str, link_model: str, scenario: ScenarioConfig, payload_byt
                                       progress, barrier))
 
 
-def trace_key(link_model: str, scenario: ScenarioConfig, payload_bytes: tuple[int, ...], rounds: int,
-              seed: int, barrier: Plan | None = None) -> str:
-    identity = {"schema": SCHEMA_VERSION, "link_model": link_model, "scenario": scenario_identity(scenario),
-                "payload_bytes": list(payload_bytes), "rounds": rounds, "seed": seed}
+def key_inputs(link_model: str, scenario: ScenarioConfig, payload_bytes: tuple[int, ...], rounds: int,
+               seed: int, barrier: Plan | None = None) -> dict:
+    """What a trace is made from: the request and the simulator's code (its key hashes this)."""
+    identity = {"schema": SCHEMA_VERSION, "simulator": simulator_fingerprint(), "link_model": link_model,
+                "scenario": scenario_identity(scenario), "payload_bytes": list(payload_bytes), "rounds": rounds,
+                "seed": seed}
     if barrier is not None:
         identity["barrier"] = asdict(barrier)
-    canonical = json.dumps(identity, sort_keys=True)
+    return json.loads(json.dumps(identity))  # as it reads back from meta.json
+
+
+def trace_key(link_model: str, scenario: ScenarioConfig, payload_bytes: tuple[int, ...], rounds: int,
+              seed: int, barrier: Plan | None = None) -> str:
+    canonical = json.dumps(key_inputs(link_model, scenario, payload_bytes, rounds, seed, barrier), sort_keys=True)
     return hashlib.sha256(canonical.encode()).hexdigest()[:20]
+
+
+def cached(directory: Path, inputs: dict) -> LinkTrace | None:
+    """The trace cached in ``directory`` if it is the one these inputs make (its recorded key inputs and its
+    arrays' hash hold); else None, with a warning naming why when an entry was there."""
+    if not (directory / "meta.json").exists():
+        return None
+    try:
+        trace = LinkTrace.load(directory)
+    except TraceFormatError as error:
+        LOG.warning("link-trace cache entry %s is made again: %s", directory.name, error)
+        return None
+    if trace.meta.get("key_inputs") != inputs:
+        recorded = trace.meta.get("key_inputs")
+        differing = sorted(key for key in set(inputs) | set(recorded or {})
+                           if not isinstance(recorded, dict) or recorded.get(key) != inputs.get(key))
+        LOG.warning("link-trace cache entry %s is made again: it was made for another request or by other code "
+                    "(differs in %s)", directory.name, ", ".join(differing) or "its key inputs")
+        return None
+    return trace
+
+
+def store(trace: LinkTrace, directory: Path, inputs: dict) -> LinkTrace:
+    """Save ``trace`` as the cache entry of ``inputs`` (meta: the key, its inputs, the simulator fingerprint)."""
+    trace.meta.update(trace_key=directory.name, key_inputs=inputs, simulator=inputs["simulator"])
+    trace.save(directory)
+    return trace
 
 
 def obtain_barrier_trace(link_model: str, scenario: ScenarioConfig, plan: Plan, seed: int, cache_dir: Path,
@@ -86,12 +126,11 @@ def obtain_barrier_trace(link_model: str, scenario: ScenarioConfig, plan: Plan, 
     if link_model not in LINK_MODELS or not LINK_MODELS[link_model].message_core:
         raise ValueError(f"link_model: {link_model!r} has no message core; allowed with the local barrier: "
                          f"{', '.join(name for name, record in LINK_MODELS.items() if record.message_core)}")
+    inputs = key_inputs(link_model, scenario, plan.payload_bytes, plan.steps, seed, plan)
     directory = Path(cache_dir) / trace_key(link_model, scenario, plan.payload_bytes, plan.steps, seed, plan)
-    if (directory / "meta.json").exists():
-        try:
-            return LinkTrace.load(directory), True
-        except TraceFormatError:
-            pass
+    found = cached(directory, inputs)
+    if found is not None:
+        return found, True
     meta = {"link_model": link_model, "mode": "offline", "rounds": plan.steps,
             "schedule": plan.schedule, "barrier": asdict(plan)}
     if link_model == "ns3":
@@ -105,8 +144,7 @@ def obtain_barrier_trace(link_model: str, scenario: ScenarioConfig, plan: Plan, 
         meta.update({key: links.meta[key] for key in ("idle_density", "area_side_m", "spectral_gap", "topology")
                      if key in links.meta}, sim_s=messages.now_s())
     trace = barrier_link_trace(log, plan.payload_bytes, plan.timeout_s, scenario.datagram_bytes, meta)
-    trace.save(directory)
-    return trace, False
+    return store(trace, directory, inputs), False
 
 
 def run_ns3_worker_log(scenario: ScenarioConfig, plan: Plan, seed: int, timeout_s: float,
@@ -143,12 +181,11 @@ def obtain_trace(link_model: str, scenario: ScenarioConfig, payload_bytes: tuple
         return obtain_barrier_trace(link_model, scenario, barrier, seed, cache_dir, timeout_s, progress)
     if link_model not in LINK_MODELS:
         raise ValueError(f"link_model: unknown {link_model!r}; allowed: {', '.join(LINK_MODELS)}")
+    inputs = key_inputs(link_model, scenario, payload_bytes, rounds, seed)
     directory = Path(cache_dir) / trace_key(link_model, scenario, payload_bytes, rounds, seed)
-    if (directory / "meta.json").exists():
-        try:
-            return LinkTrace.load(directory), True
-        except TraceFormatError:
-            pass  # a damaged entry is simply made again
+    found = cached(directory, inputs)
+    if found is not None:
+        return found, True
     kind = LINK_MODELS[link_model].kind
     if kind == "ladder":  # derived from the ns-3 trace of the same request: cached, or simulated once
         source, _ = obtain_trace("ns3", scenario, payload_bytes, rounds, seed, cache_dir, timeout_s, progress)
@@ -159,7 +196,7 @@ def obtain_trace(link_model: str, scenario: ScenarioConfig, payload_bytes: tuple
         trace = control_trace(link_model, scenario, payload_bytes, rounds, seed)
     else:
         trace = run_ns3_worker(scenario, payload_bytes, rounds, seed, timeout_s, progress, directory)
-    trace.save(directory)
+    store(trace, directory, inputs)
     chunks.remove_chunks(directory)
     return trace, False
 

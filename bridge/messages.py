@@ -6,10 +6,12 @@ message of (step, exchange) reaches the receivers whose link the control has
 up in that step and exchange (its rounds trace's ``intended``), each when the
 message's own frames have been sent (``airtime.message_s``: the sender
 alone on the channel, from its send time: no contention, which the controls leave
-out). A receiver whose radio sleeps when a message completes misses it. Radio
-joules follow the controls' airtime estimate: a sender in TX for its PPDUs, a
-receiver in RX for each message it gets (with unicast, TX for its ACKs), asleep over the intervals the
-schedule asks for, idle the rest of the time.
+out; the control's rounds use the same rule, ``bridge.controls``). A receiver whose radio sleeps when a
+message completes misses it. Radio seconds (the ledger's input, ``messages.ledger``) follow the controls'
+airtime estimate: a sender in TX for its PPDUs, a receiver in RX for each message it gets (with unicast, TX
+for its ACKs), each counted when the message completes; asleep over the intervals the schedule asks for (from
+when the device's own last message is out); idle the rest of the time, so per device they sum to the time
+elapsed.
 
 ``barrier_link_trace`` turns a message-core schedule's log into the LinkTrace a
 run replays: step k is "round" k, ``done_s`` is the arrival time after the
@@ -26,6 +28,7 @@ from typing import Sequence
 import numpy as np
 
 from bridge.trace import LinkTrace
+from messages.ledger import busy_within
 from ns3_scenarios.airtime import message_radio_s, message_s
 from ns3_scenarios.scenario import ScenarioConfig
 
@@ -39,7 +42,9 @@ class DelayMessages:
         self._now = 0.0
         self._pending: list[tuple] = []  # (arrival, message number, receiver, sender, data s, ACK s)
         self._sent = 0
-        self._busy_s = np.zeros((self.nodes, 2))  # seconds in tx, rx so far
+        self._busy_s = np.zeros((self.nodes, 2))  # seconds in tx, rx of the messages complete so far
+        self._sending: list[tuple[float, int, float]] = []  # (completes at, sender, tx seconds), not yet counted
+        self._sent_until = np.zeros(self.nodes)  # when each device's last message is out
         self._sleeps: list[list[tuple[float, float]]] = [[] for _ in range(self.nodes)]
 
     def now_s(self) -> float:
@@ -61,7 +66,8 @@ class DelayMessages:
         arrival = max(at_s, self._now) + message_s(nbytes, scenario.datagram_bytes, scenario.phy_mode,
                                                    scenario.datagram_interval_s, copies, acknowledged)
         data_s, ack_s = message_radio_s(nbytes, scenario.datagram_bytes, scenario.phy_mode)
-        self._busy_s[sender, 0] += copies * data_s
+        heapq.heappush(self._sending, (arrival, sender, copies * data_s))
+        self._sent_until[sender] = max(self._sent_until[sender], arrival)
         number = self._sent
         self._sent += 1
         for receiver in np.flatnonzero(up):
@@ -72,6 +78,13 @@ class DelayMessages:
     def advance(self, until_s: float) -> list[tuple[int, int, float]]:
         """Up to ``until_s`` or the first instant something arrives (a message completing at a sleeping
         radio is lost)."""
+        arrivals = self._arrivals(until_s)
+        while self._sending and self._sending[0][0] <= self._now:
+            _, sender, tx_s = heapq.heappop(self._sending)
+            self._busy_s[sender, 0] += tx_s
+        return arrivals
+
+    def _arrivals(self, until_s: float) -> list[tuple[int, int, float]]:
         while self._pending and self._pending[0][0] <= until_s:
             first = self._pending[0][0]
             arrivals = []
@@ -88,21 +101,18 @@ class DelayMessages:
         return []
 
     def sleep_between(self, device: int, from_s: float, until_s: float) -> None:
-        if until_s > from_s:
-            self._sleeps[device].append((max(from_s, self._now), until_s))
+        """Asleep over [from_s, until_s), but not before its own last message is out."""
+        start = max(from_s, self._now, self._sent_until[device])
+        if until_s > start:
+            self._sleeps[device].append((start, until_s))
 
     def _asleep(self, device: int, at_s: float) -> bool:
         return any(start <= at_s < end for start, end in self._sleeps[device])
 
-    def radio_joules(self) -> np.ndarray:
-        scenario, volts = self._scenario, self._scenario.supply_voltage_v
+    def radio_seconds(self) -> np.ndarray:
         asleep = np.array([sum(max(0.0, min(end, self._now) - start) for start, end in sleeps)
                            for sleeps in self._sleeps])
-        # A message's airtime is charged when it is sent (tx) and when it arrives (rx, ACKs): tx can run ahead.
-        idle = np.maximum(self._now - asleep - self._busy_s.sum(axis=1), 0.0)
-        return np.stack([scenario.tx_current_a * volts * self._busy_s[:, 0],
-                         scenario.rx_current_a * volts * self._busy_s[:, 1],
-                         scenario.idle_current_a * volts * idle, scenario.sleep_current_a * volts * asleep], axis=-1)
+        return busy_within(self._busy_s[:, 0], self._busy_s[:, 1], self._now - asleep, np.full(self.nodes, self._now))
 
 
 def barrier_link_trace(log: dict[str, np.ndarray], payload_bytes: tuple[int, ...], timeout_s: float,
@@ -117,7 +127,7 @@ def barrier_link_trace(log: dict[str, np.ndarray], payload_bytes: tuple[int, ...
     sender_bytes = np.broadcast_to(np.array(payload_bytes, dtype=np.int64)[None, :, None], (steps, exchanges, n))
     return LinkTrace(
         done_s=done_s, rx_bytes=np.where(used, sizes, 0).astype(np.int64), intended=log["intended"],
-        radio_energy_j=log["radio_energy_j"],
+        radio_s=log["radio_s"],
         positions=np.broadcast_to(np.asarray(log["positions"], dtype=np.float32), (steps, n, 2)).copy(),
         idle_delivered=np.asarray(log["idle_delivered"], dtype=bool), idle_rate=log.get("idle_rate"),
         payload_bytes=payload_bytes, deadline_s=timeout_s, datagram_bytes=datagram_bytes,

@@ -206,12 +206,12 @@ class OnlineMessages:
         self.nodes = scenario.nodes
         n = self.nodes
         self.idle_delivered = np.array(self._worker.hello["idle_delivered"], dtype=bool).reshape(n, n)
-        self._now, self._joules = 0.0, np.zeros((n, 4))
+        self._now, self._radio_s = 0.0, np.zeros((n, 4))
         self._ask({"advance": 0.0})
 
     def _ask(self, request: dict) -> dict:
         answer = self._worker.ask(request)
-        self._now, self._joules = float(answer["now_s"]), np.array(answer["joules"]).reshape(self.nodes, -1)
+        self._now, self._radio_s = float(answer["now_s"]), np.array(answer["radio_s"]).reshape(self.nodes, -1)
         return answer
 
     def now_s(self) -> float:
@@ -230,8 +230,8 @@ class OnlineMessages:
     def sleep_between(self, device: int, from_s: float, until_s: float) -> None:
         self._ask({"sleep": [int(device), float(from_s), float(until_s)]})
 
-    def radio_joules(self) -> np.ndarray:
-        return self._joules.copy()
+    def radio_seconds(self) -> np.ndarray:
+        return self._radio_s.copy()
 
     def close(self) -> None:
         self._worker.close()

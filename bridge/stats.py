@@ -22,10 +22,11 @@ Definitions (N devices, one row per exchange used):
   synthetic model that made the trace.
 - ``spectral_gap``: 1 - lambda of the fixed graph's Metropolis-Hastings
   matrix (``fixed_graph`` only; empty otherwise).
-- ``energy_tx_j``, ``energy_rx_j``, ``energy_idle_j``: joules all radios spent
-  in each state over the exchange's window (ns-3's energy model; the
-  controls' airtime estimate), whether or not the device's battery allowed it
-  (the run's ``metrics.csv`` counts only live devices).
+- ``radio_tx_s``, ``radio_rx_s``, ``radio_idle_s``, ``radio_sleep_s``: seconds all
+  radios spent in each state over what the clock counts of the exchange (rounds:
+  its window; a barrier schedule: each device's time since its previous barrier),
+  whether or not the device's battery allowed it (ns-3's PHY states; the controls'
+  airtime estimate). Joules are the ledger's, in the run's ``metrics.csv``.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from __future__ import annotations
 import numpy as np
 
 from bridge.trace import LinkTrace
-from ns3_scenarios.scenario import RADIO_STATES
+from messages.ledger import RADIO_STATES
 
 
 def link_stats(trace: LinkTrace, round_index: int, exchanges: int, devices: int | None = None) -> list[dict]:
@@ -66,10 +67,16 @@ def link_stats(trace: LinkTrace, round_index: int, exchanges: int, devices: int 
             "packets_lost": int(np.ceil(missing[intended] / trace.datagram_bytes).sum()),
             "link_model": trace.meta.get("link_model", ""),
             "spectral_gap": float(trace.meta.get("spectral_gap", float("nan"))),
-            **{f"energy_{state}_j": float(trace.radio_energy_j[round_index, e, :, k].sum())
-               for k, state in enumerate(RADIO_STATES)},
+            **{f"radio_{state}_s": float(seconds) for state, seconds in zip(RADIO_STATES, radio_s(trace, round_index, e))},
         })
     return rows
+
+
+def radio_s(trace: LinkTrace, round_index: int, exchange: int) -> np.ndarray:
+    """(4,) the radios' seconds per state over what the clock counts of one exchange, summed over nodes."""
+    if trace.local_barrier:
+        return trace.radio_s[round_index, exchange].sum(axis=0)
+    return trace.radio_window_s(round_index, exchange, trace.exchange_end_s(round_index, exchange)).sum(axis=0)
 
 
 def pair_delivery_rates(trace: LinkTrace, slots: list[tuple[int, int]]) -> np.ndarray:

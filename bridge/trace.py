@@ -7,10 +7,15 @@ exchange e of round r at which device j held device i's complete message, NaN
 if it did not by the deadline. ``intended[r, e, i, j]``: i addressed j
 (broadcast and unicast: j is one of i's idle-probe neighbours; fan-out: one of
 the k drawn). ``sender_bytes[r, e, i]``: the payload i sent (-1: the exchange
-was not used, online mode only). ``radio_energy_j[r, e, i, k]``: joules device
-i's radio spent in state k (``RADIO_STATES``: tx, rx, idle) over exchange e's
-whole window (deadline + drain); from ns-3's energy model, or estimated from
-airtime by the controls. ``finished_s[r, e, i]``: under the local-barrier
+was not used, online mode only). ``radio_s[r, e, i, k]``: seconds device i's
+radio spent in state k (``messages.ledger.RADIO_STATES``: tx, rx, idle, sleep)
+over what the run's clock counts of exchange e of round r: under rounds, from
+the exchange's start to its clock end ``clock_end_s[r, e]`` (its last intended
+message complete, else the deadline; ``radio_deadline_s`` to the deadline, so a
+derived rung can cut the timeline at its own end, ``radio_window_s``); under a
+barrier schedule, from the device's previous barrier to this one. From ns-3's
+PHY state timeline (``source_deadline_j``: its energy sources' loss to the
+deadline, the check), or the controls' airtime estimate. ``finished_s[r, e, i]``: under the local-barrier
 schedule (``messages.schedules``), when device i passed the barrier of
 exchange e of its step r, seconds since the schedule began; NaN under rounds,
 whose clock the runner keeps (a round lasts its compute plus ``duration_s``).
@@ -29,9 +34,11 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from bridge.identity import arrays_sha256
+from messages.ledger import between_cuts
 from ns3_scenarios.scenario import SLOT_ARRAYS, SLOT_FIELDS
 
-SCHEMA_VERSION = 4  # 3: radio_energy_j; 4: its sleep state, finished_s
+SCHEMA_VERSION = 5  # 3: radio_energy_j; 4: its sleep state, finished_s; 5: radio seconds at the clock's cuts
 ARRAYS = (*SLOT_ARRAYS, "positions", "idle_delivered", "sender_bytes", "idle_rate", "finished_s")  # trace.npz
 NOT_SENT = -1  # sender_bytes of an exchange the algorithm did not use
 
@@ -114,6 +121,21 @@ class LinkTrace:
         ends = self.finished_s[round_index, -1, :len(devices)]
         return float(ends[devices].max() if devices.any() else ends.max())
 
+    def exchange_end_s(self, round_index: int, exchange: int) -> float:
+        """How long exchange ``exchange`` of round ``round_index`` lasts on the run's clock: until its last
+        intended message arrived if every intended message arrived by the deadline, else the deadline."""
+        done = self.done_s[round_index, exchange][self.intended[round_index, exchange]]
+        complete = done.size > 0 and not np.isnan(done).any()
+        return float(done.max()) if complete else self.deadline_s
+
+    def radio_window_s(self, round_index: int, exchange: int, window_s: float) -> np.ndarray:
+        """(N, 4) the radios' seconds per state over the first ``window_s`` of a rounds exchange, from the
+        timeline recorded at its cuts (clock end, deadline; ``messages.ledger.between_cuts``)."""
+        cuts = np.array([self.clock_end_s[round_index, exchange], self.deadline_s])
+        at_cuts = np.stack([self.radio_s[round_index, exchange], self.radio_deadline_s[round_index, exchange]])
+        order = np.argsort(cuts, kind="stable")
+        return between_cuts(cuts[order], at_cuts[order], window_s)
+
     @property
     def rounds(self) -> int:
         return self.done_s.shape[0]
@@ -140,9 +162,11 @@ class LinkTrace:
         staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
         staging.chmod(0o777 & ~current_umask())  # mkdtemp makes 0700; a cache entry is as readable as any file
         try:
-            np.savez(staging / "trace.npz", **{name: getattr(self, name) for name in ARRAYS})
+            arrays = {name: np.asarray(getattr(self, name)) for name in ARRAYS}
+            np.savez(staging / "trace.npz", **arrays)
             meta = dict(self.meta, schema_version=SCHEMA_VERSION, payload_bytes=list(self.payload_bytes),
-                        deadline_s=self.deadline_s, datagram_bytes=self.datagram_bytes)
+                        deadline_s=self.deadline_s, datagram_bytes=self.datagram_bytes,
+                        arrays_sha256=arrays_sha256(arrays))
             (staging / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
             if directory.exists():
                 shutil.rmtree(directory)
@@ -161,6 +185,9 @@ class LinkTrace:
                 raise TraceFormatError(f"trace in {directory} has schema {version!r}, expected {SCHEMA_VERSION}")
             with np.load(directory / "trace.npz", allow_pickle=False) as arrays:
                 loaded = {name: arrays[name] for name in ARRAYS}
+            if meta.get("arrays_sha256") != arrays_sha256(loaded):
+                raise TraceFormatError(f"trace in {directory}: its arrays do not match the SHA-256 in its meta.json "
+                                       f"(edited or damaged)")
             payload_bytes = tuple(int(b) for b in meta["payload_bytes"])
             deadline_s, datagram_bytes = meta["deadline_s"], meta["datagram_bytes"]
             if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (deadline_s, datagram_bytes)):
@@ -224,12 +251,10 @@ class RoundLinks:
 
     @property
     def duration_s(self) -> float:
-        """Simulated time of the exchanges used: each lasts until its deadline, or until its last intended
-        message arrived if every intended message arrived before the deadline."""
-        total = 0.0
-        for e in range(self.used):
-            intended = self._trace.intended[self._round, e]
-            done = self._trace.done_s[self._round, e][intended]
-            complete = done.size > 0 and not np.isnan(done).any()
-            total += float(done.max()) if complete else self._trace.deadline_s
-        return total
+        """Simulated time of the exchanges used (``LinkTrace.exchange_end_s``)."""
+        return float(sum(self.windows_s))
+
+    @property
+    def windows_s(self) -> list[float]:
+        """Each used exchange's length on the run's clock."""
+        return [self._trace.exchange_end_s(self._round, e) for e in range(self.used)]

@@ -32,5 +32,6 @@ class Messages(Protocol):
 
     def sleep_between(self, device: int, from_s: float, until_s: float) -> None: ...
 
-    def radio_joules(self) -> np.ndarray:
-        """(nodes, 4) joules each radio has spent so far in tx, rx, idle and sleep."""
+    def radio_seconds(self) -> np.ndarray:
+        """(nodes, 4) seconds each radio has spent so far in tx, rx, idle and sleep (``messages.ledger``); per
+        node they sum to the time since the network began."""

@@ -39,8 +39,14 @@ The network is run only up to the next moment a device may pass by itself (a
 send that finds its messages there already, a time-out) and stops at every
 arrival before it (``Messages.advance``), so each barrier is passed at the
 exact time of the arrival or time-out that satisfies it, and the next send is
-scheduled from that time. Radio joules per (step, exchange, device) are the
-device's energy between the ends of its consecutive barriers.
+scheduled from that time. Radio seconds per (step, exchange, device) are the
+device's seconds per state between the ends of its consecutive barriers (the ledger's
+input, ``messages.ledger``).
+
+**When a device sends** (``send_offsets``, one rule for every schedule and link model): U(0, send_jitter_s)
+after its compute ends, the draw keyed by (seed, step, exchange, device), so two schedules over one seed send
+each message at the same offset after its compute. (ns-3's rounds draw the same law from ns-3's own stream
+inside ``RunSlot``; the controls' rounds use ``send_offsets``.)
 """
 
 from __future__ import annotations
@@ -148,7 +154,7 @@ class BarrierSchedule(Schedule, ABC):
         Returns, with t measured in seconds since the schedule began:
         ``sent_s`` (K, E, N), ``arrival_s`` (K, E, N, N) [sender, receiver] (NaN: never), ``finished_s``
         (K, E, N) (when each device passed the barrier), ``used`` (K, E, N, N) (``counts``), ``intended``
-        (K, E, N, N), ``radio_energy_j`` (K, E, N, 4) (its sleep state shows where radios slept)."""
+        (K, E, N, N), ``radio_s`` (K, E, N, 4) (its sleep state shows where radios slept)."""
         log = BarrierEngine(self, messages, intended).run(progress)
         log["used"] = self.counts(log["arrival_s"], log["finished_s"])
         return log
@@ -278,6 +284,14 @@ class FreeRunning(BarrierSchedule):
         return np.searchsorted(step_end_s, arrival_s, side="left")
 
 
+def send_offsets(seed: int, steps: int, exchanges: int, devices: int, jitter_s: float) -> np.ndarray:
+    """(steps, exchanges, devices) how long after its compute ends each device sends each message: U(0,
+    ``jitter_s``), one generator per step keyed by (seed, step), so the offset of (step, exchange, device)
+    is the same whatever the schedule or how many steps are planned."""
+    return np.stack([np.random.default_rng([seed, 0x5E4D, step]).uniform(0.0, jitter_s, (exchanges, devices))
+                     for step in range(steps)]) if steps else np.zeros((0, exchanges, devices))
+
+
 SCHEDULES: dict[str, type[Schedule]] = {
     "rounds": Rounds,
     "local_barrier": LocalBarrier,
@@ -304,14 +318,14 @@ class BarrierEngine:
         self.sent_s, self.finished_s = np.full(shape, np.nan), np.full(shape, np.nan)
         self.arrival_s = np.full((*shape, n), np.nan)
         self.addressed = np.zeros((*shape, n), dtype=bool)
-        self.radio_energy_j = np.zeros((*shape, 4))
+        self.radio_s = np.zeros((*shape, 4))
         self.origin = messages.now_s()
-        self.jitter = np.random.default_rng([plan.seed, 0x5E4D])
+        self.offsets = send_offsets(plan.seed, steps, exchanges, n, plan.send_jitter_s)
         self.phase_of: list[tuple[int, int, int]] = []  # message number -> (step, exchange, sender)
         self.phase = np.zeros(n, dtype=int)  # each device's current (step, exchange) as step * E + exchange
         self.waiting_since = np.full(n, np.inf)  # absolute time of its send while it waits, inf while it computes
         self.heard = np.zeros((steps * exchanges, n), dtype=int)  # messages of that phase j holds from its senders
-        self.joules_at_last_end = messages.radio_joules().copy()
+        self.seconds_at_last_end = messages.radio_seconds().copy()
 
     def addressing(self, step: int, exchange: int) -> np.ndarray:
         if not self.addressed[step, exchange].any():
@@ -323,7 +337,7 @@ class BarrierEngine:
         plan, messages = self.plan, self.messages
         step, exchange = divmod(int(self.phase[device]), self.exchanges)
         compute = plan.step_s[device] if exchange == 0 else 0.0
-        send_at = max(at_s + compute + self.jitter.uniform(0.0, plan.send_jitter_s), messages.now_s())
+        send_at = max(at_s + compute + self.offsets[step, exchange, device], messages.now_s())
         number = messages.send(device, send_at, plan.payload_bytes[exchange], step, exchange)
         if number != len(self.phase_of):
             raise RuntimeError(f"message numbers out of order: got {number}, expected {len(self.phase_of)}")
@@ -331,13 +345,13 @@ class BarrierEngine:
         self.sent_s[step, exchange, device] = send_at - self.origin
         self.waiting_since[device] = send_at
 
-    def finish(self, device: int, at_s: float, joules: np.ndarray) -> None:
+    def finish(self, device: int, at_s: float, seconds: np.ndarray) -> None:
         """Pass the barrier of the device's current phase at ``at_s``; start its next phase."""
         p = int(self.phase[device])
         step, exchange = divmod(p, self.exchanges)
         self.finished_s[step, exchange, device] = at_s - self.origin
-        self.radio_energy_j[step, exchange, device] = joules[device] - self.joules_at_last_end[device]
-        self.joules_at_last_end[device] = joules[device]
+        self.radio_s[step, exchange, device] = seconds[device] - self.seconds_at_last_end[device]
+        self.seconds_at_last_end[device] = seconds[device]
         self.phase[device] += 1
         self.waiting_since[device] = np.inf
         if self.phase[device] < self.steps * self.exchanges:
@@ -372,7 +386,7 @@ class BarrierEngine:
             until = checks[0][0] if checks else math.inf
             arrivals = messages.advance(until)
             now = messages.now_s()
-            joules = messages.radio_joules()
+            seconds = messages.radio_seconds()
             events = [(at, 0, (int(number), int(receiver))) for number, receiver, at in arrivals]
             while checks and checks[0][0] <= now + RESOLUTION_S:
                 at, device = heapq.heappop(checks)
@@ -389,7 +403,7 @@ class BarrierEngine:
                 else:
                     device = what
                 if self.ready(device, at_s):
-                    self.finish(device, at_s, joules)
+                    self.finish(device, at_s, seconds)
                     for at in self.check_times(device):
                         if at > now + RESOLUTION_S:
                             heapq.heappush(checks, (at, device))
@@ -400,4 +414,4 @@ class BarrierEngine:
                 progress(done)
                 last_reported = done
         return {"sent_s": self.sent_s, "arrival_s": self.arrival_s, "finished_s": self.finished_s,
-                "intended": self.addressed, "radio_energy_j": self.radio_energy_j}
+                "intended": self.addressed, "radio_s": self.radio_s}

@@ -24,9 +24,11 @@
 // (capacity kSourceJ, far more than any run spends: battery limits are applied
 // per round by the testbed, so one trace serves every capacity). The model's
 // TotalEnergyConsumption trace fires at each radio state change, before the
-// state switches, so each increment belongs to the state being left: that
-// splits the joules by state (tx, rx, and idle = idle + CCA busy + switching)
-// exactly as the source is depleted.
+// state switches, so the time since the last change belongs to the state being
+// left: that splits each radio's timeline into seconds per state (tx, rx, idle =
+// idle + CCA busy + switching, all at the idle current, and sleep), which is what
+// the helper reports (RadioSeconds); the testbed's ledger (messages/ledger.py)
+// turns seconds into joules, and the sources' depletion is the check on it.
 //
 // Memory: at every radio state change WifiRadioEnergyModel (ns-3 3.44)
 // reschedules its "battery empty" event, about 1e8 s ahead with kSourceJ:
@@ -113,8 +115,7 @@ struct NetworkParams
     double supplyVoltageV = 3.0;
     double txCurrentA = 0.380;
     double rxCurrentA = 0.313;
-    double idleCurrentA = 0.273;
-    double ccaBusyCurrentA = 0.273;
+    double idleCurrentA = 0.273;  // also CCA busy and switching: "idle" is one state of the ledger
     double sleepCurrentA = 0.033;
     bool radioSleep = false;  // RunSlot puts a radio with nothing left to send or receive to sleep
     // RNG.
@@ -340,8 +341,8 @@ class AdhocNetwork
           m_n(params.x.size()),
           m_probeCounts(size_t(m_n) * m_n, 0.0),
           m_neighbours(size_t(m_n) * m_n, 0),
-          m_stateJ(size_t(m_n) * kRadioStates, 0.0),
-          m_tracedJ(m_n, 0.0)
+          m_stateS(size_t(m_n) * kRadioStates, 0.0),
+          m_changedS(m_n, 0.0)
     {
         Build();
     }
@@ -423,7 +424,8 @@ class AdhocNetwork
         WakeAll();
 
         SlotRecord out(m_p.slotFields, m_p.slotSizes);
-        const std::vector<double> energyBefore = RadioJoules();
+        m_secondsAtStart = RadioSeconds();
+        const std::vector<double> depletedBefore = SourceDepletionJ();
         double* positions = out.Field("positions", 2 * size_t(m_n));
         for (uint32_t i = 0; i < m_n; ++i)
         {
@@ -443,6 +445,9 @@ class AdhocNetwork
         double* intended = out.Field("intended", nn);
         m_sendsLeft.assign(m_n, 0);
         m_waitingFor.assign(m_n, 0);
+        m_intended.assign(nn, 0);
+        m_open = 0;
+        m_secondsAtEnd.clear();
         for (uint32_t i = 0; i < m_n; ++i)
         {
             const double start = slotStart + m_jitter->GetValue(0.0, m_p.startJitterS);
@@ -454,6 +459,8 @@ class AdhocNetwork
             for (uint32_t j : targets)
             {
                 intended[size_t(i) * m_n + j] = 1.0;
+                m_intended[size_t(i) * m_n + j] = 1;
+                ++m_open;
                 ++m_waitingFor[j];
             }
             ScheduleMessage(slot, i, start, payloads[i], targets);
@@ -469,14 +476,31 @@ class AdhocNetwork
         {
             Simulator::Schedule(Until(slotStart + m_p.deadlineS), [this]() { StopTcpWriters(); });
         }
+        // The exchange's clock stops when its last addressed message completes, or at the deadline (the
+        // runner's RoundLinks.duration_s): the radios' seconds are cut there and at the deadline. The drain
+        // after the deadline only lets the channel fall quiet before the next slot; no clock counts it.
+        RunUntil(slotStart + m_p.deadlineS);
+        const std::vector<double> atDeadline = RadioSeconds();
+        const std::vector<double> depletedAtDeadline = SourceDepletionJ();
+        if (m_secondsAtEnd.empty())
+        {
+            MarkClockEnd();
+        }
+        double* toEnd = out.Field("radio_s", atDeadline.size());
+        double* toDeadline = out.Field("radio_deadline_s", atDeadline.size());
+        for (size_t k = 0; k < atDeadline.size(); ++k)
+        {
+            toEnd[k] = m_secondsAtEnd[k] - m_secondsAtStart[k];
+            toDeadline[k] = atDeadline[k] - m_secondsAtStart[k];
+        }
+        double* depleted = out.Field("source_deadline_j", m_n);
+        for (uint32_t i = 0; i < m_n; ++i)
+        {
+            depleted[i] = depletedAtDeadline[i] - depletedBefore[i];
+        }
+        *out.Field("clock_end_s", 1) = m_clockEndS;
         RunUntil(slotStart + m_p.slotPeriodS);
         m_slot = kNoSlot;
-        const std::vector<double> energyAfter = RadioJoules();
-        double* joules = out.Field("radio_energy_j", energyAfter.size());
-        for (size_t k = 0; k < energyAfter.size(); ++k)
-        {
-            joules[k] = energyAfter[k] - energyBefore[k];
-        }
 
         std::copy(m_rxBytes.begin(), m_rxBytes.end(), out.Field("rx_bytes", nn));
         std::copy(m_done.begin(), m_done.end(), out.Field("done_s", nn));
@@ -566,7 +590,7 @@ class AdhocNetwork
         return events;
     }
 
-    // Joules each device's energy source has lost since the start: the check on RadioJoules' split.
+    // Joules each device's energy source has lost since the start: the check on RadioSeconds' split.
     std::vector<double> SourceDepletionJ() const
     {
         std::vector<double> out(m_n, 0.0);
@@ -577,19 +601,27 @@ class AdhocNetwork
         return out;
     }
 
-    // Joules spent so far per device and state (tx, rx, idle), including the state the radio is in now.
-    std::vector<double> RadioJoules() const
+    // Seconds each radio has spent so far per state (tx, rx, idle, sleep), including the state it is in now;
+    // per device they sum to the simulated time since the radios were installed. Reads no energy model, so
+    // reading changes nothing in the simulation.
+    std::vector<double> RadioSeconds() const
     {
-        std::vector<double> out(m_stateJ);
+        std::vector<double> out(m_stateS);
+        const double now = ns3::Simulator::Now().GetSeconds();
         for (uint32_t i = 0; i < m_n; ++i)
         {
-            const double ongoing = m_radios[i]->GetTotalEnergyConsumption() - m_tracedJ[i];
-            out[size_t(i) * kRadioStates + StateIndex(m_radios[i]->GetCurrentState())] += ongoing;
+            out[size_t(i) * kRadioStates + StateIndex(m_radios[i]->GetCurrentState())] += now - m_changedS[i];
         }
         return out;
     }
 
   private:
+    void MarkClockEnd()
+    {
+        m_secondsAtEnd = RadioSeconds();
+        m_clockEndS = ns3::Simulator::Now().GetSeconds() - m_slotStartS;
+    }
+
     static uint32_t StateIndex(ns3::WifiPhyState state)
     {
         using ns3::WifiPhyState;
@@ -608,7 +640,7 @@ class AdhocNetwork
         radio.Set("TxCurrentA", DoubleValue(m_p.txCurrentA));
         radio.Set("RxCurrentA", DoubleValue(m_p.rxCurrentA));
         radio.Set("IdleCurrentA", DoubleValue(m_p.idleCurrentA));
-        radio.Set("CcaBusyCurrentA", DoubleValue(m_p.ccaBusyCurrentA));
+        radio.Set("CcaBusyCurrentA", DoubleValue(m_p.idleCurrentA));
         radio.Set("SwitchingCurrentA", DoubleValue(m_p.idleCurrentA));
         radio.Set("SleepCurrentA", DoubleValue(m_p.sleepCurrentA));
         energy::DeviceEnergyModelContainer models = radio.Install(devices, sources);
@@ -616,11 +648,14 @@ class AdhocNetwork
         for (uint32_t i = 0; i < m_n; ++i)
         {
             m_radios[i] = DynamicCast<WifiRadioEnergyModel>(models.Get(i));
-            // Fires inside ChangeState before the state switches: the increment is the state being left.
+            // Fires inside ChangeState before the state switches: the time since the last change is the state
+            // being left's (a change after no time adds no energy and fires nothing, and adds no time).
             m_radios[i]->TraceConnectWithoutContext(
-                "TotalEnergyConsumption", Callback<void, double, double>([this, i](double before, double after) {
-                    m_stateJ[size_t(i) * kRadioStates + StateIndex(m_radios[i]->GetCurrentState())] += after - before;
-                    m_tracedJ[i] = after;
+                "TotalEnergyConsumption", Callback<void, double, double>([this, i](double, double) {
+                    const double now = Simulator::Now().GetSeconds();
+                    m_stateS[size_t(i) * kRadioStates + StateIndex(m_radios[i]->GetCurrentState())] +=
+                        now - m_changedS[i];
+                    m_changedS[i] = now;
                 }));
         }
     }
@@ -1031,6 +1066,10 @@ class AdhocNetwork
         if (m_done[pair] < 0 && m_rxBytes[pair] >= std::max(m_payloads[sender], kHeaderBytes))
         {
             m_done[pair] = ns3::Simulator::Now().GetSeconds() - m_slotStartS;
+            if (m_intended[pair] && --m_open == 0 && m_done[pair] <= m_p.deadlineS)
+            {
+                MarkClockEnd();  // the last addressed message: the exchange's clock stops here
+            }
             if (m_p.radioSleep && m_neighbours[pair] && --m_waitingFor[receiver] == 0)
             {
                 MaybeSleepAfterSlot(receiver);
@@ -1188,11 +1227,17 @@ class AdhocNetwork
 
     uint64_t m_frames = 0;
     uint64_t m_airBytes = 0;
-    // Radio energy: joules per device and state as traced so far, and each model's last traced total.
+    // Radio energy: seconds per device and state up to each radio's last state change, and that change's time.
     std::vector<ns3::Ptr<ns3::energy::EnergySource>> m_sources;
     std::vector<ns3::Ptr<ns3::WifiRadioEnergyModel>> m_radios;
-    std::vector<double> m_stateJ;
-    std::vector<double> m_tracedJ;
+    std::vector<double> m_stateS;
+    std::vector<double> m_changedS;
+    // RunSlot: addressed pairs not yet complete, and the radios' seconds at the slot start and clock end.
+    std::vector<uint8_t> m_intended;
+    size_t m_open = 0;
+    std::vector<double> m_secondsAtStart;
+    std::vector<double> m_secondsAtEnd;
+    double m_clockEndS = 0.0;
 };
 
 } // namespace nsdml

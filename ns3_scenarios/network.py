@@ -81,7 +81,6 @@ def build_network(cpp, config: ScenarioConfig, seed: int, positions: np.ndarray,
     params.txCurrentA = config.tx_current_a
     params.rxCurrentA = config.rx_current_a
     params.idleCurrentA = config.idle_current_a
-    params.ccaBusyCurrentA = config.cca_busy_current_a
     params.sleepCurrentA = config.sleep_current_a
     params.radioSleep = config.radio_sleep
     params.seed = 1
@@ -224,5 +223,5 @@ class Ns3Messages:
     def sleep_between(self, device: int, from_s: float, until_s: float) -> None:
         self._network.SleepBetween(int(device), float(from_s), float(until_s))
 
-    def radio_joules(self) -> np.ndarray:
-        return to_numpy(self._network.RadioJoules()).reshape(self.nodes, -1)
+    def radio_seconds(self) -> np.ndarray:
+        return to_numpy(self._network.RadioSeconds()).reshape(self.nodes, -1)

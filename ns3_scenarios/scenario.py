@@ -33,6 +33,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from messages.ledger import RADIO_STATES
+
 PHY_MODES = tuple(f"OfdmRate{rate}Mbps" for rate in (6, 9, 12, 18, 24, 36, 48, 54))
 REFERENCE_LOSS_DB = 46.6777  # LogDistancePropagationLossModel default at 1 m (5.15 GHz)
 PATH_LOSS_EXPONENT = 3.0
@@ -52,9 +54,6 @@ FADING_MODELS = ("none", "nakagami")
 SCENARIO_TOPOLOGIES = ("adhoc", "access_point")  # what ns-3 (and the ideal / random_graph controls) simulate
 GRAPH_TOPOLOGIES = ("ring", "torus", "circulant", "star", "complete")  # fixed graphs (link_model fixed_graph)
 TOPOLOGIES = SCENARIO_TOPOLOGIES + GRAPH_TOPOLOGIES
-# The radio states whose joules a slot reports per device (radio_energy_j[..., k]); "idle" includes CCA busy;
-# "sleep" is spent only with radio_sleep.
-RADIO_STATES = ("tx", "rx", "idle", "sleep")
 
 
 @dataclass(frozen=True)
@@ -83,7 +82,12 @@ SLOT_SCHEMA = (
     SlotField("done_s", "pair", "float32", math.nan),  # when j held i's whole message, s after the slot start
     SlotField("intended", "pair", "bool"),  # i addressed j
     SlotField("positions", "node_xy", "float32"),  # where each node was at the slot start
-    SlotField("radio_energy_j", "node_state", "float64"),  # joules per device and radio state in the slot
+    # The radios' seconds per state (messages/ledger.py, RADIO_STATES) from the slot start to the exchange's
+    # clock end (clock_end_s: its last addressed message complete, else the deadline), and to the deadline.
+    SlotField("radio_s", "node_state", "float64"),
+    SlotField("radio_deadline_s", "node_state", "float64"),
+    SlotField("clock_end_s", "slot", "float64", math.nan),  # s after the slot start
+    SlotField("source_deadline_j", "node", "float64", math.nan),  # ns-3's energy sources' loss, start to deadline
     SlotField("air_bytes", "slot", "int64"),  # PSDU bytes of every frame transmitted in the slot
     SlotField("frames", "slot", "int64"),  # frames transmitted
     SlotField("events", "slot", "int64"),  # ns-3 events executed
@@ -160,8 +164,7 @@ class ScenarioConfig:
     supply_voltage_v: float = 3.0
     tx_current_a: float = 0.380
     rx_current_a: float = 0.313
-    idle_current_a: float = 0.273
-    cca_busy_current_a: float = 0.273
+    idle_current_a: float = 0.273  # also CCA busy and switching: the ledger's "idle" is one state
     sleep_current_a: float = 0.033
     # A radio with nothing left to send or receive sleeps (WifiRadioEnergyModel's SLEEP state) until it has.
     radio_sleep: bool = False
@@ -228,8 +231,9 @@ class ScenarioConfig:
         _check(not self.radio_sleep or (self.topology == "adhoc" and self.transport != "tcp"), "radio_sleep",
                self.radio_sleep, "false unless topology = \"adhoc\" with a UDP transport (broadcast or unicast): "
                                  "stations of an access point and TCP flows need a power-save protocol")
-        for name in ("tx_current_a", "rx_current_a", "idle_current_a", "cca_busy_current_a", "sleep_current_a"):
-            _check(0.0 <= getattr(self, name) <= 10.0, name, getattr(self, name), "a number in [0, 10] (amperes)")
+        for name in ("tx_current_a", "rx_current_a", "idle_current_a", "sleep_current_a"):
+            # ns-3 reports a state change by the energy it added: a state drawing nothing would hide its time
+            _check(0.0 < getattr(self, name) <= 10.0, name, getattr(self, name), "a number in (0, 10] (amperes)")
 
     @property
     def access_point(self) -> bool:

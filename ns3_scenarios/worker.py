@@ -71,7 +71,7 @@ def simulate(config: ScenarioConfig, seed: int, slot_payloads: list[list[int]],
             reported = time.perf_counter()
             progress({"slots_done": s + 1, "slots": len(slot_payloads),
                       "sim_s": (s + 1) * config.slot_period_s, "events": events})
-    # What each device's ns-3 energy source lost over the slots: the check on radio_energy_j's split by state.
+    # What each device's ns-3 energy source lost over the slots (the check on the radios' seconds by state).
     source_depletion_j = (network.source_depletion_j() - depleted_before).tolist()
     pruned_events = network.pruned_events()
     network.close()
@@ -102,8 +102,10 @@ def simulate_barrier(config: ScenarioConfig, seed: int, plan: Plan,
             reported[0] = time.perf_counter()
             progress({"slots_done": steps_done, "slots": plan.steps, "sim_s": messages.now_s() - origin, "events": 0})
 
-    depleted_before = network.source_depletion_j()
+    depleted_before, seconds_before = network.source_depletion_j(), messages.radio_seconds()
     arrays = schedule_of(plan).run(messages, lambda step, exchange: neighbours, report)
+    # The radios' seconds by state over the whole schedule and what the sources lost meanwhile (the check).
+    radio_total_s = (messages.radio_seconds() - seconds_before).tolist()
     source_depletion_j = (network.source_depletion_j() - depleted_before).tolist()
     positions, sim_s = network.placement.positions_m, messages.now_s() - origin
     network.close()
@@ -111,7 +113,7 @@ def simulate_barrier(config: ScenarioConfig, seed: int, plan: Plan,
     arrays.update(idle_delivered=network.idle_delivered, idle_rate=network.idle_rate, positions=positions)
     stats = dict(network.stats, scenario=asdict(config), seed=seed,
                  schedule=plan.schedule,
-                 source_depletion_j=source_depletion_j, sim_s=sim_s,
+                 source_depletion_j=source_depletion_j, radio_total_s=radio_total_s, sim_s=sim_s,
                  peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                  setup_seconds=loaded - started, simulate_seconds=simulated - loaded)
     return arrays, stats
@@ -171,7 +173,7 @@ def answer_message_request(messages, request: dict) -> dict:
     """The message core over JSON lines: {"send": [sender, at_s, bytes], "targets": [j, ...] (optional: chosen
     receivers, unicast)} -> {"number"};
     {"advance": until_s} -> {"arrivals": [[number, receiver, t], ...]}; {"sleep": [device, from_s, until_s]};
-    every answer carries "now_s" and "joules" (``Messages.radio_joules``, flattened)."""
+    every answer carries "now_s" and "radio_s" (``Messages.radio_seconds``, flattened)."""
     answer = {}
     if "send" in request:
         sender, at_s, nbytes = request["send"]
@@ -185,7 +187,7 @@ def answer_message_request(messages, request: dict) -> dict:
         messages.sleep_between(int(device), float(from_s), float(until_s))
     else:
         raise SystemExit(f"worker: unknown request {sorted(request)}")
-    return dict(answer, now_s=messages.now_s(), joules=messages.radio_joules().ravel().tolist())
+    return dict(answer, now_s=messages.now_s(), radio_s=messages.radio_seconds().ravel().tolist())
 
 
 def _report(progress: dict) -> None:

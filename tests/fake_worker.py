@@ -31,7 +31,9 @@ def main() -> int:
                 "intended": [i != j for i, j in pairs],
                 "positions": [float(slot)] * (2 * n),
                 "air_bytes": [sum(payloads)], "frames": [n], "events": [10 * n],
-                "radio_energy_j": [b * 1e-6 for b in payloads for _ in range(4)]})  # tx, rx, idle, sleep per device
+                "radio_s": [b * 1e-6 for b in payloads for _ in range(4)],  # tx, rx, idle, sleep per device
+                "radio_deadline_s": [b * 1e-6 for b in payloads for _ in range(4)],
+                "clock_end_s": [max(payloads) / 1e5 + slot / 1e4], "source_deadline_j": [math.nan] * n})
     return 0
 
 

@@ -70,7 +70,7 @@ def test_an_interrupted_chunked_trace_makes_only_its_missing_chunks(serial_and_c
 def test_the_first_chunk_is_the_serial_trace_and_devices_move_as_in_it(serial_and_chunked):
     serial, chunked, reused, cache, config, _ = serial_and_chunked
     assert not reused
-    for name in ("rx_bytes", "done_s", "radio_energy_j", "intended", "events"):
+    for name in ("rx_bytes", "done_s", "radio_s", "intended", "events"):
         assert np.array_equal(getattr(serial, name)[:4], getattr(chunked, name)[:4], equal_nan=True), name
     assert not np.array_equal(serial.done_s[4:], chunked.done_s[4:], equal_nan=True)  # chunk 1 draws its own
     assert np.array_equal(serial.positions, chunked.positions)  # random walk: the serial paths at every round
@@ -145,7 +145,7 @@ def test_the_pruned_channel_equals_the_unpruned_one_when_nobody_is_beyond_the_cu
     pruned, _ = obtain_trace("ns3", ScenarioConfig(**small, channel="spectrum_pruned"), PAYLOAD, 2, 0, tmp_path)
     side = unpruned.meta["area_side_m"]
     assert side * np.sqrt(2) < ScenarioConfig(**small).cutoff_m
-    for name in ("rx_bytes", "done_s", "intended", "radio_energy_j", "air_bytes", "frames", "events", "positions",
+    for name in ("rx_bytes", "done_s", "intended", "radio_s", "radio_deadline_s", "air_bytes", "frames", "events", "positions",
                  "idle_delivered", "idle_rate"):
         assert np.array_equal(getattr(unpruned, name), getattr(pruned, name), equal_nan=True), name
     assert (~np.isnan(pruned.done_s)).sum() > 0

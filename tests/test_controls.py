@@ -17,6 +17,7 @@ from bridge.controls import control_trace, graph_adjacency, spectral_gap
 from experiments.cli import main
 from helpers import run_dirs
 from learner.mixing import metropolis_hastings
+from messages.schedules import send_offsets
 from ns3_scenarios.airtime import frame_s, message_s, ppdu_s
 from ns3_scenarios.scenario import ScenarioConfig
 
@@ -57,11 +58,15 @@ def test_ideal_delivers_every_in_range_pair_every_exchange_without_ns3(tmp_path,
     assert len(links) == 20 and (links["link_model"] == "ideal").all()
     assert np.allclose(links["measured_density"], idle) and idle == pytest.approx(0.4, abs=0.01)
     assert (links["packets_lost"] == 0).all() and (links["delivered_pairs"] == links["in_range_pairs"]).all()
-    # Duration from the airtime model, not the deadline: 20 senders of 650 parameters (2,600 B, 2 datagrams).
+    # Duration from the airtime model, not the deadline: each of 20 senders of 650 parameters (2,600 B, 2
+    # datagrams) sends at its offset after the compute (U(0, 1 s), keyed like every schedule's) and its message
+    # takes its own airtime; the round ends when the last one is complete.
     metrics = pd.read_csv(run_dir / "metrics.csv")
-    per_round = metrics["sim_time_s"].diff().dropna()
-    airtime = 20 * (frame_s(1400, "OfdmRate24Mbps", False) + frame_s(1200, "OfdmRate24Mbps", False))
-    assert np.allclose(per_round, 0.05 + airtime, rtol=1e-6)
+    per_round = metrics["sim_time_s"].diff().dropna().to_numpy()
+    alone = message_s(2600, 1400, "OfdmRate24Mbps", 0.005)
+    assert alone == pytest.approx(0.005 + frame_s(1200, "OfdmRate24Mbps", False))  # paced 5 ms apart
+    offsets = send_offsets(0, 20, 1, 20, 1.0)[:, 0]  # (rounds, devices)
+    np.testing.assert_allclose(per_round, 0.05 + offsets.max(axis=1) + alone, rtol=1e-6)
 
 
 def test_random_graph_density_per_round_is_near_the_target_without_ns3(tmp_path, no_ns3):

@@ -49,7 +49,7 @@ class TableMessages:
     def sleep_between(self, device, from_s, until_s):
         pass
 
-    def radio_joules(self):
+    def radio_seconds(self):
         return np.zeros((self.nodes, 4))
 
 
@@ -193,13 +193,13 @@ def test_the_controls_message_core_times_a_message_by_its_own_airtime_and_a_slee
     assert all(t == pytest.approx(0.25 + alone) for _, _, t in arrivals)
     assert messages.now_s() == pytest.approx(0.25 + alone)  # it stops at the first arrival
     assert messages.advance(2.0) == [] and messages.now_s() == 2.0
-    joules, volts = messages.radio_joules(), scenario.supply_voltage_v
+    seconds = messages.radio_seconds()
     data_s, _ = message_radio_s(5000, scenario.datagram_bytes, scenario.phy_mode)
-    np.testing.assert_allclose(joules[:, 3], [0, 0, 0, scenario.sleep_current_a * volts * 1.0])  # asleep 1 s of 2
-    np.testing.assert_allclose(joules[:, 1], [0, *[scenario.rx_current_a * volts * data_s] * 2, 0])
-    assert joules[0, 0] == pytest.approx(scenario.tx_current_a * volts * data_s) and not joules[1:, 0].any()
-    np.testing.assert_allclose(joules[:, 2], scenario.idle_current_a * volts * np.array(
-        [2.0 - data_s, 2.0 - data_s, 2.0 - data_s, 1.0]))
+    np.testing.assert_allclose(seconds[:, 3], [0, 0, 0, 1.0])  # asleep 1 s of 2
+    np.testing.assert_allclose(seconds[:, 1], [0, data_s, data_s, 0])
+    assert seconds[0, 0] == pytest.approx(data_s) and not seconds[1:, 0].any()
+    np.testing.assert_allclose(seconds[:, 2], [2.0 - data_s, 2.0 - data_s, 2.0 - data_s, 1.0])
+    np.testing.assert_allclose(seconds.sum(axis=1), 2.0, rtol=1e-12)  # one state at a time, all the time
 
 
 def test_the_local_barrier_over_a_control_is_deterministic_and_faster_with_a_smaller_quorum(tmp_path):
@@ -365,9 +365,9 @@ def test_a_message_to_chosen_targets_reaches_only_them_as_acknowledged_unicast_c
     assert sorted(r for _, r, _ in one.advance(5.0)) == [3]
     assert sorted(r for _, r, _ in two.advance(5.0)) == [2, 3]
     data_s, _ = message_radio_s(5000, scenario.datagram_bytes, scenario.phy_mode)
-    assert two.radio_joules()[0, 0] == pytest.approx(2 * one.radio_joules()[0, 0])  # a copy per target
-    assert one.radio_joules()[0, 0] == pytest.approx(scenario.tx_current_a * scenario.supply_voltage_v * data_s)
-    assert one.radio_joules()[1, 1] == 0 and one.radio_joules()[3, 1] > 0  # only the target receives
+    assert two.radio_seconds()[0, 0] == pytest.approx(2 * one.radio_seconds()[0, 0])  # a copy per target
+    assert one.radio_seconds()[0, 0] == pytest.approx(data_s)
+    assert one.radio_seconds()[1, 1] == 0 and one.radio_seconds()[3, 1] > 0  # only the target receives
 
 
 @pytest.mark.ns3

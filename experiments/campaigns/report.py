@@ -50,6 +50,7 @@ def stamp(sweeps: list[Sweep], results_root: Path, target: str) -> str:
         + (f"{dates[0]} to {dates[-1]}" if len(set(dates)) > 1 else dates[-1] if dates else "none yet")
         + " (UTC).",
         f"- **Machine:** {runs_machines(finished)}.",
+        f"- **Simulator:** {simulators(traces.values())} (the fingerprint of the code that made the link traces).",
         f"- **Wall time:** {ns3_s / 60:.1f} min of ns-3 making {len(traces)} link traces (those shared by "
         f"several runs counted once; control traces take well under a second) and {wall / 60:.1f} min summed "
         f"over {len(finished)} runs' own wall times (parallel workers overlap them).",
@@ -62,6 +63,12 @@ def runs_commits(records: list[dict]) -> str:
     """The commits the runs record (their code fingerprints where a run predates commit records)."""
     commits = sorted({r.get("code_commit") or f"fingerprint {r.get('code_fingerprint')}" for r in records})
     return ", ".join(commits) if commits else "no runs"
+
+
+def simulators(metas) -> str:
+    """The simulator fingerprints the runs' traces record (``bridge.identity``)."""
+    found = sorted({str(meta.get("simulator")) for meta in metas if isinstance(meta, dict) and meta.get("simulator")})
+    return ", ".join(found) if found else "not recorded by these traces"
 
 
 def runs_machines(records: list[dict]) -> str:

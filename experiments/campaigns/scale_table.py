@@ -128,7 +128,7 @@ def pruning_rows(results_root: Path, cache_dir: Path) -> pd.DataFrame:
         pairs = reference.intended.any(axis=(0, 1))
         times, ref_times = trace.done_s[done & intended], reference.done_s[ref_done & intended]
         identical = all(np.array_equal(getattr(trace, name), getattr(reference, name), equal_nan=True)
-                        for name in ("rx_bytes", "done_s", "intended", "radio_energy_j", "positions"))
+                        for name in ("rx_bytes", "done_s", "intended", "radio_s", "positions"))
         rows.append({"placement": placement, "channel": channel, "side_m": trace.meta["area_side_m"],
                      "identical_to_unpruned": identical,
                      "delivered": float(done[intended].mean()),

@@ -13,7 +13,8 @@ speed stay in lockstep and their broadcasts collide every time (a first version 
 messages over ns-3). So a device of median speed takes about ``rounds`` steps, a straggler 5x
 slower a fifth of them, a faster one more. metrics.csv row e is the state at e periods: every device's model
 after its last step by then, its steps so far (``local_steps``: their mean, gradient evaluations per device),
-the radio joules of the steps it ended by then plus their compute joules. The log is simulated until every
+and the ledger (``messages.ledger``) of the steps it ended by then: a device's clock counts from the start to
+the end of its last step, its radio seconds between its step ends and its compute seconds. The log is simulated until every
 device has taken enough steps to cover the run (the fastest one's count); steps after the run's end are
 dropped, which changes nothing before it (a later send cannot change an earlier arrival).
 
@@ -36,9 +37,10 @@ import torch
 from bridge.trace import LinkTrace
 from experiments.run.contract import CheckedAsync, checked_init
 from experiments.run import interrupts
-from experiments.run.energy import energy_columns, round_zero_columns
+from experiments.run.energy import device_ledger, energy_columns, round_zero_columns, state_columns
 from experiments.run.run_outputs import CSV_FLOAT_FORMAT
 from learner.asynchronous import run_async, staleness, step_counts
+from messages.ledger import RADIO_STATES, Power
 from messages.log import MessageLog
 from messages.schedules import FreeRunning
 
@@ -57,7 +59,8 @@ def run_asynchronously(config, model, devices, algorithm, trace: LinkTrace, step
     messages = message_log(trace).within(float(eval_s[-1]))
     x = model.init(n, config.seed)
     recorder.add_round(0, 0.0, 0, recorder.evaluate(devices, x), math.nan, trace, None,
-                       {**round_zero_columns(n), **merge_columns(np.zeros((0, 2)))})
+                       {**round_zero_columns(n), **merge_columns(np.zeros((0, 2)))},
+                       device_ledger(np.zeros((n, len(RADIO_STATES))), np.zeros(n), np.zeros(n), np.zeros(n)))
     losses: list[tuple[np.ndarray, np.ndarray, torch.Tensor]] = []  # (devices, their step index, loss)
 
     def keep_losses(level, _x) -> None:
@@ -77,9 +80,10 @@ def run_asynchronously(config, model, devices, algorithm, trace: LinkTrace, step
     merge_s = messages.step_end_s[result.used.step, result.used.receiver]
     steps_by = np.stack([(messages.step_end_s <= t).sum(0) for t in eval_s])  # (E, N) steps ended by each time
     step_end = np.where(np.isnan(messages.step_end_s), np.inf, messages.step_end_s)
-    radio = np.where(np.isfinite(step_end)[..., None], trace.radio_energy_j[:messages.step_end_s.shape[0], 0], 0.0)
-    compute_j = config.network.compute_power_w * np.asarray(step_s) * algorithm.local_steps
-    status, spent_before = "done", np.zeros(n)
+    power = Power.of(config.scenario, config.network.compute_power_w)
+    step_radio_s = np.where(np.isfinite(step_end)[..., None], trace.radio_s[:messages.step_end_s.shape[0], 0], 0.0)
+    step_compute_s = np.asarray(step_s, dtype=float) * algorithm.local_steps
+    status, spent_before, radio_before = "done", np.zeros(n), np.zeros(n)
     for e, t in enumerate(eval_s, start=1):
         x_e = result.snapshots[e - 1]
         if not torch.isfinite(x_e).all():
@@ -87,16 +91,19 @@ def run_asynchronously(config, model, devices, algorithm, trace: LinkTrace, step
             log(f"[nsdml] diverged by period {e}: non-finite parameters")
             break
         ended = step_end <= t
-        spent = (radio * ended[..., None]).sum(axis=(0, 2)) + compute_j * ended.sum(0)
-        window = spent - spent_before
-        radio_window = (radio * (ended & (step_end > t - period))[..., None]).sum(axis=(0, 2))
-        spent_before = spent
+        radio_s, compute_s = (step_radio_s * ended[..., None]).sum(axis=0), step_compute_s * ended.sum(0)
+        radio_j = power.radio_j(radio_s)
+        spent = radio_j + power.compute_j(compute_s)
+        window, radio_window = spent - spent_before, radio_j - radio_before
+        spent_before, radio_before = spent, radio_j
         in_window = (merge_s > t - period) & (merge_s <= t)
-        columns = {**energy_columns(radio_window, window - radio_window, spent, n), **merge_columns(stale[in_window])}
+        columns = {**energy_columns(radio_window, window - radio_window, spent, n),
+                   **state_columns(radio_s, compute_s), **merge_columns(stale[in_window])}
         links = SimpleNamespace(used=1 if e - 1 < trace.rounds else 0, delivered=int(in_window.sum()))
         recorder.add_round(e, float(t), float(steps_by[e - 1].mean() * algorithm.local_steps),
                            recorder.evaluate(devices, x_e), _window_loss(losses, messages.step_end_s, t - period, t),
-                           trace, links, columns)
+                           trace, links, columns,
+                           device_ledger(radio_s, compute_s, spent, np.where(ended, step_end, 0.0).max(axis=0)))
     recorder.write_text("staleness.csv", staleness_table(result.used, stale, messages).to_csv(
         index=False, float_format=CSV_FLOAT_FORMAT))
     return status

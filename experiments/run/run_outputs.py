@@ -28,13 +28,16 @@ from learner.devices import Evaluation
 CSV_FLOAT_FORMAT = "%.8g"
 
 
-def device_rows(round_index: int, clock_s: float, local_steps: int, evaluation: Evaluation | None) -> list[dict]:
+def device_rows(round_index: int, clock_s: float, local_steps: int | np.ndarray, evaluation: Evaluation | None,
+                ledger: list[dict]) -> list[dict]:
     """One row per device of an evaluated round (none when the round was not evaluated): its own accuracy
-    and test loss, and its local steps so far (the same for every device under synchronous rounds)."""
+    and test loss, its local steps so far (the same for every device under synchronous rounds), and its
+    ledger so far (radio seconds per state, compute seconds, joules: ``experiments.run.energy``)."""
     if evaluation is None:
         return []
-    return [{"round": round_index, "sim_time_s": clock_s, "device": device, "local_steps": local_steps,
-             "accuracy": float(accuracy), "test_loss": float(loss)}
+    steps = np.broadcast_to(np.asarray(local_steps), (len(ledger),))
+    return [{"round": round_index, "sim_time_s": clock_s, "device": device, "local_steps": steps[device].item(),
+             "accuracy": float(accuracy), "test_loss": float(loss), **ledger[device]}
             for device, (accuracy, loss) in enumerate(zip(evaluation.accuracy.tolist(), evaluation.loss.tolist()))]
 
 

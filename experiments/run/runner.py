@@ -44,6 +44,7 @@ from learner.data import Dataset, load_dataset, partition
 from learner.devices import Devices, Evaluation
 from learner.models import BatchedModel, build_model
 from learner.server import is_server
+from messages.ledger import Power
 from messages.schedules import SCHEDULES, Plan
 
 
@@ -231,7 +232,8 @@ def _run(config: RunConfig, setup: Setup, recorder: "RunRecorder", run_dir: Path
     saved = _checkpoint_to_resume(config, run_dir, details, algorithm, log)
     recorder.open(run_dir, details, saved)
     oracle = GradientOracle(devices, recorder)
-    meter = EnergyMeter(source.trace, config.devices, network.compute_power_w, step_s, network.battery_j)
+    meter = EnergyMeter(source.trace, config.devices, Power.of(config.scenario, network.compute_power_w), step_s,
+                        network.battery_j, config.scenario.radio_sleep)
     server_s = network.server_compute_s if is_server(algorithm) else 0.0
     checkpoints = Checkpoints(config, run_dir, details["code_fingerprint"], log)
     status, clock_s, local_steps, exchanges, first = "done", 0.0, 0, 0, 0
@@ -241,7 +243,7 @@ def _run(config: RunConfig, setup: Setup, recorder: "RunRecorder", run_dir: Path
             state = checked_init(name, algorithm, x, seed=config.seed, model=model,
                                  **sample_counts(algorithm, setup.shards))
             recorder.add_round(0, clock_s, local_steps, recorder.evaluate(devices, x), math.nan, source.trace, None,
-                               round_zero_columns(config.devices))
+                               round_zero_columns(config.devices), meter.device_columns())
         else:  # resumed: the rounds up to the checkpoint are in the CSVs already
             x, state, clock_s, exchanges, first = saved.x, saved.state, saved.clock_s, saved.exchanges, saved.round
             local_steps = int(saved.metric_rows[-1]["local_steps"])
@@ -259,12 +261,14 @@ def _run(config: RunConfig, setup: Setup, recorder: "RunRecorder", run_dir: Path
             previous_clock_s = clock_s
             if barrier is None:  # rounds: the slowest live device's compute, then the exchanges' window
                 clock_s += oracle.calls * meter.slowest_step_s(step_s) + links.duration_s + server_s
+                energy = meter.charge_round(round_index, oracle.calls * meter.slowest_step_s(step_s) + server_s,
+                                            links.windows_s, oracle.calls)
             else:  # the schedule ran compute on the network's clock: the step ends when its last device does
                 if oracle.calls != 1:
                     raise RunFailed(f"schedule = \"local_barrier\" times one gradient evaluation per step; "
                                     f"{name} made {oracle.calls} in round {round_index + 1}")
                 clock_s = max(clock_s, source.trace.step_end_s(round_index, meter.alive))
-            energy = meter.charge(round_index, links.used, oracle.calls)
+                energy = meter.charge_step(round_index, oracle.calls)
             if not torch.isfinite(x).all():
                 status = "diverged"
                 log(f"[nsdml] diverged at round {round_index + 1}: non-finite parameters")
@@ -273,7 +277,7 @@ def _run(config: RunConfig, setup: Setup, recorder: "RunRecorder", run_dir: Path
             evaluated = config.evaluated(round_index + 1, previous_clock_s, clock_s)
             evaluation = recorder.evaluate(devices, x) if evaluated else None
             recorder.add_round(round_index + 1, clock_s, local_steps, evaluation, oracle.mean_loss, source.trace,
-                               links, energy)
+                               links, energy, meter.device_columns())
             if checkpoints.due(round_index + 1, previous_clock_s, clock_s):
                 with recorder.phase("io"):
                     checkpoints.save(Checkpoint(round_index + 1, clock_s, exchanges, x, state,
@@ -393,7 +397,7 @@ class RunRecorder:
         return self.last_evaluation
 
     def add_round(self, round_index: int, clock_s: float, local_steps: int, evaluation: Evaluation | None,
-                  train_loss: float, trace, links, energy: dict) -> None:
+                  train_loss: float, trace, links, energy: dict, ledger: list[dict]) -> None:
         used = links.used if links is not None else 0
         delivered = links.delivered if links is not None else 0  # in the masks the algorithm saw
         row = {**metrics_row(round_index, clock_s, local_steps, evaluation, train_loss, delivered), **energy}
@@ -401,7 +405,7 @@ class RunRecorder:
         self.peak_resident_mb = max(self.peak_resident_mb, resident_mb())
         with self.phase("io"):
             rows = link_stats(trace, round_index - 1, used, self._config.devices) if used else []
-            self._writer.add_round(row, rows, device_rows(round_index, clock_s, local_steps, evaluation))
+            self._writer.add_round(row, rows, device_rows(round_index, clock_s, local_steps, evaluation, ledger))
         if round_index > 0:
             self._bar.update()
             if row["mean_accuracy"] == row["mean_accuracy"]:
