@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 CONFIG ?= experiments/configs/default.toml
 
-.PHONY: setup run test bench sweep table table-esgd table-hyperprism table-detag table-energy table-time table-ladder table-async table-scale sweep-density sweep-devices sweep-alpha sweep-controls tables plots bench-ns3 density-table clean-cache
+.PHONY: setup run test bench sweep table table-esgd table-hyperprism table-detag table-energy table-time table-barrier-map table-ladder table-async table-scale sweep-density sweep-devices sweep-alpha sweep-controls tables plots bench-ns3 density-table clean-cache
 
 setup: $(STAMP)
 
@@ -60,6 +60,15 @@ table-time: $(STAMP)
 	$(PY) -m experiments.campaigns.time_table $(TIME_TABLE)
 	$(PY) -m experiments.campaigns.report time $(TIME_TABLE) --extra results/sweeps/time-table/time_table.md --extra-only \
 	  --target table-time
+
+# The local barrier's map (quorum x time-out x what it counts from, 20 and 50 devices over ns-3, seeds held out):
+# the defaults of network.barrier_* come from it; the report experiments/reports/barrier-map.md.
+BARRIER_MAP := experiments/configs/barrier_map.toml
+table-barrier-map: $(STAMP)
+	$(VENV)/bin/nsdml sweep $(BARRIER_MAP) $(SWEEP_FLAGS)
+	$(PY) -m experiments.campaigns.barrier_map $(BARRIER_MAP)
+	$(PY) -m experiments.campaigns.report barrier-map $(BARRIER_MAP) --extra results/sweeps/barrier-map/barrier_map.md \
+	  --extra-only --target table-barrier-map
 
 # The ablation ladder: ideal graph -> random graph at ns-3's measured density -> geometry -> independent loss ->
 # ns-3, for D-PSGD, HyperPrism, DSGT, DeTAG and CHOCO-SGD at densities 0.2, 0.5, 0.8; learning rates tuned on

@@ -26,7 +26,7 @@ import tomli_w
 
 from bridge.link_models import LINK_MODELS
 from bridge.link_source import MODES
-from messages.schedules import SCHEDULES
+from messages.schedules import SCHEDULES, TIMEOUT_FROM
 from experiments.run.compute import COMPUTE_MODELS, csv_step_times, step_times
 from experiments.run.contract import PluginFailure, checked_messages
 from learner.algorithms.base import Message, payload_bytes
@@ -162,7 +162,8 @@ class NetworkConfig:
     compute_csv: str = ""  # csv: a file with a step_s column, one row per device
     schedule: str = "rounds"  # messages/schedules.py: "rounds" (a global deadline per exchange), "local_barrier",
     # "stale_synchronous", "async" (every device on its own clock, no barrier; asynchronous algorithms only)
-    barrier_timeout_s: float = 1.5  # local_barrier, stale_synchronous: a device waits at most this long after its send
+    barrier_timeout_s: float = 1.5  # local_barrier, stale_synchronous: a device waits at most this long after ...
+    barrier_timeout_from: str = "send"  # ... its own send ("send") or the end of its compute ("compute_end")
     barrier_quorum: float = 1.0  # local_barrier: the fraction of the neighbours addressing it that it waits for
     max_staleness: int = 0  # stale_synchronous: steps a device may run ahead of a neighbour whose messages it uses
     async_period_s: float = 0.0  # async: a device sends at most once per period (0: as fast as it computes)
@@ -193,6 +194,8 @@ class NetworkConfig:
         _require(self.schedule in SCHEDULES, "network.schedule", self.schedule, "one of " + ", ".join(SCHEDULES))
         _require(0.0 < self.barrier_timeout_s <= 60.0, "network.barrier_timeout_s", self.barrier_timeout_s,
                  "a number in (0, 60] (seconds a device waits after its own send)")
+        _require(self.barrier_timeout_from in TIMEOUT_FROM, "network.barrier_timeout_from", self.barrier_timeout_from,
+                 "one of " + ", ".join(TIMEOUT_FROM) + " (what a device's time-out counts from)")
         _require(0.0 <= self.barrier_quorum <= 1.0, "network.barrier_quorum", self.barrier_quorum,
                  "a number in [0, 1] (the fraction of its neighbours' messages a device waits for)")
         _require(0.0 <= self.async_period_s <= 3600.0, "network.async_period_s", self.async_period_s,

@@ -23,7 +23,8 @@ The barrier engine. A step of device j, for each exchange e of the algorithm's s
              at once on a channel idle for DIFS; the rounds schedule's start
              jitter plays this part there)
     wait     until the schedule's rule lets it pass (``may_pass``), or timeout_s
-             after its own send
+             after its own send (``timeout_from = "send"``) or after its compute
+             ended (``"compute_end"``: the send jitter then eats into the wait)
 
 and then the next exchange, or the next step's compute. Devices drift apart in
 time. **When a message counts** (``counts``, the one home of the rule): under a
@@ -54,7 +55,7 @@ from __future__ import annotations
 import heapq
 import math
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, Callable, ClassVar
 
 import numpy as np
@@ -72,6 +73,7 @@ class Plan:
     payload_bytes: tuple[int, ...]  # per exchange of a step
     step_s: tuple[float, ...]  # per device: simulated seconds of one step's compute
     timeout_s: float
+    timeout_from: str = "send"  # the time-out counts from the device's send, or from its compute's end ("compute_end")
     quorum: float = 1.0  # local barrier: the fraction of its senders a device waits for (1: every one)
     max_staleness: int = 0  # stale synchronous: steps a device may run ahead of a neighbour it uses
     radio_sleep: bool = False
@@ -85,6 +87,7 @@ class Plan:
 
 
 Rule = tuple[str, Any, bool, str]  # (config field, its value, whether it holds, what is expected)
+TIMEOUT_FROM = ("send", "compute_end")  # what a barrier's time-out counts from
 
 
 class Schedule:
@@ -99,10 +102,11 @@ class Schedule:
     def rules(cls, config: Any) -> list[Rule]:
         """The config rules this schedule owns (``config`` is a run config: ``network``, ``scenario``, ...)."""
         network, scenario = config.network, config.scenario
-        own = [(name, default) for schedule in SCHEDULES.values() if schedule is not cls
-               for name, default in schedule.own_fields if name not in dict(cls.own_fields)]
-        rules = [(f"network.{name}", getattr(network, name), getattr(network, name) == default,
-                  f"{default!r} unless schedule = {_owner(name)!r} (the field is its own)") for name, default in own]
+        defaults = {field.name: field.default for field in fields(network)}  # the config is their one home
+        own = [name for schedule in SCHEDULES.values() if schedule is not cls
+               for name in schedule.own_fields if name not in cls.own_fields]
+        rules = [(f"network.{name}", getattr(network, name), getattr(network, name) == defaults[name],
+                  f"{defaults[name]!r} unless schedule = {_owner(name)!r} (the field is its own)") for name in own]
         if cls.message_core:  # each device addresses its neighbours itself, over ad-hoc links
             rules += [("network.topology", scenario.topology,
                        scenario.topology == "adhoc" or network.link_model == "fixed_graph",
@@ -111,7 +115,7 @@ class Schedule:
                        f"broadcast or unicast to every neighbour (fanout 0) with schedule = {cls.name!r}")]
         return rules
 
-    own_fields: ClassVar[tuple[tuple[str, Any], ...]] = ()  # (network field, default) only this schedule reads
+    own_fields: ClassVar[tuple[str, ...]] = ()  # the network fields only this schedule reads
 
     @classmethod
     def plan_for(cls, config: Any, step_s: np.ndarray) -> Plan | None:
@@ -125,7 +129,7 @@ class Schedule:
                     seed=config.seed, **rule)
 
 def _owner(field_name: str) -> str:
-    return next(name for name, schedule in SCHEDULES.items() if field_name in dict(schedule.own_fields))
+    return next(name for name, schedule in SCHEDULES.items() if field_name in schedule.own_fields)
 
 
 class BarrierSchedule(Schedule, ABC):
@@ -184,13 +188,14 @@ class LocalBarrier(BarrierSchedule):
     ceil(quorum x n_j) of the n_j neighbours that address it, or ``timeout_s`` after its own send."""
 
     name = "local_barrier"
-    own_fields = (("barrier_quorum", 1.0),)
+    own_fields = ("barrier_quorum",)
 
     @classmethod
     def plan_for(cls, config: Any, step_s: np.ndarray) -> Plan:
         """One gradient evaluation of each device's step time per step, the scenario's start jitter before
         each send, the barrier's time-out and this schedule's own waiting rule."""
         return cls._plan(config, config.rounds, step_s, timeout_s=config.network.barrier_timeout_s,
+                         timeout_from=config.network.barrier_timeout_from,
                          radio_sleep=config.scenario.radio_sleep, **cls.waiting_rule(config.network))
 
     @staticmethod
@@ -217,7 +222,7 @@ class StaleSynchronous(LocalBarrier):
     own step (``counts``): staleness loosens the waiting, not the mixing."""
 
     name = "stale_synchronous"
-    own_fields = (("max_staleness", 0),)
+    own_fields = ("max_staleness",)
 
     @staticmethod
     def waiting_rule(network: Any) -> dict[str, Any]:
@@ -236,7 +241,7 @@ class FreeRunning(BarrierSchedule):
 
     name = "async"
     algorithm_kind = "asynchronous"
-    own_fields = (("async_period_s", 0.0),)
+    own_fields = ("async_period_s",)
 
     @classmethod
     def rules(cls, config: Any) -> list[Rule]:
@@ -324,6 +329,7 @@ class BarrierEngine:
         self.phase_of: list[tuple[int, int, int]] = []  # message number -> (step, exchange, sender)
         self.phase = np.zeros(n, dtype=int)  # each device's current (step, exchange) as step * E + exchange
         self.waiting_since = np.full(n, np.inf)  # absolute time of its send while it waits, inf while it computes
+        self.timeout_at = np.full(n, np.inf)  # absolute time of its time-out while it waits
         self.heard = np.zeros((steps * exchanges, n), dtype=int)  # messages of that phase j holds from its senders
         self.seconds_at_last_end = messages.radio_seconds().copy()
 
@@ -338,6 +344,8 @@ class BarrierEngine:
         step, exchange = divmod(int(self.phase[device]), self.exchanges)
         compute = plan.step_s[device] if exchange == 0 else 0.0
         send_at = max(at_s + compute + self.offsets[step, exchange, device], messages.now_s())
+        counted_from = at_s + compute if plan.timeout_from == "compute_end" else send_at
+        self.timeout_at[device] = max(counted_from + plan.timeout_s, send_at)
         number = messages.send(device, send_at, plan.payload_bytes[exchange], step, exchange)
         if number != len(self.phase_of):
             raise RuntimeError(f"message numbers out of order: got {number}, expected {len(self.phase_of)}")
@@ -353,7 +361,7 @@ class BarrierEngine:
         self.radio_s[step, exchange, device] = seconds[device] - self.seconds_at_last_end[device]
         self.seconds_at_last_end[device] = seconds[device]
         self.phase[device] += 1
-        self.waiting_since[device] = np.inf
+        self.waiting_since[device] = self.timeout_at[device] = np.inf
         if self.phase[device] < self.steps * self.exchanges:
             if self.plan.radio_sleep and self.phase[device] % self.exchanges == 0 and self.plan.step_s[device] > 0:
                 self.messages.sleep_between(device, at_s, at_s + self.plan.step_s[device])
@@ -365,14 +373,13 @@ class BarrierEngine:
         if p >= self.steps * self.exchanges or self.waiting_since[device] > at_s:
             return False
         step, exchange = divmod(p, self.exchanges)
-        return (self.schedule.may_pass(self, device, step, exchange, at_s)
-                or at_s >= self.waiting_since[device] + self.plan.timeout_s)
+        return self.schedule.may_pass(self, device, step, exchange, at_s) or at_s >= self.timeout_at[device]
 
     def check_times(self, device: int) -> list[float]:
         """When a waiting device may pass without a new arrival: at its send (the messages were there
         already) and at its time-out."""
         since = self.waiting_since[device]
-        return [since, since + self.plan.timeout_s] if math.isfinite(since) else []
+        return [since, self.timeout_at[device]] if math.isfinite(since) else []
 
     def run(self, progress: Callable[[int], None]) -> dict[str, np.ndarray]:
         messages, n, exchanges, total = self.messages, self.n, self.exchanges, self.steps * self.exchanges

@@ -22,14 +22,8 @@ them ``datagram_interval_s`` apart (as the ns-3 scenario does), so alone it last
 
     t_message = max(copies x k x t_frame, (copies x k - 1) x interval + t_frame)
 
-where copies = 1 for broadcast and the number of targets otherwise. When all
-devices send at once without collisions, frames take turns on the channel
-(round robin): sender i's last frame ends once every sender m has sent
-min(k_m, k_i) of its frames, so
-
-    finish_i = max(paced_i, sum_m min(k_m, k_i) x t_frame_m)
-
-which for equal payloads is the channel's whole busy time N k t_frame.
+where copies = 1 for broadcast and the number of targets otherwise. The controls time every message so,
+from its send, under every schedule (they leave out contention).
 """
 
 from __future__ import annotations
@@ -90,12 +84,3 @@ def message_s(payload_bytes: int, datagram_bytes: int, phy_mode: str, interval_s
     frames = frames_of(payload_bytes, datagram_bytes, phy_mode, copies, acknowledged)
     return max(sum(frames), (len(frames) - 1) * interval_s + frames[-1])
 
-
-def exchange_finish_s(frames: list[list[float]], interval_s: float) -> list[float]:
-    """When each sender's message ends if all start together and their frames take turns (round robin)."""
-    finish = []
-    for own in frames:
-        paced = (len(own) - 1) * interval_s + own[-1]
-        busy = sum(sum(other[:len(own)]) for other in frames)
-        finish.append(max(paced, busy))
-    return finish

@@ -10,7 +10,7 @@ REQUEST.json: {"scenario": {ScenarioConfig fields}, "seed": int,
 a trace chunk, ``bridge.chunks``), or, instead of slot_payloads,
 "plan": {messages.schedules.Plan fields}: a message-core schedule
 (``messages.schedules``: the local barrier, stale synchronous or free running), whose arrays (sent_s, arrival_s, finished_s, used,
-intended, radio_energy_j, positions) it writes instead. While it simulates, stdout
+intended, radio_s, positions) it writes instead. While it simulates, stdout
 carries progress lines (``PROGRESS_PREFIX`` and a JSON object). OUT_DIR receives
 ``arrays.npz`` (per slot: every ``SLOT_SCHEMA`` field, stacked; once:
 idle_delivered, idle_rate) and ``worker.json`` (ns-3

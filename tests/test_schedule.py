@@ -16,7 +16,7 @@ from bridge.controls import control_trace
 from bridge.messages import DelayMessages, barrier_link_trace
 from ns3_scenarios.airtime import message_radio_s, message_s
 from ns3_scenarios.scenario import ScenarioConfig
-from messages.schedules import Plan, schedule_of, wanted
+from messages.schedules import Plan, schedule_of, send_offsets, wanted
 
 
 class TableMessages:
@@ -152,6 +152,21 @@ def test_the_schedule_waits_for_the_quorum_and_no_longer():
         log = schedule_of(plan).run(TableMessages(delay), lambda k, e: intended[k, e])
         np.testing.assert_allclose(log["finished_s"][0, 0], expected, atol=1e-9)
     assert wanted(4, 0.5) == 2 and wanted(3, 0.5) == 2 and wanted(3, 1.0) == 3 and wanted(5, 0.0) == 0
+
+
+def test_a_time_out_counts_from_the_send_or_from_the_end_of_the_compute():
+    """Device 2 hears nobody: it passes its time-out after its send, or after its compute ended (the send
+    jitter, keyed by seed, step, exchange and device, then eats into the wait)."""
+    delay = np.full((1, 1, 3, 3), np.nan)
+    delay[0, 0, 0, 1] = delay[0, 0, 1, 0] = 0.1
+    intended = ~np.eye(3, dtype=bool)[None, None]
+    offsets = send_offsets(9, 1, 1, 3, 0.3)[0, 0]
+    for timeout_from, expected in [("send", 0.05 + offsets[2] + 1.0), ("compute_end", 0.05 + 1.0)]:
+        plan = Plan(schedule="local_barrier", steps=1, payload_bytes=(10,), step_s=(0.05,) * 3, timeout_s=1.0,
+                    timeout_from=timeout_from, quorum=1.0, send_jitter_s=0.3, seed=9)
+        log = schedule_of(plan).run(TableMessages(delay), lambda k, e: intended[k, e])
+        np.testing.assert_allclose(log["sent_s"][0, 0], 0.05 + offsets, atol=1e-12)
+        assert log["finished_s"][0, 0, 2] == pytest.approx(expected, abs=1e-9), timeout_from
 
 
 @settings(max_examples=40, deadline=None)
