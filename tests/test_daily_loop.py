@@ -34,7 +34,14 @@ def test_device_metrics_hold_each_devices_evaluation_and_agree_with_metrics(tmp_
     for run_dir in _sweep(tmp_path, capsys, every=every):
         devices = pd.read_csv(run_dir / "device_metrics.csv")
         metrics = pd.read_csv(run_dir / "metrics.csv").dropna(subset=["mean_accuracy"])
-        assert list(devices.columns) == ["round", "sim_time_s", "device", "local_steps", "accuracy", "test_loss"]
+        assert list(devices.columns) == ["round", "sim_time_s", "device", "local_steps", "accuracy", "test_loss",
+                                         "clock_s", "radio_tx_s", "radio_rx_s", "radio_idle_s", "radio_sleep_s",
+                                         "compute_s", "energy_j"]
+        # The devices' ledgers add up to the run's: joules and each radio state, round by round.
+        totals = devices.groupby("round")[["energy_j", "radio_idle_s", "compute_s"]].sum()
+        np.testing.assert_allclose(totals["energy_j"], metrics["cumulative_energy_j"], rtol=1e-6)
+        np.testing.assert_allclose(totals["radio_idle_s"], metrics["radio_idle_s"], rtol=1e-6)
+        np.testing.assert_allclose(totals["compute_s"], metrics["compute_s"], rtol=1e-6)
         steps = devices.groupby("round")["local_steps"]
         assert (steps.nunique() == 1).all()  # synchronous rounds: every device has taken as many steps
         np.testing.assert_array_equal(steps.first(), metrics["local_steps"])

@@ -12,7 +12,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from bridge import obtain_trace
 from bridge.controls import control_trace
+from bridge.ladder import LADDER_MODELS, ladder_trace
 from bridge.link_source import obtain_barrier_trace
 from bridge.messages import DelayMessages
 from bridge.trace import LinkTrace
@@ -243,3 +245,24 @@ def test_a_rung_charges_ns3s_timeline_over_its_own_clock(ledger_runs):
     # at the deadline; the mean power (J/s) stays within a few percent, the joules follow the seconds.
     watts = [m["energy_j"].iloc[1:] / m["sim_time_s"].diff().iloc[1:] for m in (ns3, rung)]
     np.testing.assert_allclose(watts[0], watts[1], rtol=0.1)
+
+
+@pytest.mark.ns3
+def test_along_the_ladder_the_joules_follow_each_rungs_seconds(tmp_path):
+    """A 2-round ladder from one ns-3 trace: every rung is charged ns-3's timeline over its own clock, so
+    its mean power (J / step over s / step) stays within 10 % of every other rung's, however long its
+    exchanges last."""
+    scenario = ScenarioConfig(devices=8, density=0.5)
+    source, _ = obtain_trace("ns3", scenario, (14_000,), 2, 3, tmp_path)
+    rungs = {name: ladder_trace(name, source, 3) for name in LADDER_MODELS if name != "ns3"} | {"ns3": source}
+    watts, seconds = {}, {}
+    for name, trace in rungs.items():
+        meter = EnergyMeter(trace, 8, POWER, 0.05, battery_j=0.0)
+        windows = [trace.exchange_end_s(r, 0) for r in range(2)]
+        for r, window in enumerate(windows):
+            meter.charge_round(r, 0.05, [window], local_steps=1)
+        seconds[name] = meter.clock_s[0]
+        watts[name] = meter.spent_j.sum() / seconds[name]
+        np.testing.assert_allclose(meter.radio_s.sum(axis=1), meter.clock_s, rtol=1e-12)
+    assert max(seconds.values()) > 1.05 * min(seconds.values())  # the rungs' clocks differ
+    assert max(watts.values()) < 1.1 * min(watts.values()), watts

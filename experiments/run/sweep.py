@@ -422,12 +422,19 @@ def markdown_table(table: pd.DataFrame, by: list[str], target_accuracy: float, l
             _to_target(row, "energy_to_target_j", 2, runs, scale=1e-3), f"{row['bytes_sent_mean'] / 1e6:.1f}"]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", INTERVALS, "", "Message times: " + "; ".join(
-        f"{model}: {LINK_MODELS[model].clock if model in LINK_MODELS else 'see its module'}" for model in link_models) + "."]
+        f"{model}: {LINK_MODELS[model].clock if model in LINK_MODELS else 'see its module'}" for model in link_models)
+        + ".", "", SEND_TIMING, "", LEDGER]
     if paired is not None and not paired.empty:
         lines += ["", paired_markdown(paired)]
     return "\n".join(lines) + "\n"
 
 
+SEND_TIMING = ("Sends: under every schedule each device sends U(0, network.start_jitter_s) after its compute ends "
+               "(under rounds, after the exchange starts); on the controls and the barrier schedules the offsets are "
+               "keyed by (seed, step, exchange, device), the same whatever the schedule; ns-3's rounds draw the same "
+               "law from ns-3's stream.")
+LEDGER = ("Energy: each device is charged exactly the time its clock counts, its radio in one state at a time "
+          "(seconds x currents x voltage) plus its compute (messages/ledger.py).")
 INTERVALS = ("Mean ± half-width of the 95 % Student t interval over the seeds (n/a: a single seed); figures to "
              "the target over the seeds that reached it (k/n), with an interval only when all did.")
 
