@@ -162,8 +162,10 @@ class NetworkConfig:
     compute_csv: str = ""  # csv: a file with a step_s column, one row per device
     schedule: str = "rounds"  # messages/schedules.py: "rounds" (a global deadline per exchange), "local_barrier",
     # "stale_synchronous", "async" (every device on its own clock, no barrier; asynchronous algorithms only)
-    barrier_timeout_s: float = 1.5  # local_barrier, stale_synchronous: a device waits at most this long after ...
-    barrier_timeout_from: str = "send"  # ... its own send ("send") or the end of its compute ("compute_end")
+    # local_barrier, stale_synchronous: a device waits at most barrier_timeout_s after its own send ("send") or
+    # after its compute ends ("compute_end"); the defaults are the measured map's (experiments/reports/barrier-map.md)
+    barrier_timeout_s: float = 1.0
+    barrier_timeout_from: str = "compute_end"
     barrier_quorum: float = 1.0  # local_barrier: the fraction of the neighbours addressing it that it waits for
     max_staleness: int = 0  # stale_synchronous: steps a device may run ahead of a neighbour whose messages it uses
     async_period_s: float = 0.0  # async: a device sends at most once per period (0: as fast as it computes)

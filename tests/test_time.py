@@ -75,6 +75,15 @@ def test_a_control_gives_the_same_rows_as_before_the_message_core(tmp_path):
     np.testing.assert_allclose(pd.read_csv(run_dir / "metrics.csv")["sim_time_s"].diff().dropna(), expected, rtol=1e-6)
 
 
+def test_the_local_barriers_defaults_take_less_than_a_round_per_step(tmp_path):
+    """`make run`'s config under the local barrier with every other field at its default (the defaults come
+    from the measured map, experiments/reports/barrier-map.md): a step takes less than the rounds' 1.55 s."""
+    run_dir = _run(tmp_path, ROOT / "experiments" / "configs" / "default.toml", "network.schedule=local_barrier",
+                   "rounds=30")
+    metrics = pd.read_csv(run_dir / "metrics.csv")
+    assert metrics["sim_time_s"].iloc[-1] / 30 < 1.55
+
+
 BARRIER_RUN = ('name = "barrier"\nseed = 1\nrounds = 6\ndevices = 10\n[data]\ndataset = "digits"\n[network]\n'
                'link_model = "ns3"\ndensity = 0.6\nschedule = "local_barrier"\nbarrier_quorum = 0.5\n')
 

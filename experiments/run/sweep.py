@@ -231,8 +231,9 @@ def make_traces(sweep: Sweep, configs: list, cache_dir: Path, workers: int = 1, 
     """Make (or find in the cache) the offline link trace of each config, in the order given; returns how many
     failed.
 
-    Traces are cached by scenario, payloads, rounds and seed, not by code, so ``nsdml sweep --traces-only``
-    can simulate a campaign's traces ahead of its runs (on another machine too: copy the cache). An ns-3
+    Traces are cached by scenario, payloads, rounds, seed and the simulator's code (not the learner's), so
+    ``nsdml sweep --traces-only`` can simulate a campaign's traces ahead of its runs (on another machine too:
+    copy the cache). An ns-3
     worker's memory no longer grows with the traffic (ns3_scenarios/README.md, "Worker memory"), so any
     ``workers`` of them run side by side."""
     from bridge.link_source import missing_chunks
