@@ -47,6 +47,34 @@ def chosen(table: pd.DataFrame) -> pd.Series | None:
     return None if totals.empty else pd.Series(dict(zip(BARRIER, totals["sum"].idxmin())))
 
 
+def reading(runs: pd.DataFrame, table: pd.DataFrame, best: pd.Series | None) -> str:
+    """What the map says, every number computed from it."""
+    short = runs[(runs["network.barrier_timeout_from"] == "compute_end") & (runs["network.barrier_timeout_s"] < 1.0)]
+    lines = [f"- A time-out shorter than the send jitter, counted from the compute's end, reached the target in "
+             f"{int(short['time_to_target_s'].notna().sum())} of {len(short)} runs: a device gives up before its "
+             f"neighbours have sent."]
+    full = runs[runs["network.barrier_timeout_s"] == 1.0]
+    for devices, group in full.groupby("devices"):
+        by_rule = group.groupby("network.barrier_timeout_from")["s_per_step"].mean()
+        lines.append(f"- {devices} devices, time-out 1.0 s: counting it from the compute's end instead of the send "
+                     f"takes {by_rule['send'] - by_rule['compute_end']:.3f} s less a step (mean over quorums and "
+                     f"seeds: {by_rule['compute_end']:.3f} against {by_rule['send']:.3f} s).")
+    if best is not None:
+        complete = table[(table["reached"] == table["runs"])]
+        sums = complete.groupby(BARRIER)["time_to_target_s"].agg(["sum", "size"])
+        sums = sums[sums["size"] == table["devices"].nunique()]["sum"].sort_values()
+        if len(sums) > 1:
+            chosen_cells = complete.set_index(BARRIER).loc[sums.index[0]]
+            widest = float(chosen_cells["time_to_target_s_half"].max())
+            gap = sums.iloc[1] - sums.iloc[0]
+            verdict = ("less than the widest 95 % interval of the chosen cells" if gap < widest else
+                       "more than the widest 95 % interval of the chosen cells")
+            lines.append(f"- The chosen setting's seconds to the target, summed over the sizes ({sums.iloc[0]:.1f} s), "
+                         f"and the next one's ({sums.iloc[1]:.1f} s) differ by {gap:.1f} s, {verdict} "
+                         f"(± {widest:.1f} s).")
+    return "\n".join(lines)
+
+
 def markdown(table: pd.DataFrame, target: float) -> str:
     header = ["N", "quorum", "time-out (s)", "from", "s / step", "J / step", "final acc",
               f"s to {target:g}"]
@@ -73,6 +101,7 @@ def build(sweep_path: Path, results_root: Path) -> str:
               f"over the sizes): quorum {best['network.barrier_quorum']}, time-out {best['network.barrier_timeout_s']} s "
               f"from the {str(best['network.barrier_timeout_from']).replace('_', ' ')}.")
     return "\n".join([
+        reading(runs, table, best), "",
         f"**The local barrier's map** (means ± 95 % t intervals over seeds {seeds}, held out from every report; "
         f"to the target: the interval only when every seed reached it, k/n always shown). Rounds take 1.55 s a "
         f"step in this setting (0.05 s of compute, then the 1.5 s deadline, which some message always misses).", "",
