@@ -36,6 +36,54 @@ def test_a_bad_value_in_any_run_is_reported_before_anything_runs(tmp_path):
         expand_sweep({**BASE, "seed": []})
 
 
+CASES_SWEEP = """seed = [0, 1]
+rounds = 3
+devices = 6
+[sweep]
+name = "cases"
+[[sweep.cases]]
+network.schedule = "rounds"
+algorithm.name = "dpsgd"
+[[sweep.cases]]
+network.schedule = "local_barrier"
+algorithm.name = "dpsgd"
+[[sweep.cases]]
+network.schedule = "async"
+algorithm.name = "async_dpsgd"
+[data]
+dataset = "digits"
+[network]
+link_model = "ideal"
+"""
+
+
+def test_cases_pair_fields_and_cross_the_grid_in_one_sweep(tmp_path):
+    """dpsgd under rounds and the local barrier, async_dpsgd under async: one sweep, each case crossed with
+    the seeds, run end to end; the pairs that cannot run are never formed."""
+    path = tmp_path / "cases.toml"
+    path.write_text(CASES_SWEEP)
+    sweep = load_sweep(path)
+    assert sweep.axes == ("network.schedule", "algorithm.name", "seed")
+    assert [(c.network.schedule, c.algorithm.name, c.seed) for _, c in sweep.runs] == [
+        ("rounds", "dpsgd", 0), ("rounds", "dpsgd", 1), ("local_barrier", "dpsgd", 0),
+        ("local_barrier", "dpsgd", 1), ("async", "async_dpsgd", 0), ("async", "async_dpsgd", 1)]
+    summary = run_sweep(sweep, tmp_path / "results", tmp_path / "cache")
+    assert (summary["status"] == "done").all() and len(summary) == 6
+    table = (tmp_path / "results" / "sweeps" / "cases" / "table.md").read_text()
+    assert "| local_barrier | dpsgd |" in table and "| async | async_dpsgd |" in table
+
+
+def test_a_crossed_pair_that_cannot_run_points_to_cases_and_a_case_takes_one_value_per_field():
+    crossed = {**BASE, "network": {"link_model": "ideal", "schedule": ["rounds", "async"]},
+               "algorithm": {"name": ["dpsgd", "async_dpsgd"]}}
+    with pytest.raises(ConfigError, match=r"network.schedule.*\[\[sweep.cases\]\]"):
+        expand_sweep(crossed)
+    with pytest.raises(ConfigError, match=r"sweep.cases\[1\].network.density: a case sets one value"):
+        expand_sweep({**BASE, "sweep": {"cases": [{"seed": 1}, {"network": {"density": [0.2, 0.5]}}]}})
+    with pytest.raises(ConfigError, match="sweep.cases: expected one or more tables"):
+        expand_sweep({**BASE, "sweep": {"cases": []}})
+
+
 def test_summary_figures_are_computed_from_the_run_files(tmp_path):
     run = tmp_path / "r"
     run.mkdir()

@@ -67,9 +67,9 @@ def expand_sweep(raw: dict[str, Any], default_name: str = "sweep") -> Sweep:
     overrides = raw.pop("algorithm_overrides", {})
     if not isinstance(settings, dict):
         raise ConfigError(f"sweep: expected a table [sweep] with name and target_accuracy, got {settings!r}")
-    unknown = set(settings) - {"name", "target_accuracy"}
+    unknown = set(settings) - {"name", "target_accuracy", "cases"}
     if unknown:
-        raise ConfigError(f"sweep.{sorted(unknown)[0]}: unknown field; allowed: name, target_accuracy")
+        raise ConfigError(f"sweep.{sorted(unknown)[0]}: unknown field; allowed: name, target_accuracy, cases")
     name = settings.get("name", default_name)
     if "name" in settings:
         check_name("sweep.name", name)
@@ -81,12 +81,23 @@ def expand_sweep(raw: dict[str, Any], default_name: str = "sweep") -> Sweep:
     if not isinstance(overrides, dict) or not all(isinstance(v, dict) for v in overrides.values()):
         raise ConfigError("algorithm_overrides: expected tables [algorithm_overrides.<algorithm name>]")
 
-    axes = _list_fields(raw)
-    _check_axes(axes)
-    _check_overrides(overrides, raw)
+    cases = _cases(settings.get("cases", [{}]))
+    points, axis_names, bases = [], {}, []
+    for case in cases:  # each case's fields set together, crossed with the grid of the other list fields
+        base = copy.deepcopy(raw)
+        for path, value in case.items():
+            _set(base, path, value)
+        axes = _list_fields(base)
+        _check_axes(axes)
+        bases.append(base)
+        axis_names.update(dict.fromkeys([*case, *(path for path, _ in axes)]))
+        points += [{**case, **dict(zip((path for path, _ in axes), values))}
+                   for values in itertools.product(*(axis_values for _, axis_values in axes))]
+    _check_overrides(overrides, bases)
+    if len(points) > MAX_RUNS:
+        raise ConfigError(f"sweep.cases: {len(points)} runs, more than {MAX_RUNS}; split the sweep into several files")
     runs, seen = [], {}
-    for values in itertools.product(*(axis_values for _, axis_values in axes)):
-        point = dict(zip((path for path, _ in axes), values))
+    for point in points:
         concrete = copy.deepcopy(raw)
         for path, value in point.items():
             _set(concrete, path, value)
@@ -98,13 +109,32 @@ def expand_sweep(raw: dict[str, Any], default_name: str = "sweep") -> Sweep:
         try:
             config = parse_config(concrete)
         except ConfigError as error:
-            raise ConfigError(f"{error} (in the run with {where})") from error
+            hint = ("; to pair fields instead of crossing them, list the pairs as [[sweep.cases]] tables"
+                    if len(point) > 1 and "cases" not in settings else "")
+            raise ConfigError(f"{error} (in the run with {where}){hint}") from error
         if config.run_id in seen:
             raise ConfigError(f"{', '.join(point) or 'sweep'}: the runs with {seen[config.run_id]} and with {where} "
                               f"are the same run; remove the duplicate value")
         seen[config.run_id] = where
         runs.append((point, config))
-    return Sweep(str(name), float(target), tuple(path for path, _ in axes), tuple(runs))
+    return Sweep(str(name), float(target), tuple(axis_names), tuple(runs))
+
+
+def _cases(cases: Any) -> list[dict[str, Any]]:
+    """``[[sweep.cases]]``: tables of fields that vary together (each case one value per field, dotted paths or
+    nested tables), as flat {dotted path: value}."""
+    if not isinstance(cases, list) or not cases or not all(isinstance(case, dict) for case in cases):
+        raise ConfigError("sweep.cases: expected one or more tables [[sweep.cases]], each setting fields together, "
+                          "e.g. network.schedule = \"async\" with algorithm.name = \"async_dpsgd\"")
+    flat = []
+    for index, case in enumerate(cases):
+        fields = flatten(case)
+        for path, value in fields.items():
+            if isinstance(value, list):
+                raise ConfigError(f"sweep.cases[{index}].{path}: a case sets one value per field (a list is an axis: "
+                                  f"put it outside the cases to cross it with them)")
+        flat.append(fields)
+    return flat
 
 
 def _check_axes(axes: list[tuple[str, list]]) -> None:
@@ -129,11 +159,14 @@ def _same_value(a: Any, b: Any) -> bool:
     return a == b if numeric(a) and numeric(b) else type(a) is type(b) and a == b
 
 
-def _check_overrides(overrides: dict[str, dict], raw: dict[str, Any]) -> None:
-    """Each [algorithm_overrides.X] must name an algorithm of the sweep and may not rename it."""
-    algorithm = raw.get("algorithm", {})
-    names = algorithm.get("name", "dpsgd") if isinstance(algorithm, dict) else "dpsgd"
-    in_sweep = names if isinstance(names, list) else [names]
+def _check_overrides(overrides: dict[str, dict], bases: list[dict[str, Any]]) -> None:
+    """Each [algorithm_overrides.X] must name an algorithm of the sweep (of one of its cases) and may not
+    rename it."""
+    in_sweep = []
+    for raw in bases:
+        algorithm = raw.get("algorithm", {})
+        names = algorithm.get("name", "dpsgd") if isinstance(algorithm, dict) else "dpsgd"
+        in_sweep += [name for name in (names if isinstance(names, list) else [names]) if name not in in_sweep]
     for key, values in overrides.items():
         if key not in in_sweep:
             raise ConfigError(f"algorithm_overrides.{key}: no run of this sweep uses algorithm {key!r}; "
