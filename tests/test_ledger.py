@@ -84,8 +84,8 @@ def test_a_rounds_round_with_a_straggler_charges_the_wait_idle_and_not_the_drain
     np.testing.assert_allclose(meter.clock_s, 1.05, rtol=1e-6)
     np.testing.assert_allclose(meter.radio_s.sum(axis=1), meter.clock_s, rtol=1e-12)
     volts = 3.0
-    device_0 = volts * (0.380 * 0.1 + 0.313 * 0.3 + 0.273 * 0.65) + 3.0 * 0.05  # 0.52545 J
-    straggler = volts * (0.380 * 0.1 + 0.313 * 0.1 + 0.273 * 0.85) + 3.0 * 0.25  # 1.60395 J
+    device_0 = volts * (0.380 * 0.1 + 0.313 * 0.3 + 0.273 * 0.65) + 3.0 * 0.05  # 1.07805 J
+    straggler = volts * (0.380 * 0.1 + 0.313 * 0.1 + 0.273 * 0.85) + 3.0 * 0.25  # 1.65405 J
     assert meter.spent_j[0] == pytest.approx(device_0, rel=1e-6)
     assert meter.spent_j[3] == pytest.approx(straggler, rel=1e-6)
     assert row["compute_s"] == pytest.approx(0.40) and row["radio_idle_s"] == pytest.approx(2.0 + 4 * 0.25, rel=1e-6)
