@@ -101,6 +101,11 @@ def test_summary_figures_are_computed_from_the_run_files(tmp_path):
     assert row["energy_to_target_j"] == 4.5 and row["energy_j"] == 7.0
     assert row["bytes_sent"] == 3 * 100 * 2 and row["bytes_received"] == 60
     assert pd.isna(summarize_run(run, target_accuracy=0.9)["conv_rounds"])
+    # Asynchronous runs count local steps as a mean over devices: kept as it is, never truncated.
+    metrics = pd.read_csv(run / "metrics.csv").assign(local_steps=[0.0, 1.85, 5.65, 7.2])
+    metrics.to_csv(run / "metrics.csv", index=False)
+    row = summarize_run(run, target_accuracy=0.8)
+    assert row["steps_to_target"] == 5.65 and row["local_steps"] == 7.2
 
 
 def test_aggregate_averages_over_seeds_and_counts_runs_that_reached_the_target():

@@ -342,8 +342,9 @@ def summarize_run(run_dir: Path, target_accuracy: float, senders: int | None = N
         "max_acc": float(metrics["mean_accuracy"].max()),
         "final_acc": float(metrics["mean_accuracy"].dropna().iloc[-1]),  # the last evaluated round
         "conv_rounds": int(first["round"]) if first is not None else math.nan,
-        "steps_to_target": int(first["local_steps"]) if first is not None else math.nan,  # per device
-        "local_steps": int(metrics["local_steps"].iloc[-1]),
+        # per device; a mean over devices under async (never truncated)
+        "steps_to_target": float(first["local_steps"]) if first is not None else math.nan,
+        "local_steps": float(metrics["local_steps"].iloc[-1]),
         "time_to_target_s": float(first["sim_time_s"]) if first is not None else math.nan,
         "sim_time_s": float(metrics["sim_time_s"].iloc[-1]),
         "energy_to_target_j": float(first["cumulative_energy_j"]) if first is not None else math.nan,
