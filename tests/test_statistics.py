@@ -100,6 +100,9 @@ def test_a_reports_stamp_comes_from_its_runs_and_a_modified_tree_is_refused(tmp_
     text = report.stamp([sweep], tmp_path / "r", "table-x")
     assert f"**Commit:** {records[0]['code_commit']};" in text
     assert f"{machine_record()['matmul_gflops']:.1f} GFLOP/s" in text
+    tuning = expand_sweep({"rounds": 2, "devices": 4, "seed": 7, "sweep": {"name": "tuning"},
+                           "data": {"dataset": "digits"}, "network": {"link_model": "random_graph"}})
+    assert report.sweep_seeds([sweep, tuning]) == "stamped 0, 1; tuning 7"  # each sweep names its own seeds
     # A run recorded on another machine widens the stamp to a range: the stamp is the runs', not the writer's.
     other = tmp_path / "r" / sweep.runs[1][1].run_id / "run.json"
     edited = dict(records[1], machine={**records[1]["machine"], "matmul_gflops": 1.5})

@@ -42,7 +42,6 @@ def stamp(sweeps: list[Sweep], results_root: Path, target: str) -> str:
     ns3_s = sum(float(meta.get("setup_seconds", 0.0)) + float(meta.get("simulate_seconds", 0.0))
                 for meta in traces.values() if meta.get("link_model") == "ns3")
     dates = sorted(r["finished_utc"] for r in finished if "finished_utc" in r)
-    seeds = sorted({config.seed for sweep in sweeps for _, config in sweep.runs})
     missing = len(records) - len(finished)
     return "\n".join([
         f"- **Regenerate:** `make {target}` (a second call recomputes nothing and rewrites these tables).",
@@ -54,9 +53,15 @@ def stamp(sweeps: list[Sweep], results_root: Path, target: str) -> str:
         f"- **Wall time:** {ns3_s / 60:.1f} min of ns-3 making {len(traces)} link traces (those shared by "
         f"several runs counted once; control traces take well under a second) and {wall / 60:.1f} min summed "
         f"over {len(finished)} runs' own wall times (parallel workers overlap them).",
-        f"- **Seeds:** {', '.join(map(str, seeds))}; tables show means with 95 % t intervals over them."
+        f"- **Seeds:** {sweep_seeds(sweeps)}; each table's means and 95 % t intervals are over its own sweep's seeds."
         + (f" **{missing} run(s) missing or failed.**" if missing else ""),
     ])
+
+
+def sweep_seeds(sweeps: list[Sweep]) -> str:
+    """'time-table 1, 2, 3, 4, 5; time-tuning 0': each sweep's seeds (a tuning sweep's are not the tables')."""
+    return "; ".join(f"{sweep.name} {', '.join(map(str, sorted({config.seed for _, config in sweep.runs})))}"
+                     for sweep in sweeps)
 
 
 def runs_commits(records: list[dict]) -> str:
