@@ -257,10 +257,12 @@ class RunConfig:
 
     @property
     def run_id(self) -> str:
-        """name-hash of the resolved config, without the fields that cannot change a result (checkpoints)."""
-        identity = {key: value for key, value in self.to_dict().items() if key not in EXECUTION_FIELDS}
+        """<algorithm>-<hash> of what the run computes: the resolved config without its label (``name``: the
+        sweep or run that asked first) and without how it is carried out (checkpoints). Sweeps of different names
+        asking for the same settings therefore share one run."""
+        identity = {key: value for key, value in self.to_dict().items() if key not in NOT_IDENTITY_FIELDS}
         digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
-        return f"{self.name}-{digest[:10]}"
+        return f"{_id_prefix(self.algorithm.name)}-{digest[:12]}"
 
     def evaluated(self, rounds_done: int, previous_clock_s: float, clock_s: float) -> bool:
         """Whether the round that ends here is evaluated: every ``eval_every`` rounds, or (``eval_every_s``)
@@ -325,7 +327,14 @@ def _inside_nsdml(path: str) -> bool:
     return resolved.is_relative_to(root) and not resolved.is_relative_to(root / "experiments" / "examples")
 
 
-EXECUTION_FIELDS = ("checkpoint_every", "checkpoint_every_s")  # how a run is carried out, not what it computes
+# A label (the sweep or run that asked first) and how a run is carried out: not what it computes.
+NOT_IDENTITY_FIELDS = ("name", "checkpoint_every", "checkpoint_every_s")
+
+
+def _id_prefix(algorithm: str) -> str:
+    """A readable start for a run id: the algorithm's name, or a plugin's class name (``module:Class``)."""
+    readable = re.sub(r"[^A-Za-z0-9_-]", "_", algorithm.rsplit(":", 1)[-1].rsplit(".", 1)[-1]).lstrip("_-")
+    return readable[:40] or "plugin"
 SCALAR_FIELDS = tuple(f.name for f in fields(RunConfig) if f.default is not MISSING)  # name, seed, rounds, ...
 SECTIONS = ("data", "model", "algorithm", "network")
 TRACE_BYTES_PER_LINK = 4 + 8 + 1  # done_s float32, rx_bytes int64, intended bool per (round, exchange, i, j)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings, strategies as st
+from helpers import run_dirs
 
 from learner.algorithms.adpsgd import ADPSGD
 from learner.algorithms.async_dpsgd import AsyncDPSGD
@@ -186,7 +187,7 @@ def test_an_async_run_over_real_ns3_completes_and_a_second_one_is_byte_identical
     for copy in ("a", "b"):
         assert main(["run", str(path), "--results", str(tmp_path / copy), "--cache", str(tmp_path / f"cache-{copy}"),
                      "--quiet"]) == 0
-        (run_dir,) = (tmp_path / copy).glob("run-*")
+        (run_dir,) = run_dirs(tmp_path / copy)
         outputs.append({name: (run_dir / name).read_bytes() for name in
                         ("metrics.csv", "links.csv", "device_metrics.csv", "staleness.csv")})
     assert outputs[0] == outputs[1]

@@ -9,7 +9,7 @@ import pytest
 from experiments.cli import main
 from experiments.run.compute import step_times
 from experiments.config import NetworkConfig
-from helpers import run_dirs
+from helpers import run_dir_of, run_dirs
 
 RUN = ('name = "{name}"\nrounds = 6\ndevices = 20\n[data]\ndataset = "digits"\n[network]\n'
        'link_model = "synthetic"\ncompute_s_per_step = 0.1\ncompute_power_w = 2.0\n{extra}\n')
@@ -19,7 +19,7 @@ def _run(tmp_path, name, extra=""):
     path = tmp_path / f"{name}.toml"
     path.write_text(RUN.format(name=name, extra=extra))
     assert main(["run", str(path), "--results", str(tmp_path / "r"), "--cache", str(tmp_path / "c"), "--quiet"]) == 0
-    (run_dir,) = [d for d in run_dirs(tmp_path / "r") if d.name.startswith(name + "-")]
+    run_dir = run_dir_of(tmp_path / "r", path)
     return pd.read_csv(run_dir / "metrics.csv"), run_dir
 
 

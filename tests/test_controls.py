@@ -15,7 +15,7 @@ import bridge.link_source
 from bridge import obtain_trace, trace_key
 from bridge.controls import control_trace, graph_adjacency, spectral_gap
 from experiments.cli import main
-from helpers import run_dirs
+from helpers import run_dir_of, run_dirs
 from learner.mixing import metropolis_hastings
 from messages.schedules import send_offsets
 from ns3_scenarios.airtime import frame_s, message_s, ppdu_s
@@ -48,7 +48,7 @@ def _run(tmp_path, model, extra="", results="results"):
     path.write_text(CONFIG.format(model=model, extra=extra))
     assert main(["run", str(path), "--results", str(tmp_path / results), "--cache", str(tmp_path / "cache"),
                  "--quiet"]) == 0
-    return next(d for d in run_dirs(tmp_path / results) if d.name.startswith("control"))
+    return run_dir_of(tmp_path / results, path)
 
 
 def test_ideal_delivers_every_in_range_pair_every_exchange_without_ns3(tmp_path, no_ns3):

@@ -190,7 +190,7 @@ def test_show_into_a_pipe_closed_early_ends_quietly(shown):
         config.write("# padding\n" * 30_000)
     done = subprocess.run(f"{sys.executable} -m experiments.cli show {shown} | head -1", shell=True, cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
-    assert done.stdout.startswith("run intact-") and "Error" not in done.stderr, done.stderr
+    assert done.stdout.startswith(f"run {shown.name}:") and "Error" not in done.stderr, done.stderr
 
 
 @pytest.mark.parametrize("text", [b"{not json", b"", b"[1, 2]", b"\xff\xfe"])

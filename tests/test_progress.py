@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from experiments.cli import main
+from helpers import run_dirs
 
 ROOT = Path(__file__).resolve().parents[1]
 NS3_RUN = ('name = "progress"\nrounds = 40\ndevices = 4\n[data]\ndataset = "digits"\n'
@@ -46,7 +47,7 @@ def test_a_run_over_ns3_draws_a_trace_bar_with_an_eta_on_a_terminal(tmp_path):
     (tmp_path / "run.toml").write_text(NS3_RUN)
     drawn = _in_a_terminal([sys.executable, "-m", "experiments.cli", "run", str(tmp_path / "run.toml"),
                             "--results", str(tmp_path / "results"), "--cache", str(tmp_path / "cache")], ROOT)
-    assert "run progress-" in drawn, drawn[-2000:]
+    assert "run dpsgd-" in drawn, drawn[-2000:]
     bars = [line for line in re.split(r"[\r\n]", drawn) if line.startswith("ns-3 trace:")]
     assert bars and "40/40" in bars[-1], drawn[-2000:]
     assert any(re.search(r"\[\d\d:\d\d<\d\d:\d\d", bar) for bar in bars)  # elapsed<remaining: the ETA
@@ -60,7 +61,7 @@ def test_a_run_over_ns3_logs_its_trace_progress_when_not_on_a_terminal(tmp_path)
                            "--results", str(tmp_path / "results"), "--cache", str(tmp_path / "cache")],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    (run_dir,) = [path for path in (tmp_path / "results").iterdir() if path.name.startswith("progress-")]
+    (run_dir,) = run_dirs(tmp_path / "results")
     positions = (run_dir / "positions.csv").read_text().splitlines()
     assert positions[0] == "round,node,role,x_m,y_m" and len(positions) == 1 + 4  # static: once per device
     assert (run_dir / "topology.png").stat().st_size > 0

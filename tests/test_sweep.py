@@ -157,6 +157,25 @@ density = [0.4, 0.9]
     assert calls == []  # everything finished: nothing recomputed
 
 
+def test_two_sweeps_of_different_names_asking_the_same_settings_compute_each_run_once(tmp_path, monkeypatch):
+    raw = {**BASE, "rounds": 2, "seed": [0, 1], "algorithm": {"name": "dpsgd", "lr": 0.1}}
+    first, second = expand_sweep({**raw, "sweep": {"name": "first"}}), expand_sweep({**raw, "sweep": {"name": "other"}})
+    assert [c.run_id for _, c in first.runs] == [c.run_id for _, c in second.runs]
+    assert all(c.run_id.startswith("dpsgd-") for _, c in first.runs)
+    run_sweep(first, tmp_path / "results", tmp_path / "cache", quiet=True)
+    calls = []
+    real = experiments.run.runner.run_experiment
+    monkeypatch.setattr(experiments.run.runner, "run_experiment", lambda config, *a, **k: calls.append(config) or
+                        real(config, *a, **k))
+    summary = run_sweep(second, tmp_path / "results", tmp_path / "cache", quiet=True)
+    assert calls == [] and list(summary["status"]) == ["done", "done"]
+    assert (summary["name"] == "other").all()  # the summary's label is the asking sweep's
+    for name in ("first", "other"):
+        assert (tmp_path / "results" / "sweeps" / name / "table.md").is_file()
+    # A different setting is a different run, whatever the name.
+    assert expand_sweep({**raw, "devices": 6}).runs[0][1].run_id not in {c.run_id for _, c in first.runs}
+
+
 def test_every_campaign_file_is_valid_and_its_quick_preset_is_smaller():
     from pathlib import Path
 
