@@ -8,6 +8,8 @@
                                                       several runs or a sweep directory: one line each
     nsdml compare RUN_OR_SWEEP... [--target ACC]      runs on shared axes (rounds, seconds, joules) and a table
     nsdml ls [--results DIR] [--where FIELD=VALUE]    every run, one line each, found by its settings
+    nsdml plot SWEEP_DIR --x FIELD [--y METRIC] [--hue F] [--style F] [--col F] [--row F] [--where F=V]
+               [--format png|pdf|svg]                one figure; every varying field on an axis or refused
 
 A finished run is reused when the same code made it (run.json's code fingerprint);
 a second process asking for a run in progress waits for it.
@@ -69,6 +71,20 @@ def _parser() -> argparse.ArgumentParser:
     show = commands.add_parser("show", help="a run's config, status, final metrics and files; several runs or a "
                                             "sweep directory: one line each")
     show.add_argument("run_dir", type=Path, nargs="+", help="results/<run-id>/ or results/sweeps/<name>/")
+    plot = commands.add_parser("plot", help="one figure of a sweep's runs: x, y, and every varying field on an axis")
+    plot.add_argument("sweep", type=Path, help="results/sweeps/<name>/ (or the sweep's TOML file, with --results)")
+    plot.add_argument("--x", required=True, help="a config field (network.density, algorithm.lr, ...) for points, "
+                                                 "or a clock (round, local_steps, sim_time_s, cumulative_energy_j) "
+                                                 "for curves")
+    plot.add_argument("--y", default=None, help="a summary.csv figure for points (default final_acc), a metrics.csv "
+                                                "column for curves (default mean_accuracy)")
+    for role, text in (("hue", "colour"), ("style", "line style"), ("col", "panel columns"), ("row", "panel rows")):
+        plot.add_argument(f"--{role}", default=None, metavar="FIELD", help=f"the config field setting the {text}")
+    plot.add_argument("--where", action="append", default=[], metavar="FIELD=VALUE",
+                      help="plot only the runs with FIELD at VALUE (fixes a varying field); repeatable")
+    plot.add_argument("--format", choices=("png", "pdf", "svg"), default="png")
+    plot.add_argument("--out", type=Path, default=None, help="the figure's path (default: in the sweep directory)")
+    plot.add_argument("--results", type=Path, default=Path("results"), help="results root, for a TOML sweep file")
     compare = commands.add_parser("compare", help="several runs (or sweeps) on shared axes, with a table")
     compare.add_argument("paths", type=Path, nargs="+", help="results/<run-id>/ or results/sweeps/<name>/")
     compare.add_argument("--target", type=float, default=None,
@@ -116,6 +132,8 @@ def _main(argv: list[str] | None) -> int:
         return show_runs(args.run_dir)
     if args.command == "compare":
         return _compare(args)
+    if args.command == "plot":
+        return _plot(args)
     # Imported here, not at the top: importing it loads torch (about a second), and a Ctrl-C meanwhile is
     # then main's to report like any other, not a traceback from an import.
     from experiments.config import ConfigError
@@ -187,6 +205,46 @@ def _list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _plot(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from experiments.analysis.figures import CLOCKS, PlotError, plot_figure
+    from experiments.analysis.listing import WhereError, matches, parse_where
+
+    sweep_dir = args.sweep
+    if sweep_dir.suffix == ".toml" and sweep_dir.is_file():
+        import tomllib
+        try:
+            name = tomllib.loads(sweep_dir.read_text()).get("sweep", {}).get("name", sweep_dir.stem)
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError, AttributeError) as error:
+            print(f"nsdml: plot: {sweep_dir}: not a sweep file ({error})", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        sweep_dir = args.results / "sweeps" / str(name)
+    if not (sweep_dir / "summary.csv").is_file():
+        print(f"nsdml: plot: {args.sweep}: no summary.csv there; give results/sweeps/<name>/ of a swept sweep "
+              f"(`nsdml sweep` or `nsdml table` writes it)", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    y = args.y or ("mean_accuracy" if args.x in CLOCKS else "final_acc")
+    try:
+        summary = pd.read_csv(sweep_dir / "summary.csv")
+        for field, value in parse_where(args.where).items():
+            if field not in summary:
+                raise WhereError(f"--where: {field!r} is not a column of {sweep_dir / 'summary.csv'}")
+            summary = summary[[matches(v, value) for v in summary[field]]]
+        by = "".join(f"_by_{f.rsplit('.', 1)[-1]}" for f in (args.hue, args.style, args.col, args.row) if f)
+        default = sweep_dir / f"{y}_vs_{args.x.rsplit('.', 1)[-1]}{by}.{args.format}"
+        out = plot_figure(summary, sweep_dir.parent.parent, args.out or default,
+                          args.x, y, hue=args.hue, style=args.style, col=args.col, row=args.row)
+    except (PlotError, WhereError) as error:
+        print(f"nsdml: plot: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except OSError as error:
+        print(f"nsdml: plot: cannot write {args.out or sweep_dir}: {error.strerror or error}", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"figure in {out}")
+    return 0
+
+
 def _compare(args: argparse.Namespace) -> int:
     from experiments.analysis.compare import CompareError, compare
 
@@ -239,6 +297,8 @@ def _report_sweep(sweep, summary, results_root: Path) -> int:
     for field, values in summary.attrs.get("unswept", {}).items():
         print(f"nsdml: warning: {field} differs between the compared runs without being swept ({values}); "
               f"sweep it or set it equal to compare like with like", file=sys.stderr)
+    for line in summary.attrs.get("figures_left_out", []):
+        print(f"nsdml: note: figure left out: {line}", file=sys.stderr)
     recomputed = summary.attrs.get("recomputed")
     if recomputed:
         print("recomputed " + "; ".join(f"{count} finished run(s): {reason}" for reason, count in recomputed.items()))

@@ -48,7 +48,7 @@ def parse_where(clauses: list[str]) -> dict[str, Any]:
     return wanted
 
 
-def _matches(value: Any, wanted: Any) -> bool:
+def matches(value: Any, wanted: Any) -> bool:
     if isinstance(value, (int, float)) and isinstance(wanted, (int, float)) and not isinstance(value, bool):
         return float(value) == float(wanted)
     return value == wanted
@@ -64,7 +64,7 @@ def list_runs(results: Path, where: dict[str, Any]) -> list[str]:
             if not where:
                 lines.append(f"{run_dir.name}: status {run_status(run_dir)}; config.toml cannot be read")
             continue
-        if not all(field in config and _matches(config[field], value) for field, value in where.items()):
+        if not all(field in config and matches(config[field], value) for field, value in where.items()):
             continue
         settings = ", ".join(f"{label} {config[field]}" for field, label in SHOWN.items() if field in config)
         final = _short_final(run_dir / "metrics.csv") if (run_dir / "metrics.csv").exists() else "no metrics.csv"

@@ -8,8 +8,9 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.collections import LineCollection  # noqa: E402
 import pandas as pd  # noqa: E402
-from scipy import stats  # noqa: E402
 
 from bridge.link_models import LINK_MODELS  # noqa: E402
 
@@ -83,122 +84,51 @@ def plot_devices(device_metrics: pd.DataFrame, path: Path, title: str = "") -> N
     plt.close(figure)
 
 
+def heard_pairs(rates) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The pairs i < j that delivered at least once, from an (n, n) matrix of delivery rates (NaN: never
+    tried): their indices, the better direction's rate, and whether only one direction ever delivered."""
+    rates = np.nan_to_num(np.asarray(rates, dtype=float), nan=0.0)
+    i, j = np.triu_indices(len(rates), k=1)
+    forward, backward = rates[i, j], rates[j, i]
+    heard = (forward > 0) | (backward > 0)
+    forward, backward = forward[heard], backward[heard]
+    return i[heard], j[heard], np.maximum(forward, backward), (forward == 0) | (backward == 0)
+
+
 def plot_topology(positions: pd.DataFrame, rates, path: Path, title: str = "") -> None:
-    """Where the devices are (at the first round) and who heard whom: a line per pair that delivered at least
-    once, its width the pair's delivery rate over the run (the better direction of the two); the access
-    point as a square."""
-    first = positions[positions["round"] == positions["round"].min()].set_index("node")
-    figure, axis = plt.subplots(figsize=(6, 6))
+    """Where the devices are (at the first round) and who heard whom: one segment per pair that delivered at
+    least once, coloured by the pair's delivery rate over the run (the better direction of the two, scale on
+    the right); dashed where only one direction ever delivered. Drawn as one collection, so 1,000 devices take
+    seconds; the access point as a square."""
+    first = positions[positions["round"] == positions["round"].min()].set_index("node").sort_index()
     n = len(first)
-    for i in range(n):
-        for j in range(i + 1, n):
-            rate = max(rates[i, j] if rates[i, j] == rates[i, j] else 0.0,
-                       rates[j, i] if rates[j, i] == rates[j, i] else 0.0)
-            if rate > 0:
-                axis.plot(first.loc[[i, j], "x_m"], first.loc[[i, j], "y_m"], color="tab:blue",
-                          linewidth=0.3 + 2.7 * rate, alpha=0.6)
+    i, j, rate, one_way = heard_pairs(rates)
+    xy = first[["x_m", "y_m"]].to_numpy()
+    figure, axis = plt.subplots(figsize=(7, 6))
+    scale = plt.Normalize(0.0, 1.0)
+    for mask, dashes in ((~one_way, "solid"), (one_way, (0, (3, 2)))):
+        if mask.any():
+            segments = np.stack([xy[i[mask]], xy[j[mask]]], axis=1)
+            axis.add_collection(LineCollection(segments, array=rate[mask], cmap="viridis", norm=scale,
+                                               linewidths=0.8, linestyles=dashes, alpha=0.8))
+    figure.colorbar(plt.cm.ScalarMappable(norm=scale, cmap="viridis"), ax=axis,
+                    label="pair's delivery rate over the run (better direction)")
     devices = first[first["role"] == "device"]
-    axis.scatter(devices["x_m"], devices["y_m"], s=40, color="black", zorder=3, label="device")
-    for node, row in devices.iterrows():
-        axis.annotate(str(node), (row["x_m"], row["y_m"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    axis.scatter(devices["x_m"], devices["y_m"], s=40 if n <= 100 else 6, color="black", zorder=3, label="device")
+    if n <= 100:  # numbers are legible up to about a hundred devices
+        for node, row in devices.iterrows():
+            axis.annotate(str(node), (row["x_m"], row["y_m"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
     server = first[first["role"] == "access_point"]
     if len(server):
         axis.scatter(server["x_m"], server["y_m"], s=120, marker="s", color="tab:red", zorder=3,
                      label="access point")
-    axis.plot([], [], color="tab:blue", linewidth=3, label="link, width = delivery rate")
+    axis.plot([], [], color="grey", linestyle="--", label=f"one-way only ({int(one_way.sum())} of {len(i)} pairs)")
     axis.set(xlabel="x (m)", ylabel="y (m)", aspect="equal")
+    axis.autoscale()
     axis.legend(loc="upper right", fontsize=8)
     axis.set_title(title, fontsize=9)
     figure.tight_layout()
     figure.savefig(path, dpi=100)
-    plt.close(figure)
-
-
-
-# metrics.csv column, axis label, file: accuracy against rounds, local steps (gradient evaluations per device),
-# simulated seconds and energy spent: the budgets methods doing different work per round compare at.
-X_AXES = (("round", "round", "accuracy_rounds.png"),
-          ("local_steps", "local steps per device (gradient evaluations)", "accuracy_steps.png"),
-          ("sim_time_s", "simulated seconds", "accuracy_time.png"),
-          ("cumulative_energy_j", "energy spent by all devices (J)", "accuracy_energy.png"))
-
-
-def plot_sweep_accuracy(summary: pd.DataFrame, curves: dict[str, Path], by: list[str], out_dir: Path) -> None:
-    """Mean accuracy over seeds with its 95 % t interval as a band, one line per algorithm (or group), one
-    panel per other setting, all panels on one accuracy axis.
-
-    Writes accuracy_rounds.png, accuracy_steps.png, accuracy_time.png and accuracy_energy.png into ``out_dir``.
-    """
-    done = summary[summary["status"].isin(("done", "diverged"))]
-    if done.empty:
-        return
-    # Lines: one per algorithm and, when the sweep compares link models, per link model too, so ns-3 and its
-    # controls share a panel (solid: ns-3; dashed, dotted: the controls).
-    line_axes = [axis for axis in ("algorithm.name", LINK_MODEL) if axis in by] or by[:1]
-    panel_axes = [axis for axis in by if axis not in line_axes]
-    panels = list(done.groupby(panel_axes, sort=False)) if panel_axes else [((), done)]
-    recorded = set.intersection(*(set(pd.read_csv(curves[run_id], nrows=0).columns) for run_id in done["run_id"]))
-    for x_column, x_label, filename in X_AXES:
-        if x_column not in recorded:  # runs made before the column existed (local_steps): no such figure
-            continue
-        columns = min(3, len(panels))
-        rows = -(-len(panels) // columns)
-        figure, axes = plt.subplots(rows, columns, figsize=(5 * columns, 3.6 * rows), squeeze=False, sharey=True)
-        for axis, (panel_key, panel) in zip(axes.flat, panels):
-            lines = panel.groupby(line_axes, sort=False) if line_axes else [(("all",), panel)]
-            for line_key, group in lines:
-                line_key = line_key if isinstance(line_key, tuple) else (line_key,)
-                values = dict(zip(line_axes, line_key))
-                frames = [pd.read_csv(curves[run_id]).dropna(subset=["mean_accuracy"]) for run_id in group["run_id"]]
-                length = min(len(frame) for frame in frames)
-                accuracy = pd.concat([frame["mean_accuracy"].iloc[:length].reset_index(drop=True) for frame in frames],
-                                     axis=1)
-                x = pd.concat([frame[x_column].iloc[:length].reset_index(drop=True) for frame in frames],
-                              axis=1).mean(axis=1)
-                mean, seeds = accuracy.mean(axis=1), accuracy.shape[1]
-                style = line_style(values.get(LINK_MODEL, "ns3"))
-                label = " / ".join(str(v) for v in line_key) + f" ({seeds} seeds)"
-                drawn = axis.plot(x, mean, linestyle=style, label=label)
-                if seeds > 1:  # the 95 % t interval of the mean over seeds (none for one seed)
-                    half = stats.t.ppf(0.975, seeds - 1) * accuracy.std(axis=1) / seeds ** 0.5
-                    axis.fill_between(x, mean - half, mean + half, alpha=0.2, color=drawn[0].get_color())
-            key = panel_key if isinstance(panel_key, tuple) else (panel_key,)
-            axis.set_title(", ".join(f"{a}={v}" for a, v in zip(panel_axes, key)), fontsize=9)
-            axis.set_xlabel(x_label)
-            axis.grid(alpha=0.3)
-        for axis in axes.flat[len(panels):]:
-            axis.set_visible(False)
-        axes[0, 0].set_ylabel("mean test accuracy")
-        handles, labels = axes[0, 0].get_legend_handles_labels()
-        figure.legend(handles, labels, fontsize=8, loc="lower center", ncol=min(4, len(labels)),
-                      title=" / ".join(line_axes) or None, title_fontsize=8, bbox_to_anchor=(0.5, 0.0))
-        figure.suptitle(link_models_title(done), fontsize=9)
-        figure.tight_layout(rect=(0, 0.06 + 0.04 * (len(labels) // 4), 1, 1))  # room for the legend below
-        figure.savefig(Path(out_dir) / filename, dpi=100)
-        plt.close(figure)
-
-
-def plot_against_axis(summary: pd.DataFrame, x_axis: str, out_dir: Path, target_accuracy: float) -> None:
-    """Conv. Rds (rounds to ``target_accuracy``) and Max Acc against one swept setting, one line per algorithm
-    (mean over the rest)."""
-    done = summary[summary["status"].isin(("done", "diverged"))]
-    if done.empty:
-        return
-    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    for (algorithm, model), group in done.groupby(["algorithm.name", LINK_MODEL], sort=False):
-        means = group.groupby(x_axis)[["conv_rounds", "max_acc"]].mean()
-        style, label = line_style(model), f"{algorithm} / {model}"
-        left.plot(means.index, means["conv_rounds"], linestyle=style, marker="o", label=label)
-        right.plot(means.index, means["max_acc"], linestyle=style, marker="o", label=label)
-    left.set_ylabel(f"Conv. Rds (rounds to mean accuracy {target_accuracy:.2f}; gap = not reached)")
-    right.set_ylabel("Max Acc")
-    for axis in (left, right):
-        axis.set_xlabel(x_axis)
-        axis.grid(alpha=0.3)
-    left.legend(fontsize=8)
-    figure.suptitle(f"target accuracy {target_accuracy:.2f}; {link_models_title(done)}", fontsize=9)
-    figure.tight_layout()
-    figure.savefig(Path(out_dir) / f"conv_rounds_vs_{x_axis.split('.')[-1]}.png", dpi=100)
     plt.close(figure)
 
 
@@ -233,7 +163,9 @@ def plot_bytes_per_algorithm(summary: pd.DataFrame, out_dir: Path) -> None:
     means = done.groupby(["algorithm.name", LINK_MODEL], sort=False)[column].mean() / 1e6
     figure, axis = plt.subplots(figsize=(max(4, 1.2 * len(means)), 4))
     axis.bar([f"{name}\n{model}" for name, model in means.index], means.values)
-    axis.set_title(link_models_title(done), fontsize=9)
+    same = len(means) > 1 and np.allclose(means.values, means.values[0], rtol=1e-9)
+    axis.set_title(link_models_title(done) + ("\n(every algorithm sends the same bytes here)" if same else ""),
+                   fontsize=9)
     axis.set_ylabel(f"{column.replace('_', ' ')} per run (MB)")
     axis.grid(alpha=0.3, axis="y")
     figure.tight_layout()

@@ -526,8 +526,8 @@ def paired_markdown(paired: pd.DataFrame) -> str:
 
 def write_summary(sweep: Sweep, results_root: Path) -> pd.DataFrame:
     """Write summary.csv, table.csv, table.md and the plots of a sweep, from the run CSVs only."""
-    from experiments.analysis.plots import (plot_against_axis, plot_bytes_per_algorithm, plot_link_density,
-                                   plot_sweep_accuracy)
+    from experiments.analysis.figures import sweep_figures
+    from experiments.analysis.plots import link_models_title, plot_bytes_per_algorithm, plot_link_density
     from experiments.run.run_outputs import CSV_FLOAT_FORMAT
 
     out = sweep.summary_dir(results_root)
@@ -548,10 +548,8 @@ def write_summary(sweep: Sweep, results_root: Path) -> pd.DataFrame:
     write_atomically(out / "table.md", markdown)
     summary.attrs["unswept"] = {field: unswept_values(summary, field) for field in unswept}
     run_dirs = {config.run_id: Path(results_root) / config.run_id for _, config in sweep.runs}
-    plot_sweep_accuracy(summary, {run: d / "metrics.csv" for run, d in run_dirs.items()}, by, out)
-    for axis in ("network.density", "devices", "data.alpha"):
-        if axis in sweep.axes:
-            plot_against_axis(summary, axis, out, sweep.target_accuracy)
+    title = f"target accuracy {sweep.target_accuracy:.2f}; {link_models_title(summary)}"
+    summary.attrs["figures_left_out"] = sweep_figures(summary, results_root, by, out, title)
     plot_link_density(summary, {run: d / "links.csv" for run, d in run_dirs.items()}, out)
     plot_bytes_per_algorithm(summary, out)
     return summary
