@@ -8,6 +8,8 @@
                                                       several runs or a sweep directory: one line each
     nsdml compare RUN_OR_SWEEP... [--target ACC]      runs on shared axes (rounds, seconds, joules) and a table
     nsdml ls [--results DIR] [--where FIELD=VALUE]    every run, one line each, found by its settings
+    nsdml tune CONFIG --algorithms A,B --seeds S,T [--target ACC]   each lr chosen on held-out seeds (grid widened
+                                                      until interior); writes overrides.toml and tuned.toml
     nsdml plot SWEEP_DIR --x FIELD [--y METRIC] [--hue F] [--style F] [--col F] [--row F] [--where F=V]
                [--format png|pdf|svg]                one figure; every varying field on an axis or refused
 
@@ -62,6 +64,19 @@ def _parser() -> argparse.ArgumentParser:
                                  help="run the runs as Ray tasks on this cluster ('auto' = the local one)")
             command.add_argument("--traces-only", action="store_true",
                                  help="only simulate (or find cached) the link traces the runs need, then stop")
+    tune = commands.add_parser("tune", help="choose each algorithm's lr on held-out seeds by the project's rule")
+    tune.add_argument("config", type=Path, help="TOML run config or sweep file (its settings are averaged over)")
+    tune.add_argument("--algorithms", required=True, help="comma-separated, e.g. dpsgd,hyperprism")
+    tune.add_argument("--seeds", required=True, help="comma-separated tuning seeds, none of them reported, e.g. 900,901")
+    tune.add_argument("--target", type=float, default=None,
+                      help="accuracy to count rounds to (default: the sweep's target_accuracy)")
+    tune.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", dest="overrides",
+                      help="override a field of the config, as for run and sweep")
+    tune.add_argument("--results", type=Path, default=Path("results"), help="results root (default: results)")
+    tune.add_argument("--cache", type=Path, default=Path(os.environ.get("NSDML_CACHE_DIR", ".cache/traces")),
+                      help="link-trace cache (default: $NSDML_CACHE_DIR or .cache/traces)")
+    tune.add_argument("--workers", type=int, default=None, help="local processes (default: the CPU cores)")
+    tune.add_argument("--quiet", action="store_true", help="no progress bars")
     commands.add_parser("algorithms", help="list every algorithm, its paper and its hyperparameters")
     listing = commands.add_parser("ls", help="every run under a results root, one line each, found by its settings")
     listing.add_argument("--results", type=Path, default=Path("results"), help="results root (default: results)")
@@ -134,6 +149,8 @@ def _main(argv: list[str] | None) -> int:
         return _compare(args)
     if args.command == "plot":
         return _plot(args)
+    if args.command == "tune":
+        return _tune(args)
     # Imported here, not at the top: importing it loads torch (about a second), and a Ctrl-C meanwhile is
     # then main's to report like any other, not a traceback from an import.
     from experiments.config import ConfigError
@@ -202,6 +219,38 @@ def _list(args: argparse.Namespace) -> int:
         return EXIT_BAD_INPUT
     print("\n".join(lines) if lines else f"no run under {args.results}"
           + (" with " + ", ".join(args.where) if args.where else ""))
+    return 0
+
+
+def _tune(args: argparse.Namespace) -> int:
+    from experiments.config import ConfigError, apply_overrides, read_toml
+    from experiments.run.execution import default_workers
+    from experiments.run.tune import tune
+
+    try:
+        seeds = [int(seed) for seed in args.seeds.split(",") if seed.strip()]
+    except ValueError:
+        print(f"nsdml: tune: --seeds: {args.seeds!r} is not allowed; expected integers, e.g. 900,901",
+              file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if args.target is not None and not 0.0 < args.target <= 1.0:
+        print(f"nsdml: tune: --target: {args.target} is not allowed; expected an accuracy in (0, 1]", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    workers = args.workers if args.workers is not None else default_workers()
+    try:
+        with interrupts.watch():
+            raw = apply_overrides(read_toml(args.config, kind="config"), args.overrides)
+            tuned = tune(raw, [a.strip() for a in args.algorithms.split(",") if a.strip()], seeds, args.target,
+                         args.results, args.cache, workers=workers, quiet=args.quiet,
+                         log=lambda message: print(message, file=sys.stderr))
+    except KeyboardInterrupt:
+        return _interrupted()
+    except ConfigError as error:
+        print(f"nsdml: tune: config error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print((tuned.out_dir / "tuning.md").read_text(), end="")
+    print(f"tuning in {tuned.out_dir}/ ({_listing(tuned.out_dir)}); run the tuned sweep with "
+          f"`nsdml sweep {tuned.out_dir / 'tuned.toml'}`")
     return 0
 
 

@@ -4,6 +4,11 @@ The rule: per algorithm, the lr with the fewest rounds (evaluation periods, for 
 the target averaged over the tuning sweep's settings, a setting that never reached it counted as rounds + 1;
 ties go to the higher mean final accuracy. ``check_rates`` refuses an evaluation sweep that runs an algorithm
 at another rate (the error names the field), so a table cannot silently drift from its tuning.
+
+The grid (``starting_grid``, ``widening``): five rates a factor sqrt(10) apart, from the algorithm's default
+/ 10 to its default x 10; while the chosen rate sits on an edge of the rates tried, one more rate beyond that
+edge is tried, until the choice is interior or the next rate would leave ``LR_BOUNDS`` (then the report says
+which bound stopped it).
 """
 
 from __future__ import annotations
@@ -77,3 +82,43 @@ def tuning_markdown(tuning: pd.DataFrame) -> str:
         edge = " (grid edge)" if chosen in (grid[0], grid[-1]) else ""
         rows.append([algorithm_label(name), *cells, f"{chosen:g}{edge}"])
     return markdown_table(["algorithm", *[f"lr {lr:g}" for lr in grid], "chosen"], rows)
+
+
+LR_STEP = 10 ** 0.5  # neighbouring rates of a grid: two per decade
+LR_BOUNDS = (1e-4, 100.0)  # the widest a widened grid goes (100 is the largest lr any algorithm accepts)
+
+
+def grid_rate(value: float) -> float:
+    """A rate as a grid holds it: three significant digits (0.0316, not 0.031622776...)."""
+    return float(f"{value:.3g}")
+
+
+def starting_grid(default_lr: float, bounds: tuple[float, float] = LR_BOUNDS) -> list[float]:
+    """Five rates a factor sqrt(10) apart centred on the algorithm's default, inside ``bounds``."""
+    rates = (grid_rate(default_lr * LR_STEP ** k) for k in (-2, -1, 0, 1, 2))
+    return sorted({rate for rate in rates if bounds[0] <= rate <= bounds[1]})
+
+
+def widening(table: pd.DataFrame, centres: dict[str, float], bounds: tuple[float, float] = LR_BOUNDS
+             ) -> tuple[dict[str, float], dict[str, str]]:
+    """From a ``tuning_table``: the next rate to try per algorithm whose choice sits on an edge of its rates
+    (one sqrt(10) step past it, on the grid through the algorithm's ``centres`` rate), and, per algorithm,
+    where its choice stands ("interior", or the bound that stopped the widening)."""
+    following, standing = {}, {}
+    for name, group in table.groupby(ALGORITHM, sort=True):
+        rates = sorted(group["algorithm.lr"])
+        chosen_row = group.loc[group["chosen"]].iloc[0]
+        chosen = float(chosen_row["algorithm.lr"])
+        note = "" if chosen_row["reached"] else " (no rate reached the target: chosen by final accuracy)"
+        if len(rates) >= 3 and rates[0] < chosen < rates[-1]:
+            standing[name] = "interior" + note
+            continue
+        low_edge = chosen == rates[0]
+        step = round(math.log(chosen / centres[name], LR_STEP)) + (-1 if low_edge else 1)
+        beyond = grid_rate(centres[name] * LR_STEP ** step)
+        if bounds[0] <= beyond <= bounds[1]:
+            following[name] = beyond
+            standing[name] = "widening"
+        else:
+            standing[name] = f"at the {'lower' if low_edge else 'upper'} bound {bounds[0 if low_edge else 1]:g}" + note
+    return following, standing
