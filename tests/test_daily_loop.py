@@ -101,7 +101,7 @@ def test_compare_two_runs_and_a_sweep_tables_what_the_runs_csvs_say(tmp_path, ca
     capsys.readouterr()
     assert main(["compare", str(sweep_dir), "--target", "0.25"]) == 0
     printed = capsys.readouterr().out
-    assert "4 runs compared in" in printed and printed.count("| dpsgd |") == 2
+    assert "4 runs compared in" in printed and printed.split("Over seeds")[0].count("| dpsgd |") == 2
     # Without a target: the curves and the final figures, no to-target columns, the same final accuracies.
     assert main(["compare", str(runs[0]), str(runs[1]), "--out", str(tmp_path / "plain")]) == 0
     plain = (tmp_path / "plain" / "compare.md").read_text()
@@ -214,3 +214,23 @@ def test_ls_lists_every_run_and_finds_runs_by_their_settings(tmp_path, capsys):
     assert f"{runs[0].name}: status done; config.toml cannot be read" in capsys.readouterr().out
     assert main(["ls", "--results", results, "--where", "density"]) == 2
     assert "--where: 'density' is not FIELD=VALUE" in capsys.readouterr().err
+
+
+def test_compare_shows_the_field_that_differs_and_aggregates_the_seeds(tmp_path, capsys):
+    from experiments.analysis.statistics import mean_interval, shown
+    from experiments.run.sweep import expand_sweep, run_sweep
+
+    raw = {"rounds": 3, "devices": 5, "seed": [0, 1], "data": {"dataset": "digits"},
+           "network": {"link_model": "ideal"},
+           "sweep": {"name": "pair", "cases": [{"network": {"schedule": "rounds"}},
+                                               {"network": {"schedule": "local_barrier"}}]}}
+    summary = run_sweep(expand_sweep(raw), tmp_path / "results", tmp_path / "cache", quiet=True)
+    assert main(["compare", str(tmp_path / "results" / "sweeps" / "pair"), "--out", str(tmp_path / "c")]) == 0
+    text = (tmp_path / "c" / "compare.md").read_text()
+    runs, grouped = text.split("Over seeds")
+    assert "| network.schedule |" in runs.splitlines()[0] and "| local_barrier |" in runs and "| rounds |" in runs
+    barrier = summary[summary["network.schedule"] == "local_barrier"]["final_acc"]
+    (line,) = [row for row in grouped.splitlines() if "| local_barrier |" in row]
+    assert f"| 2 | {shown(*mean_interval(barrier), 4)} |" in line
+    legend = pd.read_csv(tmp_path / "c" / "compare.csv")
+    assert set(legend["network.schedule"]) == {"rounds", "local_barrier"}

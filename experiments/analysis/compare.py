@@ -16,6 +16,7 @@ and, given a ``--target`` accuracy, the rounds, simulated seconds and joules to 
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import sys
 import tomllib
@@ -23,6 +24,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from experiments.analysis.listing import flat_config
+from experiments.analysis.statistics import mean_interval, shown
+from experiments.config import NOT_IDENTITY_FIELDS
 from experiments.run.atomic import write_atomically
 from experiments.run.run_outputs import CSV_FLOAT_FORMAT
 from experiments.run.run_writer import FINISHED, finished_damage, run_status
@@ -85,37 +89,82 @@ def comparable(run_dirs: list[Path], warn=lambda message: print(message, file=sy
     return kept
 
 
+SHOWN_FIELDS = ("algorithm.name", "network.link_model", "devices", "network.density", "data.alpha", "seed",
+                *NOT_IDENTITY_FIELDS)  # the setting columns above, and what is no setting
+
+
+def differing_fields(run_dirs: list[Path]) -> list[str]:
+    """Config fields (beyond the setting columns) that every compared run has and that differ between them: a
+    schedule, an lr; they become columns, so two rows never read alike while computing different things."""
+    configs = [flat_config(run_dir) or {} for run_dir in run_dirs]
+    common = [field for field in configs[0] if all(field in config for config in configs[1:])]  # not one
+    # algorithm's own hyperparameters: the algorithm column already tells those apart
+    return [field for field in common if field not in SHOWN_FIELDS
+            and len({json.dumps(config[field], sort_keys=True) for config in configs}) > 1]
+
+
 def compare_table(run_dirs: list[Path], target_accuracy: float) -> pd.DataFrame:
-    """One row per run: its id, setting and the figures of ``summarize_run`` at ``target_accuracy``."""
+    """One row per run: its id, setting, every other config field that differs between the runs, and the
+    figures of ``summarize_run`` at ``target_accuracy``."""
     from experiments.run.sweep import summarize_run
 
-    rows = []
+    rows, differing = [], differing_fields(run_dirs)
     for run_dir in run_dirs:
-        setting = _setting(run_dir)
+        setting, config = _setting(run_dir), flat_config(run_dir) or {}
         figures = summarize_run(run_dir, target_accuracy, setting.pop("nodes") or None)
-        rows.append({"run_id": run_dir.name, **setting, "status": figures["status"],
-                     **{name: figures[name] for name in FIGURES}})
-    return pd.DataFrame(rows)
+        rows.append({"run_id": run_dir.name, **setting, **{field: config.get(field) for field in differing},
+                     "status": figures["status"], **{name: figures[name] for name in FIGURES}})
+    table = pd.DataFrame(rows)
+    table.attrs["differing"] = differing
+    return table
+
+
+def over_seeds(table: pd.DataFrame, target_accuracy: float | None) -> str:
+    """The runs grouped by everything but the seed: mean ± 95 % t half-width of the final and best accuracy,
+    and of the rounds to the target over the seeds that reached it (k/n; an interval only when all did)."""
+    keys = [column for column in ("algorithm", "link_model", "devices", "density", "alpha",
+                                  *table.attrs.get("differing", [])) if column in table]
+    header = [*keys, "runs", "final acc", "max acc",
+              *([] if target_accuracy is None else [f"rounds to {target_accuracy:.2f}"])]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for key, group in table.groupby(keys, sort=False, dropna=False):
+        key = key if isinstance(key, tuple) else (key,)
+        cells = [*map(str, key), str(len(group)), shown(*mean_interval(group["final_acc"]), 4),
+                 shown(*mean_interval(group["max_acc"]), 4)]
+        if target_accuracy is not None:
+            reached = group["conv_rounds"].dropna()
+            mean, half = mean_interval(reached)
+            cells.append(("—" if not len(reached) else shown(mean, half if len(reached) == len(group) else math.nan, 1))
+                         + f" ({len(reached)}/{len(group)})")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def markdown(table: pd.DataFrame, target_accuracy: float | None) -> str:
     """The runs' table; the rounds, seconds and joules to the target only when one is given."""
     to_target = [] if target_accuracy is None else [f"rounds to {target_accuracy:.2f}", "seconds to it",
                                                     "joules to it"]
-    header = ["run", "algorithm", "link model", "N", "density", "alpha", "seed", "final acc", "max acc", *to_target]
+    differing = table.attrs.get("differing", [])
+    header = ["run", "algorithm", "link model", "N", "density", "alpha", *differing, "seed", "final acc", "max acc",
+              *to_target]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
 
-    def shown(value, digits):
+    def number(value, digits):
         return "—" if pd.isna(value) else f"{value:.{digits}f}"
 
     for _, row in table.iterrows():
         lines.append("| " + " | ".join([
             row["run_id"], str(row["algorithm"]), str(row["link_model"]), str(row["devices"]), str(row["density"]),
-            str(row["alpha"]), str(row["seed"]), shown(row["final_acc"], 4), shown(row["max_acc"], 4),
-            *([] if target_accuracy is None else [shown(row["conv_rounds"], 0), shown(row["time_to_target_s"], 1),
-                                                  shown(row["energy_to_target_j"], 1)]),
+            str(row["alpha"]), *(str(row[field]) for field in differing), str(row["seed"]),
+            number(row["final_acc"], 4), number(row["max_acc"], 4),
+            *([] if target_accuracy is None else [number(row["conv_rounds"], 0), number(row["time_to_target_s"], 1),
+                                                  number(row["energy_to_target_j"], 1)]),
         ]) + " |")
-    return "\n".join(lines) + "\n"
+    grouped = ""
+    if table.drop(columns=["run_id", "seed", "status", *FIGURES]).duplicated().any():  # some setting has seeds
+        grouped = (f"\nOver seeds (mean ± 95 % t half-width; to the target over the seeds that reached it):\n\n"
+                   f"{over_seeds(table, target_accuracy)}")
+    return "\n".join(lines) + "\n" + grouped
 
 
 def plot_compare(run_dirs: list[Path], table: pd.DataFrame, target_accuracy: float | None, path: Path) -> None:
@@ -124,7 +173,8 @@ def plot_compare(run_dirs: list[Path], table: pd.DataFrame, target_accuracy: flo
     figure, axes = plt.subplots(1, 3, figsize=(15, 4.2), sharey=True)
     for run_dir, (_, row) in zip(run_dirs, table.iterrows()):
         metrics = pd.read_csv(run_dir / "metrics.csv").dropna(subset=["mean_accuracy"])
-        label = f"{row['algorithm']} / {row['link_model']} / seed {row['seed']}"
+        label = " / ".join(str(row[c]) for c in ("algorithm", "link_model", *table.attrs.get("differing", [])))
+        label += f" / seed {row['seed']}"
         for axis, (column, _) in zip(axes, X_AXES):
             axis.plot(metrics[column], metrics["mean_accuracy"], label=label)
     for axis, (_, x_label) in zip(axes, X_AXES):
