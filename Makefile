@@ -1,19 +1,25 @@
 # nsdml: `make run` trains on the default config, `make test` runs the tests.
 # Both create .venv and install the pinned dependencies on first use.
 
-VENV   := .venv
+VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 CONFIG ?= experiments/configs/default.toml
+# Extras installed with the rest (requirements-<extra>.txt): EXTRAS= leaves them out (their tests skip).
+EXTRAS ?= ray notebook
+# Opt-in: install torch from this index first, e.g. TORCH_INDEX=https://download.pytorch.org/whl/cpu where
+# plain PyPI would pick the CUDA build (the pin is the CPU build 2.13.0 either way).
+TORCH_INDEX ?=
 
 .PHONY: setup run test bench sweep table table-esgd table-hyperprism table-detag table-energy table-time table-barrier-map table-ladder table-async table-scale sweep-density sweep-devices sweep-alpha sweep-controls tables plots bench-ns3 density-table clean-cache
 
 setup: $(STAMP)
 
-$(STAMP): requirements.txt pyproject.toml
+$(STAMP): requirements.txt $(wildcard requirements-*.txt) pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements.txt
+	$(if $(TORCH_INDEX),$(PY) -m pip install --quiet --index-url $(TORCH_INDEX) torch==2.13.0)
+	$(PY) -m pip install --quiet -r requirements.txt $(foreach extra,$(EXTRAS),-r requirements-$(extra).txt)
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 

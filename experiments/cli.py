@@ -10,6 +10,7 @@
     nsdml ls [--results DIR] [--where FIELD=VALUE]    every run, one line each, found by its settings
     nsdml tune CONFIG --algorithms A,B --seeds S,T [--target ACC]   each lr chosen on held-out seeds (grid widened
                                                       until interior); writes overrides.toml and tuned.toml
+    nsdml tensorboard RUN_OR_SWEEP... [--out DIR]     runs as TensorBoard event files (scalars, hparams)
     nsdml plot SWEEP_DIR --x FIELD [--y METRIC] [--hue F] [--style F] [--col F] [--row F] [--where F=V]
                [--format png|pdf|svg]                one figure; every varying field on an axis or refused
 
@@ -27,9 +28,11 @@ line naming the method and what the contract wants; ``--debug`` adds the traceba
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import sys
 import traceback
+from contextlib import contextmanager
 from pathlib import Path
 
 from experiments.run import interrupts
@@ -54,7 +57,10 @@ def _parser() -> argparse.ArgumentParser:
         command.add_argument("--results", type=Path, default=Path("results"), help="results root (default: results)")
         command.add_argument("--cache", type=Path, default=Path(os.environ.get("NSDML_CACHE_DIR", ".cache/traces")),
                              help="link-trace cache (default: $NSDML_CACHE_DIR or .cache/traces)")
-        command.add_argument("--quiet", action="store_true", help="no progress bars (for CI and logs)")
+        command.add_argument("-q", "--quiet", action="store_true",
+                             help="no progress bars and no info lines on stderr (warnings still; run.log keeps all)")
+        command.add_argument("-v", "--verbose", action="store_true",
+                             help="one line per round too, on stderr and in each run's run.log")
         command.add_argument("--debug", action="store_true",
                              help="print the traceback of a failure (e.g. inside an algorithm plugin)")
         if name == "sweep":
@@ -100,6 +106,10 @@ def _parser() -> argparse.ArgumentParser:
     plot.add_argument("--format", choices=("png", "pdf", "svg"), default="png")
     plot.add_argument("--out", type=Path, default=None, help="the figure's path (default: in the sweep directory)")
     plot.add_argument("--results", type=Path, default=Path("results"), help="results root, for a TOML sweep file")
+    board = commands.add_parser("tensorboard", help="finished runs (or sweeps) as TensorBoard event files")
+    board.add_argument("paths", type=Path, nargs="+", help="results/<run-id>/ or results/sweeps/<name>/")
+    board.add_argument("--out", type=Path, default=Path("results/tensorboard"),
+                       help="log directory, one subdirectory per run (default: results/tensorboard)")
     compare = commands.add_parser("compare", help="several runs (or sweeps) on shared axes, with a table")
     compare.add_argument("paths", type=Path, nargs="+", help="results/<run-id>/ or results/sweeps/<name>/")
     compare.add_argument("--target", type=float, default=None,
@@ -151,6 +161,8 @@ def _main(argv: list[str] | None) -> int:
         return _plot(args)
     if args.command == "tune":
         return _tune(args)
+    if args.command == "tensorboard":
+        return _tensorboard(args)
     # Imported here, not at the top: importing it loads torch (about a second), and a Ctrl-C meanwhile is
     # then main's to report like any other, not a traceback from an import.
     from experiments.config import ConfigError
@@ -169,14 +181,19 @@ def _main(argv: list[str] | None) -> int:
     from experiments.run.sweep import make_traces, run_sweep, sweep_traces, write_summary
 
     try:
-        with interrupts.watch():
+        with interrupts.watch(), _verbosity(args):
             if args.command == "run":
-                return _report_run(run_experiment(loaded, args.results, args.cache, progress=not args.quiet),
-                                   loaded)
+                echo = _warnings_only if args.quiet else (lambda message: print(message, file=sys.stderr))
+                return _report_run(run_experiment(loaded, args.results, args.cache, log=echo,
+                                                  progress=not args.quiet), loaded)
             if args.command == "sweep":
                 workers = args.workers if args.workers is not None else default_workers()
                 if workers < 1:
                     print(f"nsdml: --workers: {workers} is not allowed; expected an integer >= 1", file=sys.stderr)
+                    return EXIT_BAD_INPUT
+                if args.ray_address and importlib.util.find_spec("ray") is None:
+                    print("nsdml: --ray-address: Ray is not installed; it is an extra: pip install -e '.[ray]' "
+                          "(or make setup EXTRAS=\"ray\")", file=sys.stderr)
                     return EXIT_BAD_INPUT
                 if args.traces_only:
                     needed = sweep_traces(loaded)
@@ -209,6 +226,38 @@ def _main(argv: list[str] | None) -> int:
     return _report_sweep(loaded, summary, args.results)
 
 
+def _warnings_only(message: str) -> None:
+    if "warning" in message:
+        print(message, file=sys.stderr)
+
+
+@contextmanager
+def _verbosity(args: argparse.Namespace):
+    """-v: runs log a DEBUG line per round (run.log, in this process and in a sweep's workers, which inherit
+    the variable) and this process prints those lines on stderr; undone when the command ends."""
+    if not getattr(args, "verbose", False):
+        yield
+        return
+    import logging
+
+    from experiments.run.run_log import LEVEL_VARIABLE, RUN_LOGGER
+
+    before = os.environ.get(LEVEL_VARIABLE)
+    os.environ[LEVEL_VARIABLE] = "DEBUG"
+    handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(lambda record: record.levelno == logging.DEBUG)  # info lines are printed already
+    handler.setFormatter(logging.Formatter("[nsdml] %(message)s"))
+    RUN_LOGGER.addHandler(handler)
+    try:
+        yield
+    finally:
+        RUN_LOGGER.removeHandler(handler)
+        if before is None:
+            os.environ.pop(LEVEL_VARIABLE, None)
+        else:
+            os.environ[LEVEL_VARIABLE] = before
+
+
 def _list(args: argparse.Namespace) -> int:
     from experiments.analysis.listing import WhereError, list_runs, parse_where
 
@@ -219,6 +268,22 @@ def _list(args: argparse.Namespace) -> int:
         return EXIT_BAD_INPUT
     print("\n".join(lines) if lines else f"no run under {args.results}"
           + (" with " + ", ".join(args.where) if args.where else ""))
+    return 0
+
+
+def _tensorboard(args: argparse.Namespace) -> int:
+    from experiments.analysis.compare import CompareError
+    from experiments.analysis.tensorboard import export
+
+    try:
+        written = export(args.paths, args.out)
+    except CompareError as error:
+        print(f"nsdml: tensorboard: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except OSError as error:
+        print(f"nsdml: tensorboard: cannot write {args.out}: {error.strerror or error}", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"{len(written)} runs exported to {args.out}/; view them with `tensorboard --logdir {args.out}`")
     return 0
 
 

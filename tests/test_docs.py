@@ -110,19 +110,36 @@ def _absolute_imports(package: str):
 
 
 def test_every_imported_third_party_package_is_declared():
-    """What the packages import is in pyproject.toml's dependencies (by its distribution's name) and pinned in
-    requirements.txt; ns-3's bindings bring cppyy with them."""
+    """What the packages import is in pyproject.toml's dependencies or extras (by its distribution's name) and
+    pinned in requirements.txt or requirements-<extra>.txt; ns-3's bindings bring cppyy with them."""
     import sys
     import tomllib
 
     distribution = {"sklearn": "scikit-learn", "tomli_w": "tomli-w", "cppyy": "ns3", "libcppyy": "ns3"}
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     declared = {re.split(r"[<>=!~ ]", d)[0].lower() for d in
-                tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]}
-    pinned = {line.split("==")[0].lower() for line in (ROOT / "requirements.txt").read_text().splitlines()
-              if "==" in line}
+                [*project["dependencies"], *(d for extra in project["optional-dependencies"].values() for d in extra)]}
+    pinned = {line.split("==")[0].lower() for path in ROOT.glob("requirements*.txt")
+              for line in path.read_text().splitlines() if "==" in line}
     for package in ALLOWED_IMPORTS:
         for path, name in _absolute_imports(package):
             top = name.split(".")[0]
             if top not in ALLOWED_IMPORTS and top not in sys.stdlib_module_names:
                 wanted = distribution.get(top, top).lower()
                 assert wanted in declared and wanted in pinned, f"{path.relative_to(ROOT)} imports {name}"
+
+
+def test_an_extra_is_imported_only_where_it_is_used_so_a_bare_install_imports_every_module():
+    """Ray and the notebook packages are extras: no module imports them at its top level."""
+    import ast
+    import tomllib
+
+    extras = {re.split(r"[<>=!~ ]", d)[0].lower() for extra in
+              tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"].values()
+              for d in extra}
+    for package in ALLOWED_IMPORTS:
+        for path in (ROOT / package).rglob("*.py"):
+            for node in ast.parse(path.read_text()).body:  # module level only
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                    [node.module] if isinstance(node, ast.ImportFrom) and node.module else []
+                assert not any(name.split(".")[0] in extras for name in names), f"{path.relative_to(ROOT)}: {names}"

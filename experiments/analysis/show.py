@@ -19,7 +19,7 @@ import pandas as pd
 from experiments.run.run_writer import FINISHED, finished_damage, recorded_number
 
 FILES = {
-    "config.toml": "the fully resolved config (its hash is the run id)",
+    "config.toml": "the fully resolved config (its hash, name and checkpoints left out, is the run id)",
     "metrics.csv": "one row per round: accuracy, losses, consensus distance, simulated seconds, energy",
     "links.csv": "one row per round and exchange: who delivered, bytes and frames on the air",
     "device_metrics.csv": "one row per device and evaluation: its accuracy and test loss",
@@ -29,6 +29,7 @@ FILES = {
     "positions.csv": "where the nodes are (by round while they move)",
     "topology.png": "positions and each pair's delivery rate over the run",
     "run.json": "status, code fingerprint, file checksums, trace statistics, wall time",
+    "run.log": "every line the run logged, timestamped (-v: one per round); a record, not a result",
 }
 FINAL_COLUMNS = ("round", "sim_time_s", "mean_accuracy", "min_accuracy", "max_accuracy", "test_loss")
 

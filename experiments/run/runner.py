@@ -35,6 +35,7 @@ from experiments.run.energy import EnergyMeter, round_zero_columns
 from experiments.run.fingerprint import run_fingerprint
 from experiments.run.machine import code_commit, machine_record, resident_mb
 from experiments.run.progress import TraceProgress, progress_bar
+from experiments.run.run_log import RunLogging, run_logging
 from experiments.run.run_outputs import device_rows, write_end_files
 from experiments.run.run_writer import FINISHED, RunWriter, reusable, run_lock, run_record, run_status, stale_because
 from learner.allocator import keep_freed_memory
@@ -134,7 +135,8 @@ def run_experiment(config: RunConfig, results_root: Path, cache_dir: Path,
     if reusable(run_dir, fingerprint):
         return _reused(run_dir)
     recorder = RunRecorder(config, progress)
-    with single_threaded():
+    with single_threaded(), run_logging(log) as run_log:
+        log = run_log.log
         try:
             with recorder.phase("setup"):  # data, partition, model
                 setup = prepare(config)
@@ -151,7 +153,15 @@ def run_experiment(config: RunConfig, results_root: Path, cache_dir: Path,
                 details["recomputed_because"] = "run.json is damaged (not a readable record)"
             if "recomputed_because" in details:
                 log(f"[nsdml] recomputing {config.run_id}: {details['recomputed_because']}")
-            return _run(config, setup, recorder, run_dir, Path(cache_dir), details, log)
+            return _run(config, setup, recorder, run_dir, Path(cache_dir), details, run_log)
+
+
+def round_line(row: dict) -> str:
+    """One round as run.log's DEBUG line says it."""
+    accuracy = row.get("mean_accuracy", math.nan)
+    return (f"round {row['round']}: clock {row['sim_time_s']:.3f} s, {row['cumulative_energy_j']:.1f} J, "
+            f"local steps {row['local_steps']}, mean accuracy " + ("not evaluated" if accuracy != accuracy
+                                                                   else f"{accuracy:.4f}"))
 
 
 def _reused(run_dir: Path) -> RunResult:
@@ -196,7 +206,8 @@ class GradientOracle:
 
 
 def _run(config: RunConfig, setup: Setup, recorder: "RunRecorder", run_dir: Path, cache_dir: Path, details: dict,
-         log: Callable[[str], None]) -> RunResult:
+         run_log: RunLogging) -> RunResult:
+    log = run_log.log
     model, devices, algorithm = setup.model, setup.devices, setup.algorithm
     log(f"[nsdml] link trace: {config.network.link_model}, {config.devices} devices, density "
         f"{config.scenario.density}, {config.rounds} rounds x {len(config.payloads)} exchange(s) of "
@@ -216,6 +227,7 @@ def _run(config: RunConfig, setup: Setup, recorder: "RunRecorder", run_dir: Path
     name = config.algorithm.name
     if SCHEDULES[network.schedule].algorithm_kind == "asynchronous":  # own clocks, no rounds (async_loop.py)
         recorder.open(run_dir, details)
+        run_log.start(run_dir)
         try:
             status = run_asynchronously(config, model, devices, algorithm, source.trace, step_s, recorder,
                                         GradientOracle(devices, recorder), log)
@@ -231,6 +243,7 @@ def _run(config: RunConfig, setup: Setup, recorder: "RunRecorder", run_dir: Path
         return RunResult(run_dir, pd.DataFrame(recorder.metric_rows), status, reused)
     saved = _checkpoint_to_resume(config, run_dir, details, algorithm, log)
     recorder.open(run_dir, details, saved)
+    run_log.start(run_dir)
     oracle = GradientOracle(devices, recorder)
     meter = EnergyMeter(source.trace, config.devices, Power.of(config.scenario, network.compute_power_w), step_s,
                         network.battery_j, config.scenario.radio_sleep)
@@ -278,6 +291,7 @@ def _run(config: RunConfig, setup: Setup, recorder: "RunRecorder", run_dir: Path
             evaluation = recorder.evaluate(devices, x) if evaluated else None
             recorder.add_round(round_index + 1, clock_s, local_steps, evaluation, oracle.mean_loss, source.trace,
                                links, energy, meter.device_columns())
+            run_log.debug(round_line(recorder.metric_rows[-1]))
             if checkpoints.due(round_index + 1, previous_clock_s, clock_s):
                 with recorder.phase("io"):
                     checkpoints.save(Checkpoint(round_index + 1, clock_s, exchanges, x, state,
