@@ -6,12 +6,12 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 CONFIG ?= experiments/configs/default.toml
 # Extras installed with the rest (requirements-<extra>.txt): EXTRAS= leaves them out (their tests skip).
-EXTRAS ?= ray notebook
+EXTRAS ?= ray notebook docs
 # Opt-in: install torch from this index first, e.g. TORCH_INDEX=https://download.pytorch.org/whl/cpu where
 # plain PyPI would pick the CUDA build (the pin is the CPU build 2.13.0 either way).
 TORCH_INDEX ?=
 
-.PHONY: setup run test bench sweep table table-esgd table-hyperprism table-detag table-energy table-time table-barrier-map table-ladder table-async table-scale sweep-density sweep-devices sweep-alpha sweep-controls tables plots bench-ns3 density-table clean-cache
+.PHONY: setup run test docs bench sweep table table-esgd table-hyperprism table-detag table-energy table-time table-barrier-map table-ladder table-async table-scale sweep-density sweep-devices sweep-alpha sweep-controls tables plots bench-ns3 density-table clean-cache
 
 setup: $(STAMP)
 
@@ -30,6 +30,13 @@ run: $(STAMP)
 # process (their modules' xdist_group marks).
 test: $(STAMP)
 	$(PY) -m pytest -q -n auto --dist loadgroup
+
+# The docs site: the project's Markdown, a config reference and a JSON Schema generated from the config
+# dataclasses (experiments/docs.py), built by mkdocs-material into build/site (the docs extra).
+docs: $(STAMP)
+	$(PY) -m experiments.docs build/docs
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --quiet --config-file mkdocs.yml
+	@echo "site in build/site/index.html; the schema in build/site/nsdml-config.schema.json"
 
 # make sweep SWEEP=path/to/sweep.toml: run the missing runs, then the summary, table and plots.
 sweep: $(STAMP)

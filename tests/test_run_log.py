@@ -65,3 +65,15 @@ def test_the_tensorboard_export_read_back_equals_metrics_csv(tmp_path, capsys):
     assert not math.isnan(events.Scalars("hparam/max_acc")[0].value)
     assert main(["tensorboard", str(tmp_path), "--out", str(tmp_path / "tb")]) == 2
     assert "neither a run directory" in capsys.readouterr().err
+
+
+def test_a_ray_address_without_ray_installed_exits_2_naming_the_extra(tmp_path, capsys, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "ray" else real(name, *a))
+    (tmp_path / "sweep.toml").write_text(SWEEP)
+    assert main(["sweep", str(tmp_path / "sweep.toml"), *_args(tmp_path), "--ray-address", "auto", "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "--ray-address: Ray is not installed" in err and "[ray]" in err and "Traceback" not in err
+    assert not (tmp_path / "results").exists()
