@@ -77,3 +77,11 @@ def test_a_ray_address_without_ray_installed_exits_2_naming_the_extra(tmp_path, 
     err = capsys.readouterr().err
     assert "--ray-address: Ray is not installed" in err and "[ray]" in err and "Traceback" not in err
     assert not (tmp_path / "results").exists()
+
+
+def test_an_unplaced_link_model_does_not_report_an_idle_density_of_one(tmp_path, capsys):
+    (tmp_path / "run.toml").write_text(RUN.replace('"ideal"', '"random_graph"'))
+    assert main(["run", str(tmp_path / "run.toml"), *_args(tmp_path), "--quiet"]) == 0
+    (run_dir,) = run_dirs(tmp_path / "results")
+    log = (run_dir / "run.log").read_text()
+    assert "no placement, so every pair may connect" in log and "idle density" not in log

@@ -27,6 +27,14 @@ def _name(call: ast.Call) -> str | None:
     return call.func.id if isinstance(call.func, ast.Name) else None
 
 
+def _resolved(node: ast.expr, module) -> str:
+    """A bound as the reader wants it: a module constant's value (64, not MAX_EXCHANGES_PER_ROUND), else the
+    source text (``self.k_max``: another field)."""
+    text = ast.unparse(node)
+    value = getattr(module, text, None) if text.isidentifier() else None
+    return repr(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else text
+
+
 def declared_ranges(cls: type) -> dict[str, str]:
     """Field -> allowed range as the validation states it, e.g. {"lr": "(0.0, 100.0]"}."""
     try:
@@ -41,9 +49,7 @@ def declared_ranges(cls: type) -> dict[str, str]:
     for call in calls:
         if _name(call) not in CHECKS or len(call.args) < 4 or not isinstance(call.args[0], ast.Constant):
             continue
-        low, high = (ast.unparse(arg) for arg in call.args[2:4])
-        low = low.replace("self.", "")
-        high = high.replace("self.", "")
+        low, high = (_resolved(arg, inspect.getmodule(cls)).replace("self.", "") for arg in call.args[2:4])
         if _name(call) == "check_integer":
             ranges[call.args[0].value] = f"integer in [{low}, {high}]"
             continue

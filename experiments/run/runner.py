@@ -25,6 +25,7 @@ import pandas as pd
 import torch
 
 from bridge import link_stats, open_links, trace_key
+from bridge.link_models import LINK_MODELS
 from experiments.config import ConfigError, RunConfig, passes_multiple, prefixed
 from experiments.run import checkpoint, interrupts
 from experiments.run.async_loop import run_asynchronously
@@ -223,7 +224,11 @@ def _run(config: RunConfig, setup: Setup, recorder: "RunRecorder", run_dir: Path
     except OSError as error:
         raise TraceCacheError(f"cannot use the link-trace cache {cache_dir}: {error.strerror or error} "
                               f"({error.filename or cache_dir})") from error
-    log(f"[nsdml] {source.describe()}: idle density {source.trace.meta.get('idle_density', float('nan')):.3f}")
+    if LINK_MODELS[network.link_model].placed:
+        log(f"[nsdml] {source.describe()}: idle density {source.trace.meta.get('idle_density', float('nan')):.3f}")
+    else:  # no positions: the idle probe finds every pair in range, which is not the graph the model draws
+        log(f"[nsdml] {source.describe()}: no placement, so every pair may connect; which pairs deliver is the "
+            f"link model's draw (links.csv's measured_density)")
     name = config.algorithm.name
     if SCHEDULES[network.schedule].algorithm_kind == "asynchronous":  # own clocks, no rounds (async_loop.py)
         recorder.open(run_dir, details)
