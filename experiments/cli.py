@@ -393,8 +393,13 @@ def _interrupted() -> int:
 
 
 def _report_run(result, config) -> int:
+    from messages.schedules import SCHEDULES
+
     how = "reused (finished earlier by the same code)" if result.run_reused else result.status
-    print(f"run {config.run_id}: {how} after {len(result.metrics) - 1} rounds; "
+    # Under the asynchronous schedule there are no rounds: `rounds` counts evaluation periods of the clock.
+    unit = ("evaluation periods (rounds = periods of the median device's loop, at least async_period_s)"
+            if SCHEDULES[config.network.schedule].algorithm_kind == "asynchronous" else "rounds")
+    print(f"run {config.run_id}: {how} after {len(result.metrics) - 1} {unit}; "
           f"final mean test accuracy {result.final_accuracy:.4f}")
     print(f"results in {result.run_dir}/ ({_listing(result.run_dir)})")
     return 0

@@ -85,3 +85,10 @@ def test_an_unplaced_link_model_does_not_report_an_idle_density_of_one(tmp_path,
     (run_dir,) = run_dirs(tmp_path / "results")
     log = (run_dir / "run.log").read_text()
     assert "no placement, so every pair may connect" in log and "idle density" not in log
+
+
+def test_an_asynchronous_run_reports_evaluation_periods_not_rounds(tmp_path, capsys):
+    (tmp_path / "run.toml").write_text(RUN.replace('[network]\n', '[algorithm]\nname = "async_dpsgd"\n[network]\n'
+                                                   'schedule = "async"\n').replace("eval_every = 2\n", ""))
+    assert main(["run", str(tmp_path / "run.toml"), *_args(tmp_path), "-q"]) == 0
+    assert "done after 3 evaluation periods (rounds = periods of" in capsys.readouterr().out
