@@ -58,7 +58,8 @@ def _parser() -> argparse.ArgumentParser:
         command.add_argument("--cache", type=Path, default=Path(os.environ.get("NSDML_CACHE_DIR", ".cache/traces")),
                              help="link-trace cache (default: $NSDML_CACHE_DIR or .cache/traces)")
         command.add_argument("-q", "--quiet", action="store_true",
-                             help="no progress bars and no info lines on stderr (warnings still; run.log keeps all)")
+                             help="no progress bars and no info lines on stderr (warnings and recomputes still; "
+                                  "run.log keeps all)")
         command.add_argument("-v", "--verbose", action="store_true",
                              help="one line per round too, on stderr and in each run's run.log")
         command.add_argument("--debug", action="store_true",
@@ -227,7 +228,9 @@ def _main(argv: list[str] | None) -> int:
 
 
 def _warnings_only(message: str) -> None:
-    if "warning" in message:
+    from experiments.run.run_log import is_notice
+
+    if is_notice(message):
         print(message, file=sys.stderr)
 
 

@@ -57,9 +57,7 @@ class RunLogging:
         self._echo, self._handler = echo, handler
 
     def log(self, message: str) -> None:
-        text = message.removeprefix("[nsdml] ")
-        level = logging.WARNING if text.startswith("warning") or "diverged" in text else logging.INFO
-        RUN_LOGGER.log(level, text)
+        RUN_LOGGER.log(logging.WARNING if is_notice(message) else logging.INFO, message.removeprefix("[nsdml] "))
         self._echo(message)
 
     def debug(self, message: str) -> None:
@@ -67,6 +65,14 @@ class RunLogging:
 
     def start(self, run_dir: Path) -> None:
         self._handler.start(run_dir)
+
+
+NOTICES = ("warning", "recomputing", "resuming", "not resuming", "diverged")  # what -q still prints: a run changed course
+
+
+def is_notice(message: str) -> bool:
+    """A line a reader must see even with -q: a warning, a recomputed run and why, a divergence."""
+    return message.removeprefix("[nsdml] ").startswith(NOTICES)
 
 
 def configured_level() -> int:
