@@ -306,9 +306,10 @@ def snapshot_windows(log: MessageLog, eval_s: np.ndarray) -> np.ndarray:
 
 
 def run_async(algorithm: AsyncAlgorithm, x: torch.Tensor, state, grad_fn: GradFn, log: MessageLog,
-              eval_s: np.ndarray, after_level: Callable[[Level, torch.Tensor], None] = lambda level, x: None
-              ) -> AsyncResult:
-    """Run the log's steps in batched levels; the models at the evaluation times ``eval_s`` (ascending)."""
+              eval_s: np.ndarray, after_level: Callable[[Level, torch.Tensor], None] = lambda level, x: None,
+              before_level: Callable[[Level], None] = lambda level: None) -> AsyncResult:
+    """Run the log's steps in batched levels; the models at the evaluation times ``eval_s`` (ascending).
+    ``before_level`` is told each level before its local steps (e.g. which devices' batch counts advance)."""
     levels, merges = plan_levels(log)
     n = x.shape[0]
     windows = snapshot_windows(log, eval_s)
@@ -321,6 +322,7 @@ def run_async(algorithm: AsyncAlgorithm, x: torch.Tensor, state, grad_fn: GradFn
     first_merge = 0
     for level in levels:
         active = torch.from_numpy(level.step >= 0)
+        before_level(level)
         x, state = algorithm.local(x, state, grad_fn, active)
         message = algorithm.message(x, state)
         if pool is None:

@@ -42,6 +42,7 @@ class Devices:
         self._x_test = torch.from_numpy(dataset.x_test)
         self._y_test = torch.from_numpy(dataset.y_test)
         self._generator = torch.Generator().manual_seed(seed)
+        self._blocks: list[torch.Tensor] = []  # keyed_batch's draws so far, in the generator's order
 
     @property
     def batch_generator_state(self) -> torch.Tensor:
@@ -61,6 +62,23 @@ class Devices:
     def gradients(self, params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Each device's stochastic gradient at its own parameters, and its mini-batch loss."""
         inputs, labels = self.sample_batch()
+        return batch_gradients(self.model, params, inputs, labels)
+
+    def keyed_batch(self, counts: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """One mini-batch per device keyed by how many gradients it has evaluated before: device j's c-th
+        batch is row j of the c-th draw ``sample_batch`` makes, so it is the batch the synchronous schedules
+        give device j at its c-th evaluation, whatever the other devices are doing (the asynchronous engine's
+        levels, a per-event loop, another link model or timing: common random numbers). Draws are kept from
+        the generator's stream as far as the furthest device has got; the generator itself is not reset."""
+        while len(self._blocks) <= int(np.max(counts)):
+            self._blocks.append(torch.rand(self.num_devices, self.batch_size, generator=self._generator))
+        u = torch.stack([self._blocks[int(c)][j] for j, c in enumerate(counts)])
+        rows = self._shard_starts[:, None] + (u * self._shard_sizes[:, None]).long()
+        return self._x[rows], self._y[rows]
+
+    def keyed_gradients(self, params: torch.Tensor, counts: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """``gradients`` on ``keyed_batch(counts)``."""
+        inputs, labels = self.keyed_batch(counts)
         return batch_gradients(self.model, params, inputs, labels)
 
     @torch.no_grad()

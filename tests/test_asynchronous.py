@@ -249,3 +249,56 @@ def test_the_async_table_pairs_each_method_with_dpsgd_under_rounds_seed_by_seed(
     text = settings_markdown(settings_table(runs), 0.6)
     assert "| 20 | ns3 | constant | dpsgd (rounds) | 0.700 ± 0.000 | 25.0 ± 12.4 (3/3) | 50.0 ± 24.8 (3/3) |" in text
     assert "| n/a |" not in text.split("adpsgd")[1]  # the asynchronous rows have a staleness
+
+
+def test_a_devices_keyed_batches_follow_its_own_count_and_are_the_synchronous_schedules_batches():
+    """Device j's c-th keyed batch is row j of the c-th synchronous draw, whatever the others' counts."""
+    from learner.data import load_dataset, partition
+    from learner.devices import Devices
+    from learner.models import build_model
+
+    data = load_dataset("digits", 0.2, seed=3)
+    shards = partition(data.y_train, 4, "dirichlet", 1.0, 0.0, seed=3)
+    model = build_model("logreg", data.num_features, data.num_classes)
+    synchronous = Devices(model, data, shards, batch_size=8, seed=3)
+    drawn = [synchronous.sample_batch()[1] for _ in range(6)]  # labels (4, 8) of the first six draws
+    keyed = Devices(model, data, shards, batch_size=8, seed=3)
+    for counts in ([0, 5, 2, 1], [3, 5, 0, 0], [5, 0, 4, 2]):
+        labels = keyed.keyed_batch(np.array(counts))[1]
+        for j, c in enumerate(counts):
+            assert torch.equal(labels[j], drawn[c][j]), (counts, j)
+
+
+def test_an_asynchronous_runs_batches_do_not_depend_on_the_timing_or_the_levels(tmp_path, monkeypatch):
+    """Two async runs of one seed whose compute times differ (so their logs, levels and merges differ) give
+    each device the same sequence of batches, step by step: the batches of its own steps, in order."""
+    from experiments.config import parse_config
+    from experiments.run.runner import KeyedGradientOracle, run_experiment
+    from learner.devices import Devices
+
+    sequences, stepping = {}, {}
+    real_batch, real_begin = Devices.keyed_batch, KeyedGradientOracle.begin
+
+    def begin(self, active):
+        stepping["now"] = np.flatnonzero(active)
+        real_begin(self, active)
+
+    def batch(self, counts):
+        inputs, labels = real_batch(self, counts)
+        for j in stepping["now"]:
+            sequences.setdefault(stepping["run"], {}).setdefault(int(j), []).append(labels[j].clone())
+        return inputs, labels
+
+    monkeypatch.setattr(KeyedGradientOracle, "begin", begin)
+    monkeypatch.setattr(Devices, "keyed_batch", batch)
+    for run, compute in (("fast", 0.1), ("slow", 0.4)):
+        stepping["run"] = run
+        config = parse_config({"rounds": 3, "devices": 4, "data": {"dataset": "digits"},
+                               "algorithm": {"name": "async_dpsgd"},
+                               "network": {"link_model": "ideal", "schedule": "async", "compute_model": "stragglers",
+                                           "compute_s_per_step": compute}})
+        run_experiment(config, tmp_path / run, tmp_path / f"cache-{run}", log=lambda message: None)
+    for j in range(4):
+        fast, slow = sequences["fast"][j], sequences["slow"][j]
+        assert min(len(fast), len(slow)) >= 2
+        assert all(torch.equal(a, b) for a, b in zip(fast, slow)), j

@@ -20,7 +20,8 @@ import pandas as pd
 ALGORITHM = "algorithm.name"
 ALGORITHM_NAMES = {"dpsgd": "D-PSGD", "hyperprism": "HyperPrism", "dsgt": "DSGT", "detag": "DeTAG",
                    "choco_sgd": "CHOCO-SGD", "adpsgd": "AD-PSGD", "swarm_sgd": "SwarmSGD",
-                   "gossip_learning": "gossip learning", "async_dpsgd": "async D-PSGD"}
+                   "gossip_learning": "gossip learning", "async_dpsgd": "async D-PSGD",
+                   "dpsgd_one_way": "D-PSGD, one-way links", "dpsgd_cached": "D-PSGD, last-heard cache"}
 
 
 class TuningError(ValueError):

@@ -18,6 +18,11 @@ the end of its last step, its radio seconds between its step ends and its comput
 device has taken enough steps to cover the run (the fastest one's count); steps after the run's end are
 dropped, which changes nothing before it (a later send cannot change an earlier arrival).
 
+**Mini-batches** are common random numbers: device j's c-th gradient evaluation uses the batch the synchronous
+schedules give it at its c-th evaluation (``Devices.keyed_batch``, through ``runner.KeyedGradientOracle``), so
+they do not depend on how the engine groups steps into levels, on the link model or on the timing; the
+merges' partner draws are keyed by (seed, device, step) too (``learner.asynchronous.keyed_uniform``).
+
 **Files.** links.csv row e: the e-th message of every device (``bridge.stats.link_stats`` of log step e - 1);
 ``staleness.csv``: one row per device and step, the messages it merged and their mean staleness (the
 sender's local steps since it sent, and the age in seconds). Per step rather than per message: a per-message
@@ -73,7 +78,7 @@ def run_asynchronously(config, model, devices, algorithm, trace: LinkTrace, step
     guarded = CheckedAsync(config.algorithm.name, algorithm, config.messages[0].width)
     with recorder.phase("step"):
         result = run_async(guarded, x, checked_init(config.algorithm.name, algorithm, x, seed=config.seed), oracle,
-                           messages, eval_s, keep_losses)
+                           messages, eval_s, keep_losses, before_level=lambda level: oracle.begin(level.step >= 0))
     log(f"[nsdml] async: {int(step_counts(messages).sum())} device steps in {result.levels} batched levels, "
         f"{len(result.used)} merges")
     stale = staleness(result.used, messages, algorithm.local_steps)

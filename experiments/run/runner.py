@@ -206,6 +206,28 @@ class GradientOracle:
         return self.with_loss(params)[0]
 
 
+class KeyedGradientOracle(GradientOracle):
+    """The asynchronous engine's oracle: device j's c-th gradient evaluation uses its c-th keyed mini-batch
+    (``Devices.keyed_batch``), the one the synchronous schedules give it at its c-th evaluation, however the
+    engine groups the devices' steps into levels. ``begin(active)`` before each level: only the devices
+    stepping in it advance their count (the others' gradients are computed and discarded)."""
+
+    def __init__(self, devices: Devices, recorder: "RunRecorder"):
+        super().__init__(devices, recorder)
+        self.counts = np.zeros(devices.num_devices, dtype=np.int64)
+        self._active = np.ones(devices.num_devices, dtype=bool)
+
+    def begin(self, active: np.ndarray) -> None:
+        self._active = np.asarray(active, dtype=bool)
+
+    def with_loss(self, params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        with self._recorder.phase("training"):
+            grad, loss = self._devices.keyed_gradients(params, self.counts)
+        self.counts[self._active] += 1
+        self.losses.append(loss)
+        return grad, loss
+
+
 def _run(config: RunConfig, setup: Setup, recorder: "RunRecorder", run_dir: Path, cache_dir: Path, details: dict,
          run_log: RunLogging) -> RunResult:
     log = run_log.log
@@ -235,7 +257,7 @@ def _run(config: RunConfig, setup: Setup, recorder: "RunRecorder", run_dir: Path
         run_log.start(run_dir)
         try:
             status = run_asynchronously(config, model, devices, algorithm, source.trace, step_s, recorder,
-                                        GradientOracle(devices, recorder), log)
+                                        KeyedGradientOracle(devices, recorder), log)
             reused = source.finish()
             recorder.finish(status, setup, source.trace, reused,
                             energy_total_j=float(recorder.metric_rows[-1]["cumulative_energy_j"]))

@@ -22,6 +22,8 @@ from learner.algorithms.dense_sgd import DenseSGD
 from learner.algorithms.detag import DeTAG
 from learner.algorithms.dgc import DGC
 from learner.algorithms.dpsgd import DPSGD
+from learner.algorithms.dpsgd_cached import DPSGDCached
+from learner.algorithms.dpsgd_one_way import DPSGDOneWay
 from learner.algorithms.dsgt import DSGT
 from learner.algorithms.esgd import ESGD
 from learner.algorithms.fedavg import FedAvg
@@ -41,6 +43,8 @@ ALGORITHMS: dict[str, type] = {
     "detag": DeTAG,
     "dgc": DGC,
     "dpsgd": DPSGD,
+    "dpsgd_one_way": DPSGDOneWay,  # ablation: D-PSGD mixing the round's one-way heard links
+    "dpsgd_cached": DPSGDCached,  # ablation: ... and the newest model ever heard from each sender
     "dsgt": DSGT,
     "esgd": ESGD,
     "fedavg": FedAvg,  # the central reference (server architecture, like dense_sgd, esgd, dgc, threshold_sgd)
