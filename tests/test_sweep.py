@@ -265,8 +265,10 @@ def test_algorithms_at_different_default_learning_rates_are_shown_and_warned_abo
         err = capsys.readouterr().err
         out = tmp_path / "r" / "sweeps" / name
         table, paired = (out / "table.md").read_text(), pd.read_csv(out / "paired.csv")
-        if lr:
-            assert unswept_differences(load_sweep(path)) == [] and "algorithm.lr" not in table
+        if lr:  # equal rates: one line above the table says them, no column, no warning
+            assert unswept_differences(load_sweep(path)) == []
+            assert table.startswith("**Learning rates (algorithm.lr):** dpsgd 0.05, hyperprism 0.05.")
+            assert "| algorithm.lr |" not in table
             assert "warning" not in err and "algorithm.lr" not in paired
             continue
         assert unswept_differences(load_sweep(path)) == ["algorithm.lr"]

@@ -545,6 +545,10 @@ def write_summary(sweep: Sweep, results_root: Path) -> pd.DataFrame:
         markdown = (f"**Not swept, yet different between rows:** "
                     + "; ".join(f"{field} ({unswept_values(summary, field)})" for field in unswept)
                     + ". These rows differ in more than the axes; sweep the field, or set it equal.\n\n" + markdown)
+    if "algorithm.lr" in summary and "algorithm.lr" not in by + unswept:  # equal everywhere: say it once
+        rates = summary[["algorithm.name", "algorithm.lr"]].drop_duplicates()
+        markdown = (f"**Learning rates (algorithm.lr):** "
+                    + ", ".join(f"{name} {lr:g}" for name, lr in rates.itertuples(index=False)) + ".\n\n" + markdown)
     write_atomically(out / "table.md", markdown)
     summary.attrs["unswept"] = {field: unswept_values(summary, field) for field in unswept}
     run_dirs = {config.run_id: Path(results_root) / config.run_id for _, config in sweep.runs}
