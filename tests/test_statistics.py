@@ -3,6 +3,7 @@
 import json
 import math
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -129,3 +130,32 @@ def test_a_report_keeps_its_runs_per_seed_figures_beside_it(tmp_path, monkeypatc
     summary = pd.read_csv(tmp_path / "r" / "sweeps" / "kept" / "summary.csv")
     assert runs.set_index("run_id")["final_acc"].sort_index().equals(summary.set_index("run_id")["final_acc"].sort_index())
     assert "[kept-runs.csv](kept-runs.csv)" in path.read_text()
+
+
+def test_holm_adjusts_a_family_of_p_values_as_computed_by_hand():
+    from experiments.analysis.statistics import holm
+
+    # sorted 0.01, 0.03, 0.04 of m = 3: 0.03, max(0.03, 0.06) = 0.06, max(0.06, 0.04) = 0.06; NaN untouched
+    adjusted = holm([0.01, 0.04, 0.03, float("nan")])
+    assert adjusted[:3].tolist() == pytest.approx([0.03, 0.06, 0.06]) and math.isnan(adjusted[3])
+    assert holm([0.5, 0.6]).tolist() == [1.0, 1.0]  # capped at 1
+
+
+def test_paired_p_is_scipys_paired_t_test_and_the_table_adjusts_every_comparison_together():
+    from scipy import stats
+
+    from experiments.analysis.statistics import holm, paired_differences
+
+    rows = []
+    for algorithm, shift in (("a", 0.0), ("b", 0.05), ("c", 0.2)):
+        for seed, noise in enumerate((0.01, -0.02, 0.03, 0.0)):
+            rows.append({"algorithm.name": algorithm, "seed": seed, "status": "done",
+                         "final_acc": 0.5 + shift + noise * (algorithm != "a"), "max_acc": 0.6 + shift})
+    summary = pd.DataFrame(rows)
+    paired = paired_differences(summary, ["algorithm.name"], figures=("final_acc", "max_acc"))
+    a, b = (summary[summary["algorithm.name"] == x]["final_acc"].to_numpy() for x in ("a", "b"))
+    assert paired.loc[0, "final_acc_p"] == pytest.approx(stats.ttest_rel(b, a).pvalue)
+    family = paired[["final_acc_p", "max_acc_p"]].to_numpy().ravel()  # max_acc has no spread: NaN, not tested
+    assert np.isnan(paired["max_acc_p"]).all()
+    assert paired[["final_acc_p_holm", "max_acc_p_holm"]].to_numpy().ravel().tolist() == \
+        pytest.approx(holm(family).tolist(), nan_ok=True)

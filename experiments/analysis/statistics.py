@@ -10,7 +10,9 @@
   data split, the initial models, the mini-batches and the link trace (common
   random numbers), so their difference seed by seed is the comparison; its mean
   and t interval are over the seeds both runs have (for a figure to the
-  target: the seeds where both reached it).
+  target: the seeds where both reached it), with the paired t-test's p and,
+  across all of a table's comparisons, Holm's adjusted p (``holm``): a
+  difference is called significant only when its Holm p is below 0.05.
 """
 
 from __future__ import annotations
@@ -46,12 +48,37 @@ def shown(mean: float, half: float, digits: int, signed: bool = False) -> str:
     return f"{value} ± " + ("n/a" if half != half else f"{half:.{digits}f}")
 
 
+def paired_p(differences) -> float:
+    """Two-sided p of the paired t-test that the mean difference is 0 (NaN with fewer than two pairs or no
+    spread)."""
+    values = np.asarray([v for v in differences if v == v], dtype=float)
+    if len(values) < 2 or values.std(ddof=1) == 0:
+        return math.nan
+    return float(stats.ttest_1samp(values, 0.0).pvalue)
+
+
+def holm(pvalues) -> np.ndarray:
+    """Holm's step-down adjustment of a family of p-values (NaN: not tested, left NaN): sorted ascending,
+    p_(i) * (m - i + 1), made non-decreasing, capped at 1 (Holm, Scand. J. Statist. 1979)."""
+    p = np.asarray(pvalues, dtype=float)
+    tested = np.flatnonzero(~np.isnan(p))
+    order = tested[np.argsort(p[tested], kind="stable")]
+    m = len(order)
+    adjusted = np.full(p.shape, math.nan)
+    running = 0.0
+    for rank, index in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p[index]))
+        adjusted[index] = running
+    return adjusted
+
+
 def paired_differences(summary: pd.DataFrame, by: list[str], algorithm: str = "algorithm.name",
                        figures: tuple[str, ...] = ("final_acc", "max_acc", "conv_rounds", "steps_to_target",
                                                    "time_to_target_s", "energy_to_target_j")) -> pd.DataFrame:
     """Each algorithm minus the first one of its group (the reference), seed by seed, for every setting of the
     other axes ``by``: one row per (setting, algorithm) with, per figure, the mean difference, its 95 %
-    half-width and the number of pairs."""
+    half-width, the number of pairs and the paired t-test's p; ``<figure>_p_holm`` adjusts every p of the
+    table together (Holm), the family being all of the table's comparisons."""
     done = summary[summary["status"].isin(("done", "diverged"))]
     if algorithm not in done or done.empty:
         return pd.DataFrame()
@@ -72,8 +99,15 @@ def paired_differences(summary: pd.DataFrame, by: list[str], algorithm: str = "a
                 diff = (other.loc[seeds, figure].astype(float) - reference.loc[seeds, figure].astype(float)).dropna()
                 row[f"{figure}_diff"], row[f"{figure}_half"] = mean_interval(diff)
                 row[f"{figure}_pairs"] = len(diff)
+                row[f"{figure}_p"] = paired_p(diff)
             rows.append(row)
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    if len(table):
+        columns = [f"{figure}_p" for figure in figures]
+        adjusted = holm(table[columns].to_numpy().ravel()).reshape(len(table), len(columns))
+        for i, figure in enumerate(figures):
+            table[f"{figure}_p_holm"] = adjusted[:, i]
+    return table
 
 
 def settings_table(runs: pd.DataFrame, setting: list[str], figures: tuple[str, ...],

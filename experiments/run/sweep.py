@@ -513,13 +513,16 @@ def paired_markdown(paired: pd.DataFrame) -> str:
                 and not any(c.startswith(figure + "_") for figure, *_ in PAIRED)]
     header = [*settings, "difference", *[label for _, label, _, _ in PAIRED]]
     lines = ["Paired differences (same seeds: same data split, initial models, mini-batches and link trace); "
-             "to the target over the seeds where both reached it:", "",
+             "to the target over the seeds where both reached it; Holm p: the paired t-test's p adjusted by Holm "
+             "across every comparison of this table (below 0.05: significant):", "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for _, row in paired.iterrows():
         cells = [str(row[c]) for c in settings] + [f"{row['algorithm']} − {row['reference']}"]
         for figure, _, digits, scale in PAIRED:
             mean, half, pairs = row[f"{figure}_diff"], row[f"{figure}_half"], int(row[f"{figure}_pairs"])
-            cells.append(f"{shown(mean * scale, half * scale, digits, signed=True)} ({pairs})")
+            holm_p = row.get(f"{figure}_p_holm", math.nan)
+            cells.append(f"{shown(mean * scale, half * scale, digits, signed=True)} ({pairs})"
+                         + ("" if holm_p != holm_p else f", Holm p {holm_p:.2g}"))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
