@@ -119,7 +119,12 @@ def barrier_link_trace(log: dict[str, np.ndarray], payload_bytes: tuple[int, ...
                        datagram_bytes: int, meta: dict) -> LinkTrace:
     """The LinkTrace of a message-core schedule's log (``messages.schedules.Schedule.run``'s arrays plus
     idle_delivered, positions and, from ns-3, idle_rate): the messages that count (``used``, the schedule's
-    rule) are the trace's deliveries."""
+    rule) are the trace's deliveries. A pairwise log (``partner``, ``answered``, ``reply_s``) becomes two
+    exchanges: 0 the requests, 1 the replies, recorded at the requester's index (``intended[k, 1, i, j]``: its
+    partner j answered; ``done_s[k, 1, i, j]``: i held j's reply, seconds after i's request left; ``radio_s`` of exchange 1 is zero, the replies' radio time
+    being in the seconds between each device's step ends, exchange 0's)."""
+    if "reply_s" in log:
+        log, payload_bytes = pairwise_as_exchanges(log), tuple(payload_bytes[:1]) * 2
     used = log["used"]
     steps, exchanges, n, _ = used.shape
     sizes = np.array(payload_bytes, dtype=np.int64)[None, :, None, None]
@@ -132,3 +137,31 @@ def barrier_link_trace(log: dict[str, np.ndarray], payload_bytes: tuple[int, ...
         idle_delivered=np.asarray(log["idle_delivered"], dtype=bool), idle_rate=log.get("idle_rate"),
         payload_bytes=payload_bytes, deadline_s=timeout_s, datagram_bytes=datagram_bytes,
         sender_bytes=sender_bytes.copy(), finished_s=log["finished_s"], meta=meta)
+
+
+def pairwise_as_exchanges(log: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """A pairwise log's replies as a second exchange at the requester's index (``barrier_link_trace``)."""
+    partner, steps, n = log["partner"], *log["partner"].shape
+    step, device = np.nonzero(partner >= 0)
+    replies = np.full((steps, n, n), np.nan)
+    replies[step, device, partner[step, device]] = log["reply_s"][step, device]
+    answered = np.zeros((steps, n, n), dtype=bool)  # the reply addressed the requester
+    answered[step, device, partner[step, device]] = log["answered"][step, device]
+    arrival_s = np.stack([log["arrival_s"][:, 0], replies], axis=1)
+    return dict(log, arrival_s=arrival_s, used=~np.isnan(arrival_s),
+                sent_s=np.repeat(log["sent_s"][:, :1], 2, axis=1), finished_s=np.repeat(log["finished_s"][:, :1], 2, axis=1),
+                intended=np.stack([log["intended"][:, 0], answered], axis=1),
+                radio_s=np.concatenate([log["radio_s"][:, :1], np.zeros_like(log["radio_s"][:, :1])], axis=1))
+
+
+def pairwise_log(trace: LinkTrace) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(partner, answered, reply_s since the schedule began), each (K, N), of a pairwise trace
+    (``pairwise_as_exchanges``)."""
+    asked = trace.intended[:, 0]
+    partner = np.where(asked.any(axis=2), asked.argmax(axis=2), -1)
+    answered = trace.intended[:, 1].any(axis=2)
+    step, device = np.nonzero(partner >= 0)
+    reply_s = np.full(partner.shape, np.nan)
+    reply_s[step, device] = (trace.finished_s[step, 0, device].astype(np.float64)
+                             + trace.done_s[step, 1, device, partner[step, device]].astype(np.float64))
+    return partner, answered, reply_s

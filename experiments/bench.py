@@ -123,12 +123,14 @@ def bench_learner(devices: int, repeats: int) -> None:
 
 def bench_asynchronous(devices: int, repeats: int, steps: int = 20) -> None:
     """Learner cost per device-step: the asynchronous engine (batched causal levels over a message log with
-    10 % stragglers 5x slower and 30 % loss) against the synchronous engine's D-PSGD round, logistic
-    regression, batch 128, the same gradient callable."""
+    10 % stragglers 5x slower and 30 % loss), broadcast (asynchronous D-PSGD) and pairwise (AD-PSGD as
+    published: a request to one device and its reply, each lost with 30 %), against the synchronous engine's
+    D-PSGD round, logistic regression, batch 128, the same gradient callable, medians of ``repeats``."""
     import numpy as np
 
     from learner.algorithms.dpsgd import DPSGD
     from learner.asynchronous import run_async
+    from learner.pairwise import run_pairwise
     from messages.log import MessageLog
 
     model = build_model("logreg", 784, 10)
@@ -160,9 +162,25 @@ def bench_asynchronous(devices: int, repeats: int, steps: int = 20) -> None:
         for _ in range(steps):
             x, _ = synchronous.step(x, None, grad_fn, FixedLinks(mask))
 
-    async_s = median_seconds(asynchronous, max(3, repeats // 3)) / device_steps
-    sync_s = median_seconds(rounds, max(3, repeats // 3)) / (steps * devices)
+    partner = (np.arange(devices)[None, :] + rng.integers(1, devices, (steps, devices))) % devices
+    request_s = step_s + rng.uniform(0.05, 0.4, (steps, devices))
+    request_s[rng.random((steps, devices)) < 0.3] = np.nan
+    requests = np.full((steps, devices, devices), np.nan)
+    requests[np.arange(steps)[:, None], np.arange(devices)[None, :], partner] = request_s
+    answered = request_s < step_s[-1][partner]
+    reply_s = np.where(answered & (rng.random((steps, devices)) >= 0.3), request_s + rng.uniform(0.05, 0.4), np.nan)
+    pairwise_log = MessageLog(step_s, requests, partner, answered, reply_s).within(0.5 * steps)
+    exchanges = build_algorithm("adpsgd", lr=0.1)
+
+    def pairwise() -> None:
+        run_pairwise(exchanges, x0.clone(), exchanges.init(x0), grad_fn, pairwise_log, np.array([0.5 * steps]))
+
+    async_s = median_seconds(asynchronous, repeats) / device_steps
+    pairwise_s = median_seconds(pairwise, repeats) / int((~np.isnan(pairwise_log.step_end_s)).sum())
+    sync_s = median_seconds(rounds, repeats) / (steps * devices)
     record("learner", f"async_dpsgd N={devices} logreg per device-step", async_s * 1e3, sync_s * 1e3, "ms",
+           "dpsgd rounds", "x slower")
+    record("learner", f"adpsgd (pairwise) N={devices} logreg per device-step", pairwise_s * 1e3, sync_s * 1e3, "ms",
            "dpsgd rounds", "x slower")
 
 

@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from learner.algorithms.base import Message, model_message
+from messages.draws import keyed_uniform
 from messages.log import MessageLog
 from messages.schedules import FreeRunning
 
@@ -50,13 +51,16 @@ class Inbox:
     order. ``sender`` (R, N) (-1 where absent), ``present`` (R, N), ``row`` (R, N): the message's row in
     ``pool``, every message sent so far ((K x N, m): row k * N + i is device i's k-th message; models in the
     first ``dim`` columns, the algorithm's scalars after them); ``step`` (N,): each device's step index at
-    this level (-1: not active), for draws keyed by (device, step)."""
+    this level (-1: not active), for draws keyed by (device, step). A pairwise exchange's half
+    (``learner.pairwise``) also has ``own_row`` (R, N): the pool row of what the receiver's own request carried,
+    -1 where the half pairs the message with the receiver's model itself."""
 
     sender: torch.Tensor
     present: torch.Tensor
     row: torch.Tensor
     pool: torch.Tensor
     step: torch.Tensor
+    own_row: torch.Tensor | None = None
 
     def scalars(self, column: int) -> torch.Tensor:
         """(R, N): column ``column`` of each message (0 where absent)."""
@@ -103,18 +107,6 @@ def sgd_steps(x: torch.Tensor, grad_fn: GradFn, lr: float, steps: int, active: t
     for _ in range(steps):
         x = torch.where(active[:, None], x - lr * grad_fn(x), x)
     return x
-
-
-def keyed_uniform(seed: int, device: np.ndarray, step: np.ndarray) -> np.ndarray:
-    """U[0, 1) draws keyed by (seed, device, step) (splitmix64): a device's draw at a step does not depend on
-    which other steps run beside it, so batched levels and a per-event loop draw the same numbers."""
-    with np.errstate(over="ignore"):
-        z = (np.uint64(seed) * np.uint64(0x9E3779B97F4A7C15) + device.astype(np.uint64) * np.uint64(0x100000001B3)
-             + step.astype(np.uint64) * np.uint64(0xD6E8FEB86659FD93))
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        z = z ^ (z >> np.uint64(31))
-    return (z >> np.uint64(11)).astype(np.float64) / float(1 << 53)
 
 
 def average_with_one(x: torch.Tensor, inbox: Inbox, active: torch.Tensor, seed: int) -> tuple[torch.Tensor,
@@ -203,7 +195,7 @@ class PairwiseAveraging:
 @dataclass(frozen=True)
 class Merges:
     """Messages merged, one entry each (arrays): the receiver's step (``step``, ``receiver``), the message
-    (``sent_step``, ``sender``), when it arrived, and the level that merged it."""
+    (``sent_step``, ``sender``), when it arrived, and the level that merged it; when it was sent and merged."""
 
     level: np.ndarray
     receiver: np.ndarray
@@ -211,6 +203,8 @@ class Merges:
     sender: np.ndarray
     sent_step: np.ndarray
     arrival_s: np.ndarray
+    sent_s: np.ndarray
+    merged_s: np.ndarray
 
     def __len__(self) -> int:
         return len(self.receiver)
@@ -281,7 +275,8 @@ def plan_levels(log: MessageLog) -> tuple[list[Level], Merges]:
         levels.append(Level(step, senders, sent_steps))
     index = np.concatenate(merged) if merged else np.zeros(0, dtype=np.int64)
     return levels, Merges(level[merged_at[index], receiver[index]], receiver[index], merged_at[index],
-                          sender[index], sent_step[index], arrival[index])
+                          sender[index], sent_step[index], arrival[index], log.step_end_s[sent_step, sender][index],
+                          log.step_end_s[merged_at, receiver][index])
 
 
 @dataclass(frozen=True)
@@ -346,7 +341,6 @@ def run_async(algorithm: AsyncAlgorithm, x: torch.Tensor, state, grad_fn: GradFn
 def staleness(used: Merges, log: MessageLog, local_steps: int) -> np.ndarray:
     """(M, 2) per used merge: the sender's local steps since it sent the message, when the receiver merged it,
     and the message's age in seconds (merge time minus send time)."""
-    merged_s = log.step_end_s[used.step, used.receiver]
-    sent_s = log.step_end_s[used.sent_step, used.sender]
-    sender_steps = (log.step_end_s[:, used.sender] <= merged_s[None, :]).sum(axis=0)  # steps it ended by then
-    return np.stack([(sender_steps - (used.sent_step + 1)) * local_steps, merged_s - sent_s], axis=-1).astype(float)
+    ended = log.step_end_s[:, used.sender]  # the sender's steps that ended by the merge, less those by the send
+    sender_steps = (ended <= used.merged_s[None, :]).sum(axis=0) - (ended <= used.sent_s[None, :]).sum(axis=0)
+    return np.stack([sender_steps * local_steps, used.merged_s - used.sent_s], axis=-1).astype(float)

@@ -1,5 +1,5 @@
 """The message log a free-running (asynchronous) run learns from: when each device ends its steps and where
-its messages arrive."""
+its messages arrive, and, for pairwise exchanges, where each request went and when its reply came back."""
 
 from __future__ import annotations
 
@@ -15,13 +15,27 @@ class MessageLog:
     ``step_end_s`` (K, N): device i ends its k-th step (and sends) at step_end_s[k, i], a time (a schedule's
     ``step_s`` is a duration: each device's compute per step); NaN: no such step.
     ``arrival_s`` (K, N, N) [k, sender, receiver]: when sender's k-th message completed at receiver (NaN: never).
+    Pairwise exchanges (``Plan.peers = "pairwise"``) add ``partner`` (K, N): the one device i's k-th message
+    (a request) was sent to, -1: none; ``answered`` (K, N): the partner took the request (it replied, the
+    moment the request arrived); ``reply_s`` (K, N): when that reply completed back at i (NaN: never).
     """
 
     step_end_s: np.ndarray
     arrival_s: np.ndarray
+    partner: np.ndarray | None = None
+    answered: np.ndarray | None = None
+    reply_s: np.ndarray | None = None
+
+    @property
+    def pairwise(self) -> bool:
+        return self.partner is not None
 
     def within(self, horizon_s: float) -> "MessageLog":
-        """The steps that end by ``horizon_s`` and the messages they sent."""
+        """The steps that end by ``horizon_s``, the messages they sent and the replies those got."""
         step_end_s = np.where(self.step_end_s <= horizon_s, self.step_end_s, np.nan)
-        arrival_s = np.where(~np.isnan(step_end_s)[:, :, None], self.arrival_s, np.nan)
-        return MessageLog(step_end_s, arrival_s)
+        kept = ~np.isnan(step_end_s)
+        arrival_s = np.where(kept[:, :, None], self.arrival_s, np.nan)
+        if not self.pairwise:
+            return MessageLog(step_end_s, arrival_s)
+        return MessageLog(step_end_s, arrival_s, np.where(kept, self.partner, -1), self.answered & kept,
+                          np.where(kept, self.reply_s, np.nan))

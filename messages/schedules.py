@@ -60,6 +60,7 @@ from typing import Any, Callable, ClassVar
 
 import numpy as np
 
+from messages.draws import partner_of
 from messages.network import RESOLUTION_S, Messages
 
 
@@ -79,6 +80,7 @@ class Plan:
     radio_sleep: bool = False
     send_jitter_s: float = 0.005  # each message leaves U(0, this) after its compute ends
     seed: int = 0
+    peers: str = "neighbours"  # whom a message goes to: every neighbour, or one drawn partner ("pairwise", async)
 
     @classmethod
     def from_dict(cls, data: dict) -> "Plan":
@@ -88,6 +90,8 @@ class Plan:
 
 Rule = tuple[str, Any, bool, str]  # (config field, its value, whether it holds, what is expected)
 TIMEOUT_FROM = ("send", "compute_end")  # what a barrier's time-out counts from
+PEERS = ("neighbours", "pairwise")  # a message to every neighbour, or a request to one partner and its reply
+REPLY = -1  # the exchange number the engine gives a pairwise reply (sent by the partner, not by a phase)
 
 
 class Schedule:
@@ -237,7 +241,14 @@ class StaleSynchronous(LocalBarrier):
 class FreeRunning(BarrierSchedule):
     """Nobody waits (``schedule = "async"``): each device computes ``local_steps`` gradient steps (or for
     ``async_period_s``, if longer), sends, and goes on; every arrival counts, at the receiver's first step
-    that ends at or after it (``merged_at``; ``learner.asynchronous``)."""
+    that ends at or after it (``merged_at``; ``learner.asynchronous``).
+
+    **Pairwise exchanges** (``peers = "pairwise"``, an algorithm's own: AD-PSGD as published): a device's
+    message is a request, a unicast (acknowledged, with the MAC's retries) to one neighbour drawn uniformly by
+    (seed, device, step) (``messages.draws.partner_of``); the partner takes it the moment it arrives and
+    answers at once with a unicast reply of the same size, unless it has taken its last step. Nobody waits
+    for a reply. Each side applies its half when its message arrives (``learner.pairwise``): a lost request
+    changes nobody; a lost reply leaves the exchange one-sided."""
 
     name = "async"
     algorithm_kind = "asynchronous"
@@ -273,7 +284,7 @@ class FreeRunning(BarrierSchedule):
         loops = cls.loop_s(config, step_s)
         duration = config.rounds * cls.period_s(config, step_s)
         return cls._plan(config, int(math.ceil(duration / max(float(loops.min()), 1e-6))) + 1, loops, timeout_s=0.0,
-                         quorum=0.0)
+                         quorum=0.0, peers=getattr(config.algorithm.instance, "peers", "neighbours"))
 
     def may_pass(self, engine, device, step, exchange, at_s):
         engine.addressing(step, exchange)  # records who addresses whom (the log's ``intended``)
@@ -326,7 +337,11 @@ class BarrierEngine:
         self.radio_s = np.zeros((*shape, 4))
         self.origin = messages.now_s()
         self.offsets = send_offsets(plan.seed, steps, exchanges, n, plan.send_jitter_s)
-        self.phase_of: list[tuple[int, int, int]] = []  # message number -> (step, exchange, sender)
+        self.phase_of: list[tuple[int, int, int]] = []  # message number -> (step, exchange or REPLY, sender)
+        self.pairwise = plan.peers == "pairwise"
+        self.partner = np.full((steps, n), -1)  # pairwise: whom each device's request of a step went to
+        self.reply_s = np.full((steps, n), np.nan)  # pairwise: when its reply came back
+        self.answered = np.zeros((steps, n), dtype=bool)  # pairwise: whether the partner took the request
         self.phase = np.zeros(n, dtype=int)  # each device's current (step, exchange) as step * E + exchange
         self.waiting_since = np.full(n, np.inf)  # absolute time of its send while it waits, inf while it computes
         self.timeout_at = np.full(n, np.inf)  # absolute time of its time-out while it waits
@@ -346,12 +361,36 @@ class BarrierEngine:
         send_at = max(at_s + compute + self.offsets[step, exchange, device], messages.now_s())
         counted_from = at_s + compute if plan.timeout_from == "compute_end" else send_at
         self.timeout_at[device] = max(counted_from + plan.timeout_s, send_at)
-        number = messages.send(device, send_at, plan.payload_bytes[exchange], step, exchange)
-        if number != len(self.phase_of):
-            raise RuntimeError(f"message numbers out of order: got {number}, expected {len(self.phase_of)}")
-        self.phase_of.append((step, exchange, device))
+        targets = None
+        if self.pairwise:
+            self.partner[step, device] = partner_of(plan.seed, device, step, self.addressing(step, exchange)[device])
+            targets = [int(self.partner[step, device])] if self.partner[step, device] >= 0 else None
+        if targets is not None or not self.pairwise:  # a pairwise device with no neighbour sends nothing
+            self._send(device, send_at, plan.payload_bytes[exchange], step, exchange, targets, (step, exchange, device))
         self.sent_s[step, exchange, device] = send_at - self.origin
         self.waiting_since[device] = send_at
+
+    def _send(self, device: int, at_s: float, nbytes: int, step: int, exchange: int, targets, what: tuple) -> None:
+        number = (self.messages.send(device, at_s, nbytes, step, exchange) if targets is None else
+                  self.messages.send(device, at_s, nbytes, step, exchange, targets=targets))
+        if number != len(self.phase_of):
+            raise RuntimeError(f"message numbers out of order: got {number}, expected {len(self.phase_of)}")
+        self.phase_of.append(what)
+
+    def arrive(self, number: int, device: int, at_s: float) -> None:
+        """Record message ``number``'s arrival at ``device``; a pairwise partner that still runs replies at once."""
+        step, exchange, sender = self.phase_of[number]
+        if exchange == REPLY:  # sender: the requester the reply goes back to
+            self.reply_s[step, sender] = at_s - self.origin
+            return
+        self.arrival_s[step, exchange, sender, device] = at_s - self.origin
+        if self.addressing(step, exchange)[sender, device]:
+            self.heard[step * self.exchanges + exchange, device] += 1
+        running = self.phase[device] < self.steps * self.exchanges
+        if self.pairwise and self.partner[step, sender] == device and running:
+            self.answered[step, sender] = True
+            self._send(device, max(at_s, self.messages.now_s()), self.plan.payload_bytes[exchange], step, exchange,
+                       [sender], (step, REPLY, sender))
 
     def finish(self, device: int, at_s: float, seconds: np.ndarray) -> None:
         """Pass the barrier of the device's current phase at ``at_s``; start its next phase."""
@@ -403,10 +442,7 @@ class BarrierEngine:
                 at_s, kind, what = heapq.heappop(events)
                 if kind == 0:  # an arrival
                     number, device = what
-                    step, exchange, sender = self.phase_of[number]
-                    self.arrival_s[step, exchange, sender, device] = at_s - self.origin
-                    if self.addressing(step, exchange)[sender, device]:
-                        self.heard[step * exchanges + exchange, device] += 1
+                    self.arrive(number, device, at_s)
                 else:
                     device = what
                 if self.ready(device, at_s):
@@ -420,5 +456,11 @@ class BarrierEngine:
             if done != last_reported:
                 progress(done)
                 last_reported = done
-        return {"sent_s": self.sent_s, "arrival_s": self.arrival_s, "finished_s": self.finished_s,
-                "intended": self.addressed, "radio_s": self.radio_s}
+        log = {"sent_s": self.sent_s, "arrival_s": self.arrival_s, "finished_s": self.finished_s,
+               "intended": self.addressed, "radio_s": self.radio_s}
+        if self.pairwise:  # a request addresses its partner only
+            log.update(partner=self.partner, answered=self.answered, reply_s=self.reply_s,
+                       intended=np.zeros_like(self.addressed))
+            step, device = np.nonzero(self.partner >= 0)
+            log["intended"][step, 0, device, self.partner[step, device]] = True
+        return log

@@ -10,7 +10,7 @@ import torch
 from hypothesis import given, settings, strategies as st
 from helpers import run_dirs
 
-from learner.algorithms.adpsgd import ADPSGD
+from learner.algorithms.adpsgd_broadcast import ADPSGDBroadcast
 from learner.algorithms.async_dpsgd import AsyncDPSGD
 from learner.algorithms.gossip_learning import GossipLearning
 from learner.algorithms.swarm_sgd import SwarmSGDAsync
@@ -18,6 +18,7 @@ from learner.algorithms.registry import ASYNCHRONOUS, names_of_kind
 from learner.asynchronous import keyed_uniform, plan_levels, run_async, staleness
 from messages.log import MessageLog
 from experiments.examples.my_async_gossip import NewestMean
+from test_pairwise import PAIRWISE
 
 DIM = 3
 
@@ -79,13 +80,13 @@ def reference(algorithm, log: MessageLog, x0: torch.Tensor, device_grad, seed: i
     return snapshots, sorted(used)
 
 
-ALGORITHMS = {"adpsgd": ADPSGD(lr=0.2), "swarm_sgd": SwarmSGDAsync(lr=0.2, local_steps=3),
+ALGORITHMS = {"adpsgd_broadcast": ADPSGDBroadcast(lr=0.2), "swarm_sgd": SwarmSGDAsync(lr=0.2, local_steps=3),
               "gossip_learning": GossipLearning(lr=0.2, local_steps=2), "async_dpsgd": AsyncDPSGD(lr=0.2),
               "plugin": NewestMean(lr=0.2)}  # the example plugin (experiments/examples/my_async_gossip.py)
 
 
 def test_every_registered_asynchronous_algorithm_is_held_to_its_reference():
-    assert set(names_of_kind(ASYNCHRONOUS)) == set(ALGORITHMS) - {"plugin"}
+    assert set(names_of_kind(ASYNCHRONOUS)) == set(ALGORITHMS) - {"plugin"} | PAIRWISE
     assert all(callable(getattr(ALGORITHMS[name], "reference", None)) for name in ALGORITHMS)
 
 
@@ -131,14 +132,14 @@ def test_no_message_is_merged_before_it_arrived_or_without_being_received(seed, 
 
 def test_a_hand_made_log_two_devices():
     """Device 0 steps at 1 and 2 s, device 1 at 1.5 s; 0's first message reaches 1 at 1.2 s, 1's reaches 0 at
-    1.9 s; AD-PSGD with a vanishing lr (pure averaging): at 1.5 s device 1 sends its model (4), then merges:
+    1.9 s; AD-PSGD's broadcast form with a vanishing lr (pure averaging): at 1.5 s device 1 sends its model (4), then merges:
     x1 <- (4 + 0) / 2 = 2; at 2 s device 0 merges 1's message, sent before that merge: x0 <- (0 + 4) / 2."""
     nan = math.nan
     step_s = np.array([[1.0, 1.5], [2.0, nan]])
     arrival_s = np.full((2, 2, 2), nan)
     arrival_s[0, 0, 1], arrival_s[0, 1, 0] = 1.2, 1.9
     x0 = torch.tensor([[0.0], [4.0]], dtype=torch.float64)
-    result = run_async(ADPSGD(lr=1e-12), x0, 0, lambda x: torch.zeros_like(x), MessageLog(step_s, arrival_s),
+    result = run_async(ADPSGDBroadcast(lr=1e-12), x0, 0, lambda x: torch.zeros_like(x), MessageLog(step_s, arrival_s),
                        eval_s=np.array([0.5, 1.6, 2.5]))
     assert result.snapshots[:, :, 0].tolist() == [[0.0, 4.0], [0.0, 2.0], [2.0, 2.0]]
     assert result.levels == 3  # 0@1s, then 1@1.5s (needs it), then 0@2s (needs 1's)

@@ -23,6 +23,11 @@ schedules give it at its c-th evaluation (``Devices.keyed_batch``, through ``run
 they do not depend on how the engine groups steps into levels, on the link model or on the timing; the
 merges' partner draws are keyed by (seed, device, step) too (``learner.asynchronous.keyed_uniform``).
 
+**Pairwise exchanges** (``peers = "pairwise"``, AD-PSGD as published): each message is a request to one
+drawn neighbour and the partner's reply (``messages.schedules.FreeRunning``), the trace holds them as two
+exchanges (``bridge.messages.pairwise_as_exchanges``) and ``learner.pairwise`` applies each half of an
+exchange when its message arrives.
+
 **Files.** links.csv row e: the e-th message of every device (``bridge.stats.link_stats`` of log step e - 1);
 ``staleness.csv``: one row per device and step, the messages it merged and their mean staleness (the
 sender's local steps since it sent, and the age in seconds). Per step rather than per message: a per-message
@@ -39,21 +44,27 @@ import numpy as np
 import pandas as pd
 import torch
 
+from bridge.messages import pairwise_log
 from bridge.trace import LinkTrace
 from experiments.run.contract import CheckedAsync, checked_init
 from experiments.run import interrupts
 from experiments.run.energy import device_ledger, energy_columns, round_zero_columns, state_columns
 from experiments.run.run_outputs import CSV_FLOAT_FORMAT
 from learner.asynchronous import run_async, staleness, step_counts
+from learner.pairwise import run_pairwise
 from messages.ledger import RADIO_STATES, Power
 from messages.log import MessageLog
 from messages.schedules import FreeRunning
 
 
 def message_log(trace: LinkTrace) -> MessageLog:
-    """The free-running trace as a message log: steps end at the sends, arrivals after them."""
+    """The free-running trace as a message log: steps end at the sends, arrivals after them (and a pairwise
+    trace's partners and replies: ``bridge.messages.pairwise_log``)."""
     sent = trace.finished_s[:, 0, :].astype(np.float64)
-    return MessageLog(sent, sent[:, :, None] + trace.done_s[:, 0].astype(np.float64))
+    arrival_s = sent[:, :, None] + trace.done_s[:, 0].astype(np.float64)
+    if trace.meta.get("barrier", {}).get("peers") != "pairwise":
+        return MessageLog(sent, arrival_s)
+    return MessageLog(sent, arrival_s, *pairwise_log(trace))
 
 
 def run_asynchronously(config, model, devices, algorithm, trace: LinkTrace, step_s: np.ndarray, recorder,
@@ -77,12 +88,13 @@ def run_asynchronously(config, model, devices, algorithm, trace: LinkTrace, step
 
     guarded = CheckedAsync(config.algorithm.name, algorithm, config.messages[0].width)
     with recorder.phase("step"):
-        result = run_async(guarded, x, checked_init(config.algorithm.name, algorithm, x, seed=config.seed), oracle,
+        engine = run_pairwise if messages.pairwise else run_async
+        result = engine(guarded, x, checked_init(config.algorithm.name, algorithm, x, seed=config.seed), oracle,
                            messages, eval_s, keep_losses, before_level=lambda level: oracle.begin(level.step >= 0))
     log(f"[nsdml] async: {int(step_counts(messages).sum())} device steps in {result.levels} batched levels, "
         f"{len(result.used)} merges")
     stale = staleness(result.used, messages, algorithm.local_steps)
-    merge_s = messages.step_end_s[result.used.step, result.used.receiver]
+    merge_s = result.used.merged_s
     steps_by = np.stack([(messages.step_end_s <= t).sum(0) for t in eval_s])  # (E, N) steps ended by each time
     step_end = np.where(np.isnan(messages.step_end_s), np.inf, messages.step_end_s)
     power = Power.of(config.scenario, config.network.compute_power_w)
@@ -104,7 +116,8 @@ def run_asynchronously(config, model, devices, algorithm, trace: LinkTrace, step
         in_window = (merge_s > t - period) & (merge_s <= t)
         columns = {**energy_columns(radio_window, window - radio_window, spent, n),
                    **state_columns(radio_s, compute_s), **merge_columns(stale[in_window])}
-        links = SimpleNamespace(used=1 if e - 1 < trace.rounds else 0, delivered=int(in_window.sum()))
+        links = SimpleNamespace(used=len(trace.payload_bytes) if e - 1 < trace.rounds else 0,  # pairwise: 2
+                                delivered=int(in_window.sum()))
         recorder.add_round(e, float(t), float(steps_by[e - 1].mean() * algorithm.local_steps),
                            recorder.evaluate(devices, x_e), _window_loss(losses, messages.step_end_s, t - period, t),
                            trace, links, columns,
@@ -132,7 +145,7 @@ def _window_loss(losses, step_end_s: np.ndarray, start: float, end: float) -> fl
 def staleness_table(used, stale: np.ndarray, messages: MessageLog) -> pd.DataFrame:
     """One row per device and step that merged something: how many messages, their mean staleness."""
     frame = pd.DataFrame({"device": used.receiver, "step": used.step + 1,
-                          "time_s": messages.step_end_s[used.step, used.receiver],
+                          "time_s": used.merged_s,
                           "staleness_steps": stale[:, 0], "staleness_s": stale[:, 1]})
     if frame.empty:
         return pd.DataFrame(columns=["device", "step", "time_s", "merged", "mean_staleness_steps",

@@ -14,6 +14,7 @@ from messages.schedules import SCHEDULES
 from learner.plugins import entry_point_names, load_plugin
 from learner.algorithms.adom import ADOM
 from learner.algorithms.adpsgd import ADPSGD
+from learner.algorithms.adpsgd_broadcast import ADPSGDBroadcast
 from learner.algorithms.async_dpsgd import AsyncDPSGD
 from learner.algorithms.choco_sgd import ChocoSGD
 from learner.algorithms.d2 import D2
@@ -55,7 +56,8 @@ ALGORITHMS: dict[str, type] = {
     "swarmsgd": SwarmSGD,  # the round-based variant HyperPrism compared with; "swarm_sgd" runs asynchronously
     "mudag": Mudag,
     "adom": ADOM,  # the primal form ADOM+
-    "adpsgd": ADPSGD,
+    "adpsgd": ADPSGD,  # as published: pairwise unicast exchanges
+    "adpsgd_broadcast": ADPSGDBroadcast,  # its broadcast reading, one-sided
     "async_dpsgd": AsyncDPSGD,
     "gossip_learning": GossipLearning,
     "swarm_sgd": SwarmSGDAsync,

@@ -1,0 +1,191 @@
+"""Pairwise exchanges over the message log, event by event, batched (``peers = "pairwise"``: AD-PSGD as published).
+
+The message core (``messages.schedules.FreeRunning``) sends each device's k-th message as a request, unicast
+to one drawn neighbour, who replies at once; the log (``messages.log.MessageLog``) says where each request
+went, whether the partner took it, and when request and reply arrived. A device's events, in time order::
+
+    step end k   the request leaves carrying y = x (its model now); then its local steps' update, computed
+                 from the read copy (its model when the step began, right after its previous step end), is
+                 applied: x <- x + (local(read) - read); read <- x
+    request in   from i (the partner takes it, and is still running): its reply carries c = x, then
+                 x <- x + (y_i - x) / 2
+    reply in     to its own request k: x <- x + (c - y) / 2, y what that request carried
+
+Each exchange's two halves sum to zero, so the devices' mean moves only by the local steps (and by an
+exchange whose reply was lost or came after the run's end: one-sided, the partner moved, the requester did
+not). A half changes the model at the moment its message arrives (the paper's atomic averaging, on each side
+when it hears the other), so a device may serve several requests while it computes; nobody waits.
+
+**Batched and exact**, as ``learner.asynchronous``: an event depends on the device's previous event and, for a
+request, on the requester's step end that sent it, for a reply on the partner's event that sent it, all
+strictly earlier; each event gets the level 1 + the highest level it depends on, and one level runs every
+device's event of that level at once (ties in time: arrivals before a step end, as a message arriving at a
+step's end is merged by that step). ``tests/test_pairwise.py`` holds it to a per-event loop (1e-6).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, ClassVar
+
+import numpy as np
+import torch
+
+from learner.asynchronous import (AsyncAlgorithm, AsyncResult, EventReference, GradFn, Inbox, Level, Merges,
+                                 PairwiseAveraging, step_counts)
+from messages.log import MessageLog
+
+STEP, REQUEST, REPLY = 2, 0, 1  # event kinds, in their order at equal times
+
+
+def pairwise_events(log: MessageLog, until_s: float) -> dict[str, np.ndarray]:
+    """Every event up to ``until_s``, one row each: time, device, kind, step (the step ending, or the request's
+    step), peer (the requester of a request taken, the partner of a reply), sorted by (time, kind, device)."""
+    steps_of, (k_max, n) = step_counts(log), log.step_end_s.shape
+    step, device = np.nonzero(~np.isnan(log.step_end_s))
+    taken_k, requester = np.nonzero(log.answered)
+    partner = log.partner[taken_k, requester]
+    request_s = log.arrival_s[taken_k, requester, partner]
+    reply_s = log.reply_s[taken_k, requester]
+    back = ~np.isnan(reply_s)
+    events = dict(time_s=np.r_[log.step_end_s[step, device], request_s, reply_s[back]],
+                  device=np.r_[device, partner, requester[back]],
+                  kind=np.r_[np.full(len(step), STEP), np.full(len(partner), REQUEST), np.full(int(back.sum()), REPLY)],
+                  step=np.r_[step, taken_k, taken_k[back]], peer=np.r_[np.full(len(step), -1), requester, partner[back]])
+    keep = events["time_s"] <= until_s
+    events = {name: values[keep] for name, values in events.items()}
+    order = np.lexsort((events["device"], events["kind"], events["time_s"]))
+    return {name: values[order] for name, values in events.items()}
+
+
+def plan_events(log: MessageLog, until_s: float) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """The events (``pairwise_events``) and each one's level; a reply whose request half fell after ``until_s``
+    (or was never taken) is dropped with it."""
+    events = pairwise_events(log, until_s)
+    k_max, n = log.step_end_s.shape
+    level = np.zeros(len(events["time_s"]), dtype=np.int64)
+    last = np.zeros(n, dtype=np.int64)  # each device's latest event level
+    step_event, request_event = {}, {}  # (k, device) -> event index of its step end; (k, requester) -> its serve
+    keep = np.ones(len(level), dtype=bool)
+    for e, (device, kind, k, peer) in enumerate(zip(events["device"], events["kind"], events["step"], events["peer"])):
+        needed = last[device]
+        if kind == REQUEST:
+            needed = max(needed, level[step_event[(k, peer)]])
+            request_event[(k, peer)] = e
+        elif kind == REPLY:
+            if (k, device) not in request_event:
+                keep[e] = False
+                continue
+            needed = max(needed, level[request_event[(k, device)]])
+        else:
+            step_event[(k, device)] = e
+        level[e] = last[device] = needed + 1
+    return {name: values[keep] for name, values in events.items()}, level[keep]
+
+
+def run_pairwise(algorithm: AsyncAlgorithm, x: torch.Tensor, state, grad_fn: GradFn, log: MessageLog,
+                 eval_s: np.ndarray, after_level: Callable[[Level, torch.Tensor], None] = lambda level, x: None,
+                 before_level: Callable[[Level], None] = lambda level: None) -> AsyncResult:
+    """Run the pairwise log's events in batched levels; the models at the evaluation times ``eval_s`` (ascending).
+
+    The pool: row k * N + i is what device i's k-th request carried, row (K + k) * N + i what its reply
+    carried. ``Level.step`` is each device's step index where its event is a step end (-1 otherwise), so the
+    callbacks see which devices take gradient steps."""
+    events, levels = plan_events(log, float(eval_s[-1]))
+    (k_max, n), dim = log.step_end_s.shape, x.shape[1]
+    time_s, device, kind, step, peer = (events[name] for name in ("time_s", "device", "kind", "step", "peer"))
+    snapshots = x[None].repeat(len(eval_s), 1, 1)
+    read = x.clone()
+    pool: torch.Tensor | None = None
+    applied = np.zeros(len(time_s), dtype=bool)
+    order = np.argsort(levels, kind="stable")
+    bounds = np.searchsorted(levels[order], np.arange(1, int(levels.max(initial=0)) + 2))
+    for number in range(len(bounds) - 1):
+        here = order[bounds[number]:bounds[number + 1]]
+        stepping = here[kind[here] == STEP]
+        level = Level(np.where(np.isin(np.arange(n), device[stepping]), 0, -1), np.full((0, n), -1),
+                      np.full((0, n), -1))
+        level.step[device[stepping]] = step[stepping]
+        before_level(level)
+        active = torch.from_numpy(level.step >= 0)
+        message = algorithm.message(x, state)
+        if pool is None:
+            pool = torch.zeros((2 * k_max * n, message.shape[1]), dtype=message.dtype)
+        pool[step[stepping] * n + device[stepping]] = message[device[stepping]]  # the requests leave
+        moved, state = algorithm.local(read, state, grad_fn, active)
+        x = torch.where(active[:, None], x + (moved - read), x)
+        read = torch.where(active[:, None], x, read)
+        halves = here[kind[here] != STEP]
+        taking = halves[kind[halves] == REQUEST]
+        pool[(k_max + step[taking]) * n + peer[taking]] = message[device[taking]]  # the replies leave
+        present = torch.zeros((1, n), dtype=torch.bool)
+        row, own_row = torch.full((1, n), -1), torch.full((1, n), -1)
+        present[0, device[halves]] = True
+        row[0, device[halves]] = torch.from_numpy(np.where(kind[halves] == REQUEST, step[halves] * n + peer[halves],
+                                                           (k_max + step[halves]) * n + device[halves]))
+        own_row[0, device[halves]] = torch.from_numpy(np.where(kind[halves] == REQUEST, -1,
+                                                               step[halves] * n + device[halves]))
+        sender = torch.full((1, n), -1)
+        sender[0, device[halves]] = torch.from_numpy(peer[halves])
+        inbox = Inbox(sender, present, row, pool, torch.from_numpy(level.step), own_row)
+        x, state, used = algorithm.merge(x, state, inbox, torch.from_numpy(np.isin(np.arange(n), device[halves])))
+        applied[halves] = used[0, device[halves]].numpy()
+        for e in here:
+            snapshots[torch.from_numpy(eval_s >= time_s[e]), device[e]] = x[device[e]]
+        after_level(level, x)
+    return AsyncResult(snapshots, merges_of(events, levels, applied, log), len(bounds) - 1, state)
+
+
+def merges_of(events: dict[str, np.ndarray], levels: np.ndarray, applied: np.ndarray, log: MessageLog) -> Merges:
+    """The halves applied, as merges: receiver, its step in progress, the message's sender and step (a reply:
+    the partner's step in progress when it replied), when it was sent, arrived and was merged."""
+    half = (events["kind"] != STEP) & applied
+    time_s, device, kind, k, peer = (events[name][half] for name in ("time_s", "device", "kind", "step", "peer"))
+    request_s = np.where(kind == REQUEST, np.nan, log.arrival_s[k, np.where(kind == REPLY, device, peer),
+                                                                np.where(kind == REPLY, peer, device)])
+    sent_s = np.where(kind == REQUEST, log.step_end_s[k, np.maximum(peer, 0)], request_s)
+    ends = np.where(np.isnan(log.step_end_s), np.inf, log.step_end_s)
+    in_progress = (ends[:, device] < time_s[None, :]).sum(axis=0)
+    sender_step = np.where(kind == REQUEST, k, (ends[:, peer] < sent_s[None, :]).sum(axis=0))
+    return Merges(levels[half], device, in_progress, peer, sender_step, time_s, sent_s, time_s)
+
+
+def exchange_halves(x: torch.Tensor, inbox: Inbox, active: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each half received: x <- x + (carried - own) / 2, own the pool row ``inbox.own_row`` (a reply: what the
+    device's request carried) or, where that is -1, the model itself (a request taken). Returns (x, used)."""
+    n, dim = x.shape
+    used = inbox.present & active[None, :]
+    entry, receivers = torch.nonzero(used, as_tuple=True)
+    rows, own_rows = inbox.row[entry, receivers], inbox.own_row[entry, receivers]
+    stored = own_rows >= 0
+    half = torch.full((len(receivers),), 0.5, dtype=torch.float64)
+    moved = inbox.combine(torch.cat([rows, own_rows[stored]]), torch.cat([receivers, receivers[stored]]),
+                          torch.cat([half, -half[stored]]), n, dim)
+    itself = torch.zeros(n, dtype=x.dtype).index_add_(0, receivers[~stored], half[~stored].to(x.dtype))
+    return x + moved - itself[:, None] * x, used
+
+
+class PairwiseExchangeByEvent(EventReference):
+    """The halves per event (``tests/test_pairwise.py``): each received (carried, own) moves the model by
+    (carried - own) / 2, own None meaning the model itself (a request taken)."""
+
+    def merge(self, x_j, memory, inbox, draw):
+        for _, (carried, own) in inbox:
+            x_j = x_j + (carried - (x_j if own is None else own)) / 2
+        return x_j, memory, list(range(len(inbox)))
+
+
+class PairwiseExchange(PairwiseAveraging):
+    """The loop AD-PSGD as published runs on the message core (``peers = "pairwise"``, ``run_pairwise``):
+    ``local_steps`` SGD steps from the read copy, a request carrying the model to one drawn neighbour, its
+    reply, each side's half (``exchange_halves``); the local steps and the message are the broadcast form's
+    (``PairwiseAveraging``). Subclasses are frozen dataclasses with ``lr`` and ``local_steps``."""
+
+    peers: ClassVar[str] = "pairwise"
+
+    def merge(self, x: torch.Tensor, state: int, inbox: Inbox,
+              active: torch.Tensor) -> tuple[torch.Tensor, int, torch.Tensor]:
+        x, used = exchange_halves(x, inbox, active)
+        return x, state, used
+
+    def reference(self) -> EventReference:
+        return PairwiseExchangeByEvent(self)
