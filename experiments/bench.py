@@ -125,7 +125,8 @@ def bench_asynchronous(devices: int, repeats: int, steps: int = 20) -> None:
     """Learner cost per device-step: the asynchronous engine (batched causal levels over a message log with
     10 % stragglers 5x slower and 30 % loss), broadcast (asynchronous D-PSGD) and pairwise (AD-PSGD as
     published: a request to one device and its reply, each lost with 30 %), against the synchronous engine's
-    D-PSGD round, logistic regression, batch 128, the same gradient callable, medians of ``repeats``."""
+    D-PSGD round, logistic regression, batch 128, medians of ``repeats``. The asynchronous engines compute only
+    the stepping devices' gradients in each level, as the runner's ``KeyedGradientOracle`` does."""
     import numpy as np
 
     from learner.algorithms.dpsgd import DPSGD
@@ -151,8 +152,20 @@ def bench_asynchronous(devices: int, repeats: int, steps: int = 20) -> None:
     algorithm = build_algorithm("async_dpsgd", lr=0.1)
     x0 = model.init(devices, 0)
 
+    stepping = {"rows": np.arange(devices)}  # as the runner's KeyedGradientOracle: only the stepping devices' rows
+
+    def sparse_grad_fn(x: torch.Tensor) -> torch.Tensor:
+        grad, rows = torch.zeros_like(x), stepping["rows"]
+        if len(rows):
+            grad[rows] = batch_gradients(model, x[rows], inputs[rows], labels[rows])[0]
+        return grad
+
+    def stepping_in(level) -> None:
+        stepping["rows"] = np.flatnonzero(level.step >= 0)
+
     def asynchronous() -> None:
-        run_async(algorithm, x0.clone(), algorithm.init(x0), grad_fn, log, np.array([0.5 * steps]))
+        run_async(algorithm, x0.clone(), algorithm.init(x0), sparse_grad_fn, log, np.array([0.5 * steps]),
+                  before_level=stepping_in)
 
     mask = torch.rand(devices, devices, generator=generator) < 0.7
     synchronous = DPSGD(lr=0.1)
@@ -173,7 +186,8 @@ def bench_asynchronous(devices: int, repeats: int, steps: int = 20) -> None:
     exchanges = build_algorithm("adpsgd", lr=0.1)
 
     def pairwise() -> None:
-        run_pairwise(exchanges, x0.clone(), exchanges.init(x0), grad_fn, pairwise_log, np.array([0.5 * steps]))
+        run_pairwise(exchanges, x0.clone(), exchanges.init(x0), sparse_grad_fn, pairwise_log, np.array([0.5 * steps]),
+                     before_level=stepping_in)
 
     async_s = median_seconds(asynchronous, repeats) / device_steps
     pairwise_s = median_seconds(pairwise, repeats) / int((~np.isnan(pairwise_log.step_end_s)).sum())

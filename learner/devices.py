@@ -64,21 +64,25 @@ class Devices:
         inputs, labels = self.sample_batch()
         return batch_gradients(self.model, params, inputs, labels)
 
-    def keyed_batch(self, counts: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    def keyed_batch(self, counts: np.ndarray, devices: np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """One mini-batch per device keyed by how many gradients it has evaluated before: device j's c-th
         batch is row j of the c-th draw ``sample_batch`` makes, so it is the batch the synchronous schedules
         give device j at its c-th evaluation, whatever the other devices are doing (the asynchronous engine's
         levels, a per-event loop, another link model or timing: common random numbers). Draws are kept from
-        the generator's stream as far as the furthest device has got; the generator itself is not reset."""
-        while len(self._blocks) <= int(np.max(counts)):
+        the generator's stream as far as the furthest device has got; the generator itself is not reset.
+        ``devices``: only these devices' batches (``counts`` then theirs), in that order."""
+        devices = np.arange(self.num_devices) if devices is None else np.asarray(devices)
+        while len(self._blocks) <= int(np.max(counts, initial=0)):
             self._blocks.append(torch.rand(self.num_devices, self.batch_size, generator=self._generator))
-        u = torch.stack([self._blocks[int(c)][j] for j, c in enumerate(counts)])
-        rows = self._shard_starts[:, None] + (u * self._shard_sizes[:, None]).long()
+        u = torch.stack([self._blocks[int(c)][int(j)] for j, c in zip(devices, counts)])
+        index = torch.from_numpy(devices)
+        rows = self._shard_starts[index, None] + (u * self._shard_sizes[index, None]).long()
         return self._x[rows], self._y[rows]
 
-    def keyed_gradients(self, params: torch.Tensor, counts: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        """``gradients`` on ``keyed_batch(counts)``."""
-        inputs, labels = self.keyed_batch(counts)
+    def keyed_gradients(self, params: torch.Tensor, counts: np.ndarray,
+                        devices: np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``gradients`` on ``keyed_batch(counts, devices)``; ``params`` holds those devices' rows."""
+        inputs, labels = self.keyed_batch(counts, devices)
         return batch_gradients(self.model, params, inputs, labels)
 
     @torch.no_grad()

@@ -94,6 +94,7 @@ def run_pairwise(algorithm: AsyncAlgorithm, x: torch.Tensor, state, grad_fn: Gra
     (k_max, n), dim = log.step_end_s.shape, x.shape[1]
     time_s, device, kind, step, peer = (events[name] for name in ("time_s", "device", "kind", "step", "peer"))
     snapshots = x[None].repeat(len(eval_s), 1, 1)
+    windows = event_windows(time_s, device, eval_s)
     read = x.clone()
     pool: torch.Tensor | None = None
     applied = np.zeros(len(time_s), dtype=bool)
@@ -129,10 +130,21 @@ def run_pairwise(algorithm: AsyncAlgorithm, x: torch.Tensor, state, grad_fn: Gra
         inbox = Inbox(sender, present, row, pool, torch.from_numpy(level.step), own_row)
         x, state, used = algorithm.merge(x, state, inbox, torch.from_numpy(np.isin(np.arange(n), device[halves])))
         applied[halves] = used[0, device[halves]].numpy()
-        for e in here:
-            snapshots[torch.from_numpy(eval_s >= time_s[e]), device[e]] = x[device[e]]
+        for e in here[windows[here, 1] > windows[here, 0]]:
+            snapshots[windows[e, 0]:windows[e, 1], device[e]] = x[device[e]]
         after_level(level, x)
     return AsyncResult(snapshots, merges_of(events, levels, applied, log), len(bounds) - 1, state)
+
+
+def event_windows(time_s: np.ndarray, device: np.ndarray, eval_s: np.ndarray) -> np.ndarray:
+    """(events, 2): the evaluation times [first, last) each event's model stands for, until the device's next
+    event."""
+    following = np.full(len(time_s), np.inf)
+    order = np.lexsort((np.arange(len(time_s)), device))  # each device's events in time order
+    same = device[order][1:] == device[order][:-1]
+    following[order[:-1][same]] = time_s[order[1:][same]]
+    return np.stack([np.searchsorted(eval_s, time_s, side="left"), np.searchsorted(eval_s, following, side="left")],
+                    axis=-1)
 
 
 def merges_of(events: dict[str, np.ndarray], levels: np.ndarray, applied: np.ndarray, log: MessageLog) -> Merges:

@@ -270,6 +270,30 @@ def test_a_devices_keyed_batches_follow_its_own_count_and_are_the_synchronous_sc
             assert torch.equal(labels[j], drawn[c][j]), (counts, j)
 
 
+def test_the_keyed_oracle_computes_only_the_stepping_devices_gradients_and_those_exactly():
+    """A level's oracle call: the stepping devices' rows equal the full computation at their keyed batches
+    (1e-6), the others' rows are zero and their counts stay."""
+    from learner.data import load_dataset, partition
+    from learner.devices import Devices
+    from learner.models import build_model
+    from experiments.run.runner import KeyedGradientOracle
+
+    data = load_dataset("digits", 0.2, seed=3)
+    shards = partition(data.y_train, 4, "dirichlet", 1.0, 0.0, seed=3)
+    model = build_model("logreg", data.num_features, data.num_classes)
+    devices = Devices(model, data, shards, batch_size=8, seed=3)
+    recorder = type("Recorder", (), {"phase": lambda self, name: __import__("contextlib").nullcontext()})()
+    oracle = KeyedGradientOracle(devices, recorder)
+    oracle.counts[:] = [2, 0, 1, 3]
+    x = model.init(4, 0) + 0.01 * torch.randn(4, model.dim, generator=torch.Generator().manual_seed(1))
+    full, _ = devices.keyed_gradients(x, oracle.counts.copy())
+    oracle.begin(np.array([True, False, True, False]))
+    grad, loss = oracle.with_loss(x)
+    torch.testing.assert_close(grad[[0, 2]], full[[0, 2]], atol=1e-6, rtol=0)
+    assert (grad[[1, 3]] == 0).all() and (loss[[1, 3]] == 0).all() and (loss[[0, 2]] > 0).all()
+    assert oracle.counts.tolist() == [3, 0, 2, 3]
+
+
 def test_an_asynchronous_runs_batches_do_not_depend_on_the_timing_or_the_levels(tmp_path, monkeypatch):
     """Two async runs of one seed whose compute times differ (so their logs, levels and merges differ) give
     each device the same sequence of batches, step by step: the batches of its own steps, in order."""
@@ -284,10 +308,11 @@ def test_an_asynchronous_runs_batches_do_not_depend_on_the_timing_or_the_levels(
         stepping["now"] = np.flatnonzero(active)
         real_begin(self, active)
 
-    def batch(self, counts):
-        inputs, labels = real_batch(self, counts)
-        for j in stepping["now"]:
-            sequences.setdefault(stepping["run"], {}).setdefault(int(j), []).append(labels[j].clone())
+    def batch(self, counts, devices=None):
+        inputs, labels = real_batch(self, counts, devices)
+        for position, j in enumerate(range(len(counts)) if devices is None else devices):
+            if j in stepping["now"]:
+                sequences.setdefault(stepping["run"], {}).setdefault(int(j), []).append(labels[position].clone())
         return inputs, labels
 
     monkeypatch.setattr(KeyedGradientOracle, "begin", begin)

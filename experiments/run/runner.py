@@ -210,7 +210,9 @@ class KeyedGradientOracle(GradientOracle):
     """The asynchronous engine's oracle: device j's c-th gradient evaluation uses its c-th keyed mini-batch
     (``Devices.keyed_batch``), the one the synchronous schedules give it at its c-th evaluation, however the
     engine groups the devices' steps into levels. ``begin(active)`` before each level: only the devices
-    stepping in it advance their count (the others' gradients are computed and discarded)."""
+    stepping in it advance their count, and only their gradients are computed (the others' rows are zero:
+    an asynchronous algorithm's local steps leave every other device unchanged, ``sgd_steps``), so a level
+    costs as many gradients as it has steps."""
 
     def __init__(self, devices: Devices, recorder: "RunRecorder"):
         super().__init__(devices, recorder)
@@ -221,8 +223,12 @@ class KeyedGradientOracle(GradientOracle):
         self._active = np.asarray(active, dtype=bool)
 
     def with_loss(self, params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        with self._recorder.phase("training"):
-            grad, loss = self._devices.keyed_gradients(params, self.counts)
+        stepping = np.flatnonzero(self._active)
+        grad, loss = torch.zeros_like(params), torch.zeros(params.shape[0], dtype=params.dtype)
+        if len(stepping):
+            with self._recorder.phase("training"):
+                grad[stepping], loss[stepping] = self._devices.keyed_gradients(params[stepping],
+                                                                               self.counts[stepping], stepping)
         self.counts[self._active] += 1
         self.losses.append(loss)
         return grad, loss
