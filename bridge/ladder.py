@@ -87,7 +87,7 @@ def ladder_trace(link_model: str, source: LinkTrace, seed: int) -> LinkTrace:
         intended=intended, positions=source.positions, idle_delivered=source.idle_delivered,
         idle_rate=source.idle_rate, payload_bytes=source.payload_bytes, deadline_s=source.deadline_s,
         datagram_bytes=source.datagram_bytes, sender_bytes=source.sender_bytes, meta=meta,
-        **{name: getattr(source, name) for name in ("air_bytes", "frames", "events", "radio_s", "radio_deadline_s", "clock_end_s",
+        **{name: getattr(source, name) for name in ("air_bytes", "frames", "retries", "events", "radio_s", "radio_deadline_s", "clock_end_s",
                                                   "source_deadline_j")},
     )
 

@@ -109,6 +109,9 @@ class DelayMessages:
     def _asleep(self, device: int, at_s: float) -> bool:
         return any(start <= at_s < end for start, end in self._sleeps[device])
 
+    def retries(self) -> np.ndarray:
+        return np.zeros(self.nodes)  # the controls' airtime model has no retransmissions
+
     def radio_seconds(self) -> np.ndarray:
         asleep = np.array([sum(max(0.0, min(end, self._now) - start) for start, end in sleeps)
                            for sleeps in self._sleeps])
@@ -119,7 +122,8 @@ def barrier_link_trace(log: dict[str, np.ndarray], payload_bytes: tuple[int, ...
                        datagram_bytes: int, meta: dict) -> LinkTrace:
     """The LinkTrace of a message-core schedule's log (``messages.schedules.Schedule.run``'s arrays plus
     idle_delivered, positions and, from ns-3, idle_rate): the messages that count (``used``, the schedule's
-    rule) are the trace's deliveries. A pairwise log (``partner``, ``answered``, ``reply_s``) becomes two
+    rule) are the trace's deliveries; ``retries`` per (step, exchange) sums each device's MAC retransmissions
+    between its barriers, as ``radio_s`` its seconds. A pairwise log (``partner``, ``answered``, ``reply_s``) becomes two
     exchanges: 0 the requests, 1 the replies, recorded at the requester's index (``intended[k, 1, i, j]``: its
     partner j answered; ``done_s[k, 1, i, j]``: i held j's reply, seconds after i's request left; ``radio_s`` of exchange 1 is zero, the replies' radio time
     being in the seconds between each device's step ends, exchange 0's)."""
@@ -130,9 +134,10 @@ def barrier_link_trace(log: dict[str, np.ndarray], payload_bytes: tuple[int, ...
     sizes = np.array(payload_bytes, dtype=np.int64)[None, :, None, None]
     done_s = np.where(used, log["arrival_s"] - log["sent_s"][..., None], np.nan).astype(np.float32)
     sender_bytes = np.broadcast_to(np.array(payload_bytes, dtype=np.int64)[None, :, None], (steps, exchanges, n))
+    retries = log["retries"].sum(axis=-1) if "retries" in log else np.zeros((steps, exchanges))
     return LinkTrace(
         done_s=done_s, rx_bytes=np.where(used, sizes, 0).astype(np.int64), intended=log["intended"],
-        radio_s=log["radio_s"],
+        radio_s=log["radio_s"], retries=np.rint(retries).astype(np.int64),
         positions=np.broadcast_to(np.asarray(log["positions"], dtype=np.float32), (steps, n, 2)).copy(),
         idle_delivered=np.asarray(log["idle_delivered"], dtype=bool), idle_rate=log.get("idle_rate"),
         payload_bytes=payload_bytes, deadline_s=timeout_s, datagram_bytes=datagram_bytes,
@@ -151,7 +156,9 @@ def pairwise_as_exchanges(log: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return dict(log, arrival_s=arrival_s, used=~np.isnan(arrival_s),
                 sent_s=np.repeat(log["sent_s"][:, :1], 2, axis=1), finished_s=np.repeat(log["finished_s"][:, :1], 2, axis=1),
                 intended=np.stack([log["intended"][:, 0], answered], axis=1),
-                radio_s=np.concatenate([log["radio_s"][:, :1], np.zeros_like(log["radio_s"][:, :1])], axis=1))
+                radio_s=np.concatenate([log["radio_s"][:, :1], np.zeros_like(log["radio_s"][:, :1])], axis=1),
+                **({"retries": np.concatenate([log["retries"][:, :1], np.zeros_like(log["retries"][:, :1])], axis=1)}
+                   if "retries" in log else {}))
 
 
 def pairwise_log(trace: LinkTrace) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -206,12 +206,13 @@ class OnlineMessages:
         self.nodes = scenario.nodes
         n = self.nodes
         self.idle_delivered = np.array(self._worker.hello["idle_delivered"], dtype=bool).reshape(n, n)
-        self._now, self._radio_s = 0.0, np.zeros((n, 4))
+        self._now, self._radio_s, self._retries = 0.0, np.zeros((n, 4)), np.zeros(n)
         self._ask({"advance": 0.0})
 
     def _ask(self, request: dict) -> dict:
         answer = self._worker.ask(request)
         self._now, self._radio_s = float(answer["now_s"]), np.array(answer["radio_s"]).reshape(self.nodes, -1)
+        self._retries = np.array(answer["retries"], dtype=float)
         return answer
 
     def now_s(self) -> float:
@@ -232,6 +233,9 @@ class OnlineMessages:
 
     def radio_seconds(self) -> np.ndarray:
         return self._radio_s.copy()
+
+    def retries(self) -> np.ndarray:
+        return self._retries.copy()
 
     def close(self) -> None:
         self._worker.close()

@@ -12,6 +12,9 @@ Definitions (N devices, one row per exchange used):
 - ``bytes_received``: application bytes received by the end of the exchange window.
 - ``bytes_on_air``: PSDU bytes of every frame any PHY transmitted in the window
   (data, MAC ACKs, retries, TCP ACKs); ``frames_on_air`` counts those frames.
+- ``mac_retries``: MAC retransmissions, unicast data frames sent again after a missing ACK (ns-3's
+  ``MacTxDataFailed`` less its final failures; 0 on the controls, which model none); under a message-core
+  schedule, those each device made between its barriers, as its radio seconds.
 - ``packets_lost``: datagrams of intended messages that had not arrived by the
   end of the window (deadline + drain), whether they collided, were dropped
   from a queue or were never sent in time: the sum over intended pairs of
@@ -64,6 +67,7 @@ def link_stats(trace: LinkTrace, round_index: int, exchanges: int, devices: int 
             "bytes_received": int(trace.rx_bytes[round_index, e].sum()),
             "bytes_on_air": int(trace.air_bytes[round_index, e]),
             "frames_on_air": int(trace.frames[round_index, e]),
+            "mac_retries": int(trace.retries[round_index, e]),
             "packets_lost": int(np.ceil(missing[intended] / trace.datagram_bytes).sum()),
             "link_model": trace.meta.get("link_model", ""),
             "spectral_gap": float(trace.meta.get("spectral_gap", float("nan"))),

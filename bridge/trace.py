@@ -38,7 +38,7 @@ from bridge.identity import arrays_sha256
 from messages.ledger import between_cuts
 from ns3_scenarios.scenario import SLOT_ARRAYS, SLOT_FIELDS
 
-SCHEMA_VERSION = 5  # 3: radio_energy_j; 4: its sleep state, finished_s; 5: radio seconds at the clock's cuts
+SCHEMA_VERSION = 6  # 3: radio_energy_j; 4: its sleep state, finished_s; 5: radio seconds at the clock's cuts; 6: retries
 ARRAYS = (*SLOT_ARRAYS, "positions", "idle_delivered", "sender_bytes", "idle_rate", "finished_s")  # trace.npz
 NOT_SENT = -1  # sender_bytes of an exchange the algorithm did not use
 

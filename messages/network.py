@@ -35,3 +35,7 @@ class Messages(Protocol):
     def radio_seconds(self) -> np.ndarray:
         """(nodes, 4) seconds each radio has spent so far in tx, rx, idle and sleep (``messages.ledger``); per
         node they sum to the time since the network began."""
+
+    def retries(self) -> np.ndarray:
+        """(nodes,) MAC retransmissions each device has made so far (unicast data frames sent again after a
+        missing ACK; ns-3's count, 0 for the controls, which model no retries)."""

@@ -335,6 +335,8 @@ class BarrierEngine:
         self.arrival_s = np.full((*shape, n), np.nan)
         self.addressed = np.zeros((*shape, n), dtype=bool)
         self.radio_s = np.zeros((*shape, 4))
+        self.retries = np.zeros(shape)  # MAC retransmissions per device between its barriers, as radio_s
+        self._retries_now = getattr(messages, "retries", lambda: np.zeros(n))  # a test double may have none
         self.origin = messages.now_s()
         self.offsets = send_offsets(plan.seed, steps, exchanges, n, plan.send_jitter_s)
         self.phase_of: list[tuple[int, int, int]] = []  # message number -> (step, exchange or REPLY, sender)
@@ -347,6 +349,7 @@ class BarrierEngine:
         self.timeout_at = np.full(n, np.inf)  # absolute time of its time-out while it waits
         self.heard = np.zeros((steps * exchanges, n), dtype=int)  # messages of that phase j holds from its senders
         self.seconds_at_last_end = messages.radio_seconds().copy()
+        self.retries_at_last_end = np.asarray(self._retries_now(), dtype=float).copy()
 
     def addressing(self, step: int, exchange: int) -> np.ndarray:
         if not self.addressed[step, exchange].any():
@@ -399,6 +402,9 @@ class BarrierEngine:
         self.finished_s[step, exchange, device] = at_s - self.origin
         self.radio_s[step, exchange, device] = seconds[device] - self.seconds_at_last_end[device]
         self.seconds_at_last_end[device] = seconds[device]
+        retries = np.asarray(self._retries_now(), dtype=float)
+        self.retries[step, exchange, device] = retries[device] - self.retries_at_last_end[device]
+        self.retries_at_last_end[device] = retries[device]
         self.phase[device] += 1
         self.waiting_since[device] = self.timeout_at[device] = np.inf
         if self.phase[device] < self.steps * self.exchanges:
@@ -457,7 +463,7 @@ class BarrierEngine:
                 progress(done)
                 last_reported = done
         log = {"sent_s": self.sent_s, "arrival_s": self.arrival_s, "finished_s": self.finished_s,
-               "intended": self.addressed, "radio_s": self.radio_s}
+               "intended": self.addressed, "radio_s": self.radio_s, "retries": self.retries}
         if self.pairwise:  # a request addresses its partner only
             log.update(partner=self.partner, answered=self.answered, reply_s=self.reply_s,
                        intended=np.zeros_like(self.addressed))

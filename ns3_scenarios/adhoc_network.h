@@ -342,7 +342,8 @@ class AdhocNetwork
           m_probeCounts(size_t(m_n) * m_n, 0.0),
           m_neighbours(size_t(m_n) * m_n, 0),
           m_stateS(size_t(m_n) * kRadioStates, 0.0),
-          m_changedS(m_n, 0.0)
+          m_changedS(m_n, 0.0),
+          m_retries(m_n, 0.0)
     {
         Build();
     }
@@ -440,6 +441,7 @@ class AdhocNetwork
         m_slotStartS = slotStart;
         m_frames = 0;
         m_airBytes = 0;
+        m_slotRetries = 0;
         const uint64_t eventsBefore = Simulator::GetEventCount();
 
         double* intended = out.Field("intended", nn);
@@ -506,6 +508,7 @@ class AdhocNetwork
         std::copy(m_done.begin(), m_done.end(), out.Field("done_s", nn));
         *out.Field("air_bytes", 1) = double(m_airBytes);
         *out.Field("frames", 1) = double(m_frames);
+        *out.Field("retries", 1) = double(m_slotRetries);
         m_lastSlotEvents = Simulator::GetEventCount() - eventsBefore;
         *out.Field("events", 1) = double(m_lastSlotEvents);
         return out.values;
@@ -599,6 +602,12 @@ class AdhocNetwork
             out[i] = m_sources[i]->GetInitialEnergy() - m_sources[i]->GetRemainingEnergy();
         }
         return out;
+    }
+
+    // MAC retransmissions each device has made so far: unicast data frames sent again after a missing ACK.
+    std::vector<double> Retries() const
+    {
+        return m_retries;
     }
 
     // Seconds each radio has spent so far per state (tx, rx, idle, sleep), including the state it is in now;
@@ -805,6 +814,18 @@ class AdhocNetwork
                     ++m_frames;
                     m_airBytes += frame->GetSize();
                 }));
+            // A unicast data frame whose ACK did not come is sent again, unless it was the last attempt.
+            Ptr<WifiRemoteStationManager> stations =
+                devices.Get(i)->GetObject<WifiNetDevice>()->GetRemoteStationManager();
+            stations->TraceConnectWithoutContext("MacTxDataFailed", Callback<void, Mac48Address>([this, i](Mac48Address) {
+                m_retries[i] += 1.0;
+                ++m_slotRetries;
+            }));
+            stations->TraceConnectWithoutContext("MacTxFinalDataFailed",
+                                                 Callback<void, Mac48Address>([this, i](Mac48Address) {
+                                                     m_retries[i] -= 1.0;
+                                                     --m_slotRetries;
+                                                 }));
         }
         InstallSockets();
 
@@ -1227,11 +1248,13 @@ class AdhocNetwork
 
     uint64_t m_frames = 0;
     uint64_t m_airBytes = 0;
+    int64_t m_slotRetries = 0;  // MAC retransmissions in the current slot
     // Radio energy: seconds per device and state up to each radio's last state change, and that change's time.
     std::vector<ns3::Ptr<ns3::energy::EnergySource>> m_sources;
     std::vector<ns3::Ptr<ns3::WifiRadioEnergyModel>> m_radios;
     std::vector<double> m_stateS;
     std::vector<double> m_changedS;
+    std::vector<double> m_retries;  // per device: MAC retransmissions so far (Retries)
     // RunSlot: addressed pairs not yet complete, and the radios' seconds at the slot start and clock end.
     std::vector<uint8_t> m_intended;
     size_t m_open = 0;

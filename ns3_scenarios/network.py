@@ -225,3 +225,6 @@ class Ns3Messages:
 
     def radio_seconds(self) -> np.ndarray:
         return to_numpy(self._network.RadioSeconds()).reshape(self.nodes, -1)
+
+    def retries(self) -> np.ndarray:
+        return to_numpy(self._network.Retries())

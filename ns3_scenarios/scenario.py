@@ -90,6 +90,7 @@ SLOT_SCHEMA = (
     SlotField("source_deadline_j", "node", "float64", math.nan),  # ns-3's energy sources' loss, start to deadline
     SlotField("air_bytes", "slot", "int64"),  # PSDU bytes of every frame transmitted in the slot
     SlotField("frames", "slot", "int64"),  # frames transmitted
+    SlotField("retries", "slot", "int64"),  # MAC retransmissions: unicast data frames sent again after a missing ACK
     SlotField("events", "slot", "int64"),  # ns-3 events executed
 )
 SLOT_FIELDS = {field.name: field for field in SLOT_SCHEMA}

@@ -173,7 +173,7 @@ def answer_message_request(messages, request: dict) -> dict:
     """The message core over JSON lines: {"send": [sender, at_s, bytes], "targets": [j, ...] (optional: chosen
     receivers, unicast)} -> {"number"};
     {"advance": until_s} -> {"arrivals": [[number, receiver, t], ...]}; {"sleep": [device, from_s, until_s]};
-    every answer carries "now_s" and "radio_s" (``Messages.radio_seconds``, flattened)."""
+    every answer carries "now_s", "radio_s" (``Messages.radio_seconds``, flattened) and "retries"."""
     answer = {}
     if "send" in request:
         sender, at_s, nbytes = request["send"]
@@ -187,7 +187,8 @@ def answer_message_request(messages, request: dict) -> dict:
         messages.sleep_between(int(device), float(from_s), float(until_s))
     else:
         raise SystemExit(f"worker: unknown request {sorted(request)}")
-    return dict(answer, now_s=messages.now_s(), radio_s=messages.radio_seconds().ravel().tolist())
+    return dict(answer, now_s=messages.now_s(), radio_s=messages.radio_seconds().ravel().tolist(),
+                retries=messages.retries().tolist())
 
 
 def _report(progress: dict) -> None:

@@ -30,7 +30,7 @@ def main() -> int:
                 "rx_bytes": [payloads[i] if i != j else 0 for i, j in pairs],
                 "intended": [i != j for i, j in pairs],
                 "positions": [float(slot)] * (2 * n),
-                "air_bytes": [sum(payloads)], "frames": [n], "events": [10 * n],
+                "air_bytes": [sum(payloads)], "frames": [n], "retries": [0], "events": [10 * n],
                 "radio_s": [b * 1e-6 for b in payloads for _ in range(4)],  # tx, rx, idle, sleep per device
                 "radio_deadline_s": [b * 1e-6 for b in payloads for _ in range(4)],
                 "clock_end_s": [max(payloads) / 1e5 + slot / 1e4], "source_deadline_j": [math.nan] * n})

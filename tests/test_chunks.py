@@ -145,7 +145,7 @@ def test_the_pruned_channel_equals_the_unpruned_one_when_nobody_is_beyond_the_cu
     pruned, _ = obtain_trace("ns3", ScenarioConfig(**small, channel="spectrum_pruned"), PAYLOAD, 2, 0, tmp_path)
     side = unpruned.meta["area_side_m"]
     assert side * np.sqrt(2) < ScenarioConfig(**small).cutoff_m
-    for name in ("rx_bytes", "done_s", "intended", "radio_s", "radio_deadline_s", "air_bytes", "frames", "events", "positions",
+    for name in ("rx_bytes", "done_s", "intended", "radio_s", "radio_deadline_s", "air_bytes", "frames", "retries", "events", "positions",
                  "idle_delivered", "idle_rate"):
         assert np.array_equal(getattr(unpruned, name), getattr(pruned, name), equal_nan=True), name
     assert (~np.isnan(pruned.done_s)).sum() > 0
