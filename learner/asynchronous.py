@@ -338,9 +338,13 @@ def run_async(algorithm: AsyncAlgorithm, x: torch.Tensor, state, grad_fn: GradFn
     return AsyncResult(snapshots, merges.select(used), len(levels), state)
 
 
-def staleness(used: Merges, log: MessageLog, local_steps: int) -> np.ndarray:
+def staleness(used: Merges, log: MessageLog, local_steps: int | np.ndarray) -> np.ndarray:
     """(M, 2) per used merge: the sender's local steps since it sent the message, when the receiver merged it,
-    and the message's age in seconds (merge time minus send time)."""
+    and the message's age in seconds (merge time minus send time). ``local_steps``: per message, or (K, N) the
+    count before each device's k-th message."""
+    counts = np.broadcast_to(np.asarray(local_steps), log.step_end_s.shape)
+    done = np.vstack([np.zeros((1, counts.shape[1])), np.cumsum(counts, axis=0)])  # local steps by its k-th end
     ended = log.step_end_s[:, used.sender]  # the sender's steps that ended by the merge, less those by the send
-    sender_steps = (ended <= used.merged_s[None, :]).sum(axis=0) - (ended <= used.sent_s[None, :]).sum(axis=0)
-    return np.stack([sender_steps * local_steps, used.merged_s - used.sent_s], axis=-1).astype(float)
+    by_merge, by_send = (ended <= used.merged_s[None, :]).sum(axis=0), (ended <= used.sent_s[None, :]).sum(axis=0)
+    sender_steps = done[by_merge, used.sender] - done[by_send, used.sender]
+    return np.stack([sender_steps, used.merged_s - used.sent_s], axis=-1).astype(float)

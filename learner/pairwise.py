@@ -1,4 +1,5 @@
-"""Pairwise exchanges over the message log, event by event, batched (``peers = "pairwise"``: AD-PSGD as published).
+"""Pairwise exchanges over the message log, event by event, batched (``peers = "pairwise"``: AD-PSGD and SwarmSGD
+as published).
 
 The message core (``messages.schedules.FreeRunning``) sends each device's k-th message as a request, unicast
 to one drawn neighbour, who replies at once; the log (``messages.log.MessageLog``) says where each request
@@ -84,12 +85,15 @@ def plan_events(log: MessageLog, until_s: float) -> tuple[dict[str, np.ndarray],
 
 def run_pairwise(algorithm: AsyncAlgorithm, x: torch.Tensor, state, grad_fn: GradFn, log: MessageLog,
                  eval_s: np.ndarray, after_level: Callable[[Level, torch.Tensor], None] = lambda level, x: None,
-                 before_level: Callable[[Level], None] = lambda level: None) -> AsyncResult:
+                 before_level: Callable[[Level], None] = lambda level: None,
+                 local_steps: np.ndarray | None = None) -> AsyncResult:
     """Run the pairwise log's events in batched levels; the models at the evaluation times ``eval_s`` (ascending).
 
     The pool: row k * N + i is what device i's k-th request carried, row (K + k) * N + i what its reply
     carried. ``Level.step`` is each device's step index where its event is a step end (-1 otherwise), so the
-    callbacks see which devices take gradient steps."""
+    callbacks see which devices take gradient steps. ``local_steps`` (K, N): an algorithm with
+    ``random_local_steps`` runs that many ``local_step``s before its k-th request (the message core's draw,
+    ``messages.draws.local_step_counts``), ``before_level`` told before each, with the devices still stepping."""
     events, levels = plan_events(log, float(eval_s[-1]))
     (k_max, n), dim = log.step_end_s.shape, x.shape[1]
     time_s, device, kind, step, peer = (events[name] for name in ("time_s", "device", "kind", "step", "peer"))
@@ -106,13 +110,22 @@ def run_pairwise(algorithm: AsyncAlgorithm, x: torch.Tensor, state, grad_fn: Gra
         level = Level(np.where(np.isin(np.arange(n), device[stepping]), 0, -1), np.full((0, n), -1),
                       np.full((0, n), -1))
         level.step[device[stepping]] = step[stepping]
-        before_level(level)
         active = torch.from_numpy(level.step >= 0)
         message = algorithm.message(x, state)
         if pool is None:
             pool = torch.zeros((2 * k_max * n, message.shape[1]), dtype=message.dtype)
         pool[step[stepping] * n + device[stepping]] = message[device[stepping]]  # the requests leave
-        moved, state = algorithm.local(read, state, grad_fn, active)
+        if getattr(algorithm, "random_local_steps", False):
+            counts = np.zeros(n, dtype=np.int64)
+            counts[device[stepping]] = local_steps[step[stepping], device[stepping]]
+            moved = read
+            for done in range(int(counts.max(initial=0))):
+                still = Level(np.where(counts > done, level.step, -1), level.sender, level.sent_step)
+                before_level(still)
+                moved, state = algorithm.local_step(moved, state, grad_fn, torch.from_numpy(still.step >= 0))
+        else:
+            before_level(level)
+            moved, state = algorithm.local(read, state, grad_fn, active)
         x = torch.where(active[:, None], x + (moved - read), x)
         read = torch.where(active[:, None], x, read)
         halves = here[kind[here] != STEP]

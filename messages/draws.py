@@ -31,3 +31,16 @@ def partner_of(seed: int, device: int, step: int, neighbours: np.ndarray) -> int
         return -1
     draw = float(keyed_uniform(seed, np.array([device]), np.array([step + PARTNER_STREAM * (1 << 32)]))[0])
     return int(candidates[min(int(draw * len(candidates)), len(candidates) - 1)])
+
+
+STEPS_STREAM = 0x5A4B  # offsets the step for the local-step counts, a stream of their own
+
+
+def local_step_counts(seed: int, steps: int, devices: int, mean: float) -> np.ndarray:
+    """(steps, devices) how many local steps each device runs before its k-th message: geometric on {1, 2, ...}
+    with mean ``mean`` (SwarmSGD's random local steps), keyed by (seed, device, step); ``mean`` 1: always 1."""
+    if mean <= 1.0:
+        return np.ones((steps, devices), dtype=np.int64)
+    step, device = np.meshgrid(np.arange(steps), np.arange(devices), indexing="ij")
+    u = keyed_uniform(seed, device, step + STEPS_STREAM * (1 << 32))
+    return 1 + np.floor(np.log1p(-u) / np.log1p(-1.0 / mean)).astype(np.int64)

@@ -60,7 +60,7 @@ from typing import Any, Callable, ClassVar
 
 import numpy as np
 
-from messages.draws import partner_of
+from messages.draws import local_step_counts, partner_of
 from messages.network import RESOLUTION_S, Messages
 
 
@@ -81,6 +81,8 @@ class Plan:
     send_jitter_s: float = 0.005  # each message leaves U(0, this) after its compute ends
     seed: int = 0
     peers: str = "neighbours"  # whom a message goes to: every neighbour, or one drawn partner ("pairwise", async)
+    local_steps_mean: float = 0.0  # > 0: a random count of local steps per message (step_s then per local step)
+    loop_floor_s: float = 0.0  # with random counts: a loop lasts at least this (async_period_s)
 
     @classmethod
     def from_dict(cls, data: dict) -> "Plan":
@@ -243,7 +245,7 @@ class FreeRunning(BarrierSchedule):
     ``async_period_s``, if longer), sends, and goes on; every arrival counts, at the receiver's first step
     that ends at or after it (``merged_at``; ``learner.asynchronous``).
 
-    **Pairwise exchanges** (``peers = "pairwise"``, an algorithm's own: AD-PSGD as published): a device's
+    **Pairwise exchanges** (``peers = "pairwise"``, an algorithm's own: AD-PSGD and SwarmSGD as published): a device's
     message is a request, a unicast (acknowledged, with the MAC's retries) to one neighbour drawn uniformly by
     (seed, device, step) (``messages.draws.partner_of``); the partner takes it the moment it arrives and
     answers at once with a unicast reply of the same size, unless it has taken its last step. Nobody waits
@@ -280,11 +282,20 @@ class FreeRunning(BarrierSchedule):
     @classmethod
     def plan_for(cls, config: Any, step_s: np.ndarray) -> Plan:
         """Every device sends after each of its loops, nobody waits; as many steps as the fastest device takes
-        in ``rounds`` periods (plus one)."""
-        loops = cls.loop_s(config, step_s)
+        in ``rounds`` periods (plus one). An algorithm that draws its local steps (``random_local_steps``:
+        geometric with mean ``local_steps``, ``messages.draws.local_step_counts``) loops for its draw's compute,
+        at least ``async_period_s``, so the fastest loop is one local step."""
+        instance = config.algorithm.instance
         duration = config.rounds * cls.period_s(config, step_s)
+        peers = getattr(instance, "peers", "neighbours")
+        if getattr(instance, "random_local_steps", False):
+            floor = config.network.async_period_s
+            fastest = max(float(np.min(step_s)), floor, 1e-6)
+            return cls._plan(config, int(math.ceil(duration / fastest)) + 1, step_s, timeout_s=0.0, quorum=0.0,
+                             peers=peers, local_steps_mean=float(instance.local_steps), loop_floor_s=floor)
+        loops = cls.loop_s(config, step_s)
         return cls._plan(config, int(math.ceil(duration / max(float(loops.min()), 1e-6))) + 1, loops, timeout_s=0.0,
-                         quorum=0.0, peers=getattr(config.algorithm.instance, "peers", "neighbours"))
+                         quorum=0.0, peers=peers)
 
     def may_pass(self, engine, device, step, exchange, at_s):
         engine.addressing(step, exchange)  # records who addresses whom (the log's ``intended``)
@@ -339,6 +350,7 @@ class BarrierEngine:
         self._retries_now = getattr(messages, "retries", lambda: np.zeros(n))  # a test double may have none
         self.origin = messages.now_s()
         self.offsets = send_offsets(plan.seed, steps, exchanges, n, plan.send_jitter_s)
+        self.local_steps = local_step_counts(plan.seed, steps, n, plan.local_steps_mean)
         self.phase_of: list[tuple[int, int, int]] = []  # message number -> (step, exchange or REPLY, sender)
         self.pairwise = plan.peers == "pairwise"
         self.partner = np.full((steps, n), -1)  # pairwise: whom each device's request of a step went to
@@ -361,6 +373,8 @@ class BarrierEngine:
         plan, messages = self.plan, self.messages
         step, exchange = divmod(int(self.phase[device]), self.exchanges)
         compute = plan.step_s[device] if exchange == 0 else 0.0
+        if plan.local_steps_mean > 0 and exchange == 0:
+            compute = max(compute * self.local_steps[step, device], plan.loop_floor_s)
         send_at = max(at_s + compute + self.offsets[step, exchange, device], messages.now_s())
         counted_from = at_s + compute if plan.timeout_from == "compute_end" else send_at
         self.timeout_at[device] = max(counted_from + plan.timeout_s, send_at)

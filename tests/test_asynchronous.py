@@ -13,7 +13,7 @@ from helpers import run_dirs
 from learner.algorithms.adpsgd_broadcast import ADPSGDBroadcast
 from learner.algorithms.async_dpsgd import AsyncDPSGD
 from learner.algorithms.gossip_learning import GossipLearning
-from learner.algorithms.swarm_sgd import SwarmSGDAsync
+from learner.algorithms.swarm_sgd_broadcast import SwarmSGDBroadcast
 from learner.algorithms.registry import ASYNCHRONOUS, names_of_kind
 from learner.asynchronous import keyed_uniform, plan_levels, run_async, staleness
 from messages.log import MessageLog
@@ -80,7 +80,7 @@ def reference(algorithm, log: MessageLog, x0: torch.Tensor, device_grad, seed: i
     return snapshots, sorted(used)
 
 
-ALGORITHMS = {"adpsgd_broadcast": ADPSGDBroadcast(lr=0.2), "swarm_sgd": SwarmSGDAsync(lr=0.2, local_steps=3),
+ALGORITHMS = {"adpsgd_broadcast": ADPSGDBroadcast(lr=0.2), "swarm_sgd_broadcast": SwarmSGDBroadcast(lr=0.2, local_steps=3),
               "gossip_learning": GossipLearning(lr=0.2, local_steps=2), "async_dpsgd": AsyncDPSGD(lr=0.2),
               "plugin": NewestMean(lr=0.2)}  # the example plugin (experiments/examples/my_async_gossip.py)
 
@@ -218,13 +218,13 @@ def test_a_device_sends_at_most_once_per_async_period():
     from experiments.run.compute import step_times
     from messages.schedules import FreeRunning
     from experiments.config import parse_config
-    config = parse_config(tomllib.loads(RUN.format(rounds=10, devices=5, algorithm="swarm_sgd", link_model="ideal",
+    config = parse_config(tomllib.loads(RUN.format(rounds=10, devices=5, algorithm="swarm_sgd_broadcast", link_model="ideal",
                                                    schedule="async", extra="async_period_s = 1.0")))
     plan = FreeRunning.plan_for(config, step_times(config.network, 5, 1))
     # compute 0.3 s x H = 2 local steps = 0.6 s < the 1 s period: every device loops once a second
     assert plan.step_s == (1.0,) * 5 and plan.quorum == 0 and plan.timeout_s == 0
     assert plan.steps == 15 + 1  # ceil(10 periods of 1.5 s (the loop and half the 1 s jitter) / 1 s a loop), + 1
-    slow = parse_config(tomllib.loads(RUN.format(rounds=10, devices=5, algorithm="swarm_sgd", link_model="ideal",
+    slow = parse_config(tomllib.loads(RUN.format(rounds=10, devices=5, algorithm="swarm_sgd_broadcast", link_model="ideal",
                                                  schedule="async", extra="async_period_s = 0.5")))
     assert FreeRunning.plan_for(slow, step_times(slow.network, 5, 1)).step_s == (0.6,) * 5  # compute is longer
 

@@ -12,11 +12,13 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 from learner.algorithms.adpsgd import ADPSGD
+from learner.algorithms.swarm_sgd import SwarmSGDAsync
+from messages.draws import local_step_counts
 from learner.pairwise import run_pairwise
 from messages.log import MessageLog
 
 DIM = 3
-PAIRWISE = {"adpsgd"}  # the registered pairwise algorithms, held to ``reference_exchanges`` below
+PAIRWISE = {"adpsgd", "swarm_sgd"}  # the registered pairwise algorithms, held to ``reference_exchanges`` below
 
 
 def random_pairwise_log(seed: int, n: int = 6, steps: int = 7, loss: float = 0.3, requests_until: int | None = None,
@@ -51,13 +53,15 @@ def quadratic(n: int, seed: int):
     return lambda x: a * (x - b), (lambda i, xi: a[i] * (xi - b[i]))
 
 
-def reference_exchanges(algorithm, log: MessageLog, x0: torch.Tensor, device_grad, eval_s: np.ndarray):
+def reference_exchanges(algorithm, log: MessageLog, x0: torch.Tensor, device_grad, eval_s: np.ndarray,
+                        counts: np.ndarray | None = None):
     """The paper's loop per event, one at a time in time order (at equal times: requests, replies, step ends;
     then by device), up to the last evaluation time: at device j's step end its request leaves with its
     model, then its local steps' update from its read copy is added; a request j takes: its reply carries
     its model, then it averages with the request's model; a reply to j's request k: it adds half of (the
-    reply's model - what the request carried), if its request was taken in time. Returns (models at
-    eval_s, halves used as (receiver, sender, sent at, merged at))."""
+    reply's model - what the request carried), if its request was taken in time. ``counts`` (K, N): the
+    local steps before each request where the algorithm draws them (SwarmSGD), else its ``local_steps``.
+    Returns (models at eval_s, halves used as (receiver, sender, sent at, merged at))."""
     by_event = algorithm.reference()
     n, steps = x0.shape[0], log.step_end_s.shape[0]
     events = [(float(log.step_end_s[k, j]), 2, j, k, -1) for k in range(steps) for j in range(n)
@@ -78,7 +82,9 @@ def reference_exchanges(algorithm, log: MessageLog, x0: torch.Tensor, device_gra
             break
         if kind == 2:
             request[(k, j)] = x[j].clone()
-            moved, _ = by_event.local(read[j].clone(), {}, lambda xj: device_grad(j, xj))
+            moved = read[j].clone()
+            for _ in range(algorithm.local_steps if counts is None else int(counts[k, j])):
+                moved = moved - algorithm.lr * device_grad(j, moved)
             x[j] = x[j] + (moved - read[j])
             read[j] = x[j].clone()
         elif kind == 0:
@@ -97,15 +103,34 @@ def halves(merges) -> list[tuple]:
     return sorted(zip(merges.receiver.tolist(), merges.sender.tolist(), merges.sent_s.tolist(), merges.merged_s.tolist()))
 
 
+def test_every_registered_pairwise_algorithm_is_held_to_the_per_event_loop():
+    from learner.algorithms.registry import ALGORITHMS
+    assert {name for name, cls in ALGORITHMS.items() if getattr(cls, "peers", "") == "pairwise"} == PAIRWISE == set(ENGINES)
+
+
+ENGINES = {"adpsgd": ADPSGD(lr=0.2), "swarm_sgd": SwarmSGDAsync(lr=0.2, local_steps=3)}
+
+
+@pytest.mark.parametrize("name", sorted(ENGINES))
 @pytest.mark.parametrize("log_seed,loss", [(1, 0.0), (2, 0.3), (3, 0.6)])
-def test_the_batched_engine_equals_a_per_event_loop_of_requests_and_replies(log_seed, loss):
-    algorithm = ADPSGD(lr=0.2)
+def test_the_batched_engine_equals_a_per_event_loop_of_requests_and_replies(name, log_seed, loss):
+    algorithm = ENGINES[name]
     log = random_pairwise_log(log_seed, loss=loss)
+    counts = local_step_counts(11, *log.step_end_s.shape, algorithm.local_steps)
+    if name == "swarm_sgd":
+        assert len(set(counts.ravel().tolist())) > 2  # the counts do vary
     grad, device_grad = quadratic(log.step_end_s.shape[1], seed=log_seed)
     x0 = torch.randn(log.step_end_s.shape[1], DIM, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
     eval_s = np.linspace(0.1, float(np.nanmax(log.step_end_s)) + 0.5, 9)
-    result = run_pairwise(algorithm, x0.clone(), algorithm.init(x0, seed=11), grad, log, eval_s)
-    expected, used = reference_exchanges(algorithm, log, x0, device_grad, eval_s)
+    stepped = np.zeros(log.step_end_s.shape[1], dtype=np.int64)
+    result = run_pairwise(algorithm, x0.clone(), algorithm.init(x0, seed=11), grad, log, eval_s,
+                          before_level=lambda level: np.add.at(stepped, np.flatnonzero(level.step >= 0), 1),
+                          local_steps=counts)
+    ran = np.where(np.isnan(log.step_end_s), 0, counts if name == "swarm_sgd" else algorithm.local_steps)
+    if name == "swarm_sgd":  # one before_level per local step: the oracle's counts follow the draws
+        assert stepped.tolist() == ran.sum(axis=0).tolist()
+    expected, used = reference_exchanges(algorithm, log, x0, device_grad, eval_s,
+                                         counts if name == "swarm_sgd" else None)
     torch.testing.assert_close(result.snapshots, expected, atol=1e-6, rtol=0)
     assert halves(result.used) == used and len(used) > 0
     events = int((~np.isnan(log.step_end_s)).sum()) + len(used)
@@ -209,3 +234,37 @@ def test_over_real_ns3_the_engine_follows_the_per_event_loop_and_unicast_deliver
     expected, used = reference_exchanges(algorithm, log, x0, device_grad, eval_s)
     torch.testing.assert_close(result.snapshots, expected, atol=1e-6, rtol=0)
     assert halves(result.used) == used
+
+
+def test_swarm_sgd_loops_for_its_drawn_local_steps_and_counts_them(tmp_path):
+    """SwarmSGD as published over a control: the message core times device j's k-th loop as its drawn count
+    of local steps x its step time, at least async_period_s, plus its send offset; metrics.csv's local_steps
+    is the mean over devices of the counts of the loops ended by each period."""
+    import pandas as pd
+
+    from bridge.trace import LinkTrace
+    from experiments.cli import main
+    from experiments.run.async_loop import message_log
+    from helpers import run_dirs
+
+    path = tmp_path / "swarm.toml"
+    path.write_text('name = "swarm"\nseed = 2\nrounds = 5\ndevices = 6\n[data]\ndataset = "digits"\n'
+                    '[algorithm]\nname = "swarm_sgd"\nlocal_steps = 3\n[network]\nlink_model = "ideal"\n'
+                    'schedule = "async"\ncompute_s_per_step = 0.2\nasync_period_s = 0.3\n')
+    assert main(["run", str(path), "--results", str(tmp_path / "r"), "--cache", str(tmp_path / "c"), "-q"]) == 0
+    (trace_dir,) = [meta.parent for meta in (tmp_path / "c").rglob("meta.json")]
+    trace = LinkTrace.load(trace_dir)
+    plan = trace.meta["barrier"]
+    assert plan["peers"] == "pairwise" and plan["local_steps_mean"] == 3.0 and plan["loop_floor_s"] == 0.3
+    sent = trace.finished_s[:, 0, :].astype(float)
+    counts = local_step_counts(2, *sent.shape, 3.0)
+    loops = np.maximum(0.2 * counts, 0.3)
+    starts = np.vstack([np.zeros((1, sent.shape[1])), sent[:-1]])
+    offset = sent - starts - loops  # the send offset U(0, start_jitter_s) after each loop
+    assert (offset > -1e-6).all() and (offset < 1.0 + 1e-6).all() and len(set(counts.ravel().tolist())) > 2
+    (run_dir,) = [d for d in run_dirs(tmp_path / "r") if (d / "metrics.csv").exists()]
+    metrics = pd.read_csv(run_dir / "metrics.csv")
+    log = message_log(trace)
+    for _, row in metrics.iloc[1:].iterrows():
+        ended = log.step_end_s <= row["sim_time_s"]
+        assert row["local_steps"] == pytest.approx((counts * ended).sum(axis=0).mean())

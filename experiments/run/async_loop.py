@@ -23,7 +23,8 @@ schedules give it at its c-th evaluation (``Devices.keyed_batch``, through ``run
 they do not depend on how the engine groups steps into levels, on the link model or on the timing; the
 merges' partner draws are keyed by (seed, device, step) too (``learner.asynchronous.keyed_uniform``).
 
-**Pairwise exchanges** (``peers = "pairwise"``, AD-PSGD as published): each message is a request to one
+**Pairwise exchanges** (``peers = "pairwise"``, AD-PSGD and SwarmSGD as published; SwarmSGD's local-step
+counts drawn per loop, ``local_steps_of``, timing the loop, the ledger's compute and metrics' local_steps): each message is a request to one
 drawn neighbour and the partner's reply (``messages.schedules.FreeRunning``), the trace holds them as two
 exchanges (``bridge.messages.pairwise_as_exchanges``) and ``learner.pairwise`` applies each half of an
 exchange when its message arrives.
@@ -53,6 +54,7 @@ from experiments.run.run_outputs import CSV_FLOAT_FORMAT
 from learner.asynchronous import run_async, staleness, step_counts
 from learner.pairwise import run_pairwise
 from messages.ledger import RADIO_STATES, Power
+from messages.draws import local_step_counts
 from messages.log import MessageLog
 from messages.schedules import FreeRunning
 
@@ -82,24 +84,26 @@ def run_asynchronously(config, model, devices, algorithm, trace: LinkTrace, step
     def keep_losses(level, _x) -> None:
         interrupts.check()
         active = np.flatnonzero(level.step >= 0)
-        if oracle.losses:
-            losses.append((active, level.step[active], torch.stack(oracle.losses).mean(0)[active]))
+        if oracle.losses:  # NaN where a device did not step in a call (random local-step counts)
+            losses.append((active, level.step[active], torch.stack(oracle.losses).nanmean(0)[active]))
         oracle.new_round()
+
+    counts = local_steps_of(algorithm, config.seed, messages.step_end_s.shape)
 
     guarded = CheckedAsync(config.algorithm.name, algorithm, config.messages[0].width)
     with recorder.phase("step"):
         engine = run_pairwise if messages.pairwise else run_async
         result = engine(guarded, x, checked_init(config.algorithm.name, algorithm, x, seed=config.seed), oracle,
-                           messages, eval_s, keep_losses, before_level=lambda level: oracle.begin(level.step >= 0))
+                        messages, eval_s, keep_losses, before_level=lambda level: oracle.begin(level.step >= 0),
+                        **({"local_steps": counts} if messages.pairwise else {}))
     log(f"[nsdml] async: {int(step_counts(messages).sum())} device steps in {result.levels} batched levels, "
         f"{len(result.used)} merges")
-    stale = staleness(result.used, messages, algorithm.local_steps)
+    stale = staleness(result.used, messages, counts)
     merge_s = result.used.merged_s
-    steps_by = np.stack([(messages.step_end_s <= t).sum(0) for t in eval_s])  # (E, N) steps ended by each time
     step_end = np.where(np.isnan(messages.step_end_s), np.inf, messages.step_end_s)
     power = Power.of(config.scenario, config.network.compute_power_w)
     step_radio_s = np.where(np.isfinite(step_end)[..., None], trace.radio_s[:messages.step_end_s.shape[0], 0], 0.0)
-    step_compute_s = np.asarray(step_s, dtype=float) * algorithm.local_steps
+    step_compute_s = np.asarray(step_s, dtype=float)[None, :] * counts  # (K, N) each step's compute
     status, spent_before, radio_before = "done", np.zeros(n), np.zeros(n)
     for e, t in enumerate(eval_s, start=1):
         x_e = result.snapshots[e - 1]
@@ -108,7 +112,7 @@ def run_asynchronously(config, model, devices, algorithm, trace: LinkTrace, step
             log(f"[nsdml] diverged by period {e}: non-finite parameters")
             break
         ended = step_end <= t
-        radio_s, compute_s = (step_radio_s * ended[..., None]).sum(axis=0), step_compute_s * ended.sum(0)
+        radio_s, compute_s = (step_radio_s * ended[..., None]).sum(axis=0), (step_compute_s * ended).sum(axis=0)
         radio_j = power.radio_j(radio_s)
         spent = radio_j + power.compute_j(compute_s)
         window, radio_window = spent - spent_before, radio_j - radio_before
@@ -118,13 +122,21 @@ def run_asynchronously(config, model, devices, algorithm, trace: LinkTrace, step
                    **state_columns(radio_s, compute_s), **merge_columns(stale[in_window])}
         links = SimpleNamespace(used=len(trace.payload_bytes) if e - 1 < trace.rounds else 0,  # pairwise: 2
                                 delivered=int(in_window.sum()))
-        recorder.add_round(e, float(t), float(steps_by[e - 1].mean() * algorithm.local_steps),
+        recorder.add_round(e, float(t), float((counts * ended).sum(axis=0).mean()),
                            recorder.evaluate(devices, x_e), _window_loss(losses, messages.step_end_s, t - period, t),
                            trace, links, columns,
                            device_ledger(radio_s, compute_s, spent, np.where(ended, step_end, 0.0).max(axis=0)))
     recorder.write_text("staleness.csv", staleness_table(result.used, stale, messages).to_csv(
         index=False, float_format=CSV_FLOAT_FORMAT))
     return status
+
+
+def local_steps_of(algorithm, seed: int, shape: tuple[int, int]) -> np.ndarray:
+    """(K, N) the local steps each device runs before its k-th message: the algorithm's ``local_steps``, or,
+    with ``random_local_steps``, the message core's draw (``messages.draws.local_step_counts``)."""
+    if getattr(algorithm, "random_local_steps", False):
+        return local_step_counts(seed, *shape, float(algorithm.local_steps))
+    return np.full(shape, algorithm.local_steps, dtype=np.int64)
 
 
 def merge_columns(stale: np.ndarray) -> dict:

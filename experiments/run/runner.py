@@ -230,7 +230,7 @@ class KeyedGradientOracle(GradientOracle):
                 grad[stepping], loss[stepping] = self._devices.keyed_gradients(params[stepping],
                                                                                self.counts[stepping], stepping)
         self.counts[self._active] += 1
-        self.losses.append(loss)
+        self.losses.append(torch.where(torch.from_numpy(self._active), loss, torch.nan))
         return grad, loss
 
 

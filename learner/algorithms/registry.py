@@ -33,6 +33,7 @@ from learner.algorithms.hyperprism import HyperPrism, HyperPrismFixed
 from learner.algorithms.mudag import Mudag
 from learner.algorithms.sgp import SGP
 from learner.algorithms.swarm_sgd import SwarmSGDAsync
+from learner.algorithms.swarm_sgd_broadcast import SwarmSGDBroadcast
 from learner.algorithms.swarmsgd import SwarmSGD
 from learner.algorithms.threshold_sgd import ThresholdSGD
 
@@ -60,7 +61,8 @@ ALGORITHMS: dict[str, type] = {
     "adpsgd_broadcast": ADPSGDBroadcast,  # its broadcast reading, one-sided
     "async_dpsgd": AsyncDPSGD,
     "gossip_learning": GossipLearning,
-    "swarm_sgd": SwarmSGDAsync,
+    "swarm_sgd": SwarmSGDAsync,  # as published: random local steps, pairwise unicast exchanges
+    "swarm_sgd_broadcast": SwarmSGDBroadcast,  # its broadcast reading, H fixed, one-sided
 }
 
 SYNCHRONOUS, ASYNCHRONOUS = "synchronous", "asynchronous"
