@@ -161,11 +161,16 @@ def pairwise_as_exchanges(log: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
                    if "retries" in log else {}))
 
 
+def partners(trace: LinkTrace) -> np.ndarray:
+    """(K, N) the one device each message was addressed to (a trace of ``peers`` "one" or "pairwise"), -1: none."""
+    asked = trace.intended[:, 0]
+    return np.where(asked.any(axis=2), asked.argmax(axis=2), -1)
+
+
 def pairwise_log(trace: LinkTrace) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(partner, answered, reply_s since the schedule began), each (K, N), of a pairwise trace
     (``pairwise_as_exchanges``)."""
-    asked = trace.intended[:, 0]
-    partner = np.where(asked.any(axis=2), asked.argmax(axis=2), -1)
+    partner = partners(trace)
     answered = trace.intended[:, 1].any(axis=2)
     step, device = np.nonzero(partner >= 0)
     reply_s = np.full(partner.shape, np.nan)

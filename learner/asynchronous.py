@@ -220,11 +220,14 @@ class Merges:
 @dataclass(frozen=True)
 class Level:
     """Causally independent steps: ``step`` (N,) each device's step index at this level (-1: none); ``sender``
-    and ``sent_step`` (R, N): each active device's messages in merge order (-1 where none)."""
+    and ``sent_step`` (R, N): each active device's messages in merge order (-1 where none); ``time_s`` (N,),
+    where an engine's events are not step ends (``learner.pairwise.run_push``): when each active device's
+    local steps happen."""
 
     step: np.ndarray
     sender: np.ndarray
     sent_step: np.ndarray
+    time_s: np.ndarray | None = None
 
 
 def step_counts(log: MessageLog) -> np.ndarray:

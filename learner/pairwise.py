@@ -97,15 +97,12 @@ def run_pairwise(algorithm: AsyncAlgorithm, x: torch.Tensor, state, grad_fn: Gra
     events, levels = plan_events(log, float(eval_s[-1]))
     (k_max, n), dim = log.step_end_s.shape, x.shape[1]
     time_s, device, kind, step, peer = (events[name] for name in ("time_s", "device", "kind", "step", "peer"))
-    snapshots = x[None].repeat(len(eval_s), 1, 1)
-    windows = event_windows(time_s, device, eval_s)
+    snapshots, windows = x[None].repeat(len(eval_s), 1, 1), event_windows(time_s, device, eval_s)
     read = x.clone()
     pool: torch.Tensor | None = None
     applied = np.zeros(len(time_s), dtype=bool)
-    order = np.argsort(levels, kind="stable")
-    bounds = np.searchsorted(levels[order], np.arange(1, int(levels.max(initial=0)) + 2))
-    for number in range(len(bounds) - 1):
-        here = order[bounds[number]:bounds[number + 1]]
+    batches = by_level(levels)
+    for here in batches:
         stepping = here[kind[here] == STEP]
         level = Level(np.where(np.isin(np.arange(n), device[stepping]), 0, -1), np.full((0, n), -1),
                       np.full((0, n), -1))
@@ -146,7 +143,14 @@ def run_pairwise(algorithm: AsyncAlgorithm, x: torch.Tensor, state, grad_fn: Gra
         for e in here[windows[here, 1] > windows[here, 0]]:
             snapshots[windows[e, 0]:windows[e, 1], device[e]] = x[device[e]]
         after_level(level, x)
-    return AsyncResult(snapshots, merges_of(events, levels, applied, log), len(bounds) - 1, state)
+    return AsyncResult(snapshots, merges_of(events, levels, applied, log), len(batches), state)
+
+
+def by_level(levels: np.ndarray) -> list[np.ndarray]:
+    """The events' indices level by level (1, 2, ...), each level's in event order."""
+    order = np.argsort(levels, kind="stable")
+    bounds = np.searchsorted(levels[order], np.arange(1, int(levels.max(initial=0)) + 2))
+    return [order[start:end] for start, end in zip(bounds[:-1], bounds[1:])]
 
 
 def event_windows(time_s: np.ndarray, device: np.ndarray, eval_s: np.ndarray) -> np.ndarray:
@@ -214,3 +218,81 @@ class PairwiseExchange(PairwiseAveraging):
 
     def reference(self) -> EventReference:
         return PairwiseExchangeByEvent(self)
+
+
+SEND, RECEIVE = 1, 0  # a one-peer log's event kinds, in their order at equal times
+
+
+def push_events(log: MessageLog, until_s: float) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """A one-peer log's events up to ``until_s`` (``peers = "one"``), sorted by (time, kind, device), and each
+    one's level: a device's sends at its step ends, and the receipt of each message that arrived at its peer,
+    which depends on the send."""
+    step, device = np.nonzero(~np.isnan(log.step_end_s))
+    sent_k, sender = np.nonzero(log.partner >= 0)
+    receiver = log.partner[sent_k, sender]
+    arrival = log.arrival_s[sent_k, sender, receiver]
+    came = ~np.isnan(arrival)
+    events = dict(time_s=np.r_[log.step_end_s[step, device], arrival[came]], device=np.r_[device, receiver[came]],
+                  kind=np.r_[np.full(len(step), SEND), np.full(int(came.sum()), RECEIVE)],
+                  step=np.r_[step, sent_k[came]], peer=np.r_[np.full(len(step), -1), sender[came]])
+    keep = events["time_s"] <= until_s
+    order = np.lexsort((events["device"][keep], events["kind"][keep], events["time_s"][keep]))
+    events = {name: values[keep][order] for name, values in events.items()}
+    level = np.zeros(len(order), dtype=np.int64)
+    last = np.zeros(log.step_end_s.shape[1], dtype=np.int64)
+    sent_at = {}  # (k, device) -> the level of its send
+    for e, (d, kind, k, peer) in enumerate(zip(events["device"], events["kind"], events["step"], events["peer"])):
+        needed = last[d] if kind == SEND else max(last[d], sent_at[(k, peer)])
+        level[e] = last[d] = needed + 1
+        if kind == SEND:
+            sent_at[(k, d)] = level[e]
+    return events, level
+
+
+def run_push(algorithm: AsyncAlgorithm, x: torch.Tensor, state, grad_fn: GradFn, log: MessageLog,
+             eval_s: np.ndarray, after_level: Callable[[Level, torch.Tensor], None] = lambda level, x: None,
+             before_level: Callable[[Level], None] = lambda level: None) -> AsyncResult:
+    """Gossip learning's loop as published over a one-peer log (``peers = "one"``), events in batched levels: at
+    each step end a device sends its message (``algorithm.message``: the model, its age) to its drawn peer; a
+    device that receives one merges it (``algorithm.merge``, an inbox of that one message) and then runs its
+    local steps (``algorithm.local``: the update on receipt). ``Level.step`` marks the receiving devices (the
+    ones that take gradient steps), ``Level.time_s`` when. The models at the evaluation times ``eval_s``."""
+    events, levels = push_events(log, float(eval_s[-1]))
+    k_max, n = log.step_end_s.shape
+    time_s, device, kind, step, peer = (events[name] for name in ("time_s", "device", "kind", "step", "peer"))
+    snapshots, windows = x[None].repeat(len(eval_s), 1, 1), event_windows(time_s, device, eval_s)
+    pool: torch.Tensor | None = None
+    applied = np.zeros(len(time_s), dtype=bool)
+    batches = by_level(levels)
+    for here in batches:
+        sending, receiving = here[kind[here] == SEND], here[kind[here] == RECEIVE]
+        message = algorithm.message(x, state)
+        if pool is None:
+            pool = torch.zeros((k_max * n, message.shape[1]), dtype=message.dtype)
+        pool[step[sending] * n + device[sending]] = message[device[sending]]
+        marks = np.full(n, -1)
+        marks[device[receiving]] = step[receiving]  # the received message's step: >= 0 marks a receiver
+        times = np.full(n, np.nan)
+        times[device[receiving]] = time_s[receiving]
+        level = Level(marks, np.full((1, n), -1), np.full((1, n), -1), times)
+        present = torch.from_numpy(marks >= 0)[None, :]
+        sender = torch.full((1, n), -1)
+        sender[0, device[receiving]] = torch.from_numpy(peer[receiving])
+        row = torch.full((1, n), -1)
+        row[0, device[receiving]] = torch.from_numpy(step[receiving] * n + peer[receiving])
+        active = present[0]
+        inbox = Inbox(sender, present, row, pool, torch.from_numpy(marks))
+        x, state, used = algorithm.merge(x, state, inbox, active)
+        applied[receiving] = used[0, device[receiving]].numpy()
+        if len(receiving):
+            before_level(level)
+            x, state = algorithm.local(x, state, grad_fn, active)
+        for e in here[windows[here, 1] > windows[here, 0]]:
+            snapshots[windows[e, 0]:windows[e, 1], device[e]] = x[device[e]]
+        after_level(level, x)
+    half = (kind == RECEIVE) & applied
+    ends = np.where(np.isnan(log.step_end_s), np.inf, log.step_end_s)
+    receivers, senders, sent_k, merged_s = device[half], peer[half], step[half], time_s[half]
+    merges = Merges(levels[half], receivers, (ends[:, receivers] < merged_s[None, :]).sum(axis=0), senders, sent_k,
+                    merged_s, log.step_end_s[sent_k, senders], merged_s)
+    return AsyncResult(snapshots, merges, len(batches), state)

@@ -80,7 +80,7 @@ class Plan:
     radio_sleep: bool = False
     send_jitter_s: float = 0.005  # each message leaves U(0, this) after its compute ends
     seed: int = 0
-    peers: str = "neighbours"  # whom a message goes to: every neighbour, or one drawn partner ("pairwise", async)
+    peers: str = "neighbours"  # whom a message goes to (``PEERS``): every neighbour, or one drawn partner (async)
     local_steps_mean: float = 0.0  # > 0: a random count of local steps per message (step_s then per local step)
     loop_floor_s: float = 0.0  # with random counts: a loop lasts at least this (async_period_s)
 
@@ -92,7 +92,7 @@ class Plan:
 
 Rule = tuple[str, Any, bool, str]  # (config field, its value, whether it holds, what is expected)
 TIMEOUT_FROM = ("send", "compute_end")  # what a barrier's time-out counts from
-PEERS = ("neighbours", "pairwise")  # a message to every neighbour, or a request to one partner and its reply
+PEERS = ("neighbours", "pairwise", "one")  # to every neighbour; a request to one partner and its reply; to one
 REPLY = -1  # the exchange number the engine gives a pairwise reply (sent by the partner, not by a phase)
 
 
@@ -250,7 +250,10 @@ class FreeRunning(BarrierSchedule):
     (seed, device, step) (``messages.draws.partner_of``); the partner takes it the moment it arrives and
     answers at once with a unicast reply of the same size, unless it has taken its last step. Nobody waits
     for a reply. Each side applies its half when its message arrives (``learner.pairwise``): a lost request
-    changes nobody; a lost reply leaves the exchange one-sided."""
+    changes nobody; a lost reply leaves the exchange one-sided.
+
+    **To one peer** (``peers = "one"``: gossip learning as published): each message is a unicast to one
+    neighbour drawn as above, and nothing comes back."""
 
     name = "async"
     algorithm_kind = "asynchronous"
@@ -353,6 +356,7 @@ class BarrierEngine:
         self.local_steps = local_step_counts(plan.seed, steps, n, plan.local_steps_mean)
         self.phase_of: list[tuple[int, int, int]] = []  # message number -> (step, exchange or REPLY, sender)
         self.pairwise = plan.peers == "pairwise"
+        self.one_peer = plan.peers in ("pairwise", "one")  # each message to one drawn neighbour
         self.partner = np.full((steps, n), -1)  # pairwise: whom each device's request of a step went to
         self.reply_s = np.full((steps, n), np.nan)  # pairwise: when its reply came back
         self.answered = np.zeros((steps, n), dtype=bool)  # pairwise: whether the partner took the request
@@ -379,10 +383,10 @@ class BarrierEngine:
         counted_from = at_s + compute if plan.timeout_from == "compute_end" else send_at
         self.timeout_at[device] = max(counted_from + plan.timeout_s, send_at)
         targets = None
-        if self.pairwise:
+        if self.one_peer:
             self.partner[step, device] = partner_of(plan.seed, device, step, self.addressing(step, exchange)[device])
             targets = [int(self.partner[step, device])] if self.partner[step, device] >= 0 else None
-        if targets is not None or not self.pairwise:  # a pairwise device with no neighbour sends nothing
+        if targets is not None or not self.one_peer:  # a device with no neighbour to draw sends nothing
             self._send(device, send_at, plan.payload_bytes[exchange], step, exchange, targets, (step, exchange, device))
         self.sent_s[step, exchange, device] = send_at - self.origin
         self.waiting_since[device] = send_at
@@ -478,9 +482,10 @@ class BarrierEngine:
                 last_reported = done
         log = {"sent_s": self.sent_s, "arrival_s": self.arrival_s, "finished_s": self.finished_s,
                "intended": self.addressed, "radio_s": self.radio_s, "retries": self.retries}
-        if self.pairwise:  # a request addresses its partner only
-            log.update(partner=self.partner, answered=self.answered, reply_s=self.reply_s,
-                       intended=np.zeros_like(self.addressed))
+        if self.one_peer:  # a message addresses its partner only
+            log.update(partner=self.partner, intended=np.zeros_like(self.addressed))
+            if self.pairwise:
+                log.update(answered=self.answered, reply_s=self.reply_s)
             step, device = np.nonzero(self.partner >= 0)
             log["intended"][step, 0, device, self.partner[step, device]] = True
         return log

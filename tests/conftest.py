@@ -49,11 +49,13 @@ def ray_cluster():
     reaper = subprocess.Popen([sys.executable, "-c", REAPER, str(os.getpid()), temp, f"gcs_server_port={port}",
                                f"127.0.0.1:{port}"], start_new_session=True)
     try:
+        # Both nodes on the loopback address the driver connects to: a node that registered under the host's
+        # own address was once not found from 127.0.0.1 ("No node info found matching attributes").
         subprocess.run([ray, "start", "--head", f"--port={port}", "--num-cpus=1", "--include-dashboard=false",
-                        "--disable-usage-stats", f"--temp-dir={temp}"], check=True, capture_output=True,
-                       env=environment, timeout=180)
-        subprocess.run([ray, "start", f"--address=127.0.0.1:{port}", "--num-cpus=1", "--disable-usage-stats"],
-                       check=True, capture_output=True, env=environment, timeout=180)
+                        "--node-ip-address=127.0.0.1", "--disable-usage-stats", f"--temp-dir={temp}"], check=True,
+                       capture_output=True, env=environment, timeout=180)
+        subprocess.run([ray, "start", f"--address=127.0.0.1:{port}", "--num-cpus=1", "--node-ip-address=127.0.0.1",
+                        "--disable-usage-stats"], check=True, capture_output=True, env=environment, timeout=180)
         yield f"127.0.0.1:{port}"
     finally:  # also when a start failed: a head left running would outlive the session
         subprocess.run([ray, "stop", "--force"], capture_output=True, env=environment, timeout=120)

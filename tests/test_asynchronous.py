@@ -12,13 +12,13 @@ from helpers import run_dirs
 
 from learner.algorithms.adpsgd_broadcast import ADPSGDBroadcast
 from learner.algorithms.async_dpsgd import AsyncDPSGD
-from learner.algorithms.gossip_learning import GossipLearning
+from learner.algorithms.gossip_learning_broadcast import GossipLearningBroadcast
 from learner.algorithms.swarm_sgd_broadcast import SwarmSGDBroadcast
 from learner.algorithms.registry import ASYNCHRONOUS, names_of_kind
 from learner.asynchronous import keyed_uniform, plan_levels, run_async, staleness
 from messages.log import MessageLog
 from experiments.examples.my_async_gossip import NewestMean
-from test_pairwise import PAIRWISE
+from test_pairwise import ONE_PEER, PAIRWISE
 
 DIM = 3
 
@@ -81,12 +81,12 @@ def reference(algorithm, log: MessageLog, x0: torch.Tensor, device_grad, seed: i
 
 
 ALGORITHMS = {"adpsgd_broadcast": ADPSGDBroadcast(lr=0.2), "swarm_sgd_broadcast": SwarmSGDBroadcast(lr=0.2, local_steps=3),
-              "gossip_learning": GossipLearning(lr=0.2, local_steps=2), "async_dpsgd": AsyncDPSGD(lr=0.2),
+              "gossip_learning_broadcast": GossipLearningBroadcast(lr=0.2, local_steps=2), "async_dpsgd": AsyncDPSGD(lr=0.2),
               "plugin": NewestMean(lr=0.2)}  # the example plugin (experiments/examples/my_async_gossip.py)
 
 
 def test_every_registered_asynchronous_algorithm_is_held_to_its_reference():
-    assert set(names_of_kind(ASYNCHRONOUS)) == set(ALGORITHMS) - {"plugin"} | PAIRWISE
+    assert set(names_of_kind(ASYNCHRONOUS)) == set(ALGORITHMS) - {"plugin"} | PAIRWISE | ONE_PEER
     assert all(callable(getattr(ALGORITHMS[name], "reference", None)) for name in ALGORITHMS)
 
 
@@ -236,7 +236,8 @@ def test_the_async_table_pairs_each_method_with_dpsgd_under_rounds_seed_by_seed(
     rows = []
     for name, schedule, seconds in (("dpsgd", "rounds", (40.0, 50.0, 60.0)), ("adpsgd", "async", (30.0, 42.0, 51.0))):
         for seed, s in zip((1, 2, 3), seconds):
-            rows.append({"devices": 20, "network.link_model": "ns3", "network.compute_model": "constant",
+            rows.append({"devices": 20, "network.link_model": "ns3", "compute": "constant",
+                         "loop": ">= 1.05 s" if schedule == "async" else schedule,
                          "method": name if schedule == "async" else f"{name} ({schedule})", "seed": seed,
                          "final_acc": 0.7, "steps_to_target": s / 2, "time_to_target_s": s,
                          "energy_to_target_j": 10 * s, "staleness_steps": 0.5 if schedule == "async" else math.nan,
@@ -244,11 +245,15 @@ def test_the_async_table_pairs_each_method_with_dpsgd_under_rounds_seed_by_seed(
     runs = pd.DataFrame(rows)
     row = paired(runs).iloc[0]
     # seconds: -10, -8, -9 -> -9.0 ± 4.3027 * 1 / sqrt 3 = 2.48 (3 pairs)
-    assert row["algorithm"] == "adpsgd" and row["reference"] == "dpsgd (rounds)"
+    assert row["algorithm"] == "adpsgd, >= 1.05 s" and row["reference"] == "dpsgd (rounds)"
     assert row["time_to_target_s_diff"] == pytest.approx(-9.0)
     assert row["time_to_target_s_half"] == pytest.approx(4.302652729911275 / math.sqrt(3))
     text = settings_markdown(settings_table(runs), 0.6)
-    assert "| 20 | ns3 | constant | dpsgd (rounds) | 0.700 ± 0.000 | 25.0 ± 12.4 (3/3) | 50.0 ± 24.8 (3/3) |" in text
+    assert "| 20 | ns3 | constant | rounds | dpsgd (rounds) | 0.700 ± 0.000 | 25.0 ± 12.4 (3/3) | 50.0 ± 24.8 (3/3) |" in text
+    from experiments.campaigns.async_table import paired_markdown
+    from scipy.stats import ttest_rel
+    p = ttest_rel([30.0, 42.0, 51.0], [40.0, 50.0, 60.0]).pvalue  # the seconds' paired t-test
+    assert f"-9.0 ± 2.5 (3), Holm p" in paired_markdown(paired(runs)) and row["time_to_target_s_p"] == pytest.approx(p)
     assert "| n/a |" not in text.split("adpsgd")[1]  # the asynchronous rows have a staleness
 
 

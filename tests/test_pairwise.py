@@ -19,6 +19,7 @@ from messages.log import MessageLog
 
 DIM = 3
 PAIRWISE = {"adpsgd", "swarm_sgd"}  # the registered pairwise algorithms, held to ``reference_exchanges`` below
+ONE_PEER = {"gossip_learning"}  # those sending to one peer, held to ``reference_push``
 
 
 def random_pairwise_log(seed: int, n: int = 6, steps: int = 7, loss: float = 0.3, requests_until: int | None = None,
@@ -100,12 +101,15 @@ def reference_exchanges(algorithm, log: MessageLog, x0: torch.Tensor, device_gra
 
 def halves(merges) -> list[tuple]:
     """The engine's merges as (receiver, sender, sent at, merged at)."""
-    return sorted(zip(merges.receiver.tolist(), merges.sender.tolist(), merges.sent_s.tolist(), merges.merged_s.tolist()))
+    return sorted(zip(merges.receiver.tolist(), merges.sender.tolist(), merges.sent_s.tolist(),
+                      merges.merged_s.tolist()))
 
 
 def test_every_registered_pairwise_algorithm_is_held_to_the_per_event_loop():
     from learner.algorithms.registry import ALGORITHMS
-    assert {name for name, cls in ALGORITHMS.items() if getattr(cls, "peers", "") == "pairwise"} == PAIRWISE == set(ENGINES)
+    peers = {name: getattr(cls, "peers", "neighbours") for name, cls in ALGORITHMS.items()}
+    assert {name for name, kind in peers.items() if kind == "pairwise"} == PAIRWISE == set(ENGINES)
+    assert {name for name, kind in peers.items() if kind == "one"} == ONE_PEER
 
 
 ENGINES = {"adpsgd": ADPSGD(lr=0.2), "swarm_sgd": SwarmSGDAsync(lr=0.2, local_steps=3)}
@@ -176,6 +180,73 @@ def test_a_lossless_run_keeps_the_devices_mean(seed):
     assert (final.var(0) < x0.var(0) / 2).all()
 
 
+def random_push_log(seed: int, n: int = 6, steps: int = 7, loss: float = 0.3) -> MessageLog:
+    """As ``random_pairwise_log``, each message to one random other device, nothing back."""
+    rng = np.random.default_rng(seed)
+    compute = rng.uniform(0.2, 0.4, n) * np.where(np.arange(n) < 2, 4.0, 1.0)
+    step_s = np.cumsum(compute[None, :] + rng.uniform(0, 0.01, (steps, n)), axis=0)
+    partner = (np.arange(n)[None, :] + rng.integers(1, n, (steps, n))) % n
+    arrival_s = np.full((steps, n, n), np.nan)
+    for k, i in zip(*np.nonzero(partner >= 0)):
+        if rng.random() >= loss:
+            arrival_s[k, i, partner[k, i]] = step_s[k, i] + rng.uniform(0.05, 0.6)
+    return MessageLog(step_s, arrival_s, partner).within(float(np.median(step_s[-1])))
+
+
+def reference_push(algorithm, log: MessageLog, x0: torch.Tensor, device_grad, eval_s: np.ndarray):
+    """Gossip learning's node per event, from the paper, in time order (receipts before sends at equal times,
+    then by device), up to the last evaluation time: at each step end it sends (x, a) to its drawn peer; on a
+    receipt of (x_r, a_r): x <- (a x + a_r x_r) / (a + a_r) (equal weights while both ages are 0),
+    a <- max(a, a_r), then ``local_steps`` updates x <- x - lr g(x), a <- a + 1 each. Returns (models at
+    eval_s, merges as (receiver, sender, sent at, merged at))."""
+    n, steps = x0.shape[0], log.step_end_s.shape[0]
+    events = [(float(log.step_end_s[k, i]), 1, i, k, -1) for k in range(steps) for i in range(n)
+              if not math.isnan(log.step_end_s[k, i])]
+    events += [(float(log.arrival_s[k, i, j]), 0, int(j), k, i) for k in range(steps) for i in range(n)
+               for j in [log.partner[k, i]] if j >= 0 and not math.isnan(log.arrival_s[k, i, j])]
+    x, age = [x0[i].clone() for i in range(n)], [0.0] * n
+    sent, merges = {}, []
+    snapshots = x0[None].repeat(len(eval_s), 1, 1)
+    for t, kind, j, k, sender in sorted(events, key=lambda event: event[:3]):
+        if t > eval_s[-1]:
+            break
+        if kind == 1:
+            sent[(k, j)] = (x[j].clone(), age[j])
+            continue
+        model, their_age = sent[(k, sender)]
+        mine = age[j] / (age[j] + their_age) if age[j] + their_age > 0 else 0.5
+        x[j], age[j] = mine * x[j] + (1 - mine) * model, max(age[j], their_age)
+        for _ in range(algorithm.local_steps):
+            x[j], age[j] = x[j] - algorithm.lr * device_grad(j, x[j]), age[j] + 1
+        merges.append((j, sender, float(log.step_end_s[k, sender]), t))
+        snapshots[torch.from_numpy(eval_s >= t), j] = x[j]
+    return snapshots, sorted(merges)
+
+
+@pytest.mark.parametrize("log_seed,loss", [(1, 0.0), (2, 0.3), (3, 0.6)])
+def test_gossip_learning_as_published_follows_its_per_event_loop(log_seed, loss):
+    """One message to one peer, merged and learned from on receipt (1e-6), the oracle told of each receiver,
+    and only received messages merged."""
+    from learner.algorithms.gossip_learning import GossipLearning
+    from learner.pairwise import run_push
+
+    algorithm = GossipLearning(lr=0.2, local_steps=2)
+    log = random_push_log(log_seed, loss=loss)
+    grad, device_grad = quadratic(log.step_end_s.shape[1], seed=log_seed)
+    x0 = torch.randn(log.step_end_s.shape[1], DIM, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+    eval_s = np.linspace(0.1, float(np.nanmax(log.step_end_s)) + 0.5, 9)
+    updates = np.zeros(log.step_end_s.shape[1], dtype=np.int64)
+    result = run_push(algorithm, x0.clone(), algorithm.init(x0), grad, log, eval_s,
+                      before_level=lambda level: np.add.at(updates, np.flatnonzero(level.step >= 0), 1))
+    expected, merges = reference_push(algorithm, log, x0, device_grad, eval_s)
+    torch.testing.assert_close(result.snapshots, expected, atol=1e-6, rtol=0)
+    assert halves(result.used) == merges and len(merges) > 0
+    assert updates.tolist() == np.bincount([m[0] for m in merges], minlength=len(updates)).tolist()
+    for receiver, sender, _, merged_s in merges:  # each merge a received message, from the receiver's peer
+        assert any(log.partner[k, sender] == receiver and log.arrival_s[k, sender, receiver] == merged_s
+                   for k in range(log.step_end_s.shape[0]))
+
+
 RUN = """name = "pairwise"
 seed = 1
 rounds = {rounds}
@@ -198,7 +269,8 @@ def test_over_real_ns3_the_engine_follows_the_per_event_loop_and_unicast_deliver
     """16 devices over ns-3 802.11a, AD-PSGD as published (unicast requests and replies, acknowledged, with
     the MAC's retries) and its broadcast reading on the same placement (one seed): every request and reply
     appears in links.csv as exchanges 0 and 1, with the MAC's retransmissions (none for broadcast); the
-    unicast requests' delivery rate is above the broadcast messages'; and the batched engine equals the per-event loop over this real log (1e-6)."""
+    unicast requests' delivery rate is above the broadcast messages', and gossip learning's one-peer unicasts'
+    too; and the batched engine equals the per-event loop over this real log (1e-6)."""
     import pandas as pd
 
     from bridge.trace import LinkTrace
@@ -207,7 +279,7 @@ def test_over_real_ns3_the_engine_follows_the_per_event_loop_and_unicast_deliver
     from helpers import run_dirs
 
     path = tmp_path / "sweep.toml"
-    path.write_text(RUN.format(rounds=6, devices=16, algorithm='["adpsgd", "adpsgd_broadcast"]'))
+    path.write_text(RUN.format(rounds=6, devices=16, algorithm='["adpsgd", "adpsgd_broadcast", "gossip_learning"]'))
     assert main(["sweep", str(path), "--results", str(tmp_path / "r"), "--cache", str(tmp_path / "c"), "-q"]) == 0
     rates = {}
     for run_dir in [d for d in run_dirs(tmp_path / "r") if (d / "links.csv").exists()]:
@@ -218,9 +290,14 @@ def test_over_real_ns3_the_engine_follows_the_per_event_loop_and_unicast_deliver
         assert list(sums.index) == ([0, 1] if name == "adpsgd" else [0])
         if name == "adpsgd":  # acknowledged unicast: the MAC sent some frames again
             assert sums.loc[1, "delivered_pairs"] > 0 and sums.loc[0, "mac_retries"] > 0
-        else:  # a broadcast frame is never acknowledged, so never sent again
+        elif name == "adpsgd_broadcast":  # a broadcast frame is never acknowledged, so never sent again
             assert sums.loc[0, "mac_retries"] == 0
-    assert set(rates) == {"adpsgd", "adpsgd_broadcast"} and rates["adpsgd"] > rates["adpsgd_broadcast"], rates
+        else:  # gossip learning: one unicast message per loop to one peer
+            rows = links[links.exchange == 0]
+            assert (rows["intended_pairs"] <= 16).all() and (rows["intended_pairs"] > 0).all()
+    assert rates["gossip_learning"] > rates["adpsgd_broadcast"], rates
+    assert set(rates) == {"adpsgd", "adpsgd_broadcast", "gossip_learning"}
+    assert rates["adpsgd"] > rates["adpsgd_broadcast"], rates
     traces = [LinkTrace.load(meta.parent) for meta in (tmp_path / "c").rglob("meta.json")]
     (trace,) = [t for t in traces if t.meta.get("barrier", {}).get("peers") == "pairwise"]
     log = message_log(trace)

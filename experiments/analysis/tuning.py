@@ -21,7 +21,8 @@ ALGORITHM = "algorithm.name"
 ALGORITHM_NAMES = {"dpsgd": "D-PSGD", "hyperprism": "HyperPrism", "dsgt": "DSGT", "detag": "DeTAG",
                    "choco_sgd": "CHOCO-SGD", "adpsgd": "AD-PSGD", "adpsgd_broadcast": "AD-PSGD (broadcast)",
                    "swarm_sgd": "SwarmSGD", "swarm_sgd_broadcast": "SwarmSGD (broadcast)",
-                   "gossip_learning": "gossip learning", "async_dpsgd": "async D-PSGD",
+                   "gossip_learning": "gossip learning",
+                   "gossip_learning_broadcast": "gossip learning (broadcast)", "async_dpsgd": "async D-PSGD",
                    "dpsgd_one_way": "D-PSGD, one-way links", "dpsgd_cached": "D-PSGD, last-heard cache"}
 
 

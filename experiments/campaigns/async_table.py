@@ -31,7 +31,7 @@ from experiments.analysis.statistics import paired_differences, shown
 from experiments.run.sweep import load_sweep, write_summary
 from experiments.analysis.tuning import TuningError, check_rates, chosen_rates, tuning_markdown, tuning_table
 
-SETTING = ["devices", "network.link_model", "network.compute_model", "method"]
+SETTING = ["devices", "network.link_model", "compute", "loop", "method"]
 REFERENCE = "dpsgd (rounds)"
 TO_TARGET = (("steps_to_target", 1), ("time_to_target_s", 1), ("energy_to_target_j", 0))
 FIGURES = ("final_acc", "steps_to_target", "time_to_target_s", "energy_to_target_j", "staleness_steps",
@@ -43,10 +43,28 @@ def method(row: pd.Series) -> str:
     return name if schedule == "async" else f"{name} ({schedule})"
 
 
+def compute_label(row: pd.Series) -> str:
+    """The compute model, with the stragglers' slowdown (stragglers slower than the loop period are a setting
+    of their own)."""
+    name = row["network.compute_model"]
+    return f"{name} x{row['network.straggler_slowdown']:g}" if name == "stragglers" else name
+
+
+def loop_label(row: pd.Series) -> str:
+    """How often an asynchronous device may send: at most once per ``async_period_s``, or unthrottled (0)."""
+    if row["network.schedule"] != "async":
+        return "rounds" if row["network.schedule"] == "rounds" else "barrier"
+    period = float(row["network.async_period_s"])
+    return f">= {period:g} s" if period > 0 else "unthrottled"
+
+
 def per_run(summary: pd.DataFrame, results_root: Path) -> pd.DataFrame:
-    """The finished runs, named by method, with their mean staleness over the merges (from metrics.csv)."""
+    """The finished runs, named by method, with their setting's compute and loop labels and their mean
+    staleness over the merges (from metrics.csv)."""
     done = summary[summary["status"].isin(("done", "diverged"))].copy()
     done["method"] = done.apply(method, axis=1)
+    done["compute"] = done.apply(compute_label, axis=1)
+    done["loop"] = done.apply(loop_label, axis=1)
     stale_steps, stale_s = [], []
     for run_id in done["run_id"]:
         metrics = pd.read_csv(results_root / run_id / "metrics.csv")
@@ -69,11 +87,11 @@ _to_target = statistics.to_target_cell
 
 
 def settings_markdown(table: pd.DataFrame, target: float) -> str:
-    header = ["N", "network", "compute", "method", "final acc", f"steps to {target:g}", f"s to {target:g}",
+    header = ["N", "network", "compute", "loop", "method", "final acc", f"steps to {target:g}", f"s to {target:g}",
               f"J to {target:g}", "staleness (steps)", "staleness (s)"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for _, row in table.iterrows():
-        cells = [str(row["devices"]), row["network.link_model"], row["network.compute_model"], row["method"],
+        cells = [str(row["devices"]), row["network.link_model"], row["compute"], row["loop"], row["method"],
                  shown(row["final_acc"], row["final_acc_half"], 3),
                  *[_to_target(row, figure, digits) for figure, digits in TO_TARGET],
                  shown(row["staleness_steps"], row["staleness_steps_half"], 2),
@@ -83,10 +101,15 @@ def settings_markdown(table: pd.DataFrame, target: float) -> str:
 
 
 def paired(runs: pd.DataFrame) -> pd.DataFrame:
-    """Each method minus D-PSGD under rounds, seed by seed, per setting."""
-    ranked = runs.assign(_reference=(runs["method"] != REFERENCE).astype(int)).sort_values(
+    """Each method minus D-PSGD under rounds, seed by seed, per network, size and compute (the reference runs
+    under rounds, whatever the asynchronous loop's period): one call, so Holm's family is every comparison of
+    the report."""
+    by = [column for column in SETTING if column not in ("loop", "method")]
+    ranked = runs.assign(_reference=(runs["method"] != REFERENCE).astype(int),
+                         method=runs["method"] + runs["loop"].map(lambda loop: "" if loop in ("rounds", "barrier")
+                                                                  else f", {loop}")).sort_values(
         ["_reference", "method", "seed"], kind="stable")
-    return paired_differences(ranked, SETTING, algorithm="method",
+    return paired_differences(ranked, by, algorithm="method",
                               figures=("final_acc", "steps_to_target", "time_to_target_s", "energy_to_target_j"))
 
 
@@ -95,13 +118,20 @@ def paired_markdown(differences: pd.DataFrame) -> str:
               "Δ s (pairs)", "Δ J (pairs)"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for _, row in differences.iterrows():
-        cells = [str(row["devices"]), row["network.link_model"], row["network.compute_model"], row["algorithm"],
-                 str(row["pairs"]), shown(row["final_acc_diff"], row["final_acc_half"], 3, signed=True)]
+        cells = [str(row["devices"]), row["network.link_model"], row["compute"], row["algorithm"],
+                 str(row["pairs"]), shown(row["final_acc_diff"], row["final_acc_half"], 3, signed=True)
+                 + holm_note(row, "final_acc")]
         for figure, digits in TO_TARGET:
             cells.append(f"{shown(row[f'{figure}_diff'], row[f'{figure}_half'], digits, signed=True)} "
-                         f"({row[f'{figure}_pairs']})")
+                         f"({row[f'{figure}_pairs']})" + holm_note(row, figure))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def holm_note(row: pd.Series, figure: str) -> str:
+    """", Holm p X": the paired t-test's p adjusted across every comparison of the report (none: no test)."""
+    value = row.get(f"{figure}_p_holm", math.nan)
+    return "" if value != value else f", Holm p {value:.2g}"
 
 
 def build(tuning_path: Path, sweep_paths: list[Path], results_root: Path) -> tuple[str, pd.DataFrame]:
@@ -124,7 +154,9 @@ def build(tuning_path: Path, sweep_paths: list[Path], results_root: Path) -> tup
         f"(gradient evaluations) per device; to the target: the interval only when every seed reached it, k/n "
         f"always shown; staleness: mean over the messages merged):", "",
         settings_markdown(table, target), "",
-        f"**Each method minus {REFERENCE}**, seed by seed (to the target over the seeds where both reached it):", "",
+        f"**Each method minus {REFERENCE}**, seed by seed (to the target over the seeds where both reached it; "
+        f"Holm p: the paired t-test's p adjusted by Holm across every comparison below, significant below "
+        f"0.05):", "",
         paired_markdown(paired(runs)), ""])
     return text, table
 

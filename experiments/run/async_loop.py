@@ -23,11 +23,14 @@ schedules give it at its c-th evaluation (``Devices.keyed_batch``, through ``run
 they do not depend on how the engine groups steps into levels, on the link model or on the timing; the
 merges' partner draws are keyed by (seed, device, step) too (``learner.asynchronous.keyed_uniform``).
 
-**Pairwise exchanges** (``peers = "pairwise"``, AD-PSGD and SwarmSGD as published; SwarmSGD's local-step
-counts drawn per loop, ``local_steps_of``, timing the loop, the ledger's compute and metrics' local_steps): each message is a request to one
-drawn neighbour and the partner's reply (``messages.schedules.FreeRunning``), the trace holds them as two
-exchanges (``bridge.messages.pairwise_as_exchanges``) and ``learner.pairwise`` applies each half of an
-exchange when its message arrives.
+**Pairwise exchanges** (``peers = "pairwise"``, AD-PSGD and SwarmSGD as published): each message is a request
+to one drawn neighbour and the partner's reply (``messages.schedules.FreeRunning``), the trace holds them as two
+exchanges (``bridge.messages.pairwise_as_exchanges``) and ``learner.pairwise.run_pairwise`` applies each half
+of an exchange when its message arrives; SwarmSGD's local-step counts are drawn per loop (``local_steps_of``)
+and time the loop, the ledger's compute and metrics' local_steps. **To one peer** (``peers = "one"``, gossip
+learning as published): each message goes to one drawn neighbour and the receiver merges and updates when it
+arrives (``learner.pairwise.run_push``): a device's local steps, its compute and its loss are counted at its
+receipts; staleness in steps counts the sender's loops.
 
 **Files.** links.csv row e: the e-th message of every device (``bridge.stats.link_stats`` of log step e - 1);
 ``staleness.csv``: one row per device and step, the messages it merged and their mean staleness (the
@@ -45,14 +48,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from bridge.messages import pairwise_log
+from bridge.messages import pairwise_log, partners
 from bridge.trace import LinkTrace
 from experiments.run.contract import CheckedAsync, checked_init
 from experiments.run import interrupts
 from experiments.run.energy import device_ledger, energy_columns, round_zero_columns, state_columns
 from experiments.run.run_outputs import CSV_FLOAT_FORMAT
 from learner.asynchronous import run_async, staleness, step_counts
-from learner.pairwise import run_pairwise
+from learner.pairwise import run_pairwise, run_push
 from messages.ledger import RADIO_STATES, Power
 from messages.draws import local_step_counts
 from messages.log import MessageLog
@@ -64,9 +67,12 @@ def message_log(trace: LinkTrace) -> MessageLog:
     trace's partners and replies: ``bridge.messages.pairwise_log``)."""
     sent = trace.finished_s[:, 0, :].astype(np.float64)
     arrival_s = sent[:, :, None] + trace.done_s[:, 0].astype(np.float64)
-    if trace.meta.get("barrier", {}).get("peers") != "pairwise":
-        return MessageLog(sent, arrival_s)
-    return MessageLog(sent, arrival_s, *pairwise_log(trace))
+    peers = trace.meta.get("barrier", {}).get("peers")
+    if peers == "pairwise":
+        return MessageLog(sent, arrival_s, *pairwise_log(trace))
+    if peers == "one":
+        return MessageLog(sent, arrival_s, partners(trace))
+    return MessageLog(sent, arrival_s)
 
 
 def run_asynchronously(config, model, devices, algorithm, trace: LinkTrace, step_s: np.ndarray, recorder,
@@ -79,20 +85,22 @@ def run_asynchronously(config, model, devices, algorithm, trace: LinkTrace, step
     recorder.add_round(0, 0.0, 0, recorder.evaluate(devices, x), math.nan, trace, None,
                        {**round_zero_columns(n), **merge_columns(np.zeros((0, 2)))},
                        device_ledger(np.zeros((n, len(RADIO_STATES))), np.zeros(n), np.zeros(n), np.zeros(n)))
-    losses: list[tuple[np.ndarray, np.ndarray, torch.Tensor]] = []  # (devices, their step index, loss)
+    losses: list[tuple[np.ndarray, torch.Tensor]] = []  # (when the devices stepped, their loss)
 
     def keep_losses(level, _x) -> None:
         interrupts.check()
         active = np.flatnonzero(level.step >= 0)
         if oracle.losses:  # NaN where a device did not step in a call (random local-step counts)
-            losses.append((active, level.step[active], torch.stack(oracle.losses).nanmean(0)[active]))
+            when = (level.time_s[active] if level.time_s is not None
+                    else messages.step_end_s[level.step[active], active])
+            losses.append((when, torch.stack(oracle.losses).nanmean(0)[active]))
         oracle.new_round()
 
     counts = local_steps_of(algorithm, config.seed, messages.step_end_s.shape)
 
     guarded = CheckedAsync(config.algorithm.name, algorithm, config.messages[0].width)
     with recorder.phase("step"):
-        engine = run_pairwise if messages.pairwise else run_async
+        engine = run_pairwise if messages.pairwise else run_push if messages.one_peer else run_async
         result = engine(guarded, x, checked_init(config.algorithm.name, algorithm, x, seed=config.seed), oracle,
                         messages, eval_s, keep_losses, before_level=lambda level: oracle.begin(level.step >= 0),
                         **({"local_steps": counts} if messages.pairwise else {}))
@@ -103,7 +111,13 @@ def run_asynchronously(config, model, devices, algorithm, trace: LinkTrace, step
     step_end = np.where(np.isnan(messages.step_end_s), np.inf, messages.step_end_s)
     power = Power.of(config.scenario, config.network.compute_power_w)
     step_radio_s = np.where(np.isfinite(step_end)[..., None], trace.radio_s[:messages.step_end_s.shape[0], 0], 0.0)
-    step_compute_s = np.asarray(step_s, dtype=float)[None, :] * counts  # (K, N) each step's compute
+    update_s = np.where(np.isnan(result.used.merged_s), np.inf, result.used.merged_s)
+
+    def local_steps_by(t: float) -> np.ndarray:
+        """(N,) the local steps each device has run by ``t``: at its step ends, or (one peer) on receipts."""
+        if messages.one_peer:
+            return np.bincount(result.used.receiver[update_s <= t], minlength=n) * algorithm.local_steps
+        return (counts * (step_end <= t)).sum(axis=0)
     status, spent_before, radio_before = "done", np.zeros(n), np.zeros(n)
     for e, t in enumerate(eval_s, start=1):
         x_e = result.snapshots[e - 1]
@@ -112,7 +126,8 @@ def run_asynchronously(config, model, devices, algorithm, trace: LinkTrace, step
             log(f"[nsdml] diverged by period {e}: non-finite parameters")
             break
         ended = step_end <= t
-        radio_s, compute_s = (step_radio_s * ended[..., None]).sum(axis=0), (step_compute_s * ended).sum(axis=0)
+        done = local_steps_by(t)
+        radio_s, compute_s = (step_radio_s * ended[..., None]).sum(axis=0), np.asarray(step_s, dtype=float) * done
         radio_j = power.radio_j(radio_s)
         spent = radio_j + power.compute_j(compute_s)
         window, radio_window = spent - spent_before, radio_j - radio_before
@@ -122,8 +137,8 @@ def run_asynchronously(config, model, devices, algorithm, trace: LinkTrace, step
                    **state_columns(radio_s, compute_s), **merge_columns(stale[in_window])}
         links = SimpleNamespace(used=len(trace.payload_bytes) if e - 1 < trace.rounds else 0,  # pairwise: 2
                                 delivered=int(in_window.sum()))
-        recorder.add_round(e, float(t), float((counts * ended).sum(axis=0).mean()),
-                           recorder.evaluate(devices, x_e), _window_loss(losses, messages.step_end_s, t - period, t),
+        recorder.add_round(e, float(t), float(done.mean()),
+                           recorder.evaluate(devices, x_e), _window_loss(losses, t - period, t),
                            trace, links, columns,
                            device_ledger(radio_s, compute_s, spent, np.where(ended, step_end, 0.0).max(axis=0)))
     recorder.write_text("staleness.csv", staleness_table(result.used, stale, messages).to_csv(
@@ -146,10 +161,9 @@ def merge_columns(stale: np.ndarray) -> dict:
             "mean_staleness_s": float(stale[:, 1].mean()) if len(stale) else math.nan}
 
 
-def _window_loss(losses, step_end_s: np.ndarray, start: float, end: float) -> float:
-    """Mean training loss of the local steps that ended in (start, end]."""
-    values = [loss[(step_end_s[steps, active] > start) & (step_end_s[steps, active] <= end)]
-              for active, steps, loss in losses]
+def _window_loss(losses, start: float, end: float) -> float:
+    """Mean training loss of the local steps taken in (start, end]."""
+    values = [loss[(when > start) & (when <= end)] for when, loss in losses]
     values = [v for v in values if len(v)]
     return float(torch.cat(values).mean()) if values else math.nan
 

@@ -29,6 +29,7 @@ from learner.algorithms.dsgt import DSGT
 from learner.algorithms.esgd import ESGD
 from learner.algorithms.fedavg import FedAvg
 from learner.algorithms.gossip_learning import GossipLearning
+from learner.algorithms.gossip_learning_broadcast import GossipLearningBroadcast
 from learner.algorithms.hyperprism import HyperPrism, HyperPrismFixed
 from learner.algorithms.mudag import Mudag
 from learner.algorithms.sgp import SGP
@@ -60,7 +61,8 @@ ALGORITHMS: dict[str, type] = {
     "adpsgd": ADPSGD,  # as published: pairwise unicast exchanges
     "adpsgd_broadcast": ADPSGDBroadcast,  # its broadcast reading, one-sided
     "async_dpsgd": AsyncDPSGD,
-    "gossip_learning": GossipLearning,
+    "gossip_learning": GossipLearning,  # as published: one message to one peer, an update on each receipt
+    "gossip_learning_broadcast": GossipLearningBroadcast,  # its broadcast reading
     "swarm_sgd": SwarmSGDAsync,  # as published: random local steps, pairwise unicast exchanges
     "swarm_sgd_broadcast": SwarmSGDBroadcast,  # its broadcast reading, H fixed, one-sided
 }
