@@ -279,7 +279,7 @@ def test_over_real_ns3_the_engine_follows_the_per_event_loop_and_unicast_deliver
     from helpers import run_dirs
 
     path = tmp_path / "sweep.toml"
-    path.write_text(RUN.format(rounds=6, devices=16, algorithm='["adpsgd", "adpsgd_broadcast", "gossip_learning"]'))
+    path.write_text(RUN.format(rounds=3, devices=16, algorithm='["adpsgd", "adpsgd_broadcast", "gossip_learning"]'))
     assert main(["sweep", str(path), "--results", str(tmp_path / "r"), "--cache", str(tmp_path / "c"), "-q"]) == 0
     rates = {}
     for run_dir in [d for d in run_dirs(tmp_path / "r") if (d / "links.csv").exists()]:

@@ -120,13 +120,18 @@ def test_a_report_keeps_its_runs_per_seed_figures_beside_it(tmp_path, monkeypatc
 
     sweep = expand_sweep({"rounds": 3, "devices": 4, "seed": [0, 1, 2], "sweep": {"name": "kept"},
                           "data": {"dataset": "digits"}, "algorithm": {"name": ["dpsgd", "dsgt"]},
-                          "network": {"link_model": "random_graph"}})
+                          "network": {"link_model": "random_graph", "compute_s_per_step": [0.05, 0.1]}})
     run_sweep(sweep, tmp_path / "r", tmp_path / "c", quiet=True)
     monkeypatch.setattr(report, "REPORTS", tmp_path / "reports")
     (tmp_path / "reports").mkdir()
     path = report.update_report("kept", [sweep], [], tmp_path / "r", "table-kept")
     runs = pd.read_csv(tmp_path / "reports" / "kept-runs.csv")
-    assert len(runs) == 6 and sorted(runs["seed"].unique()) == [0, 1, 2]
+    assert len(runs) == 12 and sorted(runs["seed"].unique()) == [0, 1, 2]
+    # each row maps back to its config: the main setting fields always, any other that differs too
+    assert {"algorithm.lr", "network.schedule", "network.compute_model", "network.radio_sleep", "data.batch_size",
+            "network.compute_s_per_step"} <= set(runs.columns)
+    assert "network.phy_mode" not in runs  # equal for every run: not a column
+    assert sorted(runs["network.compute_s_per_step"].unique()) == [0.05, 0.1]
     summary = pd.read_csv(tmp_path / "r" / "sweeps" / "kept" / "summary.csv")
     assert runs.set_index("run_id")["final_acc"].sort_index().equals(summary.set_index("run_id")["final_acc"].sort_index())
     assert "[kept-runs.csv](kept-runs.csv)" in path.read_text()

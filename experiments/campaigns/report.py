@@ -102,19 +102,30 @@ def measured_block(sweeps: list[Sweep], extras: list[Path], results_root: Path, 
     return "\n".join(parts + [END])
 
 
-PER_SEED = ("run_id", "sweep", "algorithm.name", "network.link_model", "devices", "network.density", "data.alpha",
-            "seed", "status", "max_acc", "final_acc", "conv_rounds", "steps_to_target", "time_to_target_s",
-            "energy_to_target_j", "energy_j", "bytes_sent", "code_fingerprint")
+# Always in a per-seed CSV: the run, its setting's main fields (whatever varies), its seed and figures.
+PER_SEED = ("run_id", "sweep", "algorithm.name", "algorithm.lr", "network.schedule", "network.link_model",
+            "network.compute_model", "network.radio_sleep", "devices", "network.density", "data.alpha",
+            "data.batch_size", "model.name", "seed", "status", "max_acc", "final_acc", "conv_rounds",
+            "steps_to_target", "time_to_target_s", "energy_to_target_j", "energy_j", "bytes_sent",
+            "code_fingerprint")
+FIGURES_FROM = "run_id"  # the summary's columns before this one are the resolved config's fields
 
 
 def per_seed_table(sweeps: list[Sweep], results_root: Path) -> str:
-    """The runs behind a report, one row per run (its setting, seed and figures): small, kept beside it."""
+    """The runs behind a report, one row per run, small, kept beside it: ``PER_SEED`` and every other config
+    field whose value differs between the report's runs (the setting columns after the main ones), so each row
+    maps back to its config without rebuilding the code that made it."""
     from experiments.run.run_outputs import CSV_FLOAT_FORMAT
     from experiments.run.sweep import collect
 
     frames = [collect(sweep, results_root).assign(sweep=sweep.name) for sweep in sweeps]
     runs = pd.concat(frames, ignore_index=True).drop_duplicates("run_id")
-    return runs[[column for column in PER_SEED if column in runs]].to_csv(index=False, float_format=CSV_FLOAT_FORMAT)
+    config_fields = list(runs.columns[:list(runs.columns).index(FIGURES_FROM)]) if FIGURES_FROM in runs else []
+    differing = [field for field in config_fields if field not in PER_SEED and field != "name"
+                 and runs[field].astype(str).nunique() > 1]
+    columns = [column for column in PER_SEED if column in runs]
+    columns[columns.index("seed"):columns.index("seed")] = differing
+    return runs[columns].to_csv(index=False, float_format=CSV_FLOAT_FORMAT)
 
 
 def update_report(name: str, sweeps: list[Sweep], extras: list[Path], results_root: Path, target: str,
