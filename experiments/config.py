@@ -481,6 +481,13 @@ def _check_together(config: RunConfig) -> None:
     if SCHEDULES[config.network.schedule].algorithm_kind == "asynchronous":  # its log's steps, not the rounds
         steps = SCHEDULES[config.network.schedule].plan_for(
             config, step_times(config.network, config.devices, config.seed)).steps
+        if steps > ASYNC_STEPS_PER_PERIOD * config.rounds + 1 and getattr(config.algorithm.instance,
+                                                                          "random_local_steps", False):
+            raise ConfigError(f"algorithm.local_steps: {config.algorithm.instance.local_steps} is the mean of a "
+                              f"drawn count of local steps per loop, which may be 1, so the fastest device "
+                              f"would take {steps:,} loops in {config.rounds} evaluation periods (at most "
+                              f"{ASYNC_STEPS_PER_PERIOD} a period); set network.async_period_s to at least "
+                              f"1/{ASYNC_STEPS_PER_PERIOD} of the mean loop, or a smaller local_steps")
         if steps > ASYNC_STEPS_PER_PERIOD * config.rounds + 1:
             raise ConfigError(f"network.compute_model: under schedule = \"async\" the fastest device would take "
                               f"{steps:,} steps in {config.rounds} evaluation periods (at most "

@@ -44,6 +44,8 @@ REFUSED = [  # (case, [network] lines, the field the one line must name[, link m
      "network.compute_model: under schedule = \"async\""),
     ("async with a compute CSV of 1e-320 s", 'compute_model = "csv"\ncompute_csv = "{tiny}"' + ASYNC,
      "network.compute_model: under schedule = \"async\""),
+    ("SwarmSGD drawing 1,000 local steps on average, unthrottled",
+     'schedule = "async"\n[algorithm]\nname = "swarm_sgd"\nlocal_steps = 1000\n', "algorithm.local_steps: 1000"),
     ("a compute CSV that is /dev/zero", 'compute_model = "csv"\ncompute_csv = "/dev/zero"',
      "network.compute_csv: '/dev/zero' is not a regular file"),
     ("a compute CSV that is a FIFO", 'compute_model = "csv"\ncompute_csv = "{fifo}"', "is not a regular file"),
