@@ -37,7 +37,7 @@ from typing import Callable, Protocol
 import numpy as np
 import torch
 
-from learner.algorithms.base import Message, model_message
+from learner.algorithms.base import Message, check_integer, check_range, model_message
 from messages.draws import keyed_uniform
 from messages.log import MessageLog
 from messages.schedules import FreeRunning
@@ -170,6 +170,10 @@ class PairwiseAveraging:
 
     lr: float
     local_steps: int
+
+    def __post_init__(self) -> None:
+        check_range("lr", self.lr, 0.0, 100.0)
+        check_integer("local_steps", self.local_steps, 1, 1000)
 
     def messages(self, dim: int) -> tuple[Message]:
         return model_message(dim)

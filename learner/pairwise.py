@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from learner.asynchronous import (AsyncAlgorithm, AsyncResult, EventReference, GradFn, Inbox, Level, Merges,
-                                 PairwiseAveraging, step_counts)
+                                 PairwiseAveraging)
 from messages.log import MessageLog
 
 STEP, REQUEST, REPLY = 2, 0, 1  # event kinds, in their order at equal times
@@ -41,7 +41,6 @@ STEP, REQUEST, REPLY = 2, 0, 1  # event kinds, in their order at equal times
 def pairwise_events(log: MessageLog, until_s: float) -> dict[str, np.ndarray]:
     """Every event up to ``until_s``, one row each: time, device, kind, step (the step ending, or the request's
     step), peer (the requester of a request taken, the partner of a reply), sorted by (time, kind, device)."""
-    steps_of, (k_max, n) = step_counts(log), log.step_end_s.shape
     step, device = np.nonzero(~np.isnan(log.step_end_s))
     taken_k, requester = np.nonzero(log.answered)
     partner = log.partner[taken_k, requester]
@@ -95,7 +94,7 @@ def run_pairwise(algorithm: AsyncAlgorithm, x: torch.Tensor, state, grad_fn: Gra
     ``random_local_steps`` runs that many ``local_step``s before its k-th request (the message core's draw,
     ``messages.draws.local_step_counts``), ``before_level`` told before each, with the devices still stepping."""
     events, levels = plan_events(log, float(eval_s[-1]))
-    (k_max, n), dim = log.step_end_s.shape, x.shape[1]
+    k_max, n = log.step_end_s.shape
     time_s, device, kind, step, peer = (events[name] for name in ("time_s", "device", "kind", "step", "peer"))
     snapshots, windows = x[None].repeat(len(eval_s), 1, 1), event_windows(time_s, device, eval_s)
     read = x.clone()
@@ -104,9 +103,9 @@ def run_pairwise(algorithm: AsyncAlgorithm, x: torch.Tensor, state, grad_fn: Gra
     batches = by_level(levels)
     for here in batches:
         stepping = here[kind[here] == STEP]
-        level = Level(np.where(np.isin(np.arange(n), device[stepping]), 0, -1), np.full((0, n), -1),
-                      np.full((0, n), -1))
-        level.step[device[stepping]] = step[stepping]
+        marks = np.full(n, -1)
+        marks[device[stepping]] = step[stepping]
+        level = Level(marks, np.full((0, n), -1), np.full((0, n), -1))
         active = torch.from_numpy(level.step >= 0)
         message = algorithm.message(x, state)
         if pool is None:

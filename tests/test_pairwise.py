@@ -3,7 +3,6 @@ message logs with 0/30/60 % loss, over a control's and over real ns-3's message 
 loop written from the paper; the halves of an exchange happen only where their messages arrived, and a
 lossless run keeps the devices' mean."""
 
-import heapq
 import math
 
 import numpy as np

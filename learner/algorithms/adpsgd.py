@@ -28,7 +28,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from learner.algorithms.base import check_integer, check_range
 from learner.pairwise import PairwiseExchange
 
 
@@ -37,7 +36,3 @@ class ADPSGD(PairwiseExchange):
     lr: float = 0.1
     name: str = "adpsgd"
     local_steps: int = 1  # one gradient step per exchange (the paper's loop)
-
-    def __post_init__(self) -> None:
-        check_range("lr", self.lr, 0.0, 100.0)
-        check_integer("local_steps", self.local_steps, 1, 1000)

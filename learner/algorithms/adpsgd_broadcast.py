@@ -22,7 +22,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from learner.algorithms.base import check_integer, check_range
 from learner.asynchronous import PairwiseAveraging
 
 
@@ -31,7 +30,3 @@ class ADPSGDBroadcast(PairwiseAveraging):
     lr: float = 0.1
     name: str = "adpsgd_broadcast"
     local_steps: int = 1  # one gradient step between sends (the paper's loop)
-
-    def __post_init__(self) -> None:
-        check_range("lr", self.lr, 0.0, 100.0)
-        check_integer("local_steps", self.local_steps, 1, 1000)

@@ -23,7 +23,6 @@ from dataclasses import dataclass
 import torch
 
 from learner.algorithms.base import GradFn, Links, Message, check_range, dense
-from learner.algorithms.dpsgd_one_way import one_way_weights
 
 CACHE_LIMIT_BYTES = 2 << 30
 

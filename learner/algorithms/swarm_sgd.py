@@ -24,7 +24,6 @@ from typing import ClassVar
 
 import torch
 
-from learner.algorithms.base import check_integer, check_range
 from learner.asynchronous import sgd_steps
 from learner.pairwise import PairwiseExchange
 
@@ -35,10 +34,6 @@ class SwarmSGDAsync(PairwiseExchange):
     local_steps: int = 2  # H: the mean of the geometric count
     name: str = "swarm_sgd"
     random_local_steps: ClassVar[bool] = True
-
-    def __post_init__(self) -> None:
-        check_range("lr", self.lr, 0.0, 100.0)
-        check_integer("local_steps", self.local_steps, 1, 1000)
 
     def local_step(self, x: torch.Tensor, state: int, grad_fn, active: torch.Tensor) -> tuple[torch.Tensor, int]:
         """One of the loop's drawn local steps (``learner.pairwise.run_pairwise`` runs as many as drawn)."""

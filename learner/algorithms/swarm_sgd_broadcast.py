@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from learner.algorithms.base import check_integer, check_range
 from learner.asynchronous import PairwiseAveraging
 
 
@@ -27,7 +26,3 @@ class SwarmSGDBroadcast(PairwiseAveraging):
     lr: float = 0.1
     local_steps: int = 2  # H
     name: str = "swarm_sgd_broadcast"
-
-    def __post_init__(self) -> None:
-        check_range("lr", self.lr, 0.0, 100.0)
-        check_integer("local_steps", self.local_steps, 1, 1000)
