@@ -61,7 +61,7 @@ def plan_events(log: MessageLog, until_s: float) -> tuple[dict[str, np.ndarray],
     """The events (``pairwise_events``) and each one's level; a reply whose request half fell after ``until_s``
     (or was never taken) is dropped with it."""
     events = pairwise_events(log, until_s)
-    k_max, n = log.step_end_s.shape
+    n = log.step_end_s.shape[1]
     level = np.zeros(len(events["time_s"]), dtype=np.int64)
     last = np.zeros(n, dtype=np.int64)  # each device's latest event level
     step_event, request_event = {}, {}  # (k, device) -> event index of its step end; (k, requester) -> its serve
@@ -137,7 +137,7 @@ def run_pairwise(algorithm: AsyncAlgorithm, x: torch.Tensor, state, grad_fn: Gra
         sender = torch.full((1, n), -1)
         sender[0, device[halves]] = torch.from_numpy(peer[halves])
         inbox = Inbox(sender, present, row, pool, torch.from_numpy(level.step), own_row)
-        x, state, used = algorithm.merge(x, state, inbox, torch.from_numpy(np.isin(np.arange(n), device[halves])))
+        x, state, used = algorithm.merge(x, state, inbox, present[0])
         applied[halves] = used[0, device[halves]].numpy()
         for e in here[windows[here, 1] > windows[here, 0]]:
             snapshots[windows[e, 0]:windows[e, 1], device[e]] = x[device[e]]
