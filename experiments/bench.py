@@ -125,8 +125,9 @@ def bench_asynchronous(devices: int, repeats: int, steps: int = 20) -> None:
     """Learner cost per device-step: the asynchronous engine (batched causal levels over a message log with
     10 % stragglers 5x slower and 30 % loss), broadcast (asynchronous D-PSGD) and pairwise (AD-PSGD as
     published: a request to one device and its reply, each lost with 30 %), against the synchronous engine's
-    D-PSGD round, logistic regression, batch 128, medians of ``repeats``. The asynchronous engines compute only
-    the stepping devices' gradients in each level, as the runner's ``KeyedGradientOracle`` does."""
+    D-PSGD round, logistic regression, batch 128 drawn from each device's shard at every step (a gather, as
+    ``Devices`` does under every schedule), medians of ``repeats``. The asynchronous engines compute only the
+    stepping devices' gradients in each level, as the runner's ``KeyedGradientOracle`` does."""
     import numpy as np
 
     from learner.algorithms.dpsgd import DPSGD
@@ -136,11 +137,18 @@ def bench_asynchronous(devices: int, repeats: int, steps: int = 20) -> None:
 
     model = build_model("logreg", 784, 10)
     generator = torch.Generator().manual_seed(0)
-    inputs = torch.rand(devices, 128, 784, generator=generator)
-    labels = torch.randint(0, 10, (devices, 128), generator=generator)
+    shard = 500  # examples per device; every engine draws each step's batch from them, as ``Devices`` does
+    examples = torch.rand(devices * shard, 784, generator=generator)
+    targets = torch.randint(0, 10, (devices * shard,), generator=generator)
+
+    def batch_of(rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """The batches of devices ``rows``: 128 examples each from its own shard (a gather, as the runner's)."""
+        index = torch.from_numpy(rows)[:, None] * shard + torch.randint(0, shard, (len(rows), 128),
+                                                                       generator=generator)
+        return examples[index], targets[index]
 
     def grad_fn(x: torch.Tensor) -> torch.Tensor:
-        return batch_gradients(model, x, inputs, labels)[0]
+        return batch_gradients(model, x, *batch_of(np.arange(devices)))[0]
 
     rng = np.random.default_rng(0)
     compute = np.where(np.arange(devices) < devices // 10, 5.0, 1.0) * 0.5
@@ -157,7 +165,7 @@ def bench_asynchronous(devices: int, repeats: int, steps: int = 20) -> None:
     def sparse_grad_fn(x: torch.Tensor) -> torch.Tensor:
         grad, rows = torch.zeros_like(x), stepping["rows"]
         if len(rows):
-            grad[rows] = batch_gradients(model, x[rows], inputs[rows], labels[rows])[0]
+            grad[rows] = batch_gradients(model, x[rows], *batch_of(rows))[0]
         return grad
 
     def stepping_in(level) -> None:

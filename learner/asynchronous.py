@@ -103,9 +103,13 @@ class AsyncAlgorithm(Protocol):
 
 
 def sgd_steps(x: torch.Tensor, grad_fn: GradFn, lr: float, steps: int, active: torch.Tensor) -> torch.Tensor:
-    """``steps`` plain SGD steps on the active devices' models; the others keep theirs."""
+    """``steps`` plain SGD steps on the active devices' models; the others keep theirs (only the active rows
+    are touched: a level of the asynchronous engines often steps a few devices of many)."""
+    rows = torch.nonzero(active).squeeze(1)
+    if len(rows) == 0:
+        return x
     for _ in range(steps):
-        x = torch.where(active[:, None], x - lr * grad_fn(x), x)
+        x = x.index_put((rows,), x[rows] - lr * grad_fn(x)[rows])
     return x
 
 

@@ -122,8 +122,9 @@ def run_pairwise(algorithm: AsyncAlgorithm, x: torch.Tensor, state, grad_fn: Gra
         else:
             before_level(level)
             moved, state = algorithm.local(read, state, grad_fn, active)
-        x = torch.where(active[:, None], x + (moved - read), x)
-        read = torch.where(active[:, None], x, read)
+        rows = torch.from_numpy(device[stepping])
+        x = x.index_put((rows,), x[rows] + (moved[rows] - read[rows]))
+        read = read.index_put((rows,), x[rows])
         halves = here[kind[here] != STEP]
         taking = halves[kind[halves] == REQUEST]
         pool[(k_max + step[taking]) * n + peer[taking]] = message[device[taking]]  # the replies leave
@@ -180,16 +181,20 @@ def merges_of(events: dict[str, np.ndarray], levels: np.ndarray, applied: np.nda
 def exchange_halves(x: torch.Tensor, inbox: Inbox, active: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Each half received: x <- x + (carried - own) / 2, own the pool row ``inbox.own_row`` (a reply: what the
     device's request carried) or, where that is -1, the model itself (a request taken). Returns (x, used)."""
-    n, dim = x.shape
+    dim = x.shape[1]
     used = inbox.present & active[None, :]
     entry, receivers = torch.nonzero(used, as_tuple=True)
+    if len(receivers) == 0:
+        return x, used
     rows, own_rows = inbox.row[entry, receivers], inbox.own_row[entry, receivers]
     stored = own_rows >= 0
     half = torch.full((len(receivers),), 0.5, dtype=torch.float64)
-    moved = inbox.combine(torch.cat([rows, own_rows[stored]]), torch.cat([receivers, receivers[stored]]),
-                          torch.cat([half, -half[stored]]), n, dim)
-    itself = torch.zeros(n, dtype=x.dtype).index_add_(0, receivers[~stored], half[~stored].to(x.dtype))
-    return x + moved - itself[:, None] * x, used
+    # Only the receivers' rows: a level of the engine holds a few halves among many devices.
+    changed, position = torch.unique(receivers, return_inverse=True)
+    moved = inbox.combine(torch.cat([rows, own_rows[stored]]), torch.cat([position, position[stored]]),
+                          torch.cat([half, -half[stored]]), len(changed), dim)
+    itself = torch.zeros(len(changed), dtype=x.dtype).index_add_(0, position[~stored], half[~stored].to(x.dtype))
+    return x.index_put((changed,), x[changed] + moved - itself[:, None] * x[changed]), used
 
 
 class PairwiseExchangeByEvent(EventReference):
