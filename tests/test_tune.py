@@ -68,6 +68,10 @@ def test_tune_on_a_control_returns_an_interior_rate_or_names_the_bound_and_its_s
     capsys.readouterr()
     assert main(["tune", str(config), "--algorithms", "hyperprism", "--seeds", "900", *where[:-3]]) == 0
     assert "0 to run" in capsys.readouterr().err  # the second call reuses every run
+    assert main(["sweep", str(folder / "tuning.toml"), *where[:-3]]) == 0  # the tuning's runs, as a sweep file
+    assert "0 to run" in capsys.readouterr().err
+    listed = pd.read_csv(tmp_path / "results" / "sweeps" / "tq-tune" / "summary.csv")
+    assert sorted(listed["algorithm.lr"]) == rates and set(listed["seed"]) == {900}
 
 
 @pytest.mark.parametrize("arguments, message", [

@@ -8,7 +8,7 @@ algorithm's default and widens one rate at a time past whichever edge holds the 
 interior or a bound stops it. The runs are ordinary runs (a second call reuses them).
 
 Writes, under ``<results>/tune/<name>/``: ``tuning.csv`` and ``tuning.md`` (the table, each rate's mean rounds
-and k/n settings reached, the choice and where it stands), ``overrides.toml`` (the chosen rates as
+and k/n settings reached, the choice and where it stands), ``tuning.toml`` (every tuning run, as a sweep file), ``overrides.toml`` (the chosen rates as
 ``[algorithm_overrides.<name>]`` tables to paste into a sweep) and ``tuned.toml`` (the config as a sweep of the
 tuned algorithms at their chosen rates, over the config's own seeds: ready for ``nsdml sweep``).
 """
@@ -83,11 +83,17 @@ def tuning_base(raw: dict[str, Any], seeds: list[int]) -> tuple[dict[str, Any], 
     return base, name, settings.get("target_accuracy")
 
 
+def tuning_file(base: dict[str, Any], grid: dict[str, list[float]], seeds: list[int], name: str,
+                target: float) -> dict[str, Any]:
+    """The tuning runs as a sweep file: every algorithm at every rate of its grid (cases), on the tuning seeds."""
+    cases = [{"algorithm": {"name": algorithm, "lr": rate}} for algorithm, rates in grid.items() for rate in rates]
+    return {**copy.deepcopy(base), "seed": list(seeds),
+            "sweep": {"name": f"{name}-tune", "target_accuracy": target, "cases": cases}}
+
+
 def tuning_sweep(base: dict[str, Any], grid: dict[str, list[float]], seeds: list[int], name: str,
                  target: float) -> Sweep:
-    cases = [{"algorithm": {"name": algorithm, "lr": rate}} for algorithm, rates in grid.items() for rate in rates]
-    return expand_sweep({**copy.deepcopy(base), "seed": list(seeds),
-                         "sweep": {"name": f"{name}-tune", "target_accuracy": target, "cases": cases}})
+    return expand_sweep(tuning_file(base, grid, seeds, name, target))
 
 
 def tune(raw: dict[str, Any], algorithms: list[str], seeds: list[int], target: float | None, results_root: Path,
@@ -123,6 +129,8 @@ def tune(raw: dict[str, Any], algorithms: list[str], seeds: list[int], target: f
     out_dir = Path(results_root) / "tune" / name
     tuned = Tuned(table, chosen_rates(table), standing, out_dir)
     _write(tuned, raw, base, name, target, seeds, rounds)
+    write_atomically(out_dir / "tuning.toml", f"# nsdml tune: every run of the tuning (its final grid), as a sweep a "
+                     f"report can stamp and list\n" + tomli_w.dumps(tuning_file(base, grid, seeds, name, target)))
     return tuned
 
 
