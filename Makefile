@@ -95,16 +95,19 @@ table-ladder: $(STAMP)
 	$(PY) -m experiments.campaigns.report ladder $(LADDER_TUNING) $(LADDER_TABLE) \
 	  --extra results/sweeps/ladder-table/ladder_table.md --extra-only --target table-ladder
 
-# Asynchronous learning: AD-PSGD, SwarmSGD, gossip learning and asynchronous D-PSGD (schedule "async") against
-# synchronous D-PSGD (rounds, local barrier) over ns-3 and the random graph, 20 and 50 devices, with and without
-# stragglers; learning rates tuned on seed 0; the report experiments/reports/async.md.
-ASYNC_TUNING := experiments/configs/async_tuning.toml
-ASYNC_TABLE  := experiments/configs/async_table.toml experiments/configs/async_table_sync.toml
+# Asynchronous learning (experiments/reports/async.md): AD-PSGD, SwarmSGD and gossip learning as published (unicast)
+# and read for broadcast, asynchronous D-PSGD, against D-PSGD (rounds, local barrier), its two ablations and
+# HyperPrism, over ns-3 and the random graph, 20 devices, with slow stragglers and an unthrottled loop on the
+# control; every rate by `nsdml tune` on seed 0 (the same grid rule for every method), seeds 1-5 reported.
+ASYNC_ALGORITHMS := async_dpsgd,adpsgd,adpsgd_broadcast,swarm_sgd,swarm_sgd_broadcast,gossip_learning,gossip_learning_broadcast
+ASYNC_TABLE := $(foreach name,table table_sync table_barrier,experiments/configs/async_$(name).toml)
 table-async: $(STAMP)
-	for sweep in $(ASYNC_TUNING) $(ASYNC_TABLE); do $(VENV)/bin/nsdml sweep $$sweep $(SWEEP_FLAGS) || exit 1; done
-	$(PY) -m experiments.campaigns.async_table $(ASYNC_TUNING) $(ASYNC_TABLE)
-	$(PY) -m experiments.campaigns.report async $(ASYNC_TUNING) $(ASYNC_TABLE) \
-	  --extra results/sweeps/async-table/async_table.md --extra-only --target table-async
+	$(VENV)/bin/nsdml tune experiments/configs/async_tuning.toml --algorithms $(ASYNC_ALGORITHMS) --seeds 0 $(SWEEP_FLAGS)
+	$(VENV)/bin/nsdml tune experiments/configs/async_tuning_sync.toml --algorithms dpsgd,dpsgd_one_way,dpsgd_cached,hyperprism \
+	  --seeds 0 $(SWEEP_FLAGS)
+	for sweep in $(ASYNC_TABLE); do $(VENV)/bin/nsdml sweep $$sweep $(SWEEP_FLAGS) || exit 1; done
+	$(PY) -m experiments.campaigns.async_table $(ASYNC_TABLE) --tuning results/tune/async-tuning \
+	  --tuning results/tune/async-tuning-sync --report async --target table-async
 
 # 1,000 devices over 802.11a (experiments/reports/scale.md): cost per round from 20 to 1,000 devices on the pruned
 # and unpruned channels, what pruning changes, chunked traces in parallel, a 1,000-device 100-round trace, and

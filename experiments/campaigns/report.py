@@ -129,12 +129,15 @@ def per_seed_table(sweeps: list[Sweep], results_root: Path) -> str:
 
 
 def update_report(name: str, sweeps: list[Sweep], extras: list[Path], results_root: Path, target: str,
-                  sweep_tables: bool = True) -> Path:
+                  sweep_tables: bool = True, per_seed: str | None = None) -> Path:
+    """Rewrite the report's measured block and its per-seed CSV (``per_seed``: a campaign's own, with the
+    columns its rendering reads; by default ``per_seed_table``)."""
     path = REPORTS / f"{name}.md"
     text = path.read_text() if path.exists() else f"# {name}\n"
     block = measured_block(sweeps, extras, results_root, target, sweep_tables)
     block = block.replace(END, f"Per-seed figures of every run: [{name}-runs.csv]({name}-runs.csv).\n\n{END}")
-    write_atomically(REPORTS / f"{name}-runs.csv", per_seed_table(sweeps, results_root))
+    write_atomically(REPORTS / f"{name}-runs.csv", per_seed if per_seed is not None else
+                     per_seed_table(sweeps, results_root))
     if BEGIN in text and END in text:
         text = text[:text.index(BEGIN)] + block + text[text.index(END) + len(END):]
     else:
