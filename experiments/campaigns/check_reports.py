@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from bridge.controls import CONTROL_MODELS
 from experiments.campaigns.report import REPORTS
 from experiments.run.run_outputs import CSV_FLOAT_FORMAT
 
@@ -32,14 +33,13 @@ CHECKED = {
               "experiments/configs/async_table_barrier.toml"),
 }
 FIGURES = ("final_acc", "max_acc", "conv_rounds", "steps_to_target", "time_to_target_s", "energy_to_target_j")
-CONTROLS_FIRST = {"ideal": 0, "random_graph": 0, "fixed_graph": 0}
 
 
 def cheapest(rows: pd.DataFrame) -> pd.Series:
     """The finished row that costs least to re-make: fewest devices x rounds, a control before ns-3."""
     done = rows[rows["status"].isin(("done", "diverged"))]
     cost = done["devices"] * done.get("rounds", 1) * done["network.link_model"].map(
-        lambda model: 1 if model in CONTROLS_FIRST else 100)
+        lambda model: 1 if model in CONTROL_MODELS else 100)
     return done.loc[cost.sort_values(kind="stable").index[0]]
 
 
