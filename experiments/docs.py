@@ -23,14 +23,15 @@ from pathlib import Path
 from typing import Any
 
 from experiments import config as config_module
-from experiments.config import DataConfig, ModelConfig, NetworkConfig, RunConfig
+from experiments.config import ByzantineConfig, DataConfig, ModelConfig, NetworkConfig, RunConfig
 from ns3_scenarios.scenario import ScenarioConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 CHECKS = ("_require", "_check")
 # (TOML section, dataclass, fields it leaves to another section); the network section holds the scenario's.
-SECTIONS = (("", RunConfig, ("data", "model", "algorithm", "network", "scenario")), ("data", DataConfig, ()),
-            ("model", ModelConfig, ()), ("network", NetworkConfig, ()), ("network", ScenarioConfig, ("devices",)))
+SECTIONS = (("", RunConfig, ("data", "model", "algorithm", "network", "scenario", "byzantine")),
+            ("data", DataConfig, ()), ("model", ModelConfig, ()), ("network", NetworkConfig, ()),
+            ("network", ScenarioConfig, ("devices",)), ("byzantine", ByzantineConfig, ()))
 JSON_TYPES = {bool: "boolean", int: "integer", float: "number", str: "string"}
 PAGES = (("README.md", "index.md"), ("experiments/README.md", "experiments.md"), ("bridge/README.md", "bridge.md"),
          ("ns3_scenarios/README.md", "ns3_scenarios.md"), ("learner/README.md", "learner.md"),

