@@ -531,7 +531,7 @@ def _check_together(config: RunConfig) -> None:
                           f"has {available / 2**30:.1f} GiB: lower rounds, devices or model size")
 
 
-BYZANTINE_READY = ("dpsgd", "trimmed_mean", "median", "krum", "bridge", "clipped_gossip")  # they mix what links carried
+BYZANTINE_READY = ("dpsgd", "trimmed_mean", "median", "krum", "bridge", "clipped_gossip", "fedavg")  # they mix what links carried
 # How many values (its own model and what it received) a rule needs, from its hyperparameters, and the field.
 NEEDED_VALUES = {"trimmed_mean": ("trim", lambda a: 2 * a.trim + 1), "bridge": ("trim", lambda a: a.trim + 1),
                  "krum": ("byzantine", lambda a: 2 * a.byzantine + 3),

@@ -223,3 +223,24 @@ def test_a_robust_step_uses_what_the_links_say_was_carried(name):
     heard_attacker[5] = False
     changed = (attacked - honest).abs().amax(1) > 1e-9
     assert changed[heard_attacker].any() and not changed[~heard_attacker & ~bad].any()
+
+
+@pytest.mark.parametrize("aggregation, expected", [("mean", 22.0), ("median", 3.0), ("trimmed_mean", 3.0)])
+def test_fedavgs_server_rule_by_hand(aggregation, expected):
+    """Five uploads 1, 2, 3, 4, 100 (equal sample counts) reach the server: the mean 22, the median 3, the
+    trimmed mean (one a side) mean(2, 3, 4) = 3; every device gets the result back."""
+    from learner.algorithms.base import DeclaredLinks
+
+    x = torch.tensor([[1.0], [2.0], [3.0], [4.0], [100.0]])
+    algorithm = build_algorithm("fedavg", local_steps=1, aggregation=aggregation, trim=1)
+
+    class Raw:
+        def exchange(self, sizes):
+            return torch.ones(6, 6, dtype=torch.bool)
+
+    state = algorithm.init(x)
+    out, state = algorithm.step(x, state, lambda p: torch.zeros_like(p),
+                                DeclaredLinks(Raw(), algorithm.messages(1), 5))
+    assert out[:, 0].tolist() == pytest.approx([expected] * 5)
+    with pytest.raises(ValueError, match="aggregation"):
+        build_algorithm("fedavg", aggregation="krum")
