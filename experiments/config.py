@@ -495,6 +495,10 @@ def _check_together(config: RunConfig) -> None:
     for field_name, value, holds, expected in (algorithm_rules(config.algorithm.instance, config)
                                                + SCHEDULES[config.network.schedule].rules(config)):
         _require(holds, field_name, value, expected)
+    _require(config.scenario.jammer_duty_cycle == 0 or config.network.link_model == "ns3",
+             "network.jammer_duty_cycle", config.scenario.jammer_duty_cycle,
+             f"0 with link_model = {config.network.link_model!r}: the jammer is a radio in the 802.11a simulation "
+             f"(link_model = \"ns3\"); a control has no channel to jam")
     if config.byzantine.active:
         _check_byzantine(config)
     if config.checkpoints:
