@@ -495,6 +495,9 @@ def _check_together(config: RunConfig) -> None:
     for field_name, value, holds, expected in (algorithm_rules(config.algorithm.instance, config)
                                                + SCHEDULES[config.network.schedule].rules(config)):
         _require(holds, field_name, value, expected)
+    _require(not config.scenario.babblers or config.network.link_model == "ns3", "network.babblers",
+             list(config.scenario.babblers), f"[] with link_model = {config.network.link_model!r}: a babbler floods the "
+             f"802.11a channel of the simulation (link_model = \"ns3\")")
     _require(config.scenario.jammer_duty_cycle == 0 or config.network.link_model == "ns3",
              "network.jammer_duty_cycle", config.scenario.jammer_duty_cycle,
              f"0 with link_model = {config.network.link_model!r}: the jammer is a radio in the 802.11a simulation "

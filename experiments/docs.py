@@ -130,6 +130,10 @@ def config_schema() -> dict[str, Any]:
     from learner.algorithms.registry import ALGORITHMS
 
     def typed(default: Any, rule: str, comment: str) -> dict[str, Any]:
+        if isinstance(default, tuple):  # a list field (network.babblers): an array of integers
+            text = "; ".join(part for part in (rule, comment) if part)
+            return {"type": "array", "items": {"type": "integer"}, "default": list(default),
+                    **({"description": text} if text else {})}
         one = {"type": JSON_TYPES[type(default)], "default": default, **_bounds(rule)}
         if one["type"] == "number":
             one.pop("enum", None)

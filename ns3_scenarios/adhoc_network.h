@@ -124,6 +124,10 @@ struct NetworkParams
     double jammerX = 0.0;
     double jammerY = 0.0;
     double jammerIntervalS = 0.0;
+    // Babblers: these devices also queue a junk broadcast frame every babbleIntervalS from the first slot on,
+    // beside their messages, through their own radio (their joules are theirs).
+    std::vector<uint32_t> babblers;
+    double babbleIntervalS = 0.0;
     // RNG.
     uint32_t seed = 1;
     uint32_t run = 1;
@@ -404,7 +408,11 @@ class AdhocNetwork
         m_firstSlotS = Simulator::Now().GetSeconds();
         if (m_jammerSocket)
         {
-            Jam();  // from the first slot on: the idle probe measured a quiet channel
+            Jam(m_jammerSocket, m_n, m_p.jammerIntervalS);  // from the first slot on: the probe had a quiet channel
+        }
+        for (uint32_t babbler : m_p.babblers)
+        {
+            Jam(m_senders.at(babbler), babbler, m_p.babbleIntervalS);
         }
         return m_probeCounts;
     }
@@ -902,15 +910,18 @@ class AdhocNetwork
         return device;
     }
 
-    // One junk frame now, the next one jammerIntervalS later, for as long as the simulation runs.
-    void Jam()
+    // One junk frame from `socket` now (tagged as junk from `sender`: receivers drop it), the next one
+    // `intervalS` later, for as long as the simulation runs.
+    void Jam(ns3::Ptr<ns3::Socket> socket, uint32_t sender, double intervalS)
     {
         std::vector<uint8_t> buffer(m_p.datagramBytes, 0);
-        MessageTag tag{kJunkId, m_n};
+        MessageTag tag{kJunkId, sender};
         std::memcpy(buffer.data(), &tag, sizeof(tag));
-        m_jammerSocket->SendTo(ns3::Create<ns3::Packet>(buffer.data(), buffer.size()), 0,
-                               ns3::InetSocketAddress(ns3::Ipv4Address::GetBroadcast(), kUdpPort));
-        ns3::Simulator::Schedule(ns3::Seconds(m_p.jammerIntervalS), [this]() { Jam(); });
+        socket->SendTo(ns3::Create<ns3::Packet>(buffer.data(), buffer.size()), 0,
+                       ns3::InetSocketAddress(ns3::Ipv4Address::GetBroadcast(), kUdpPort));
+        ns3::Simulator::Schedule(ns3::Seconds(intervalS), [this, socket, sender, intervalS]() {
+            Jam(socket, sender, intervalS);
+        });
     }
 
   public:
@@ -1194,7 +1205,7 @@ class AdhocNetwork
         {
             MessageTag tag;
             packet->CopyData(reinterpret_cast<uint8_t*>(&tag), sizeof(tag));
-            if (tag.sender >= m_n || tag.sender == receiver)
+            if (tag.id == kJunkId || tag.sender >= m_n || tag.sender == receiver)
             {
                 continue;
             }

@@ -87,6 +87,9 @@ def build_network(cpp, config: ScenarioConfig, seed: int, positions: np.ndarray,
     if config.jammer_duty_cycle > 0:  # one junk frame per frame airtime / duty cycle, carrier sense permitting
         params.jammerX, params.jammerY = config.jammer_x * side_m, config.jammer_y * side_m
         params.jammerIntervalS = frame_s(config.datagram_bytes, config.phy_mode, False) / config.jammer_duty_cycle
+    if config.babblers:
+        params.babblers = to_vector(cpp, "uint32_t", config.babblers)
+        params.babbleIntervalS = frame_s(config.datagram_bytes, config.phy_mode, False) / config.babble_duty_cycle
     params.seed = 1
     params.run = seed + 1
     params.chunk = chunk

@@ -106,43 +106,48 @@ dataset = "digits"
 [network]
 link_model = "ns3"
 density = 0.5
-jammer_duty_cycle = {duty}
+{attack}
 '''
 
 
 @pytest.mark.ns3
-def test_a_jammer_lowers_the_delivered_fraction_on_the_same_placement_and_its_energy_is_counted(tmp_path, capsys):
-    """Real ns-3, 10 devices, 3 rounds: a jammer at the square's centre sending junk frames half the time
-    delivers fewer of the same intended messages (same placement and streams); its frames and joules are in
-    the trace's record, none without it."""
+def test_a_jammer_and_a_babbler_lower_the_delivered_fraction_and_their_energy_is_counted(tmp_path, capsys):
+    """Real ns-3, 10 devices, 3 rounds, the same placement and streams three times: quiet; a jammer at the
+    square's centre taking half the air (its frames and joules in the trace's record); device 3 babbling half
+    the air beside its messages (its joules in its own device rows, the highest of all). Both deliver fewer
+    of the same intended messages."""
     import json
 
-    delivered, meta = {}, {}
-    for duty in (0.0, 0.5):
-        config = tmp_path / f"jam{duty}.toml"
-        config.write_text(JAMMED.format(duty=duty))
+    delivered, trace, energy, seen = {}, {}, {}, set()
+    for name, attack in (("quiet", ""), ("jammer", "jammer_duty_cycle = 0.5"), ("babbler", "babblers = [3]")):
+        config = tmp_path / f"{name}.toml"
+        config.write_text(JAMMED.format(attack=attack))
         code, out = _run(config, tmp_path, capsys)
         assert code == 0, out.err
-    for run_dir in run_dirs(tmp_path / "results"):
-        record = json.loads((run_dir / "run.json").read_text())
-        duty = 0.5 if record["trace_meta"]["jammer_frames"] else 0.0
+        (run_dir,) = [d for d in run_dirs(tmp_path / "results") if d.name not in seen]
+        seen.add(run_dir.name)
+        trace[name] = json.loads((run_dir / "run.json").read_text())["trace_meta"]
         links = pd.read_csv(run_dir / "links.csv")
-        delivered[duty] = links["delivered_pairs"].sum() / links["intended_pairs"].sum()
-        meta[duty] = record["trace_meta"]
-    assert set(delivered) == {0.0, 0.5}
-    assert delivered[0.5] < delivered[0.0] - 0.03, delivered
-    assert meta[0.0]["jammer_energy_j"] == 0.0 and meta[0.5]["jammer_energy_j"] > 1.0
-    assert meta[0.5]["idle_density"] == meta[0.0]["idle_density"]  # the probe measured a quiet channel both times
+        delivered[name] = links["delivered_pairs"].sum() / links["intended_pairs"].sum()
+        devices = pd.read_csv(run_dir / "device_metrics.csv")
+        energy[name] = devices[devices["round"] == devices["round"].max()].set_index("device")["energy_j"]
+    assert delivered["jammer"] < delivered["quiet"] - 0.03 and delivered["babbler"] < delivered["quiet"] - 0.03, delivered
+    assert trace["quiet"]["jammer_energy_j"] == 0.0 and trace["jammer"]["jammer_energy_j"] > 1.0
+    assert trace["jammer"]["idle_density"] == trace["quiet"]["idle_density"]  # probed on a quiet channel
+    assert energy["babbler"].idxmax() == 3 and energy["babbler"][3] > energy["quiet"][3] + 1.0
 
 
 @pytest.mark.parametrize("network, words", [
     ('link_model = "ns3"\njammer_duty_cycle = 0.5\njammer_x = 1.5', "network.jammer_x: 1.5"),
     ('link_model = "random_graph"\njammer_duty_cycle = 0.5', "network.jammer_duty_cycle: 0.5"),
     ('link_model = "ns3"\njammer_duty_cycle = 2.0', "network.jammer_duty_cycle: 2.0"),
-], ids=["a jammer outside the area", "a jammer on a control", "a duty cycle above 1"])
+    ('link_model = "ns3"\nbabblers = [3, 3]', "network.babblers: (3, 3)"),
+    ('link_model = "random_graph"\nbabblers = [1]', "network.babblers: [1]"),
+], ids=["a jammer outside the area", "a jammer on a control", "a duty cycle above 1", "a babbler listed twice",
+        "a babbler on a control"])
 def test_a_bad_jammer_is_refused_naming_its_field(tmp_path, capsys, network, words):
     config = tmp_path / "bad.toml"
-    config.write_text(JAMMED.split("[network]")[0] + "[network]\n" + network + "\n")
+    config.write_text(JAMMED.format(attack="").split("[network]")[0] + "[network]\n" + network + "\n")
     code, out = _run(config, tmp_path, capsys)
     assert code == 2 and words in out.err and "Traceback" not in out.err, out.err
     assert not (tmp_path / "results").exists()
