@@ -11,7 +11,7 @@ EXTRAS ?= ray notebook docs
 # plain PyPI would pick the CUDA build (the pin is the CPU build 2.13.0 either way).
 TORCH_INDEX ?=
 
-.PHONY: setup run test docs bench sweep table table-esgd table-hyperprism table-detag table-energy table-time table-barrier-map table-ladder table-async table-robust table-scale sweep-density sweep-devices sweep-alpha sweep-controls tables plots bench-ns3 density-table clean-cache
+.PHONY: setup run test check-reports docs bench sweep table table-esgd table-hyperprism table-detag table-energy table-time table-barrier-map table-ladder table-async table-robust table-scale sweep-density sweep-devices sweep-alpha sweep-controls tables plots bench-ns3 density-table clean-cache
 
 setup: $(STAMP)
 
@@ -30,6 +30,11 @@ run: $(STAMP)
 # process (their modules' xdist_group marks).
 test: $(STAMP)
 	$(PY) -m pytest -q -n auto --dist loadgroup
+
+# Each checked report's cheapest cell, re-made at HEAD from nothing, equals its row in the report's per-seed CSV
+# (experiments/campaigns/check_reports.py; a few minutes). CI runs it after the tests.
+check-reports: $(STAMP)
+	$(PY) -m experiments.campaigns.check_reports
 
 # The docs site: the project's Markdown, a config reference and a JSON Schema generated from the config
 # dataclasses (experiments/docs.py), built by mkdocs-material into build/site (the docs extra).

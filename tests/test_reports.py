@@ -1,0 +1,67 @@
+"""Reports that check themselves: a report's measured text, re-rendered from its committed per-seed CSV, equals
+the committed text, so no number in a table or a reading can drift from the runs it came from."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+REPORTS = ROOT / "experiments" / "reports"
+
+
+def committed_section(report: str, extra: str) -> str:
+    """The text a campaign's ``--extra`` table put in a report's measured block."""
+    text = (REPORTS / report).read_text()
+    return text.split(f"#### `{extra}`", 1)[1].split("Per-seed figures of every run", 1)[0].strip()
+
+
+def test_the_async_report_re_renders_from_its_committed_runs_csv():
+    from experiments.campaigns.async_table import render
+
+    runs = pd.read_csv(REPORTS / "async-runs.csv")
+    target = tomllib.loads((ROOT / "experiments/configs/async_table.toml").read_text())["sweep"]["target_accuracy"]
+    assert render(runs, target).strip() == committed_section("async.md", "async_table.md")
+
+
+def test_a_changed_value_in_the_async_runs_csv_changes_exactly_the_text_that_depends_on_it():
+    """One seed's seconds of one evaluation run (AD-PSGD over ns-3), altered: every line that changes is about
+    AD-PSGD over ns-3 (its setting row, its paired rows, the readings quoting them), or differs only in a Holm p
+    (Holm adjusts the report's p-values together); the tuning tables and every other row stay."""
+    from experiments.campaigns.async_table import render
+
+    runs = pd.read_csv(REPORTS / "async-runs.csv")
+    before = render(runs, 0.6).splitlines()
+    chosen = runs[~runs["sweep"].str.endswith("-tune") & runs["time_to_target_s"].notna()
+                  & (runs["algorithm.name"] == "adpsgd") & (runs["network.link_model"] == "ns3")].index[0]
+    changed = runs.copy()
+    changed.loc[chosen, "time_to_target_s"] += 7.0
+    after = render(changed, 0.6).splitlines()
+    assert len(before) == len(after)
+    differing = [(old, new) for old, new in zip(before, after) if old != new]
+    assert differing
+    holm = re.compile(r"Holm p [0-9.e+-]+")
+    for old, new in differing:
+        if holm.sub("", old) == holm.sub("", new):
+            continue
+        if old.startswith("| "):
+            assert "| ns3 |" in old and "adpsgd" in old and "lr " not in old, old
+        else:
+            assert "over ns-3" in old or "AD-PSGD" in old, old
+
+
+def test_check_reports_names_the_report_and_the_cell_when_an_update_changes(tmp_path, monkeypatch, capsys):
+    """A deliberate change to the update (every gradient 1.5 times larger) makes the async report's cheapest
+    cell differ from its committed row: check-reports exits 1 naming the report, the run and the figure."""
+    import learner.devices
+    from experiments.campaigns import check_reports
+
+    original = learner.devices.batch_gradients
+    monkeypatch.setattr(learner.devices, "batch_gradients",
+                        lambda *args: (lambda grad, loss: (1.5 * grad, loss))(*original(*args)))
+    assert check_reports.main(["async", "--work", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "async: run " in err and "in async-runs.csv" in err and "final_acc is" in err, err
