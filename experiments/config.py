@@ -285,8 +285,11 @@ class RunConfig:
     def run_id(self) -> str:
         """<algorithm>-<hash> of what the run computes: the resolved config without its label (``name``: the
         sweep or run that asked first) and without how it is carried out (checkpoints). Sweeps of different names
-        asking for the same settings therefore share one run."""
+        asking for the same settings therefore share one run. A field added later leaves the ids of the runs that
+        keep its default as they were (``ID_NEUTRAL_DEFAULTS``)."""
         identity = {key: value for key, value in self.to_dict().items() if key not in NOT_IDENTITY_FIELDS}
+        identity["network"] = {key: value for key, value in identity["network"].items()
+                               if not (key in ID_NEUTRAL_DEFAULTS and value == ID_NEUTRAL_DEFAULTS[key])}
         digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
         return f"{_id_prefix(self.algorithm.name)}-{digest[:12]}"
 
@@ -355,6 +358,10 @@ def _inside_nsdml(path: str) -> bool:
 
 # A label (the sweep or run that asked first) and how a run is carried out: not what it computes.
 NOT_IDENTITY_FIELDS = ("name", "checkpoint_every", "checkpoint_every_s")
+# Network fields added after runs were made: at these values they are left out of a run's id, so those runs keep
+# theirs (the network attacks: a run without a jammer or babblers is the run it always was).
+ID_NEUTRAL_DEFAULTS = {"jammer_duty_cycle": 0.0, "jammer_x": 0.5, "jammer_y": 0.5, "babblers": (),
+                       "babble_duty_cycle": 0.5}
 
 
 def _id_prefix(algorithm: str) -> str:

@@ -73,6 +73,11 @@ def test_a_run_without_attackers_keeps_its_id_and_an_attacked_run_is_another(tmp
     honest_file.write_text(_config(tmp_path, "c.toml", fraction=0.0).read_text().split("[byzantine]")[0])
     assert plain.run_id == load_config(honest_file).run_id
     assert load_config(_config(tmp_path, "d.toml", fraction=0.2)).run_id != plain.run_id
+    quiet = load_config(_config(tmp_path, "e.toml", fraction=0.0, network="jammer_duty_cycle = 0.0\nbabblers = []"))
+    assert quiet.run_id == plain.run_id  # the network attacks' fields at their defaults leave the id as it was
+    assert load_config(_config(tmp_path, "f.toml", fraction=0.0, link="ns3",
+                               network="jammer_duty_cycle = 0.5")).run_id != \
+        load_config(_config(tmp_path, "g.toml", fraction=0.0, link="ns3")).run_id
 
 
 REFUSED = [  # (case, config fields, the words the one error line must hold)
