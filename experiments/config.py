@@ -216,11 +216,11 @@ class NetworkConfig:
 @dataclass(frozen=True)
 class ByzantineConfig:
     """Byzantine devices (``learner/byzantine.py``): they send on the air like every device, with forged values
-    (or, under ``label_flip``, train on flipped labels); metrics count the honest devices only."""
+    (or, under ``sign_flip`` and ``label_flip``, train on negated gradients or flipped labels); metrics count the honest devices only."""
     fraction: float = 0.0  # the share of devices that are Byzantine (0: none)
     placement: str = "random"  # "random" (drawn from the seed) or "degree" (the quiet channel's best connected)
-    attack: str = "sign_flip"  # what they do: sign_flip, gaussian, alie, ipm, label_flip
-    strength: float = 0.0  # the attack's parameter (sign flip's scale, the noise's std, ALIE's z, IPM's eps); 0: its default
+    attack: str = "sign_flip"  # what they do: one of learner.byzantine.ATTACKS
+    strength: float = 0.0  # the attack's parameter (sign flip's and negation's scale, the noise's std, ALIE's z, IPM's eps); 0: its default
 
     def __post_init__(self) -> None:
         _require(0.0 <= self.fraction < 0.5, "byzantine.fraction", self.fraction,

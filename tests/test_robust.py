@@ -178,16 +178,41 @@ def test_attacks_forge_only_the_byzantine_rows_by_their_formulas():
     generator = torch.Generator().manual_seed(0)
     mean = torch.tensor([3.0, 4.0], dtype=torch.float64)
     std = torch.tensor([math.sqrt(8 / 3), math.sqrt(8.0)], dtype=torch.float64)  # ddof 0 over 1, 3, 5 and 2, 2, 8
-    assert torch.equal(byzantine.sign_flip(x, mask, bad, 0.0, generator)[4], -x[4])
+    assert torch.equal(byzantine.negation(x, mask, bad, 0.0, generator)[4], -x[4])
     assert torch.allclose(byzantine.ipm(x, mask, bad, 0.0, generator)[4], -0.1 * mean)
     assert torch.allclose(byzantine.alie(x, mask, bad, 1.5, generator)[4], mean - 1.5 * std)
     z = byzantine.alie_z(5, 1)  # s = floor(3.5) - 1 = 2: Phi^-1(3 / 5)
     assert z == pytest.approx(0.2533471, abs=1e-6)
     assert torch.allclose(byzantine.alie(x, mask, bad, 0.0, generator)[4], mean - z * std)
-    for attack in (byzantine.sign_flip, byzantine.gaussian, byzantine.alie, byzantine.ipm):
+    for attack in byzantine.MESSAGE_ATTACKS.values():
         assert torch.equal(attack(x, mask, bad, 0.0, generator)[:4], x[:4])
     deaf = torch.zeros(5, 5, dtype=torch.bool)  # heard nobody: nothing to forge from
     assert torch.equal(byzantine.alie(x, deaf, bad, 0.0, generator)[4], x[4])
+
+
+@pytest.mark.parametrize("strength, factor", [(0.0, -1.0), (4.0, -4.0)])
+def test_sign_flip_negates_and_scales_the_attackers_gradients_only(strength, factor):
+    """The same data, seed and parameters: an attacker's gradient is -s times the honest device's it would have
+    been (s = 1 by default), every other row is unchanged, on the synchronous and the keyed draws."""
+    from learner.data import load_dataset, partition
+    from learner.devices import Devices
+    from learner.models import build_model
+
+    data = load_dataset("digits", 0.2, seed=3)
+    shards = partition(data.y_train, 4, "dirichlet", 1.0, 0.0, seed=3)
+    model = build_model("logreg", data.num_features, data.num_classes)
+    params = model.init(4, seed=1)
+    bad = torch.tensor([False, True, False, True])
+    honest = Devices(model, data, shards, batch_size=8, seed=3)
+    flipped = byzantine.SignFlippingDevices(model, data, shards, 8, 3, byzantine=bad, strength=strength)
+    expected, expected_loss = honest.gradients(params)
+    got, loss = flipped.gradients(params)
+    assert torch.equal(got[~bad], expected[~bad]) and torch.allclose(got[bad], factor * expected[bad])
+    assert torch.equal(loss, expected_loss)
+    counts, some = np.array([2, 0]), np.array([3, 2])
+    expected = honest.keyed_gradients(params[some], counts, some)[0]
+    got = flipped.keyed_gradients(params[some], counts, some)[0]
+    assert torch.allclose(got[0], factor * expected[0]) and torch.equal(got[1], expected[1])
 
 
 def test_placement_and_label_flipping():
@@ -218,7 +243,7 @@ def test_a_robust_step_uses_what_the_links_say_was_carried(name):
     bad = torch.tensor([False] * 5 + [True])
     attacked, _ = algorithm.step(x, algorithm.init(x), lambda p: torch.zeros_like(p),
                                  DeclaredLinks(Raw(), model_message(4), 6,
-                                               lambda v, m: byzantine.sign_flip(v, m, bad, 100.0, None)))
+                                               lambda v, m: byzantine.negation(v, m, bad, 100.0, None)))
     heard_attacker = mask[5].clone()
     heard_attacker[5] = False
     changed = (attacked - honest).abs().amax(1) > 1e-9

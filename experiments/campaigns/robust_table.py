@@ -35,7 +35,7 @@ RUN_COLUMNS = ("sweep", "run_id", ALGORITHM, "algorithm.lr", "network.link_model
                "conv_rounds", "time_to_target_s", "energy_to_target_j")
 NAMES = {"dpsgd": "D-PSGD (mean)", "trimmed_mean": "trimmed mean", "median": "median",
          "clipped_gossip": "ClippedGossip", "bridge": "BRIDGE-T", "krum": "Krum"}
-ATTACK_ORDER = ("none", "sign_flip", "alie", "ipm", "label_flip", "gaussian", "jammer")
+ATTACK_ORDER = ("none", "sign_flip", "alie", "ipm", "label_flip", "negation", "gaussian", "jammer")
 
 
 def threat(row: pd.Series) -> tuple[str, float]:

@@ -40,7 +40,8 @@ from experiments.run.run_log import RunLogging, run_logging
 from experiments.run.run_outputs import device_rows, write_end_files
 from experiments.run.run_writer import FINISHED, RunWriter, reusable, run_lock, run_record, run_status, stale_because
 from learner.allocator import keep_freed_memory
-from learner.byzantine import ATTACKS, byzantine_devices, flip_labels
+from learner.byzantine import (MESSAGE_ATTACKS, TRAINING_ATTACKS, SignFlippingDevices, byzantine_devices,
+                               flip_labels)
 from learner.algorithms.base import DeclaredLinks
 from learner.algorithms.registry import Algorithm
 from learner.data import Dataset, load_dataset, partition
@@ -102,8 +103,9 @@ def sample_counts(algorithm: Algorithm, shards: list[np.ndarray]) -> dict:
 
 def byzantine_setup(config: RunConfig, setup: Setup, trace, log: Callable[[str], None]
                     ) -> tuple[Devices, Callable[[int], Callable] | None, torch.Tensor]:
-    """The Byzantine devices (``learner.byzantine``): the devices (their data poisoned under ``label_flip``),
-    the round -> message-forging function (None under ``label_flip``: they send honestly) and the honest mask.
+    """The Byzantine devices (``learner.byzantine``): the devices (their data or gradients poisoned under a
+    training attack), the round -> message-forging function (None under a training attack: they send
+    honestly) and the honest mask.
     A random attack's draws are keyed by (seed, round), so a resumed run forges the same values."""
     spec, n = config.byzantine, config.devices
     degree = trace.idle_delivered[:n, :n].sum(1) if spec.placement == "degree" else None
@@ -111,15 +113,17 @@ def byzantine_setup(config: RunConfig, setup: Setup, trace, log: Callable[[str],
     bad = torch.from_numpy(chosen)
     log(f"[nsdml] Byzantine devices ({spec.attack}, {spec.placement}): "
         f"{', '.join(map(str, np.flatnonzero(chosen)))}; the run's figures count the other {n - int(chosen.sum())}")
-    attack = ATTACKS[spec.attack]
-    if attack is None:  # label flipping: they train on flipped labels and send what they learn
+    if spec.attack in TRAINING_ATTACKS:  # they learn from poisoned data or gradients and send what they learn
         data = setup.dataset
-        labels = data.y_train.copy()
-        for device in np.flatnonzero(chosen):
-            labels[setup.shards[device]] = flip_labels(labels[setup.shards[device]], data.num_classes)
-        devices = Devices(setup.model, replace(data, y_train=labels), setup.shards, config.data.batch_size,
-                          config.seed)
-        return devices, None, ~bad
+        if spec.attack == "label_flip":
+            labels = data.y_train.copy()
+            for device in np.flatnonzero(chosen):
+                labels[setup.shards[device]] = flip_labels(labels[setup.shards[device]], data.num_classes)
+            return Devices(setup.model, replace(data, y_train=labels), setup.shards, config.data.batch_size,
+                           config.seed), None, ~bad
+        return SignFlippingDevices(setup.model, data, setup.shards, config.data.batch_size, config.seed,
+                                   byzantine=bad, strength=spec.strength), None, ~bad
+    attack = MESSAGE_ATTACKS[spec.attack]
 
     def tamper_for(round_index: int) -> Callable:
         generator = torch.Generator().manual_seed(config.seed * 1_000_003 + round_index)
