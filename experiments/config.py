@@ -31,6 +31,7 @@ from experiments.run.compute import COMPUTE_MODELS, csv_step_times, step_times
 from experiments.run.contract import PluginFailure, checked_messages
 from learner.algorithms.base import Message, payload_bytes
 from learner.algorithms.registry import Algorithm, algorithm_rules, build_algorithm
+from learner.byzantine import ATTACKS, PLACEMENTS
 from learner.data import DATASETS, DEFAULT_DATA_ROOT, PARTITIONS, dataset_plugin, dataset_shape, missing_data
 from learner.models import MODELS, build_model
 from learner.plugins import entry_point_names, is_reference, load_plugin, source_file
@@ -213,6 +214,28 @@ class NetworkConfig:
 
 
 @dataclass(frozen=True)
+class ByzantineConfig:
+    """Byzantine devices (``learner/byzantine.py``): they send on the air like every device, with forged values
+    (or, under ``sign_flip`` and ``label_flip``, train on negated gradients or flipped labels); metrics count the honest devices only."""
+    fraction: float = 0.0  # the share of devices that are Byzantine (0: none)
+    placement: str = "random"  # "random" (drawn from the seed) or "degree" (the quiet channel's best connected)
+    attack: str = "sign_flip"  # what they do: one of learner.byzantine.ATTACKS
+    strength: float = 0.0  # the attack's parameter (sign flip's and negation's scale, the noise's std, ALIE's z, IPM's eps); 0: its default
+
+    def __post_init__(self) -> None:
+        _require(0.0 <= self.fraction < 0.5, "byzantine.fraction", self.fraction,
+                 "a number in [0, 0.5) (half or more Byzantine devices leave no honest majority to defend)")
+        _require(self.placement in PLACEMENTS, "byzantine.placement", self.placement, "one of " + ", ".join(PLACEMENTS))
+        _require(self.attack in ATTACKS, "byzantine.attack", self.attack, "one of " + ", ".join(ATTACKS))
+        _require(0.0 <= self.strength <= 1e6, "byzantine.strength", self.strength,
+                 "a number in [0, 1e6] (0: the attack's published default)")
+
+    @property
+    def active(self) -> bool:
+        return self.fraction > 0
+
+
+@dataclass(frozen=True)
 class RunConfig:
     name: str = "run"
     seed: int = 0
@@ -227,6 +250,7 @@ class RunConfig:
     algorithm: AlgorithmConfig = field(default_factory=lambda: AlgorithmConfig.resolve(AlgorithmConfig.name))
     network: NetworkConfig = field(default_factory=NetworkConfig)
     scenario: ScenarioConfig = field(default_factory=ScenarioConfig)
+    byzantine: ByzantineConfig = field(default_factory=ByzantineConfig)
 
     def __post_init__(self) -> None:
         check_name("name", self.name)
@@ -250,6 +274,8 @@ class RunConfig:
             "data": asdict(self.data), "model": asdict(self.model),
             "algorithm": {"name": self.algorithm.name, **dict(self.algorithm.hyperparameters)},
             "network": {**asdict(self.network), **scenario},
+            # only when there are attackers, so every honest run keeps its id
+            **({"byzantine": asdict(self.byzantine)} if self.byzantine.active else {}),
         }
 
     def to_toml(self) -> str:
@@ -259,8 +285,11 @@ class RunConfig:
     def run_id(self) -> str:
         """<algorithm>-<hash> of what the run computes: the resolved config without its label (``name``: the
         sweep or run that asked first) and without how it is carried out (checkpoints). Sweeps of different names
-        asking for the same settings therefore share one run."""
+        asking for the same settings therefore share one run. A field added later leaves the ids of the runs that
+        keep its default as they were (``ID_NEUTRAL_DEFAULTS``)."""
         identity = {key: value for key, value in self.to_dict().items() if key not in NOT_IDENTITY_FIELDS}
+        identity["network"] = {key: value for key, value in identity["network"].items()
+                               if not (key in ID_NEUTRAL_DEFAULTS and value == ID_NEUTRAL_DEFAULTS[key])}
         digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
         return f"{_id_prefix(self.algorithm.name)}-{digest[:12]}"
 
@@ -329,6 +358,10 @@ def _inside_nsdml(path: str) -> bool:
 
 # A label (the sweep or run that asked first) and how a run is carried out: not what it computes.
 NOT_IDENTITY_FIELDS = ("name", "checkpoint_every", "checkpoint_every_s")
+# Network fields added after runs were made: at these values they are left out of a run's id, so those runs keep
+# theirs (the network attacks: a run without a jammer or babblers is the run it always was).
+ID_NEUTRAL_DEFAULTS = {"jammer_duty_cycle": 0.0, "jammer_x": 0.5, "jammer_y": 0.5, "babblers": (),
+                       "babble_duty_cycle": 0.5}
 
 
 def _id_prefix(algorithm: str) -> str:
@@ -336,7 +369,7 @@ def _id_prefix(algorithm: str) -> str:
     readable = re.sub(r"[^A-Za-z0-9_-]", "_", algorithm.rsplit(":", 1)[-1].rsplit(".", 1)[-1]).lstrip("_-")
     return readable[:40] or "plugin"
 SCALAR_FIELDS = tuple(f.name for f in fields(RunConfig) if f.default is not MISSING)  # name, seed, rounds, ...
-SECTIONS = ("data", "model", "algorithm", "network")
+SECTIONS = ("data", "model", "algorithm", "network", "byzantine")
 TRACE_BYTES_PER_LINK = 4 + 8 + 1  # done_s float32, rx_bytes int64, intended bool per (round, exchange, i, j)
 COPIES_OF_THE_MODELS = 8  # parameters, gradients, algorithm state and temporaries, (N, d)
 ASYNC_STEPS_PER_PERIOD = 100  # an asynchronous run's fastest device may loop this many times per evaluation period float32 each
@@ -450,8 +483,9 @@ def parse_config(raw: dict[str, Any]) -> RunConfig:
     model = _construct(ModelConfig, "model.", **_section(ModelConfig, "model", raw.get("model", {})))
     algorithm = _algorithm(raw.get("algorithm", {}))
     network, scenario = _network(raw.get("network", {}), top.get("devices", defaults["devices"].default))
+    byzantine = _construct(ByzantineConfig, **_section(ByzantineConfig, "byzantine", raw.get("byzantine", {})))
     config = _construct(RunConfig, **top, data=data, model=model, algorithm=algorithm, network=network,
-                        scenario=scenario)
+                        scenario=scenario, byzantine=byzantine)
     _check_together(config)
     return config
 
@@ -468,6 +502,15 @@ def _check_together(config: RunConfig) -> None:
     for field_name, value, holds, expected in (algorithm_rules(config.algorithm.instance, config)
                                                + SCHEDULES[config.network.schedule].rules(config)):
         _require(holds, field_name, value, expected)
+    _require(not config.scenario.babblers or config.network.link_model == "ns3", "network.babblers",
+             list(config.scenario.babblers), f"[] with link_model = {config.network.link_model!r}: a babbler floods the "
+             f"802.11a channel of the simulation (link_model = \"ns3\")")
+    _require(config.scenario.jammer_duty_cycle == 0 or config.network.link_model == "ns3",
+             "network.jammer_duty_cycle", config.scenario.jammer_duty_cycle,
+             f"0 with link_model = {config.network.link_model!r}: the jammer is a radio in the 802.11a simulation "
+             f"(link_model = \"ns3\"); a control has no channel to jam")
+    if config.byzantine.active:
+        _check_byzantine(config)
     if config.checkpoints:
         _require(config.network.mode == "offline", "checkpoint_every", config.checkpoint_every or
                  config.checkpoint_every_s, "0 with network.mode = \"online\" (the online worker's ns-3 state "
@@ -500,6 +543,36 @@ def _check_together(config: RunConfig) -> None:
                           f"rounds x exchanges x devices^2 x {TRACE_BYTES_PER_LINK} bytes and "
                           f"{COPIES_OF_THE_MODELS} copies of devices x {config.model_dim} parameters); this machine "
                           f"has {available / 2**30:.1f} GiB: lower rounds, devices or model size")
+
+
+BYZANTINE_READY = ("dpsgd", "trimmed_mean", "median", "krum", "bridge", "clipped_gossip", "fedavg")  # they mix what links carried
+# How many values (its own model and what it received) a rule needs, from its hyperparameters, and the field.
+NEEDED_VALUES = {"trimmed_mean": ("trim", lambda a: 2 * a.trim + 1), "bridge": ("trim", lambda a: a.trim + 1),
+                 "krum": ("byzantine", lambda a: 2 * a.byzantine + 3),
+                 "clipped_gossip": ("byzantine", lambda a: a.byzantine + 2)}
+
+
+def _check_byzantine(config: RunConfig) -> None:
+    """Byzantine devices need an algorithm that mixes what the links carried, on a synchronous schedule, and a
+    rule that could ever get the values it needs from the devices there are."""
+    name = config.algorithm.name
+    _require(name in BYZANTINE_READY, "byzantine.fraction", config.byzantine.fraction,
+             f"0 with algorithm.name = {name!r}: Byzantine devices run with " + ", ".join(BYZANTINE_READY))
+    _require(SCHEDULES[config.network.schedule].algorithm_kind == "synchronous", "byzantine.fraction",
+             config.byzantine.fraction, "0 under schedule = \"async\" (the attacks forge a round's messages)")
+    _require(round(config.byzantine.fraction * config.devices) >= 1, "byzantine.fraction", config.byzantine.fraction,
+             f"at least 1 / devices ({1 / config.devices:.3g}): round(fraction x {config.devices}) devices would be "
+             f"none")
+    _require(config.byzantine.placement != "degree" or LINK_MODELS[config.network.link_model].placed,
+             "byzantine.placement", config.byzantine.placement,
+             f"\"random\" with link_model = {config.network.link_model!r} (\"degree\" reads the quiet channel's "
+             f"graph of a placed network: ns3, ideal_range, ...)")
+    if name in NEEDED_VALUES:
+        field_name, needed = NEEDED_VALUES[name]
+        _require(needed(config.algorithm.instance) <= config.devices, f"algorithm.{field_name}",
+                 getattr(config.algorithm.instance, field_name),
+                 f"a value whose rule needs at most {config.devices} values (its own model and {config.devices - 1} "
+                 f"neighbours): it needs {needed(config.algorithm.instance)}")
 
 
 def _depth(value: Any) -> int:

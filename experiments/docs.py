@@ -23,14 +23,15 @@ from pathlib import Path
 from typing import Any
 
 from experiments import config as config_module
-from experiments.config import DataConfig, ModelConfig, NetworkConfig, RunConfig
+from experiments.config import ByzantineConfig, DataConfig, ModelConfig, NetworkConfig, RunConfig
 from ns3_scenarios.scenario import ScenarioConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 CHECKS = ("_require", "_check")
 # (TOML section, dataclass, fields it leaves to another section); the network section holds the scenario's.
-SECTIONS = (("", RunConfig, ("data", "model", "algorithm", "network", "scenario")), ("data", DataConfig, ()),
-            ("model", ModelConfig, ()), ("network", NetworkConfig, ()), ("network", ScenarioConfig, ("devices",)))
+SECTIONS = (("", RunConfig, ("data", "model", "algorithm", "network", "scenario", "byzantine")),
+            ("data", DataConfig, ()), ("model", ModelConfig, ()), ("network", NetworkConfig, ()),
+            ("network", ScenarioConfig, ("devices",)), ("byzantine", ByzantineConfig, ()))
 JSON_TYPES = {bool: "boolean", int: "integer", float: "number", str: "string"}
 PAGES = (("README.md", "index.md"), ("experiments/README.md", "experiments.md"), ("bridge/README.md", "bridge.md"),
          ("ns3_scenarios/README.md", "ns3_scenarios.md"), ("learner/README.md", "learner.md"),
@@ -129,6 +130,10 @@ def config_schema() -> dict[str, Any]:
     from learner.algorithms.registry import ALGORITHMS
 
     def typed(default: Any, rule: str, comment: str) -> dict[str, Any]:
+        if isinstance(default, tuple):  # a list field (network.babblers): an array of integers
+            text = "; ".join(part for part in (rule, comment) if part)
+            return {"type": "array", "items": {"type": "integer"}, "default": list(default),
+                    **({"description": text} if text else {})}
         one = {"type": JSON_TYPES[type(default)], "default": default, **_bounds(rule)}
         if one["type"] == "number":
             one.pop("enum", None)

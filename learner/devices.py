@@ -23,7 +23,12 @@ EVAL_ACTIVATION_FLOATS = 8_000_000  # one evaluation chunk's widest activations 
 class Evaluation:
     accuracy: torch.Tensor  # (N,) test accuracy of each device's model
     loss: torch.Tensor  # (N,) test cross-entropy of each device's model
-    consensus_distance: float  # mean_i ||x_i - mean_j x_j||^2
+    consensus_distance: float  # mean_i ||x_i - mean_j x_j||^2 (over the honest devices when some are Byzantine)
+    honest: torch.Tensor | None = None  # (N,) bool where some devices are Byzantine: the run's figures count these
+
+    def counted(self, values: torch.Tensor) -> torch.Tensor:
+        """``values`` (N,) of the devices a run's figures count: the honest ones (all when none is Byzantine)."""
+        return values if self.honest is None else values[self.honest]
 
 
 class Devices:
@@ -86,7 +91,8 @@ class Devices:
         return batch_gradients(self.model, params, inputs, labels)
 
     @torch.no_grad()
-    def evaluate(self, params: torch.Tensor, chunk: int | None = None) -> Evaluation:
+    def evaluate(self, params: torch.Tensor, chunk: int | None = None,
+                 honest: torch.Tensor | None = None) -> Evaluation:
         """Test accuracy and loss of every device's model, over the test set in chunks: by default as many
         test inputs as keep one layer's activations near ``EVAL_ACTIVATION_FLOATS`` (cache-sized; 1,000
         inputs at once made a 50-device CNN evaluation 3-4x slower, the activations spilling to memory)."""
@@ -101,7 +107,8 @@ class Devices:
             losses = F.cross_entropy(logits.reshape(n * t, c), labels.repeat(n), reduction="none").view(n, t)
             correct += (logits.argmax(-1) == labels).float().sum(1)
             loss_sum += losses.double().sum(1)
-        return Evaluation(correct / total, (loss_sum / total).float(), consensus_distance(params))
+        counted = params if honest is None else params[honest]
+        return Evaluation(correct / total, (loss_sum / total).float(), consensus_distance(counted), honest)
 
 
 def batch_gradients(

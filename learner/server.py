@@ -46,7 +46,12 @@ def upload(links: Links, devices: int, senders: torch.Tensor | None = None,
            kept: torch.Tensor | None = None) -> torch.Tensor:
     """(N,) bool: which devices' uploads (the exchange's declared message; ``senders``/``kept`` as in
     ``DeclaredLinks.exchange``) the server received."""
-    return links.exchange(senders=senders, kept=kept)[:devices, devices]
+    return uploaded(links.exchange(senders=senders, kept=kept), devices)
+
+
+def uploaded(mask: torch.Tensor, devices: int) -> torch.Tensor:
+    """(N,) bool: the devices whose upload the server (node N) received, from the upload exchange's mask."""
+    return mask[:devices, devices]
 
 
 def download(links: Links, devices: int) -> torch.Tensor:

@@ -118,6 +118,16 @@ struct NetworkParams
     double idleCurrentA = 0.273;  // also CCA busy and switching: "idle" is one state of the ledger
     double sleepCurrentA = 0.033;
     bool radioSleep = false;  // RunSlot puts a radio with nothing left to send or receive to sleep
+    // A jammer (jammerIntervalS > 0): one more 802.11a radio at (jammerX, jammerY) metres, not a device, queueing a
+    // junk broadcast frame of datagramBytes every jammerIntervalS from the first slot on; it senses the carrier
+    // as every 802.11 radio does. Receivers drop its frames (their tag's sender is no device).
+    double jammerX = 0.0;
+    double jammerY = 0.0;
+    double jammerIntervalS = 0.0;
+    // Babblers: these devices also queue a junk broadcast frame every babbleIntervalS from the first slot on,
+    // beside their messages, through their own radio (their joules are theirs).
+    std::vector<uint32_t> babblers;
+    double babbleIntervalS = 0.0;
     // RNG.
     uint32_t seed = 1;
     uint32_t run = 1;
@@ -203,6 +213,8 @@ constexpr int64_t kInternetStreams = 200000;
 constexpr int64_t kMobilityStreams = 300000;
 constexpr int64_t kWaypointStreams = 350000;
 constexpr int64_t kTrafficStreams = 400000;
+constexpr int64_t kJammerStreams = 450000;  // the jammer's MAC and stack: the devices' draws stay as without it
+constexpr uint32_t kJunkId = 0xFFFFFFFDu;
 // A trace chunk (NetworkParams::chunk) moves every stream but the mobility's this far per chunk index, so each
 // chunk draws its own backoffs, jitter and fading while its devices follow the serial simulation's paths.
 constexpr int64_t kChunkStreamStride = 1000000;
@@ -365,6 +377,8 @@ class AdhocNetwork
             Release(*flow);
         }
         m_tcpFlows.clear();
+        m_jammerSocket = ns3::Ptr<ns3::Socket>();
+        m_jammerRadio = ns3::Ptr<ns3::WifiRadioEnergyModel>();
         ns3::Simulator::Destroy();
         m_senders.clear();
         m_phys.clear();
@@ -392,6 +406,14 @@ class AdhocNetwork
         }
         RunUntil(start + double(repeats) * m_n * kProbeSpacingS + kSlotLeadS);
         m_firstSlotS = Simulator::Now().GetSeconds();
+        if (m_jammerSocket)
+        {
+            Jam(m_jammerSocket, m_n, m_p.jammerIntervalS);  // from the first slot on: the probe had a quiet channel
+        }
+        for (uint32_t babbler : m_p.babblers)
+        {
+            Jam(m_senders.at(babbler), babbler, m_p.babbleIntervalS);
+        }
         return m_probeCounts;
     }
 
@@ -637,6 +659,20 @@ class AdhocNetwork
         return state == WifiPhyState::TX ? 0 : state == WifiPhyState::RX ? 1 : state == WifiPhyState::SLEEP ? 3 : 2;
     }
 
+    // The radio's currents in each state (every radio of the scenario, the jammer's too).
+    ns3::WifiRadioEnergyModelHelper RadioEnergy() const
+    {
+        using namespace ns3;
+        WifiRadioEnergyModelHelper radio;
+        radio.Set("TxCurrentA", DoubleValue(m_p.txCurrentA));
+        radio.Set("RxCurrentA", DoubleValue(m_p.rxCurrentA));
+        radio.Set("IdleCurrentA", DoubleValue(m_p.idleCurrentA));
+        radio.Set("CcaBusyCurrentA", DoubleValue(m_p.idleCurrentA));
+        radio.Set("SwitchingCurrentA", DoubleValue(m_p.idleCurrentA));
+        radio.Set("SleepCurrentA", DoubleValue(m_p.sleepCurrentA));
+        return radio;
+    }
+
     void InstallEnergy(const ns3::NetDeviceContainer& devices)
     {
         using namespace ns3;
@@ -645,13 +681,7 @@ class AdhocNetwork
         source.Set("BasicEnergySupplyVoltageV", DoubleValue(m_p.supplyVoltageV));
         energy::EnergySourceContainer sources = source.Install(m_nodes);
         m_sources.assign(sources.Begin(), sources.End());
-        WifiRadioEnergyModelHelper radio;
-        radio.Set("TxCurrentA", DoubleValue(m_p.txCurrentA));
-        radio.Set("RxCurrentA", DoubleValue(m_p.rxCurrentA));
-        radio.Set("IdleCurrentA", DoubleValue(m_p.idleCurrentA));
-        radio.Set("CcaBusyCurrentA", DoubleValue(m_p.idleCurrentA));
-        radio.Set("SwitchingCurrentA", DoubleValue(m_p.idleCurrentA));
-        radio.Set("SleepCurrentA", DoubleValue(m_p.sleepCurrentA));
+        WifiRadioEnergyModelHelper radio = RadioEnergy();
         energy::DeviceEnergyModelContainer models = radio.Install(devices, sources);
         m_radios.resize(m_n);
         for (uint32_t i = 0; i < m_n; ++i)
@@ -796,14 +826,28 @@ class AdhocNetwork
         }
 
         InstallMobility();
+        NetDeviceContainer jammer;
+        if (m_p.jammerIntervalS > 0.0)
+        {
+            jammer = BuildJammer(wifi, phy, mac);
+        }
 
         InternetStackHelper internet;
         internet.Install(m_nodes);
         internet.AssignStreams(m_nodes, kInternetStreams + Shift());
+        if (jammer.GetN() > 0)
+        {
+            internet.Install(m_jammerNode);
+            internet.AssignStreams(m_jammerNode, kJammerStreams + 100 + Shift());
+        }
         Ipv4AddressGenerator::Reset();
         Ipv4AddressHelper addresses;
         addresses.SetBase("10.1.0.0", "255.255.0.0");
         m_addresses = addresses.Assign(devices);
+        if (jammer.GetN() > 0)
+        {
+            addresses.Assign(jammer);
+        }
         // Static ARP entries: a burst to a new neighbour would otherwise lose all but 3 packets.
         NeighborCacheHelper().PopulateNeighborCache();
 
@@ -828,6 +872,16 @@ class AdhocNetwork
                                                  }));
         }
         InstallSockets();
+        if (jammer.GetN() > 0)
+        {
+            m_jammerSocket = Socket::CreateSocket(m_jammerNode.Get(0), UdpSocketFactory::GetTypeId());
+            m_jammerSocket->SetAllowBroadcast(true);
+            m_jammerSocket->Bind();
+            jammer.Get(0)->GetObject<WifiNetDevice>()->GetPhy()->TraceConnectWithoutContext(
+                "PhyTxBegin", Callback<void, Ptr<const Packet>, double>([this](Ptr<const Packet>, double) {
+                    ++m_junkFrames;
+                }));
+        }
 
         m_jitter = CreateObject<UniformRandomVariable>();
         m_jitter->SetStream(kTrafficStreams + Shift());
@@ -836,6 +890,53 @@ class AdhocNetwork
         m_alive = true;
     }
 
+    ns3::NetDeviceContainer BuildJammer(ns3::WifiHelper& wifi, ns3::WifiPhyHelper& phy, ns3::WifiMacHelper& mac)
+    {
+        using namespace ns3;
+        m_jammerNode.Create(1);
+        mac.SetType("ns3::AdhocWifiMac");
+        NetDeviceContainer device = wifi.Install(phy, mac, m_jammerNode);
+        wifi.AssignStreams(device, kJammerStreams + Shift());
+        BasicEnergySourceHelper source;
+        source.Set("BasicEnergySourceInitialEnergyJ", DoubleValue(kSourceJ));
+        source.Set("BasicEnergySupplyVoltageV", DoubleValue(m_p.supplyVoltageV));
+        energy::EnergySourceContainer sources = source.Install(m_jammerNode);
+        WifiRadioEnergyModelHelper radio = RadioEnergy();
+        m_jammerRadio = DynamicCast<WifiRadioEnergyModel>(radio.Install(device, sources).Get(0));
+        MobilityHelper mobility;
+        mobility.SetMobilityModel("ns3::ConstantPositionMobilityModel");
+        mobility.Install(m_jammerNode);
+        m_jammerNode.Get(0)->GetObject<MobilityModel>()->SetPosition(Vector(m_p.jammerX, m_p.jammerY, 0.0));
+        return device;
+    }
+
+    // One junk frame from `socket` now (tagged as junk from `sender`: receivers drop it), the next one
+    // `intervalS` later, for as long as the simulation runs.
+    void Jam(ns3::Ptr<ns3::Socket> socket, uint32_t sender, double intervalS)
+    {
+        std::vector<uint8_t> buffer(m_p.datagramBytes, 0);
+        MessageTag tag{kJunkId, sender};
+        std::memcpy(buffer.data(), &tag, sizeof(tag));
+        socket->SendTo(ns3::Create<ns3::Packet>(buffer.data(), buffer.size()), 0,
+                       ns3::InetSocketAddress(ns3::Ipv4Address::GetBroadcast(), kUdpPort));
+        ns3::Simulator::Schedule(ns3::Seconds(intervalS), [this, socket, sender, intervalS]() {
+            Jam(socket, sender, intervalS);
+        });
+    }
+
+  public:
+    // The jammer's frames on the air so far and its radio's joules (0 without a jammer).
+    double JunkFrames() const
+    {
+        return double(m_junkFrames);
+    }
+
+    double JammerEnergyJ() const
+    {
+        return m_jammerRadio ? m_jammerRadio->GetTotalEnergyConsumption() : 0.0;
+    }
+
+  private:
     int64_t Shift() const
     {
         return int64_t(m_p.chunk) * kChunkStreamStride;
@@ -1104,7 +1205,7 @@ class AdhocNetwork
         {
             MessageTag tag;
             packet->CopyData(reinterpret_cast<uint8_t*>(&tag), sizeof(tag));
-            if (tag.sender >= m_n || tag.sender == receiver)
+            if (tag.id == kJunkId || tag.sender >= m_n || tag.sender == receiver)
             {
                 continue;
             }
@@ -1231,6 +1332,10 @@ class AdhocNetwork
     double m_firstSlotS = kProbeStartS;
     // The slot being simulated.
     uint32_t m_slot = kNoSlot;
+    ns3::NodeContainer m_jammerNode;
+    ns3::Ptr<ns3::Socket> m_jammerSocket;
+    ns3::Ptr<ns3::WifiRadioEnergyModel> m_jammerRadio;
+    uint64_t m_junkFrames = 0;
     double m_slotStartS = 0.0;
     std::vector<uint32_t> m_payloads;
     uint64_t m_lastSlotEvents = 0;

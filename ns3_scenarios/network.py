@@ -23,6 +23,7 @@ from typing import Sequence
 import numpy as np
 
 from ns3_scenarios import ns3_loader
+from ns3_scenarios.airtime import frame_s
 from ns3_scenarios.scenario import (ARRIVAL_FIELDS, Placement, ScenarioConfig, decode_arrivals, decode_slot,
                                     place_devices, slot_layout)
 
@@ -83,6 +84,12 @@ def build_network(cpp, config: ScenarioConfig, seed: int, positions: np.ndarray,
     params.idleCurrentA = config.idle_current_a
     params.sleepCurrentA = config.sleep_current_a
     params.radioSleep = config.radio_sleep
+    if config.jammer_duty_cycle > 0:  # one junk frame per frame airtime / duty cycle, carrier sense permitting
+        params.jammerX, params.jammerY = config.jammer_x * side_m, config.jammer_y * side_m
+        params.jammerIntervalS = frame_s(config.datagram_bytes, config.phy_mode, False) / config.jammer_duty_cycle
+    if config.babblers:
+        params.babblers = to_vector(cpp, "uint32_t", config.babblers)
+        params.babbleIntervalS = frame_s(config.datagram_bytes, config.phy_mode, False) / config.babble_duty_cycle
     params.seed = 1
     params.run = seed + 1
     params.chunk = chunk
@@ -177,6 +184,10 @@ class Network:
             return dict(fields, done_s=np.where((done >= 0) & (done <= deadline_s), done, np.nan))
 
         return decode_slot(values, self.config.nodes, after_deadline_is_never)
+
+    def jammer(self) -> dict:
+        """The jammer's junk frames sent and its radio's joules so far (none: zeros)."""
+        return {"jammer_frames": int(self._network.JunkFrames()), "jammer_energy_j": float(self._network.JammerEnergyJ())}
 
     def source_depletion_j(self) -> np.ndarray:
         """(N,) joules each device's ns-3 energy source has lost so far (the check on the per-state split)."""

@@ -169,6 +169,15 @@ class ScenarioConfig:
     sleep_current_a: float = 0.033
     # A radio with nothing left to send or receive sleeps (WifiRadioEnergyModel's SLEEP state) until it has.
     radio_sleep: bool = False
+    # A jammer: one more 802.11a radio, not a device, at (jammer_x, jammer_y) x the square's side, sending junk
+    # broadcast frames of datagram_bytes for this share of the time from the first slot on (0: none).
+    jammer_duty_cycle: float = 0.0
+    jammer_x: float = 0.5
+    jammer_y: float = 0.5
+    # Babblers: these devices also send junk broadcast frames for this share of the time, beside their messages,
+    # through their own radios (a Byzantine device flooding the channel beyond its payload).
+    babblers: tuple[int, ...] = ()
+    babble_duty_cycle: float = 0.5
 
     def __post_init__(self) -> None:
         _check(isinstance(self.devices, int) and 2 <= self.devices <= 1000, "devices", self.devices,
@@ -193,6 +202,21 @@ class ScenarioConfig:
                "a number in [0, deadline_s)")
         _check(0.0 <= self.datagram_interval_s <= 1.0, "datagram_interval_s", self.datagram_interval_s,
                "a number in [0, 1]")
+        _check(0.0 <= self.jammer_duty_cycle <= 1.0, "jammer_duty_cycle", self.jammer_duty_cycle,
+               "a number in [0, 1] (the share of the time the jammer's radio sends junk; 0: no jammer)")
+        for name in ("jammer_x", "jammer_y"):
+            _check(0.0 <= getattr(self, name) <= 1.0, name, getattr(self, name),
+                   "a number in [0, 1]: the jammer's position as a share of the square's side (inside the area)")
+        if isinstance(self.babblers, list):  # a TOML array
+            object.__setattr__(self, "babblers", tuple(self.babblers))
+        _check(isinstance(self.babblers, tuple) and all(
+            isinstance(d, int) and not isinstance(d, bool) and 0 <= d < self.devices for d in self.babblers)
+            and len(set(self.babblers)) == len(self.babblers), "babblers", self.babblers,
+            f"distinct device indices in [0, devices - 1 = {self.devices - 1}]")
+        _check(0.0 < self.babble_duty_cycle <= 1.0, "babble_duty_cycle", self.babble_duty_cycle,
+               "a number in (0, 1] (the share of the time a babbler's radio sends junk)")
+        _check(not self.babblers or not self.radio_sleep, "babblers", list(self.babblers),
+               "none with radio_sleep = true (a babbling radio is never idle)")
         _check(self.transport in TRANSPORTS, "transport", self.transport, "one of " + ", ".join(TRANSPORTS))
         _check(isinstance(self.fanout, int) and 0 <= self.fanout < self.devices, "fanout", self.fanout,
                f"an integer in [0, devices - 1 = {self.devices - 1}] (0: every neighbour)")
@@ -289,7 +313,8 @@ def exchange_senders(config: ScenarioConfig, exchange: int, payload_bytes: int) 
 # Fields added after traces were cached: left out of a trace's identity while at these defaults, so every trace
 # made before them keeps its key (``scenario_identity``).
 IDENTITY_NEUTRAL_DEFAULTS = {"mean_neighbours": 0.0, "channel": "yans", "cutoff_margin_db": 7.0,
-                             "trace_chunk_rounds": 0}
+                             "trace_chunk_rounds": 0, "jammer_duty_cycle": 0.0, "jammer_x": 0.5, "jammer_y": 0.5,
+                             "babblers": (), "babble_duty_cycle": 0.5}
 
 
 def scenario_identity(config: ScenarioConfig) -> dict:

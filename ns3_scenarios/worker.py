@@ -73,14 +73,14 @@ def simulate(config: ScenarioConfig, seed: int, slot_payloads: list[list[int]],
                       "sim_s": (s + 1) * config.slot_period_s, "events": events})
     # What each device's ns-3 energy source lost over the slots (the check on the radios' seconds by state).
     source_depletion_j = (network.source_depletion_j() - depleted_before).tolist()
-    pruned_events = network.pruned_events()
+    pruned_events, jammer = network.pruned_events(), network.jammer()
     network.close()
     simulated = time.perf_counter()
     arrays = {name: np.stack([slot[name] for slot in slots]) if slots else np.zeros(0) for name in SLOT_FIELDS}
     arrays.update(idle_delivered=network.idle_delivered, idle_rate=network.idle_rate)
     stats = dict(network.stats, scenario=asdict(config), seed=seed, first_slot=first_slot, chunk=chunk,
                  events=int(arrays["events"].sum()), frames_sent=int(arrays["frames"].sum()),
-                 source_depletion_j=source_depletion_j, pruned_events=pruned_events,
+                 source_depletion_j=source_depletion_j, pruned_events=pruned_events, **jammer,
                  peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                  setup_seconds=loaded - started, simulate_seconds=simulated - loaded)
     return arrays, stats
@@ -108,12 +108,13 @@ def simulate_barrier(config: ScenarioConfig, seed: int, plan: Plan,
     radio_total_s = (messages.radio_seconds() - seconds_before).tolist()
     source_depletion_j = (network.source_depletion_j() - depleted_before).tolist()
     positions, sim_s = network.placement.positions_m, messages.now_s() - origin
+    jammer = network.jammer()
     network.close()
     simulated = time.perf_counter()
     arrays.update(idle_delivered=network.idle_delivered, idle_rate=network.idle_rate, positions=positions)
     stats = dict(network.stats, scenario=asdict(config), seed=seed,
                  schedule=plan.schedule,
-                 source_depletion_j=source_depletion_j, radio_total_s=radio_total_s, sim_s=sim_s,
+                 source_depletion_j=source_depletion_j, radio_total_s=radio_total_s, sim_s=sim_s, **jammer,
                  peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                  setup_seconds=loaded - started, simulate_seconds=simulated - loaded)
     return arrays, stats

@@ -57,4 +57,4 @@ def test_readme_documents_every_network_field_with_unit_default_and_range():
         value = getattr(ScenarioConfig(), name, None) if name != "devices" else None
         if value is None:
             value = getattr(NetworkConfig(), name)
-        assert default.strip("`\"") == str(value), name
+        assert default.strip("`\"") == str(list(value) if isinstance(value, tuple) else value), name  # TOML arrays

@@ -94,3 +94,26 @@ def test_tune_needs_a_target_chosen_before_the_runs(tmp_path, capsys):
     config.write_text(CONFIG.replace('[sweep]\nname = "tq"\ntarget_accuracy = 0.4\n', ""))
     assert main(["tune", str(config), "--algorithms", "dpsgd", "--seeds", "900", "--results", str(tmp_path / "r")]) == 2
     assert "--target:" in capsys.readouterr().err
+
+
+def test_tune_keeps_an_algorithms_other_hyperparameters_and_sets_only_its_rate(monkeypatch, tmp_path):
+    """[algorithm_overrides.trimmed_mean] trim = 3, lr = 5: the tuning runs trim 3 at every rate of its grid
+    (the override's lr is the tuning's to set); an override of an algorithm not tuned is left out."""
+    from experiments.run import tune as tuning
+
+    captured = {}
+
+    def stop(sweep, *args, **kwargs):
+        captured["sweep"] = sweep
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tuning, "run_sweep", stop)
+    raw = {"seed": [1], "rounds": 3, "devices": 8, "data": {"dataset": "digits"}, "network": {"link_model": "ideal"},
+           "sweep": {"name": "fixed", "target_accuracy": 0.5},
+           "algorithm_overrides": {"trimmed_mean": {"trim": 3, "lr": 5.0}, "krum": {"byzantine": 1}}}
+    with pytest.raises(KeyboardInterrupt):
+        tuning.tune(raw, ["trimmed_mean", "dpsgd"], [0], None, tmp_path / "r", tmp_path / "c")
+    runs = [config.algorithm for _, config in captured["sweep"].runs]
+    trimmed = [dict(a.hyperparameters) for a in runs if a.name == "trimmed_mean"]
+    assert {h["trim"] for h in trimmed} == {3} and sorted(h["lr"] for h in trimmed) == [0.01, 0.0316, 0.1, 0.316, 1.0]
+    assert all("trim" not in dict(a.hyperparameters) for a in runs if a.name == "dpsgd")

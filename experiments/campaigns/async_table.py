@@ -18,7 +18,6 @@ from the table it sits on.
 
 from __future__ import annotations
 
-import argparse
 import io
 import math
 import sys
@@ -28,9 +27,8 @@ import pandas as pd
 
 from experiments.analysis import statistics
 from experiments.analysis.statistics import paired_differences, shown
-from experiments.analysis.tuning import (ALGORITHM, TuningError, algorithm_label, check_rates, chosen_rates,
+from experiments.analysis.tuning import (ALGORITHM, algorithm_label, check_rates, chosen_rates,
                                          markdown_table, tuning_markdown, tuning_table)
-from experiments.run.atomic import write_atomically
 
 SETTING = ["devices", "network.link_model", "compute", "loop", "method"]
 REFERENCE = "dpsgd (rounds)"
@@ -339,42 +337,10 @@ def check_tuned(runs: pd.DataFrame) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from experiments.campaigns.report import update_report
-    from experiments.run.sweep import load_sweep
+    from experiments.campaigns.report import campaign_main
 
-    parser = argparse.ArgumentParser(prog="python -m experiments.campaigns.async_table",
-                                     description=__doc__.splitlines()[0])
-    parser.add_argument("sweeps", type=Path, nargs="+", help="the evaluation sweeps (asynchronous first)")
-    parser.add_argument("--tuning", type=Path, action="append", default=[],
-                        help="an nsdml tune folder (results/tune/<name>) whose tuning.toml lists its runs")
-    parser.add_argument("--results", type=Path, default=Path("results"))
-    parser.add_argument("--report", default=None, help="also write experiments/reports/<REPORT>.md and its runs CSV")
-    parser.add_argument("--target", default="table-async", help="the make target named in the report's stamp")
-    args = parser.parse_args(argv)
-    sweeps = [load_sweep(folder / "tuning.toml") for folder in args.tuning] + [load_sweep(p) for p in args.sweeps]
-    csv_text = runs_table(sweeps, args.results)
-    runs = pd.read_csv(io.StringIO(csv_text))  # rendered from the CSV as written, so the CSV re-renders the text
-    try:
-        check_tuned(runs)
-    except TuningError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    text = render(runs, sweeps[-1].target_accuracy)
-    out = sweeps[len(args.tuning)].summary_dir(args.results)
-    write_atomically(out / "async_table.md", text)
-    write_atomically(out / "async-runs.csv", csv_text)
-    print(f"written: {out}/async_table.md, async-runs.csv", file=sys.stderr)
-    if args.report:
-        from experiments.run.machine import DIRTY, code_commit
-
-        if code_commit().endswith(DIRTY):
-            print("error: the work tree has uncommitted changes to tracked files: commit them before writing the "
-                  "report (its stamp names the commits the runs record)", file=sys.stderr)
-            return 2
-        path = update_report(args.report, sweeps, [out / "async_table.md"], args.results, args.target,
-                             sweep_tables=False, per_seed=csv_text)
-        print(f"report written: {path}", file=sys.stderr)
-    return 0
+    return campaign_main(argv, "python -m experiments.campaigns.async_table", __doc__.splitlines()[0], "async",
+                         "table-async", runs_table, render, check_tuned)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Callable
 
 import pandas as pd
 
@@ -144,6 +145,48 @@ def update_report(name: str, sweeps: list[Sweep], extras: list[Path], results_ro
         text = text.rstrip() + "\n\n## Measured\n\n" + block + "\n"
     write_atomically(path, text)
     return path
+
+
+def campaign_main(argv: list[str] | None, prog: str, description: str, stem: str, default_target: str,
+                  runs_table: Callable, render: Callable, check: Callable) -> int:
+    """The command of a campaign whose text is rendered from its per-seed runs table (``async_table``,
+    ``robust_table``): the tunings' runs (``--tuning``: nsdml tune folders) and the evaluation sweeps' into one
+    CSV (``runs_table(sweeps, results)``), the rates checked (``check``, exit 2 naming the field), the text
+    rendered from the CSV as written (``render(runs, target)``), so the committed CSV re-renders the committed
+    text; with ``--report`` the report's measured block and its per-seed CSV."""
+    import io
+
+    from experiments.analysis.tuning import TuningError
+
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("sweeps", type=Path, nargs="+", help="the evaluation sweeps")
+    parser.add_argument("--tuning", type=Path, action="append", default=[],
+                        help="an nsdml tune folder (results/tune/<name>) whose tuning.toml lists its runs")
+    parser.add_argument("--results", type=Path, default=Path("results"))
+    parser.add_argument("--report", default=None, help="also write experiments/reports/<REPORT>.md and its runs CSV")
+    parser.add_argument("--target", default=default_target, help="the make target named in the report's stamp")
+    args = parser.parse_args(argv)
+    sweeps = [load_sweep(folder / "tuning.toml") for folder in args.tuning] + [load_sweep(p) for p in args.sweeps]
+    csv_text = runs_table(sweeps, args.results)
+    runs = pd.read_csv(io.StringIO(csv_text))
+    try:
+        check(runs)
+    except TuningError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    out = sweeps[len(args.tuning)].summary_dir(args.results)
+    write_atomically(out / f"{stem}_table.md", render(runs, sweeps[-1].target_accuracy))
+    write_atomically(out / f"{stem}-runs.csv", csv_text)
+    print(f"written: {out}/{stem}_table.md, {stem}-runs.csv", file=sys.stderr)
+    if args.report:
+        if code_commit().endswith(DIRTY):
+            print("error: the work tree has uncommitted changes to tracked files: commit them before writing the "
+                  "report (its stamp names the commits the runs record)", file=sys.stderr)
+            return 2
+        path = update_report(args.report, sweeps, [out / f"{stem}_table.md"], args.results, args.target,
+                             sweep_tables=False, per_seed=csv_text)
+        print(f"report written: {path}", file=sys.stderr)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -26,7 +26,7 @@ RESULT_MODULES = ("experiments/run/runner.py", "experiments/config.py", "experim
                   "experiments/run/energy.py", "experiments/run/fingerprint.py", "experiments/run/contract.py",
                   "experiments/run/checkpoint.py", "experiments/run/compute.py", "experiments/run/async_loop.py")
 LEARNER_SHARED = ("learner/__init__.py", "learner/devices.py", "learner/models.py", "learner/data.py",
-                  "learner/plugins.py", "learner/allocator.py", "learner/download.py",
+                  "learner/plugins.py", "learner/allocator.py", "learner/download.py", "learner/byzantine.py",
                   "learner/algorithms/__init__.py", "learner/algorithms/base.py",
                   "learner/algorithms/registry.py")
 NOT_RESULT_CODE = ("bench.py",)  # measures speed, never touches a run

@@ -55,6 +55,8 @@ def device_table(shards: list[np.ndarray], labels: np.ndarray, final: Evaluation
         "samples": [len(s) for s in shards],
         "classes": [len(np.unique(labels[s])) for s in shards],
         "final_accuracy": final.accuracy.numpy() if final is not None else np.nan,
+        # only in a run with Byzantine devices: which they are (the run's figures leave them out)
+        **({"byzantine": (~final.honest).numpy()} if final is not None and final.honest is not None else {}),
     })
 
 

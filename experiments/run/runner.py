@@ -15,7 +15,7 @@ import math
 import sys
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from inspect import signature
 from pathlib import Path
 from typing import Callable, Iterator
@@ -40,6 +40,8 @@ from experiments.run.run_log import RunLogging, run_logging
 from experiments.run.run_outputs import device_rows, write_end_files
 from experiments.run.run_writer import FINISHED, RunWriter, reusable, run_lock, run_record, run_status, stale_because
 from learner.allocator import keep_freed_memory
+from learner.byzantine import (MESSAGE_ATTACKS, TRAINING_ATTACKS, SignFlippingDevices, byzantine_devices,
+                               flip_labels)
 from learner.algorithms.base import DeclaredLinks
 from learner.algorithms.registry import Algorithm
 from learner.data import Dataset, load_dataset, partition
@@ -97,6 +99,37 @@ def prepare(config: RunConfig) -> Setup:
 def sample_counts(algorithm: Algorithm, shards: list[np.ndarray]) -> dict:
     """``samples=`` (each device's shard size) for an algorithm whose ``init`` weights by it (FedAvg)."""
     return {"samples": [len(shard) for shard in shards]} if "samples" in signature(algorithm.init).parameters else {}
+
+
+def byzantine_setup(config: RunConfig, setup: Setup, trace, log: Callable[[str], None]
+                    ) -> tuple[Devices, Callable[[int], Callable] | None, torch.Tensor]:
+    """The Byzantine devices (``learner.byzantine``): the devices (their data or gradients poisoned under a
+    training attack), the round -> message-forging function (None under a training attack: they send
+    honestly) and the honest mask.
+    A random attack's draws are keyed by (seed, round), so a resumed run forges the same values."""
+    spec, n = config.byzantine, config.devices
+    degree = trace.idle_delivered[:n, :n].sum(1) if spec.placement == "degree" else None
+    chosen = byzantine_devices(n, spec.fraction, (), spec.placement, config.seed, degree)
+    bad = torch.from_numpy(chosen)
+    log(f"[nsdml] Byzantine devices ({spec.attack}, {spec.placement}): "
+        f"{', '.join(map(str, np.flatnonzero(chosen)))}; the run's figures count the other {n - int(chosen.sum())}")
+    if spec.attack in TRAINING_ATTACKS:  # they learn from poisoned data or gradients and send what they learn
+        data = setup.dataset
+        if spec.attack == "label_flip":
+            labels = data.y_train.copy()
+            for device in np.flatnonzero(chosen):
+                labels[setup.shards[device]] = flip_labels(labels[setup.shards[device]], data.num_classes)
+            return Devices(setup.model, replace(data, y_train=labels), setup.shards, config.data.batch_size,
+                           config.seed), None, ~bad
+        return SignFlippingDevices(setup.model, data, setup.shards, config.data.batch_size, config.seed,
+                                   byzantine=bad, strength=spec.strength), None, ~bad
+    attack = MESSAGE_ATTACKS[spec.attack]
+
+    def tamper_for(round_index: int) -> Callable:
+        generator = torch.Generator().manual_seed(config.seed * 1_000_003 + round_index)
+        return lambda values, mask: attack(values, mask, bad, spec.strength, generator)
+
+    return setup.devices, tamper_for, ~bad
 
 
 def trace_request(config: RunConfig) -> dict:
@@ -257,6 +290,9 @@ def _run(config: RunConfig, setup: Setup, recorder: "RunRecorder", run_dir: Path
     else:  # no positions: the idle probe finds every pair in range, which is not the graph the model draws
         log(f"[nsdml] {source.describe()}: no placement, so every pair may connect; which pairs deliver is the "
             f"link model's draw (links.csv's measured_density)")
+    tamper_for = None
+    if config.byzantine.active:
+        devices, tamper_for, recorder.honest = byzantine_setup(config, setup, source.trace, log)
     name = config.algorithm.name
     if SCHEDULES[network.schedule].algorithm_kind == "asynchronous":  # own clocks, no rounds (async_loop.py)
         recorder.open(run_dir, details)
@@ -301,7 +337,8 @@ def _run(config: RunConfig, setup: Setup, recorder: "RunRecorder", run_dir: Path
             oracle.new_round()
             with recorder.phase("step"):  # compute (oracle calls), exchanges and aggregation
                 x_next, state = checked_step(name, algorithm, x, state, oracle,
-                                             DeclaredLinks(links, config.messages, config.devices))
+                                             DeclaredLinks(links, config.messages, config.devices,
+                                                           tamper_for and tamper_for(round_index)))
             exchanges += links.used
             x = meter.hold_dead(x, x_next)
             previous_clock_s = clock_s
@@ -411,6 +448,7 @@ class RunRecorder:
         self._bar = None
         self.metric_rows: list[dict] = []
         self.last_evaluation: Evaluation | None = None
+        self.honest: torch.Tensor | None = None  # (N,) bool when some devices are Byzantine
         # The most resident memory seen at a round's end: this run's peak, not the process's (a pool's process
         # runs many runs, so the kernel's lifetime maximum would mix them).
         self.peak_resident_mb = resident_mb()
@@ -439,8 +477,9 @@ class RunRecorder:
                                  initial=0 if saved is None else saved.round)
 
     def evaluate(self, devices: Devices, x: torch.Tensor) -> Evaluation:
+        """Every device's test figures; the run's means count the honest devices (``honest``) only."""
         with self.phase("evaluation"):
-            self.last_evaluation = devices.evaluate(x)
+            self.last_evaluation = devices.evaluate(x, honest=self.honest)
         return self.last_evaluation
 
     def add_round(self, round_index: int, clock_s: float, local_steps: int, evaluation: Evaluation | None,
@@ -518,11 +557,11 @@ def metrics_row(round_index: int, clock_s: float, local_steps: int, evaluation: 
         "round": round_index,
         "sim_time_s": clock_s,
         "local_steps": local_steps,
-        "mean_accuracy": float(evaluation.accuracy.double().mean()) if evaluation else nan,  # float64: <= max
-        "min_accuracy": float(evaluation.accuracy.min()) if evaluation else nan,
-        "max_accuracy": float(evaluation.accuracy.max()) if evaluation else nan,
+        "mean_accuracy": float(evaluation.counted(evaluation.accuracy).double().mean()) if evaluation else nan,
+        "min_accuracy": float(evaluation.counted(evaluation.accuracy).min()) if evaluation else nan,
+        "max_accuracy": float(evaluation.counted(evaluation.accuracy).max()) if evaluation else nan,
         "train_loss": train_loss,
-        "test_loss": float(evaluation.loss.mean()) if evaluation else nan,
+        "test_loss": float(evaluation.counted(evaluation.loss).mean()) if evaluation else nan,
         "consensus_distance": evaluation.consensus_distance if evaluation else nan,
         "delivered_links": delivered,
     }

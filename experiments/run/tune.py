@@ -59,7 +59,7 @@ def _seeds_of(raw: dict[str, Any]) -> list:
 
 def tuning_base(raw: dict[str, Any], seeds: list[int]) -> tuple[dict[str, Any], str, float | None]:
     """The config without what the tuning sets (seeds, algorithm and lr, overrides, the sweep table); its name
-    and target."""
+    and target. (``tune`` puts back the overrides' other hyperparameters of the algorithms it tunes.)"""
     base = copy.deepcopy(raw)
     settings = base.pop("sweep", {}) or {}
     if not isinstance(settings, dict):
@@ -105,6 +105,11 @@ def tune(raw: dict[str, Any], algorithms: list[str], seeds: list[int], target: f
     if not seeds:
         raise ConfigError("--seeds: name at least one tuning seed, e.g. --seeds 900,901")
     base, name, file_target = tuning_base(raw, seeds)
+    fixed = {algorithm: {key: value for key, value in table.items() if key != "lr"}
+             for algorithm, table in (raw.get("algorithm_overrides") or {}).items()
+             if algorithm in algorithms and isinstance(table, dict)}
+    if any(fixed.values()):  # an algorithm's other hyperparameters stay as the config sets them
+        base["algorithm_overrides"] = {algorithm: table for algorithm, table in fixed.items() if table}
     target = target if target is not None else file_target
     if target is None:
         raise ConfigError("--target: the accuracy the evaluation counts rounds to (or the sweep's "

@@ -133,9 +133,16 @@ class DeclaredLinks:
     declaration into the bytes the network layer simulates (``raw.exchange(bytes)``: one int, or one per
     node), so an algorithm never writes a size. ``used``: the exchanges asked for."""
 
-    def __init__(self, raw: Any, messages: Sequence[Message], devices: int):
-        self._raw, self._messages, self._devices = raw, tuple(messages), devices
+    def __init__(self, raw: Any, messages: Sequence[Message], devices: int,
+                 tamper: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None):
+        self._raw, self._messages, self._devices, self._tamper = raw, tuple(messages), devices, tamper
         self.used = 0
+
+    def carried(self, values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """What each device's message of this exchange really carried, given what it would send honestly:
+        ``values`` itself, unless the run has Byzantine devices (``learner.byzantine``: their rows forged from
+        what they received, ``mask``)."""
+        return values if self._tamper is None else self._tamper(values, mask)
 
     def exchange(self, senders: torch.Tensor | None = None,
                  kept: torch.Tensor | Sequence[int] | None = None) -> torch.Tensor:
@@ -150,6 +157,13 @@ class DeclaredLinks:
         if message.to == "devices":
             return self._raw.exchange([0] * self._devices + [message.nbytes])
         return self._raw.exchange(sizes[0] if len(set(sizes)) == 1 else sizes)
+
+
+def carried(links: Links, values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``links.carried(values, mask)`` where the links can say (``DeclaredLinks``); ``values`` otherwise (a test's
+    fixed links: every device honest)."""
+    tamper = getattr(links, "carried", None)
+    return values if tamper is None else tamper(values, mask)
 
 
 class Algorithm(Protocol):

@@ -8,7 +8,9 @@ broadcasts its model, and combines what it received::
 W is the Metropolis-Hastings matrix of the links that delivered in this
 round's exchange, taken both ways (``mask & mask.T``) so W stays doubly
 stochastic; a device that heard nobody just takes its local step.
-Payload: the dense float32 model, d x 4 bytes.
+Payload: the dense float32 model, d x 4 bytes. With Byzantine devices (``learner.byzantine``) x_i is what i's
+message carried, the receiver's own term its own model: the plain mean that the robust rules are measured
+against.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-from learner.algorithms.base import GradFn, Links, StatelessDenseModel, check_range
+from learner.algorithms.base import GradFn, Links, StatelessDenseModel, carried, check_range
 from learner.mixing import metropolis_hastings
 
 
@@ -31,5 +33,9 @@ class DPSGD(StatelessDenseModel):
 
     def step(self, x: torch.Tensor, state: None, grad_fn: GradFn, links: Links) -> tuple[torch.Tensor, None]:
         grad = grad_fn(x)
-        weights = metropolis_hastings(links.exchange(), x.dtype)
-        return weights.T @ x - self.lr * grad, None
+        mask = links.exchange()
+        weights = metropolis_hastings(mask, x.dtype)
+        sent = carried(links, x, mask)
+        if sent is x:
+            return weights.T @ x - self.lr * grad, None
+        return weights.T @ sent + torch.diagonal(weights)[:, None] * (x - sent) - self.lr * grad, None

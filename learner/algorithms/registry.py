@@ -15,6 +15,8 @@ from learner.plugins import entry_point_names, load_plugin
 from learner.algorithms.adom import ADOM
 from learner.algorithms.adpsgd import ADPSGD
 from learner.algorithms.adpsgd_broadcast import ADPSGDBroadcast
+from learner.algorithms.bridge import Bridge
+from learner.algorithms.clipped_gossip import ClippedGossip
 from learner.algorithms.async_dpsgd import AsyncDPSGD
 from learner.algorithms.choco_sgd import ChocoSGD
 from learner.algorithms.d2 import D2
@@ -31,12 +33,15 @@ from learner.algorithms.fedavg import FedAvg
 from learner.algorithms.gossip_learning import GossipLearning
 from learner.algorithms.gossip_learning_broadcast import GossipLearningBroadcast
 from learner.algorithms.hyperprism import HyperPrism, HyperPrismFixed
+from learner.algorithms.krum import Krum
+from learner.algorithms.median import CoordinateMedian
 from learner.algorithms.mudag import Mudag
 from learner.algorithms.sgp import SGP
 from learner.algorithms.swarm_sgd import SwarmSGDAsync
 from learner.algorithms.swarm_sgd_broadcast import SwarmSGDBroadcast
 from learner.algorithms.swarmsgd import SwarmSGD
 from learner.algorithms.threshold_sgd import ThresholdSGD
+from learner.algorithms.trimmed_mean import TrimmedMean
 
 ALGORITHMS: dict[str, type] = {
     "choco_sgd": ChocoSGD,
@@ -65,6 +70,12 @@ ALGORITHMS: dict[str, type] = {
     "gossip_learning_broadcast": GossipLearningBroadcast,  # its broadcast reading
     "swarm_sgd": SwarmSGDAsync,  # as published: random local steps, pairwise unicast exchanges
     "swarm_sgd_broadcast": SwarmSGDBroadcast,  # its broadcast reading, H fixed, one-sided
+    # Byzantine-robust aggregation over what each device received (learner/robust.py, learner/byzantine.py)
+    "trimmed_mean": TrimmedMean,
+    "median": CoordinateMedian,
+    "krum": Krum,
+    "bridge": Bridge,
+    "clipped_gossip": ClippedGossip,
 }
 
 SYNCHRONOUS, ASYNCHRONOUS = "synchronous", "asynchronous"
