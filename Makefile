@@ -63,11 +63,12 @@ table-esgd: $(STAMP)
 	  --target table-esgd
 
 # Joules to a stated accuracy: dense D-PSGD vs CHOCO-SGD over ns-3 (its radio energy model) and the ideal
-# control (airtime estimate), three seeds; the report experiments/reports/energy.md.
+# control (airtime estimate); rates by nsdml tune on seed 0, seeds 1-5; the report experiments/reports/energy.md.
 ENERGY_TABLE := experiments/configs/energy_table.toml
 table-energy: $(STAMP)
+	$(VENV)/bin/nsdml tune experiments/configs/energy_tuning.toml --algorithms dpsgd,choco_sgd --seeds 0 $(SWEEP_FLAGS)
 	$(VENV)/bin/nsdml sweep $(ENERGY_TABLE) $(SWEEP_FLAGS)
-	$(PY) -m experiments.campaigns.report energy $(ENERGY_TABLE) --target table-energy
+	$(PY) -m experiments.campaigns.energy_table $(ENERGY_TABLE) --tuning results/tune/energy-tuning --report energy
 
 # Time and energy on the network's clock: rounds against the local barrier for D-PSGD, HyperPrism and DSGT over
 # ns-3 at 20 and 50 devices, with and without stragglers, radio sleep off and on, five seeds; the report

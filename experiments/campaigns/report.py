@@ -16,6 +16,7 @@ call recomputes nothing and rewrites the same tables.
 from __future__ import annotations
 
 import argparse
+import io
 import sys
 from pathlib import Path
 from typing import Callable
@@ -129,6 +130,21 @@ def per_seed_table(sweeps: list[Sweep], results_root: Path) -> str:
     return runs[columns].to_csv(index=False, float_format=CSV_FLOAT_FORMAT)
 
 
+def per_seed_with(sweeps: list[Sweep], results_root: Path, columns: tuple[str, ...]) -> str:
+    """``per_seed_table`` with every one of ``columns`` a campaign's rendering reads (config fields that do not
+    vary, as rounds), those first in their order: a campaign's per-seed CSV (``robust_table``,
+    ``energy_table``)."""
+    from experiments.run.run_outputs import CSV_FLOAT_FORMAT
+    from experiments.run.sweep import collect
+
+    generic = pd.read_csv(io.StringIO(per_seed_table(sweeps, results_root)))
+    fields = pd.concat([collect(sweep, results_root) for sweep in sweeps], ignore_index=True).drop_duplicates("run_id")
+    extra = [column for column in columns if column not in generic and column in fields and column != "run_id"]
+    runs = generic.merge(fields[["run_id", *extra]], on="run_id", how="left")
+    order = [*[c for c in columns if c in runs], *[c for c in runs if c not in columns]]
+    return runs[order].to_csv(index=False, float_format=CSV_FLOAT_FORMAT)
+
+
 def update_report(name: str, sweeps: list[Sweep], extras: list[Path], results_root: Path, target: str,
                   sweep_tables: bool = True, per_seed: str | None = None) -> Path:
     """Rewrite the report's measured block and its per-seed CSV (``per_seed``: a campaign's own, with the
@@ -154,8 +170,6 @@ def campaign_main(argv: list[str] | None, prog: str, description: str, stem: str
     CSV (``runs_table(sweeps, results)``), the rates checked (``check``, exit 2 naming the field), the text
     rendered from the CSV as written (``render(runs, target)``), so the committed CSV re-renders the committed
     text; with ``--report`` the report's measured block and its per-seed CSV."""
-    import io
-
     from experiments.analysis.tuning import TuningError
 
     parser = argparse.ArgumentParser(prog=prog, description=description)

@@ -13,7 +13,6 @@ from the per-seed runs table alone (``render``), so the committed CSV re-renders
 
 from __future__ import annotations
 
-import io
 import math
 import sys
 from pathlib import Path
@@ -50,16 +49,9 @@ def threat(row: pd.Series) -> tuple[str, float]:
 
 def runs_table(sweeps, results_root: Path) -> str:
     """The per-seed runs table (CSV text): report.per_seed_table's columns and the ones the rendering reads."""
-    from experiments.campaigns.report import per_seed_table
-    from experiments.run.run_outputs import CSV_FLOAT_FORMAT
-    from experiments.run.sweep import collect
+    from experiments.campaigns.report import per_seed_with
 
-    generic = pd.read_csv(io.StringIO(per_seed_table(sweeps, results_root)))
-    fields = pd.concat([collect(sweep, results_root) for sweep in sweeps], ignore_index=True).drop_duplicates("run_id")
-    extra = [column for column in RUN_COLUMNS if column not in generic and column in fields and column != "run_id"]
-    runs = generic.merge(fields[["run_id", *extra]], on="run_id", how="left")
-    order = [*[c for c in RUN_COLUMNS if c in runs], *[c for c in runs if c not in RUN_COLUMNS]]
-    return runs[order].to_csv(index=False, float_format=CSV_FLOAT_FORMAT)
+    return per_seed_with(sweeps, results_root, RUN_COLUMNS)
 
 
 def evaluation_runs(runs: pd.DataFrame) -> pd.DataFrame:
