@@ -297,15 +297,20 @@ def tuning_section(tuning: pd.DataFrame, name: str, seeds: list[int], target: fl
             f"{note}\n\n{tuning_markdown(tuning)}")
 
 
+def tuning_sections(runs: pd.DataFrame, target: float) -> list[str]:
+    """Each tuning of a per-seed runs table (its nsdml tune sweeps) as a report section, each then a blank line."""
+    sections = []
+    for sweep, group in runs[runs["sweep"].str.endswith(TUNING_SUFFIX)].groupby("sweep", sort=True):
+        tuning = tuning_table(group, int(group["rounds"].iloc[0]))
+        sections += [tuning_section(tuning, sweep.removesuffix(TUNING_SUFFIX), sorted(group["seed"].unique()),
+                                    target), ""]
+    return sections
+
+
 def render(runs: pd.DataFrame, target: float) -> str:
     """The whole measured text from the per-seed runs table alone (``runs_table``): the readings, the tunings,
     the settings and the paired comparisons."""
     runs = runs.copy()
-    tunings = []
-    for sweep, group in runs[runs["sweep"].str.endswith(TUNING_SUFFIX)].groupby("sweep", sort=True):
-        tuning = tuning_table(group, int(group["rounds"].iloc[0]))
-        tunings.append(tuning_section(tuning, sweep.removesuffix(TUNING_SUFFIX), sorted(group["seed"].unique()),
-                                      target))
     evaluation = evaluation_runs(runs)
     table = settings_table(evaluation)
     differences = paired(evaluation)
@@ -316,7 +321,7 @@ def render(runs: pd.DataFrame, target: float) -> str:
         f"the seeds where both reached it; separated: Holm-adjusted p < {SIGNIFICANT:g} across every comparison "
         f"of the report):", "",
         readings(table, differences, target), "",
-        *[part for section in tunings for part in (section, "")],
+        *tuning_sections(runs, target),
         f"**Per setting** (means ± 95 % t intervals over seeds {', '.join(map(str, seeds))}; steps: local steps "
         f"(gradient evaluations) per device; to the target: the interval only when every seed reached it, k/n "
         f"always shown; staleness: mean over the messages merged):", "",

@@ -19,9 +19,9 @@ import pandas as pd
 
 from experiments.analysis import statistics
 from experiments.analysis.statistics import paired_differences, shown
-from experiments.analysis.tuning import ALGORITHM, algorithm_label, markdown_table, tuning_table
+from experiments.analysis.tuning import ALGORITHM, algorithm_label, markdown_table
 from experiments.campaigns.async_table import (TUNING_SUFFIX, check_tuned, difference, holm_note, separated,
-                                               tuning_section)
+                                               tuning_sections)
 
 REFERENCE = "dpsgd"
 NETWORKS = ("ns3", "ideal")  # the real channel, then its control
@@ -130,10 +130,6 @@ def readings(table: pd.DataFrame, differences: pd.DataFrame, target: float) -> s
 
 
 def render(runs: pd.DataFrame, target: float) -> str:
-    tunings = []
-    for sweep, group in runs[runs["sweep"].str.endswith(TUNING_SUFFIX)].groupby("sweep", sort=True):
-        tunings.append(tuning_section(tuning_table(group, int(group["rounds"].iloc[0])),
-                                      sweep.removesuffix(TUNING_SUFFIX), sorted(group["seed"].unique()), target))
     evaluation = evaluation_runs(runs)
     table = statistics.settings_table(evaluation, SETTING, FIGURES, tuple(dict(TO_TARGET)))
     differences = paired(evaluation)
@@ -143,7 +139,7 @@ def render(runs: pd.DataFrame, target: float) -> str:
         f"intervals over seeds {', '.join(map(str, seeds))}; paired differences seed by seed, to the target over "
         f"the seeds where both reached it; separated: Holm-adjusted p < 0.05 across every comparison of the "
         f"report; joules: all devices, radio and compute):", "",
-        readings(table, differences, target), "", *[part for section in tunings for part in (section, "")],
+        readings(table, differences, target), "", *tuning_sections(runs, target),
         "**Per setting** (B a message: bytes on the air / rounds / devices; to the target: the interval only when "
         "every seed reached it, k/n always shown):", "", settings_markdown(table, target), "",
         "**Paired comparisons** (algorithm: CHOCO-SGD minus D-PSGD on the same network; network: ns-3 minus the "

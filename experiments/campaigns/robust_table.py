@@ -21,9 +21,9 @@ import pandas as pd
 
 from experiments.analysis import statistics
 from experiments.analysis.statistics import paired_differences, shown
-from experiments.analysis.tuning import ALGORITHM, markdown_table, tuning_table
+from experiments.analysis.tuning import ALGORITHM, markdown_table
 from experiments.campaigns.async_table import (TUNING_SUFFIX, check_tuned, difference, holm_note, separated,
-                                               tuning_section)
+                                               tuning_sections)
 
 REFERENCE = "dpsgd"
 SETTING = ["network.link_model", "attack", "fraction", ALGORITHM]
@@ -131,10 +131,6 @@ def readings(table: pd.DataFrame, differences: pd.DataFrame) -> str:
 
 
 def render(runs: pd.DataFrame, target: float) -> str:
-    tunings = []
-    for sweep, group in runs[runs["sweep"].str.endswith(TUNING_SUFFIX)].groupby("sweep", sort=True):
-        tunings.append(tuning_section(tuning_table(group, int(group["rounds"].iloc[0])),
-                                      sweep.removesuffix(TUNING_SUFFIX), sorted(group["seed"].unique()), target))
     evaluation = evaluation_runs(runs)
     table = statistics.settings_table(evaluation, SETTING, FIGURES, tuple(dict(TO_TARGET)))
     differences = paired(evaluation)
@@ -143,7 +139,7 @@ def render(runs: pd.DataFrame, target: float) -> str:
         f"**Reading** (written by `experiments/campaigns/robust_table.py` from the tables below: means ± 95 % t "
         f"intervals over seeds {', '.join(map(str, seeds))}; paired differences seed by seed; separated: "
         f"Holm-adjusted p < 0.05 across every comparison of the report):", "",
-        readings(table, differences), "", *[part for section in tunings for part in (section, "")],
+        readings(table, differences), "", *tuning_sections(runs, target),
         "**Per setting** (the honest devices' figures):", "", settings_markdown(table, target), "",
         "**Paired comparisons** (rule: a robust rule minus D-PSGD's mean under the same threat; drop: a threat "
         "minus no attack for the same aggregation):", "", paired_markdown(differences), ""])
