@@ -51,16 +51,18 @@ sweep: $(STAMP)
 table: $(STAMP)
 	$(VENV)/bin/nsdml table $(SWEEP)
 
-# eSGD, DGC and CHOCO-SGD at keep ratio k in {100, 50, 25, 12.5, 10} % over ns-3, dense SGD (offline) and
-# threshold SGD (online), then the table beside eSGD's reported MNIST accuracies and the report
-# experiments/reports/esgd.md.
+# eSGD at 50, 25 and 12.5 % kept, dense parameter-server SGD, DGC, FedAvg and threshold SGD through the access
+# point over ns-3 and its control; rates by nsdml tune on seed 0, seeds 1-5; the report experiments/reports/esgd.md.
 ESGD_SWEEPS := experiments/configs/esgd_table.toml experiments/configs/esgd_table_baselines.toml \
                experiments/configs/esgd_table_threshold.toml
 table-esgd: $(STAMP)
+	$(VENV)/bin/nsdml tune experiments/configs/esgd_tuning.toml --algorithms esgd,dense_sgd,dgc,fedavg --seeds 0 \
+	  $(SWEEP_FLAGS)
+	$(VENV)/bin/nsdml tune experiments/configs/esgd_tuning_threshold.toml --algorithms threshold_sgd --seeds 0 \
+	  $(SWEEP_FLAGS)
 	for sweep in $(ESGD_SWEEPS); do $(VENV)/bin/nsdml sweep $$sweep $(SWEEP_FLAGS) || exit 1; done
-	$(PY) -m experiments.campaigns.esgd_table $(ESGD_SWEEPS)
-	$(PY) -m experiments.campaigns.report esgd $(ESGD_SWEEPS) --extra results/sweeps/esgd-table/esgd_table.md \
-	  --target table-esgd
+	$(PY) -m experiments.campaigns.esgd_table $(ESGD_SWEEPS) --tuning results/tune/esgd-tuning \
+	  --tuning results/tune/esgd-tuning-threshold --report esgd
 
 # Joules to a stated accuracy: dense D-PSGD vs CHOCO-SGD over ns-3 (its radio energy model) and the ideal
 # control (airtime estimate); rates by nsdml tune on seed 0, seeds 1-5; the report experiments/reports/energy.md.

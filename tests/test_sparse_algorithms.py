@@ -1,5 +1,9 @@
 """The sparsification family: dense SGD, threshold SGD, eSGD, DGC, CHOCO-SGD."""
 
+import io
+
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -294,20 +298,20 @@ def test_esgd_table_sweep_sends_the_encoded_size_of_each_k_up_and_the_model_down
                           '[network]\nlink_model = "ideal"\ntopology = "access_point"\ndensity = 1.0\n')
     sweep = load_sweep(sweep_file)
     run_sweep(sweep, tmp_path / "results", tmp_path / "cache", workers=1)
-    assert esgd_table.main([str(sweep_file), "--results", str(tmp_path / "results")]) == 0
+    runs = pd.read_csv(io.StringIO(esgd_table.runs_table([sweep], tmp_path / "results")))
     dim = 64 * 10 + 10  # logreg on 8x8 digits
     for _, config in sweep.runs:
-        links = __import__("pandas").read_csv(tmp_path / "results" / config.run_id / "links.csv")
+        links = pd.read_csv(tmp_path / "results" / config.run_id / "links.csv")
         up, down = links[links["exchange"] == 0], links[links["exchange"] == 1]
         keep = dict(config.algorithm.hyperparameters)["keep_ratio"]
         # payload_bytes is the mean over the 5 nodes: 4 devices upload, then the server alone sends down
         assert (up["payload_bytes"] == round(4 * encoded_bytes(keep_count(dim, keep), dim) / 5)).all()
         assert (down["payload_bytes"] == round(4 * dim / 5)).all()
         assert (up["delivered_pairs"] == 4).all() and (down["delivered_pairs"] == 4).all()
-    table = __import__("pandas").read_csv(tmp_path / "results" / "sweeps" / "t" / "esgd_table.csv")
-    dense = table[table["keep %"] == 100]
-    assert len(table) == 4 and (dense["mb_up"] == 4 * dense["mb_down"]).all()  # 4 uploads, one broadcast down
-    text = (tmp_path / "results" / "sweeps" / "t" / "esgd_table.md").read_text()
+    dense = runs[runs["algorithm.keep_ratio"] == 1.0]
+    assert len(runs) == 4 and np.allclose(dense["mb_up"], 4 * dense["mb_down"])  # 4 uploads, one broadcast down
+    text = esgd_table.render(runs, 0.5)
+    assert "| ideal | eSGD 100 % |" in text and "| ideal | DGC 25 % |" in text
     assert "± n/a" in text and "± 0.000" not in text  # one seed: no spread is claimed
 
 

@@ -61,16 +61,17 @@ def settings_markdown(table: pd.DataFrame, target: float) -> str:
                            f"s to {target:g}", f"J to {target:g}"], rows)
 
 
-def paired(runs: pd.DataFrame) -> pd.DataFrame:
-    """Every comparison in one call (Holm's family: the report): each algorithm minus D-PSGD on the same network
-    ("algorithm"), and ns-3 minus its ideal control for the same algorithm ("network")."""
+def paired_against(runs: pd.DataFrame, column: str, reference: str, figures: tuple[str, ...]) -> pd.DataFrame:
+    """Every comparison in one call (Holm's family: the report): each ``column`` value minus ``reference`` on the
+    same network (kind ``column``), and ns-3 minus its ideal control for the same value (kind "network");
+    keyed by kind, setting (the network, or the value) and comparison, ``algorithm`` the one compared."""
     frames = []
     for network, group in runs.groupby("network.link_model"):
-        for name in sorted(set(group[ALGORITHM]) - {REFERENCE}):
-            pair = group[group[ALGORITHM].isin((name, REFERENCE))]
-            frames.append(pair.assign(label=pair[ALGORITHM], kind="algorithm", setting=network,
-                                      comparison=f"{name} − {REFERENCE}", _first=(pair[ALGORITHM] != REFERENCE)))
-    for name, group in runs.groupby(ALGORITHM):
+        for name in sorted(set(group[column]) - {reference}):
+            pair = group[group[column].isin((name, reference))]
+            frames.append(pair.assign(label=pair[column], kind=column, setting=network,
+                                      comparison=f"{name} − {reference}", _first=(pair[column] != reference)))
+    for name, group in runs.groupby(column):
         if set(NETWORKS) <= set(group["network.link_model"]):
             pair = group[group["network.link_model"].isin(NETWORKS)]
             frames.append(pair.assign(label=pair["network.link_model"], kind="network", setting=name,
@@ -78,7 +79,12 @@ def paired(runs: pd.DataFrame) -> pd.DataFrame:
     if not frames:
         return pd.DataFrame()
     together = pd.concat([frame.sort_values(["_first", "seed"], kind="stable") for frame in frames], ignore_index=True)
-    return paired_differences(together, ["kind", "setting", "comparison"], algorithm="label", figures=PAIRED)
+    return paired_differences(together, ["kind", "setting", "comparison"], algorithm="label", figures=figures)
+
+
+def paired(runs: pd.DataFrame) -> pd.DataFrame:
+    """CHOCO-SGD minus D-PSGD on each network, ns-3 minus the control for each algorithm."""
+    return paired_against(runs, ALGORITHM, REFERENCE, PAIRED)
 
 
 def paired_markdown(differences: pd.DataFrame) -> str:
@@ -106,7 +112,7 @@ def readings(table: pd.DataFrame, differences: pd.DataFrame, target: float) -> s
         for name in [n for n in here.index if n != REFERENCE]:
             row = here.loc[name]
             ratio = reference["message_bytes"] / row["message_bytes"]
-            pair = differences[(differences["kind"] == "algorithm") & (differences["setting"] == network)
+            pair = differences[(differences["kind"] == ALGORITHM) & (differences["setting"] == network)
                                & (differences["algorithm"] == name)]
             if pair.empty:
                 continue

