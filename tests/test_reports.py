@@ -3,11 +3,13 @@ the committed text, so no number in a table or a reading can drift from the runs
 
 from __future__ import annotations
 
+import importlib
 import re
 import tomllib
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 REPORTS = ROOT / "experiments" / "reports"
@@ -19,12 +21,25 @@ def committed_section(report: str, extra: str) -> str:
     return text.split(f"#### `{extra}`", 1)[1].split("Per-seed figures of every run", 1)[0].strip()
 
 
-def test_the_async_report_re_renders_from_its_committed_runs_csv():
-    from experiments.campaigns.async_table import render
+RENDERED = {  # report -> (its campaign module, the sweep file holding its target, the table it renders)
+    "async": ("async_table", "async_table.toml"),
+    "robust": ("robust_table", "robust_table.toml"),
+    "energy": ("energy_table", "energy_table.toml"),
+    "esgd": ("esgd_table", "esgd_table.toml"),
+}
 
-    runs = pd.read_csv(REPORTS / "async-runs.csv")
-    target = tomllib.loads((ROOT / "experiments/configs/async_table.toml").read_text())["sweep"]["target_accuracy"]
-    assert render(runs, target).strip() == committed_section("async.md", "async_table.md")
+
+def rendered(report: str, runs: pd.DataFrame | None = None) -> str:
+    module, sweep = RENDERED[report]
+    render = importlib.import_module(f"experiments.campaigns.{module}").render
+    runs = pd.read_csv(REPORTS / f"{report}-runs.csv") if runs is None else runs
+    target = tomllib.loads((ROOT / "experiments/configs" / sweep).read_text())["sweep"]["target_accuracy"]
+    return render(runs, target)
+
+
+@pytest.mark.parametrize("report", sorted(RENDERED))
+def test_a_report_re_renders_from_its_committed_runs_csv(report):
+    assert rendered(report).strip() == committed_section(f"{report}.md", f"{RENDERED[report][0]}.md")
 
 
 def test_a_changed_value_in_the_async_runs_csv_changes_exactly_the_text_that_depends_on_it():
@@ -51,6 +66,29 @@ def test_a_changed_value_in_the_async_runs_csv_changes_exactly_the_text_that_dep
             assert "| ns3 |" in old and "adpsgd" in old and "lr " not in old, old
         else:
             assert "over ns-3" in old or "AD-PSGD" in old, old
+
+
+def test_a_changed_value_in_the_energy_runs_csv_changes_exactly_the_text_that_depends_on_it():
+    """One seed's joules to the target of CHOCO-SGD over ns-3, altered: every line that changes is about CHOCO-SGD
+    over ns-3 (its setting row, its paired rows, the readings quoting them) or differs only in a Holm p."""
+    runs = pd.read_csv(REPORTS / "energy-runs.csv")
+    chosen = runs[~runs["sweep"].str.endswith("-tune") & runs["energy_to_target_j"].notna()
+                  & (runs["algorithm.name"] == "choco_sgd") & (runs["network.link_model"] == "ns3")].index[0]
+    changed = runs.copy()
+    changed.loc[chosen, "energy_to_target_j"] += 50.0
+    before, after = rendered("energy").splitlines(), rendered("energy", changed).splitlines()
+    assert len(before) == len(after)
+    differing = [(old, new) for old, new in zip(before, after) if old != new]
+    assert differing
+    holm = re.compile(r"Holm p [0-9.e+-]+")
+    for old, new in differing:
+        if holm.sub("", old) == holm.sub("", new):
+            continue
+        if old.startswith("| "):
+            assert ("| ns3 | CHOCO-SGD |" in old or "| ns3 | choco_sgd − dpsgd |" in old
+                    or "| choco_sgd | ns3 − ideal |" in old), old
+        else:
+            assert "CHOCO-SGD" in old and ("**ns3.**" in old or "ns-3 against its ideal control" in old), old
 
 
 def test_check_reports_names_the_report_and_the_cell_when_an_update_changes(tmp_path, monkeypatch, capsys):

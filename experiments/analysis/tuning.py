@@ -23,7 +23,10 @@ ALGORITHM_NAMES = {"dpsgd": "D-PSGD", "hyperprism": "HyperPrism", "dsgt": "DSGT"
                    "swarm_sgd": "SwarmSGD", "swarm_sgd_broadcast": "SwarmSGD (broadcast)",
                    "gossip_learning": "gossip learning",
                    "gossip_learning_broadcast": "gossip learning (broadcast)", "async_dpsgd": "async D-PSGD",
-                   "dpsgd_one_way": "D-PSGD, one-way links", "dpsgd_cached": "D-PSGD, last-heard cache"}
+                   "dpsgd_one_way": "D-PSGD, one-way links", "dpsgd_cached": "D-PSGD, last-heard cache",
+                   "trimmed_mean": "trimmed mean", "clipped_gossip": "ClippedGossip", "bridge": "BRIDGE-T",
+                   "krum": "Krum", "dense_sgd": "dense SGD", "fedavg": "FedAvg", "esgd": "eSGD", "dgc": "DGC",
+                   "threshold_sgd": "threshold SGD"}
 
 
 class TuningError(ValueError):

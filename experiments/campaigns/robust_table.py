@@ -21,7 +21,7 @@ import pandas as pd
 
 from experiments.analysis import statistics
 from experiments.analysis.statistics import paired_differences, shown
-from experiments.analysis.tuning import ALGORITHM, markdown_table
+from experiments.analysis.tuning import ALGORITHM, algorithm_label, markdown_table
 from experiments.campaigns.async_table import (TUNING_SUFFIX, check_tuned, difference, holm_note, separated,
                                                tuning_sections)
 
@@ -32,8 +32,11 @@ TO_TARGET = (("time_to_target_s", 1), ("energy_to_target_j", 0))
 RUN_COLUMNS = ("sweep", "run_id", ALGORITHM, "algorithm.lr", "network.link_model", "byzantine.fraction",
                "byzantine.attack", "network.jammer_duty_cycle", "devices", "rounds", "seed", "status", "final_acc",
                "conv_rounds", "time_to_target_s", "energy_to_target_j")
-NAMES = {"dpsgd": "D-PSGD (mean)", "trimmed_mean": "trimmed mean", "median": "median",
-         "clipped_gossip": "ClippedGossip", "bridge": "BRIDGE-T", "krum": "Krum"}
+NAMES = {"dpsgd": "D-PSGD (mean)"}  # the others by their names in experiments.analysis.tuning
+
+
+def label(name: str) -> str:
+    return NAMES.get(name, algorithm_label(name))
 ATTACK_ORDER = ("none", "sign_flip", "alie", "ipm", "label_flip", "negation", "gaussian", "jammer")
 
 
@@ -61,7 +64,7 @@ def evaluation_runs(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def settings_markdown(table: pd.DataFrame, target: float) -> str:
-    rows = [[row["network.link_model"], row["attack"], f"{row['fraction']:g}", NAMES.get(row[ALGORITHM], row[ALGORITHM]),
+    rows = [[row["network.link_model"], row["attack"], f"{row['fraction']:g}", label(row[ALGORITHM]),
              shown(row["final_acc"], row["final_acc_half"], 3),
              *[statistics.to_target_cell(row, figure, digits) for figure, digits in TO_TARGET]]
             for _, row in table.iterrows()]
@@ -119,13 +122,13 @@ def readings(table: pd.DataFrame, differences: pd.DataFrame) -> str:
                                 & differences["comparison"].str.contains(f": {attack} {fraction:g} − none",
                                                                          regex=False)]
             told = "; ".join(
-                f"{NAMES.get(row['comparison'].split(':')[0], row['comparison'].split(':')[0])} "
+                f"{label(row['comparison'].split(':')[0])} "
                 f"{difference(row, 'final_acc', 'accuracy', 3)}, "
                 + ("separated" if separated(row, "final_acc") else "not separated")
                 for _, row in drops.iterrows())
             who = f"{attack} at {fraction:g}" if attack != "jammer" else "a jammer at half the air"
             lines.append(f"- **{network}, {who}.** Highest honest final accuracy: "
-                         f"{NAMES.get(best[ALGORITHM], best[ALGORITHM])} "
+                         f"{label(best[ALGORITHM])} "
                          f"{shown(best['final_acc'], best['final_acc_half'], 3)}. Change from no attack: {told}.")
     return "\n".join(lines)
 
