@@ -31,6 +31,10 @@ from experiments.run.run_outputs import CSV_FLOAT_FORMAT
 CHECKED = {
     "async": ("experiments/configs/async_table.toml", "experiments/configs/async_table_sync.toml",
               "experiments/configs/async_table_barrier.toml"),
+    "robust": ("experiments/configs/robust_table.toml", "experiments/configs/robust_table_jammer.toml"),
+    "energy": ("experiments/configs/energy_table.toml",),
+    "esgd": ("experiments/configs/esgd_table.toml", "experiments/configs/esgd_table_baselines.toml",
+             "experiments/configs/esgd_table_threshold.toml"),
 }
 FIGURES = ("final_acc", "max_acc", "conv_rounds", "steps_to_target", "time_to_target_s", "energy_to_target_j")
 
