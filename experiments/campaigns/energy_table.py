@@ -117,13 +117,15 @@ def readings(table: pd.DataFrame, differences: pd.DataFrame, target: float) -> s
             if pair.empty:
                 continue
             pair = pair.iloc[0]
-            reached = (f"it reaches {target:g} in {int(row['reached'])}/{int(row['runs'])} seeds and D-PSGD in "
-                       f"{int(reference['reached'])}/{int(reference['runs'])}")
             lines.append(
                 f"- **{network}.** {algorithm_label(name)} sends {row['message_bytes']:,.0f} B a message against "
-                f"D-PSGD's {reference['message_bytes']:,.0f} B ({ratio:.1f} times fewer); a round costs "
-                f"{told(pair, 'joules_per_round')}. {reached}; "
-                f"joules to {target:g}: {told(pair, 'energy_to_target_j')}; seconds: "
+                f"D-PSGD's {reference['message_bytes']:,.0f} B ({ratio:.1f} times fewer). Its round costs "
+                f"{row['joules_per_round']:.2f} J against D-PSGD's {reference['joules_per_round']:.2f} J, "
+                f"{100 * (1 - row['joules_per_round'] / reference['joules_per_round']):.0f} % less for "
+                f"{100 * (1 - row['message_bytes'] / reference['message_bytes']):.0f} % fewer bytes (paired: "
+                f"{told(pair, 'joules_per_round')}). It reaches {target:g} in {int(row['reached'])}/"
+                f"{int(row['runs'])} seeds and D-PSGD in {int(reference['reached'])}/{int(reference['runs'])}; "
+                f"against D-PSGD, joules to {target:g}: {told(pair, 'energy_to_target_j')}; seconds: "
                 f"{told(pair, 'time_to_target_s')}; final accuracy: {told(pair, 'final_acc')}.")
     for name in (REFERENCE, *sorted(set(table[ALGORITHM]) - {REFERENCE})):
         pair = differences[(differences["kind"] == "network") & (differences["setting"] == name)]
