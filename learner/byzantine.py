@@ -93,7 +93,34 @@ def ipm(x, mask, byzantine, strength, generator):
     return forged(x, byzantine, torch.where(count[:, None] > 0, -(strength or 0.1) * mean, x))
 
 
-MESSAGE_ATTACKS: dict[str, Attack] = {"negation": negation, "gaussian": gaussian, "alie": alie, "ipm": ipm}
+def dissensus_targets(mask: torch.Tensor, byzantine: torch.Tensor) -> torch.Tensor:
+    """(N,) per attacker b: the honest device it heard this round whose index follows b's, cyclically (N: none),
+    so the attackers' targets spread over the honest devices and stay put while their links do."""
+    n = mask.shape[0]
+    distance = (torch.arange(n)[:, None] - torch.arange(n)[None, :]) % n  # (i, b): i's place after b
+    ranked = torch.where(heard_honest(mask, byzantine), distance, n)
+    return torch.where(ranked.min(0).values < n, ranked.argmin(0), n)
+
+
+def dissensus(x, mask, byzantine, strength, generator):
+    """Dissensus (He, Karimireddy & Jaggi, "Byzantine-robust decentralized learning via ClippedGossip", 2022):
+    an attacker keeps an honest target from agreeing with its honest neighbours by sending
+    x_t - eps sum_k W_tk (x_k - x_t) / sum_b W_tb. Read for our attackers' knowledge and equal weights:
+    x_t - eps (h / f) (mu - x_t), mu the mean of the h honest messages the attacker heard (its estimate of the
+    target's neighbourhood), f the number of attackers; with all f among the target's neighbours their
+    messages cancel eps times the honest pull on it (eps = ``strength``, default 1: exactly). Read for
+    broadcast: the paper's attacker may send each neighbour its own value; on the air one value reaches all, so
+    each attacker has one target a round (``dissensus_targets``, as each of the paper's attackers has one
+    neighbour to attack) and its other receivers get the same value."""
+    mean, _, count = honest_moments(x, mask, byzantine)
+    targets = dissensus_targets(mask, byzantine)
+    target = x[targets.clamp(max=x.shape[0] - 1)]
+    scale = (strength or 1.0) * count.to(x.dtype) / max(int(byzantine.sum()), 1)
+    return forged(x, byzantine, torch.where(count[:, None] > 0, target - scale[:, None] * (mean - target), x))
+
+
+MESSAGE_ATTACKS: dict[str, Attack] = {"negation": negation, "gaussian": gaussian, "alie": alie, "ipm": ipm,
+                                      "dissensus": dissensus}
 TRAINING_ATTACKS = ("sign_flip", "label_flip")  # they poison what the attacker learns from; it then sends honestly
 ATTACKS = (*TRAINING_ATTACKS, *MESSAGE_ATTACKS)
 

@@ -184,6 +184,9 @@ def test_attacks_forge_only_the_byzantine_rows_by_their_formulas():
     z = byzantine.alie_z(5, 1)  # s = floor(3.5) - 1 = 2: Phi^-1(3 / 5)
     assert z == pytest.approx(0.2533471, abs=1e-6)
     assert torch.allclose(byzantine.alie(x, mask, bad, 0.0, generator)[4], mean - z * std)
+    # dissensus: the target is device 0 (the heard honest device after 4, cyclically); h = 3 heard, f = 1
+    assert torch.allclose(byzantine.dissensus(x, mask, bad, 0.0, generator)[4], x[0] - 3 * (mean - x[0]))
+    assert torch.allclose(byzantine.dissensus(x, mask, bad, 0.5, generator)[4], x[0] - 1.5 * (mean - x[0]))
     for attack in byzantine.MESSAGE_ATTACKS.values():
         assert torch.equal(attack(x, mask, bad, 0.0, generator)[:4], x[:4])
     deaf = torch.zeros(5, 5, dtype=torch.bool)  # heard nobody: nothing to forge from
@@ -213,6 +216,34 @@ def test_sign_flip_negates_and_scales_the_attackers_gradients_only(strength, fac
     expected = honest.keyed_gradients(params[some], counts, some)[0]
     got = flipped.keyed_gradients(params[some], counts, some)[0]
     assert torch.allclose(got[0], factor * expected[0]) and torch.equal(got[1], expected[1])
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_dissensus_equals_a_per_attacker_loop_and_cancels_the_honest_pull_on_its_target(seed):
+    """Per attacker, written out: its target is the first honest device it heard after its own index
+    (cyclically), its message x_t - eps (h / f) (mu - x_t). On the complete graph with equal weights, the
+    attackers' messages then cancel the honest neighbours' pull on a target they share (eps = 1)."""
+    generator = torch.Generator().manual_seed(seed)
+    n, d = 9, 4
+    x = torch.randn(n, d, generator=generator, dtype=torch.float64)
+    mask = torch.rand(n, n, generator=generator) < 0.6
+    bad = torch.zeros(n, dtype=torch.bool)
+    bad[torch.randperm(n, generator=generator)[:3]] = True
+    got = byzantine.dissensus(x, mask, bad, 0.7, None)
+    for b in range(n):
+        heard = [i for i in range(n) if mask[i, b] and not bad[i] and i != b]
+        if not bad[b] or not heard:
+            assert torch.equal(got[b], x[b])
+            continue
+        target = min(heard, key=lambda i: (i - b) % n)
+        mu = x[heard].mean(0)
+        assert torch.allclose(got[b], x[target] - 0.7 * len(heard) / 3 * (mu - x[target]))
+    full = torch.ones(n, n, dtype=torch.bool)
+    bad = torch.tensor([False] * 6 + [True] * 3)  # every attacker's target: device 0
+    sent = byzantine.dissensus(x, full, bad, 0.0, None)
+    honest_pull = (x[1:6] - x[0]).sum(0)  # target 0's honest neighbours, equal weights
+    attack_pull = (sent[6:] - x[0]).sum(0)
+    assert torch.allclose(honest_pull + attack_pull, torch.zeros(d, dtype=torch.float64), atol=1e-12)
 
 
 def test_placement_and_label_flipping():

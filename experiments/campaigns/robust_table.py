@@ -37,7 +37,7 @@ NAMES = {"dpsgd": "D-PSGD (mean)"}  # the others by their names in experiments.a
 
 def label(name: str) -> str:
     return NAMES.get(name, algorithm_label(name))
-ATTACK_ORDER = ("none", "sign_flip", "alie", "ipm", "label_flip", "negation", "gaussian", "jammer")
+ATTACK_ORDER = ("none", "sign_flip", "alie", "ipm", "dissensus", "label_flip", "negation", "gaussian", "jammer")
 
 
 def threat(row: pd.Series) -> tuple[str, float]:
