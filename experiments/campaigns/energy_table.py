@@ -140,6 +140,8 @@ def readings(table: pd.DataFrame, differences: pd.DataFrame, target: float) -> s
 def render(runs: pd.DataFrame, target: float) -> str:
     evaluation = evaluation_runs(runs)
     table = statistics.settings_table(evaluation, SETTING, FIGURES, tuple(dict(TO_TARGET)))
+    table = table.sort_values("network.link_model", key=lambda column: column.map(
+        lambda network: NETWORKS.index(network) if network in NETWORKS else len(NETWORKS)), kind="stable")
     differences = paired(evaluation)
     seeds = sorted(evaluation["seed"].unique())
     return "\n".join([
