@@ -42,26 +42,28 @@ def test_a_report_re_renders_from_its_committed_runs_csv(report):
     assert rendered(report).strip() == committed_section(f"{report}.md", f"{RENDERED[report][0]}.md")
 
 
-def test_a_changed_value_in_the_async_runs_csv_changes_exactly_the_text_that_depends_on_it():
-    """One seed's seconds of one evaluation run (AD-PSGD over ns-3), altered: every line that changes is about
-    AD-PSGD over ns-3 (its setting row, its paired rows, the readings quoting them), or differs only in a Holm p
-    (Holm adjusts the report's p-values together); the tuning tables and every other row stay."""
-    from experiments.campaigns.async_table import render
-
-    runs = pd.read_csv(REPORTS / "async-runs.csv")
-    before = render(runs, 0.6).splitlines()
-    chosen = runs[~runs["sweep"].str.endswith("-tune") & runs["time_to_target_s"].notna()
-                  & (runs["algorithm.name"] == "adpsgd") & (runs["network.link_model"] == "ns3")].index[0]
+def changed_lines(report: str, algorithm: str, figure: str, delta: float) -> list[str]:
+    """The committed per-seed CSV re-rendered with one ns-3 evaluation run's ``figure`` moved by ``delta`` (the
+    first of ``algorithm`` that reached the target): the old text of every line that changed other than in a
+    Holm p (Holm adjusts the report's p-values together)."""
+    runs = pd.read_csv(REPORTS / f"{report}-runs.csv")
+    chosen = runs[~runs["sweep"].str.endswith("-tune") & runs[figure].notna()
+                  & (runs["algorithm.name"] == algorithm) & (runs["network.link_model"] == "ns3")].index[0]
     changed = runs.copy()
-    changed.loc[chosen, "time_to_target_s"] += 7.0
-    after = render(changed, 0.6).splitlines()
+    changed.loc[chosen, figure] += delta
+    before, after = rendered(report, runs).splitlines(), rendered(report, changed).splitlines()
     assert len(before) == len(after)
     differing = [(old, new) for old, new in zip(before, after) if old != new]
     assert differing
     holm = re.compile(r"Holm p [0-9.e+-]+")
-    for old, new in differing:
-        if holm.sub("", old) == holm.sub("", new):
-            continue
+    return [old for old, new in differing if holm.sub("", old) != holm.sub("", new)]
+
+
+def test_a_changed_value_in_the_async_runs_csv_changes_exactly_the_text_that_depends_on_it():
+    """One seed's seconds of one evaluation run (AD-PSGD over ns-3), altered: every line that changes is about
+    AD-PSGD over ns-3 (its setting row, its paired rows, the readings quoting them), or differs only in a Holm p
+    (Holm adjusts the report's p-values together); the tuning tables and every other row stay."""
+    for old in changed_lines("async", "adpsgd", "time_to_target_s", 7.0):
         if old.startswith("| "):
             assert "| ns3 |" in old and "adpsgd" in old and "lr " not in old, old
         else:
@@ -71,19 +73,7 @@ def test_a_changed_value_in_the_async_runs_csv_changes_exactly_the_text_that_dep
 def test_a_changed_value_in_the_energy_runs_csv_changes_exactly_the_text_that_depends_on_it():
     """One seed's joules to the target of CHOCO-SGD over ns-3, altered: every line that changes is about CHOCO-SGD
     over ns-3 (its setting row, its paired rows, the readings quoting them) or differs only in a Holm p."""
-    runs = pd.read_csv(REPORTS / "energy-runs.csv")
-    chosen = runs[~runs["sweep"].str.endswith("-tune") & runs["energy_to_target_j"].notna()
-                  & (runs["algorithm.name"] == "choco_sgd") & (runs["network.link_model"] == "ns3")].index[0]
-    changed = runs.copy()
-    changed.loc[chosen, "energy_to_target_j"] += 50.0
-    before, after = rendered("energy").splitlines(), rendered("energy", changed).splitlines()
-    assert len(before) == len(after)
-    differing = [(old, new) for old, new in zip(before, after) if old != new]
-    assert differing
-    holm = re.compile(r"Holm p [0-9.e+-]+")
-    for old, new in differing:
-        if holm.sub("", old) == holm.sub("", new):
-            continue
+    for old in changed_lines("energy", "choco_sgd", "energy_to_target_j", 50.0):
         if old.startswith("| "):
             assert ("| ns3 | CHOCO-SGD |" in old or "| ns3 | choco_sgd − dpsgd |" in old
                     or "| choco_sgd | ns3 − ideal |" in old), old

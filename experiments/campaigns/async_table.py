@@ -344,8 +344,8 @@ def check_tuned(runs: pd.DataFrame) -> None:
 def main(argv: list[str] | None = None) -> int:
     from experiments.campaigns.report import campaign_main
 
-    return campaign_main(argv, "python -m experiments.campaigns.async_table", __doc__.splitlines()[0], "async",
-                         "table-async", runs_table, render, check_tuned)
+    return campaign_main(argv, Path(__file__).stem, __doc__.splitlines()[0], "table-async", runs_table, render,
+                         check_tuned)
 
 
 if __name__ == "__main__":

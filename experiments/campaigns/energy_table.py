@@ -159,8 +159,8 @@ def render(runs: pd.DataFrame, target: float) -> str:
 def main(argv: list[str] | None = None) -> int:
     from experiments.campaigns.report import campaign_main
 
-    return campaign_main(argv, "python -m experiments.campaigns.energy_table", __doc__.splitlines()[0], "energy",
-                         "table-energy", runs_table, render, check_tuned)
+    return campaign_main(argv, Path(__file__).stem, __doc__.splitlines()[0], "table-energy", runs_table, render,
+                         check_tuned)
 
 
 if __name__ == "__main__":

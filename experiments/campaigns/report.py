@@ -163,7 +163,7 @@ def update_report(name: str, sweeps: list[Sweep], extras: list[Path], results_ro
     return path
 
 
-def campaign_main(argv: list[str] | None, prog: str, description: str, stem: str, default_target: str,
+def campaign_main(argv: list[str] | None, campaign: str, description: str, default_target: str,
                   runs_table: Callable, render: Callable, check: Callable) -> int:
     """The command of a campaign whose text is rendered from its per-seed runs table (``async_table``,
     ``robust_table``): the tunings' runs (``--tuning``: nsdml tune folders) and the evaluation sweeps' into one
@@ -172,6 +172,9 @@ def campaign_main(argv: list[str] | None, prog: str, description: str, stem: str
     text; with ``--report`` the report's measured block and its per-seed CSV."""
     from experiments.analysis.tuning import TuningError
 
+    table = f"{campaign}.md"  # the campaign module's name: robust_table -> robust_table.md, robust-runs.csv
+    runs_csv = f"{campaign.removesuffix('_table')}-runs.csv"
+    prog = f"python -m experiments.campaigns.{campaign}"
     parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("sweeps", type=Path, nargs="+", help="the evaluation sweeps")
     parser.add_argument("--tuning", type=Path, action="append", default=[],
@@ -189,15 +192,15 @@ def campaign_main(argv: list[str] | None, prog: str, description: str, stem: str
         print(f"error: {error}", file=sys.stderr)
         return 2
     out = sweeps[len(args.tuning)].summary_dir(args.results)
-    write_atomically(out / f"{stem}_table.md", render(runs, sweeps[-1].target_accuracy))
-    write_atomically(out / f"{stem}-runs.csv", csv_text)
-    print(f"written: {out}/{stem}_table.md, {stem}-runs.csv", file=sys.stderr)
+    write_atomically(out / table, render(runs, sweeps[-1].target_accuracy))
+    write_atomically(out / runs_csv, csv_text)
+    print(f"written: {out}/{table}, {runs_csv}", file=sys.stderr)
     if args.report:
         if code_commit().endswith(DIRTY):
             print("error: the work tree has uncommitted changes to tracked files: commit them before writing the "
                   "report (its stamp names the commits the runs record)", file=sys.stderr)
             return 2
-        path = update_report(args.report, sweeps, [out / f"{stem}_table.md"], args.results, args.target,
+        path = update_report(args.report, sweeps, [out / table], args.results, args.target,
                              sweep_tables=False, per_seed=csv_text)
         print(f"report written: {path}", file=sys.stderr)
     return 0
