@@ -27,7 +27,7 @@ REFERENCE = "dpsgd"
 NETWORKS = ("ns3", "ideal")  # the real channel, then its control
 SETTING = ["network.link_model", ALGORITHM]
 TO_TARGET = (("conv_rounds", 1), ("time_to_target_s", 1), ("energy_to_target_j", 0))
-FIGURES = ("final_acc", "message_bytes", "joules_per_round", *dict(TO_TARGET))
+FIGURES = ("algorithm.lr", "final_acc", "message_bytes", "joules_per_round", *dict(TO_TARGET))
 PAIRED = ("final_acc", "joules_per_round", *dict(TO_TARGET))
 RUN_COLUMNS = ("sweep", "run_id", ALGORITHM, "algorithm.lr", "network.link_model", "devices", "rounds", "seed",
                "status", "final_acc", "conv_rounds", "time_to_target_s", "energy_to_target_j", "energy_j",
@@ -52,12 +52,12 @@ def evaluation_runs(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def settings_markdown(table: pd.DataFrame, target: float) -> str:
-    rows = [[row["network.link_model"], algorithm_label(row[ALGORITHM]),
+    rows = [[row["network.link_model"], algorithm_label(row[ALGORITHM]), f"{row['algorithm.lr']:g}",
              shown(row["final_acc"], row["final_acc_half"], 3),
              f"{row['message_bytes']:,.0f}", shown(row["joules_per_round"], row["joules_per_round_half"], 2),
              *[statistics.to_target_cell(row, figure, digits) for figure, digits in TO_TARGET]]
             for _, row in table.iterrows()]
-    return markdown_table(["network", "algorithm", "final acc", "B a message", "J a round", f"rounds to {target:g}",
+    return markdown_table(["network", "algorithm", "lr", "final acc", "B a message", "J a round", f"rounds to {target:g}",
                            f"s to {target:g}", f"J to {target:g}"], rows)
 
 

@@ -35,7 +35,7 @@ PAPER_DENSE = 0.99  # their standard SGD baseline, about 99 %
 REFERENCE = "dense SGD"
 SETTING = ["network.link_model", "method"]
 TO_TARGET = (("conv_rounds", 1), ("time_to_target_s", 1), ("energy_to_target_j", 0))
-FIGURES = ("max_acc", "final_acc", "mb_up", "mb_down", "seconds_per_round", *dict(TO_TARGET))
+FIGURES = ("algorithm.lr", "max_acc", "final_acc", "mb_up", "mb_down", "seconds_per_round", *dict(TO_TARGET))
 PAIRED = ("final_acc", "mb_up", "conv_rounds", "time_to_target_s", "energy_to_target_j")
 UNITS = {"final_acc": ("accuracy", 3), "mb_up": ("MB up", 2), "conv_rounds": ("rounds", 1),
          "time_to_target_s": ("s", 1), "energy_to_target_j": ("J", 0)}
@@ -102,14 +102,14 @@ def settings_table(evaluation: pd.DataFrame) -> pd.DataFrame:
 
 
 def settings_markdown(table: pd.DataFrame, target: float) -> str:
-    rows = [[row["network.link_model"], row["method"], shown(row["max_acc"], row["max_acc_half"], 3),
+    rows = [[row["network.link_model"], row["method"], f"{row['algorithm.lr']:g}", shown(row["max_acc"], row["max_acc_half"], 3),
              shown(row["final_acc"], row["final_acc_half"], 3),
              "—" if math.isnan(row["paper_acc"]) else f"{row['paper_acc']:.3f}",
              shown(row["mb_up"], row["mb_up_half"], 2), shown(row["mb_down"], row["mb_down_half"], 2),
              shown(row["seconds_per_round"], row["seconds_per_round_half"], 2),
              *[statistics.to_target_cell(row, figure, digits) for figure, digits in TO_TARGET]]
             for _, row in table.iterrows()]
-    return markdown_table(["network", "method", "max acc", "final acc", "paper acc", "MB up", "MB down", "s a round",
+    return markdown_table(["network", "method", "lr", "max acc", "final acc", "paper acc", "MB up", "MB down", "s a round",
                            f"rounds to {target:g}", f"s to {target:g}", f"J to {target:g}"], rows)
 
 

@@ -27,7 +27,7 @@ from experiments.campaigns.async_table import (TUNING_SUFFIX, check_tuned, diffe
 
 REFERENCE = "dpsgd"
 SETTING = ["network.link_model", "attack", "fraction", ALGORITHM]
-FIGURES = ("final_acc", "time_to_target_s", "energy_to_target_j")
+FIGURES = ("algorithm.lr", "final_acc", "time_to_target_s", "energy_to_target_j")  # lr: one per algorithm
 TO_TARGET = (("time_to_target_s", 1), ("energy_to_target_j", 0))
 RUN_COLUMNS = ("sweep", "run_id", ALGORITHM, "algorithm.lr", "network.link_model", "byzantine.fraction",
                "byzantine.attack", "network.jammer_duty_cycle", "devices", "rounds", "seed", "status", "final_acc",
@@ -65,10 +65,11 @@ def evaluation_runs(runs: pd.DataFrame) -> pd.DataFrame:
 
 def settings_markdown(table: pd.DataFrame, target: float) -> str:
     rows = [[row["network.link_model"], row["attack"], f"{row['fraction']:g}", label(row[ALGORITHM]),
+             f"{row['algorithm.lr']:g}",
              shown(row["final_acc"], row["final_acc_half"], 3),
              *[statistics.to_target_cell(row, figure, digits) for figure, digits in TO_TARGET]]
             for _, row in table.iterrows()]
-    return markdown_table(["network", "attack", "Byzantine", "aggregation", "honest final acc", f"s to {target:g}",
+    return markdown_table(["network", "attack", "Byzantine", "aggregation", "lr", "honest final acc", f"s to {target:g}",
                            f"J to {target:g}"], rows)
 
 
