@@ -83,7 +83,7 @@ def _parser() -> argparse.ArgumentParser:
     tune.add_argument("--cache", type=Path, default=Path(os.environ.get("NSDML_CACHE_DIR", ".cache/traces")),
                       help="link-trace cache (default: $NSDML_CACHE_DIR or .cache/traces)")
     tune.add_argument("--workers", type=int, default=None, help="local processes (default: the CPU cores)")
-    tune.add_argument("--quiet", action="store_true", help="no progress bars")
+    tune.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     commands.add_parser("algorithms", help="list every algorithm, its paper and its hyperparameters")
     listing = commands.add_parser("ls", help="every run under a results root, one line each, found by its settings")
     listing.add_argument("--results", type=Path, default=Path("results"), help="results root (default: results)")
