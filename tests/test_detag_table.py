@@ -16,7 +16,7 @@ from experiments.campaigns import detag_table
 
 def runs_of(rows: list[dict]) -> pd.DataFrame:
     base = {"sweep": "detag-paper", "data.shuffled_fraction": 0.0, "spectral_gap": 0.5, "status": "done",
-            "final_acc": 0.8, "local_steps": 200, "bytes_on_air": 4e6, "sim_time_s": 100.0, "energy_j": 50.0}
+            "algorithm.lr": 0.1, "final_acc": 0.8, "local_steps": 200, "bytes_on_air": 4e6, "sim_time_s": 100.0, "energy_j": 50.0}
     frame = pd.DataFrame([{**base, **row} for row in rows])
     for figure, *_ in detag_table.CURRENCIES:
         frame[figure] = frame.get(figure, math.nan)
@@ -94,3 +94,19 @@ def test_a_setting_without_its_tuning_is_refused():
          "rounds": 100}])
     with pytest.raises(TuningError, match="was not tuned"):
         detag_table.check_tuned(runs)
+
+
+def test_a_figure_to_the_target_is_never_a_mean_over_the_seeds_that_reached_it_alone():
+    """Two of three seeds reach the target (10 and 20 gradients of budgets 100): the cell shows the censored mean
+    (10 + 20 + 100) / 3 as a lower bound; every seed reached it: mean ± interval; none: a dash."""
+    some = runs_of([{"algorithm.name": "sgp", "seed": seed, "local_steps": 100, "steps_to_target": steps,
+                     "time_to_target_s": steps / 10} for seed, steps in ((1, 10.0), (2, 20.0), (3, math.nan))])
+    row = detag_table.settings_table(some, "detag-paper").iloc[0]
+    assert detag_table.to_target(row, "steps_to_target", 0) == "≥ 43 (2/3)"
+    every = some.assign(steps_to_target=[10.0, 20.0, 30.0], time_to_target_s=[1.0, 1.0, 1.0])
+    row = detag_table.settings_table(every, "detag-paper").iloc[0]
+    half = stats.t.ppf(0.975, 2) * 10.0 / math.sqrt(3)
+    assert detag_table.to_target(row, "steps_to_target", 0) == f"20 ± {half:.0f} (3/3)"
+    none = some.assign(steps_to_target=math.nan, time_to_target_s=math.nan)
+    row = detag_table.settings_table(none, "detag-paper").iloc[0]
+    assert detag_table.to_target(row, "steps_to_target", 0) == "— (0/3)"

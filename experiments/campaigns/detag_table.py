@@ -92,23 +92,34 @@ def cell_label(sweep: str, key: tuple) -> str:
 
 
 def settings_table(evaluation: pd.DataFrame, sweep: str) -> pd.DataFrame:
+    """Per cell and algorithm: each figure's mean and interval over the seeds (to the target: over those that
+    reached it, ``statistics.settings_table``) and each currency's censored mean (``<figure>_at_least``: a run
+    that never reached the target charged its whole budget)."""
     here = evaluation[evaluation["sweep"] == sweep]
-    table = statistics.settings_table(here, [*CELL[sweep], ALGORITHM], FIGURES, tuple(f for f, *_ in CURRENCIES))
+    here = here.assign(**{f"{figure}_at_least": here[figure].fillna(here[budget]) for figure, budget, *_ in CURRENCIES})
+    table = statistics.settings_table(here, [*CELL[sweep], ALGORITHM],
+                                      (*FIGURES, *(f"{figure}_at_least" for figure, *_ in CURRENCIES)),
+                                      tuple(f for f, *_ in CURRENCIES))
     table = table.assign(_order=table[ALGORITHM].map(lambda name: ORDER.index(name) if name in ORDER else 99))
     ascending = [True, sweep != PAPER]  # the paper's cells from the complete graph down to the ring
     return table.sort_values([*CELL[sweep], "_order"], ascending=[*ascending, True], kind="stable")
 
 
-def scaled(row: pd.Series, figure: str) -> pd.Series:
-    factor, row = SCALE.get(figure, 1.0), row.copy()
-    row[figure], row[f"{figure}_half"] = row[figure] * factor, row[f"{figure}_half"] * factor
-    return row
+def to_target(row: pd.Series, figure: str, digits: int) -> str:
+    """'12 ± 2 (5/5)' when every seed reached the target; '≥ 40 (3/5)', the censored mean (never a mean over the
+    seeds that reached it alone), when some did; '— (0/5)' when none did."""
+    factor = SCALE.get(figure, 1.0)
+    if 0 < row["reached"] < row["runs"]:
+        return f"≥ {row[f'{figure}_at_least'] * factor:,.{digits}f} ({row['reached']}/{row['runs']})"
+    scaled = row.copy()
+    scaled[figure], scaled[f"{figure}_half"] = row[figure] * factor, row[f"{figure}_half"] * factor
+    return statistics.to_target_cell(scaled, figure, digits)
 
 
 def settings_markdown(table: pd.DataFrame, sweep: str, target: float) -> str:
     rows = [[cell_label(sweep, tuple(row[c] for c in CELL[sweep])), label(row[ALGORITHM]), f"{row['algorithm.lr']:g}",
              shown(row["final_acc"], row["final_acc_half"], 3),
-             *[statistics.to_target_cell(scaled(row, figure), figure, digits) for figure, _, _, digits in CURRENCIES]]
+             *[to_target(row, figure, digits) for figure, _, _, digits in CURRENCIES]]
             for _, row in table.iterrows()]
     return markdown_table(["cell", "algorithm", "lr", "final acc", f"gradients to {target:g}", f"MB to {target:g}",
                            f"s to {target:g}", f"J to {target:g}"], rows)
@@ -211,8 +222,7 @@ def corner_sentence(table: pd.DataFrame, differences: pd.DataFrame, sweep: str, 
     cell = table[np.logical_and.reduce([np.isclose(table[c], k) for c, k in zip(CELL[sweep], key)])]
     parts = []
     for _, row in cell.iterrows():
-        steps = statistics.to_target_cell(row, "steps_to_target", 0)
-        seconds = statistics.to_target_cell(row, "time_to_target_s", 0)
+        steps, seconds = to_target(row, "steps_to_target", 0), to_target(row, "time_to_target_s", 0)
         parts.append(f"{label(row[ALGORITHM])} {steps} gradients, {seconds} s")
     return f"{what} ({cell_label(sweep, key)}), to {target:g}: " + "; ".join(parts) + "."
 
@@ -257,8 +267,9 @@ def render(runs: pd.DataFrame, target: float) -> str:
     titles = {PAPER: "the paper's setting (spectral gap of the fixed graph's Metropolis matrix; joules: the "
                      "control's airtime ledger)", WIRELESS: "802.11a over ns-3 (joules: ns-3's radio energy model)"}
     for sweep, table in tables.items():
-        parts += [f"**Per setting, {titles[sweep]}** (to the target: the interval only when every seed reached it, "
-                  "k/n always shown):", "", settings_markdown(table, sweep, target), "",
+        parts += [f"**Per setting, {titles[sweep]}** (to the target: mean ± 95 % interval when every seed "
+                  "reached it; ≥ the censored mean, a run that never reached it charged its whole budget, when some "
+                  "did; k/n always shown):", "", settings_markdown(table, sweep, target), "",
                   f"**Paired against DeTAG, {titles[sweep].split(' (')[0]}** (each method minus DeTAG: positive, "
                   "DeTAG needs less; pairs, and those with one side censored):", "",
                   paired_markdown(differences, sweep), ""]
