@@ -26,7 +26,8 @@ ALGORITHM_NAMES = {"dpsgd": "D-PSGD", "hyperprism": "HyperPrism", "dsgt": "DSGT"
                    "dpsgd_one_way": "D-PSGD, one-way links", "dpsgd_cached": "D-PSGD, last-heard cache",
                    "trimmed_mean": "trimmed mean", "clipped_gossip": "ClippedGossip", "bridge": "BRIDGE-T",
                    "krum": "Krum", "dense_sgd": "dense SGD", "fedavg": "FedAvg", "esgd": "eSGD", "dgc": "DGC",
-                   "threshold_sgd": "threshold SGD"}
+                   "threshold_sgd": "threshold SGD", "d2": "D²",
+                   "sgp": "SGP", "defacto": "DeFacto"}
 
 
 class TuningError(ValueError):

@@ -49,8 +49,7 @@ UNITS = {"final_acc": ("accuracy", 3), **{figure: (unit, digits) for figure, _, 
 SCALE = {"bytes_to_target": 1e-6, "bytes_on_air": 1e-6}  # shown in MB
 
 
-def label(name: str) -> str:
-    return {"d2": "D²", "sgp": "SGP", "defacto": "DeFacto"}.get(name, algorithm_label(name))
+label = algorithm_label
 
 
 def bytes_to_target(run_dir: Path, conv_rounds: float) -> float:
