@@ -16,7 +16,7 @@ from experiments.campaigns import detag_table
 
 def runs_of(rows: list[dict]) -> pd.DataFrame:
     base = {"sweep": "detag-paper", "data.shuffled_fraction": 0.0, "spectral_gap": 0.5, "status": "done",
-            "algorithm.lr": 0.1, "final_acc": 0.8, "local_steps": 200, "bytes_on_air": 4e6, "sim_time_s": 100.0, "energy_j": 50.0}
+            "algorithm.lr": 0.1, "final_acc": 0.8, "rounds": 100, "local_steps": 200, "bytes_on_air": 4e6, "sim_time_s": 100.0, "energy_j": 50.0}
     frame = pd.DataFrame([{**base, **row} for row in rows])
     for figure, *_ in detag_table.CURRENCIES:
         frame[figure] = frame.get(figure, math.nan)
@@ -110,3 +110,20 @@ def test_a_figure_to_the_target_is_never_a_mean_over_the_seeds_that_reached_it_a
     none = some.assign(steps_to_target=math.nan, time_to_target_s=math.nan)
     row = detag_table.settings_table(none, "detag-paper").iloc[0]
     assert detag_table.to_target(row, "steps_to_target", 0) == "— (0/3)"
+
+
+def test_the_claim_holds_in_a_cell_only_where_detag_needs_separated_less_than_each_of_the_four():
+    """Cell gap 0.5: DeTAG reaches the target in about 10 rounds, D-PSGD, D², DSGT and SGP in about 50: the claim
+    holds there. Cell gap 1.0: D² takes about 5: the claim fails there (one of them needs less)."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for gap, d2_rounds in ((0.5, 50.0), (1.0, 5.0)):
+        for name in ("detag", "dpsgd", "d2", "dsgt", "sgp"):
+            centre = 10.0 if name == "detag" else d2_rounds if name == "d2" else 50.0
+            rows += [{"algorithm.name": name, "seed": seed, "spectral_gap": gap,
+                      "conv_rounds": centre + rng.uniform(-0.5, 0.5)} for seed in range(1, 9)]
+    differences = detag_table.paired(runs_of(rows))
+    sentence = detag_table.claim_sentence(differences, "detag-paper", 2, 0.8)
+    assert "in rounds it holds in 1 (shuffled 0, gap 0.500) and one of them needs less in 1" in sentence, sentence
+    assert detag_table.tally(differences, "detag-paper", "d2", "conv_rounds") == "D² 1 / 1 / 0"
+    assert detag_table.tally(differences, "detag-paper", "sgp", "conv_rounds") == "SGP 2 / 0 / 0"

@@ -36,9 +36,11 @@ from experiments.campaigns.async_table import TUNING_SUFFIX, holm_note, separate
 REFERENCE = "detag"
 ORDER = ("detag", "defacto", "d2", "dsgt", "sgp", "dpsgd")
 PAPER, WIRELESS = "detag-paper", "detag-wireless"
+CLAIMED = ("dpsgd", "d2", "dsgt", "sgp")  # the paper's claim: DeTAG converges faster than these
 CELL = {PAPER: ["data.shuffled_fraction", "spectral_gap"], WIRELESS: ["data.alpha", "network.density"]}
 # Each figure to the target and the budget a run that never reached it is charged (censoring, see above).
-CURRENCIES = (("steps_to_target", "local_steps", "gradients", 0), ("bytes_to_target", "bytes_on_air", "MB", 1),
+CURRENCIES = (("conv_rounds", "rounds", "rounds", 0), ("steps_to_target", "local_steps", "gradients", 0),
+              ("bytes_to_target", "bytes_on_air", "MB", 1),
               ("time_to_target_s", "sim_time_s", "s", 0), ("energy_to_target_j", "energy_j", "J", 0))
 FIGURES = ("algorithm.lr", "final_acc", *(figure for figure, *_ in CURRENCIES))
 RUN_COLUMNS = ("sweep", "run_id", ALGORITHM, "algorithm.lr", "network.link_model", "data.shuffled_fraction",
@@ -120,8 +122,8 @@ def settings_markdown(table: pd.DataFrame, sweep: str, target: float) -> str:
              shown(row["final_acc"], row["final_acc_half"], 3),
              *[to_target(row, figure, digits) for figure, _, _, digits in CURRENCIES]]
             for _, row in table.iterrows()]
-    return markdown_table(["cell", "algorithm", "lr", "final acc", f"gradients to {target:g}", f"MB to {target:g}",
-                           f"s to {target:g}", f"J to {target:g}"], rows)
+    return markdown_table(["cell", "algorithm", "lr", "final acc",
+                           *(f"{unit} to {target:g}" for _, _, unit, _ in CURRENCIES)], rows)
 
 
 def censored(runs: pd.DataFrame) -> pd.DataFrame:
@@ -178,20 +180,40 @@ def paired_markdown(differences: pd.DataFrame, sweep: str) -> str:
     rows = [[cell_label(sweep, row["cell"]), f"{label(row['algorithm'])} − DeTAG",
              paired_cell(row, "final_acc", 3), *[paired_cell(row, figure, digits) for figure, _, _, digits in CURRENCIES]]
             for _, row in here.iterrows()]
-    return markdown_table(["cell", "comparison", "Δ final acc", "Δ gradients", "Δ MB", "Δ s", "Δ J"], rows)
+    return markdown_table(["cell", "comparison", "Δ final acc", *(f"Δ {unit}" for _, _, unit, _ in CURRENCIES)], rows)
+
+
+def separated_cells(differences: pd.DataFrame, sweep: str, name: str, figure: str) -> tuple[set, set]:
+    """The cells where DeTAG needs separated less than ``name`` in ``figure`` (the other minus DeTAG positive), and
+    those where it needs separated more."""
+    here = differences[(differences["sweep"] == sweep) & (differences["algorithm"] == name)]
+    here = here[here[f"{figure}_pairs"] > 0]
+    less = {row["cell"] for _, row in here.iterrows() if separated(row, figure) and row[f"{figure}_diff"] > 0}
+    more = {row["cell"] for _, row in here.iterrows() if separated(row, figure) and row[f"{figure}_diff"] < 0}
+    return less, more
 
 
 def tally(differences: pd.DataFrame, sweep: str, name: str, figure: str) -> str:
-    """'fewer in 9, more in 2, not separated in 5 of 16 cells': DeTAG against ``name`` in ``figure`` (a positive
-    difference, the other minus DeTAG, means DeTAG needs less)."""
-    here = differences[(differences["sweep"] == sweep) & (differences["algorithm"] == name)]
-    shown_rows = here[here[f"{figure}_pairs"] > 0]
-    better = sum(separated(row, figure) and row[f"{figure}_diff"] > 0 for _, row in shown_rows.iterrows())
-    worse = sum(separated(row, figure) and row[f"{figure}_diff"] < 0 for _, row in shown_rows.iterrows())
-    untold = len(here) - len(shown_rows)
-    text = (f"less in {better}, more in {worse}, not separated in {len(shown_rows) - better - worse}"
-            + (f", neither reached the target in {untold}" if untold else ""))
-    return f"{text} of {len(here)} cells"
+    """'DeFacto 9 / 2 / 5': the cells where DeTAG needs separated less than ``name``, separated more, and the
+    rest (not separated, or neither reached the target)."""
+    cells = int(((differences["sweep"] == sweep) & (differences["algorithm"] == name)).sum())
+    less, more = separated_cells(differences, sweep, name, figure)
+    return f"{label(name)} {len(less)} / {len(more)} / {cells - len(less) - len(more)}"
+
+
+def claim_sentence(differences: pd.DataFrame, sweep: str, cells: int, target: float) -> str:
+    """Per currency, the cells where the paper's claim holds (DeTAG separated less than each of D-PSGD, D², DSGT
+    and SGP) and those where one of them needs separated less than DeTAG."""
+    present = [name for name in CLAIMED if (differences["algorithm"] == name).any()]
+    parts = []
+    for figure, _, unit, _ in CURRENCIES:
+        found = [separated_cells(differences, sweep, name, figure) for name in present]
+        holds = set.intersection(*(less for less, _ in found)) if found else set()
+        fails = set.union(*(more for _, more in found)) if found else set()
+        where = f" ({'; '.join(cell_label(sweep, cell) for cell in sorted(holds))})" if 0 < len(holds) <= 4 else ""
+        parts.append(f"in {unit} it holds in {len(holds)}{where} and one of them needs less in {len(fails)}")
+    return (f"The claim, cell by cell (DeTAG needs separated less to {target:g} than each of "
+            f"{', '.join(label(name) for name in present)}), of {cells} cells: " + "; ".join(parts) + ".")
 
 
 def reached_sentence(table: pd.DataFrame, sweep: str, target: float) -> str:
@@ -203,7 +225,7 @@ def reached_sentence(table: pd.DataFrame, sweep: str, target: float) -> str:
             + ", ".join(parts) + ".")
 
 
-def fastest_sentence(table: pd.DataFrame, sweep: str, figure: str, unit: str) -> str:
+def fastest_sentence(table: pd.DataFrame, sweep: str, figure: str) -> str:
     """Per cell, the method with the least mean ``figure`` among those where every seed reached the target."""
     wins: dict[str, int] = {}
     for _, cell in table.groupby(CELL[sweep]):
@@ -211,18 +233,15 @@ def fastest_sentence(table: pd.DataFrame, sweep: str, figure: str, unit: str) ->
         if len(complete):
             best = complete.sort_values(figure).iloc[0][ALGORITHM]
             wins[best] = wins.get(best, 0) + 1
-    listed = ", ".join(f"{label(name)} {wins[name]}" for name in ORDER if name in wins)
-    return f"least {unit} (mean, among methods every seed of which reached it), cells won: {listed or 'none'}"
+    return ", ".join(f"{label(name)} {wins[name]}" for name in ORDER if name in wins) or "none"
 
 
-def corner_sentence(table: pd.DataFrame, differences: pd.DataFrame, sweep: str, key: tuple, what: str,
-                    target: float) -> str:
-    """Every method in one cell: gradients and seconds to the target (k/n), DeTAG's paired difference to each."""
+def corner_sentence(table: pd.DataFrame, sweep: str, key: tuple, what: str, target: float) -> str:
+    """Every method in one cell: rounds, gradients and seconds to the target (k/n)."""
     cell = table[np.logical_and.reduce([np.isclose(table[c], k) for c, k in zip(CELL[sweep], key)])]
-    parts = []
-    for _, row in cell.iterrows():
-        steps, seconds = to_target(row, "steps_to_target", 0), to_target(row, "time_to_target_s", 0)
-        parts.append(f"{label(row[ALGORITHM])} {steps} gradients, {seconds} s")
+    parts = [f"{label(row[ALGORITHM])} {to_target(row, 'conv_rounds', 0)} rounds, "
+             f"{to_target(row, 'steps_to_target', 0)} gradients, {to_target(row, 'time_to_target_s', 0)} s"
+             for _, row in cell.iterrows()]
     return f"{what} ({cell_label(sweep, key)}), to {target:g}: " + "; ".join(parts) + "."
 
 
@@ -234,18 +253,21 @@ def readings(table: dict[str, pd.DataFrame], differences: pd.DataFrame, target: 
         here = table.get(sweep)
         if here is None or here.empty:
             continue
-        lines.append(f"- **{titles[sweep]}.** {reached_sentence(here, sweep, target)}")
+        cells = here.groupby(CELL[sweep]).ngroups
+        lines.append(f"- **{titles[sweep]}.** {reached_sentence(here, sweep, target)} "
+                     f"{claim_sentence(differences, sweep, cells, target)}")
         for figure, _, unit, _ in CURRENCIES:
-            lines.append(f"  - To {target:g} in {unit}: {fastest_sentence(here, sweep, figure, unit)}. DeTAG against "
-                         "each, paired (censored), DeTAG needs " + "; ".join(
-                             f"{label(name)}: {tally(differences, sweep, name, figure)}"
-                             for name in ORDER[1:] if name in set(here[ALGORITHM])) + ".")
+            others = [name for name in ORDER[1:] if name in set(here[ALGORITHM])]
+            lines.append(f"  - To {target:g} in {unit}: fewest on average (among the methods every seed of which "
+                         f"reached it), cells won: {fastest_sentence(here, sweep, figure)}. Cells where DeTAG needs "
+                         f"separated less / separated more / neither: "
+                         + "; ".join(tally(differences, sweep, name, figure) for name in others) + ".")
         keys = sorted(set(map(tuple, here[CELL[sweep]].to_numpy())))
         hardest = min(keys, key=lambda k: (k[0], k[1])) if sweep == PAPER else min(keys)
         easiest = max(keys)
-        lines.append("  - " + corner_sentence(here, differences, sweep, hardest, "Most heterogeneous and sparsest",
+        lines.append("  - " + corner_sentence(here, sweep, hardest, "Most heterogeneous and sparsest",
                                               target))
-        lines.append("  - " + corner_sentence(here, differences, sweep, easiest, "Least heterogeneous and densest",
+        lines.append("  - " + corner_sentence(here, sweep, easiest, "Least heterogeneous and densest",
                                               target))
     return "\n".join(lines)
 
