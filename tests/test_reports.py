@@ -26,6 +26,7 @@ RENDERED = {  # report -> (its campaign module, the sweep file holding its targe
     "robust": ("robust_table", "robust_table.toml"),
     "energy": ("energy_table", "energy_table.toml"),
     "esgd": ("esgd_table", "esgd_table.toml"),
+    "detag": ("detag_table", "detag_paper.toml"),
 }
 
 
@@ -42,13 +43,13 @@ def test_a_report_re_renders_from_its_committed_runs_csv(report):
     assert rendered(report).strip() == committed_section(f"{report}.md", f"{RENDERED[report][0]}.md")
 
 
-def changed_lines(report: str, algorithm: str, figure: str, delta: float) -> list[str]:
-    """The committed per-seed CSV re-rendered with one ns-3 evaluation run's ``figure`` moved by ``delta`` (the
-    first of ``algorithm`` that reached the target): the old text of every line that changed other than in a
-    Holm p (Holm adjusts the report's p-values together)."""
+def changed_lines(report: str, algorithm: str, figure: str, delta: float, network: str = "ns3") -> list[str]:
+    """The committed per-seed CSV re-rendered with one evaluation run's ``figure`` moved by ``delta`` (the first
+    of ``algorithm`` on ``network`` that reached the target): the old text of every line that changed other than in
+    a Holm p (Holm adjusts the report's p-values together)."""
     runs = pd.read_csv(REPORTS / f"{report}-runs.csv")
     chosen = runs[~runs["sweep"].str.endswith("-tune") & runs[figure].notna()
-                  & (runs["algorithm.name"] == algorithm) & (runs["network.link_model"] == "ns3")].index[0]
+                  & (runs["algorithm.name"] == algorithm) & (runs["network.link_model"] == network)].index[0]
     changed = runs.copy()
     changed.loc[chosen, figure] += delta
     before, after = rendered(report, runs).splitlines(), rendered(report, changed).splitlines()
@@ -79,6 +80,19 @@ def test_a_changed_value_in_the_energy_runs_csv_changes_exactly_the_text_that_de
                     or "| choco_sgd | ns3 − ideal |" in old), old
         else:
             assert "CHOCO-SGD" in old and ("**ns3.**" in old or "ns-3 against its ideal control" in old), old
+
+
+def test_a_changed_value_in_the_detag_runs_csv_changes_exactly_the_text_that_depends_on_it():
+    """One seed's seconds to the target of SGP in the paper's setting, altered: every line that changes is SGP's
+    there (its setting row, its paired row against DeTAG) or a reading of the paper's setting that names SGP, or
+    differs only in a Holm p."""
+    text = rendered("detag")
+    wireless_readings = text.split("802.11a over ns-3", 1)[1].splitlines() if "802.11a over ns-3" in text else []
+    for old in changed_lines("detag", "sgp", "time_to_target_s", 7.0, network="fixed_graph"):
+        if old.startswith("| "):
+            assert old.startswith("| shuffled ") and ("| SGP |" in old or "| SGP − DeTAG |" in old), old
+        else:
+            assert "SGP" in old and old not in wireless_readings, old
 
 
 def test_check_reports_names_the_report_and_the_cell_when_an_update_changes(tmp_path, monkeypatch, capsys):

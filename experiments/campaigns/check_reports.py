@@ -35,6 +35,7 @@ CHECKED = {
     "energy": ("experiments/configs/energy_table.toml",),
     "esgd": ("experiments/configs/esgd_table.toml", "experiments/configs/esgd_table_baselines.toml",
              "experiments/configs/esgd_table_threshold.toml"),
+    "detag": ("experiments/configs/detag_paper.toml", "experiments/configs/detag_wireless.toml"),
 }
 FIGURES = ("final_acc", "max_acc", "conv_rounds", "steps_to_target", "time_to_target_s", "energy_to_target_j")
 
