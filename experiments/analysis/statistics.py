@@ -49,11 +49,14 @@ def shown(mean: float, half: float, digits: int, signed: bool = False) -> str:
 
 
 def paired_p(differences) -> float:
-    """Two-sided p of the paired t-test that the mean difference is 0 (NaN with fewer than two pairs or no
-    spread)."""
+    """Two-sided p of the paired t-test that the mean difference is 0 (NaN with fewer than two pairs, or when
+    every pair differs by 0). Every pair differing by the same nonzero amount (a method that reaches the target
+    in the same round on every seed against one that never does) is the t statistic's limit, infinite: p 0."""
     values = np.asarray([v for v in differences if v == v], dtype=float)
-    if len(values) < 2 or values.std(ddof=1) == 0:
+    if len(values) < 2:
         return math.nan
+    if values.std(ddof=1) == 0:
+        return 0.0 if values[0] != 0 else math.nan
     return float(stats.ttest_1samp(values, 0.0).pvalue)
 
 
