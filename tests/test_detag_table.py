@@ -127,3 +127,17 @@ def test_the_claim_holds_in_a_cell_only_where_detag_needs_separated_less_than_ea
     assert "in rounds it holds in 1 (shuffled 0, gap 0.500) and one of them needs less in 1" in sentence, sentence
     assert detag_table.tally(differences, "detag-paper", "d2", "conv_rounds") == "D² 1 / 1 / 0"
     assert detag_table.tally(differences, "detag-paper", "sgp", "conv_rounds") == "SGP 2 / 0 / 0"
+
+
+def test_a_censored_budget_below_what_the_other_needed_says_nothing():
+    """DSGT never reaches the target in its 100 gradients; DeTAG reaches it after 190 (its rounds hold 19 each):
+    DSGT might have needed fewer or more, so the pair is left out, not read as DeTAG needing 90 more."""
+    runs = runs_of([{"algorithm.name": name, "seed": seed, "local_steps": budget, "steps_to_target": reached}
+                    for seed in (1, 2, 3) for name, budget, reached in (("detag", 1900, 190.0),
+                                                                        ("dsgt", 100, math.nan))])
+    row = detag_table.paired(runs).iloc[0]
+    assert row["steps_to_target_pairs"] == 0 and math.isnan(row["steps_to_target_diff"])
+    runs.loc[runs["algorithm.name"] == "dsgt", "local_steps"] = 300  # a budget beyond 190: a lower bound, kept
+    row = detag_table.paired(runs).iloc[0]
+    assert row["steps_to_target_pairs"] == 3 and row["steps_to_target_diff"] == pytest.approx(110.0)
+    assert row["steps_to_target_one_censored"] == 3 and row["steps_to_target_p"] == 0.0
