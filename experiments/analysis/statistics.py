@@ -104,7 +104,12 @@ def paired_differences(summary: pd.DataFrame, by: list[str], algorithm: str = "a
                 row[f"{figure}_pairs"] = len(diff)
                 row[f"{figure}_p"] = paired_p(diff)
             rows.append(row)
-    table = pd.DataFrame(rows)
+    return with_holm(pd.DataFrame(rows), figures)
+
+
+def with_holm(table: pd.DataFrame, figures) -> pd.DataFrame:
+    """``table`` with ``<figure>_p_holm`` beside each ``<figure>_p``: every p of the table adjusted together (Holm's
+    family: all of the table's comparisons and figures)."""
     if len(table):
         columns = [f"{figure}_p" for figure in figures]
         adjusted = holm(table[columns].to_numpy().ravel()).reshape(len(table), len(columns))

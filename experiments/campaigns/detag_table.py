@@ -44,15 +44,12 @@ CURRENCIES = (("conv_rounds", "rounds", "rounds", 0), ("steps_to_target", "local
               ("bytes_to_target", "bytes_on_air", "MB", 1),
               ("time_to_target_s", "sim_time_s", "s", 0), ("energy_to_target_j", "energy_j", "J", 0))
 FIGURES = ("algorithm.lr", "final_acc", *(figure for figure, *_ in CURRENCIES))
+PAIRED = ("final_acc", *(figure for figure, *_ in CURRENCIES))  # compared seed by seed against DeTAG
 RUN_COLUMNS = ("sweep", "run_id", ALGORITHM, "algorithm.lr", "network.link_model", "data.shuffled_fraction",
                "network.topology_degree", "spectral_gap", "data.alpha", "network.density", "devices", "rounds",
                "seed", "status", "final_acc", "conv_rounds", "steps_to_target", "local_steps", "bytes_to_target",
                "bytes_on_air", "time_to_target_s", "sim_time_s", "energy_to_target_j", "energy_j")
-UNITS = {"final_acc": ("accuracy", 3), **{figure: (unit, digits) for figure, _, unit, digits in CURRENCIES}}
 SCALE = {"bytes_to_target": 1e-6, "bytes_on_air": 1e-6}  # shown in MB
-
-
-label = algorithm_label
 
 
 def bytes_to_target(run_dir: Path, conv_rounds: float) -> float:
@@ -75,7 +72,8 @@ def runs_table(sweeps, results_root: Path) -> str:
     runs = pd.read_csv(io.StringIO(per_seed_with(sweeps, results_root, RUN_COLUMNS)))
     gaps = {(n, k): spectral_gap(graph_adjacency("circulant", int(n), int(k)))
             for n, k in runs[["devices", "network.topology_degree"]].dropna().drop_duplicates().itertuples(index=False)}
-    runs["spectral_gap"] = [gaps.get((n, k), math.nan) for n, k in zip(runs["devices"], runs["network.topology_degree"])]
+    runs["spectral_gap"] = [gaps.get((n, k), math.nan)
+                            for n, k in zip(runs["devices"], runs["network.topology_degree"])]
     runs["bytes_to_target"] = [bytes_to_target(results_root / run_id, conv) if status in ("done", "diverged")
                                else math.nan for run_id, conv, status in
                                zip(runs["run_id"], runs["conv_rounds"], runs["status"])]
@@ -98,7 +96,8 @@ def settings_table(evaluation: pd.DataFrame, sweep: str) -> pd.DataFrame:
     reached it, ``statistics.settings_table``) and each currency's censored mean (``<figure>_at_least``: a run
     that never reached the target charged its whole budget)."""
     here = evaluation[evaluation["sweep"] == sweep]
-    here = here.assign(**{f"{figure}_at_least": here[figure].fillna(here[budget]) for figure, budget, *_ in CURRENCIES})
+    charged = censored(here)
+    here = here.assign(**{f"{figure}_at_least": charged[figure] for figure, *_ in CURRENCIES})
     table = statistics.settings_table(here, [*CELL[sweep], ALGORITHM],
                                       (*FIGURES, *(f"{figure}_at_least" for figure, *_ in CURRENCIES)),
                                       tuple(f for f, *_ in CURRENCIES))
@@ -119,8 +118,8 @@ def to_target(row: pd.Series, figure: str, digits: int) -> str:
 
 
 def settings_markdown(table: pd.DataFrame, sweep: str, target: float) -> str:
-    rows = [[cell_label(sweep, tuple(row[c] for c in CELL[sweep])), label(row[ALGORITHM]), f"{row['algorithm.lr']:g}",
-             shown(row["final_acc"], row["final_acc_half"], 3),
+    rows = [[cell_label(sweep, tuple(row[c] for c in CELL[sweep])), algorithm_label(row[ALGORITHM]),
+             f"{row['algorithm.lr']:g}", shown(row["final_acc"], row["final_acc_half"], 3),
              *[to_target(row, figure, digits) for figure, _, _, digits in CURRENCIES]]
             for _, row in table.iterrows()]
     return markdown_table(["cell", "algorithm", "lr", "final acc",
@@ -129,8 +128,8 @@ def settings_markdown(table: pd.DataFrame, sweep: str, target: float) -> str:
 
 def censored(runs: pd.DataFrame) -> pd.DataFrame:
     """Each currency to the target, a run that never reached it charged its whole budget (``<figure>_censored``
-    True where so)."""
-    out = runs.copy()
+    True where so; final accuracy, which every run has, never)."""
+    out = runs.assign(final_acc_censored=False)
     for figure, budget, *_ in CURRENCIES:
         out[f"{figure}_censored"] = out[figure].isna()
         out[figure] = out[figure].fillna(out[budget])
@@ -158,11 +157,8 @@ def paired(evaluation: pd.DataFrame) -> pd.DataFrame:
                 other = group[group[ALGORITHM] == name].set_index("seed")
                 seeds = reference.index.intersection(other.index)
                 row = {"sweep": sweep, "cell": key, "algorithm": name, "pairs": len(seeds)}
-                diff = other.loc[seeds, "final_acc"] - reference.loc[seeds, "final_acc"]
-                row["final_acc_diff"], row["final_acc_half"] = mean_interval(diff)
-                row["final_acc_pairs"], row["final_acc_p"] = len(diff), paired_p(diff)
-                for figure, *_ in CURRENCIES:
-                    a, b = other.loc[seeds], reference.loc[seeds]
+                a, b = other.loc[seeds], reference.loc[seeds]
+                for figure in PAIRED:
                     informative = informative_pairs(a, b, figure)
                     diff = (a[figure] - b[figure])[informative] * SCALE.get(figure, 1.0)
                     row[f"{figure}_diff"], row[f"{figure}_half"] = mean_interval(diff)
@@ -170,13 +166,7 @@ def paired(evaluation: pd.DataFrame) -> pd.DataFrame:
                     row[f"{figure}_one_censored"] = int(((a[f"{figure}_censored"] ^ b[f"{figure}_censored"])
                                                          & informative).sum())
                 rows.append(row)
-    table = pd.DataFrame(rows, columns=None if rows else ["sweep", "cell", "algorithm"])
-    if len(table):
-        figures = ["final_acc", *(figure for figure, *_ in CURRENCIES)]
-        adjusted = statistics.holm(table[[f"{f}_p" for f in figures]].to_numpy().ravel()).reshape(len(table), -1)
-        for i, figure in enumerate(figures):
-            table[f"{figure}_p_holm"] = adjusted[:, i]
-    return table
+    return statistics.with_holm(pd.DataFrame(rows, columns=None if rows else ["sweep", "cell", "algorithm"]), PAIRED)
 
 
 def paired_cell(row: pd.Series, figure: str, digits: int) -> str:
@@ -187,8 +177,9 @@ def paired_cell(row: pd.Series, figure: str, digits: int) -> str:
 
 def paired_markdown(differences: pd.DataFrame, sweep: str) -> str:
     here = differences[differences["sweep"] == sweep]
-    rows = [[cell_label(sweep, row["cell"]), f"{label(row['algorithm'])} − DeTAG",
-             paired_cell(row, "final_acc", 3), *[paired_cell(row, figure, digits) for figure, _, _, digits in CURRENCIES]]
+    rows = [[cell_label(sweep, row["cell"]), f"{algorithm_label(row['algorithm'])} − DeTAG",
+             paired_cell(row, "final_acc", 3),
+             *[paired_cell(row, figure, digits) for figure, _, _, digits in CURRENCIES]]
             for _, row in here.iterrows()]
     return markdown_table(["cell", "comparison", "Δ final acc", *(f"Δ {unit}" for _, _, unit, _ in CURRENCIES)], rows)
 
@@ -208,7 +199,7 @@ def tally(differences: pd.DataFrame, sweep: str, name: str, figure: str) -> str:
     rest (not separated, or neither reached the target)."""
     cells = int(((differences["sweep"] == sweep) & (differences["algorithm"] == name)).sum())
     less, more = separated_cells(differences, sweep, name, figure)
-    return f"{label(name)} {len(less)} / {len(more)} / {cells - len(less) - len(more)}"
+    return f"{algorithm_label(name)} {len(less)} / {len(more)} / {cells - len(less) - len(more)}"
 
 
 def claim_sentence(differences: pd.DataFrame, sweep: str, cells: int, target: float) -> str:
@@ -223,14 +214,14 @@ def claim_sentence(differences: pd.DataFrame, sweep: str, cells: int, target: fl
         where = f" ({'; '.join(cell_label(sweep, cell) for cell in sorted(holds))})" if 0 < len(holds) <= 4 else ""
         parts.append(f"in {unit} it holds in {len(holds)}{where} and one of them needs less in {len(fails)}")
     return (f"The claim, cell by cell (DeTAG needs separated less to {target:g} than each of "
-            f"{', '.join(label(name) for name in present)}), of {cells} cells: " + "; ".join(parts) + ".")
+            f"{', '.join(algorithm_label(name) for name in present)}), of {cells} cells: " + "; ".join(parts) + ".")
 
 
 def reached_sentence(table: pd.DataFrame, sweep: str, target: float) -> str:
     parts = []
     for name in [n for n in ORDER if n in set(table[ALGORITHM])]:
         rows = table[table[ALGORITHM] == name]
-        parts.append(f"{label(name)} {int((rows['reached'] == rows['runs']).sum())}")
+        parts.append(f"{algorithm_label(name)} {int((rows['reached'] == rows['runs']).sum())}")
     return (f"Cells (of {table.groupby(CELL[sweep]).ngroups}) where every seed reached {target:g}: "
             + ", ".join(parts) + ".")
 
@@ -243,13 +234,13 @@ def fastest_sentence(table: pd.DataFrame, sweep: str, figure: str) -> str:
         if len(complete):
             best = complete.sort_values(figure).iloc[0][ALGORITHM]
             wins[best] = wins.get(best, 0) + 1
-    return ", ".join(f"{label(name)} {wins[name]}" for name in ORDER if name in wins) or "none"
+    return ", ".join(f"{algorithm_label(name)} {wins[name]}" for name in ORDER if name in wins) or "none"
 
 
 def corner_sentence(table: pd.DataFrame, sweep: str, key: tuple, what: str, target: float) -> str:
     """Every method in one cell: rounds, gradients and seconds to the target (k/n)."""
     cell = table[np.logical_and.reduce([np.isclose(table[c], k) for c, k in zip(CELL[sweep], key)])]
-    parts = [f"{label(row[ALGORITHM])} {to_target(row, 'conv_rounds', 0)} rounds, "
+    parts = [f"{algorithm_label(row[ALGORITHM])} {to_target(row, 'conv_rounds', 0)} rounds, "
              f"{to_target(row, 'steps_to_target', 0)} gradients, {to_target(row, 'time_to_target_s', 0)} s"
              for _, row in cell.iterrows()]
     return f"{what} ({cell_label(sweep, key)}), to {target:g}: " + "; ".join(parts) + "."
@@ -273,8 +264,7 @@ def readings(table: dict[str, pd.DataFrame], differences: pd.DataFrame, target: 
                          f"separated less / separated more / neither: "
                          + "; ".join(tally(differences, sweep, name, figure) for name in others) + ".")
         keys = sorted(set(map(tuple, here[CELL[sweep]].to_numpy())))
-        hardest = min(keys, key=lambda k: (k[0], k[1])) if sweep == PAPER else min(keys)
-        easiest = max(keys)
+        hardest, easiest = min(keys), max(keys)  # least shuffled / lowest alpha first, then sparsest
         lines.append("  - " + corner_sentence(here, sweep, hardest, "Most heterogeneous and sparsest",
                                               target))
         lines.append("  - " + corner_sentence(here, sweep, easiest, "Least heterogeneous and densest",
